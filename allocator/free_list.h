@@ -1,0 +1,204 @@
+// allocator/free_list.h
+//
+// FreeList is an intrusive doubly-linked list of BlockIds over two flat int32
+// arrays (prev/next, indexed by block id): no per-block heap objects, and
+// PushFront, PushBack, PopFront, PopBack, Remove and Contains are all O(1).
+// It only allocates in its constructor and in Grow().
+//
+// BlockPool keeps every free block (ref_count 0) here and uses it as a LIFO:
+// a released block is pushed to the front and the next allocation pops the
+// front, so the most recently freed block (warm in cache) is reused first.
+//
+// Seam for the prefix cache (later): a block whose KV is published in the
+// prefix index stays "cached but free" when its last reference goes. Such
+// blocks are kept in a FreeList used as an LRU: PushFront when they become
+// free, Remove(id) in O(1) on a prefix hit (the block is revived without a
+// copy), and PopBack to evict the least recently freed one lazily, only when
+// the plain free list is empty. Because membership and links are per-id
+// arrays, a block can move between two FreeLists (plain, evictable) in O(1).
+//
+// Example:
+//
+//   FreeList list(/*capacity=*/4);      // Empty; ids 0..3 may be pushed.
+//   list.PushBack(BlockId(0));
+//   list.PushFront(BlockId(2));         // Order: 2, 0.
+//   list.Remove(BlockId(0));            // O(1), from anywhere in the list.
+//   BlockId id = list.PopFront();       // block#2; list is empty again.
+//
+// Thread safety: none; the owner (BlockPool) synchronizes.
+#ifndef PAGEDKV_ALLOCATOR_FREE_LIST_H_
+#define PAGEDKV_ALLOCATOR_FREE_LIST_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "allocator/block_id.h"
+#include "base/check.h"
+
+namespace pagedkv {
+
+class FreeList {
+ public:
+  // Creates an empty list that can hold ids 0..capacity-1.
+  // REQUIRES: capacity >= 0.
+  explicit FreeList(int32_t capacity = 0) { Grow(capacity); }
+
+  FreeList(FreeList&&) noexcept = default;
+  FreeList& operator=(FreeList&&) noexcept = default;
+  FreeList(const FreeList&) = delete;
+  FreeList& operator=(const FreeList&) = delete;
+
+  int32_t capacity() const { return static_cast<int32_t>(next_.size()); }
+  int32_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+  // Returns whether `id` is in the list.
+  // REQUIRES: 0 <= id.value() < capacity().
+  bool Contains(BlockId id) const {
+    CheckRange(id);
+    return next_[id.value()] != kNotInList;
+  }
+
+  // Returns the first / last id without removing it.
+  // REQUIRES: !empty().
+  BlockId Front() const {
+    PKV_CHECK(size_ > 0, "Front of empty free list");
+    return BlockId(head_);
+  }
+  BlockId Back() const {
+    PKV_CHECK(size_ > 0, "Back of empty free list");
+    return BlockId(tail_);
+  }
+
+  // Inserts `id` at the front (popped next) or at the back.
+  // REQUIRES: 0 <= id.value() < capacity() and !Contains(id).
+  void PushFront(BlockId id) {
+    PKV_CHECK(!Contains(id), "PushFront of block %d already in the free list",
+              id.value());
+    const int32_t i = id.value();
+    prev_[i] = kNil;
+    next_[i] = head_;
+    if (head_ == kNil) {
+      tail_ = i;
+    } else {
+      prev_[head_] = i;
+    }
+    head_ = i;
+    ++size_;
+  }
+  void PushBack(BlockId id) {
+    PKV_CHECK(!Contains(id), "PushBack of block %d already in the free list",
+              id.value());
+    const int32_t i = id.value();
+    next_[i] = kNil;
+    prev_[i] = tail_;
+    if (tail_ == kNil) {
+      head_ = i;
+    } else {
+      next_[tail_] = i;
+    }
+    tail_ = i;
+    ++size_;
+  }
+
+  // Removes and returns the first / last id.
+  // REQUIRES: !empty().
+  BlockId PopFront() {
+    PKV_CHECK(size_ > 0, "PopFront of empty free list");
+    const BlockId id(head_);
+    Unlink(head_);
+    return id;
+  }
+  BlockId PopBack() {
+    PKV_CHECK(size_ > 0, "PopBack of empty free list");
+    const BlockId id(tail_);
+    Unlink(tail_);
+    return id;
+  }
+
+  // Removes `id` from wherever it is in the list.
+  // REQUIRES: Contains(id).
+  void Remove(BlockId id) {
+    PKV_CHECK(Contains(id), "Remove of block %d not in the free list",
+              id.value());
+    Unlink(id.value());
+  }
+
+  // Makes room for ids capacity()..new_capacity-1, none of them in the list.
+  // REQUIRES: new_capacity >= capacity().
+  void Grow(int32_t new_capacity) {
+    PKV_CHECK(new_capacity >= capacity(),
+              "FreeList cannot shrink from %d to %d", capacity(), new_capacity);
+    prev_.resize(new_capacity, kNotInList);
+    next_.resize(new_capacity, kNotInList);
+  }
+
+  // Aborts unless the invariants listed below hold. O(capacity).
+  void CheckInvariants() const {
+    PKV_CHECK(prev_.size() == next_.size(), "prev %d != next %d entries",
+              prev_.size(), next_.size());
+    int32_t count = 0;
+    int32_t prev = kNil;
+    for (int32_t i = head_; i != kNil; i = next_[i]) {
+      PKV_CHECK(i >= 0 && i < capacity(), "link to %d out of [0, %d)", i,
+                capacity());
+      PKV_CHECK(prev_[i] == prev, "block %d: prev %d, expected %d", i,
+                prev_[i], prev);
+      PKV_CHECK(++count <= size_, "more than size %d blocks linked (cycle?)",
+                size_);
+      prev = i;
+    }
+    PKV_CHECK(prev == tail_, "tail %d, but the last linked block is %d", tail_,
+              prev);
+    PKV_CHECK(count == size_, "%d blocks linked, size %d", count, size_);
+    int32_t marked = 0;
+    for (int32_t i = 0; i < capacity(); ++i) {
+      if (next_[i] != kNotInList) ++marked;
+    }
+    PKV_CHECK(marked == size_, "%d blocks marked in the list, size %d",
+              marked, size_);
+  }
+
+ private:
+  static constexpr int32_t kNil = -1;        // End of the list.
+  static constexpr int32_t kNotInList = -2;  // next_[i] of an absent id.
+
+  void CheckRange(BlockId id) const {
+    PKV_CHECK(static_cast<uint32_t>(id.value()) <
+                  static_cast<uint32_t>(capacity()),
+              "block %d out of range [0, %d)", id.value(), capacity());
+  }
+
+  void Unlink(int32_t i) {
+    const int32_t prev = prev_[i];
+    const int32_t next = next_[i];
+    if (prev == kNil) {
+      head_ = next;
+    } else {
+      next_[prev] = next;
+    }
+    if (next == kNil) {
+      tail_ = prev;
+    } else {
+      prev_[next] = prev;
+    }
+    prev_[i] = kNotInList;
+    next_[i] = kNotInList;
+    --size_;
+  }
+
+  // Invariants (checked by CheckInvariants()):
+  //  - id i is in the list exactly when next_[i] != kNotInList; then prev_[i]
+  //    and next_[i] are list neighbours or kNil;
+  //  - walking next_ from head_ visits size_ distinct ids, each with prev_
+  //    pointing back, and ends at tail_; head_ == tail_ == kNil iff empty.
+  std::vector<int32_t> prev_;
+  std::vector<int32_t> next_;
+  int32_t head_ = kNil;
+  int32_t tail_ = kNil;
+  int32_t size_ = 0;
+};
+
+}  // namespace pagedkv
+
+#endif  // PAGEDKV_ALLOCATOR_FREE_LIST_H_
