@@ -1,0 +1,95 @@
+// cache/kv_view.h
+//
+// KVView is what KVCache::Update and KVCache::Get return: a borrowed, paged
+// view of one layer's visible keys and values, shape
+// (batch, heads, length, head_dim). It copies nothing. Token t of row b lives
+// in block table b at table token `start + t`: block (start+t) / block_tokens,
+// slot (start+t) % block_tokens. Attention kernels can read it in place
+// (KeyRun/ValueRun give one contiguous run per (row, head, block)); Gather()
+// materialises the contiguous tensors the lucid API promises.
+//
+//   absl::StatusOr<KVView> kv = cache.Update(key, value, /*layer_idx=*/0);
+//   if (!kv.ok()) return kv.status();
+//   absl::StatusOr<KVTensors> dense = kv->Gather();   // (B, H, len, D) each
+//
+// A view is valid until the next mutating call on the cache that made it
+// (Update, ReorderCache, BatchSelectIndices, BatchRepeatInterleave, Crop,
+// Reset) or on its pool's layout (a standalone cache's growth).
+//
+// Thread safety: read-only; safe to read from several threads while nobody
+// mutates the cache.
+#ifndef PAGEDKV_CACHE_KV_VIEW_H_
+#define PAGEDKV_CACHE_KV_VIEW_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "allocator/block_id.h"
+#include "allocator/block_table.h"
+#include "cache/kv_layout.h"
+#include "cache/kv_pool.h"
+#include "tensor/dtype.h"
+#include "tensor/shape.h"
+#include "tensor/tensor.h"
+
+namespace pagedkv {
+
+// Contiguous keys and values of one layer, each (batch, heads, length, dim).
+struct KVTensors {
+  Tensor key;
+  Tensor value;
+};
+
+class KVView {
+ public:
+  // A view of `length` tokens from table token `start` of each table, for
+  // `layer` of `pool`. Made by caches; borrowed pointers must outlive it.
+  KVView(const KVPool* pool, absl::Span<const BlockTable> tables,
+         int32_t layer, int64_t start, int64_t length, int64_t heads,
+         int64_t head_dim);
+
+  int64_t batch() const { return static_cast<int64_t>(tables_.size()); }
+  int64_t heads() const { return heads_; }
+  int64_t length() const { return length_; }
+  int64_t head_dim() const { return head_dim_; }
+  DType dtype() const { return pool_ == nullptr ? DType::kFloat32 : pool_->layout().dtype; }
+  // (batch, heads, length, head_dim).
+  Shape shape() const;
+
+  // Paged access for kernels.
+  int32_t layer() const { return layer_; }
+  // Table token of visible token 0 (the first page may start mid-block).
+  int64_t start() const { return start_; }
+  int32_t block_tokens() const;
+  absl::Span<const BlockTable> tables() const { return tables_; }
+  const KVPool* pool() const { return pool_; }
+  // Returns the (block_tokens, head_dim) slab of (row, head) in the table's
+  // block `block_index`, keys or values.
+  // REQUIRES: indices in range.
+  ConstTensorView Slab(KV kv, int64_t row, int64_t head,
+                       int32_t block_index) const;
+
+  // Returns contiguous (batch, heads, length, head_dim) copies of keys and
+  // values. ResourceExhausted if memory runs out.
+  absl::StatusOr<KVTensors> Gather() const;
+  // Writes the same into caller-owned tensors of exactly shape() (any dtype,
+  // any strides). InvalidArgument on a shape mismatch (outputs unchanged).
+  absl::Status GatherInto(TensorView key_out, TensorView value_out) const;
+
+ private:
+  absl::Status GatherOne(KV kv, TensorView out) const;
+
+  const KVPool* pool_;
+  absl::Span<const BlockTable> tables_;
+  int32_t layer_;
+  int64_t start_;
+  int64_t length_;
+  int64_t heads_;
+  int64_t head_dim_;
+};
+
+}  // namespace pagedkv
+
+#endif  // PAGEDKV_CACHE_KV_VIEW_H_

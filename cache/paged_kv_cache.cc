@@ -1,0 +1,723 @@
+#include "cache/paged_kv_cache.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "allocator/block_table.h"
+#include "base/check.h"
+#include "base/status_macros.h"
+
+namespace pagedkv::internal {
+namespace {
+
+// Copies n consecutive input tokens [t0, t0+n) of (row b, head h) of `src`
+// to `dst` (n * head_dim contiguous elements of the same dtype). A
+// contiguous source is one memcpy (the decode/prefill hot path).
+void CopyTokenRun(ConstTensorView src, int64_t b, int64_t h, int64_t t0,
+                  int64_t n, std::byte* dst) {
+  const int64_t head_dim = src.dim(3);
+  const size_t elem = SizeOf(src.dtype());
+  const Strides& st = src.strides();
+  const int64_t first[4] = {b, h, t0, 0};
+  const std::byte* base = src.ElementPtr(first);
+  if (st[3] == 1 && (n == 1 || st[2] == head_dim)) {
+    std::memcpy(dst, base, static_cast<size_t>(n * head_dim) * elem);
+    return;
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t d = 0; d < head_dim; ++d) {
+      std::memcpy(dst + (t * head_dim + d) * elem,
+                  base + (t * st[2] + d * st[3]) * static_cast<int64_t>(elem),
+                  elem);
+    }
+  }
+}
+
+std::string DescribeShape(ConstTensorView t) { return t.shape().ToString(); }
+
+// The target position of input token t of row b (positional modes only).
+int64_t PositionOf(const CachePosition& position, int64_t b, int64_t t) {
+  return position.kind() == CachePosition::Kind::kMatrix ? position.at(b, t)
+                                                          : position.values()[t];
+}
+
+}  // namespace
+
+PagedKVCache::PagedKVCache(const Options& options) : options_(options) {
+  PKV_CHECK(options_.block_tokens > 0, "block_tokens %d",
+            options_.block_tokens);
+  if (options_.pool != nullptr) {
+    pool_ = options_.pool;
+    dtype_ = pool_->layout().dtype;
+  }
+  if (is_static()) layers_.resize(options_.num_layers);
+}
+
+PagedKVCache::~PagedKVCache() = default;
+
+std::optional<int64_t> PagedKVCache::batch_size() const {
+  if (!has_geometry_) return std::nullopt;
+  return static_cast<int64_t>(rows_.size());
+}
+
+bool PagedKVCache::is_present(int64_t layer_idx) const {
+  return layer_idx >= 0 && layer_idx < num_layer_slots() &&
+         layers_[layer_idx].present;
+}
+
+int64_t PagedKVCache::block_tokens() const {
+  return pool_ != nullptr ? pool_->layout().block_tokens
+                          : options_.block_tokens;
+}
+
+int64_t PagedKVCache::BlocksFor(int64_t end) const {
+  return (end + block_tokens() - 1) / block_tokens();
+}
+
+int64_t PagedKVCache::blocks_per_row_reserved() const {
+  // Room for max_cache_len tokens after a crop left the first page starting
+  // anywhere in its block.
+  return BlocksFor(*options_.max_cache_len + block_tokens() - 1);
+}
+
+// ---------------------------------------------------------------------------
+// Update
+
+absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
+                                          ConstTensorView value,
+                                          int64_t layer_idx,
+                                          const CachePosition& position,
+                                          int64_t* new_length) const {
+  if (layer_idx < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_idx %d is negative", layer_idx));
+  }
+  if (is_static() && layer_idx >= options_.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_idx %d >= num_layers %d of a static cache",
+                        layer_idx, options_.num_layers));
+  }
+  if (key.rank() != 4) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key must be rank 4 (batch, heads, seq, head_dim), got shape %s",
+        DescribeShape(key)));
+  }
+  if (value.shape() != key.shape()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("value shape %s differs from key shape %s",
+                        DescribeShape(value), DescribeShape(key)));
+  }
+  if (value.dtype() != key.dtype()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "value dtype %s differs from key dtype %s",
+        std::string(DTypeName(value.dtype())),
+        std::string(DTypeName(key.dtype()))));
+  }
+  if (dtype_.has_value() && key.dtype() != *dtype_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key dtype %s differs from the cache's %s",
+        std::string(DTypeName(key.dtype())), std::string(DTypeName(*dtype_))));
+  }
+  const int64_t batch = key.dim(0);
+  const int64_t heads = key.dim(1);
+  const int64_t seq = key.dim(2);
+  const int64_t head_dim = key.dim(3);
+  if (heads <= 0 || head_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "heads and head_dim must be positive, got shape %s", DescribeShape(key)));
+  }
+  if (batch > kMaxBatch) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("batch %d exceeds the limit %d", batch, kMaxBatch));
+  }
+  if (options_.pool != nullptr) {
+    const KVLayout& layout = options_.pool->layout();
+    if (heads != layout.num_kv_heads || head_dim != layout.head_dim) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "key shape %s does not fit the pool (%s)", DescribeShape(key),
+          layout.ToString()));
+    }
+    if (layer_idx >= layout.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("layer_idx %d >= the pool's %d layers", layer_idx,
+                          layout.num_layers));
+    }
+  }
+  if (has_geometry_ &&
+      (batch != static_cast<int64_t>(rows_.size()) || heads != heads_ ||
+       head_dim != head_dim_)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key shape %s does not match the cache's (batch %d, heads %d, "
+        "head_dim %d)",
+        DescribeShape(key), rows_.size(), heads_, head_dim_));
+  }
+
+  const int64_t length =
+      layer_idx < num_layer_slots() ? layers_[layer_idx].length : 0;
+  const int64_t capacity =
+      is_static() ? *options_.max_cache_len : kMaxTokens;
+  if (is_static() && seq == 0) {
+    return absl::InvalidArgumentError(
+        "a static cache rejects a zero-length update");
+  }
+
+  if (position.is_append()) {
+    if (length + seq > capacity) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "append of %d tokens to length %d exceeds capacity %d", seq, length,
+          capacity));
+    }
+    *new_length = length + seq;
+    return absl::OkStatus();
+  }
+
+  switch (position.kind()) {
+    case CachePosition::Kind::kScalar:
+      if (seq != 1) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "a scalar cache_position needs seq == 1, got %d", seq));
+      }
+      break;
+    case CachePosition::Kind::kVector:
+      if (position.cols() != seq) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "1-D cache_position has %d entries for seq %d", position.cols(),
+            seq));
+      }
+      break;
+    case CachePosition::Kind::kMatrix:
+      if (position.rows() != batch || position.cols() != seq) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "2-D cache_position has shape (%d, %d), expected (%d, %d)",
+            position.rows(), position.cols(), batch, seq));
+      }
+      break;
+    case CachePosition::Kind::kNone:
+      break;
+  }
+  if (position.values().empty()) {
+    return absl::InvalidArgumentError("cache_position is empty");
+  }
+  int64_t max_position = -1;
+  for (int64_t p : position.values()) {
+    if (p < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("cache_position %d is negative", p));
+    }
+    max_position = std::max(max_position, p);
+  }
+  if (max_position >= capacity) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "cache_position %d >= capacity %d", max_position, capacity));
+  }
+  *new_length = std::max(length, max_position + 1);
+  return absl::OkStatus();
+}
+
+absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
+  if (options_.pool != nullptr) return absl::OkStatus();
+  const int32_t heads = static_cast<int32_t>(key.dim(1));
+  const int32_t head_dim = static_cast<int32_t>(key.dim(3));
+  const int32_t wanted_layers = static_cast<int32_t>(
+      is_static() ? options_.num_layers : layer_idx + 1);
+  if (owned_pool_ != nullptr &&
+      (owned_pool_->layout().num_kv_heads != heads ||
+       owned_pool_->layout().head_dim != head_dim)) {
+    // Only reachable after Reset (the geometry is otherwise fixed): no block
+    // is in use, so the private pool is rebuilt for the new shape.
+    PKV_CHECK(rows_.empty() && !reservation_.has_value(),
+              "rebuilding a pool that is in use");
+    pool_ = nullptr;
+    owned_pool_.reset();
+  }
+  if (owned_pool_ == nullptr) {
+    KVLayout layout{wanted_layers, heads, head_dim, key.dtype(),
+                    options_.block_tokens};
+    PKV_ASSIGN_OR_RETURN(owned_pool_,
+                         KVPool::Create({.layout = layout, .num_blocks = 16}));
+    pool_ = owned_pool_.get();
+    return absl::OkStatus();
+  }
+  if (wanted_layers > owned_pool_->layout().num_layers) {
+    return owned_pool_->Relayout(
+        std::max(wanted_layers, 2 * owned_pool_->layout().num_layers));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<BlockId>> PagedKVCache::TakeBlocks(int64_t n) {
+  if (n == 0) return std::vector<BlockId>();
+  BlockPool& books = pool_->books();
+  const int64_t from_reservation =
+      reservation_.has_value()
+          ? std::min<int64_t>(n, reservation_->num_reserved_free())
+          : 0;
+  const int64_t from_pool = n - from_reservation;
+  if (owned_pool_ != nullptr &&
+      books.num_unreserved_free_blocks() < from_pool) {
+    const int64_t missing = from_pool - books.num_unreserved_free_blocks();
+    const int64_t grow = std::max<int64_t>(missing, books.num_blocks());
+    if (grow > kMaxTokens) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "private pool of %d blocks cannot grow by %d", books.num_blocks(),
+          grow));
+    }
+    PKV_RETURN_IF_ERROR(owned_pool_->Grow(static_cast<int32_t>(grow)));
+  }
+  // The pool part first: it is the one that can fail (all or nothing); the
+  // reservation's blocks are this cache's alone.
+  PKV_ASSIGN_OR_RETURN(std::vector<BlockId> blocks,
+                       books.Allocate(static_cast<int32_t>(from_pool)));
+  if (from_reservation > 0) {
+    absl::StatusOr<std::vector<BlockId>> reserved =
+        reservation_->Allocate(static_cast<int32_t>(from_reservation));
+    PKV_CHECK(reserved.ok(), "reservation refused %d of its %d free blocks",
+              from_reservation, reservation_->num_reserved_free());
+    blocks.insert(blocks.end(), reserved->begin(), reserved->end());
+  }
+  return blocks;
+}
+
+absl::Status PagedKVCache::ReserveForBatch(int64_t batch) {
+  if (!is_static()) return absl::OkStatus();
+  const int64_t want = batch * blocks_per_row_reserved();
+  if (want > std::numeric_limits<int32_t>::max()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "a reservation of %d blocks for batch %d is too large", want, batch));
+  }
+  BlockPool& books = pool_->books();
+  const int64_t have = reservation_.has_value() ? reservation_->capacity() : 0;
+  const int64_t charged =
+      reservation_.has_value() ? reservation_->num_charged() : 0;
+  const int64_t target = std::max(want, charged);
+  if (target > have && owned_pool_ != nullptr &&
+      books.num_unreserved_free_blocks() < target - have) {
+    PKV_RETURN_IF_ERROR(owned_pool_->Grow(static_cast<int32_t>(
+        target - have - books.num_unreserved_free_blocks())));
+  }
+  if (!reservation_.has_value()) {
+    PKV_ASSIGN_OR_RETURN(Reservation r,
+                         books.Reserve(static_cast<int32_t>(target)));
+    reservation_.emplace(std::move(r));
+    return absl::OkStatus();
+  }
+  return reservation_->Resize(static_cast<int32_t>(target));
+}
+
+absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
+                                            ConstTensorView value,
+                                            int64_t layer_idx,
+                                            const CachePosition& position) {
+  int64_t new_length = 0;
+  PKV_RETURN_IF_ERROR(
+      ValidateUpdate(key, value, layer_idx, position, &new_length));
+  PKV_RETURN_IF_ERROR(EnsurePool(key, layer_idx));
+
+  const int64_t batch = key.dim(0);
+  const int64_t heads = key.dim(1);
+  const int64_t seq = key.dim(2);
+  const KVLayout& layout = pool_->layout();
+  const int64_t bt = layout.block_tokens;
+
+  // Fix the geometry (and, static, the reservation) on the first update.
+  const bool fixes_geometry = !has_geometry_;
+  if (fixes_geometry) PKV_RETURN_IF_ERROR(ReserveForBatch(batch));
+
+  const bool new_slot = layer_idx >= num_layer_slots();
+  const Layer old_layer = new_slot ? Layer() : layers_[layer_idx];
+  const int64_t start = old_layer.start;
+  const int64_t old_end = start + old_layer.length;
+  const int64_t new_end = start + new_length;
+  const int64_t grow_blocks =
+      std::max<int64_t>(0, BlocksFor(new_end) - num_table_blocks_);
+
+  // Existing table blocks this write touches, per row: those overlapping
+  // [old_end, new_end) (appended or zero-filled) and those holding positional
+  // writes. Shared ones need a private copy first (copy-on-write).
+  std::vector<std::vector<int32_t>> touched(fixes_geometry ? 0 : rows_.size());
+  int64_t copies = 0;
+  if (!touched.empty()) {
+    absl::flat_hash_map<BlockId, int64_t> touches;
+    for (size_t b = 0; b < rows_.size(); ++b) {
+      std::vector<int32_t>& mine = touched[b];
+      const int64_t last = std::min(num_table_blocks_, BlocksFor(new_end));
+      for (int64_t i = old_end / bt; i < last; ++i) {
+        mine.push_back(static_cast<int32_t>(i));
+      }
+      if (!position.is_append()) {
+        for (int64_t t = 0; t < seq; ++t) {
+          const int64_t block = (start + PositionOf(position, b, t)) / bt;
+          if (block < num_table_blocks_) {
+            mine.push_back(static_cast<int32_t>(block));
+          }
+        }
+      }
+      std::sort(mine.begin(), mine.end());
+      mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+      const BlockTable& row = rows_[b];
+      mine.erase(std::remove_if(mine.begin(), mine.end(),
+                                [&](int32_t i) { return !row.IsShared(i); }),
+                 mine.end());
+      for (int32_t i : mine) ++touches[row[i]];
+    }
+    // A block with c references touched by k rows of this write needs k
+    // copies, or k - 1 when k == c (the last writer finds it private).
+    for (const auto& [id, k] : touches) {
+      copies += pool_->books().ref_count(id) > k ? k : k - 1;
+    }
+  }
+
+  const int64_t need = batch * grow_blocks + copies;
+  absl::StatusOr<std::vector<BlockId>> fresh = TakeBlocks(need);
+  if (!fresh.ok()) {
+    if (fixes_geometry) reservation_.reset();
+    return fresh.status();
+  }
+
+  // From here on nothing fails.
+  if (fixes_geometry) {
+    has_geometry_ = true;
+    heads_ = heads;
+    head_dim_ = key.dim(3);
+    dtype_ = key.dtype();
+    // A fresh or reset cache: no layer holds tokens, the table is empty.
+    PKV_CHECK(num_table_blocks_ == 0, "geometry fixed over %d blocks",
+              num_table_blocks_);
+    for (int64_t b = 0; b < batch; ++b) rows_.emplace_back(&pool_->books());
+  }
+  if (new_slot) layers_.resize(layer_idx + 1);
+  size_t next = 0;
+  // Copy-on-write first, so the writes below land in private blocks.
+  for (size_t b = 0; b < touched.size(); ++b) {
+    for (int32_t i : touched[b]) {
+      if (!rows_[b].IsShared(i)) continue;
+      const BlockId dst = (*fresh)[next++];
+      const CopyOp op = rows_[b].ReplaceShared(i, dst);
+      pool_->CopyBlock(op.src, op.dst);
+      ++cow_copies_;
+      cow_bytes_ += static_cast<int64_t>(pool_->block_bytes());
+    }
+  }
+  if (grow_blocks > 0) {
+    for (BlockTable& row : rows_) {
+      row.AppendAll(absl::MakeConstSpan(fresh->data() + next, grow_blocks));
+      next += grow_blocks;
+    }
+    num_table_blocks_ += grow_blocks;
+  }
+  PKV_CHECK(next == fresh->size(), "took %d blocks, used %d", fresh->size(),
+            next);
+
+  const size_t elem = SizeOf(layout.dtype);
+  const int32_t layer = static_cast<int32_t>(layer_idx);
+  // Zero-fill the gap [old_end, new_end) that positional writes open; an
+  // append writes every slot of it.
+  if (!position.is_append() && new_end > old_end) {
+    for (BlockTable& row : rows_) {
+      for (int64_t h = 0; h < heads; ++h) {
+        for (KV kv : {KV::kKey, KV::kValue}) {
+          int64_t q = old_end;
+          while (q < new_end) {
+            const int64_t run = std::min(bt - q % bt, new_end - q);
+            std::byte* dst =
+                pool_->BlockData(row[static_cast<int32_t>(q / bt)]) +
+                layout.ElementOffset(layer, kv, static_cast<int32_t>(h),
+                                     static_cast<int32_t>(q % bt)) *
+                    elem;
+            const size_t bytes = static_cast<size_t>(run * head_dim_) * elem;
+            std::memset(dst, 0, bytes);
+            bytes_zero_filled_ += static_cast<int64_t>(bytes);
+            q += run;
+          }
+        }
+      }
+    }
+  }
+  // Write the tokens. Appends go in runs of consecutive slots per block;
+  // positional writes go token by token in input order (last one wins).
+  for (int64_t b = 0; b < batch; ++b) {
+    const BlockTable& row = rows_[b];
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t t = 0;
+      while (t < seq) {
+        int64_t q;
+        int64_t run;
+        if (position.is_append()) {
+          q = old_end + t;
+          run = std::min(bt - q % bt, seq - t);
+        } else {
+          q = start + PositionOf(position, b, t);
+          run = 1;
+        }
+        const int64_t offset =
+            layout.ElementOffset(layer, KV::kKey, static_cast<int32_t>(h),
+                                 static_cast<int32_t>(q % bt));
+        const int64_t value_offset =
+            layout.ElementOffset(layer, KV::kValue, static_cast<int32_t>(h),
+                                 static_cast<int32_t>(q % bt));
+        std::byte* block = pool_->BlockData(row[static_cast<int32_t>(q / bt)]);
+        CopyTokenRun(key, b, h, t, run, block + offset * elem);
+        CopyTokenRun(value, b, h, t, run, block + value_offset * elem);
+        t += run;
+      }
+    }
+  }
+  bytes_written_ += 2 * batch * heads * seq * head_dim_ * static_cast<int64_t>(elem);
+
+  Layer& updated = layers_[layer_idx];
+  updated.present = true;
+  updated.start = start;
+  updated.length = new_length;
+  return KVView(pool_, rows_, layer, start, new_length, heads_, head_dim_);
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+absl::StatusOr<std::optional<KVView>> PagedKVCache::Get(
+    int64_t layer_idx) const {
+  if (layer_idx < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_idx %d is negative", layer_idx));
+  }
+  if (is_static() && layer_idx >= options_.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_idx %d >= num_layers %d of a static cache",
+                        layer_idx, options_.num_layers));
+  }
+  if (!is_present(layer_idx)) return std::optional<KVView>();
+  const Layer& layer = layers_[layer_idx];
+  return std::optional<KVView>(KVView(pool_, rows_,
+                                      static_cast<int32_t>(layer_idx),
+                                      layer.start, layer.length, heads_,
+                                      head_dim_));
+}
+
+absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
+  if (layer_idx < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_idx %d is negative", layer_idx));
+  }
+  if (layer_idx >= num_layer_slots()) return int64_t{0};
+  return layers_[layer_idx].length;
+}
+
+// ---------------------------------------------------------------------------
+// Batch operations: block-table remaps.
+
+absl::Status PagedKVCache::CheckSelect(
+    absl::Span<const int64_t> indices) const {
+  const int64_t batch = static_cast<int64_t>(rows_.size());
+  if (static_cast<int64_t>(indices.size()) > kMaxBatch) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d indices exceed the batch limit %d", indices.size(), kMaxBatch));
+  }
+  for (size_t i = 0; i < indices.size(); ++i) {
+    if (indices[i] < 0 || indices[i] >= batch) {
+      return absl::OutOfRangeError(
+          absl::StrFormat("index %d (position %d) is outside batch [0, %d)",
+                          indices[i], i, batch));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PagedKVCache::CheckRepeat(int64_t repeats) const {
+  if (repeats < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("repeats must be >= 1, got %d", repeats));
+  }
+  const int64_t batch = static_cast<int64_t>(rows_.size());
+  if (batch > 0 && repeats > kMaxBatch / batch) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "batch %d x repeats %d exceeds the batch limit %d", batch, repeats,
+        kMaxBatch));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PagedKVCache::PrepareForBatch(int64_t batch) {
+  if (!has_geometry_) return absl::OkStatus();
+  return ReserveForBatch(batch);
+}
+
+absl::Status PagedKVCache::Select(std::vector<int32_t> indices) {
+  const int64_t old_batch = static_cast<int64_t>(rows_.size());
+  const int64_t new_batch = static_cast<int64_t>(indices.size());
+  if (new_batch > old_batch) PKV_RETURN_IF_ERROR(ReserveForBatch(new_batch));
+  rows_ = GatherTables(rows_, indices);
+  if (new_batch < old_batch) {
+    // Shrinking never needs new blocks, so it cannot fail.
+    absl::Status s = ReserveForBatch(new_batch);
+    PKV_CHECK(s.ok(), "shrinking a reservation failed: %s", s.ToString());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PagedKVCache::ReorderCache(absl::Span<const int64_t> beam_idx) {
+  return BatchSelectIndices(beam_idx);
+}
+
+absl::Status PagedKVCache::BatchSelectIndices(
+    absl::Span<const int64_t> indices) {
+  PKV_RETURN_IF_ERROR(CheckSelect(indices));
+  if (!has_geometry_) return absl::OkStatus();  // Only [] gets here.
+  return Select(std::vector<int32_t>(indices.begin(), indices.end()));
+}
+
+absl::Status PagedKVCache::BatchRepeatInterleave(int64_t repeats) {
+  PKV_RETURN_IF_ERROR(CheckRepeat(repeats));
+  if (repeats == 1 || !has_geometry_) return absl::OkStatus();
+  std::vector<int32_t> indices;
+  indices.reserve(rows_.size() * repeats);
+  for (size_t r = 0; r < rows_.size(); ++r) {
+    for (int64_t k = 0; k < repeats; ++k) {
+      indices.push_back(static_cast<int32_t>(r));
+    }
+  }
+  return Select(std::move(indices));
+}
+
+absl::Status PagedKVCache::Crop(int64_t max_length) {
+  if (max_length < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_length %d is negative", max_length));
+  }
+  for (Layer& layer : layers_) {
+    if (layer.present && layer.length > max_length) {
+      layer.start += layer.length - max_length;
+      layer.length = max_length;
+    }
+  }
+  DropLeadingBlocks();
+  return absl::OkStatus();
+}
+
+void PagedKVCache::DropLeadingBlocks() {
+  if (pool_ == nullptr) return;
+  const int64_t bt = pool_->layout().block_tokens;
+  std::optional<int64_t> min_start;
+  for (const Layer& layer : layers_) {
+    if (layer.present) {
+      min_start = std::min(min_start.value_or(layer.start), layer.start);
+    }
+  }
+  if (!min_start.has_value()) return;
+  const int64_t drop = std::min(*min_start / bt, num_table_blocks_);
+  if (drop == 0) return;
+  for (BlockTable& row : rows_) row.DropFront(static_cast<int32_t>(drop));
+  num_table_blocks_ -= drop;
+  for (Layer& layer : layers_) {
+    if (layer.present) layer.start -= drop * bt;
+  }
+}
+
+void PagedKVCache::Reset() {
+  rows_.clear();
+  num_table_blocks_ = 0;
+  reservation_.reset();
+  has_geometry_ = false;
+  heads_ = 0;
+  head_dim_ = 0;
+  if (is_static()) {
+    layers_.assign(options_.num_layers, Layer());
+  } else {
+    layers_.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Stats and invariants
+
+CacheStats PagedKVCache::stats() const {
+  CacheStats s;
+  absl::flat_hash_set<BlockId> seen;
+  for (const BlockTable& row : rows_) {
+    for (BlockId id : row.blocks()) {
+      if (seen.insert(id).second && pool_->books().ref_count(id) > 1) {
+        ++s.blocks_shared;
+      }
+    }
+  }
+  s.blocks_in_use = static_cast<int32_t>(seen.size());
+  s.blocks_reserved =
+      reservation_.has_value() ? reservation_->num_reserved_free() : 0;
+  s.cow_copies = cow_copies_;
+  s.cow_bytes = cow_bytes_;
+  s.bytes_written = bytes_written_;
+  s.bytes_zero_filled = bytes_zero_filled_;
+  return s;
+}
+
+void PagedKVCache::CheckInvariants() const {
+  PKV_CHECK(has_geometry_ || rows_.empty(), "%d rows without a batch",
+            rows_.size());
+  for (size_t b = 0; b < rows_.size(); ++b) {
+    PKV_CHECK(rows_[b].num_blocks() == num_table_blocks_,
+              "row %d has %d blocks, expected %d", b, rows_[b].num_blocks(),
+              num_table_blocks_);
+    rows_[b].CheckInvariants();
+  }
+  if (is_static()) {
+    PKV_CHECK(num_layer_slots() == options_.num_layers,
+              "static cache has %d slots, expected %d", num_layer_slots(),
+              options_.num_layers);
+  }
+  const int64_t bt = pool_ != nullptr ? pool_->layout().block_tokens : 1;
+  std::optional<int64_t> min_start;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& layer = layers_[l];
+    if (!layer.present) {
+      PKV_CHECK(layer.start == 0 && layer.length == 0,
+                "absent layer %d has start %d length %d", l, layer.start,
+                layer.length);
+      continue;
+    }
+    PKV_CHECK(pool_ != nullptr, "present layer %d without a pool", l);
+    PKV_CHECK(layer.start >= 0 && layer.length >= 0 &&
+                  layer.start + layer.length <= num_table_blocks_ * bt,
+              "layer %d spans [%d, %d) beyond %d table blocks", l, layer.start,
+              layer.start + layer.length, num_table_blocks_);
+    if (is_static()) {
+      PKV_CHECK(layer.length <= *options_.max_cache_len,
+                "layer %d length %d > max_cache_len %d", l, layer.length,
+                *options_.max_cache_len);
+    }
+    min_start = std::min(min_start.value_or(layer.start), layer.start);
+  }
+  PKV_CHECK(!min_start.has_value() || *min_start < bt || num_table_blocks_ == 0,
+            "leading block below every layer's start (min start %d) not "
+            "dropped",
+            min_start.value_or(0));
+  if (pool_ == nullptr) return;
+  if (owned_pool_ != nullptr) {
+    // A private pool's every reference is held by this cache's rows.
+    std::vector<const BlockTable*> tables;
+    for (const BlockTable& row : rows_) tables.push_back(&row);
+    CheckRefCounts(owned_pool_->books(), tables);
+  } else {
+    pool_->books().CheckInvariants();
+  }
+  if (reservation_.has_value()) {
+    PKV_CHECK(reservation_->num_reserved_free() + reservation_->num_charged() ==
+                  reservation_->capacity(),
+              "reservation books: %d free + %d charged != capacity %d",
+              reservation_->num_reserved_free(), reservation_->num_charged(),
+              reservation_->capacity());
+  }
+}
+
+}  // namespace pagedkv::internal

@@ -1,0 +1,176 @@
+// cache/paged_kv_cache.h
+//
+// PagedKVCache is the one implementation behind DynamicKVCache and
+// StaticKVCache: a KVCache whose rows are block tables over a KVPool. The two
+// public classes only choose its Options (a capacity and a fixed layer count
+// for static caches, a shared pool or none). Users name those classes; this
+// one is the type EncoderDecoderCache and tools hold.
+//
+// Books of one cache (see the invariants next to the members):
+//   - one BlockTable per batch row, all with the same number of blocks;
+//   - per layer a `start` (table token of visible token 0) and a `length`;
+//     token t of a layer lives at table token start + t in every row;
+//   - a crop moves `start`, then drops the blocks below every layer's start;
+//   - a write into a block shared with another row (after
+//     BatchRepeatInterleave or ReorderCache duplicates) first copies that one
+//     block (copy-on-write);
+//   - every slot below a layer's length was written or zero-filled.
+//
+// Every mutating method validates everything and takes every block it needs
+// before it changes anything, so an error leaves the cache as it was.
+//
+// Thread safety: one thread at a time per cache; the pool may be shared.
+#ifndef PAGEDKV_CACHE_PAGED_KV_CACHE_H_
+#define PAGEDKV_CACHE_PAGED_KV_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "allocator/block_id.h"
+#include "allocator/block_pool.h"
+#include "allocator/block_table.h"
+#include "cache/cache.h"
+#include "cache/cache_position.h"
+#include "cache/cache_stats.h"
+#include "cache/kv_pool.h"
+#include "cache/kv_view.h"
+#include "tensor/dtype.h"
+#include "tensor/tensor.h"
+
+namespace pagedkv::internal {
+
+class PagedKVCache : public KVCache {
+ public:
+  // Positions and lengths are capped per sequence so that a stray position
+  // cannot ask a standalone cache for terabytes: OutOfRange past this.
+  static constexpr int64_t kMaxTokens = int64_t{1} << 24;
+  // Batch sizes are capped likewise (InvalidArgument past it).
+  static constexpr int64_t kMaxBatch = int64_t{1} << 20;
+
+  struct Options {
+    // Static caches: the capacity per layer; nullopt for a dynamic cache.
+    std::optional<int64_t> max_cache_len;
+    // Static caches: the fixed layer count; 0 for a dynamic cache.
+    int32_t num_layers = 0;
+    // Shared pool (must outlive the cache), or nullptr for a private pool
+    // made at the first update and grown on demand.
+    KVPool* pool = nullptr;
+    // Tokens per block of a private pool.
+    int32_t block_tokens = 16;
+  };
+
+  explicit PagedKVCache(const Options& options);
+  ~PagedKVCache() override;
+  PagedKVCache(const PagedKVCache&) = delete;
+  PagedKVCache& operator=(const PagedKVCache&) = delete;
+
+  // KVCache:
+  using KVCache::Update;
+  absl::StatusOr<KVView> Update(ConstTensorView key, ConstTensorView value,
+                                int64_t layer_idx,
+                                const CachePosition& position) override;
+  absl::StatusOr<std::optional<KVView>> Get(int64_t layer_idx) const override;
+  absl::StatusOr<int64_t> GetSeqLength(int64_t layer_idx = 0) const override;
+  absl::Status ReorderCache(absl::Span<const int64_t> beam_idx) override;
+  absl::Status BatchSelectIndices(absl::Span<const int64_t> indices) override;
+  absl::Status BatchRepeatInterleave(int64_t repeats) override;
+  absl::Status Crop(int64_t max_length) override;
+  void Reset() override;
+  std::optional<int64_t> GetMaxCacheShape() const override {
+    return options_.max_cache_len;
+  }
+  int64_t num_layer_slots() const override {
+    return static_cast<int64_t>(layers_.size());
+  }
+  std::optional<int64_t> batch_size() const override;
+  CacheStats stats() const override;
+  void CheckInvariants() const override;
+
+  // Whether layer `layer_idx` holds data (was updated since construction or
+  // Reset); false past the last slot.
+  bool is_present(int64_t layer_idx) const;
+  bool is_static() const { return options_.max_cache_len.has_value(); }
+  // The pool in use: the shared one, the private one, or nullptr before a
+  // standalone cache's first update.
+  const KVPool* pool() const { return pool_; }
+  // The dtype fixed by the first update (or the shared pool).
+  std::optional<DType> dtype() const { return dtype_; }
+
+  // The checks of ReorderCache/BatchSelectIndices and of
+  // BatchRepeatInterleave, without the change: returns what the operation
+  // would return for bad input (not for memory). EncoderDecoderCache uses
+  // them to check both halves before changing either.
+  absl::Status CheckSelect(absl::Span<const int64_t> indices) const;
+  absl::Status CheckRepeat(int64_t repeats) const;
+  // Makes a static cache's reservation cover `batch` rows (growing a private
+  // pool if needed) so that a following select or repeat to that batch
+  // cannot fail for memory. ResourceExhausted leaves it unchanged. A no-op
+  // for dynamic caches and before the batch is fixed.
+  absl::Status PrepareForBatch(int64_t batch);
+
+ private:
+  struct Layer {
+    bool present = false;
+    int64_t start = 0;
+    int64_t length = 0;
+  };
+  // Validates an update; on success sets *new_length to the layer's length
+  // after it.
+  absl::Status ValidateUpdate(ConstTensorView key, ConstTensorView value,
+                              int64_t layer_idx, const CachePosition& position,
+                              int64_t* new_length) const;
+  // Makes sure a pool exists with room for `layer_idx` and the key's shape.
+  absl::Status EnsurePool(ConstTensorView key, int64_t layer_idx);
+  // Takes `n` blocks: from the reservation first (static caches), then the
+  // pool, growing a private pool if needed. All or nothing.
+  absl::StatusOr<std::vector<BlockId>> TakeBlocks(int64_t n);
+  // Sets the reservation's capacity for `batch` rows (static caches).
+  absl::Status ReserveForBatch(int64_t batch);
+  absl::Status Select(std::vector<int32_t> indices);
+  int64_t blocks_per_row_reserved() const;
+  int64_t block_tokens() const;
+  // Number of table blocks needed to hold table tokens [0, end).
+  int64_t BlocksFor(int64_t end) const;
+  void DropLeadingBlocks();
+
+  Options options_;
+  std::unique_ptr<KVPool> owned_pool_;
+  // The pool in use: options_.pool, owned_pool_.get(), or nullptr before a
+  // standalone cache's first update.
+  KVPool* pool_ = nullptr;
+  // Static caches on a batch: blocks set aside for batch * blocks_per_row.
+  std::optional<Reservation> reservation_;
+
+  // Fixed by the first successful update (dtype for the cache's life; the
+  // rest until Reset). Invariant: has_geometry_ == batch fixed.
+  std::optional<DType> dtype_;
+  bool has_geometry_ = false;
+  int64_t heads_ = 0;
+  int64_t head_dim_ = 0;
+
+  // Invariants:
+  //  - rows_.size() is the batch size when has_geometry_ (0 otherwise);
+  //  - every rows_[b].num_blocks() == num_table_blocks_;
+  //  - for every layer: 0 <= start, start + length <= num_table_blocks_ *
+  //    block_tokens; an absent layer has start == length == 0;
+  //  - some present layer has start < block_tokens, or no layer is present
+  //    (whole leading blocks below every start are dropped by Crop);
+  //  - static: layers_.size() == num_layers and length <= max_cache_len.
+  std::vector<BlockTable> rows_;
+  int64_t num_table_blocks_ = 0;
+  std::vector<Layer> layers_;
+
+  int64_t cow_copies_ = 0;
+  int64_t cow_bytes_ = 0;
+  int64_t bytes_written_ = 0;
+  int64_t bytes_zero_filled_ = 0;
+};
+
+}  // namespace pagedkv::internal
+
+#endif  // PAGEDKV_CACHE_PAGED_KV_CACHE_H_

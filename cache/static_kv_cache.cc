@@ -1,0 +1,39 @@
+#include "cache/static_kv_cache.h"
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "cache/paged_kv_cache.h"
+
+namespace pagedkv {
+
+absl::StatusOr<std::unique_ptr<StaticKVCache>> StaticKVCache::Create(
+    const Options& options) {
+  if (options.max_cache_len <= 0 || options.max_cache_len > kMaxTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_cache_len must be in [1, %d], got %d", kMaxTokens,
+                        options.max_cache_len));
+  }
+  if (options.num_layers <= 0 || options.num_layers > (int64_t{1} << 16)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "num_layers must be in [1, 65536], got %d", options.num_layers));
+  }
+  if (options.pool != nullptr &&
+      options.num_layers > options.pool->layout().num_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "num_layers %d exceeds the pool's %d layers", options.num_layers,
+        options.pool->layout().num_layers));
+  }
+  return std::unique_ptr<StaticKVCache>(new StaticKVCache(options));
+}
+
+StaticKVCache::StaticKVCache(const Options& options)
+    : PagedKVCache(PagedKVCache::Options{
+          .max_cache_len = options.max_cache_len,
+          .num_layers = static_cast<int32_t>(options.num_layers),
+          .pool = options.pool}) {}
+
+}  // namespace pagedkv
