@@ -7,7 +7,17 @@ namespace pagedkv {
 
 DynamicKVCache::DynamicKVCache() : PagedKVCache(Options()) {}
 
+namespace {
+
+internal::PagedKVCache::Options SharedOptions(KVPool* pool) {
+  internal::PagedKVCache::Options options;
+  options.pool = pool;
+  return options;
+}
+
+}  // namespace
+
 DynamicKVCache::DynamicKVCache(KVPool* pool)
-    : PagedKVCache(Options{.pool = pool}) {}
+    : PagedKVCache(SharedOptions(pool)) {}
 
 }  // namespace pagedkv

@@ -526,7 +526,10 @@ absl::Status PagedKVCache::CheckSelect(
         "%d indices exceed the batch limit %d", indices.size(), kMaxBatch));
   }
   for (size_t i = 0; i < indices.size(); ++i) {
-    if (indices[i] < 0 || indices[i] >= batch) {
+    // Before the batch is fixed there are no rows to select: the op is a
+    // no-op (as lucid's loop over zero layers is), but negative indices are
+    // rejected always.
+    if (indices[i] < 0 || (has_geometry_ && indices[i] >= batch)) {
       return absl::OutOfRangeError(
           absl::StrFormat("index %d (position %d) is outside batch [0, %d)",
                           indices[i], i, batch));
@@ -574,7 +577,7 @@ absl::Status PagedKVCache::ReorderCache(absl::Span<const int64_t> beam_idx) {
 absl::Status PagedKVCache::BatchSelectIndices(
     absl::Span<const int64_t> indices) {
   PKV_RETURN_IF_ERROR(CheckSelect(indices));
-  if (!has_geometry_) return absl::OkStatus();  // Only [] gets here.
+  if (!has_geometry_) return absl::OkStatus();  // No rows to select.
   return Select(std::vector<int32_t>(indices.begin(), indices.end()));
 }
 

@@ -30,10 +30,19 @@ absl::StatusOr<std::unique_ptr<StaticKVCache>> StaticKVCache::Create(
   return std::unique_ptr<StaticKVCache>(new StaticKVCache(options));
 }
 
+namespace {
+
+internal::PagedKVCache::Options StaticOptions(const StaticKVCache::Options& options) {
+  internal::PagedKVCache::Options core;
+  core.max_cache_len = options.max_cache_len;
+  core.num_layers = static_cast<int32_t>(options.num_layers);
+  core.pool = options.pool;
+  return core;
+}
+
+}  // namespace
+
 StaticKVCache::StaticKVCache(const Options& options)
-    : PagedKVCache(PagedKVCache::Options{
-          .max_cache_len = options.max_cache_len,
-          .num_layers = static_cast<int32_t>(options.num_layers),
-          .pool = options.pool}) {}
+    : PagedKVCache(StaticOptions(options)) {}
 
 }  // namespace pagedkv

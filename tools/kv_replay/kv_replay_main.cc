@@ -1,0 +1,119 @@
+// tools/kv_replay/kv_replay_main.cc
+//
+// kv_replay replays conformance traces (conformance/FORMAT.md) against
+// pagedkv's caches.
+//
+//   kv_replay FILE.json
+//       prints the replayed trace (same structure, this implementation's
+//       result/error/state per op) as JSON on stdout.
+//   kv_replay --check FILE.json [FILE2.json ...]
+//       replays each file and compares it with the answers recorded in it;
+//       prints one line per mismatching op and a final "N passed, M failed"
+//       (scenarios). Exit 0 only if every scenario passes.
+//
+// Exit codes: 0 success / all passed, 1 some scenario failed, 2 usage error,
+// unreadable file or malformed trace.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "tools/kv_replay/compare.h"
+#include "tools/kv_replay/scenario_runner.h"
+
+ABSL_FLAG(bool, check, false,
+          "Compare each replayed trace with the answers recorded in it; exit 0 "
+          "only if every scenario matches.");
+
+namespace pagedkv::kv_replay {
+namespace {
+
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+
+// Returns the parsed JSON document in `path`, or NOT_FOUND / INVALID_ARGUMENT.
+absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr,
+                                             /*allow_exceptions=*/false);
+  if (doc.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  }
+  return doc;
+}
+
+int Replay(const std::string& path) {
+  absl::StatusOr<nlohmann::json> trace = ReadJson(path);
+  if (!trace.ok()) {
+    std::cerr << "kv_replay: " << trace.status().message() << "\n";
+    return kExitUsage;
+  }
+  absl::StatusOr<nlohmann::json> out = RunTrace(*trace);
+  if (!out.ok()) {
+    std::cerr << "kv_replay: " << path << ": " << out.status().message()
+              << "\n";
+    return kExitUsage;
+  }
+  std::cout << out->dump(-1, ' ', false,
+                         nlohmann::json::error_handler_t::replace)
+            << "\n";
+  return 0;
+}
+
+int Check(const std::vector<std::string>& paths) {
+  int passed = 0;
+  int failed = 0;
+  for (const std::string& path : paths) {
+    absl::StatusOr<nlohmann::json> trace = ReadJson(path);
+    if (!trace.ok()) {
+      std::cerr << "kv_replay: " << trace.status().message() << "\n";
+      return kExitUsage;
+    }
+    absl::StatusOr<nlohmann::json> out = RunTrace(*trace);
+    if (!out.ok()) {
+      std::cerr << "kv_replay: " << path << ": " << out.status().message()
+                << "\n";
+      return kExitUsage;
+    }
+    const TraceComparison cmp = CompareTraces(*trace, *out);
+    for (const std::string& line : cmp.mismatch_lines) {
+      std::cout << line << "\n";
+    }
+    passed += cmp.num_passed;
+    failed += cmp.num_failed;
+  }
+  std::cout << passed << " passed, " << failed << " failed\n";
+  return failed == 0 ? 0 : kExitFailed;
+}
+
+}  // namespace
+}  // namespace pagedkv::kv_replay
+
+int main(int argc, char** argv) {
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  const std::vector<std::string> paths(args.begin() + 1, args.end());
+  if (absl::GetFlag(FLAGS_check)) {
+    if (paths.empty()) {
+      std::cerr << "usage: kv_replay --check FILE.json [FILE2.json ...]\n";
+      return pagedkv::kv_replay::kExitUsage;
+    }
+    return pagedkv::kv_replay::Check(paths);
+  }
+  if (paths.size() != 1) {
+    std::cerr << "usage: kv_replay FILE.json | kv_replay --check FILE.json "
+                 "[FILE2.json ...]\n";
+    return pagedkv::kv_replay::kExitUsage;
+  }
+  return pagedkv::kv_replay::Replay(paths[0]);
+}

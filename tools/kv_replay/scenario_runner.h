@@ -1,0 +1,47 @@
+// tools/kv_replay/scenario_runner.h
+//
+// Replays conformance traces (conformance/FORMAT.md) against the real cache
+// API. RunScenario takes one scenario object of a trace, builds the cache its
+// `ctor` names (DynamicKVCache, StaticKVCache or EncoderDecoderCache), runs
+// every op in order with inputs rebuilt from the op's argument fields alone
+// (FORMAT.md section 7), and returns the same scenario with each op's
+// `result`, `error` and `state` replaced by what this implementation did
+// (sections 8 and 9). The recorded answers in the input are never read.
+//
+// Inputs the C++ API cannot express (FORMAT.md 10.5: ranks other than 4,
+// float64/int32 key or value data, float-typed positions or indices, boolean
+// masks, 2-D index lists, 3-D or ragged positions) are recorded as
+// INVALID_ARGUMENT without calling the cache; everything else, including
+// values that are invalid on purpose, goes through the API.
+//
+// Example:
+//
+//   nlohmann::json trace = nlohmann::json::parse(text, nullptr, false);
+//   absl::StatusOr<nlohmann::json> out = RunTrace(trace);
+//   if (!out.ok()) return out.status();  // malformed trace
+//   std::cout << out->dump() << "\n";
+//
+// Thread safety: the functions share no state; each run builds its own cache.
+#ifndef PAGEDKV_TOOLS_KV_REPLAY_SCENARIO_RUNNER_H_
+#define PAGEDKV_TOOLS_KV_REPLAY_SCENARIO_RUNNER_H_
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace pagedkv::kv_replay {
+
+// Runs one scenario ({"name", "ctor", "ops", ...}) on a fresh cache and
+// returns the output scenario: name, ctor, about (when present) and one
+// output op per input op. INVALID_ARGUMENT when the scenario is malformed
+// (not an object, missing or ill-typed fields, an unknown ctor); an unknown
+// op name is not a tool error but is recorded on that op as UNIMPLEMENTED.
+absl::StatusOr<nlohmann::json> RunScenario(const nlohmann::json& scenario);
+
+// Runs every scenario of a trace ({"meta", "scenarios"}) and returns the
+// output trace with a kv_replay `meta`. INVALID_ARGUMENT as for RunScenario
+// (naming the scenario) or when `scenarios` is missing.
+absl::StatusOr<nlohmann::json> RunTrace(const nlohmann::json& trace);
+
+}  // namespace pagedkv::kv_replay
+
+#endif  // PAGEDKV_TOOLS_KV_REPLAY_SCENARIO_RUNNER_H_
