@@ -43,8 +43,7 @@ class FreeList {
   // REQUIRES: capacity >= 0.
   explicit FreeList(int32_t capacity = 0) { Grow(capacity); }
 
-  FreeList(FreeList&&) noexcept = default;
-  FreeList& operator=(FreeList&&) noexcept = default;
+  // Not copyable or movable: it is embedded in its owner (BlockPool).
   FreeList(const FreeList&) = delete;
   FreeList& operator=(const FreeList&) = delete;
 
@@ -142,8 +141,8 @@ class FreeList {
     for (int32_t i = head_; i != kNil; i = next_[i]) {
       PKV_CHECK(i >= 0 && i < capacity(), "link to %d out of [0, %d)", i,
                 capacity());
-      PKV_CHECK(prev_[i] == prev, "block %d: prev %d, expected %d", i,
-                prev_[i], prev);
+      PKV_CHECK(prev_[i] == prev, "block %d: prev %d, expected %d", i, prev_[i],
+                prev);
       PKV_CHECK(++count <= size_, "more than size %d blocks linked (cycle?)",
                 size_);
       prev = i;
@@ -155,8 +154,8 @@ class FreeList {
     for (int32_t i = 0; i < capacity(); ++i) {
       if (next_[i] != kNotInList) ++marked;
     }
-    PKV_CHECK(marked == size_, "%d blocks marked in the list, size %d",
-              marked, size_);
+    PKV_CHECK(marked == size_, "%d blocks marked in the list, size %d", marked,
+              size_);
   }
 
  private:
@@ -164,9 +163,9 @@ class FreeList {
   static constexpr int32_t kNotInList = -2;  // next_[i] of an absent id.
 
   void CheckRange(BlockId id) const {
-    PKV_CHECK(static_cast<uint32_t>(id.value()) <
-                  static_cast<uint32_t>(capacity()),
-              "block %d out of range [0, %d)", id.value(), capacity());
+    PKV_CHECK(
+        static_cast<uint32_t>(id.value()) < static_cast<uint32_t>(capacity()),
+        "block %d out of range [0, %d)", id.value(), capacity());
   }
 
   void Unlink(int32_t i) {

@@ -1,0 +1,543 @@
+#include "allocator/block_pool.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/base/config.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "absl/types/span.h"
+#include "base/check.h"
+
+// Debian's Abseil is not built with -fsanitize=thread, so ThreadSanitizer
+// cannot see absl::Mutex's happens-before edges and reports false races on
+// everything it guards. Under TSan we state the edges ourselves.
+#ifdef ABSL_HAVE_THREAD_SANITIZER      // gcc and clang spellings.
+#include <sanitizer/tsan_interface.h>  // NOLINT(build/include_order)
+#define PKV_TSAN_ACQUIRE(addr) __tsan_acquire(addr)
+#define PKV_TSAN_RELEASE(addr) __tsan_release(addr)
+#else
+#define PKV_TSAN_ACQUIRE(addr) static_cast<void>(0)
+#define PKV_TSAN_RELEASE(addr) static_cast<void>(0)
+#endif
+
+namespace pagedkv {
+
+// ---------------------------------------------------------------------------
+// MaybeLock
+
+BlockPool::MaybeLock::MaybeLock(const BlockPool* pool)
+    : mu_(pool->concurrency_ == PoolConcurrency::kShared ? &pool->mu_
+                                                         : nullptr) {
+  if (mu_ != nullptr) {
+    mu_->Lock();
+    PKV_TSAN_ACQUIRE(mu_);
+  }
+}
+
+BlockPool::MaybeLock::~MaybeLock() {
+  if (mu_ != nullptr) {
+    PKV_TSAN_RELEASE(mu_);
+    mu_->Unlock();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// BlockPool: creation
+
+absl::StatusOr<std::unique_ptr<BlockPool>> BlockPool::Create(Options options) {
+  if (options.num_blocks <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("num_blocks must be > 0, got %d", options.num_blocks));
+  }
+  return std::unique_ptr<BlockPool>(new BlockPool(options));
+}
+
+BlockPool::BlockPool(Options options)
+    : concurrency_(options.concurrency),
+      ref_counts_(options.num_blocks, 0),
+      owner_(options.num_blocks, -1),
+      free_list_(options.num_blocks) {
+  // Block 0 is handed out first.
+  for (int32_t i = 0; i < options.num_blocks; ++i) {
+    free_list_.PushBack(BlockId(i));
+  }
+}
+
+BlockPool::~BlockPool() {
+  MaybeLock lock(this);
+  PKV_CHECK(num_active_reservations_ == 0,
+            "BlockPool destroyed while %d reservations still point at it",
+            num_active_reservations_);
+}
+
+// ---------------------------------------------------------------------------
+// BlockPool: helpers (lock held)
+
+void BlockPool::CheckId(BlockId id) const {
+  PKV_CHECK(static_cast<uint32_t>(id.value()) <
+                static_cast<uint32_t>(ref_counts_.size()),
+            "block %d out of range [0, %d)", id.value(), ref_counts_.size());
+}
+
+BlockId BlockPool::TakeFreeLocked(int32_t owner) {
+  const BlockId id = free_list_.PopFront();
+  ref_counts_[id.value()] = 1;
+  owner_[id.value()] = owner;
+  return id;
+}
+
+void BlockPool::NoteAllocatedLocked(int32_t n) {
+  num_allocations_ += n;
+  const int32_t used = num_blocks_locked() - free_list_.size();
+  if (used > peak_used_) peak_used_ = used;
+}
+
+void BlockPool::AddRefLocked(BlockId id) {
+  CheckId(id);
+  int32_t& rc = ref_counts_[id.value()];
+  PKV_CHECK(rc > 0, "AddRef of free block %d", id.value());
+  if (++rc == 2) ++num_shared_;
+}
+
+void BlockPool::ReleaseLocked(BlockId id) {
+  CheckId(id);
+  const int32_t i = id.value();
+  int32_t& rc = ref_counts_[i];
+  PKV_CHECK(rc > 0, "Release of free block %d", i);
+  --rc;
+  if (rc == 1) {
+    --num_shared_;
+    return;
+  }
+  if (rc > 0) return;
+  free_list_.PushFront(id);  // LIFO: the warmest block is reused first.
+  const int32_t slot = owner_[i];
+  if (slot < 0) return;
+  owner_[i] = -1;
+  ReservationBooks& r = reservations_[slot];
+  --r.charged_live;
+  if (r.state == SlotState::kActive) {
+    // Back to its reservation's set-aside count, not to general use.
+    ++r.reserved_free;
+    ++total_reserved_free_;
+  } else if (r.charged_live == 0) {
+    // Detached and now empty: the slot can be reused.
+    r = ReservationBooks{};
+    free_slots_.push_back(slot);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// BlockPool: public operations
+
+std::optional<BlockId> BlockPool::TryAllocate() {
+  MaybeLock lock(this);
+  if (unreserved_free_locked() <= 0) {
+    ++num_failed_allocations_;
+    return std::nullopt;
+  }
+  const BlockId id = TakeFreeLocked(-1);
+  NoteAllocatedLocked(1);
+  return id;
+}
+
+absl::StatusOr<std::vector<BlockId>> BlockPool::Allocate(int32_t n) {
+  if (n < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cannot allocate %d blocks", n));
+  }
+  std::vector<BlockId> ids;
+  ids.reserve(n);
+  MaybeLock lock(this);
+  if (n > unreserved_free_locked()) {
+    ++num_failed_allocations_;
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("need %d blocks, %d free (%d reserved)", n,
+                        free_list_.size(), total_reserved_free_));
+  }
+  for (int32_t k = 0; k < n; ++k) ids.push_back(TakeFreeLocked(-1));
+  NoteAllocatedLocked(n);
+  return ids;
+}
+
+void BlockPool::AddRef(BlockId id) {
+  MaybeLock lock(this);
+  AddRefLocked(id);
+}
+
+void BlockPool::AddRefs(absl::Span<const BlockId> ids) {
+  if (ids.empty()) return;
+  MaybeLock lock(this);
+  for (BlockId id : ids) AddRefLocked(id);
+}
+
+void BlockPool::Release(BlockId id) {
+  MaybeLock lock(this);
+  ReleaseLocked(id);
+}
+
+void BlockPool::ReleaseAll(absl::Span<const BlockId> ids) {
+  if (ids.empty()) return;
+  MaybeLock lock(this);
+  for (BlockId id : ids) ReleaseLocked(id);
+}
+
+absl::Status BlockPool::Grow(int32_t extra_blocks) {
+  if (extra_blocks <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Grow needs extra_blocks > 0, got %d", extra_blocks));
+  }
+  MaybeLock lock(this);
+  const int64_t old_size = num_blocks_locked();
+  const int64_t new_size = old_size + extra_blocks;
+  if (new_size > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Grow by %d blocks overflows int32: %d blocks now",
+                        extra_blocks, old_size));
+  }
+  ref_counts_.resize(new_size, 0);
+  owner_.resize(new_size, -1);
+  free_list_.Grow(static_cast<int32_t>(new_size));
+  // New blocks go behind the recently freed (warm) ones.
+  for (int64_t i = old_size; i < new_size; ++i) {
+    free_list_.PushBack(BlockId(static_cast<int32_t>(i)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Reservation> BlockPool::Reserve(int32_t n) {
+  if (n < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cannot reserve %d blocks", n));
+  }
+  MaybeLock lock(this);
+  if (n > unreserved_free_locked()) {
+    ++num_failed_allocations_;
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("need %d blocks, %d free (%d reserved)", n,
+                        free_list_.size(), total_reserved_free_));
+  }
+  int32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<int32_t>(reservations_.size());
+    reservations_.emplace_back();
+  }
+  ReservationBooks& r = reservations_[slot];
+  r.state = SlotState::kActive;
+  r.capacity = n;
+  r.reserved_free = n;
+  r.charged_live = 0;
+  total_reserved_free_ += n;
+  ++num_active_reservations_;
+  return Reservation(this, slot);
+}
+
+// ---------------------------------------------------------------------------
+// BlockPool: accessors
+
+int32_t BlockPool::ref_count(BlockId id) const {
+  MaybeLock lock(this);
+  CheckId(id);
+  return ref_counts_[id.value()];
+}
+
+int32_t BlockPool::num_blocks() const {
+  MaybeLock lock(this);
+  return num_blocks_locked();
+}
+
+int32_t BlockPool::num_free_blocks() const {
+  MaybeLock lock(this);
+  return free_list_.size();
+}
+
+int32_t BlockPool::num_reserved_blocks() const {
+  MaybeLock lock(this);
+  return total_reserved_free_;
+}
+
+int32_t BlockPool::num_unreserved_free_blocks() const {
+  MaybeLock lock(this);
+  return unreserved_free_locked();
+}
+
+int32_t BlockPool::num_used_blocks() const {
+  MaybeLock lock(this);
+  return num_blocks_locked() - free_list_.size();
+}
+
+int32_t BlockPool::NumShared(absl::Span<const BlockId> ids) const {
+  MaybeLock lock(this);
+  int32_t shared = 0;
+  for (BlockId id : ids) {
+    CheckId(id);
+    if (ref_counts_[id.value()] > 1) ++shared;
+  }
+  return shared;
+}
+
+PoolStats BlockPool::stats() const {
+  MaybeLock lock(this);
+  PoolStats s;
+  s.num_blocks = num_blocks_locked();
+  s.num_free_blocks = free_list_.size();
+  s.num_reserved_blocks = total_reserved_free_;
+  s.num_used_blocks = s.num_blocks - s.num_free_blocks;
+  s.num_shared_blocks = num_shared_;
+  s.num_reservations = num_active_reservations_;
+  s.num_allocations = num_allocations_;
+  s.num_failed_allocations = num_failed_allocations_;
+  s.peak_used_blocks = peak_used_;
+  return s;
+}
+
+void BlockPool::CheckInvariants() const {
+  MaybeLock lock(this);
+  CheckInvariantsLocked();
+}
+
+void BlockPool::CheckInvariantsLocked() const {
+  const int32_t n = num_blocks_locked();
+  PKV_CHECK(owner_.size() == ref_counts_.size(), "%d owners for %d blocks",
+            owner_.size(), n);
+  PKV_CHECK(free_list_.capacity() == n, "free list capacity %d, %d blocks",
+            free_list_.capacity(), n);
+  free_list_.CheckInvariants();
+
+  std::vector<int32_t> charged(reservations_.size(), 0);
+  int32_t used = 0;
+  int32_t shared = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t rc = ref_counts_[i];
+    PKV_CHECK(rc >= 0, "block %d has ref_count %d", i, rc);
+    PKV_CHECK(free_list_.Contains(BlockId(i)) == (rc == 0),
+              "block %d: ref_count %d but %s the free list", i, rc,
+              free_list_.Contains(BlockId(i)) ? "in" : "not in");
+    if (rc > 0) ++used;
+    if (rc > 1) ++shared;
+    const int32_t slot = owner_[i];
+    if (slot == -1) continue;
+    PKV_CHECK(slot >= 0 && slot < static_cast<int32_t>(reservations_.size()),
+              "block %d charged to unknown reservation %d", i, slot);
+    PKV_CHECK(rc > 0, "free block %d still charged to reservation %d", i, slot);
+    PKV_CHECK(reservations_[slot].state != SlotState::kFree,
+              "block %d charged to free reservation slot %d", i, slot);
+    ++charged[slot];
+  }
+  PKV_CHECK(used + free_list_.size() == n, "%d used + %d free != %d blocks",
+            used, free_list_.size(), n);
+  PKV_CHECK(shared == num_shared_, "%d shared blocks, counted %d", shared,
+            num_shared_);
+  PKV_CHECK(peak_used_ >= used, "peak used %d < used %d", peak_used_, used);
+
+  int32_t reserved = 0;
+  int32_t active = 0;
+  int32_t free_slot_count = 0;
+  for (size_t s = 0; s < reservations_.size(); ++s) {
+    const ReservationBooks& r = reservations_[s];
+    PKV_CHECK(r.charged_live == charged[s],
+              "reservation %d: %d charged_live, %d blocks charged", s,
+              r.charged_live, charged[s]);
+    switch (r.state) {
+      case SlotState::kActive:
+        ++active;
+        PKV_CHECK(r.reserved_free >= 0 &&
+                      r.reserved_free + r.charged_live == r.capacity,
+                  "reservation %d: reserved_free %d + charged %d != "
+                  "capacity %d",
+                  s, r.reserved_free, r.charged_live, r.capacity);
+        reserved += r.reserved_free;
+        break;
+      case SlotState::kDetached:
+        PKV_CHECK(r.capacity == 0 && r.reserved_free == 0 && r.charged_live > 0,
+                  "detached reservation %d: capacity %d reserved_free %d "
+                  "charged %d",
+                  s, r.capacity, r.reserved_free, r.charged_live);
+        break;
+      case SlotState::kFree:
+        ++free_slot_count;
+        PKV_CHECK(
+            r.capacity == 0 && r.reserved_free == 0 && r.charged_live == 0,
+            "free reservation slot %d not empty", s);
+        PKV_CHECK(std::count(free_slots_.begin(), free_slots_.end(),
+                             static_cast<int32_t>(s)) == 1,
+                  "free reservation slot %d not listed once", s);
+        break;
+    }
+  }
+  PKV_CHECK(free_slot_count == static_cast<int32_t>(free_slots_.size()),
+            "%d free slots, %d listed", free_slot_count, free_slots_.size());
+  PKV_CHECK(reserved == total_reserved_free_,
+            "reservations hold %d free blocks, total says %d", reserved,
+            total_reserved_free_);
+  PKV_CHECK(total_reserved_free_ <= free_list_.size(),
+            "%d reserved blocks but only %d free", total_reserved_free_,
+            free_list_.size());
+  PKV_CHECK(active == num_active_reservations_,
+            "%d active reservations, counted %d", active,
+            num_active_reservations_);
+}
+
+// ---------------------------------------------------------------------------
+// BlockPool: reservation backend
+
+std::optional<BlockId> BlockPool::ReservationTryAllocate(int32_t slot) {
+  MaybeLock lock(this);
+  ReservationBooks& r = reservations_[slot];
+  if (r.reserved_free == 0) {
+    ++num_failed_allocations_;
+    return std::nullopt;
+  }
+  --r.reserved_free;
+  ++r.charged_live;
+  --total_reserved_free_;
+  const BlockId id = TakeFreeLocked(slot);
+  NoteAllocatedLocked(1);
+  return id;
+}
+
+absl::StatusOr<std::vector<BlockId>> BlockPool::ReservationAllocate(
+    int32_t slot, int32_t n) {
+  if (n < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cannot allocate %d blocks", n));
+  }
+  std::vector<BlockId> ids;
+  ids.reserve(n);
+  MaybeLock lock(this);
+  ReservationBooks& r = reservations_[slot];
+  if (n > r.reserved_free) {
+    ++num_failed_allocations_;
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "need %d blocks, reservation has %d free (capacity %d, %d charged)", n,
+        r.reserved_free, r.capacity, r.charged_live));
+  }
+  r.reserved_free -= n;
+  r.charged_live += n;
+  total_reserved_free_ -= n;
+  for (int32_t k = 0; k < n; ++k) ids.push_back(TakeFreeLocked(slot));
+  NoteAllocatedLocked(n);
+  return ids;
+}
+
+absl::Status BlockPool::ReservationResize(int32_t slot, int32_t new_capacity) {
+  if (new_capacity < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "reservation capacity must be >= 0, got %d", new_capacity));
+  }
+  MaybeLock lock(this);
+  ReservationBooks& r = reservations_[slot];
+  const int32_t delta = new_capacity - r.capacity;
+  if (delta > 0 && delta > unreserved_free_locked()) {
+    ++num_failed_allocations_;
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "resize reservation from %d to %d: need %d blocks, %d free "
+        "(%d reserved)",
+        r.capacity, new_capacity, delta, free_list_.size(),
+        total_reserved_free_));
+  }
+  if (new_capacity < r.charged_live) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot shrink reservation from %d to %d: %d charged blocks are live",
+        r.capacity, new_capacity, r.charged_live));
+  }
+  r.capacity = new_capacity;
+  r.reserved_free += delta;
+  total_reserved_free_ += delta;
+  return absl::OkStatus();
+}
+
+BlockPool::ReservationBooks BlockPool::ReservationSnapshot(int32_t slot) const {
+  MaybeLock lock(this);
+  return reservations_[slot];
+}
+
+void BlockPool::ReservationDestroy(int32_t slot) {
+  MaybeLock lock(this);
+  ReservationBooks& r = reservations_[slot];
+  total_reserved_free_ -= r.reserved_free;
+  --num_active_reservations_;
+  if (r.charged_live == 0) {
+    r = ReservationBooks{};
+    free_slots_.push_back(slot);
+  } else {
+    // Live charged blocks keep the slot until they are freed; they then go
+    // to general use (see ReleaseLocked).
+    r.state = SlotState::kDetached;
+    r.capacity = 0;
+    r.reserved_free = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reservation
+
+Reservation::Reservation(Reservation&& other) noexcept
+    : pool_(std::exchange(other.pool_, nullptr)),
+      slot_(std::exchange(other.slot_, -1)) {}
+
+Reservation& Reservation::operator=(Reservation&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    pool_ = std::exchange(other.pool_, nullptr);
+    slot_ = std::exchange(other.slot_, -1);
+  }
+  return *this;
+}
+
+Reservation::~Reservation() { Reset(); }
+
+void Reservation::Reset() {
+  if (pool_ == nullptr) return;
+  pool_->ReservationDestroy(slot_);
+  pool_ = nullptr;
+  slot_ = -1;
+}
+
+void Reservation::CheckValid() const {
+  PKV_CHECK(pool_ != nullptr,
+            "use of an invalid (moved-from or default) "
+            "Reservation");
+}
+
+std::optional<BlockId> Reservation::TryAllocate() {
+  CheckValid();
+  return pool_->ReservationTryAllocate(slot_);
+}
+
+absl::StatusOr<std::vector<BlockId>> Reservation::Allocate(int32_t n) {
+  CheckValid();
+  return pool_->ReservationAllocate(slot_, n);
+}
+
+absl::Status Reservation::Resize(int32_t new_capacity) {
+  CheckValid();
+  return pool_->ReservationResize(slot_, new_capacity);
+}
+
+int32_t Reservation::capacity() const {
+  CheckValid();
+  return pool_->ReservationSnapshot(slot_).capacity;
+}
+
+int32_t Reservation::num_reserved_free() const {
+  CheckValid();
+  return pool_->ReservationSnapshot(slot_).reserved_free;
+}
+
+int32_t Reservation::num_charged() const {
+  CheckValid();
+  return pool_->ReservationSnapshot(slot_).charged_live;
+}
+
+}  // namespace pagedkv

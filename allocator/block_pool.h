@@ -1,0 +1,293 @@
+// allocator/block_pool.h
+//
+// BlockPool keeps the books for a set of equal KV-cache blocks: which blocks
+// are free, how many references each live block has, and which free blocks
+// are set aside for Reservations. It never touches block memory; a cache maps
+// a BlockId to bytes. Keeping bytes out makes the pool testable without
+// memory and lets one pool serve host and device tensors alike.
+//
+// Blocks are shared by reference counting (forked sequences, beam search,
+// prefix hits) and return to the free list when the last reference goes.
+// All state lives in flat per-block arrays (refcounts, owners, free-list
+// links); there are no per-block heap objects.
+//
+// Reservations. A Reservation (below) sets `capacity` free blocks aside for
+// one owner, e.g. a static KV cache that must never fail an update later.
+// Reserved blocks are a *count*, not particular ids: the free list stays
+// fungible, and unreserved allocation may take a free block only while
+// num_free_blocks() - num_reserved_blocks() > 0. A block allocated through a
+// Reservation is *charged* to it; when its last reference goes (whoever
+// drops it), it returns to that reservation's reserved set, not to general
+// use. Per reservation R:
+//     reserved_free(R) + charged_live(R) == capacity(R)
+// so an owner that never holds more than capacity(R) distinct blocks can
+// never fail to allocate through R, however greedy other users are.
+// Destroying a Reservation un-reserves its free part; its live charged
+// blocks become ordinary and go to general use when freed.
+//
+// Example:
+//
+//   BlockPool::Options options;
+//   options.num_blocks = 4096;
+//   absl::StatusOr<std::unique_ptr<BlockPool>> pool =
+//       BlockPool::Create(options);
+//   if (!pool.ok()) return pool.status();
+//   std::optional<BlockId> id = (*pool)->TryAllocate();  // ref_count 1.
+//   if (!id.has_value()) { /* Preempt a sequence, then retry. */ }
+//   (*pool)->AddRef(*id);                                 // A fork shares it.
+//   (*pool)->Release(*id);
+//   (*pool)->Release(*id);                                // Free again.
+//
+//   absl::StatusOr<Reservation> r = (*pool)->Reserve(64);  // Static cache.
+//   if (!r.ok()) return r.status();                        // Nothing taken.
+//   std::optional<BlockId> mine = r->TryAllocate();        // Never nullopt
+//                                                          // while charged <
+//                                                          // capacity.
+//   (*pool)->Release(*mine);                               // Back to r.
+//
+// Thread safety: chosen at creation. PoolConcurrency::kShared makes every
+// public method of BlockPool and Reservation take one internal absl::Mutex
+// (short critical sections, O(blocks touched); the pool holds no bytes so no
+// copy ever happens under it), so several caches on several threads may share
+// the pool. kSingleThread takes no lock; the owner synchronizes. A given
+// Reservation handle is used by one thread at a time either way.
+#ifndef PAGEDKV_ALLOCATOR_BLOCK_POOL_H_
+#define PAGEDKV_ALLOCATOR_BLOCK_POOL_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "allocator/block_id.h"
+#include "allocator/free_list.h"
+#include "allocator/pool_stats.h"
+
+namespace pagedkv {
+
+class Reservation;
+
+enum class PoolConcurrency {
+  kSingleThread,  // No locking; one thread (or external sync) uses the pool.
+  kShared,        // Every public method takes the pool's internal mutex.
+};
+
+class BlockPool {
+ public:
+  struct Options {
+    int32_t num_blocks = 0;  // Must be > 0.
+    PoolConcurrency concurrency = PoolConcurrency::kSingleThread;
+  };
+
+  // Returns a pool whose blocks 0..num_blocks-1 are all free, or
+  // INVALID_ARGUMENT unless options.num_blocks > 0.
+  static absl::StatusOr<std::unique_ptr<BlockPool>> Create(Options options);
+
+  // Not copyable or movable: it owns a mutex, and tables and reservations
+  // point at it. Own it through the unique_ptr from Create().
+  BlockPool(const BlockPool&) = delete;
+  BlockPool& operator=(const BlockPool&) = delete;
+
+  // REQUIRES: no Reservation of this pool is alive (they point here).
+  ~BlockPool();
+
+  // Takes an unreserved free block and gives the caller its only reference.
+  // Returns nullopt when none is left: under load that is an expected
+  // outcome (the scheduler preempts), not an error, so it costs no Status.
+  std::optional<BlockId> TryAllocate();
+
+  // Takes n unreserved free blocks, each with ref_count 1, all or nothing.
+  // Returns an empty vector for n == 0, INVALID_ARGUMENT for n < 0, and
+  // RESOURCE_EXHAUSTED ("need n blocks, f free (r reserved)") with nothing
+  // taken when fewer than n unreserved blocks are free.
+  absl::StatusOr<std::vector<BlockId>> Allocate(int32_t n);
+
+  // Adds a reference to a block in use (one lock for all in AddRefs).
+  // REQUIRES: ref_count(id) > 0 for each id; ids in range.
+  void AddRef(BlockId id);
+  void AddRefs(absl::Span<const BlockId> ids);
+
+  // Drops one reference; the block is free once none remain (and, if it is
+  // charged to a reservation, is set aside for it again).
+  // REQUIRES: ref_count(id) > 0 for each id (an id may appear in `ids` as
+  // many times as the caller holds references). A violation aborts: a double
+  // release would let two sequences write the same block.
+  void Release(BlockId id);
+  void ReleaseAll(absl::Span<const BlockId> ids);
+
+  // Appends free blocks num_blocks()..num_blocks()+extra_blocks-1 (a
+  // standalone cache grows its private pool). Existing ids stay valid.
+  // Returns INVALID_ARGUMENT if extra_blocks <= 0 or the total would exceed
+  // INT32_MAX; then nothing changes.
+  absl::Status Grow(int32_t extra_blocks);
+
+  // Sets n unreserved free blocks aside for one owner (see the file comment).
+  // n == 0 gives an empty reservation that Resize() can grow. Returns
+  // INVALID_ARGUMENT for n < 0, and RESOURCE_EXHAUSTED ("need n blocks, f
+  // free (r reserved)") with nothing changed when fewer are available.
+  // REQUIRES: the reservation is destroyed before the pool.
+  absl::StatusOr<Reservation> Reserve(int32_t n);
+
+  // REQUIRES: 0 <= id.value() < num_blocks().
+  int32_t ref_count(BlockId id) const;
+  int32_t num_blocks() const;
+  // Every block with ref_count 0, reserved or not.
+  int32_t num_free_blocks() const;
+  // Free blocks set aside for reservations: the sum of their reserved_free.
+  int32_t num_reserved_blocks() const;
+  // num_free_blocks() - num_reserved_blocks(): what TryAllocate may take.
+  int32_t num_unreserved_free_blocks() const;
+  int32_t num_used_blocks() const;
+  // Returns how many of `ids` have ref_count > 1 (one lock for all).
+  // REQUIRES: every id in range.
+  int32_t NumShared(absl::Span<const BlockId> ids) const;
+  PoolStats stats() const;
+  PoolConcurrency concurrency() const { return concurrency_; }
+
+  // Aborts unless every invariant listed with the members holds.
+  // O(num_blocks): for tests and debug builds, never for the serving path.
+  void CheckInvariants() const;
+
+ private:
+  friend class Reservation;
+
+  // Reservation slot states. kDetached: the handle is gone but blocks charged
+  // to it are still live; the slot is reused once the last of them is freed.
+  enum class SlotState : uint8_t { kFree, kActive, kDetached };
+
+  struct ReservationBooks {
+    SlotState state = SlotState::kFree;
+    int32_t capacity = 0;
+    int32_t reserved_free = 0;  // Free blocks set aside for this owner.
+    int32_t charged_live = 0;   // #{b : owner_[b] == this slot}.
+  };
+
+  // Locks mu_ when the pool is kShared; does nothing for kSingleThread.
+  class ABSL_SCOPED_LOCKABLE MaybeLock {
+   public:
+    explicit MaybeLock(const BlockPool* pool)
+        ABSL_EXCLUSIVE_LOCK_FUNCTION(pool->mu_);
+    ~MaybeLock() ABSL_UNLOCK_FUNCTION();
+    MaybeLock(const MaybeLock&) = delete;
+    MaybeLock& operator=(const MaybeLock&) = delete;
+
+   private:
+    absl::Mutex* mu_;
+  };
+
+  explicit BlockPool(Options options);
+
+  // Helpers; the caller holds the lock (if any).
+  void CheckId(BlockId id) const;
+  int32_t num_blocks_locked() const {
+    return static_cast<int32_t>(ref_counts_.size());
+  }
+  int32_t unreserved_free_locked() const {
+    return free_list_.size() - total_reserved_free_;
+  }
+  BlockId TakeFreeLocked(int32_t owner);  // REQUIRES free_list_ non-empty.
+  void NoteAllocatedLocked(int32_t n);
+  void AddRefLocked(BlockId id);
+  void ReleaseLocked(BlockId id);
+  void CheckInvariantsLocked() const;
+
+  // Called by Reservation.
+  std::optional<BlockId> ReservationTryAllocate(int32_t slot);
+  absl::StatusOr<std::vector<BlockId>> ReservationAllocate(int32_t slot,
+                                                           int32_t n);
+  absl::Status ReservationResize(int32_t slot, int32_t new_capacity);
+  ReservationBooks ReservationSnapshot(int32_t slot) const;
+  void ReservationDestroy(int32_t slot);
+
+  const PoolConcurrency concurrency_;
+  mutable absl::Mutex mu_;  // Used only when concurrency_ == kShared.
+
+  // Invariants (checked by CheckInvariants()):
+  //  - ref_counts_[i] >= 0 for every block i;
+  //  - block i is in free_list_ (once) exactly when ref_counts_[i] == 0;
+  //    hence free_list_.size() + #{i : ref_counts_[i] > 0} == num_blocks;
+  //  - owner_[i] is -1 or the slot of a non-free reservation; owner_[i] >= 0
+  //    only while ref_counts_[i] > 0 (a charge ends when the block is freed);
+  //  - for each kActive slot: capacity == reserved_free + charged_live,
+  //    reserved_free >= 0 and charged_live == #{i : owner_[i] == slot};
+  //    kDetached: capacity == reserved_free == 0, charged_live ==
+  //    #{i : owner_[i] == slot} > 0; kFree: all zero and listed in
+  //    free_slots_;
+  //  - total_reserved_free_ == sum of reserved_free over slots
+  //    <= free_list_.size();
+  //  - num_shared_ == #{i : ref_counts_[i] > 1};
+  //  - num_active_reservations_ == #{kActive slots};
+  //  - peak_used_ >= current used blocks.
+  std::vector<int32_t> ref_counts_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> owner_ ABSL_GUARDED_BY(mu_);
+  FreeList free_list_ ABSL_GUARDED_BY(mu_);
+  std::vector<ReservationBooks> reservations_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> free_slots_ ABSL_GUARDED_BY(mu_);
+  int32_t total_reserved_free_ ABSL_GUARDED_BY(mu_) = 0;
+  int32_t num_shared_ ABSL_GUARDED_BY(mu_) = 0;
+  int32_t num_active_reservations_ ABSL_GUARDED_BY(mu_) = 0;
+  int32_t peak_used_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t num_allocations_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t num_failed_allocations_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Reservation is the RAII, move-only handle of blocks set aside in a
+// BlockPool for one owner (see the BlockPool file comment). It holds the pool
+// and a small slot index into the pool's flat reservation table.
+//
+// States: valid (from BlockPool::Reserve) or invalid (default-constructed or
+// moved-from). Every method except is_valid(), pool() and the destructor
+// REQUIRES is_valid().
+class Reservation {
+ public:
+  Reservation() = default;  // Invalid.
+  Reservation(Reservation&& other) noexcept;
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+
+  // Un-reserves its free blocks; its live charged blocks become ordinary
+  // (uncharged) and go to general use when freed.
+  ~Reservation();
+
+  // Takes one block set aside for this reservation (charged to it,
+  // ref_count 1). Returns nullopt only when num_reserved_free() == 0.
+  std::optional<BlockId> TryAllocate();
+
+  // Takes n of this reservation's blocks, all or nothing. Returns an empty
+  // vector for n == 0, INVALID_ARGUMENT for n < 0, RESOURCE_EXHAUSTED with
+  // the numbers (nothing taken) when n > num_reserved_free().
+  absl::StatusOr<std::vector<BlockId>> Allocate(int32_t n);
+
+  // Changes capacity(). Growing takes new_capacity - capacity() more
+  // unreserved free blocks, or returns RESOURCE_EXHAUSTED and changes
+  // nothing. Shrinking returns FAILED_PRECONDITION (nothing changed) if
+  // new_capacity < num_charged(), else un-reserves the difference.
+  // INVALID_ARGUMENT for new_capacity < 0.
+  absl::Status Resize(int32_t new_capacity);
+
+  int32_t capacity() const;
+  int32_t num_reserved_free() const;  // Still takeable through this handle.
+  int32_t num_charged() const;        // Live blocks charged to it.
+
+  bool is_valid() const { return pool_ != nullptr; }
+  BlockPool* pool() const { return pool_; }  // nullptr when invalid.
+
+ private:
+  friend class BlockPool;
+  Reservation(BlockPool* pool, int32_t slot) : pool_(pool), slot_(slot) {}
+  void CheckValid() const;
+  void Reset();
+
+  BlockPool* pool_ = nullptr;  // Not owned; must outlive the handle.
+  int32_t slot_ = -1;
+};
+
+}  // namespace pagedkv
+
+#endif  // PAGEDKV_ALLOCATOR_BLOCK_POOL_H_

@@ -1,0 +1,467 @@
+#include "allocator/block_pool.h"
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "allocator/block_id.h"
+#include "allocator/pool_stats.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pagedkv {
+namespace {
+
+using ::pagedkv::testing::IsOk;
+using ::pagedkv::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+// operator* on an error StatusOr crashes with the status: the message a
+// failing test should show.
+std::unique_ptr<BlockPool> MakePool(
+    int32_t num_blocks,
+    PoolConcurrency concurrency = PoolConcurrency::kSingleThread) {
+  BlockPool::Options options;
+  options.num_blocks = num_blocks;
+  options.concurrency = concurrency;
+  return *BlockPool::Create(options);
+}
+
+// The pool part of the example in block_pool.h.
+absl::Status HeaderExample() {
+  BlockPool::Options options;
+  options.num_blocks = 4096;
+  absl::StatusOr<std::unique_ptr<BlockPool>> pool = BlockPool::Create(options);
+  if (!pool.ok()) return pool.status();
+  std::optional<BlockId> id = (*pool)->TryAllocate();  // ref_count 1.
+  if (!id.has_value()) return absl::InternalError("no block");
+  (*pool)->AddRef(*id);  // A fork shares it.
+  (*pool)->Release(*id);
+  (*pool)->Release(*id);  // Free again.
+
+  absl::StatusOr<Reservation> r = (*pool)->Reserve(64);  // Static cache.
+  if (!r.ok()) return r.status();                        // Nothing taken.
+  std::optional<BlockId> mine = r->TryAllocate();
+  if (!mine.has_value()) return absl::InternalError("reserved block missing");
+  (*pool)->Release(*mine);  // Back to r.
+  if (r->num_reserved_free() != 64) return absl::InternalError("not back");
+  return absl::OkStatus();
+}
+
+TEST(BlockPoolTest, HeaderExampleWorks) {
+  EXPECT_THAT(HeaderExample(), IsOk());
+}
+
+TEST(BlockPoolTest, CreateValidatesNumBlocks) {
+  BlockPool::Options options;
+  options.num_blocks = 1;
+  EXPECT_THAT(BlockPool::Create(options), IsOk());
+  options.num_blocks = 0;
+  EXPECT_THAT(BlockPool::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("num_blocks must be > 0, got 0")));
+  options.num_blocks = -3;
+  EXPECT_THAT(BlockPool::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(BlockPoolTest, HandsOutEveryBlockOnceThenReportsExhaustion) {
+  auto pool = MakePool(4);
+  absl::flat_hash_set<BlockId> seen;
+  for (int i = 0; i < 4; ++i) {
+    std::optional<BlockId> id = pool->TryAllocate();
+    ASSERT_TRUE(id.has_value());
+    EXPECT_EQ(pool->ref_count(*id), 1);
+    EXPECT_TRUE(seen.insert(*id).second) << *id << " handed out twice";
+  }
+  EXPECT_EQ(pool->TryAllocate(), std::nullopt);
+  EXPECT_EQ(pool->num_free_blocks(), 0);
+  EXPECT_EQ(pool->num_used_blocks(), 4);
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, FreshPoolHandsOutLowIdsFirst) {
+  auto pool = MakePool(3);
+  EXPECT_EQ(*pool->TryAllocate(), BlockId(0));
+  EXPECT_EQ(*pool->TryAllocate(), BlockId(1));
+}
+
+TEST(BlockPoolTest, ReusesMostRecentlyFreedBlockFirst) {
+  auto pool = MakePool(8);
+  std::vector<BlockId> ids = *pool->Allocate(4);
+  pool->Release(ids[1]);
+  pool->Release(ids[3]);
+  EXPECT_EQ(*pool->TryAllocate(), ids[3]);
+  EXPECT_EQ(*pool->TryAllocate(), ids[1]);
+}
+
+TEST(BlockPoolTest, SharedBlockIsFreedByLastRelease) {
+  auto pool = MakePool(1);
+  const BlockId id = *pool->TryAllocate();
+  pool->AddRef(id);
+  EXPECT_EQ(pool->stats().num_shared_blocks, 1);
+
+  pool->Release(id);
+  EXPECT_EQ(pool->ref_count(id), 1);
+  EXPECT_EQ(pool->num_free_blocks(), 0);
+  EXPECT_EQ(pool->stats().num_shared_blocks, 0);
+
+  pool->Release(id);
+  EXPECT_EQ(pool->num_free_blocks(), 1);
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, AllocateIsAllOrNothing) {
+  auto pool = MakePool(4);
+  EXPECT_THAT(pool->Allocate(3), IsOk());
+  const PoolStats before = pool->stats();
+  EXPECT_THAT(pool->Allocate(2),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("need 2 blocks, 1 free (0 reserved)")));
+  EXPECT_EQ(pool->num_free_blocks(), 1);
+  EXPECT_EQ(pool->stats().num_failed_allocations,
+            before.num_failed_allocations + 1);
+  EXPECT_THAT(pool->Allocate(1), IsOk());
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, AllocateZeroIsEmptyAndNegativeIsInvalid) {
+  auto pool = MakePool(2);
+  absl::StatusOr<std::vector<BlockId>> none = pool->Allocate(0);
+  ASSERT_THAT(none, IsOk());
+  EXPECT_THAT(*none, IsEmpty());
+  EXPECT_THAT(pool->Allocate(-1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("-1")));
+}
+
+TEST(BlockPoolTest, AddRefsAndReleaseAllTakeSpans) {
+  auto pool = MakePool(4);
+  std::vector<BlockId> ids = *pool->Allocate(2);
+  pool->AddRefs(ids);
+  pool->AddRefs({ids[0]});
+  EXPECT_EQ(pool->ref_count(ids[0]), 3);
+  EXPECT_EQ(pool->ref_count(ids[1]), 2);
+  EXPECT_EQ(pool->NumShared(ids), 2);
+  pool->ReleaseAll({ids[0], ids[0], ids[1]});
+  EXPECT_EQ(pool->ref_count(ids[0]), 1);
+  EXPECT_EQ(pool->ref_count(ids[1]), 1);
+  EXPECT_EQ(pool->NumShared(ids), 0);
+  pool->ReleaseAll(ids);
+  EXPECT_EQ(pool->num_free_blocks(), 4);
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, GrowAppendsFreeBlocksBehindWarmOnes) {
+  auto pool = MakePool(2);
+  std::vector<BlockId> ids = *pool->Allocate(2);
+  pool->Release(ids[0]);
+  ASSERT_THAT(pool->Grow(3), IsOk());
+  EXPECT_EQ(pool->num_blocks(), 5);
+  EXPECT_EQ(pool->num_free_blocks(), 4);
+  EXPECT_EQ(*pool->TryAllocate(), ids[0]);  // Warm block first.
+  EXPECT_EQ(*pool->TryAllocate(), BlockId(2));
+  EXPECT_EQ(pool->ref_count(BlockId(4)), 0);
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, GrowRejectsBadSizesAndChangesNothing) {
+  auto pool = MakePool(2);
+  EXPECT_THAT(pool->Grow(0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("got 0")));
+  EXPECT_THAT(pool->Grow(-4), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(pool->Grow(std::numeric_limits<int32_t>::max()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("overflows int32")));
+  EXPECT_EQ(pool->num_blocks(), 2);
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, StatsCountAllocationsFailuresAndPeak) {
+  auto pool = MakePool(3);
+  std::vector<BlockId> ids = *pool->Allocate(3);
+  EXPECT_EQ(pool->TryAllocate(), std::nullopt);
+  pool->ReleaseAll(ids);
+  ASSERT_TRUE(pool->TryAllocate().has_value());
+  const PoolStats s = pool->stats();
+  EXPECT_EQ(s.num_blocks, 3);
+  EXPECT_EQ(s.num_free_blocks, 2);
+  EXPECT_EQ(s.num_used_blocks, 1);
+  EXPECT_EQ(s.num_allocations, 4);
+  EXPECT_EQ(s.num_failed_allocations, 1);
+  EXPECT_EQ(s.peak_used_blocks, 3);
+}
+
+TEST(BlockPoolTest, SharedPoolBehavesLikeSingleThreadPool) {
+  auto pool = MakePool(2, PoolConcurrency::kShared);
+  EXPECT_EQ(pool->concurrency(), PoolConcurrency::kShared);
+  std::vector<BlockId> ids = *pool->Allocate(2);
+  EXPECT_EQ(pool->TryAllocate(), std::nullopt);
+  pool->ReleaseAll(ids);
+  absl::StatusOr<Reservation> r = pool->Reserve(1);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 1);
+  pool->CheckInvariants();
+}
+
+// --- Reservations ---------------------------------------------------------
+
+TEST(ReservationTest, ReserveSetsBlocksAsideFromUnreservedAllocation) {
+  auto pool = MakePool(4);
+  absl::StatusOr<Reservation> r = pool->Reserve(3);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->is_valid());
+  EXPECT_EQ(r->pool(), pool.get());
+  EXPECT_EQ(r->capacity(), 3);
+  EXPECT_EQ(r->num_reserved_free(), 3);
+  EXPECT_EQ(r->num_charged(), 0);
+  EXPECT_EQ(pool->num_free_blocks(), 4);
+  EXPECT_EQ(pool->num_reserved_blocks(), 3);
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 1);
+  EXPECT_TRUE(pool->TryAllocate().has_value());
+  EXPECT_EQ(pool->TryAllocate(), std::nullopt);
+  EXPECT_THAT(pool->Allocate(1),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("need 1 blocks, 3 free (3 reserved)")));
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, ReserveFailsWithNumbersAndChangesNothing) {
+  auto pool = MakePool(4);
+  absl::StatusOr<Reservation> r1 = pool->Reserve(3);
+  ASSERT_THAT(r1, IsOk());
+  EXPECT_THAT(pool->Reserve(2),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("need 2 blocks, 4 free (3 reserved)")));
+  EXPECT_THAT(pool->Reserve(-1), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(pool->num_reserved_blocks(), 3);
+  EXPECT_EQ(pool->stats().num_reservations, 1);
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, AllocationsAreChargedAndReturnToTheReservation) {
+  auto pool = MakePool(4);
+  Reservation r = *pool->Reserve(2);
+  const BlockId a = *r.TryAllocate();
+  EXPECT_EQ(pool->ref_count(a), 1);
+  EXPECT_EQ(r.num_charged(), 1);
+  EXPECT_EQ(r.num_reserved_free(), 1);
+  EXPECT_EQ(pool->num_reserved_blocks(), 1);
+
+  // Another holder shares it; the block goes back to r only at the last
+  // release, whoever does it.
+  pool->AddRef(a);
+  pool->Release(a);
+  EXPECT_EQ(r.num_charged(), 1);
+  pool->Release(a);
+  EXPECT_EQ(r.num_charged(), 0);
+  EXPECT_EQ(r.num_reserved_free(), 2);
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 2);
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, TryAllocateReturnsNulloptOnlyWhenItsBlocksAreTaken) {
+  auto pool = MakePool(4);
+  Reservation r = *pool->Reserve(2);
+  std::vector<BlockId> others = *pool->Allocate(2);  // Greedy neighbour.
+  EXPECT_EQ(pool->TryAllocate(), std::nullopt);
+  ASSERT_TRUE(r.TryAllocate().has_value());
+  ASSERT_TRUE(r.TryAllocate().has_value());
+  EXPECT_EQ(r.TryAllocate(), std::nullopt);
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, AllocateIsAllOrNothingWithNumbers) {
+  auto pool = MakePool(8);
+  Reservation r = *pool->Reserve(3);
+  absl::StatusOr<std::vector<BlockId>> two = r.Allocate(2);
+  ASSERT_THAT(two, IsOk());
+  EXPECT_THAT(*two, SizeIs(2));
+  EXPECT_THAT(r.Allocate(2),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("need 2 blocks, reservation has 1 free "
+                                 "(capacity 3, 2 charged)")));
+  EXPECT_EQ(r.num_reserved_free(), 1);
+  EXPECT_THAT(r.Allocate(-1), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r.Allocate(0), IsOk());
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, ResizeGrowsFromUnreservedBlocksOrChangesNothing) {
+  auto pool = MakePool(6);
+  Reservation r = *pool->Reserve(2);
+  std::vector<BlockId> others = *pool->Allocate(2);
+  ASSERT_THAT(r.Resize(3), IsOk());
+  EXPECT_EQ(r.capacity(), 3);
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 1);
+  EXPECT_THAT(r.Resize(5),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("need 2 blocks, 4 free (3 reserved)")));
+  EXPECT_EQ(r.capacity(), 3);
+  EXPECT_EQ(pool->num_reserved_blocks(), 3);
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, ResizeShrinksUnlessLiveChargedBlocksWouldNotFit) {
+  auto pool = MakePool(6);
+  Reservation r = *pool->Reserve(4);
+  std::vector<BlockId> mine = *r.Allocate(2);
+  EXPECT_THAT(r.Resize(1), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                    HasSubstr("2 charged blocks are live")));
+  EXPECT_EQ(r.capacity(), 4);
+  ASSERT_THAT(r.Resize(2), IsOk());
+  EXPECT_EQ(r.num_reserved_free(), 0);
+  EXPECT_EQ(pool->num_reserved_blocks(), 0);
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 4);
+  EXPECT_THAT(r.Resize(-1), StatusIs(absl::StatusCode::kInvalidArgument));
+  pool->ReleaseAll(mine);
+  EXPECT_EQ(r.num_reserved_free(), 2);
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, DestructionUnreservesFreeBlocksAndUnchargesLiveOnes) {
+  auto pool = MakePool(4);
+  BlockId kept;
+  {
+    Reservation r = *pool->Reserve(3);
+    kept = *r.TryAllocate();
+    EXPECT_EQ(pool->num_unreserved_free_blocks(), 1);
+  }
+  EXPECT_EQ(pool->num_reserved_blocks(), 0);
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 3);
+  EXPECT_EQ(pool->stats().num_reservations, 0);
+  pool->CheckInvariants();
+  pool->Release(kept);  // To general use now.
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 4);
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, SlotOfDetachedReservationIsNotConfusedWithANewOne) {
+  auto pool = MakePool(4);
+  std::optional<Reservation> old(*pool->Reserve(2));
+  const BlockId kept = *old->TryAllocate();
+  old.reset();
+  Reservation fresh = *pool->Reserve(2);
+  pool->Release(kept);  // Must not go to `fresh`.
+  EXPECT_EQ(fresh.num_reserved_free(), 2);
+  EXPECT_EQ(fresh.num_charged(), 0);
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 2);
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, MoveTransfersOwnership) {
+  auto pool = MakePool(4);
+  Reservation a = *pool->Reserve(2);
+  Reservation b = std::move(a);
+  EXPECT_FALSE(a.is_valid());  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(a.pool(), nullptr);
+  EXPECT_EQ(b.capacity(), 2);
+  Reservation c = *pool->Reserve(1);
+  c = std::move(b);  // Drops c's own reservation of 1.
+  EXPECT_EQ(pool->num_reserved_blocks(), 2);
+  EXPECT_EQ(pool->stats().num_reservations, 1);
+  Reservation empty;
+  EXPECT_FALSE(empty.is_valid());
+  pool->CheckInvariants();
+}
+
+TEST(ReservationTest, ZeroCapacityReservationCanGrowLater) {
+  auto pool = MakePool(2);
+  Reservation r = *pool->Reserve(0);
+  EXPECT_EQ(r.TryAllocate(), std::nullopt);
+  ASSERT_THAT(r.Resize(2), IsOk());
+  EXPECT_TRUE(r.TryAllocate().has_value());
+  pool->CheckInvariants();
+}
+
+// An owner holding at most capacity distinct blocks never fails, however
+// greedy an unreserved neighbour is.
+TEST(ReservationTest, OwnerWithinCapacityNeverFailsAgainstGreedyNeighbour) {
+  auto pool = MakePool(10);
+  Reservation r = *pool->Reserve(4);
+  std::vector<BlockId> greedy;
+  std::vector<BlockId> mine;
+  for (int step = 0; step < 200; ++step) {
+    while (std::optional<BlockId> id = pool->TryAllocate()) {
+      greedy.push_back(*id);
+    }
+    if (mine.size() < 4) {
+      std::optional<BlockId> id = r.TryAllocate();
+      ASSERT_TRUE(id.has_value()) << "step " << step;
+      mine.push_back(*id);
+    } else {
+      pool->Release(mine[step % mine.size()]);
+      mine.erase(mine.begin() + step % mine.size());
+    }
+    if (step % 7 == 0 && !greedy.empty()) {
+      pool->Release(greedy.back());
+      greedy.pop_back();
+    }
+    pool->CheckInvariants();
+  }
+  pool->ReleaseAll(greedy);
+  pool->ReleaseAll(mine);
+}
+
+// --- Contract violations ----------------------------------------------------
+
+TEST(BlockPoolDeathTest, DoubleReleaseAborts) {
+  auto pool = MakePool(1);
+  const BlockId id = *pool->TryAllocate();
+  pool->Release(id);
+  EXPECT_DEATH(pool->Release(id), "Release of free block 0");
+}
+
+TEST(BlockPoolDeathTest, ReleaseAllWithTooManyCopiesAborts) {
+  auto pool = MakePool(2);
+  const BlockId id = *pool->TryAllocate();
+  EXPECT_DEATH(pool->ReleaseAll({id, id}), "Release of free block");
+}
+
+TEST(BlockPoolDeathTest, AddRefOfFreeBlockAborts) {
+  auto pool = MakePool(2);
+  EXPECT_DEATH(pool->AddRef(BlockId(1)), "AddRef of free block 1");
+  EXPECT_DEATH(pool->AddRefs({BlockId(0)}), "AddRef of free block 0");
+}
+
+TEST(BlockPoolDeathTest, OutOfRangeIdAborts) {
+  auto pool = MakePool(2);
+  EXPECT_DEATH(pool->ref_count(BlockId(2)), "block 2 out of range \\[0, 2\\)");
+  EXPECT_DEATH(pool->Release(BlockId(-1)), "block -1 out of range");
+  EXPECT_DEATH(pool->AddRef(BlockId(7)), "block 7 out of range");
+  EXPECT_DEATH(pool->ref_count(BlockId()), "out of range");
+}
+
+TEST(BlockPoolDeathTest, SharedPoolChecksToo) {
+  auto pool = MakePool(1, PoolConcurrency::kShared);
+  EXPECT_DEATH(pool->Release(BlockId(0)), "Release of free block 0");
+}
+
+TEST(BlockPoolDeathTest, UsingAnInvalidReservationAborts) {
+  Reservation r;
+  EXPECT_DEATH(r.TryAllocate(), "invalid");
+  EXPECT_DEATH(r.capacity(), "invalid");
+}
+
+TEST(BlockPoolDeathTest, DestroyingPoolBeforeItsReservationsAborts) {
+  EXPECT_DEATH(
+      {
+        auto pool = MakePool(2);
+        Reservation* leaked = new Reservation(*pool->Reserve(1));
+        (void)leaked;
+        pool.reset();
+      },
+      "1 reservations still point at it");
+}
+
+}  // namespace
+}  // namespace pagedkv

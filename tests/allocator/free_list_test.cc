@@ -1,0 +1,167 @@
+#include "allocator/free_list.h"
+
+#include <cstdint>
+#include <list>
+#include <random>
+#include <vector>
+
+#include "allocator/block_id.h"
+#include "gtest/gtest.h"
+
+namespace pagedkv {
+namespace {
+
+std::vector<BlockId> Drain(FreeList& list) {
+  std::vector<BlockId> out;
+  while (!list.empty()) out.push_back(list.PopFront());
+  return out;
+}
+
+TEST(FreeListTest, HeaderExampleWorks) {
+  FreeList list(/*capacity=*/4);  // Empty; ids 0..3 may be pushed.
+  list.PushBack(BlockId(0));
+  list.PushFront(BlockId(2));  // Order: 2, 0.
+  list.Remove(BlockId(0));     // O(1), from anywhere in the list.
+  BlockId id = list.PopFront();
+  EXPECT_EQ(id, BlockId(2));
+  EXPECT_TRUE(list.empty());
+  list.CheckInvariants();
+}
+
+TEST(FreeListTest, StartsEmptyWithCapacity) {
+  FreeList list(3);
+  EXPECT_EQ(list.capacity(), 3);
+  EXPECT_EQ(list.size(), 0);
+  EXPECT_TRUE(list.empty());
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(list.Contains(BlockId(i)));
+  list.CheckInvariants();
+}
+
+TEST(FreeListTest, PushFrontPopFrontIsLifo) {
+  FreeList list(4);
+  for (int i = 0; i < 4; ++i) list.PushFront(BlockId(i));
+  EXPECT_EQ(Drain(list), (std::vector<BlockId>{BlockId(3), BlockId(2),
+                                               BlockId(1), BlockId(0)}));
+}
+
+TEST(FreeListTest, PushBackKeepsFifoOrderAndPopBackTakesTheOldest) {
+  FreeList list(4);
+  for (int i = 0; i < 4; ++i) list.PushBack(BlockId(i));
+  EXPECT_EQ(list.Front(), BlockId(0));
+  EXPECT_EQ(list.Back(), BlockId(3));
+  EXPECT_EQ(list.PopBack(), BlockId(3));
+  EXPECT_EQ(Drain(list),
+            (std::vector<BlockId>{BlockId(0), BlockId(1), BlockId(2)}));
+}
+
+TEST(FreeListTest, RemoveFromHeadMiddleAndTail) {
+  FreeList list(5);
+  for (int i = 0; i < 5; ++i) list.PushBack(BlockId(i));
+  list.Remove(BlockId(0));
+  list.Remove(BlockId(2));
+  list.Remove(BlockId(4));
+  list.CheckInvariants();
+  EXPECT_FALSE(list.Contains(BlockId(2)));
+  EXPECT_TRUE(list.Contains(BlockId(3)));
+  EXPECT_EQ(Drain(list), (std::vector<BlockId>{BlockId(1), BlockId(3)}));
+}
+
+TEST(FreeListTest, GrowAddsAbsentIdsAndKeepsOrder) {
+  FreeList list(2);
+  list.PushBack(BlockId(1));
+  list.PushBack(BlockId(0));
+  list.Grow(4);
+  EXPECT_EQ(list.capacity(), 4);
+  EXPECT_FALSE(list.Contains(BlockId(3)));
+  list.PushBack(BlockId(3));
+  list.CheckInvariants();
+  EXPECT_EQ(Drain(list),
+            (std::vector<BlockId>{BlockId(1), BlockId(0), BlockId(3)}));
+}
+
+// Random pushes, pops and removes against std::list.
+class FreeListRandomOpsTest : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(FreeListRandomOpsTest, MatchesStdList) {
+  std::mt19937 rng(GetParam());
+  constexpr int32_t kCapacity = 12;
+  FreeList list(kCapacity);
+  std::list<int32_t> model;
+  for (int step = 0; step < 2000; ++step) {
+    const int32_t id = static_cast<int32_t>(rng() % kCapacity);
+    const bool in = list.Contains(BlockId(id));
+    switch (rng() % 5) {
+      case 0:
+        if (!in) {
+          list.PushFront(BlockId(id));
+          model.push_front(id);
+        }
+        break;
+      case 1:
+        if (!in) {
+          list.PushBack(BlockId(id));
+          model.push_back(id);
+        }
+        break;
+      case 2:
+        if (!model.empty()) {
+          ASSERT_EQ(list.PopFront().value(), model.front());
+          model.pop_front();
+        }
+        break;
+      case 3:
+        if (!model.empty()) {
+          ASSERT_EQ(list.PopBack().value(), model.back());
+          model.pop_back();
+        }
+        break;
+      case 4:
+        if (in) {
+          list.Remove(BlockId(id));
+          model.remove(id);
+        }
+        break;
+    }
+    list.CheckInvariants();
+    ASSERT_EQ(list.size(), static_cast<int32_t>(model.size())) << step;
+    if (!model.empty()) {
+      ASSERT_EQ(list.Front().value(), model.front());
+      ASSERT_EQ(list.Back().value(), model.back());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, FreeListRandomOpsTest,
+                         ::testing::Range<uint32_t>(0, 32));
+
+TEST(FreeListDeathTest, DoublePushAborts) {
+  FreeList list(2);
+  list.PushFront(BlockId(1));
+  EXPECT_DEATH(list.PushFront(BlockId(1)), "already in the free list");
+  EXPECT_DEATH(list.PushBack(BlockId(1)), "already in the free list");
+}
+
+TEST(FreeListDeathTest, OutOfRangeIdAborts) {
+  FreeList list(2);
+  EXPECT_DEATH(list.PushFront(BlockId(2)), "block 2 out of range");
+  EXPECT_DEATH(list.Contains(BlockId(-1)), "block -1 out of range");
+}
+
+TEST(FreeListDeathTest, PopOfEmptyListAborts) {
+  FreeList list(2);
+  EXPECT_DEATH(list.PopFront(), "PopFront of empty free list");
+  EXPECT_DEATH(list.PopBack(), "PopBack of empty free list");
+}
+
+TEST(FreeListDeathTest, RemoveOfAbsentIdAborts) {
+  FreeList list(2);
+  EXPECT_DEATH(list.Remove(BlockId(0)), "not in the free list");
+}
+
+TEST(FreeListDeathTest, ShrinkAborts) {
+  FreeList list(4);
+  EXPECT_DEATH(list.Grow(2), "cannot shrink from 4 to 2");
+}
+
+}  // namespace
+}  // namespace pagedkv
