@@ -29,6 +29,9 @@ struct CacheStats {
   // KV bytes written by updates (keys and values) and zero-filled for gaps.
   int64_t bytes_written = 0;
   int64_t bytes_zero_filled = 0;
+  // Static caches: crops after which a full shared pool could not extend the
+  // reservation for unevenly cropped layers (see static_kv_cache.h).
+  int64_t reservation_shortfalls = 0;
   // KV bytes moved by ReorderCache / BatchSelectIndices /
   // BatchRepeatInterleave / Crop. Always 0: they only remap block tables.
   int64_t remap_bytes_copied = 0;

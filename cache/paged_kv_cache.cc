@@ -88,9 +88,15 @@ int64_t PagedKVCache::BlocksFor(int64_t end) const {
 }
 
 int64_t PagedKVCache::blocks_per_row_reserved() const {
-  // Room for max_cache_len tokens after a crop left the first page starting
-  // anywhere in its block.
-  return BlocksFor(*options_.max_cache_len + block_tokens() - 1);
+  // Room for every layer to reach max_cache_len from its window start. Crop
+  // leaves each start anywhere in its first block (hence bt - 1), or further
+  // in when layers were cropped unevenly: a layer that kept its start pins
+  // the leading blocks another layer's window has left.
+  int64_t max_start = block_tokens() - 1;
+  for (const Layer& layer : layers_) {
+    if (layer.present) max_start = std::max(max_start, layer.start);
+  }
+  return BlocksFor(max_start + *options_.max_cache_len);
 }
 
 // ---------------------------------------------------------------------------
@@ -353,9 +359,11 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
     absl::flat_hash_map<BlockId, int64_t> touches;
     for (size_t b = 0; b < rows_.size(); ++b) {
       std::vector<int32_t>& mine = touched[b];
-      const int64_t last = std::min(num_table_blocks_, BlocksFor(new_end));
-      for (int64_t i = old_end / bt; i < last; ++i) {
-        mine.push_back(static_cast<int32_t>(i));
+      if (new_end > old_end) {
+        const int64_t last = std::min(num_table_blocks_, BlocksFor(new_end));
+        for (int64_t i = old_end / bt; i < last; ++i) {
+          mine.push_back(static_cast<int32_t>(i));
+        }
       }
       if (!position.is_append()) {
         for (int64_t t = 0; t < seq; ++t) {
@@ -561,7 +569,7 @@ absl::Status PagedKVCache::Select(std::vector<int32_t> indices) {
   const int64_t old_batch = static_cast<int64_t>(rows_.size());
   const int64_t new_batch = static_cast<int64_t>(indices.size());
   if (new_batch > old_batch) PKV_RETURN_IF_ERROR(ReserveForBatch(new_batch));
-  rows_ = GatherTables(rows_, indices);
+  ReorderTables(&rows_, indices);
   if (new_batch < old_batch) {
     // Shrinking never needs new blocks, so it cannot fail.
     absl::Status s = ReserveForBatch(new_batch);
@@ -606,6 +614,16 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
     }
   }
   DropLeadingBlocks();
+  if (is_static() && has_geometry_) {
+    // Uneven crops widen the windows: extend the reservation so later
+    // updates still cannot fail for memory (a private pool grows). On a
+    // full shared pool the crop still succeeds (crop never fails for
+    // memory); the reservation then covers what it can and an update that
+    // needs more returns ResourceExhausted, changing nothing.
+    if (!ReserveForBatch(static_cast<int64_t>(rows_.size())).ok()) {
+      ++reservation_shortfalls_;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -658,6 +676,7 @@ CacheStats PagedKVCache::stats() const {
   s.blocks_in_use = static_cast<int32_t>(seen.size());
   s.blocks_reserved =
       reservation_.has_value() ? reservation_->num_reserved_free() : 0;
+  s.reservation_shortfalls = reservation_shortfalls_;
   s.cow_copies = cow_copies_;
   s.cow_bytes = cow_bytes_;
   s.bytes_written = bytes_written_;

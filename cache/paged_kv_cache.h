@@ -165,6 +165,8 @@ class PagedKVCache : public KVCache {
   int64_t num_table_blocks_ = 0;
   std::vector<Layer> layers_;
 
+  // Crops after which a full shared pool could not extend the reservation.
+  int64_t reservation_shortfalls_ = 0;
   int64_t cow_copies_ = 0;
   int64_t cow_bytes_ = 0;
   int64_t bytes_written_ = 0;

@@ -11,6 +11,12 @@
 // operations that add rows extend the reservation first or fail with
 // ResourceExhausted, changing nothing. Afterwards no update can fail for
 // memory. Without a pool it makes a private one sized to the reservation.
+// One exception: layers cropped unevenly (a layer longer than max_length
+// while another is not) widen the span one row's table must cover; Crop then
+// extends the reservation, and if a full shared pool cannot supply the extra
+// blocks, the crop still succeeds and a later update that needs them may
+// return ResourceExhausted (changing nothing). Crops of equal-length layers,
+// the normal case, never need more.
 //
 //   absl::StatusOr<std::unique_ptr<StaticKVCache>> cache =
 //       StaticKVCache::Create({.max_cache_len = 1024, .num_layers = 32});
