@@ -1,0 +1,202 @@
+// Short seeded kv_stress runs: invariants hold, the figures are consistent
+// (tokens written = tokens in the final state + tokens cropped + tokens
+// freed), runs are deterministic, and the chat preset's paged pool holds at
+// least 3x the requests of the contiguous model.
+#include "tools/kv_stress/simulator.h"
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/check.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/status_matchers.h"
+#include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/report.h"
+
+namespace pagedkv::kv_stress {
+namespace {
+
+using ::pagedkv::testing::IsOk;
+using ::pagedkv::testing::StatusIs;
+using ::testing::HasSubstr;
+
+SimConfig Tiny(uint64_t seed) {
+  absl::StatusOr<SimConfig> c = PresetConfig("tiny");
+  PKV_CHECK(c.ok(), "tiny preset");
+  c->workload.seed = seed;
+  return *c;
+}
+
+void ExpectLedgerBalances(const ModelReport& r) {
+  EXPECT_EQ(r.ledger_written,
+            r.final_tokens + r.ledger_cropped + r.ledger_freed);
+}
+
+// The JSON report without the wall-clock figures.
+nlohmann::json WithoutTimings(nlohmann::json j) {
+  j.erase("wall_s");
+  for (const char* model : {"paged", "contiguous"}) {
+    j[model].erase("tokens_per_s");
+    j[model].erase("ops_per_s");
+    for (auto& [op, lat] : j[model]["latency"].items()) {
+      lat.erase("p50_us");
+      lat.erase("p99_us");
+      lat.erase("mean_us");
+    }
+  }
+  return j;
+}
+
+TEST(SimulatorTest, TinyRunHoldsInvariantsAndBalancesItsLedger) {
+  absl::StatusOr<SimResult> r = RunSimulation(Tiny(1));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->invariant_failures, 0) << r->failure_messages.front();
+  EXPECT_EQ(r->first_failure_step, -1);
+  EXPECT_GT(r->invariant_checks, 2 * (400 / 10));
+  EXPECT_EQ(r->steps_run, 400);
+  ExpectLedgerBalances(r->paged);
+  ExpectLedgerBalances(r->contiguous);
+  // The tiny pool is under pressure and the mix exercises every operation.
+  EXPECT_GT(r->paged.preemptions, 0);
+  EXPECT_GT(r->paged.cow_copies, 0);
+  EXPECT_GT(r->paged.peak_shared_blocks, 0);
+  EXPECT_GT(r->paged.completed, 0);
+  for (const OpLatency& op : r->paged.latencies) {
+    EXPECT_GT(op.count, 0) << op.op;
+  }
+  EXPECT_EQ(r->contiguous.preemptions, 0);
+  EXPECT_LE(r->paged.peak_utilization, 1.0);
+  EXPECT_LE(r->contiguous.peak_utilization, 1.0);
+  EXPECT_GT(r->paged.mean_utilization, r->contiguous.mean_utilization);
+  EXPECT_EQ(r->series.size(), 400u);
+  EXPECT_EQ(r->capacity_ratio,
+            double(r->paged.peak_running) / r->contiguous.peak_running);
+}
+
+TEST(SimulatorTest, FiguresAreConsistent) {
+  absl::StatusOr<SimResult> r = RunSimulation(Tiny(2));
+  ASSERT_THAT(r, IsOk());
+  for (const ModelReport* m : {&r->paged, &r->contiguous}) {
+    EXPECT_EQ(m->admissions_refused,
+              m->refused_queue_full + m->refused_too_large);
+    EXPECT_GE(m->admitted, m->completed + m->final_running);
+    EXPECT_GE(m->peak_running, m->final_running);
+    EXPECT_GE(m->peak_rows, m->peak_running);
+    EXPECT_GE(m->peak_utilization, m->mean_utilization);
+    EXPECT_NEAR(m->tokens_per_step,
+                double(m->tokens_prefilled + m->tokens_decoded) / 400, 1e-9);
+  }
+  // Every admission is either still running, completed, preempted (and
+  // requeued) or refused while running.
+  EXPECT_LE(r->paged.admitted, r->paged.completed + r->paged.final_running +
+                                   r->paged.preemptions +
+                                   r->paged.refused_too_large);
+  EXPECT_GT(r->paged.kv_bytes_written, 0);
+}
+
+TEST(SimulatorTest, SameSeedGivesSameFigures) {
+  absl::StatusOr<SimResult> a = RunSimulation(Tiny(5));
+  absl::StatusOr<SimResult> b = RunSimulation(Tiny(5));
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ(WithoutTimings(ToJson(*a)).dump(),
+            WithoutTimings(ToJson(*b)).dump());
+}
+
+TEST(SimulatorTest, DifferentSeedsGiveDifferentFigures) {
+  absl::StatusOr<SimResult> a = RunSimulation(Tiny(5));
+  absl::StatusOr<SimResult> b = RunSimulation(Tiny(6));
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  EXPECT_NE(WithoutTimings(ToJson(*a))["paged"].dump(),
+            WithoutTimings(ToJson(*b))["paged"].dump());
+}
+
+TEST(SimulatorTest, BothPoliciesHoldInvariants) {
+  for (PreemptionPolicy policy :
+       {PreemptionPolicy::kNewestFirst, PreemptionPolicy::kLeastProgress}) {
+    SimConfig c = Tiny(9);
+    c.policy = policy;
+    c.check_every = 1;
+    absl::StatusOr<SimResult> r = RunSimulation(c);
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->invariant_failures, 0) << PolicyName(policy);
+    EXPECT_GT(r->paged.preemptions, 0) << PolicyName(policy);
+    ExpectLedgerBalances(r->paged);
+  }
+}
+
+TEST(SimulatorTest, PoliciesChooseDifferentVictims) {
+  SimConfig newest = Tiny(1);
+  newest.policy = PreemptionPolicy::kNewestFirst;
+  SimConfig least = Tiny(1);
+  least.policy = PreemptionPolicy::kLeastProgress;
+  absl::StatusOr<SimResult> a = RunSimulation(newest);
+  absl::StatusOr<SimResult> b = RunSimulation(least);
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  // Same arrivals, different schedules.
+  EXPECT_NE(WithoutTimings(ToJson(*a))["paged"].dump(),
+            WithoutTimings(ToJson(*b))["paged"].dump());
+  EXPECT_EQ(WithoutTimings(ToJson(*a))["contiguous"].dump(),
+            WithoutTimings(ToJson(*b))["contiguous"].dump());
+}
+
+TEST(SimulatorTest, RequestLargerThanThePoolIsRefused) {
+  SimConfig c = Tiny(3);
+  c.pool_blocks = 8;  // 128 tokens; prompts reach 256.
+  absl::StatusOr<SimResult> r = RunSimulation(c);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->invariant_failures, 0);
+  EXPECT_GT(r->paged.refused_too_large, 0);
+  EXPECT_GT(r->contiguous.refused_too_large, 0);
+  ExpectLedgerBalances(r->paged);
+}
+
+TEST(SimulatorTest, ChatPresetHoldsThreeTimesTheContiguousRequests) {
+  absl::StatusOr<SimConfig> c = PresetConfig("chat");
+  ASSERT_THAT(c, IsOk());
+  c->steps = 600;
+  absl::StatusOr<SimResult> r = RunSimulation(*c);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->invariant_failures, 0);
+  // 65536 tokens / 4096 per row; fork and beam requests reserve a row each.
+  EXPECT_LE(r->contiguous.peak_running, 16);
+  EXPECT_GT(r->contiguous.peak_running, 0);
+  EXPECT_GE(r->capacity_ratio, 3.0);
+  ExpectLedgerBalances(r->paged);
+}
+
+TEST(SimConfigTest, EveryPresetIsValid) {
+  for (const char* name : {"chat", "beam", "long", "tiny"}) {
+    absl::StatusOr<SimConfig> c = PresetConfig(name);
+    ASSERT_THAT(c, IsOk()) << name;
+    EXPECT_THAT(c->Validate(), IsOk()) << name;
+  }
+}
+
+TEST(SimConfigTest, UnknownPresetIsInvalidArgument) {
+  EXPECT_THAT(PresetConfig("huge"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("unknown preset")));
+}
+
+TEST(SimConfigTest, MaxLenBelowPromptPlusOutputIsInvalidArgument) {
+  SimConfig c = Tiny(1);
+  c.max_len = 100;
+  EXPECT_THAT(c.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("max_len 100")));
+  EXPECT_THAT(RunSimulation(c), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(SimConfigTest, EmptyPoolIsInvalidArgument) {
+  SimConfig c = Tiny(1);
+  c.pool_blocks = 0;
+  EXPECT_THAT(c.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("pool_blocks")));
+}
+
+}  // namespace
+}  // namespace pagedkv::kv_stress

@@ -1,0 +1,348 @@
+// tools/kv_stress/report.cc
+#include "tools/kv_stress/report.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "fmt/format.h"
+#include "nlohmann/json.hpp"
+#include "tensor/dtype.h"
+#include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/simulator.h"
+#include "tools/kv_stress/workload.h"
+
+namespace pagedkv::kv_stress {
+namespace {
+
+using nlohmann::json;
+
+json LengthToJson(const LengthSpec& s) {
+  json j = json::object();
+  j["dist"] = std::string(LengthDistName(s.dist));
+  j["median"] = s.median;
+  j["sigma"] = s.sigma;
+  j["min_tokens"] = s.min_tokens;
+  j["max_tokens"] = s.max_tokens;
+  return j;
+}
+
+json ModelToJson(const ModelReport& r, bool paged) {
+  json j = json::object();
+  j["peak_running"] = r.peak_running;
+  j["mean_running"] = r.mean_running;
+  j["peak_rows"] = r.peak_rows;
+  j["final_running"] = r.final_running;
+  j["final_waiting"] = r.final_waiting;
+  j["peak_waiting"] = r.peak_waiting;
+  j["peak_utilization"] = r.peak_utilization;
+  j["mean_utilization"] = r.mean_utilization;
+  j["mean_internal_fragmentation"] = r.mean_fragmentation;
+  j["peak_logical_tokens_ratio"] = r.peak_logical_tokens_ratio;
+  j["admitted"] = r.admitted;
+  j["completed"] = r.completed;
+  j["preemptions"] = r.preemptions;
+  j["admissions_refused"] = r.admissions_refused;
+  j["refused_queue_full"] = r.refused_queue_full;
+  j["refused_too_large"] = r.refused_too_large;
+  j["tokens_prefilled"] = r.tokens_prefilled;
+  j["tokens_decoded"] = r.tokens_decoded;
+  j["tokens_per_step"] = r.tokens_per_step;
+  j["tokens_per_s"] = r.tokens_per_s;
+  json ledger = json::object();
+  ledger["written"] = r.ledger_written;
+  ledger["cropped"] = r.ledger_cropped;
+  ledger["freed"] = r.ledger_freed;
+  ledger["final"] = r.final_tokens;
+  j["token_ledger"] = ledger;
+  if (paged) {
+    j["ops"] = r.ops;
+    j["ops_per_s"] = r.ops_per_s;
+    j["cow_copies"] = r.cow_copies;
+    j["cow_bytes"] = r.cow_bytes;
+    j["kv_bytes_written"] = r.kv_bytes_written;
+    j["peak_shared_blocks"] = r.peak_shared_blocks;
+    j["mean_shared_blocks"] = r.mean_shared_blocks;
+    json lat = json::object();
+    for (const OpLatency& l : r.latencies) {
+      json o = json::object();
+      o["count"] = l.count;
+      o["p50_us"] = l.p50_us;
+      o["p99_us"] = l.p99_us;
+      o["mean_us"] = l.mean_us;
+      lat[l.op] = o;
+    }
+    j["latency"] = lat;
+  } else {
+    j["ops_per_s"] = 0.0;  // Bookkeeping only: no cache operations.
+  }
+  return j;
+}
+
+std::string Percent(double x) { return fmt::format("{:.1f}%", 100.0 * x); }
+
+}  // namespace
+
+json ConfigToJson(const SimConfig& c) {
+  json j = json::object();
+  j["preset"] = c.preset;
+  j["seed"] = c.workload.seed;
+  j["steps"] = c.steps;
+  j["duration_s"] = c.duration_s;
+  j["layers"] = c.layout.num_layers;
+  j["kv_heads"] = c.layout.num_kv_heads;
+  j["head_dim"] = c.layout.head_dim;
+  j["dtype"] = std::string(DTypeName(c.layout.dtype));
+  j["block_tokens"] = c.layout.block_tokens;
+  j["block_bytes"] = c.layout.block_bytes();
+  j["pool_blocks"] = c.pool_blocks;
+  j["pool_bytes"] = c.pool_bytes();
+  j["capacity_tokens"] = int64_t{c.pool_blocks} * c.layout.block_tokens;
+  j["max_len"] = c.max_len;
+  j["max_running"] = c.max_running;
+  j["max_waiting"] = c.max_waiting;
+  j["max_prefill_tokens_per_step"] = c.max_prefill_tokens_per_step;
+  j["watermark_pct"] = c.watermark_pct;
+  j["policy"] = std::string(PolicyName(c.policy));
+  j["check_every"] = c.check_every;
+  j["arrivals_per_step"] = c.workload.arrivals_per_step;
+  j["prompt"] = LengthToJson(c.workload.prompt);
+  j["output"] = LengthToJson(c.workload.output);
+  j["beam_pct"] = c.workload.beam_pct;
+  j["fork_pct"] = c.workload.fork_pct;
+  j["crop_pct"] = c.workload.crop_pct;
+  j["beam_width"] = c.workload.beam_width;
+  j["fork_samples"] = c.workload.fork_samples;
+  j["crop_window"] = c.workload.crop_window;
+  return j;
+}
+
+json ToJson(const SimResult& r) {
+  json j = json::object();
+  j["config"] = ConfigToJson(r.config);
+  j["paged"] = ModelToJson(r.paged, true);
+  j["contiguous"] = ModelToJson(r.contiguous, false);
+  j["steps_run"] = r.steps_run;
+  j["wall_s"] = r.wall_s;
+  j["invariant_checks"] = r.invariant_checks;
+  j["invariant_failures"] = r.invariant_failures;
+  j["first_failure_step"] = r.first_failure_step;
+  json messages = json::array();
+  for (const std::string& m : r.failure_messages) messages.push_back(m);
+  j["failure_messages"] = messages;
+  j["capacity_ratio"] = r.capacity_ratio;
+  return j;
+}
+
+std::string FormatTable(const SimResult& r) {
+  const SimConfig& c = r.config;
+  const ModelReport& p = r.paged;
+  const ModelReport& q = r.contiguous;
+  std::string out;
+  out += fmt::format(
+      "kv_stress  preset={} seed={} steps={} wall={:.1f}s policy={}\n",
+      c.preset, c.workload.seed, r.steps_run, r.wall_s, PolicyName(c.policy));
+  out += fmt::format(
+      "geometry   {}  block={} KiB  pool={} blocks = {:.0f} MiB = {} tokens  "
+      "max_len={}\n",
+      c.layout.ToString(), c.layout.block_bytes() / 1024, c.pool_blocks,
+      c.pool_bytes() / 1048576.0,
+      int64_t{c.pool_blocks} * c.layout.block_tokens, c.max_len);
+  out += "\n";
+  const std::string line(62, '-');
+  out += fmt::format("{:<34}{:>14}{:>14}\n", "", "paged", "contiguous");
+  out += line + "\n";
+  auto row = [&out](const std::string& name, const std::string& a,
+                    const std::string& b) {
+    out += fmt::format("{:<34}{:>14}{:>14}\n", name, a, b);
+  };
+  auto num = [](int64_t x) { return fmt::format("{}", x); };
+  auto fix = [](double x, int digits) {
+    return fmt::format("{:.{}f}", x, digits);
+  };
+  row("peak running requests", num(p.peak_running), num(q.peak_running));
+  row("mean running requests", fix(p.mean_running, 1), fix(q.mean_running, 1));
+  row("peak running rows (beams/samples)", num(p.peak_rows), num(q.peak_rows));
+  row("peak utilization", Percent(p.peak_utilization),
+      Percent(q.peak_utilization));
+  row("mean utilization", Percent(p.mean_utilization),
+      Percent(q.mean_utilization));
+  row("mean internal fragmentation", Percent(p.mean_fragmentation),
+      Percent(q.mean_fragmentation));
+  row("waiting at end / peak",
+      fmt::format("{} / {}", p.final_waiting, p.peak_waiting),
+      fmt::format("{} / {}", q.final_waiting, q.peak_waiting));
+  row("admitted (incl. recomputes)", num(p.admitted), num(q.admitted));
+  row("completed", num(p.completed), num(q.completed));
+  row("preemptions", num(p.preemptions), num(q.preemptions));
+  row("admissions refused (queue/size)",
+      fmt::format("{}/{}", p.refused_queue_full, p.refused_too_large),
+      fmt::format("{}/{}", q.refused_queue_full, q.refused_too_large));
+  row("tokens prefilled", num(p.tokens_prefilled), num(q.tokens_prefilled));
+  row("tokens decoded", num(p.tokens_decoded), num(q.tokens_decoded));
+  row("tokens / step", fix(p.tokens_per_step, 1), fix(q.tokens_per_step, 1));
+  row("tokens / s (run wall clock)", fix(p.tokens_per_s, 0),
+      fix(q.tokens_per_s, 0));
+  row("cache ops / s", fix(p.ops_per_s, 0), "-");
+  row("copy-on-write copies", num(p.cow_copies), "-");
+  row("copy-on-write MiB", fix(p.cow_bytes / 1048576.0, 1), "-");
+  row("blocks shared (peak / mean)",
+      fmt::format("{} / {:.0f}", p.peak_shared_blocks, p.mean_shared_blocks),
+      "-");
+  out += line + "\n";
+  out += fmt::format(
+      "capacity ratio (peak running, paged / contiguous): "
+      "{:.2f}x\n",
+      r.capacity_ratio);
+  out += fmt::format("invariant checks: {}  failures: {}", r.invariant_checks,
+                     r.invariant_failures);
+  if (r.invariant_failures > 0) {
+    out += fmt::format("  (first at step {})", r.first_failure_step);
+  }
+  out += "\n\n";
+  out += fmt::format("{:<20}{:>12}{:>12}{:>12}{:>12}\n", "paged op latency",
+                     "count", "p50 us", "p99 us", "mean us");
+  for (const OpLatency& l : p.latencies) {
+    out += fmt::format("{:<20}{:>12}{:>12.2f}{:>12.2f}{:>12.2f}\n", l.op,
+                       l.count, l.p50_us, l.p99_us, l.mean_us);
+  }
+  return out;
+}
+
+std::string RenderSvg(const SimResult& r) {
+  constexpr double kWidth = 1000, kHeight = 680;
+  constexpr double kLeft = 70, kRight = 170, kTop = 75, kPanel = 250, kGap = 60;
+  const double plot_w = kWidth - kLeft - kRight;
+  const auto& series = r.series;
+  const int64_t n = static_cast<int64_t>(series.size());
+  const double max_step = std::max<double>(1.0, double(r.steps_run));
+  int32_t max_running = 1;
+  for (const TimePoint& t : series) {
+    max_running =
+        std::max({max_running, t.paged_running, t.contiguous_running});
+  }
+  // At most ~1000 points per line.
+  const int64_t stride = std::max<int64_t>(1, n / 1000);
+
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" "
+      "height=\"{1}\" viewBox=\"0 0 {0} {1}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" "
+      "fill=\"white\"/>\n",
+      kWidth, kHeight);
+  svg += fmt::format(
+      "<text x=\"{}\" y=\"28\" font-size=\"15\">kv_stress preset={} seed={}: "
+      "paged pool vs contiguous max_len={} reservation, same {:.0f} "
+      "MiB</text>\n",
+      kLeft, r.config.preset, r.config.workload.seed, r.config.max_len,
+      r.config.pool_bytes() / 1048576.0);
+  svg += fmt::format(
+      "<text x=\"{}\" y=\"48\" fill=\"#444\">peak running requests {} vs "
+      "{} ({:.2f}x); mean utilization {:.1f}% vs {:.1f}%; {} preemptions "
+      "(paged)</text>\n",
+      kLeft, r.paged.peak_running, r.contiguous.peak_running, r.capacity_ratio,
+      100 * r.paged.mean_utilization, 100 * r.contiguous.mean_utilization,
+      r.paged.preemptions);
+
+  struct Line {
+    const char* name;
+    const char* color;
+    double (*value)(const TimePoint&);
+  };
+  auto panel = [&](int index, const std::string& title, double y_max,
+                   const std::string& y_unit, const Line* lines,
+                   int num_lines) {
+    const double top = kTop + index * (kPanel + kGap);
+    const double bottom = top + kPanel;
+    svg +=
+        fmt::format("<text x=\"{}\" y=\"{}\" font-weight=\"bold\">{}</text>\n",
+                    kLeft, top - 8, title);
+    // Axes and grid.
+    for (int k = 0; k <= 4; ++k) {
+      const double y = bottom - kPanel * k / 4.0;
+      svg += fmt::format(
+          "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" "
+          "stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{:.1f}\" "
+          "text-anchor=\"end\">{:.0f}{}</text>\n",
+          kLeft, y, kLeft + plot_w, y, kLeft - 6, y + 4, y_max * k / 4.0,
+          y_unit);
+    }
+    for (int k = 0; k <= 5; ++k) {
+      const double x = kLeft + plot_w * k / 5.0;
+      svg += fmt::format(
+          "<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.0f}</text>\n",
+          x, bottom + 16, max_step * k / 5.0);
+    }
+    svg += fmt::format(
+        "<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n"
+        "<line x1=\"{0}\" y1=\"{2}\" x2=\"{3}\" y2=\"{2}\" stroke=\"black\"/>\n"
+        "<text x=\"{4}\" y=\"{5}\" text-anchor=\"middle\">step</text>\n",
+        kLeft, top, bottom, kLeft + plot_w, kLeft + plot_w / 2, bottom + 32);
+    for (int li = 0; li < num_lines; ++li) {
+      std::string points;
+      for (int64_t i = 0; i < n; i += stride) {
+        const TimePoint& t = series[i];
+        const double x = kLeft + plot_w * t.step / std::max(1.0, max_step);
+        const double v = std::min(lines[li].value(t), y_max);
+        const double y = bottom - kPanel * v / y_max;
+        absl::StrAppend(&points, fmt::format("{:.1f},{:.1f} ", x, y));
+      }
+      svg += fmt::format(
+          "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" "
+          "points=\"{}\"/>\n",
+          lines[li].color, points);
+      // Legend.
+      const double ly = top + 20 + 20 * li;
+      svg += fmt::format(
+          "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"{3}\" "
+          "stroke-width=\"3\"/>\n<text x=\"{4}\" y=\"{5}\">{6}</text>\n",
+          kLeft + plot_w + 15, ly, kLeft + plot_w + 40, lines[li].color,
+          kLeft + plot_w + 46, ly + 4, lines[li].name);
+    }
+  };
+  const Line util_lines[] = {
+      {"paged", "#1f77b4",
+       [](const TimePoint& t) { return 100.0 * t.paged_utilization; }},
+      {"contiguous", "#d62728",
+       [](const TimePoint& t) { return 100.0 * t.contiguous_utilization; }},
+  };
+  const Line running_lines[] = {
+      {"paged", "#1f77b4",
+       [](const TimePoint& t) { return double(t.paged_running); }},
+      {"contiguous", "#d62728",
+       [](const TimePoint& t) { return double(t.contiguous_running); }},
+  };
+  panel(0, "utilization (live tokens / pool capacity)", 100.0, "%", util_lines,
+        2);
+  // A round axis top: 4 grid steps of a round number.
+  double tick = 1;
+  for (double base = 1; 4 * tick < max_running; base *= 10) {
+    for (double m : {1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.5, 8.0}) {
+      tick = m * base;
+      if (4 * tick >= max_running) break;
+    }
+  }
+  const double y_running = 4 * tick;
+  panel(1, "running requests", y_running, "", running_lines, 2);
+  svg += "</svg>\n";
+  return svg;
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& contents) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot open ", path));
+  }
+  const size_t written = std::fwrite(contents.data(), 1, contents.size(), f);
+  const bool closed = std::fclose(f) == 0;
+  if (written != contents.size() || !closed) {
+    return absl::InternalError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pagedkv::kv_stress
