@@ -30,9 +30,9 @@ namespace pagedkv::internal {
 
 }  // namespace pagedkv::internal
 
-#define PKV_CHECK(condition, ...)                                          \
-  (ABSL_PREDICT_TRUE(condition)                                            \
-       ? static_cast<void>(0)                                              \
+#define PKV_CHECK(condition, ...)                                         \
+  (ABSL_PREDICT_TRUE(condition)                                           \
+       ? static_cast<void>(0)                                             \
        : ::pagedkv::internal::CheckFailed(__FILE__, __LINE__, #condition, \
                                           ::absl::StrFormat(__VA_ARGS__)))
 

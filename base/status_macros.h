@@ -26,10 +26,10 @@
 #include "absl/status/statusor.h"
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define PKV_RETURN_IF_ERROR(expr)                                     \
-  do {                                                                \
-    const ::absl::Status pkv_status_ = (expr);                        \
-    if (ABSL_PREDICT_FALSE(!pkv_status_.ok())) return pkv_status_;    \
+#define PKV_RETURN_IF_ERROR(expr)                                  \
+  do {                                                             \
+    const ::absl::Status pkv_status_ = (expr);                     \
+    if (ABSL_PREDICT_FALSE(!pkv_status_.ok())) return pkv_status_; \
   } while (false)
 
 #define PKV_STATUS_CONCAT_INNER_(x, y) x##y
@@ -37,9 +37,9 @@
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status from
 // the enclosing function, otherwise moves the value into `lhs`.
-#define PKV_ASSIGN_OR_RETURN(lhs, rexpr)                                   \
-  PKV_ASSIGN_OR_RETURN_IMPL_(PKV_STATUS_CONCAT_(pkv_statusor_, __LINE__), \
-                             lhs, rexpr)
+#define PKV_ASSIGN_OR_RETURN(lhs, rexpr)                                       \
+  PKV_ASSIGN_OR_RETURN_IMPL_(PKV_STATUS_CONCAT_(pkv_statusor_, __LINE__), lhs, \
+                             rexpr)
 
 #define PKV_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
   auto statusor = (rexpr);                               \

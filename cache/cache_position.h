@@ -54,7 +54,9 @@ class CachePosition {
   int64_t cols() const { return cols_; }
   // Row-major values, rows() * cols() of them.
   const std::vector<int64_t>& values() const { return values_; }
-  int64_t at(int64_t row, int64_t col) const { return values_[row * cols_ + col]; }
+  int64_t at(int64_t row, int64_t col) const {
+    return values_[row * cols_ + col];
+  }
 
   // "none", "5", "[3, 0, 3]", "[[0, 2], [1, 3]]".
   std::string ToString() const;

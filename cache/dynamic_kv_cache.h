@@ -13,10 +13,10 @@
 //     ResourceExhausted and changes nothing.
 //
 //   DynamicKVCache cache;
-//   absl::StatusOr<Tensor> key = FillPattern(DType::kFloat32, {2, 8, 1, 64}, 1);
-//   absl::StatusOr<KVView> kv = cache.Update(key->view(), value->view(), 0);
-//   kv->shape();                  // (2, 8, 1, 64)
-//   *cache.GetSeqLength(0);       // 1
+//   absl::StatusOr<Tensor> key = FillPattern(DType::kFloat32, {2, 8, 1, 64},
+//   1); absl::StatusOr<KVView> kv = cache.Update(key->view(), value->view(),
+//   0); kv->shape();                  // (2, 8, 1, 64) *cache.GetSeqLength(0);
+//   // 1
 //
 // Thread safety: one thread at a time per cache (see cache.h).
 #ifndef PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_

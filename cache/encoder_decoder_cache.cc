@@ -56,8 +56,7 @@ absl::Status EncoderDecoderCache::PrepareBoth(int64_t new_batch) {
   if (!cross.ok() && self_batch.has_value()) {
     // Give back what the self half set aside.
     absl::Status undo = self_->PrepareForBatch(*self_batch);
-    PKV_CHECK(undo.ok(), "restoring a reservation failed: %s",
-              undo.ToString());
+    PKV_CHECK(undo.ok(), "restoring a reservation failed: %s", undo.ToString());
   }
   return cross;
 }
@@ -94,8 +93,7 @@ absl::Status EncoderDecoderCache::BatchRepeatInterleave(int64_t repeats) {
           cross_->PrepareForBatch(cross_batch.value_or(0) * repeats);
       !s.ok()) {
     absl::Status undo = self_->PrepareForBatch(self_batch.value_or(0));
-    PKV_CHECK(undo.ok(), "restoring a reservation failed: %s",
-              undo.ToString());
+    PKV_CHECK(undo.ok(), "restoring a reservation failed: %s", undo.ToString());
     return s;
   }
   absl::Status self = self_->BatchRepeatInterleave(repeats);

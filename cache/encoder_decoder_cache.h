@@ -8,8 +8,8 @@
 // (all checks for both before either changes); Crop applies to the
 // self-attention half only (the encoder memory is not cropped).
 //
-//   EncoderDecoderCache cache;                  // two standalone dynamic caches
-//   cache.Update(k, v, 0, CachePosition::None(), Attention::kCross);
+//   EncoderDecoderCache cache;                  // two standalone dynamic
+//   caches cache.Update(k, v, 0, CachePosition::None(), Attention::kCross);
 //   cache.is_updated(0);                        // true
 //
 // Thread safety: one thread at a time (see cache.h).

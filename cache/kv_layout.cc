@@ -13,8 +13,8 @@ namespace pagedkv {
 absl::Status KVLayout::Validate() const {
   if (num_layers <= 0 || num_kv_heads <= 0 || head_dim <= 0 ||
       block_tokens <= 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KVLayout needs positive counts, got %s", ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("KVLayout needs positive counts, got %s", ToString()));
   }
   // Products in int64 cannot overflow: each factor is below 2^31 and the
   // check stops at the first factor that takes the product past 2^31.
@@ -32,9 +32,8 @@ absl::Status KVLayout::Validate() const {
 
 std::string KVLayout::ToString() const {
   return absl::StrFormat(
-      "layers=%d kv_heads=%d head_dim=%d dtype=%s block_tokens=%d",
-      num_layers, num_kv_heads, head_dim, std::string(DTypeName(dtype)),
-      block_tokens);
+      "layers=%d kv_heads=%d head_dim=%d dtype=%s block_tokens=%d", num_layers,
+      num_kv_heads, head_dim, std::string(DTypeName(dtype)), block_tokens);
 }
 
 }  // namespace pagedkv

@@ -46,9 +46,7 @@ struct KVLayout {
   absl::Status Validate() const;
 
   // Elements of one (layer, K|V, head) run: block_tokens * head_dim.
-  int64_t head_run_elements() const {
-    return int64_t{block_tokens} * head_dim;
-  }
+  int64_t head_run_elements() const { return int64_t{block_tokens} * head_dim; }
   // Elements of one block, all layers, K and V.
   int64_t block_elements() const {
     return int64_t{num_layers} * 2 * num_kv_heads * head_run_elements();

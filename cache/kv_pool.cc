@@ -30,14 +30,13 @@ absl::StatusOr<std::unique_ptr<KVPool>> KVPool::Create(const Options& options) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "KVPool needs num_blocks > 0, got %d", options.num_blocks));
   }
-  PKV_ASSIGN_OR_RETURN(
-      std::unique_ptr<BlockPool> books,
-      BlockPool::Create({.num_blocks = options.num_blocks,
-                         .concurrency = options.concurrency}));
+  PKV_ASSIGN_OR_RETURN(std::unique_ptr<BlockPool> books,
+                       BlockPool::Create({.num_blocks = options.num_blocks,
+                                          .concurrency = options.concurrency}));
   MemoryResource* memory =
       options.memory != nullptr ? options.memory : DefaultMemoryResource();
-  std::unique_ptr<KVPool> pool(new KVPool(options.layout, options.num_blocks,
-                                          memory, std::move(books)));
+  std::unique_ptr<KVPool> pool(
+      new KVPool(options.layout, options.num_blocks, memory, std::move(books)));
   PKV_ASSIGN_OR_RETURN(Chunk chunk, pool->NewChunk(pool->block_bytes()));
   pool->chunks_.push_back(chunk);
   return pool;
@@ -65,9 +64,9 @@ absl::StatusOr<KVPool::Chunk> KVPool::NewChunk(size_t block_bytes) const {
   chunk.data =
       static_cast<std::byte*>(memory_->Allocate(chunk.bytes, chunk.alignment));
   if (chunk.data == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "cannot allocate %d bytes for %d KV blocks", chunk.bytes,
-        chunk_blocks_));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("cannot allocate %d bytes for %d KV blocks",
+                        chunk.bytes, chunk_blocks_));
   }
   return chunk;
 }
@@ -112,9 +111,9 @@ absl::Status KVPool::Grow(int32_t extra_blocks) {
 
 absl::Status KVPool::Relayout(int32_t num_layers) {
   if (num_layers <= layout_.num_layers) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "Relayout to %d layers from %d: can only add layers", num_layers,
-        layout_.num_layers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Relayout to %d layers from %d: can only add layers",
+                        num_layers, layout_.num_layers));
   }
   KVLayout wider = layout_;
   wider.num_layers = num_layers;
@@ -134,8 +133,8 @@ absl::Status KVPool::Relayout(int32_t num_layers) {
   const size_t new_bytes = wider.block_bytes();
   for (size_t c = 0; c < chunks_.size(); ++c) {
     for (int32_t b = 0; b < chunk_blocks_; ++b) {
-      std::memcpy(fresh[c].data + b * new_bytes, chunks_[c].data + b * old_bytes,
-                  old_bytes);
+      std::memcpy(fresh[c].data + b * new_bytes,
+                  chunks_[c].data + b * old_bytes, old_bytes);
     }
     FreeChunk(chunks_[c]);
   }

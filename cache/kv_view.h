@@ -46,15 +46,16 @@ class KVView {
  public:
   // A view of `length` tokens from table token `start` of each table, for
   // `layer` of `pool`. Made by caches; borrowed pointers must outlive it.
-  KVView(const KVPool* pool, absl::Span<const BlockTable> tables,
-         int32_t layer, int64_t start, int64_t length, int64_t heads,
-         int64_t head_dim);
+  KVView(const KVPool* pool, absl::Span<const BlockTable> tables, int32_t layer,
+         int64_t start, int64_t length, int64_t heads, int64_t head_dim);
 
   int64_t batch() const { return static_cast<int64_t>(tables_.size()); }
   int64_t heads() const { return heads_; }
   int64_t length() const { return length_; }
   int64_t head_dim() const { return head_dim_; }
-  DType dtype() const { return pool_ == nullptr ? DType::kFloat32 : pool_->layout().dtype; }
+  DType dtype() const {
+    return pool_ == nullptr ? DType::kFloat32 : pool_->layout().dtype;
+  }
   // (batch, heads, length, head_dim).
   Shape shape() const;
 

@@ -13,10 +13,12 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "allocator/block_table.h"
+#include "allocator/copy_on_write.h"
 #include "base/check.h"
 #include "base/status_macros.h"
 
@@ -51,7 +53,7 @@ std::string DescribeShape(ConstTensorView t) { return t.shape().ToString(); }
 // The target position of input token t of row b (positional modes only).
 int64_t PositionOf(const CachePosition& position, int64_t b, int64_t t) {
   return position.kind() == CachePosition::Kind::kMatrix ? position.at(b, t)
-                                                          : position.values()[t];
+                                                         : position.values()[t];
 }
 
 }  // namespace
@@ -127,10 +129,10 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
                         DescribeShape(value), DescribeShape(key)));
   }
   if (value.dtype() != key.dtype()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "value dtype %s differs from key dtype %s",
-        std::string(DTypeName(value.dtype())),
-        std::string(DTypeName(key.dtype()))));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("value dtype %s differs from key dtype %s",
+                        std::string(DTypeName(value.dtype())),
+                        std::string(DTypeName(key.dtype()))));
   }
   if (dtype_.has_value() && key.dtype() != *dtype_) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -142,8 +144,9 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
   const int64_t seq = key.dim(2);
   const int64_t head_dim = key.dim(3);
   if (heads <= 0 || head_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "heads and head_dim must be positive, got shape %s", DescribeShape(key)));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("heads and head_dim must be positive, got shape %s",
+                        DescribeShape(key)));
   }
   if (batch > kMaxBatch) {
     return absl::InvalidArgumentError(
@@ -152,9 +155,9 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
   if (options_.pool != nullptr) {
     const KVLayout& layout = options_.pool->layout();
     if (heads != layout.num_kv_heads || head_dim != layout.head_dim) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "key shape %s does not fit the pool (%s)", DescribeShape(key),
-          layout.ToString()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("key shape %s does not fit the pool (%s)",
+                          DescribeShape(key), layout.ToString()));
     }
     if (layer_idx >= layout.num_layers) {
       return absl::InvalidArgumentError(
@@ -162,9 +165,8 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
                           layout.num_layers));
     }
   }
-  if (has_geometry_ &&
-      (batch != static_cast<int64_t>(rows_.size()) || heads != heads_ ||
-       head_dim != head_dim_)) {
+  if (has_geometry_ && (batch != static_cast<int64_t>(rows_.size()) ||
+                        heads != heads_ || head_dim != head_dim_)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "key shape %s does not match the cache's (batch %d, heads %d, "
         "head_dim %d)",
@@ -173,8 +175,7 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
 
   const int64_t length =
       layer_idx < num_layer_slots() ? layers_[layer_idx].length : 0;
-  const int64_t capacity =
-      is_static() ? *options_.max_cache_len : kMaxTokens;
+  const int64_t capacity = is_static() ? *options_.max_cache_len : kMaxTokens;
   if (is_static() && seq == 0) {
     return absl::InvalidArgumentError(
         "a static cache rejects a zero-length update");
@@ -199,9 +200,9 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
       break;
     case CachePosition::Kind::kVector:
       if (position.cols() != seq) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "1-D cache_position has %d entries for seq %d", position.cols(),
-            seq));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("1-D cache_position has %d entries for seq %d",
+                            position.cols(), seq));
       }
       break;
     case CachePosition::Kind::kMatrix:
@@ -237,11 +238,10 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
   if (options_.pool != nullptr) return absl::OkStatus();
   const int32_t heads = static_cast<int32_t>(key.dim(1));
   const int32_t head_dim = static_cast<int32_t>(key.dim(3));
-  const int32_t wanted_layers = static_cast<int32_t>(
-      is_static() ? options_.num_layers : layer_idx + 1);
-  if (owned_pool_ != nullptr &&
-      (owned_pool_->layout().num_kv_heads != heads ||
-       owned_pool_->layout().head_dim != head_dim)) {
+  const int32_t wanted_layers =
+      static_cast<int32_t>(is_static() ? options_.num_layers : layer_idx + 1);
+  if (owned_pool_ != nullptr && (owned_pool_->layout().num_kv_heads != heads ||
+                                 owned_pool_->layout().head_dim != head_dim)) {
     // Only reachable after Reset (the geometry is otherwise fixed): no block
     // is in use, so the private pool is rebuilt for the new shape.
     PKV_CHECK(rows_.empty() && !reservation_.has_value(),
@@ -277,9 +277,9 @@ absl::StatusOr<std::vector<BlockId>> PagedKVCache::TakeBlocks(int64_t n) {
     const int64_t missing = from_pool - books.num_unreserved_free_blocks();
     const int64_t grow = std::max<int64_t>(missing, books.num_blocks());
     if (grow > kMaxTokens) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "private pool of %d blocks cannot grow by %d", books.num_blocks(),
-          grow));
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("private pool of %d blocks cannot grow by %d",
+                          books.num_blocks(), grow));
     }
     PKV_RETURN_IF_ERROR(owned_pool_->Grow(static_cast<int32_t>(grow)));
   }
@@ -323,173 +323,184 @@ absl::Status PagedKVCache::ReserveForBatch(int64_t batch) {
   return reservation_->Resize(static_cast<int32_t>(target));
 }
 
+std::byte* PagedKVCache::SlotData(const BlockTable& row, int32_t layer, KV kv,
+                                  int64_t head, int64_t table_token) const {
+  const KVLayout& layout = pool_->layout();
+  const int64_t bt = layout.block_tokens;
+  return pool_->BlockData(row[static_cast<int32_t>(table_token / bt)]) +
+         layout.ElementOffset(layer, kv, static_cast<int32_t>(head),
+                              static_cast<int32_t>(table_token % bt)) *
+             static_cast<int64_t>(SizeOf(layout.dtype));
+}
+
+PagedKVCache::WritePlan PagedKVCache::PlanWrite(
+    int64_t layer_idx, int64_t new_length, int64_t seq,
+    const CachePosition& position) const {
+  WritePlan plan;
+  const Layer layer =
+      layer_idx < num_layer_slots() ? layers_[layer_idx] : Layer();
+  plan.start = layer.start;
+  plan.old_end = layer.start + layer.length;
+  plan.new_end = layer.start + new_length;
+  plan.grow_blocks =
+      std::max<int64_t>(0, BlocksFor(plan.new_end) - num_table_blocks_);
+
+  // Existing table blocks the write touches, per row: those overlapping
+  // [old_end, new_end) (appended or zero-filled) and those holding positional
+  // writes. Shared ones must be unshared first (copy-on-write). An append
+  // touches at most the one partly filled tail block, so the common decode
+  // step checks one entry per row and allocates nothing.
+  const int64_t bt = block_tokens();
+  absl::InlinedVector<int32_t, 8> blocks;
+  for (size_t b = 0; b < rows_.size(); ++b) {
+    blocks.clear();
+    if (plan.new_end > plan.old_end) {
+      const int64_t last = std::min(num_table_blocks_, BlocksFor(plan.new_end));
+      for (int64_t i = plan.old_end / bt; i < last; ++i) {
+        blocks.push_back(static_cast<int32_t>(i));
+      }
+    }
+    if (!position.is_append()) {
+      for (int64_t t = 0; t < seq; ++t) {
+        const int64_t i = (plan.start + PositionOf(position, b, t)) / bt;
+        if (i < num_table_blocks_) blocks.push_back(static_cast<int32_t>(i));
+      }
+      std::sort(blocks.begin(), blocks.end());
+      blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+    }
+    for (int32_t i : blocks) {
+      if (rows_[b].IsShared(i)) {
+        plan.unshare.push_back({static_cast<int32_t>(b), i});
+      }
+    }
+  }
+  if (plan.unshare.empty()) return plan;
+  // A block with c references touched by k rows of this write needs k
+  // copies, or k - 1 when k == c (the last writer finds it private).
+  absl::flat_hash_map<BlockId, int64_t> touches;
+  for (const auto& [b, i] : plan.unshare) ++touches[rows_[b][i]];
+  for (const auto& [id, k] : touches) {
+    plan.copies += pool_->books().ref_count(id) > k ? k : k - 1;
+  }
+  return plan;
+}
+
+void PagedKVCache::ApplyBlocks(const WritePlan& plan,
+                               absl::Span<const BlockId> fresh) {
+  size_t next = 0;
+  // Copy-on-write first, so the writes land in private blocks.
+  for (const auto& [b, i] : plan.unshare) {
+    if (!rows_[b].IsShared(i)) continue;  // Its other holders copied away.
+    const CopyOp op = rows_[b].ReplaceShared(i, fresh[next++]);
+    pool_->CopyBlock(op.src, op.dst);
+    ++cow_copies_;
+    cow_bytes_ += static_cast<int64_t>(pool_->block_bytes());
+  }
+  if (plan.grow_blocks > 0) {
+    for (BlockTable& row : rows_) {
+      row.AppendAll(fresh.subspan(next, plan.grow_blocks));
+      next += plan.grow_blocks;
+    }
+    num_table_blocks_ += plan.grow_blocks;
+  }
+  PKV_CHECK(next == fresh.size(), "took %d blocks, used %d", fresh.size(),
+            next);
+}
+
+void PagedKVCache::ZeroFill(int32_t layer, int64_t first, int64_t last) {
+  const int64_t bt = block_tokens();
+  const size_t elem = SizeOf(pool_->layout().dtype);
+  for (const BlockTable& row : rows_) {
+    for (int64_t h = 0; h < heads_; ++h) {
+      for (KV kv : {KV::kKey, KV::kValue}) {
+        for (int64_t q = first; q < last;) {
+          const int64_t run = std::min(bt - q % bt, last - q);
+          const size_t bytes = static_cast<size_t>(run * head_dim_) * elem;
+          std::memset(SlotData(row, layer, kv, h, q), 0, bytes);
+          bytes_zero_filled_ += static_cast<int64_t>(bytes);
+          q += run;
+        }
+      }
+    }
+  }
+}
+
+void PagedKVCache::WriteTokens(ConstTensorView key, ConstTensorView value,
+                               int32_t layer, const WritePlan& plan,
+                               const CachePosition& position) {
+  const int64_t bt = block_tokens();
+  const int64_t seq = key.dim(2);
+  for (size_t b = 0; b < rows_.size(); ++b) {
+    const BlockTable& row = rows_[b];
+    for (int64_t h = 0; h < heads_; ++h) {
+      // Appends go in runs of consecutive slots of one block; positional
+      // writes go token by token in input order (the last one wins).
+      for (int64_t t = 0; t < seq;) {
+        int64_t q = plan.old_end + t;
+        int64_t run = std::min(bt - q % bt, seq - t);
+        if (!position.is_append()) {
+          q = plan.start + PositionOf(position, static_cast<int64_t>(b), t);
+          run = 1;
+        }
+        CopyTokenRun(key, b, h, t, run, SlotData(row, layer, KV::kKey, h, q));
+        CopyTokenRun(value, b, h, t, run,
+                     SlotData(row, layer, KV::kValue, h, q));
+        t += run;
+      }
+    }
+  }
+  bytes_written_ += 2 * key.num_elements() *
+                    static_cast<int64_t>(SizeOf(pool_->layout().dtype));
+}
+
 absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
                                             ConstTensorView value,
                                             int64_t layer_idx,
                                             const CachePosition& position) {
+  // 1. Validate everything; 2. take every block needed (all or nothing);
+  // 3. apply, which cannot fail.
   int64_t new_length = 0;
   PKV_RETURN_IF_ERROR(
       ValidateUpdate(key, value, layer_idx, position, &new_length));
   PKV_RETURN_IF_ERROR(EnsurePool(key, layer_idx));
-
   const int64_t batch = key.dim(0);
-  const int64_t heads = key.dim(1);
-  const int64_t seq = key.dim(2);
-  const KVLayout& layout = pool_->layout();
-  const int64_t bt = layout.block_tokens;
 
-  // Fix the geometry (and, static, the reservation) on the first update.
+  // The first update after construction or Reset fixes the batch (and a
+  // static cache's reservation). Rows are empty until it succeeds.
   const bool fixes_geometry = !has_geometry_;
   if (fixes_geometry) PKV_RETURN_IF_ERROR(ReserveForBatch(batch));
-
-  const bool new_slot = layer_idx >= num_layer_slots();
-  const Layer old_layer = new_slot ? Layer() : layers_[layer_idx];
-  const int64_t start = old_layer.start;
-  const int64_t old_end = start + old_layer.length;
-  const int64_t new_end = start + new_length;
-  const int64_t grow_blocks =
-      std::max<int64_t>(0, BlocksFor(new_end) - num_table_blocks_);
-
-  // Existing table blocks this write touches, per row: those overlapping
-  // [old_end, new_end) (appended or zero-filled) and those holding positional
-  // writes. Shared ones need a private copy first (copy-on-write).
-  std::vector<std::vector<int32_t>> touched(fixes_geometry ? 0 : rows_.size());
-  int64_t copies = 0;
-  if (!touched.empty()) {
-    absl::flat_hash_map<BlockId, int64_t> touches;
-    for (size_t b = 0; b < rows_.size(); ++b) {
-      std::vector<int32_t>& mine = touched[b];
-      if (new_end > old_end) {
-        const int64_t last = std::min(num_table_blocks_, BlocksFor(new_end));
-        for (int64_t i = old_end / bt; i < last; ++i) {
-          mine.push_back(static_cast<int32_t>(i));
-        }
-      }
-      if (!position.is_append()) {
-        for (int64_t t = 0; t < seq; ++t) {
-          const int64_t block = (start + PositionOf(position, b, t)) / bt;
-          if (block < num_table_blocks_) {
-            mine.push_back(static_cast<int32_t>(block));
-          }
-        }
-      }
-      std::sort(mine.begin(), mine.end());
-      mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
-      const BlockTable& row = rows_[b];
-      mine.erase(std::remove_if(mine.begin(), mine.end(),
-                                [&](int32_t i) { return !row.IsShared(i); }),
-                 mine.end());
-      for (int32_t i : mine) ++touches[row[i]];
-    }
-    // A block with c references touched by k rows of this write needs k
-    // copies, or k - 1 when k == c (the last writer finds it private).
-    for (const auto& [id, k] : touches) {
-      copies += pool_->books().ref_count(id) > k ? k : k - 1;
-    }
-  }
-
-  const int64_t need = batch * grow_blocks + copies;
-  absl::StatusOr<std::vector<BlockId>> fresh = TakeBlocks(need);
+  const WritePlan plan = PlanWrite(layer_idx, new_length, key.dim(2), position);
+  absl::StatusOr<std::vector<BlockId>> fresh =
+      TakeBlocks(batch * plan.grow_blocks + plan.copies);
   if (!fresh.ok()) {
     if (fixes_geometry) reservation_.reset();
     return fresh.status();
   }
 
-  // From here on nothing fails.
   if (fixes_geometry) {
-    has_geometry_ = true;
-    heads_ = heads;
-    head_dim_ = key.dim(3);
-    dtype_ = key.dtype();
     // A fresh or reset cache: no layer holds tokens, the table is empty.
     PKV_CHECK(num_table_blocks_ == 0, "geometry fixed over %d blocks",
               num_table_blocks_);
+    has_geometry_ = true;
+    heads_ = key.dim(1);
+    head_dim_ = key.dim(3);
+    dtype_ = key.dtype();
     for (int64_t b = 0; b < batch; ++b) rows_.emplace_back(&pool_->books());
   }
-  if (new_slot) layers_.resize(layer_idx + 1);
-  size_t next = 0;
-  // Copy-on-write first, so the writes below land in private blocks.
-  for (size_t b = 0; b < touched.size(); ++b) {
-    for (int32_t i : touched[b]) {
-      if (!rows_[b].IsShared(i)) continue;
-      const BlockId dst = (*fresh)[next++];
-      const CopyOp op = rows_[b].ReplaceShared(i, dst);
-      pool_->CopyBlock(op.src, op.dst);
-      ++cow_copies_;
-      cow_bytes_ += static_cast<int64_t>(pool_->block_bytes());
-    }
-  }
-  if (grow_blocks > 0) {
-    for (BlockTable& row : rows_) {
-      row.AppendAll(absl::MakeConstSpan(fresh->data() + next, grow_blocks));
-      next += grow_blocks;
-    }
-    num_table_blocks_ += grow_blocks;
-  }
-  PKV_CHECK(next == fresh->size(), "took %d blocks, used %d", fresh->size(),
-            next);
-
-  const size_t elem = SizeOf(layout.dtype);
+  if (layer_idx >= num_layer_slots()) layers_.resize(layer_idx + 1);
+  ApplyBlocks(plan, *fresh);
   const int32_t layer = static_cast<int32_t>(layer_idx);
-  // Zero-fill the gap [old_end, new_end) that positional writes open; an
-  // append writes every slot of it.
-  if (!position.is_append() && new_end > old_end) {
-    for (BlockTable& row : rows_) {
-      for (int64_t h = 0; h < heads; ++h) {
-        for (KV kv : {KV::kKey, KV::kValue}) {
-          int64_t q = old_end;
-          while (q < new_end) {
-            const int64_t run = std::min(bt - q % bt, new_end - q);
-            std::byte* dst =
-                pool_->BlockData(row[static_cast<int32_t>(q / bt)]) +
-                layout.ElementOffset(layer, kv, static_cast<int32_t>(h),
-                                     static_cast<int32_t>(q % bt)) *
-                    elem;
-            const size_t bytes = static_cast<size_t>(run * head_dim_) * elem;
-            std::memset(dst, 0, bytes);
-            bytes_zero_filled_ += static_cast<int64_t>(bytes);
-            q += run;
-          }
-        }
-      }
-    }
+  // An append writes every slot it opens; a positional write may open a gap.
+  if (!position.is_append() && plan.new_end > plan.old_end) {
+    ZeroFill(layer, plan.old_end, plan.new_end);
   }
-  // Write the tokens. Appends go in runs of consecutive slots per block;
-  // positional writes go token by token in input order (last one wins).
-  for (int64_t b = 0; b < batch; ++b) {
-    const BlockTable& row = rows_[b];
-    for (int64_t h = 0; h < heads; ++h) {
-      int64_t t = 0;
-      while (t < seq) {
-        int64_t q;
-        int64_t run;
-        if (position.is_append()) {
-          q = old_end + t;
-          run = std::min(bt - q % bt, seq - t);
-        } else {
-          q = start + PositionOf(position, b, t);
-          run = 1;
-        }
-        const int64_t offset =
-            layout.ElementOffset(layer, KV::kKey, static_cast<int32_t>(h),
-                                 static_cast<int32_t>(q % bt));
-        const int64_t value_offset =
-            layout.ElementOffset(layer, KV::kValue, static_cast<int32_t>(h),
-                                 static_cast<int32_t>(q % bt));
-        std::byte* block = pool_->BlockData(row[static_cast<int32_t>(q / bt)]);
-        CopyTokenRun(key, b, h, t, run, block + offset * elem);
-        CopyTokenRun(value, b, h, t, run, block + value_offset * elem);
-        t += run;
-      }
-    }
-  }
-  bytes_written_ += 2 * batch * heads * seq * head_dim_ * static_cast<int64_t>(elem);
+  WriteTokens(key, value, layer, plan, position);
 
   Layer& updated = layers_[layer_idx];
   updated.present = true;
-  updated.start = start;
   updated.length = new_length;
-  return KVView(pool_, rows_, layer, start, new_length, heads_, head_dim_);
+  return KVView(pool_, rows_, layer, updated.start, updated.length, heads_,
+                head_dim_);
 }
 
 // ---------------------------------------------------------------------------
@@ -508,10 +519,9 @@ absl::StatusOr<std::optional<KVView>> PagedKVCache::Get(
   }
   if (!is_present(layer_idx)) return std::optional<KVView>();
   const Layer& layer = layers_[layer_idx];
-  return std::optional<KVView>(KVView(pool_, rows_,
-                                      static_cast<int32_t>(layer_idx),
-                                      layer.start, layer.length, heads_,
-                                      head_dim_));
+  return std::optional<KVView>(
+      KVView(pool_, rows_, static_cast<int32_t>(layer_idx), layer.start,
+             layer.length, heads_, head_dim_));
 }
 
 absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
@@ -553,9 +563,9 @@ absl::Status PagedKVCache::CheckRepeat(int64_t repeats) const {
   }
   const int64_t batch = static_cast<int64_t>(rows_.size());
   if (batch > 0 && repeats > kMaxBatch / batch) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "batch %d x repeats %d exceeds the batch limit %d", batch, repeats,
-        kMaxBatch));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("batch %d x repeats %d exceeds the batch limit %d",
+                        batch, repeats, kMaxBatch));
   }
   return absl::OkStatus();
 }

@@ -23,9 +23,11 @@
 #ifndef PAGEDKV_CACHE_PAGED_KV_CACHE_H_
 #define PAGEDKV_CACHE_PAGED_KV_CACHE_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,6 +39,7 @@
 #include "cache/cache.h"
 #include "cache/cache_position.h"
 #include "cache/cache_stats.h"
+#include "cache/kv_layout.h"
 #include "cache/kv_pool.h"
 #include "cache/kv_view.h"
 #include "tensor/dtype.h"
@@ -119,6 +122,30 @@ class PagedKVCache : public KVCache {
     int64_t start = 0;
     int64_t length = 0;
   };
+  // What one Update does to the books, decided before anything changes.
+  struct WritePlan {
+    int64_t start = 0;        // The layer's window start (table tokens).
+    int64_t old_end = 0;      // start + length before the write.
+    int64_t new_end = 0;      // start + length after it.
+    int64_t grow_blocks = 0;  // Blocks appended to every row.
+    // (row, table block) entries that were shared when planned, in order.
+    std::vector<std::pair<int32_t, int32_t>> unshare;
+    int64_t copies = 0;  // Fresh blocks copy-on-write will take.
+  };
+
+  WritePlan PlanWrite(int64_t layer_idx, int64_t new_length, int64_t seq,
+                      const CachePosition& position) const;
+  // Carries out the plan's copy-on-write and growth with exactly the
+  // `fresh` blocks TakeBlocks returned for it.
+  void ApplyBlocks(const WritePlan& plan, absl::Span<const BlockId> fresh);
+  // Zeroes table tokens [first, last) of `layer` in every row, K and V.
+  void ZeroFill(int32_t layer, int64_t first, int64_t last);
+  void WriteTokens(ConstTensorView key, ConstTensorView value, int32_t layer,
+                   const WritePlan& plan, const CachePosition& position);
+  // The bytes of (layer, kv, head) at table token `table_token` of `row`.
+  std::byte* SlotData(const BlockTable& row, int32_t layer, KV kv, int64_t head,
+                      int64_t table_token) const;
+
   // Validates an update; on success sets *new_length to the layer's length
   // after it.
   absl::Status ValidateUpdate(ConstTensorView key, ConstTensorView value,

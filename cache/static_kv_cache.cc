@@ -23,16 +23,17 @@ absl::StatusOr<std::unique_ptr<StaticKVCache>> StaticKVCache::Create(
   }
   if (options.pool != nullptr &&
       options.num_layers > options.pool->layout().num_layers) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "num_layers %d exceeds the pool's %d layers", options.num_layers,
-        options.pool->layout().num_layers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("num_layers %d exceeds the pool's %d layers",
+                        options.num_layers, options.pool->layout().num_layers));
   }
   return std::unique_ptr<StaticKVCache>(new StaticKVCache(options));
 }
 
 namespace {
 
-internal::PagedKVCache::Options StaticOptions(const StaticKVCache::Options& options) {
+internal::PagedKVCache::Options StaticOptions(
+    const StaticKVCache::Options& options) {
   internal::PagedKVCache::Options core;
   core.max_cache_len = options.max_cache_len;
   core.num_layers = static_cast<int32_t>(options.num_layers);

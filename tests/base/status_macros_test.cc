@@ -73,16 +73,18 @@ TEST(StatusMacrosTest, AssignOrReturnMovesValue) {
 }
 
 TEST(StatusMacrosTest, AssignOrReturnPropagatesError) {
-  EXPECT_THAT(AddOne(-1), StatusIs(absl::StatusCode::kInvalidArgument,
-                                   "negative"));
+  EXPECT_THAT(AddOne(-1),
+              StatusIs(absl::StatusCode::kInvalidArgument, "negative"));
 }
 
 TEST(StatusMatchersTest, MatchersDescribeMismatches) {
-  const absl::Status error = absl::ResourceExhaustedError("need 3 blocks, 1 free");
+  const absl::Status error =
+      absl::ResourceExhaustedError("need 3 blocks, 1 free");
   EXPECT_THAT(error, ::testing::Not(IsOk()));
   EXPECT_THAT(error, ::testing::Not(StatusIs(absl::StatusCode::kOutOfRange)));
-  EXPECT_THAT(error, ::testing::Not(StatusIs(
-                         absl::StatusCode::kResourceExhausted, HasSubstr("9"))));
+  EXPECT_THAT(error,
+              ::testing::Not(StatusIs(absl::StatusCode::kResourceExhausted,
+                                      HasSubstr("9"))));
   EXPECT_THAT(absl::StatusOr<int>(3), IsOk());
 }
 

@@ -118,8 +118,9 @@ TEST(SeedSnippetsTest, MemoryControlCropsThenResets) {
   absl::StatusOr<KVTensors> dense = (**kv).Gather();
   ASSERT_THAT(dense, IsOk());
   // Position 0 now holds what was token 1024.
-  EXPECT_EQ(LoadAsFloat(DType::kFloat32, dense->key.view().ElementPtr({0, 1, 0, 5})),
-            LoadAsFloat(DType::kFloat32, key.view().ElementPtr({0, 1, 1024, 5})));
+  EXPECT_EQ(
+      LoadAsFloat(DType::kFloat32, dense->key.view().ElementPtr({0, 1, 0, 5})),
+      LoadAsFloat(DType::kFloat32, key.view().ElementPtr({0, 1, 1024, 5})));
 
   cache.Reset();  // clear everything between requests
   EXPECT_EQ(*cache.GetSeqLength(0), 0);

@@ -3,7 +3,8 @@
 // gMock matchers for absl::Status and absl::StatusOr<T>, shaped like the
 // upstream absl/status/status_matchers.h (not in Debian's Abseil 20220623):
 //
-//   EXPECT_THAT(pool.Allocate(9), StatusIs(absl::StatusCode::kResourceExhausted,
+//   EXPECT_THAT(pool.Allocate(9),
+//   StatusIs(absl::StatusCode::kResourceExhausted,
 //                                          HasSubstr("need 9")));
 //   EXPECT_THAT(BlockPool::Create(4), IsOk());
 //
