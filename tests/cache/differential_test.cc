@@ -690,8 +690,8 @@ TEST(StaticReservationTest, AppendAfterUnevenCropNeverFailsForMemory) {
   ASSERT_THAT(model.Crop(2), IsOk());
   EXPECT_EQ(cache->stats().reservation_shortfalls, 0);
   // A neighbour takes every block not set aside.
-  absl::StatusOr<std::vector<BlockId>> greedy = pool->books().Allocate(
-      pool->books().num_unreserved_free_blocks());
+  absl::StatusOr<std::vector<BlockId>> greedy =
+      pool->books().Allocate(pool->books().num_unreserved_free_blocks());
   ASSERT_THAT(greedy, IsOk());
   // Length 2 + 6 = 8 <= max_cache_len.
   EXPECT_THAT(update(0, 6), IsOk());
@@ -718,8 +718,8 @@ TEST(StaticReservationTest, UnevenCropOnAFullPoolCountsAShortfall) {
   ASSERT_THAT(cache->Crop(2), IsOk());
   EXPECT_EQ(cache->stats().reservation_shortfalls, 1);
   const CacheSnapshot before = TakeSnapshot(*cache);
-  EXPECT_THAT(update(0, 6),
-              ::pagedkv::testing::StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(update(0, 6), ::pagedkv::testing::StatusIs(
+                                absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(TakeSnapshot(*cache), before);
   cache->CheckInvariants();
 }
