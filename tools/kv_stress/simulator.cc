@@ -32,7 +32,9 @@
 #include "tensor/factories.h"
 #include "tensor/shape.h"
 #include "tensor/tensor.h"
+#include "tools/kv_stress/contiguous_model.h"
 #include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/sim_metrics.h"
 #include "tools/kv_stress/workload.h"
 
 namespace pagedkv::kv_stress {
@@ -135,92 +137,21 @@ absl::StatusOr<SimConfig> PresetConfig(std::string_view name) {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-enum OpKind : int {
-  kOpPrefill,
-  kOpDecode,
-  kOpReorder,
-  kOpRepeat,
-  kOpCrop,
-  kOpReset,
-  kNumOps
-};
-constexpr std::string_view kOpNames[kNumOps] = {
-    "update_prefill",    "update_decode", "reorder_cache",
-    "repeat_interleave", "crop",          "reset"};
-
-// Per-model running sums of the per-step samples.
-struct Sampler {
-  int64_t samples = 0;
-  double sum_running = 0;
-  double sum_utilization = 0;
-  double sum_fragmentation = 0;
-  double sum_shared = 0;
-
-  void Add(ModelReport& r, int32_t running, int32_t rows, int32_t waiting,
-           double utilization, double fragmentation, double logical_ratio,
-           int32_t shared) {
-    ++samples;
-    sum_running += running;
-    sum_utilization += utilization;
-    sum_fragmentation += fragmentation;
-    sum_shared += shared;
-    r.peak_running = std::max(r.peak_running, running);
-    r.peak_rows = std::max(r.peak_rows, rows);
-    r.peak_waiting = std::max(r.peak_waiting, waiting);
-    r.peak_utilization = std::max(r.peak_utilization, utilization);
-    r.peak_logical_tokens_ratio =
-        std::max(r.peak_logical_tokens_ratio, logical_ratio);
-    r.peak_shared_blocks = std::max(r.peak_shared_blocks, shared);
-  }
-  void Finish(ModelReport& r) const {
-    if (samples == 0) return;
-    r.mean_running = sum_running / samples;
-    r.mean_utilization = sum_utilization / samples;
-    r.mean_fragmentation = sum_fragmentation / samples;
-    r.mean_shared_blocks = sum_shared / samples;
-  }
-};
-
-// Latency samples of one op kind: exact count and mean, and a uniform
-// reservoir of at most kMaxSamples for the percentiles (bounded memory on
-// long runs). Its own generator keeps the simulation's draws untouched.
-struct LatencySamples {
-  static constexpr size_t kMaxSamples = size_t{1} << 18;
-  int64_t count = 0;
-  double sum_ns = 0;
-  std::vector<int64_t> samples;
-  Rng rng{0x5eed};
-
-  void Add(int64_t ns) {
-    ++count;
-    sum_ns += static_cast<double>(ns);
-    if (samples.size() < kMaxSamples) {
-      samples.push_back(ns);
-    } else if (const int64_t k = rng.Below(count);
-               k < static_cast<int64_t>(kMaxSamples)) {
-      samples[k] = ns;
-    }
-  }
-};
-
-// Collects invariant failures with their step.
-struct Checker {
-  int64_t checks = 0;
-  int64_t failures = 0;
-  int64_t first_failure_step = -1;
-  std::vector<std::string> messages;
-
-  void Expect(bool ok, int64_t step, const std::string& what) {
-    if (ok) return;
-    ++failures;
-    if (first_failure_step < 0) first_failure_step = step;
-    if (messages.size() < 10) {
-      messages.push_back(absl::StrFormat("step %d: %s", step, what));
-    }
-  }
-};
+// The simulator's private parts (sim_metrics.h, contiguous_model.h).
+using internal::Checker;
+using internal::Clock;
+using internal::ContiguousModel;
+using internal::kNumOps;
+using internal::kOpCrop;
+using internal::kOpDecode;
+using internal::kOpNames;
+using internal::kOpPrefill;
+using internal::kOpReorder;
+using internal::kOpRepeat;
+using internal::kOpReset;
+using internal::LatencySamples;
+using internal::OpKind;
+using internal::Sampler;
 
 absl::Status Unexpected(std::string_view op, const absl::Status& s) {
   return absl::InternalError(
@@ -622,163 +553,6 @@ class PagedServer {
   std::vector<std::unique_ptr<Seq>> running_;
   Tensor prefill_key_, prefill_value_, decode_key_, decode_value_;
   LatencySamples latency_ns_[kNumOps];
-};
-
-// ---------------------------------------------------------------------------
-// The contiguous model: every admitted request reserves max_len per row.
-class ContiguousModel {
- public:
-  ContiguousModel(const SimConfig& config, ModelReport* report)
-      : config_(config),
-        report_(report),
-        capacity_tokens_(int64_t{config.pool_blocks} *
-                         config.layout.block_tokens) {}
-
-  void Arrive(const Request& r) {
-    if (static_cast<int32_t>(waiting_.size()) >= config_.max_waiting) {
-      ++report_->refused_queue_full;
-      return;
-    }
-    waiting_.push_back(r);
-  }
-
-  void Step() {
-    Admit();
-    Decode();
-  }
-
-  void Sample(Sampler& sampler, double* utilization, int32_t* running) {
-    int64_t live = 0;
-    int32_t rows = 0;
-    for (const Seq& s : running_) {
-      live += int64_t{s.rows} * s.length;
-      rows += s.rows;
-    }
-    const double util = double(live) / capacity_tokens_;
-    const double frag =
-        reserved_ > 0 ? double(reserved_ - live) / reserved_ : 0.0;
-    sampler.Add(*report_, static_cast<int32_t>(running_.size()), rows,
-                static_cast<int32_t>(waiting_.size()), util, frag, util, 0);
-    *utilization = util;
-    *running = static_cast<int32_t>(running_.size());
-  }
-
-  void Check(Checker& checker, int64_t step) {
-    ++checker.checks;
-    int64_t live = 0;
-    int64_t reserved = 0;
-    for (const Seq& s : running_) {
-      live += int64_t{s.rows} * s.length;
-      reserved += s.reserved;
-      checker.Expect(int64_t{s.rows} * s.length <= s.reserved, step,
-                     absl::StrFormat("contiguous request %d outgrew its "
-                                     "reservation",
-                                     s.request.id));
-    }
-    checker.Expect(reserved == reserved_ && reserved_ <= capacity_tokens_, step,
-                   "contiguous reservations exceed capacity");
-    const int64_t expected = report_->ledger_written - report_->ledger_cropped -
-                             report_->ledger_freed;
-    checker.Expect(live == expected, step,
-                   absl::StrFormat("contiguous ledger: %d live, ledger %d",
-                                   live, expected));
-  }
-
-  void Finish() {
-    int64_t live = 0;
-    for (const Seq& s : running_) live += int64_t{s.rows} * s.length;
-    report_->final_tokens = live;
-    report_->final_running = static_cast<int32_t>(running_.size());
-    report_->final_waiting = static_cast<int32_t>(waiting_.size());
-    report_->admissions_refused =
-        report_->refused_queue_full + report_->refused_too_large;
-  }
-
- private:
-  struct Seq {
-    Request request;
-    int32_t rows = 1;
-    int32_t length = 0;
-    int32_t decoded = 0;
-    int64_t reserved = 0;
-  };
-
-  int64_t ReservationFor(const Request& r) const {
-    const int32_t per_row =
-        r.crop_window > 0
-            ? std::min(config_.max_len,
-                       r.crop_window + config_.layout.block_tokens)
-            : config_.max_len;
-    return int64_t{r.width} * per_row;
-  }
-
-  void Admit() {
-    int64_t budget = config_.max_prefill_tokens_per_step;
-    bool admitted_any = false;
-    while (!waiting_.empty() &&
-           static_cast<int32_t>(running_.size()) < config_.max_running) {
-      const Request r = waiting_.front();
-      const int64_t need = ReservationFor(r);
-      if (need > capacity_tokens_) {
-        waiting_.pop_front();
-        ++report_->refused_too_large;
-        continue;
-      }
-      if (reserved_ + need > capacity_tokens_) break;
-      if (admitted_any && r.prompt_tokens > budget) break;
-      waiting_.pop_front();
-      admitted_any = true;
-      budget -= r.prompt_tokens;
-      ++report_->admitted;
-      reserved_ += need;
-      Seq s;
-      s.request = r;
-      s.reserved = need;
-      s.length = r.prompt_tokens;
-      s.rows = r.width;
-      report_->tokens_prefilled += r.prompt_tokens;
-      // A non-paged server copies the prompt into every beam/sample row.
-      report_->ledger_written += int64_t{r.width} * r.prompt_tokens;
-      MaybeCrop(s);
-      running_.push_back(s);
-    }
-  }
-
-  void MaybeCrop(Seq& s) {
-    const int32_t window = s.request.crop_window;
-    if (window <= 0 || s.length < window + config_.layout.block_tokens) return;
-    report_->ledger_cropped += int64_t{s.rows} * (s.length - window);
-    s.length = window;
-  }
-
-  void Decode() {
-    std::vector<Seq> still;
-    still.reserve(running_.size());
-    for (Seq& s : running_) {
-      // The reservation covers max_len, so a decode step always fits (the
-      // preemption rule of the paged server never triggers here).
-      s.length += 1;
-      s.decoded += 1;
-      report_->tokens_decoded += s.rows;
-      report_->ledger_written += s.rows;
-      MaybeCrop(s);
-      if (s.decoded >= s.request.output_tokens) {
-        ++report_->completed;
-        report_->ledger_freed += int64_t{s.rows} * s.length;
-        reserved_ -= s.reserved;
-      } else {
-        still.push_back(s);
-      }
-    }
-    running_ = std::move(still);
-  }
-
-  const SimConfig& config_;
-  ModelReport* report_;
-  const int64_t capacity_tokens_;
-  int64_t reserved_ = 0;
-  std::deque<Request> waiting_;
-  std::vector<Seq> running_;
 };
 
 }  // namespace

@@ -1,0 +1,182 @@
+// tools/kv_stress/contiguous_model.h
+//
+// Internal to the simulator: what a non-paged server does with the same
+// request stream and the same bytes. Every admitted request reserves max_len
+// tokens per row up front (a crop request its window plus one block), so it
+// never preempts but admits far fewer sequences. Pure bookkeeping: no KV bytes.
+//
+// Thread safety: one simulation thread.
+#ifndef PAGEDKV_TOOLS_KV_STRESS_CONTIGUOUS_MODEL_H_
+#define PAGEDKV_TOOLS_KV_STRESS_CONTIGUOUS_MODEL_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "tools/kv_stress/sim_metrics.h"
+#include "tools/kv_stress/simulator.h"
+#include "tools/kv_stress/workload.h"
+
+namespace pagedkv::kv_stress::internal {
+
+class ContiguousModel {
+ public:
+  ContiguousModel(const SimConfig& config, ModelReport* report)
+      : config_(config),
+        report_(report),
+        capacity_tokens_(int64_t{config.pool_blocks} *
+                         config.layout.block_tokens) {}
+
+  void Arrive(const Request& r) {
+    if (static_cast<int32_t>(waiting_.size()) >= config_.max_waiting) {
+      ++report_->refused_queue_full;
+      return;
+    }
+    waiting_.push_back(r);
+  }
+
+  void Step() {
+    Admit();
+    Decode();
+  }
+
+  void Sample(Sampler& sampler, double* utilization, int32_t* running) {
+    int64_t live = 0;
+    int32_t rows = 0;
+    for (const Seq& s : running_) {
+      live += int64_t{s.rows} * s.length;
+      rows += s.rows;
+    }
+    const double util = double(live) / capacity_tokens_;
+    const double frag =
+        reserved_ > 0 ? double(reserved_ - live) / reserved_ : 0.0;
+    sampler.Add(*report_, static_cast<int32_t>(running_.size()), rows,
+                static_cast<int32_t>(waiting_.size()), util, frag, util, 0);
+    *utilization = util;
+    *running = static_cast<int32_t>(running_.size());
+  }
+
+  void Check(Checker& checker, int64_t step) {
+    ++checker.checks;
+    int64_t live = 0;
+    int64_t reserved = 0;
+    for (const Seq& s : running_) {
+      live += int64_t{s.rows} * s.length;
+      reserved += s.reserved;
+      checker.Expect(int64_t{s.rows} * s.length <= s.reserved, step,
+                     absl::StrFormat("contiguous request %d outgrew its "
+                                     "reservation",
+                                     s.request.id));
+    }
+    checker.Expect(reserved == reserved_ && reserved_ <= capacity_tokens_, step,
+                   "contiguous reservations exceed capacity");
+    const int64_t expected = report_->ledger_written - report_->ledger_cropped -
+                             report_->ledger_freed;
+    checker.Expect(live == expected, step,
+                   absl::StrFormat("contiguous ledger: %d live, ledger %d",
+                                   live, expected));
+  }
+
+  void Finish() {
+    int64_t live = 0;
+    for (const Seq& s : running_) live += int64_t{s.rows} * s.length;
+    report_->final_tokens = live;
+    report_->final_running = static_cast<int32_t>(running_.size());
+    report_->final_waiting = static_cast<int32_t>(waiting_.size());
+    report_->admissions_refused =
+        report_->refused_queue_full + report_->refused_too_large;
+  }
+
+ private:
+  struct Seq {
+    Request request;
+    int32_t rows = 1;
+    int32_t length = 0;
+    int32_t decoded = 0;
+    int64_t reserved = 0;
+  };
+
+  int64_t ReservationFor(const Request& r) const {
+    const int32_t per_row =
+        r.crop_window > 0
+            ? std::min(config_.max_len,
+                       r.crop_window + config_.layout.block_tokens)
+            : config_.max_len;
+    return int64_t{r.width} * per_row;
+  }
+
+  void Admit() {
+    int64_t budget = config_.max_prefill_tokens_per_step;
+    bool admitted_any = false;
+    while (!waiting_.empty() &&
+           static_cast<int32_t>(running_.size()) < config_.max_running) {
+      const Request r = waiting_.front();
+      const int64_t need = ReservationFor(r);
+      if (need > capacity_tokens_) {
+        waiting_.pop_front();
+        ++report_->refused_too_large;
+        continue;
+      }
+      if (reserved_ + need > capacity_tokens_) break;
+      if (admitted_any && r.prompt_tokens > budget) break;
+      waiting_.pop_front();
+      admitted_any = true;
+      budget -= r.prompt_tokens;
+      ++report_->admitted;
+      reserved_ += need;
+      Seq s;
+      s.request = r;
+      s.reserved = need;
+      s.length = r.prompt_tokens;
+      s.rows = r.width;
+      report_->tokens_prefilled += r.prompt_tokens;
+      // A non-paged server copies the prompt into every beam/sample row.
+      report_->ledger_written += int64_t{r.width} * r.prompt_tokens;
+      MaybeCrop(s);
+      running_.push_back(s);
+    }
+  }
+
+  void MaybeCrop(Seq& s) {
+    const int32_t window = s.request.crop_window;
+    if (window <= 0 || s.length < window + config_.layout.block_tokens) return;
+    report_->ledger_cropped += int64_t{s.rows} * (s.length - window);
+    s.length = window;
+  }
+
+  void Decode() {
+    std::vector<Seq> still;
+    still.reserve(running_.size());
+    for (Seq& s : running_) {
+      // The reservation covers max_len, so a decode step always fits (the
+      // preemption rule of the paged server never triggers here).
+      s.length += 1;
+      s.decoded += 1;
+      report_->tokens_decoded += s.rows;
+      report_->ledger_written += s.rows;
+      MaybeCrop(s);
+      if (s.decoded >= s.request.output_tokens) {
+        ++report_->completed;
+        report_->ledger_freed += int64_t{s.rows} * s.length;
+        reserved_ -= s.reserved;
+      } else {
+        still.push_back(s);
+      }
+    }
+    running_ = std::move(still);
+  }
+
+  const SimConfig& config_;
+  ModelReport* report_;
+  const int64_t capacity_tokens_;
+  int64_t reserved_ = 0;
+  std::deque<Request> waiting_;
+  std::vector<Seq> running_;
+};
+
+}  // namespace pagedkv::kv_stress::internal
+
+#endif  // PAGEDKV_TOOLS_KV_STRESS_CONTIGUOUS_MODEL_H_
