@@ -182,19 +182,21 @@ class BlockPool {
 
   explicit BlockPool(Options options);
 
-  // Helpers; the caller holds the lock (if any).
-  void CheckId(BlockId id) const;
-  int32_t num_blocks_locked() const {
+  // Helpers; the caller holds the lock (if any: MaybeLock tells the
+  // thread-safety analysis that it does).
+  void CheckId(BlockId id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t num_blocks_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return static_cast<int32_t>(ref_counts_.size());
   }
-  int32_t unreserved_free_locked() const {
+  int32_t unreserved_free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return free_list_.size() - total_reserved_free_;
   }
-  BlockId TakeFreeLocked(int32_t owner);  // REQUIRES free_list_ non-empty.
-  void NoteAllocatedLocked(int32_t n);
-  void AddRefLocked(BlockId id);
-  void ReleaseLocked(BlockId id);
-  void CheckInvariantsLocked() const;
+  // REQUIRES: free_list_ non-empty.
+  BlockId TakeFreeLocked(int32_t owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NoteAllocatedLocked(int32_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddRefLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Called by Reservation.
   std::optional<BlockId> ReservationTryAllocate(int32_t slot);

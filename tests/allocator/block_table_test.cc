@@ -141,7 +141,8 @@ TEST(BlockTableTest, MoveLeavesAnEmptyUsableTableOnTheSamePool) {
   b = std::move(a);  // Releases b's two blocks.
   EXPECT_EQ(b.num_blocks(), 1);
   EXPECT_EQ(pool->num_free_blocks(), 3);
-  b = std::move(b);  // Self-move keeps the table.
+  BlockTable& same = b;  // Through a reference: a deliberate self-move.
+  b = std::move(same);   // Self-move keeps the table.
   EXPECT_EQ(b.num_blocks(), 1);
 }
 
