@@ -49,22 +49,21 @@ absl::StatusOr<int64_t> EncoderDecoderCache::GetSeqLength(
 
 // Both halves are checked, and a static half's reservation extended for the
 // new batch, before either remaps; the remaps themselves cannot fail then.
-absl::Status EncoderDecoderCache::PrepareBoth(int64_t new_batch) {
-  const std::optional<int64_t> self_batch = self_->batch_size();
-  PKV_RETURN_IF_ERROR(self_->PrepareForBatch(new_batch));
-  absl::Status cross = cross_->PrepareForBatch(new_batch);
-  if (!cross.ok() && self_batch.has_value()) {
-    // Give back what the self half set aside.
-    absl::Status undo = self_->PrepareForBatch(*self_batch);
-    PKV_CHECK(undo.ok(), "restoring a reservation failed: %s", undo.ToString());
-  }
+absl::Status EncoderDecoderCache::PrepareBoth(int64_t self_batch,
+                                              int64_t cross_batch) {
+  const int32_t self_capacity = self_->reservation_capacity();
+  PKV_RETURN_IF_ERROR(self_->PrepareForBatch(self_batch));
+  absl::Status cross = cross_->PrepareForBatch(cross_batch);
+  // Give back what the self half set aside (a shrink: cannot fail).
+  if (!cross.ok()) self_->RestoreReservation(self_capacity);
   return cross;
 }
 
 absl::Status EncoderDecoderCache::Select(absl::Span<const int64_t> indices) {
   PKV_RETURN_IF_ERROR(self_->CheckSelect(indices));
   PKV_RETURN_IF_ERROR(cross_->CheckSelect(indices));
-  PKV_RETURN_IF_ERROR(PrepareBoth(static_cast<int64_t>(indices.size())));
+  const int64_t new_batch = static_cast<int64_t>(indices.size());
+  PKV_RETURN_IF_ERROR(PrepareBoth(new_batch, new_batch));
   absl::Status self = self_->BatchSelectIndices(indices);
   absl::Status cross = cross_->BatchSelectIndices(indices);
   PKV_CHECK(self.ok() && cross.ok(), "prepared select failed: %s / %s",
@@ -86,16 +85,8 @@ absl::Status EncoderDecoderCache::BatchRepeatInterleave(int64_t repeats) {
   PKV_RETURN_IF_ERROR(self_->CheckRepeat(repeats));
   PKV_RETURN_IF_ERROR(cross_->CheckRepeat(repeats));
   // Each half's batch grows by the factor; prepare each for its own.
-  const std::optional<int64_t> self_batch = self_->batch_size();
-  const std::optional<int64_t> cross_batch = cross_->batch_size();
-  PKV_RETURN_IF_ERROR(self_->PrepareForBatch(self_batch.value_or(0) * repeats));
-  if (absl::Status s =
-          cross_->PrepareForBatch(cross_batch.value_or(0) * repeats);
-      !s.ok()) {
-    absl::Status undo = self_->PrepareForBatch(self_batch.value_or(0));
-    PKV_CHECK(undo.ok(), "restoring a reservation failed: %s", undo.ToString());
-    return s;
-  }
+  PKV_RETURN_IF_ERROR(PrepareBoth(self_->batch_size().value_or(0) * repeats,
+                                  cross_->batch_size().value_or(0) * repeats));
   absl::Status self = self_->BatchRepeatInterleave(repeats);
   absl::Status cross = cross_->BatchRepeatInterleave(repeats);
   PKV_CHECK(self.ok() && cross.ok(), "prepared repeat failed: %s / %s",

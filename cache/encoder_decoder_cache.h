@@ -80,7 +80,8 @@ class EncoderDecoderCache final : public Cache {
 
  private:
   absl::Status Select(absl::Span<const int64_t> indices);
-  absl::Status PrepareBoth(int64_t new_batch);
+  // Extends both halves' reservations for their new batches, or neither.
+  absl::Status PrepareBoth(int64_t self_batch, int64_t cross_batch);
 
   std::unique_ptr<internal::PagedKVCache> self_;
   std::unique_ptr<internal::PagedKVCache> cross_;

@@ -81,6 +81,8 @@ void KVPool::CopyBlock(BlockId src, BlockId dst) {
 }
 
 absl::Status KVPool::Grow(int32_t extra_blocks) {
+  PKV_CHECK(books_->concurrency() == PoolConcurrency::kSingleThread,
+            "Grow of a shared pool (%d blocks)", books_->num_blocks());
   if (extra_blocks <= 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("Grow needs extra_blocks > 0, got %d", extra_blocks));
@@ -110,6 +112,8 @@ absl::Status KVPool::Grow(int32_t extra_blocks) {
 }
 
 absl::Status KVPool::Relayout(int32_t num_layers) {
+  PKV_CHECK(books_->concurrency() == PoolConcurrency::kSingleThread,
+            "Relayout of a shared pool (%d blocks)", books_->num_blocks());
   if (num_layers <= layout_.num_layers) {
     return absl::InvalidArgumentError(
         absl::StrFormat("Relayout to %d layers from %d: can only add layers",

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
+#include "base/check.h"
 #include "cache/kv_layout.h"
 #include "tensor/memory_resource.h"
 
@@ -70,6 +71,8 @@ class KVPool {
   // Returns the first byte of block `id` (all layers, K and V).
   // REQUIRES: 0 <= id < num_blocks().
   std::byte* BlockData(BlockId id) {
+    PKV_DCHECK(id.value() >= 0 && id.value() < num_blocks(),
+               "block %d outside a pool of %d", id.value(), num_blocks());
     return chunks_[id.value() / chunk_blocks_].data +
            static_cast<size_t>(id.value() % chunk_blocks_) * block_bytes();
   }
@@ -81,13 +84,15 @@ class KVPool {
   void CopyBlock(BlockId src, BlockId dst);
 
   // Adds `extra_blocks` free blocks (rounded up to whole chunks) without
-  // moving existing bytes. InvalidArgument if extra_blocks <= 0,
+  // moving existing bytes. REQUIRES: a kSingleThread pool (a private one):
+  // the chunk list is not locked. InvalidArgument if extra_blocks <= 0,
   // ResourceExhausted if memory runs out (the pool is then unchanged).
   absl::Status Grow(int32_t extra_blocks);
 
   // Rebuilds the storage for `num_layers` layers, keeping every block's
   // existing layers (new layers' bytes are unspecified). Block ids and
-  // references are unchanged. InvalidArgument unless num_layers >
+  // references are unchanged. REQUIRES: a kSingleThread pool; every view of
+  // it is invalidated. InvalidArgument unless num_layers >
   // layout().num_layers; ResourceExhausted leaves the pool unchanged.
   absl::Status Relayout(int32_t num_layers);
 

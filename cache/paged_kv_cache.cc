@@ -25,29 +25,6 @@
 namespace pagedkv::internal {
 namespace {
 
-// Copies n consecutive input tokens [t0, t0+n) of (row b, head h) of `src`
-// to `dst` (n * head_dim contiguous elements of the same dtype). A
-// contiguous source is one memcpy (the decode/prefill hot path).
-void CopyTokenRun(ConstTensorView src, int64_t b, int64_t h, int64_t t0,
-                  int64_t n, std::byte* dst) {
-  const int64_t head_dim = src.dim(3);
-  const size_t elem = SizeOf(src.dtype());
-  const Strides& st = src.strides();
-  const int64_t first[4] = {b, h, t0, 0};
-  const std::byte* base = src.ElementPtr(first);
-  if (st[3] == 1 && (n == 1 || st[2] == head_dim)) {
-    std::memcpy(dst, base, static_cast<size_t>(n * head_dim) * elem);
-    return;
-  }
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t d = 0; d < head_dim; ++d) {
-      std::memcpy(dst + (t * head_dim + d) * elem,
-                  base + (t * st[2] + d * st[3]) * static_cast<int64_t>(elem),
-                  elem);
-    }
-  }
-}
-
 std::string DescribeShape(ConstTensorView t) { return t.shape().ToString(); }
 
 // The target position of input token t of row b (positional modes only).
@@ -96,7 +73,7 @@ int64_t PagedKVCache::blocks_per_row_reserved() const {
   // the leading blocks another layer's window has left.
   int64_t max_start = block_tokens() - 1;
   for (const Layer& layer : layers_) {
-    if (layer.present) max_start = std::max(max_start, layer.start);
+    if (layer.length > 0) max_start = std::max(max_start, layer.start);
   }
   return BlocksFor(max_start + *options_.max_cache_len);
 }
@@ -117,6 +94,10 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
     return absl::InvalidArgumentError(
         absl::StrFormat("layer_idx %d >= num_layers %d of a static cache",
                         layer_idx, options_.num_layers));
+  }
+  if (layer_idx >= kMaxLayers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "layer_idx %d exceeds the layer limit %d", layer_idx, kMaxLayers));
   }
   if (key.rank() != 4) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -143,10 +124,11 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
   const int64_t heads = key.dim(1);
   const int64_t seq = key.dim(2);
   const int64_t head_dim = key.dim(3);
-  if (heads <= 0 || head_dim <= 0) {
+  if (heads <= 0 || head_dim <= 0 || heads > kMaxHeadsOrDim ||
+      head_dim > kMaxHeadsOrDim) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("heads and head_dim must be positive, got shape %s",
-                        DescribeShape(key)));
+        absl::StrFormat("heads and head_dim must be in [1, %d], got shape %s",
+                        kMaxHeadsOrDim, DescribeShape(key)));
   }
   if (batch > kMaxBatch) {
     return absl::InvalidArgumentError(
@@ -182,13 +164,13 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
   }
 
   if (position.is_append()) {
-    if (length + seq > capacity) {
+    if (seq > capacity - length) {  // length + seq > capacity, no overflow.
       return absl::OutOfRangeError(absl::StrFormat(
           "append of %d tokens to length %d exceeds capacity %d", seq, length,
           capacity));
     }
     *new_length = length + seq;
-    return absl::OkStatus();
+    return CheckPrivatePoolSize(key, layer_idx, *new_length);
   }
 
   switch (position.kind()) {
@@ -231,6 +213,36 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
         "cache_position %d >= capacity %d", max_position, capacity));
   }
   *new_length = std::max(length, max_position + 1);
+  return CheckPrivatePoolSize(key, layer_idx, *new_length);
+}
+
+absl::Status PagedKVCache::CheckPrivatePoolSize(ConstTensorView key,
+                                                int64_t layer_idx,
+                                                int64_t new_length) const {
+  if (options_.pool != nullptr) return absl::OkStatus();  // Never grows.
+  // Every row may end up with private copies of every table block, so the
+  // pool may need rows * table blocks blocks of the (possibly wider) layout.
+  // Doubles: the factors are bounded but their product may not fit int64.
+  const int64_t start =
+      layer_idx < num_layer_slots() ? layers_[layer_idx].start : 0;
+  double layers = is_static() ? options_.num_layers : layer_idx + 1;
+  if (pool_ != nullptr) {
+    layers = std::max<double>(layers, pool_->layout().num_layers);
+  }
+  double table_blocks =
+      std::max<double>(num_table_blocks_, BlocksFor(start + new_length));
+  if (is_static()) {
+    table_blocks = std::max<double>(table_blocks, blocks_per_row_reserved());
+  }
+  const double bytes = static_cast<double>(key.dim(0)) * table_blocks * layers *
+                       2 * key.dim(1) * key.dim(3) * block_tokens() *
+                       SizeOf(key.dtype());
+  if (bytes > static_cast<double>(options_.max_private_pool_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "update needs a private pool of up to %.0f bytes, over the limit of "
+        "%d bytes (PagedKVCache::Options::max_private_pool_bytes)",
+        bytes, options_.max_private_pool_bytes));
+  }
   return absl::OkStatus();
 }
 
@@ -241,9 +253,11 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
   const int32_t wanted_layers =
       static_cast<int32_t>(is_static() ? options_.num_layers : layer_idx + 1);
   if (owned_pool_ != nullptr && (owned_pool_->layout().num_kv_heads != heads ||
-                                 owned_pool_->layout().head_dim != head_dim)) {
-    // Only reachable after Reset (the geometry is otherwise fixed): no block
-    // is in use, so the private pool is rebuilt for the new shape.
+                                 owned_pool_->layout().head_dim != head_dim ||
+                                 owned_pool_->layout().dtype != key.dtype())) {
+    // Only reachable when no geometry is fixed (after Reset, or after a
+    // first update that failed once the pool existed): no block is in use,
+    // so the private pool is rebuilt for the new shape and dtype.
     PKV_CHECK(rows_.empty() && !reservation_.has_value(),
               "rebuilding a pool that is in use");
     pool_ = nullptr;
@@ -267,6 +281,10 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
 absl::StatusOr<std::vector<BlockId>> PagedKVCache::TakeBlocks(int64_t n) {
   if (n == 0) return std::vector<BlockId>();
   BlockPool& books = pool_->books();
+  if (n > std::numeric_limits<int32_t>::max() - books.num_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "need %d blocks, the pool has %d", n, books.num_blocks()));
+  }
   const int64_t from_reservation =
       reservation_.has_value()
           ? std::min<int64_t>(n, reservation_->num_reserved_free())
@@ -275,12 +293,10 @@ absl::StatusOr<std::vector<BlockId>> PagedKVCache::TakeBlocks(int64_t n) {
   if (owned_pool_ != nullptr &&
       books.num_unreserved_free_blocks() < from_pool) {
     const int64_t missing = from_pool - books.num_unreserved_free_blocks();
-    const int64_t grow = std::max<int64_t>(missing, books.num_blocks());
-    if (grow > kMaxTokens) {
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("private pool of %d blocks cannot grow by %d",
-                          books.num_blocks(), grow));
-    }
+    // Double the pool (amortised growth), or more if one update needs it.
+    const int64_t grow = std::min<int64_t>(
+        std::max<int64_t>(missing, books.num_blocks()),
+        std::numeric_limits<int32_t>::max() - books.num_blocks());
     PKV_RETURN_IF_ERROR(owned_pool_->Grow(static_cast<int32_t>(grow)));
   }
   // The pool part first: it is the one that can fail (all or nothing); the
@@ -297,7 +313,7 @@ absl::StatusOr<std::vector<BlockId>> PagedKVCache::TakeBlocks(int64_t n) {
   return blocks;
 }
 
-absl::Status PagedKVCache::ReserveForBatch(int64_t batch) {
+absl::Status PagedKVCache::GrowReservation(int64_t batch) {
   if (!is_static()) return absl::OkStatus();
   const int64_t want = batch * blocks_per_row_reserved();
   if (want > std::numeric_limits<int32_t>::max()) {
@@ -306,21 +322,43 @@ absl::Status PagedKVCache::ReserveForBatch(int64_t batch) {
   }
   BlockPool& books = pool_->books();
   const int64_t have = reservation_.has_value() ? reservation_->capacity() : 0;
-  const int64_t charged =
-      reservation_.has_value() ? reservation_->num_charged() : 0;
-  const int64_t target = std::max(want, charged);
-  if (target > have && owned_pool_ != nullptr &&
-      books.num_unreserved_free_blocks() < target - have) {
+  if (want <= have && reservation_.has_value()) return absl::OkStatus();
+  if (owned_pool_ != nullptr &&
+      books.num_unreserved_free_blocks() < want - have) {
     PKV_RETURN_IF_ERROR(owned_pool_->Grow(static_cast<int32_t>(
-        target - have - books.num_unreserved_free_blocks())));
+        want - have - books.num_unreserved_free_blocks())));
   }
   if (!reservation_.has_value()) {
     PKV_ASSIGN_OR_RETURN(Reservation r,
-                         books.Reserve(static_cast<int32_t>(target)));
+                         books.Reserve(static_cast<int32_t>(want)));
     reservation_.emplace(std::move(r));
     return absl::OkStatus();
   }
-  return reservation_->Resize(static_cast<int32_t>(target));
+  return reservation_->Resize(static_cast<int32_t>(want));
+}
+
+void PagedKVCache::TrimReservation() {
+  if (!reservation_.has_value()) return;
+  const int64_t want =
+      static_cast<int64_t>(rows_.size()) * blocks_per_row_reserved();
+  RestoreReservation(static_cast<int32_t>(
+      std::max<int64_t>(reservation_->num_charged(),
+                        std::min<int64_t>(reservation_->capacity(), want))));
+}
+
+int32_t PagedKVCache::reservation_capacity() const {
+  return reservation_.has_value() ? reservation_->capacity() : 0;
+}
+
+void PagedKVCache::RestoreReservation(int32_t capacity) {
+  if (!reservation_.has_value()) return;
+  PKV_CHECK(capacity <= reservation_->capacity() &&
+                capacity >= reservation_->num_charged(),
+            "RestoreReservation(%d) outside [%d charged, %d capacity]",
+            capacity, reservation_->num_charged(), reservation_->capacity());
+  // Shrinking within [charged, capacity] cannot fail.
+  const absl::Status s = reservation_->Resize(capacity);
+  PKV_CHECK(s.ok(), "shrinking a reservation failed: %s", s.ToString());
 }
 
 std::byte* PagedKVCache::SlotData(const BlockTable& row, int32_t layer, KV kv,
@@ -391,8 +429,13 @@ void PagedKVCache::ApplyBlocks(const WritePlan& plan,
   // Copy-on-write first, so the writes land in private blocks.
   for (const auto& [b, i] : plan.unshare) {
     if (!rows_[b].IsShared(i)) continue;  // Its other holders copied away.
+    // Hold the source across the copy: ReplaceShared drops this row's
+    // reference, and on a shared pool no other holder may keep it alive.
+    const BlockId src = rows_[b][i];
+    pool_->books().AddRef(src);
     const CopyOp op = rows_[b].ReplaceShared(i, fresh[next++]);
     pool_->CopyBlock(op.src, op.dst);
+    pool_->books().Release(src);
     ++cow_copies_;
     cow_bytes_ += static_cast<int64_t>(pool_->block_bytes());
   }
@@ -428,29 +471,67 @@ void PagedKVCache::ZeroFill(int32_t layer, int64_t first, int64_t last) {
 void PagedKVCache::WriteTokens(ConstTensorView key, ConstTensorView value,
                                int32_t layer, const WritePlan& plan,
                                const CachePosition& position) {
-  const int64_t bt = block_tokens();
+  // The decode hot path: per (row, run of tokens in one block) one block
+  // lookup, then per head one memcpy of run * head_dim elements for K and
+  // one for V. Everything loop-invariant is hoisted; a strided input falls
+  // back to element copies.
+  const KVLayout& layout = pool_->layout();
+  const int64_t bt = layout.block_tokens;
   const int64_t seq = key.dim(2);
-  for (size_t b = 0; b < rows_.size(); ++b) {
-    const BlockTable& row = rows_[b];
-    for (int64_t h = 0; h < heads_; ++h) {
-      // Appends go in runs of consecutive slots of one block; positional
-      // writes go token by token in input order (the last one wins).
-      for (int64_t t = 0; t < seq;) {
-        int64_t q = plan.old_end + t;
-        int64_t run = std::min(bt - q % bt, seq - t);
-        if (!position.is_append()) {
-          q = plan.start + PositionOf(position, static_cast<int64_t>(b), t);
-          run = 1;
-        }
-        CopyTokenRun(key, b, h, t, run, SlotData(row, layer, KV::kKey, h, q));
-        CopyTokenRun(value, b, h, t, run,
-                     SlotData(row, layer, KV::kValue, h, q));
-        t += run;
+  const int64_t elem = static_cast<int64_t>(SizeOf(layout.dtype));
+  const int64_t token_bytes = head_dim_ * elem;
+  const int64_t head_stride = layout.head_run_elements() * elem;
+  const int64_t value_offset = layout.num_kv_heads * head_stride;
+  const int64_t layer_offset =
+      layout.ElementOffset(layer, KV::kKey, 0, 0) * elem;
+  const Strides& ks = key.strides();
+  const Strides& vs = value.strides();
+  const bool contiguous =
+      ks[3] == 1 && vs[3] == 1 &&
+      (seq == 1 || (ks[2] == head_dim_ && vs[2] == head_dim_));
+  const std::byte* key_data = key.data();
+  const std::byte* value_data = value.data();
+
+  auto copy = [&](std::byte* dst, const std::byte* src, const Strides& st,
+                  int64_t run) {
+    if (contiguous) {
+      std::memcpy(dst, src, static_cast<size_t>(run * token_bytes));
+      return;
+    }
+    for (int64_t t = 0; t < run; ++t) {
+      for (int64_t d = 0; d < head_dim_; ++d) {
+        std::memcpy(dst + (t * head_dim_ + d) * elem,
+                    src + (t * st[2] + d * st[3]) * elem,
+                    static_cast<size_t>(elem));
       }
     }
+  };
+
+  for (size_t b = 0; b < rows_.size(); ++b) {
+    const BlockTable& row = rows_[b];
+    const int64_t row_index = static_cast<int64_t>(b);
+    // Appends go in runs of consecutive slots of one block; positional
+    // writes go token by token in input order (the last one wins).
+    for (int64_t t = 0; t < seq;) {
+      int64_t q = plan.old_end + t;
+      int64_t run = std::min(bt - q % bt, seq - t);
+      if (!position.is_append()) {
+        q = plan.start + PositionOf(position, row_index, t);
+        run = 1;
+      }
+      std::byte* dst = pool_->BlockData(row[static_cast<int32_t>(q / bt)]) +
+                       layer_offset + (q % bt) * token_bytes;
+      const std::byte* k = key_data + (row_index * ks[0] + t * ks[2]) * elem;
+      const std::byte* v = value_data + (row_index * vs[0] + t * vs[2]) * elem;
+      for (int64_t h = 0; h < heads_; ++h) {
+        copy(dst + h * head_stride, k + h * ks[1] * elem, ks, run);
+        copy(dst + value_offset + h * head_stride, v + h * vs[1] * elem, vs,
+             run);
+      }
+      t += run;
+    }
   }
-  bytes_written_ += 2 * key.num_elements() *
-                    static_cast<int64_t>(SizeOf(pool_->layout().dtype));
+  bytes_written_ += 2 * key.num_elements() * elem;
 }
 
 absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
@@ -468,7 +549,7 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
   // The first update after construction or Reset fixes the batch (and a
   // static cache's reservation). Rows are empty until it succeeds.
   const bool fixes_geometry = !has_geometry_;
-  if (fixes_geometry) PKV_RETURN_IF_ERROR(ReserveForBatch(batch));
+  if (fixes_geometry) PKV_RETURN_IF_ERROR(GrowReservation(batch));
   const WritePlan plan = PlanWrite(layer_idx, new_length, key.dim(2), position);
   absl::StatusOr<std::vector<BlockId>> fresh =
       TakeBlocks(batch * plan.grow_blocks + plan.copies);
@@ -571,20 +652,18 @@ absl::Status PagedKVCache::CheckRepeat(int64_t repeats) const {
 }
 
 absl::Status PagedKVCache::PrepareForBatch(int64_t batch) {
-  if (!has_geometry_) return absl::OkStatus();
-  return ReserveForBatch(batch);
+  if (!has_geometry_ || batch <= static_cast<int64_t>(rows_.size())) {
+    return absl::OkStatus();
+  }
+  return GrowReservation(batch);
 }
 
 absl::Status PagedKVCache::Select(std::vector<int32_t> indices) {
   const int64_t old_batch = static_cast<int64_t>(rows_.size());
   const int64_t new_batch = static_cast<int64_t>(indices.size());
-  if (new_batch > old_batch) PKV_RETURN_IF_ERROR(ReserveForBatch(new_batch));
+  if (new_batch > old_batch) PKV_RETURN_IF_ERROR(GrowReservation(new_batch));
   ReorderTables(&rows_, indices);
-  if (new_batch < old_batch) {
-    // Shrinking never needs new blocks, so it cannot fail.
-    absl::Status s = ReserveForBatch(new_batch);
-    PKV_CHECK(s.ok(), "shrinking a reservation failed: %s", s.ToString());
-  }
+  TrimReservation();  // Gives back what fewer rows no longer need.
   return absl::OkStatus();
 }
 
@@ -630,29 +709,33 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
     // full shared pool the crop still succeeds (crop never fails for
     // memory); the reservation then covers what it can and an update that
     // needs more returns ResourceExhausted, changing nothing.
-    if (!ReserveForBatch(static_cast<int64_t>(rows_.size())).ok()) {
+    if (!GrowReservation(static_cast<int64_t>(rows_.size())).ok()) {
       ++reservation_shortfalls_;
     }
+    TrimReservation();  // Even crops may narrow the windows again.
   }
   return absl::OkStatus();
 }
 
 void PagedKVCache::DropLeadingBlocks() {
   if (pool_ == nullptr) return;
-  const int64_t bt = pool_->layout().block_tokens;
-  std::optional<int64_t> min_start;
-  for (const Layer& layer : layers_) {
-    if (layer.present) {
-      min_start = std::min(min_start.value_or(layer.start), layer.start);
+  const int64_t bt = block_tokens();
+  // Only layers holding tokens pin blocks; an empty layer's start is
+  // arbitrary (its next write starts there), so it moves to 0.
+  int64_t min_start = num_table_blocks_ * bt;
+  for (Layer& layer : layers_) {
+    if (layer.length > 0) {
+      min_start = std::min(min_start, layer.start);
+    } else {
+      layer.start = 0;
     }
   }
-  if (!min_start.has_value()) return;
-  const int64_t drop = std::min(*min_start / bt, num_table_blocks_);
+  const int64_t drop = min_start / bt;
   if (drop == 0) return;
   for (BlockTable& row : rows_) row.DropFront(static_cast<int32_t>(drop));
   num_table_blocks_ -= drop;
   for (Layer& layer : layers_) {
-    if (layer.present) layer.start -= drop * bt;
+    if (layer.length > 0) layer.start -= drop * bt;
   }
 }
 
@@ -728,13 +811,23 @@ void PagedKVCache::CheckInvariants() const {
                 "layer %d length %d > max_cache_len %d", l, layer.length,
                 *options_.max_cache_len);
     }
-    min_start = std::min(min_start.value_or(layer.start), layer.start);
+    if (layer.length > 0) {
+      min_start = std::min(min_start.value_or(layer.start), layer.start);
+    }
   }
   PKV_CHECK(!min_start.has_value() || *min_start < bt || num_table_blocks_ == 0,
             "leading block below every layer's start (min start %d) not "
             "dropped",
             min_start.value_or(0));
   if (pool_ == nullptr) return;
+  if (has_geometry_) {
+    const KVLayout& layout = pool_->layout();
+    PKV_CHECK(dtype_ == layout.dtype && heads_ == layout.num_kv_heads &&
+                  head_dim_ == layout.head_dim,
+              "cache geometry (heads %d, head_dim %d) does not match its pool "
+              "(%s)",
+              heads_, head_dim_, layout.ToString());
+  }
   if (owned_pool_ != nullptr) {
     // A private pool's every reference is held by this cache's rows.
     std::vector<const BlockTable*> tables;

@@ -54,6 +54,11 @@ class PagedKVCache : public KVCache {
   static constexpr int64_t kMaxTokens = int64_t{1} << 24;
   // Batch sizes are capped likewise (InvalidArgument past it).
   static constexpr int64_t kMaxBatch = int64_t{1} << 20;
+  // Layer indices, and heads and head_dim, likewise.
+  static constexpr int64_t kMaxLayers = int64_t{1} << 16;
+  static constexpr int64_t kMaxHeadsOrDim = int64_t{1} << 20;
+  // The default cap on a private pool's bytes (see Options).
+  static constexpr int64_t kDefaultMaxPrivatePoolBytes = int64_t{16} << 30;
 
   struct Options {
     // Static caches: the capacity per layer; nullopt for a dynamic cache.
@@ -65,6 +70,9 @@ class PagedKVCache : public KVCache {
     KVPool* pool = nullptr;
     // Tokens per block of a private pool.
     int32_t block_tokens = 16;
+    // A private pool grows on demand up to this many bytes; an update that
+    // could need more returns ResourceExhausted before anything changes.
+    int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
   };
 
   explicit PagedKVCache(const Options& options);
@@ -112,9 +120,16 @@ class PagedKVCache : public KVCache {
   absl::Status CheckRepeat(int64_t repeats) const;
   // Makes a static cache's reservation cover `batch` rows (growing a private
   // pool if needed) so that a following select or repeat to that batch
-  // cannot fail for memory. ResourceExhausted leaves it unchanged. A no-op
-  // for dynamic caches and before the batch is fixed.
+  // cannot fail for memory. It only grows; ResourceExhausted leaves it
+  // unchanged. A no-op for dynamic caches, before the batch is fixed, and
+  // for a batch no larger than the current one.
   absl::Status PrepareForBatch(int64_t batch);
+  // The reservation's capacity (0 without one), and a shrink back to an
+  // earlier capacity, which cannot fail: EncoderDecoderCache undoes one
+  // half's PrepareForBatch with them when the other half's fails.
+  // REQUIRES: charged blocks <= capacity <= reservation_capacity().
+  int32_t reservation_capacity() const;
+  void RestoreReservation(int32_t capacity);
 
  private:
   struct Layer {
@@ -156,8 +171,16 @@ class PagedKVCache : public KVCache {
   // Takes `n` blocks: from the reservation first (static caches), then the
   // pool, growing a private pool if needed. All or nothing.
   absl::StatusOr<std::vector<BlockId>> TakeBlocks(int64_t n);
-  // Sets the reservation's capacity for `batch` rows (static caches).
-  absl::Status ReserveForBatch(int64_t batch);
+  // Static caches: grows the reservation to cover `batch` rows at the
+  // current windows (never shrinks it), growing a private pool if needed.
+  absl::Status GrowReservation(int64_t batch);
+  // Shrinks the reservation to what the current rows and windows need (never
+  // below the charged blocks). Cannot fail.
+  void TrimReservation();
+  // ResourceExhausted if a private pool could need more than
+  // options_.max_private_pool_bytes for this update.
+  absl::Status CheckPrivatePoolSize(ConstTensorView key, int64_t layer_idx,
+                                    int64_t new_length) const;
   absl::Status Select(std::vector<int32_t> indices);
   int64_t blocks_per_row_reserved() const;
   int64_t block_tokens() const;
