@@ -81,11 +81,7 @@ int64_t PagedKVCache::blocks_per_row_reserved() const {
 // ---------------------------------------------------------------------------
 // Update
 
-absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
-                                          ConstTensorView value,
-                                          int64_t layer_idx,
-                                          const CachePosition& position,
-                                          int64_t* new_length) const {
+absl::Status PagedKVCache::CheckLayerIndex(int64_t layer_idx) const {
   if (layer_idx < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("layer_idx %d is negative", layer_idx));
@@ -95,6 +91,15 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
         absl::StrFormat("layer_idx %d >= num_layers %d of a static cache",
                         layer_idx, options_.num_layers));
   }
+  return absl::OkStatus();
+}
+
+absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
+                                          ConstTensorView value,
+                                          int64_t layer_idx,
+                                          const CachePosition& position,
+                                          int64_t* new_length) const {
+  PKV_RETURN_IF_ERROR(CheckLayerIndex(layer_idx));
   if (layer_idx >= kMaxLayers) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "layer_idx %d exceeds the layer limit %d", layer_idx, kMaxLayers));
@@ -589,15 +594,7 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
 
 absl::StatusOr<std::optional<KVView>> PagedKVCache::Get(
     int64_t layer_idx) const {
-  if (layer_idx < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("layer_idx %d is negative", layer_idx));
-  }
-  if (is_static() && layer_idx >= options_.num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("layer_idx %d >= num_layers %d of a static cache",
-                        layer_idx, options_.num_layers));
-  }
+  PKV_RETURN_IF_ERROR(CheckLayerIndex(layer_idx));
   if (!is_present(layer_idx)) return std::optional<KVView>();
   const Layer& layer = layers_[layer_idx];
   return std::optional<KVView>(

@@ -161,6 +161,9 @@ class PagedKVCache : public KVCache {
   std::byte* SlotData(const BlockTable& row, int32_t layer, KV kv, int64_t head,
                       int64_t table_token) const;
 
+  // InvalidArgument for a negative layer index, or (static) one past
+  // num_layers: what Update and Get reject.
+  absl::Status CheckLayerIndex(int64_t layer_idx) const;
   // Validates an update; on success sets *new_length to the layer's length
   // after it.
   absl::Status ValidateUpdate(ConstTensorView key, ConstTensorView value,

@@ -15,8 +15,10 @@
 // unreadable file or malformed trace.
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -53,18 +55,29 @@ absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
   return doc;
 }
 
-int Replay(const std::string& path) {
-  absl::StatusOr<nlohmann::json> trace = ReadJson(path);
-  if (!trace.ok()) {
-    std::cerr << "kv_replay: " << trace.status().message() << "\n";
-    return kExitUsage;
+// Reads the trace in `path` and replays it; on failure prints why and
+// returns nullopt. Fills *trace with the input document.
+std::optional<nlohmann::json> LoadAndRun(const std::string& path,
+                                         nlohmann::json* trace) {
+  absl::StatusOr<nlohmann::json> in = ReadJson(path);
+  if (!in.ok()) {
+    std::cerr << "kv_replay: " << in.status().message() << "\n";
+    return std::nullopt;
   }
-  absl::StatusOr<nlohmann::json> out = RunTrace(*trace);
+  absl::StatusOr<nlohmann::json> out = RunTrace(*in);
   if (!out.ok()) {
     std::cerr << "kv_replay: " << path << ": " << out.status().message()
               << "\n";
-    return kExitUsage;
+    return std::nullopt;
   }
+  *trace = std::move(*in);
+  return std::move(*out);
+}
+
+int Replay(const std::string& path) {
+  nlohmann::json trace;
+  std::optional<nlohmann::json> out = LoadAndRun(path, &trace);
+  if (!out.has_value()) return kExitUsage;
   std::cout << out->dump(-1, ' ', false,
                          nlohmann::json::error_handler_t::replace)
             << "\n";
@@ -75,18 +88,10 @@ int Check(const std::vector<std::string>& paths) {
   int passed = 0;
   int failed = 0;
   for (const std::string& path : paths) {
-    absl::StatusOr<nlohmann::json> trace = ReadJson(path);
-    if (!trace.ok()) {
-      std::cerr << "kv_replay: " << trace.status().message() << "\n";
-      return kExitUsage;
-    }
-    absl::StatusOr<nlohmann::json> out = RunTrace(*trace);
-    if (!out.ok()) {
-      std::cerr << "kv_replay: " << path << ": " << out.status().message()
-                << "\n";
-      return kExitUsage;
-    }
-    const TraceComparison cmp = CompareTraces(*trace, *out);
+    nlohmann::json trace;
+    std::optional<nlohmann::json> out = LoadAndRun(path, &trace);
+    if (!out.has_value()) return kExitUsage;
+    const TraceComparison cmp = CompareTraces(trace, *out);
     for (const std::string& line : cmp.mismatch_lines) {
       std::cout << line << "\n";
     }
