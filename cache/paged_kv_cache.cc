@@ -810,12 +810,20 @@ void PagedKVCache::CheckInvariants() const {
     }
     if (layer.length > 0) {
       min_start = std::min(min_start.value_or(layer.start), layer.start);
+    } else {
+      PKV_CHECK(layer.start == 0, "empty layer %d starts at %d", l,
+                layer.start);
     }
   }
-  PKV_CHECK(!min_start.has_value() || *min_start < bt || num_table_blocks_ == 0,
-            "leading block below every layer's start (min start %d) not "
-            "dropped",
-            min_start.value_or(0));
+  if (min_start.has_value()) {
+    PKV_CHECK(*min_start < bt,
+              "leading block below every layer's start (min start %d) not "
+              "dropped",
+              *min_start);
+  } else {
+    PKV_CHECK(num_table_blocks_ == 0,
+              "%d table blocks while no layer holds tokens", num_table_blocks_);
+  }
   if (pool_ == nullptr) return;
   if (has_geometry_) {
     const KVLayout& layout = pool_->layout();

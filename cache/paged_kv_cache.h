@@ -211,8 +211,11 @@ class PagedKVCache : public KVCache {
   //  - every rows_[b].num_blocks() == num_table_blocks_;
   //  - for every layer: 0 <= start, start + length <= num_table_blocks_ *
   //    block_tokens; an absent layer has start == length == 0;
-  //  - some present layer has start < block_tokens, or no layer is present
-  //    (whole leading blocks below every start are dropped by Crop);
+  //  - a present layer holding no tokens has start == 0 (its start is
+  //    arbitrary, and it must not pin leading blocks);
+  //  - some layer holding tokens has start < block_tokens, or no layer holds
+  //    tokens and num_table_blocks_ == 0 (Crop drops every leading block
+  //    below the starts of the layers holding tokens);
   //  - static: layers_.size() == num_layers and length <= max_cache_len.
   std::vector<BlockTable> rows_;
   int64_t num_table_blocks_ = 0;
