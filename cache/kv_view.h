@@ -54,7 +54,7 @@ class KVView {
   int64_t length() const { return length_; }
   int64_t head_dim() const { return head_dim_; }
   DType dtype() const {
-    return pool_ == nullptr ? DType::kFloat32 : pool_->layout().dtype;
+    return pool_->layout().dtype;  // pool_ is never null (checked).
   }
   // (batch, heads, length, head_dim).
   Shape shape() const;
