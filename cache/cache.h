@@ -73,11 +73,13 @@ class KVCache : public Cache {
   // Writes key and value (both (batch, heads, seq, head_dim), equal shapes and
   // dtypes) into layer `layer_idx` at `position` and returns the layer's
   // whole visible contents after the write. See cache_position.h for the
-  // modes. InvalidArgument: negative layer (static: >= num_layers), rank != 4,
-  // key/value mismatch, unsupported or changed dtype, batch/heads/head_dim
-  // differing from the cache's, a malformed position; OutOfRange: a static
-  // position or append past max_cache_len; ResourceExhausted: the pool is
-  // full. On error nothing changes.
+  // modes. InvalidArgument: negative layer (static: >= num_layers; any
+  // cache: past PagedKVCache::kMaxLayers), rank != 4, key/value mismatch,
+  // unsupported or changed dtype, batch/heads/head_dim differing from the
+  // cache's, a malformed position; OutOfRange: a position or append past
+  // max_cache_len (dynamic: past PagedKVCache::kMaxTokens);
+  // ResourceExhausted: a shared pool is full, or a private pool would grow
+  // past its byte cap. On error nothing changes.
   virtual absl::StatusOr<KVView> Update(ConstTensorView key,
                                         ConstTensorView value,
                                         int64_t layer_idx,

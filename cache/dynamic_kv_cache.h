@@ -7,7 +7,9 @@
 // Two ways to construct it:
 //   - standalone, `DynamicKVCache cache;` as in the lucid quick start: the
 //     cache makes a private pool at its first update from the key's shape
-//     and dtype, and grows it in chunks (never moving existing bytes);
+//     and dtype, and grows it in chunks (never moving existing bytes) up
+//     to 16 GiB (PagedKVCache::kDefaultMaxPrivatePoolBytes): an update that
+//     could need more returns ResourceExhausted before allocating anything;
 //   - shared, `DynamicKVCache cache(pool)`: blocks come from an explicit
 //     KVPool that never grows; when it is full, Update returns
 //     ResourceExhausted and changes nothing.

@@ -17,9 +17,10 @@ absl::StatusOr<std::unique_ptr<StaticKVCache>> StaticKVCache::Create(
         absl::StrFormat("max_cache_len must be in [1, %d], got %d", kMaxTokens,
                         options.max_cache_len));
   }
-  if (options.num_layers <= 0 || options.num_layers > (int64_t{1} << 16)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "num_layers must be in [1, 65536], got %d", options.num_layers));
+  if (options.num_layers <= 0 || options.num_layers > kMaxLayers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("num_layers must be in [1, %d], got %d", kMaxLayers,
+                        options.num_layers));
   }
   if (options.pool != nullptr &&
       options.num_layers > options.pool->layout().num_layers) {
