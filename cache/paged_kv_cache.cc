@@ -392,9 +392,12 @@ PagedKVCache::WritePlan PagedKVCache::PlanWrite(
   // [old_end, new_end) (appended or zero-filled) and those holding positional
   // writes. Shared ones must be unshared first (copy-on-write). An append
   // touches at most the one partly filled tail block, so the common decode
-  // step checks one entry per row and allocates nothing.
+  // step checks one entry per row, with one pool query, and allocates
+  // nothing when up to 8 entries are touched.
   const int64_t bt = block_tokens();
   absl::InlinedVector<int32_t, 8> blocks;
+  absl::InlinedVector<std::pair<int32_t, int32_t>, 8> touched;
+  absl::InlinedVector<BlockId, 8> touched_ids;
   for (size_t b = 0; b < rows_.size(); ++b) {
     blocks.clear();
     if (plan.new_end > plan.old_end) {
@@ -412,12 +415,18 @@ PagedKVCache::WritePlan PagedKVCache::PlanWrite(
       blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
     }
     for (int32_t i : blocks) {
-      if (rows_[b].IsShared(i)) {
-        plan.unshare.push_back({static_cast<int32_t>(b), i});
-      }
+      touched.push_back({static_cast<int32_t>(b), i});
+      touched_ids.push_back(rows_[b][i]);
     }
   }
-  if (plan.unshare.empty()) return plan;
+  // One pool query (one lock on a shared pool) answers the common case:
+  // nothing touched is shared. Otherwise keep the shared entries.
+  if (touched_ids.empty() || pool_->books().NumShared(touched_ids) == 0) {
+    return plan;
+  }
+  for (const auto& [b, i] : touched) {
+    if (rows_[b].IsShared(i)) plan.unshare.push_back({b, i});
+  }
   // A block with c references touched by k rows of this write needs k
   // copies, or k - 1 when k == c (the last writer finds it private).
   absl::flat_hash_map<BlockId, int64_t> touches;
