@@ -43,6 +43,16 @@ float DoubleToFloatRoundToOdd(double value) {
 
 }  // namespace
 
+bool IsValidDType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+    case DType::kFloat16:
+    case DType::kBFloat16:
+      return true;
+  }
+  return false;
+}
+
 size_t SizeOf(DType dtype) {
   switch (dtype) {
     case DType::kFloat32:
@@ -64,8 +74,7 @@ std::string_view DTypeName(DType dtype) {
     case DType::kBFloat16:
       return "bfloat16";
   }
-  PKV_CHECK(false, "invalid DType %d", static_cast<int>(dtype));
-  return "";
+  return "invalid";
 }
 
 std::optional<DType> ParseDType(std::string_view name) {

@@ -34,12 +34,17 @@ namespace pagedkv {
 // Element type of a tensor. The numeric values are not part of the API.
 enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16 };
 
+// Returns whether `dtype` is one of the enumerators above. DType is an enum
+// over uint8_t, so any byte can arrive (from a binding, a file): code that
+// takes a DType from outside checks it here before sizing or naming it.
+bool IsValidDType(DType dtype);
+
 // Returns the size of one element in bytes: 4 for float32, 2 for float16 and
-// bfloat16.
+// bfloat16. REQUIRES: IsValidDType(dtype).
 size_t SizeOf(DType dtype);
 
 // Returns the canonical name: "float32", "float16" or "bfloat16" (the
-// spelling of conformance/FORMAT.md).
+// spelling of conformance/FORMAT.md), and "invalid" for any other value.
 std::string_view DTypeName(DType dtype);
 
 // Returns the DType spelled `name`, or nullopt for an unknown name. Accepts the

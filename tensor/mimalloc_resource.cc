@@ -2,6 +2,7 @@
 
 #include <cstddef>
 
+#include "absl/base/config.h"
 #include "base/check.h"
 #include "mimalloc.h"
 #include "tensor/memory_resource.h"
@@ -33,6 +34,12 @@ MemoryResource* MimallocResource() {
   return resource;
 }
 
-MemoryResource* DefaultMemoryResource() { return MimallocResource(); }
+MemoryResource* DefaultMemoryResource() {
+#ifdef ABSL_HAVE_THREAD_SANITIZER
+  return NewDeleteResource();
+#else
+  return MimallocResource();
+#endif
+}
 
 }  // namespace pagedkv

@@ -32,8 +32,12 @@ namespace pagedkv {
 // accepted (checked with PKV_CHECK).
 MemoryResource* MimallocResource();
 
-// Returns the resource Tensor::Create uses when none is given: currently
-// MimallocResource().
+// Returns the resource Tensor::Create and KVPool use when none is given:
+// MimallocResource(), except in ThreadSanitizer builds, where it is
+// NewDeleteResource(). Debian's mimalloc is not built with -fsanitize=thread,
+// so TSan cannot see its internal synchronisation and reports false races in
+// it (and in every block it hands out across threads); the instrumented
+// operator new lets users' threaded tests run under TSan unchanged.
 MemoryResource* DefaultMemoryResource();
 
 }  // namespace pagedkv

@@ -384,7 +384,21 @@ TEST(DTypeTest, StoreFromDoubleRoundsOnce) {
   EXPECT_TRUE(IsHalfNaN(bits));
 }
 
-TEST(DTypeDeathTest, InvalidDTypeAborts) {
+TEST(DTypeTest, IsValidDTypeAcceptsExactlyTheEnumerators) {
+  int valid = 0;
+  for (int v = 0; v < 256; ++v) {
+    if (IsValidDType(static_cast<DType>(v))) ++valid;
+  }
+  EXPECT_EQ(valid, 3);
+  EXPECT_TRUE(IsValidDType(DType::kBFloat16));
+  EXPECT_FALSE(IsValidDType(static_cast<DType>(7)));
+}
+
+TEST(DTypeTest, NameOfAnInvalidDTypeIsInvalidNotAnAbort) {
+  EXPECT_EQ(DTypeName(static_cast<DType>(7)), "invalid");
+}
+
+TEST(DTypeDeathTest, SizeOfAnInvalidDTypeAborts) {
   EXPECT_DEATH(SizeOf(static_cast<DType>(7)), "invalid DType 7");
 }
 

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/config.h"
 #include "gtest/gtest.h"
 #include "tensor/memory_resource.h"
 
@@ -20,7 +21,12 @@ bool IsAligned(const void* p, size_t alignment) {
 TEST(MimallocResourceTest, IsTheDefaultAndOneInstance) {
   EXPECT_NE(MimallocResource(), nullptr);
   EXPECT_EQ(MimallocResource(), MimallocResource());
+#ifdef ABSL_HAVE_THREAD_SANITIZER
+  // Under TSan the default is the instrumented operator new.
+  EXPECT_EQ(DefaultMemoryResource(), NewDeleteResource());
+#else
   EXPECT_EQ(DefaultMemoryResource(), MimallocResource());
+#endif
   EXPECT_NE(MimallocResource(), NewDeleteResource());
 }
 
