@@ -8,45 +8,14 @@
 #include <utility>
 #include <vector>
 
-#include "absl/base/config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
 #include "base/check.h"
-
-// Debian's Abseil is not built with -fsanitize=thread, so ThreadSanitizer
-// cannot see absl::Mutex's happens-before edges and reports false races on
-// everything it guards. Under TSan we state the edges ourselves.
-#ifdef ABSL_HAVE_THREAD_SANITIZER      // gcc and clang spellings.
-#include <sanitizer/tsan_interface.h>  // NOLINT(build/include_order)
-#define PKV_TSAN_ACQUIRE(addr) __tsan_acquire(addr)
-#define PKV_TSAN_RELEASE(addr) __tsan_release(addr)
-#else
-#define PKV_TSAN_ACQUIRE(addr) static_cast<void>(0)
-#define PKV_TSAN_RELEASE(addr) static_cast<void>(0)
-#endif
+#include "base/maybe_lock.h"
 
 namespace pagedkv {
-
-// ---------------------------------------------------------------------------
-// MaybeLock
-
-BlockPool::MaybeLock::MaybeLock(const BlockPool* pool)
-    : mu_(pool->concurrency_ == PoolConcurrency::kShared ? &pool->mu_
-                                                         : nullptr) {
-  if (mu_ != nullptr) {
-    mu_->Lock();
-    PKV_TSAN_ACQUIRE(mu_);
-  }
-}
-
-BlockPool::MaybeLock::~MaybeLock() {
-  if (mu_ != nullptr) {
-    PKV_TSAN_RELEASE(mu_);
-    mu_->Unlock();
-  }
-}
 
 // ---------------------------------------------------------------------------
 // BlockPool: creation
@@ -61,6 +30,7 @@ absl::StatusOr<std::unique_ptr<BlockPool>> BlockPool::Create(Options options) {
 
 BlockPool::BlockPool(Options options)
     : concurrency_(options.concurrency),
+      mu_(options.concurrency == PoolConcurrency::kShared),
       ref_counts_(options.num_blocks, 0),
       owner_(options.num_blocks, -1),
       free_list_(options.num_blocks) {
@@ -71,7 +41,7 @@ BlockPool::BlockPool(Options options)
 }
 
 BlockPool::~BlockPool() {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   PKV_CHECK(num_active_reservations_ == 0,
             "BlockPool destroyed while %d reservations still point at it",
             num_active_reservations_);
@@ -80,11 +50,6 @@ BlockPool::~BlockPool() {
 // ---------------------------------------------------------------------------
 // BlockPool: helpers (lock held)
 
-void BlockPool::CheckId(BlockId id) const {
-  PKV_CHECK(static_cast<uint32_t>(id.value()) <
-                static_cast<uint32_t>(ref_counts_.size()),
-            "block %d out of range [0, %d)", id.value(), ref_counts_.size());
-}
 
 BlockId BlockPool::TakeFreeLocked(int32_t owner) {
   const BlockId id = free_list_.PopFront();
@@ -138,7 +103,7 @@ void BlockPool::ReleaseLocked(BlockId id) {
 // BlockPool: public operations
 
 std::optional<BlockId> BlockPool::TryAllocate() {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   if (unreserved_free_locked() <= 0) {
     ++num_failed_allocations_;
     return std::nullopt;
@@ -155,7 +120,7 @@ absl::StatusOr<std::vector<BlockId>> BlockPool::Allocate(int32_t n) {
   }
   std::vector<BlockId> ids;
   ids.reserve(n);
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   if (n > unreserved_free_locked()) {
     ++num_failed_allocations_;
     return absl::ResourceExhaustedError(
@@ -168,24 +133,24 @@ absl::StatusOr<std::vector<BlockId>> BlockPool::Allocate(int32_t n) {
 }
 
 void BlockPool::AddRef(BlockId id) {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   AddRefLocked(id);
 }
 
 void BlockPool::AddRefs(absl::Span<const BlockId> ids) {
   if (ids.empty()) return;
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   for (BlockId id : ids) AddRefLocked(id);
 }
 
 void BlockPool::Release(BlockId id) {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   ReleaseLocked(id);
 }
 
 void BlockPool::ReleaseAll(absl::Span<const BlockId> ids) {
   if (ids.empty()) return;
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   for (BlockId id : ids) ReleaseLocked(id);
 }
 
@@ -194,7 +159,7 @@ absl::Status BlockPool::Grow(int32_t extra_blocks) {
     return absl::InvalidArgumentError(
         absl::StrFormat("Grow needs extra_blocks > 0, got %d", extra_blocks));
   }
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   const int64_t old_size = num_blocks_locked();
   const int64_t new_size = old_size + extra_blocks;
   if (new_size > std::numeric_limits<int32_t>::max()) {
@@ -212,12 +177,40 @@ absl::Status BlockPool::Grow(int32_t extra_blocks) {
   return absl::OkStatus();
 }
 
+absl::Status BlockPool::Shrink(int32_t new_num_blocks) {
+  MaybeLock lock(&mu_);
+  const int32_t old_size = num_blocks_locked();
+  if (new_num_blocks <= 0 || new_num_blocks > old_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Shrink to %d blocks of a %d-block pool", new_num_blocks, old_size));
+  }
+  const int32_t dropped = old_size - new_num_blocks;
+  for (int32_t i = new_num_blocks; i < old_size; ++i) {
+    if (ref_counts_[i] != 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "Shrink to %d blocks: block %d is in use", new_num_blocks, i));
+    }
+  }
+  if (free_list_.size() - dropped < total_reserved_free_) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Shrink by %d blocks would leave %d free for %d reserved", dropped,
+        free_list_.size() - dropped, total_reserved_free_));
+  }
+  for (int32_t i = new_num_blocks; i < old_size; ++i) {
+    free_list_.Remove(BlockId(i));
+  }
+  free_list_.Shrink(new_num_blocks);
+  ref_counts_.resize(new_num_blocks);
+  owner_.resize(new_num_blocks);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Reservation> BlockPool::Reserve(int32_t n) {
   if (n < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("cannot reserve %d blocks", n));
   }
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   if (n > unreserved_free_locked()) {
     ++num_failed_allocations_;
     return absl::ResourceExhaustedError(
@@ -246,48 +239,38 @@ absl::StatusOr<Reservation> BlockPool::Reserve(int32_t n) {
 // BlockPool: accessors
 
 int32_t BlockPool::ref_count(BlockId id) const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   CheckId(id);
   return ref_counts_[id.value()];
 }
 
 int32_t BlockPool::num_blocks() const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   return num_blocks_locked();
 }
 
 int32_t BlockPool::num_free_blocks() const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   return free_list_.size();
 }
 
 int32_t BlockPool::num_reserved_blocks() const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   return total_reserved_free_;
 }
 
 int32_t BlockPool::num_unreserved_free_blocks() const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   return unreserved_free_locked();
 }
 
 int32_t BlockPool::num_used_blocks() const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   return num_blocks_locked() - free_list_.size();
 }
 
-int32_t BlockPool::NumShared(absl::Span<const BlockId> ids) const {
-  MaybeLock lock(this);
-  int32_t shared = 0;
-  for (BlockId id : ids) {
-    CheckId(id);
-    if (ref_counts_[id.value()] > 1) ++shared;
-  }
-  return shared;
-}
-
 PoolStats BlockPool::stats() const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   PoolStats s;
   s.num_blocks = num_blocks_locked();
   s.num_free_blocks = free_list_.size();
@@ -302,7 +285,7 @@ PoolStats BlockPool::stats() const {
 }
 
 void BlockPool::CheckInvariants() const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   CheckInvariantsLocked();
 }
 
@@ -392,7 +375,7 @@ void BlockPool::CheckInvariantsLocked() const {
 // BlockPool: reservation backend
 
 std::optional<BlockId> BlockPool::ReservationTryAllocate(int32_t slot) {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   ReservationBooks& r = reservations_[slot];
   if (r.reserved_free == 0) {
     ++num_failed_allocations_;
@@ -414,7 +397,7 @@ absl::StatusOr<std::vector<BlockId>> BlockPool::ReservationAllocate(
   }
   std::vector<BlockId> ids;
   ids.reserve(n);
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   ReservationBooks& r = reservations_[slot];
   if (n > r.reserved_free) {
     ++num_failed_allocations_;
@@ -435,7 +418,7 @@ absl::Status BlockPool::ReservationResize(int32_t slot, int32_t new_capacity) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "reservation capacity must be >= 0, got %d", new_capacity));
   }
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   ReservationBooks& r = reservations_[slot];
   const int32_t delta = new_capacity - r.capacity;
   if (delta > 0 && delta > unreserved_free_locked()) {
@@ -458,12 +441,12 @@ absl::Status BlockPool::ReservationResize(int32_t slot, int32_t new_capacity) {
 }
 
 BlockPool::ReservationBooks BlockPool::ReservationSnapshot(int32_t slot) const {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   return reservations_[slot];
 }
 
 void BlockPool::ReservationDestroy(int32_t slot) {
-  MaybeLock lock(this);
+  MaybeLock lock(&mu_);
   ReservationBooks& r = reservations_[slot];
   total_reserved_free_ -= r.reserved_free;
   --num_active_reservations_;

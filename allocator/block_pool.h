@@ -62,15 +62,19 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/free_list.h"
 #include "allocator/pool_stats.h"
+#include "base/check.h"
+#include "base/maybe_lock.h"
 
 namespace pagedkv {
 
 class Reservation;
+namespace internal {
+struct CopyOnWriteBooks;  // allocator/copy_on_write.cc
+}  // namespace internal
 
 enum class PoolConcurrency {
   kSingleThread,  // No locking; one thread (or external sync) uses the pool.
@@ -126,6 +130,12 @@ class BlockPool {
   // INT32_MAX; then nothing changes.
   absl::Status Grow(int32_t extra_blocks);
 
+  // Undoes a Grow: drops blocks new_num_blocks..num_blocks()-1. Returns
+  // FAILED_PRECONDITION (nothing changed) unless every one of them is free
+  // and the free blocks left still cover every reservation's set-aside
+  // count; INVALID_ARGUMENT unless 0 < new_num_blocks <= num_blocks().
+  absl::Status Shrink(int32_t new_num_blocks);
+
   // Sets n unreserved free blocks aside for one owner (see the file comment).
   // n == 0 gives an empty reservation that Resize() can grow. Returns
   // INVALID_ARGUMENT for n < 0, and RESOURCE_EXHAUSTED ("need n blocks, f
@@ -143,9 +153,6 @@ class BlockPool {
   // num_free_blocks() - num_reserved_blocks(): what TryAllocate may take.
   int32_t num_unreserved_free_blocks() const;
   int32_t num_used_blocks() const;
-  // Returns how many of `ids` have ref_count > 1 (one lock for all).
-  // REQUIRES: every id in range.
-  int32_t NumShared(absl::Span<const BlockId> ids) const;
   PoolStats stats() const;
   PoolConcurrency concurrency() const { return concurrency_; }
 
@@ -155,6 +162,8 @@ class BlockPool {
 
  private:
   friend class Reservation;
+  // PrepareWrite's one-lock transaction over refcounts and reservations.
+  friend struct internal::CopyOnWriteBooks;
 
   // Reservation slot states. kDetached: the handle is gone but blocks charged
   // to it are still live; the slot is reused once the last of them is freed.
@@ -167,24 +176,15 @@ class BlockPool {
     int32_t charged_live = 0;   // #{b : owner_[b] == this slot}.
   };
 
-  // Locks mu_ when the pool is kShared; does nothing for kSingleThread.
-  class ABSL_SCOPED_LOCKABLE MaybeLock {
-   public:
-    explicit MaybeLock(const BlockPool* pool)
-        ABSL_EXCLUSIVE_LOCK_FUNCTION(pool->mu_);
-    ~MaybeLock() ABSL_UNLOCK_FUNCTION();
-    MaybeLock(const MaybeLock&) = delete;
-    MaybeLock& operator=(const MaybeLock&) = delete;
-
-   private:
-    absl::Mutex* mu_;
-  };
-
   explicit BlockPool(Options options);
 
-  // Helpers; the caller holds the lock (if any: MaybeLock tells the
-  // thread-safety analysis that it does).
-  void CheckId(BlockId id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Helpers; the caller holds mu_ (a MaybeLock scope).
+  // Inline: it runs once per block of every allocation and release.
+  void CheckId(BlockId id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    PKV_CHECK(static_cast<uint32_t>(id.value()) <
+                  static_cast<uint32_t>(ref_counts_.size()),
+              "block %d out of range [0, %d)", id.value(), ref_counts_.size());
+  }
   int32_t num_blocks_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return static_cast<int32_t>(ref_counts_.size());
   }
@@ -207,7 +207,7 @@ class BlockPool {
   void ReservationDestroy(int32_t slot);
 
   const PoolConcurrency concurrency_;
-  mutable absl::Mutex mu_;  // Used only when concurrency_ == kShared.
+  mutable OptionalMutex mu_;  // Enabled when concurrency_ == kShared.
 
   // Invariants (checked by CheckInvariants()):
   //  - ref_counts_[i] >= 0 for every block i;
@@ -282,6 +282,7 @@ class Reservation {
 
  private:
   friend class BlockPool;
+  friend struct internal::CopyOnWriteBooks;  // Allocates through the slot.
   Reservation(BlockPool* pool, int32_t slot) : pool_(pool), slot_(slot) {}
   void CheckValid() const;
   void Reset();

@@ -1,7 +1,7 @@
 #include "allocator/block_table.h"
 
+#include <algorithm>
 #include <cstdint>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -81,6 +81,8 @@ void BlockTable::DropBack(int32_t n) {
   PKV_CHECK(n >= 0 && n <= num_blocks(), "DropBack(%d) of a %d-block table", n,
             num_blocks());
   const int32_t keep = num_blocks() - n;
+  // Tail first, like ClearTailFirst.
+  std::reverse(blocks_.begin() + keep, blocks_.end());
   pool_->ReleaseAll(absl::MakeConstSpan(blocks_.data() + keep, n));
   blocks_.resize(keep);
 }
@@ -90,60 +92,15 @@ void BlockTable::Clear() {
   blocks_.clear();
 }
 
+void BlockTable::ClearTailFirst() {
+  std::reverse(blocks_.begin(), blocks_.end());
+  Clear();
+}
+
 bool BlockTable::IsShared(int32_t block_index) const {
   PKV_CHECK(block_index >= 0 && block_index < num_blocks(),
             "IsShared(%d) of a %d-block table", block_index, num_blocks());
   return pool_->ref_count(blocks_[block_index]) > 1;
-}
-
-int32_t BlockTable::NumSharedIn(int32_t first, int32_t last) const {
-  PKV_CHECK(0 <= first && first <= last && last <= num_blocks(),
-            "NumSharedIn(%d, %d) of a %d-block table", first, last,
-            num_blocks());
-  return pool_->NumShared(
-      absl::MakeConstSpan(blocks_.data() + first, last - first));
-}
-
-absl::StatusOr<std::optional<CopyOp>> BlockTable::PrepareWrite(
-    int32_t block_index, Reservation* reservation) {
-  PKV_CHECK(block_index >= 0 && block_index < num_blocks(),
-            "PrepareWrite(%d) of a %d-block table", block_index, num_blocks());
-  CheckReservation(reservation);
-  const BlockId old_id = blocks_[block_index];
-  if (pool_->ref_count(old_id) <= 1) return std::optional<CopyOp>();
-  const std::optional<BlockId> new_id = reservation != nullptr
-                                            ? reservation->TryAllocate()
-                                            : pool_->TryAllocate();
-  if (!new_id.has_value()) {
-    if (reservation != nullptr) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "copy-on-write of entry %d needs 1 block, reservation has 0 free "
-          "(capacity %d, %d charged)",
-          block_index, reservation->capacity(), reservation->num_charged()));
-    }
-    const PoolStats s = pool_->stats();
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "copy-on-write of entry %d: need 1 blocks, %d free (%d reserved)",
-        block_index, s.num_free_blocks, s.num_reserved_blocks));
-  }
-  pool_->Release(old_id);
-  blocks_[block_index] = *new_id;
-  return std::optional<CopyOp>(CopyOp{old_id, *new_id});
-}
-
-CopyOp BlockTable::ReplaceShared(int32_t block_index, BlockId fresh) {
-  PKV_CHECK(block_index >= 0 && block_index < num_blocks(),
-            "ReplaceShared(%d) of a %d-block table", block_index, num_blocks());
-  const BlockId old_id = blocks_[block_index];
-  PKV_CHECK(pool_->ref_count(old_id) > 1,
-            "ReplaceShared(%d): block %d is not shared", block_index,
-            old_id.value());
-  PKV_CHECK(pool_->ref_count(fresh) == 1,
-            "ReplaceShared(%d): fresh block %d has ref_count %d", block_index,
-            fresh.value(), pool_->ref_count(fresh));
-  pool_->Release(old_id);
-  blocks_[block_index] = fresh;
-  return CopyOp{old_id, fresh};
 }
 
 void BlockTable::CheckInvariants() const {
@@ -156,36 +113,6 @@ void BlockTable::CheckInvariants() const {
     PKV_CHECK(pool_->ref_count(id) > 0, "entry %d: block %d is free", i,
               id.value());
   }
-}
-
-std::vector<BlockTable> GatherTables(absl::Span<const BlockTable> old_tables,
-                                     absl::Span<const int32_t> indices) {
-  std::vector<BlockTable> result;
-  if (indices.empty()) return result;
-  const int32_t num_old = static_cast<int32_t>(old_tables.size());
-  PKV_CHECK(num_old > 0, "GatherTables of %d indices from no tables",
-            indices.size());
-  BlockPool* pool = old_tables[0].pool();
-  size_t total = 0;
-  for (int32_t index : indices) {
-    PKV_CHECK(index >= 0 && index < num_old,
-              "gather index %d out of range [0, %d)", index, num_old);
-    total += old_tables[index].blocks_.size();
-  }
-  for (const BlockTable& t : old_tables) {
-    PKV_CHECK(t.pool() == pool, "GatherTables across pools");
-  }
-  std::vector<BlockId> all;
-  all.reserve(total);
-  result.reserve(indices.size());
-  for (int32_t index : indices) {
-    const std::vector<BlockId>& src = old_tables[index].blocks_;
-    all.insert(all.end(), src.begin(), src.end());
-    result.emplace_back(pool);
-    result.back().blocks_ = src;
-  }
-  pool->AddRefs(all);
-  return result;
 }
 
 void ReorderTables(std::vector<BlockTable>* tables,
@@ -208,7 +135,7 @@ void ReorderTables(std::vector<BlockTable>* tables,
   std::vector<BlockId> drop;
   for (int32_t j = 0; j < num_old; ++j) {
     const BlockTable& t = (*tables)[j];
-    PKV_CHECK(t.pool() == pool, "GatherTables across pools");
+    PKV_CHECK(t.pool() == pool, "ReorderTables across pools");
     if (uses[j] == 0)
       drop.insert(drop.end(), t.blocks_.begin(), t.blocks_.end());
     for (int32_t k = 1; k < uses[j]; ++k) {

@@ -132,6 +132,19 @@ class FreeList {
     next_.resize(new_capacity, kNotInList);
   }
 
+  // Drops ids new_capacity..capacity()-1 (the undo of a Grow).
+  // REQUIRES: 0 <= new_capacity <= capacity(); none of those ids in the list.
+  void Shrink(int32_t new_capacity) {
+    PKV_CHECK(new_capacity >= 0 && new_capacity <= capacity(),
+              "FreeList cannot shrink from %d to %d", capacity(), new_capacity);
+    for (int32_t i = new_capacity; i < capacity(); ++i) {
+      PKV_CHECK(next_[i] == kNotInList, "Shrink drops block %d, still listed",
+                i);
+    }
+    prev_.resize(new_capacity);
+    next_.resize(new_capacity);
+  }
+
   // Aborts unless the invariants listed below hold. O(capacity).
   void CheckInvariants() const {
     PKV_CHECK(prev_.size() == next_.size(), "prev %d != next %d entries",

@@ -31,6 +31,8 @@
 #include "cache/cache_position.h"
 #include "cache/cache_stats.h"
 #include "cache/kv_view.h"
+#include "cache/storage/kv_pool.h"
+#include "tensor/dtype.h"
 #include "tensor/tensor.h"
 
 namespace pagedkv {
@@ -74,10 +76,10 @@ class KVCache : public Cache {
   // dtypes) into layer `layer_idx` at `position` and returns the layer's
   // whole visible contents after the write. See cache_position.h for the
   // modes. InvalidArgument: negative layer (static: >= num_layers; any
-  // cache: past PagedKVCache::kMaxLayers), rank != 4, key/value mismatch,
+  // cache: past kMaxCacheLayers), rank != 4, key/value mismatch,
   // unsupported or changed dtype, batch/heads/head_dim differing from the
   // cache's, a malformed position; OutOfRange: a position or append past
-  // max_cache_len (dynamic: past PagedKVCache::kMaxTokens);
+  // max_cache_len (dynamic: past kMaxCacheTokens, see cache_limits.h);
   // ResourceExhausted: a shared pool is full, or a private pool would grow
   // past its byte cap. On error nothing changes.
   virtual absl::StatusOr<KVView> Update(ConstTensorView key,
@@ -99,6 +101,11 @@ class KVCache : public Cache {
   virtual int64_t num_layer_slots() const = 0;
   // The batch size, or nullopt before the first update (and after Reset).
   virtual std::optional<int64_t> batch_size() const = 0;
+  // The pool in use: the shared one, the private one, or nullptr before a
+  // standalone cache's first update.
+  virtual const KVPool* pool() const = 0;
+  // The dtype fixed by the first update (or by the shared pool).
+  virtual std::optional<DType> dtype() const = 0;
   virtual CacheStats stats() const = 0;
 };
 

@@ -13,10 +13,15 @@ namespace pagedkv {
 
 CachePosition CachePosition::Matrix(int64_t rows, int64_t cols,
                                     std::vector<int64_t> values) {
-  PKV_CHECK(rows >= 0 && cols >= 0 &&
-                static_cast<int64_t>(values.size()) == rows * cols,
-            "CachePosition::Matrix(%d, %d) given %d values", rows, cols,
-            values.size());
+  // rows * cols is compared without forming it (it may overflow int64):
+  // values.size() == rows * cols  <=>  (cols == 0 ? size == 0 :
+  // size % cols == 0 && size / cols == rows).
+  const int64_t size = static_cast<int64_t>(values.size());
+  const bool matches =
+      rows >= 0 && cols >= 0 &&
+      (cols == 0 ? size == 0 : size % cols == 0 && size / cols == rows);
+  PKV_CHECK(matches, "CachePosition::Matrix(%d, %d) given %d values", rows,
+            cols, size);
   return CachePosition(Kind::kMatrix, rows, cols, std::move(values));
 }
 
@@ -29,6 +34,7 @@ std::string CachePosition::ToString() const {
     case Kind::kVector:
       return absl::StrCat("[", absl::StrJoin(values_, ", "), "]");
     case Kind::kMatrix: {
+      if (cols_ == 0) return absl::StrCat("(", rows_, " x 0)");
       std::vector<std::string> rows;
       for (int64_t r = 0; r < rows_; ++r) {
         std::vector<int64_t> row(values_.begin() + r * cols_,

@@ -5,8 +5,8 @@
 // cache's tables now; copy counters are cumulative since construction.
 //
 //   CacheStats s = cache.stats();
-//   printf("%d blocks, %d shared, %lld CoW copies (%lld bytes)\n",
-//          s.blocks_in_use, s.blocks_shared, s.cow_copies, s.cow_bytes);
+//   absl::PrintF("%d blocks, %d shared, %d CoW copies (%d bytes)\n",
+//                s.blocks_in_use, s.blocks_shared, s.cow_copies, s.cow_bytes);
 //
 // Thread safety: a plain value type.
 #ifndef PAGEDKV_CACHE_CACHE_STATS_H_
@@ -21,8 +21,10 @@ struct CacheStats {
   int32_t blocks_in_use = 0;
   // Of those, blocks with more than one reference (shared by rows or caches).
   int32_t blocks_shared = 0;
-  // Blocks set aside for this cache (static caches) and not yet used.
+  // Blocks set aside for this cache (static caches) and not yet used, and
+  // the reservation's whole capacity (used + unused).
   int32_t blocks_reserved = 0;
+  int32_t reservation_capacity = 0;
   // Copy-on-write block copies and the bytes they moved, since construction.
   int64_t cow_copies = 0;
   int64_t cow_bytes = 0;
@@ -32,8 +34,11 @@ struct CacheStats {
   // Static caches: crops after which a full shared pool could not extend the
   // reservation for unevenly cropped layers (see static_kv_cache.h).
   int64_t reservation_shortfalls = 0;
-  // KV bytes moved by ReorderCache / BatchSelectIndices /
-  // BatchRepeatInterleave / Crop. Always 0: they only remap block tables.
+  // KV bytes the pool copied during ReorderCache / BatchSelectIndices /
+  // BatchRepeatInterleave / Crop (measured by the pool's own copy counter).
+  // 0 unless a regression makes a remap copy: they only remap block tables.
+  // On a shared pool that other threads copy in at the same time, their
+  // copies may be counted too.
   int64_t remap_bytes_copied = 0;
 };
 

@@ -7,34 +7,63 @@
 // Two ways to construct it:
 //   - standalone, `DynamicKVCache cache;` as in the lucid quick start: the
 //     cache makes a private pool at its first update from the key's shape
-//     and dtype, and grows it in chunks (never moving existing bytes) up
-//     to 16 GiB (PagedKVCache::kDefaultMaxPrivatePoolBytes): an update that
-//     could need more returns ResourceExhausted before allocating anything;
+//     and dtype, and grows it in chunks (never moving existing bytes) up to
+//     Options::max_private_pool_bytes (16 GiB by default) of blocks actually
+//     allocated: an update that would need more returns ResourceExhausted
+//     and changes nothing. Create(Options) sets the cap and block size;
 //   - shared, `DynamicKVCache cache(pool)`: blocks come from an explicit
 //     KVPool that never grows; when it is full, Update returns
 //     ResourceExhausted and changes nothing.
 //
 //   DynamicKVCache cache;
-//   absl::StatusOr<Tensor> key = FillPattern(DType::kFloat32, {2, 8, 1, 64},
-//   1); absl::StatusOr<KVView> kv = cache.Update(key->view(), value->view(),
-//   0); kv->shape();                  // (2, 8, 1, 64) *cache.GetSeqLength(0);
-//   // 1
+//   absl::StatusOr<Tensor> key =
+//       FillPattern(DType::kFloat32, Shape({2, 8, 1, 64}), /*base=*/1);
+//   absl::StatusOr<Tensor> value =
+//       FillPattern(DType::kFloat32, Shape({2, 8, 1, 64}), /*base=*/2);
+//   absl::StatusOr<KVView> kv = cache.Update(key->view(), value->view(), 0);
+//   kv->shape();                          // (2, 8, 1, 64)
+//   *cache.GetSeqLength(0);               // 1
+//
+//   absl::StatusOr<std::unique_ptr<DynamicKVCache>> small =
+//       DynamicKVCache::Create({.block_tokens = 32,
+//                               .max_private_pool_bytes = int64_t{1} << 30});
 //
 // Thread safety: one thread at a time per cache (see cache.h).
 #ifndef PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_
 #define PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_
 
-#include "cache/kv_pool.h"
-#include "cache/paged_kv_cache.h"
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "cache/cache_limits.h"
+#include "cache/paged_kv_cache_facade.h"
+#include "cache/storage/kv_pool.h"
 
 namespace pagedkv {
 
-class DynamicKVCache final : public internal::PagedKVCache {
+class DynamicKVCache final : public internal::PagedKVCacheFacade {
  public:
-  // Standalone: a private pool made at the first update.
+  // A standalone cache's private pool.
+  struct Options {
+    // Tokens per block, in [1, 65536].
+    int32_t block_tokens = 16;
+    // The cap on the bytes of the private pool's blocks, > 0.
+    int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
+  };
+
+  // Standalone with default Options: a private pool made at the first update.
   DynamicKVCache();
-  // Shared: blocks from `pool`, which must outlive the cache.
+  // Shared: blocks from `pool`, which must outlive the cache (nullptr: the
+  // same as DynamicKVCache()).
   explicit DynamicKVCache(KVPool* pool);
+  // Standalone with these Options; InvalidArgument (with the numbers) for
+  // values outside the ranges above.
+  static absl::StatusOr<std::unique_ptr<DynamicKVCache>> Create(
+      const Options& options);
+
+ private:
+  explicit DynamicKVCache(const Options& options);
 };
 
 }  // namespace pagedkv

@@ -10,19 +10,25 @@
 #include "base/check.h"
 #include "base/status_macros.h"
 #include "cache/dynamic_kv_cache.h"
+#include "cache/paged_kv_cache.h"
 
 namespace pagedkv {
 
 EncoderDecoderCache::EncoderDecoderCache()
     : EncoderDecoderCache(nullptr, nullptr) {}
 
-EncoderDecoderCache::EncoderDecoderCache(
-    std::unique_ptr<internal::PagedKVCache> self_cache,
-    std::unique_ptr<internal::PagedKVCache> cross_cache)
+EncoderDecoderCache::EncoderDecoderCache(std::unique_ptr<KVCache> self_cache,
+                                         std::unique_ptr<KVCache> cross_cache)
     : self_(self_cache != nullptr ? std::move(self_cache)
                                   : std::make_unique<DynamicKVCache>()),
       cross_(cross_cache != nullptr ? std::move(cross_cache)
-                                    : std::make_unique<DynamicKVCache>()) {}
+                                    : std::make_unique<DynamicKVCache>()),
+      self_core_(internal::PagedKVCacheFacade::CoreOf(self_.get())),
+      cross_core_(internal::PagedKVCacheFacade::CoreOf(cross_.get())) {
+  PKV_CHECK(self_core_ != nullptr && cross_core_ != nullptr,
+            "EncoderDecoderCache halves must be DynamicKVCache or "
+            "StaticKVCache");
+}
 
 absl::StatusOr<KVView> EncoderDecoderCache::Update(
     ConstTensorView key, ConstTensorView value, int64_t layer_idx,
@@ -51,17 +57,18 @@ absl::StatusOr<int64_t> EncoderDecoderCache::GetSeqLength(
 // new batch, before either remaps; the remaps themselves cannot fail then.
 absl::Status EncoderDecoderCache::PrepareBoth(int64_t self_batch,
                                               int64_t cross_batch) {
-  const int32_t self_capacity = self_->reservation_capacity();
-  PKV_RETURN_IF_ERROR(self_->PrepareForBatch(self_batch));
-  absl::Status cross = cross_->PrepareForBatch(cross_batch);
-  // Give back what the self half set aside (a shrink: cannot fail).
-  if (!cross.ok()) self_->RestoreReservation(self_capacity);
+  const internal::PagedKVCache::Checkpoint self_before =
+      self_core_->TakeCheckpoint();
+  PKV_RETURN_IF_ERROR(self_core_->PrepareForBatch(self_batch));
+  absl::Status cross = cross_core_->PrepareForBatch(cross_batch);
+  // Give back what the self half set aside and any private pool growth.
+  if (!cross.ok()) self_core_->Rollback(self_before);
   return cross;
 }
 
 absl::Status EncoderDecoderCache::Select(absl::Span<const int64_t> indices) {
-  PKV_RETURN_IF_ERROR(self_->CheckSelect(indices));
-  PKV_RETURN_IF_ERROR(cross_->CheckSelect(indices));
+  PKV_RETURN_IF_ERROR(self_core_->CheckSelect(indices));
+  PKV_RETURN_IF_ERROR(cross_core_->CheckSelect(indices));
   const int64_t new_batch = static_cast<int64_t>(indices.size());
   PKV_RETURN_IF_ERROR(PrepareBoth(new_batch, new_batch));
   absl::Status self = self_->BatchSelectIndices(indices);
@@ -82,8 +89,8 @@ absl::Status EncoderDecoderCache::BatchSelectIndices(
 }
 
 absl::Status EncoderDecoderCache::BatchRepeatInterleave(int64_t repeats) {
-  PKV_RETURN_IF_ERROR(self_->CheckRepeat(repeats));
-  PKV_RETURN_IF_ERROR(cross_->CheckRepeat(repeats));
+  PKV_RETURN_IF_ERROR(self_core_->CheckRepeat(repeats));
+  PKV_RETURN_IF_ERROR(cross_core_->CheckRepeat(repeats));
   // Each half's batch grows by the factor; prepare each for its own.
   PKV_RETURN_IF_ERROR(PrepareBoth(self_->batch_size().value_or(0) * repeats,
                                   cross_->batch_size().value_or(0) * repeats));

@@ -8,9 +8,14 @@
 // (all checks for both before either changes); Crop applies to the
 // self-attention half only (the encoder memory is not cropped).
 //
-//   EncoderDecoderCache cache;                  // two standalone dynamic
-//   caches cache.Update(k, v, 0, CachePosition::None(), Attention::kCross);
-//   cache.is_updated(0);                        // true
+//   EncoderDecoderCache cache;  // Two standalone dynamic caches.
+//   absl::StatusOr<KVView> kv =
+//       cache.Update(k, v, 0, CachePosition::None(), Attention::kCross);
+//   cache.is_updated(0);        // true
+//
+//   EncoderDecoderCache whisper(
+//       *StaticKVCache::Create({.max_cache_len = 448, .num_layers = 4}),
+//       std::make_unique<DynamicKVCache>());
 //
 // Thread safety: one thread at a time (see cache.h).
 #ifndef PAGEDKV_CACHE_ENCODER_DECODER_CACHE_H_
@@ -27,7 +32,7 @@
 #include "cache/cache.h"
 #include "cache/cache_position.h"
 #include "cache/kv_view.h"
-#include "cache/paged_kv_cache.h"
+#include "cache/paged_kv_cache_facade.h"
 #include "tensor/tensor.h"
 
 namespace pagedkv {
@@ -40,8 +45,14 @@ class EncoderDecoderCache final : public Cache {
   // Both halves new standalone DynamicKVCaches.
   EncoderDecoderCache();
   // Takes the halves; a null one becomes a new standalone DynamicKVCache.
-  EncoderDecoderCache(std::unique_ptr<internal::PagedKVCache> self_cache,
-                      std::unique_ptr<internal::PagedKVCache> cross_cache);
+  // REQUIRES: each half is null, a DynamicKVCache or a StaticKVCache (the
+  // caches whose batch operations it can prepare on both halves at once).
+  EncoderDecoderCache(std::unique_ptr<KVCache> self_cache,
+                      std::unique_ptr<KVCache> cross_cache);
+
+  // Not movable: a moved-from cache would hold no halves.
+  EncoderDecoderCache(EncoderDecoderCache&&) = delete;
+  EncoderDecoderCache& operator=(EncoderDecoderCache&&) = delete;
 
   absl::StatusOr<KVView> Update(ConstTensorView key, ConstTensorView value,
                                 int64_t layer_idx,
@@ -71,20 +82,22 @@ class EncoderDecoderCache final : public Cache {
   }
   const std::set<int64_t>& updated_layers() const { return is_updated_; }
 
-  internal::PagedKVCache& self_attention_cache() { return *self_; }
-  const internal::PagedKVCache& self_attention_cache() const { return *self_; }
-  internal::PagedKVCache& cross_attention_cache() { return *cross_; }
-  const internal::PagedKVCache& cross_attention_cache() const {
-    return *cross_;
-  }
+  KVCache& self_attention_cache() { return *self_; }
+  const KVCache& self_attention_cache() const { return *self_; }
+  KVCache& cross_attention_cache() { return *cross_; }
+  const KVCache& cross_attention_cache() const { return *cross_; }
 
  private:
   absl::Status Select(absl::Span<const int64_t> indices);
-  // Extends both halves' reservations for their new batches, or neither.
+  // Extends both halves' reservations for their new batches, or neither
+  // (then every allocation either made is undone).
   absl::Status PrepareBoth(int64_t self_batch, int64_t cross_batch);
 
-  std::unique_ptr<internal::PagedKVCache> self_;
-  std::unique_ptr<internal::PagedKVCache> cross_;
+  // Invariant: never null; self_core_ / cross_core_ are their cores.
+  std::unique_ptr<KVCache> self_;
+  std::unique_ptr<KVCache> cross_;
+  internal::PagedKVCache* self_core_;
+  internal::PagedKVCache* cross_core_;
   std::set<int64_t> is_updated_;
 };
 

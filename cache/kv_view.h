@@ -5,12 +5,16 @@
 // (batch, heads, length, head_dim). It copies nothing. Token t of row b lives
 // in block table b at table token `start + t`: block (start+t) / block_tokens,
 // slot (start+t) % block_tokens. Attention kernels can read it in place
-// (KeyRun/ValueRun give one contiguous run per (row, head, block)); Gather()
-// materialises the contiguous tensors the lucid API promises.
+// (Slab gives the contiguous (block_tokens, head_dim) run of one (row, head,
+// block)); Gather() materialises the contiguous tensors the lucid API
+// promises.
 //
-//   absl::StatusOr<KVView> kv = cache.Update(key, value, /*layer_idx=*/0);
+//   absl::StatusOr<KVView> kv =
+//       cache.Update(key.view(), value.view(), /*layer_idx=*/0);
 //   if (!kv.ok()) return kv.status();
 //   absl::StatusOr<KVTensors> dense = kv->Gather();   // (B, H, len, D) each
+//   ConstTensorView slab = kv->Slab(KV::kKey, /*row=*/0, /*head=*/0,
+//                                   /*block_index=*/0);  // (16, D)
 //
 // A view is valid until the next mutating call on the cache that made it
 // (Update, ReorderCache, BatchSelectIndices, BatchRepeatInterleave, Crop,
@@ -28,8 +32,8 @@
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/block_table.h"
-#include "cache/kv_layout.h"
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
 #include "tensor/dtype.h"
 #include "tensor/shape.h"
 #include "tensor/tensor.h"

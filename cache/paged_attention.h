@@ -5,18 +5,19 @@
 // use the paged cache in place. For each row b and query head h (grouped-query
 // attention: query head h reads KV head h / (query_heads / kv_heads)):
 //
-//   out[b, h, :] = softmax_t(scale * q[b, h, :] . K[b, kv(h), t, :]) @ V[b,
-//   kv(h), t, :]
+//   out[b, h, :] =
+//       softmax_t(scale * q[b, h, :] . K[b, kv(h), t, :]) @ V[b, kv(h), t, :]
 //
 // over the view's visible tokens t in [0, length). Accumulates in float, so it
 // serves float32, float16 and bfloat16 caches alike. It is a correctness
 // reference (tests check it against attention over KVView::Gather()), not a
 // fast kernel.
 //
-//   absl::StatusOr<KVView> kv = cache.Update(key, value, layer);
-//   absl::Status s = PagedDecodeAttention(query.view(), *kv,
-//                                         1.0f / std::sqrt(head_dim),
-//                                         out.view());
+//   absl::StatusOr<KVView> kv = cache.Update(key.view(), value.view(), 0);
+//   if (!kv.ok()) return kv.status();
+//   const float scale = 1.0f / std::sqrt(static_cast<float>(kv->head_dim()));
+//   absl::Status status =
+//       PagedDecodeAttention(query.view(), *kv, scale, out.view());
 //
 // Thread safety: reads the view; safe while nobody mutates the cache.
 #ifndef PAGEDKV_CACHE_PAGED_ATTENTION_H_

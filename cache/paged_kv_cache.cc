@@ -11,7 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
@@ -21,6 +20,7 @@
 #include "allocator/copy_on_write.h"
 #include "base/check.h"
 #include "base/status_macros.h"
+#include "cache/storage/token_io.h"
 
 namespace pagedkv::internal {
 namespace {
@@ -67,11 +67,13 @@ int64_t PagedKVCache::BlocksFor(int64_t end) const {
 }
 
 int64_t PagedKVCache::blocks_per_row_reserved() const {
-  // Room for every layer to reach max_cache_len from its window start. Crop
-  // leaves each start anywhere in its first block (hence bt - 1), or further
-  // in when layers were cropped unevenly: a layer that kept its start pins
-  // the leading blocks another layer's window has left.
-  int64_t max_start = block_tokens() - 1;
+  // Room for every layer to reach max_cache_len from its window start: 0
+  // until a crop moves a start into its first block (Crop then extends the
+  // reservation), or further in when layers were cropped unevenly: a layer
+  // that kept its start pins the leading blocks another layer's window has
+  // left. Reserving for a crop that may never come would cost a whole block
+  // per row (twice the memory at max_cache_len == block_tokens).
+  int64_t max_start = 0;
   for (const Layer& layer : layers_) {
     if (layer.length > 0) max_start = std::max(max_start, layer.start);
   }
@@ -100,9 +102,9 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
                                           const CachePosition& position,
                                           int64_t* new_length) const {
   PKV_RETURN_IF_ERROR(CheckLayerIndex(layer_idx));
-  if (layer_idx >= kMaxLayers) {
+  if (layer_idx >= kMaxCacheLayers) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "layer_idx %d exceeds the layer limit %d", layer_idx, kMaxLayers));
+        "layer_idx %d exceeds the layer limit %d", layer_idx, kMaxCacheLayers));
   }
   if (key.rank() != 4) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -113,6 +115,11 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
     return absl::InvalidArgumentError(
         absl::StrFormat("value shape %s differs from key shape %s",
                         DescribeShape(value), DescribeShape(key)));
+  }
+  if (!IsValidDType(key.dtype()) || !IsValidDType(value.dtype())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key/value dtype values %d/%d are not float32, float16 or bfloat16",
+        static_cast<int>(key.dtype()), static_cast<int>(value.dtype())));
   }
   if (value.dtype() != key.dtype()) {
     return absl::InvalidArgumentError(
@@ -129,15 +136,15 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
   const int64_t heads = key.dim(1);
   const int64_t seq = key.dim(2);
   const int64_t head_dim = key.dim(3);
-  if (heads <= 0 || head_dim <= 0 || heads > kMaxHeadsOrDim ||
-      head_dim > kMaxHeadsOrDim) {
+  if (heads <= 0 || head_dim <= 0 || heads > kMaxCacheHeadsOrDim ||
+      head_dim > kMaxCacheHeadsOrDim) {
     return absl::InvalidArgumentError(
         absl::StrFormat("heads and head_dim must be in [1, %d], got shape %s",
-                        kMaxHeadsOrDim, DescribeShape(key)));
+                        kMaxCacheHeadsOrDim, DescribeShape(key)));
   }
-  if (batch > kMaxBatch) {
+  if (batch > kMaxCacheBatch) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("batch %d exceeds the limit %d", batch, kMaxBatch));
+        absl::StrFormat("batch %d exceeds the limit %d", batch, kMaxCacheBatch));
   }
   if (options_.pool != nullptr) {
     const KVLayout& layout = options_.pool->layout();
@@ -162,7 +169,7 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
 
   const int64_t length =
       layer_idx < num_layer_slots() ? layers_[layer_idx].length : 0;
-  const int64_t capacity = is_static() ? *options_.max_cache_len : kMaxTokens;
+  const int64_t capacity = is_static() ? *options_.max_cache_len : kMaxCacheTokens;
   if (is_static() && seq == 0) {
     return absl::InvalidArgumentError(
         "a static cache rejects a zero-length update");
@@ -251,6 +258,11 @@ absl::Status PagedKVCache::CheckPrivatePoolSize(ConstTensorView key,
   return absl::OkStatus();
 }
 
+int64_t PagedKVCache::MaxPrivateBlocks(const KVLayout& layout) const {
+  return options_.max_private_pool_bytes /
+         static_cast<int64_t>(layout.block_bytes());
+}
+
 absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
   if (options_.pool != nullptr) return absl::OkStatus();
   const int32_t heads = static_cast<int32_t>(key.dim(1));
@@ -269,53 +281,68 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
     owned_pool_.reset();
   }
   if (owned_pool_ == nullptr) {
-    KVLayout layout{wanted_layers, heads, head_dim, key.dtype(),
-                    options_.block_tokens};
+    const KVLayout layout{wanted_layers, heads, head_dim, key.dtype(),
+                          options_.block_tokens};
+    PKV_RETURN_IF_ERROR(layout.Validate());
+    // Chunks of 16 blocks, or fewer when the cap allows fewer.
+    const int64_t blocks = std::min<int64_t>(16, MaxPrivateBlocks(layout));
+    if (blocks < 1) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "one block of %d bytes exceeds the private pool limit of %d bytes",
+          layout.block_bytes(), options_.max_private_pool_bytes));
+    }
     PKV_ASSIGN_OR_RETURN(owned_pool_,
-                         KVPool::Create({.layout = layout, .num_blocks = 16}));
+                         GrowableKVPool::Create(
+                             {.layout = layout,
+                              .num_blocks = static_cast<int32_t>(blocks)}));
     pool_ = owned_pool_.get();
     return absl::OkStatus();
   }
-  if (wanted_layers > owned_pool_->layout().num_layers) {
-    return owned_pool_->Relayout(
-        std::max(wanted_layers, 2 * owned_pool_->layout().num_layers));
+  const int32_t layers = owned_pool_->layout().num_layers;
+  if (wanted_layers <= layers) return absl::OkStatus();
+  // Double the layers (amortised), but never past the byte cap.
+  KVLayout wider = owned_pool_->layout();
+  const int64_t max_blocks = MaxPrivateBlocks(wider) * layers;  // Per layer.
+  const int64_t cap_layers = max_blocks / owned_pool_->num_blocks();
+  if (wanted_layers > cap_layers) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%d layers of %d blocks exceed the private pool limit of %d bytes",
+        wanted_layers, owned_pool_->num_blocks(),
+        options_.max_private_pool_bytes));
   }
-  return absl::OkStatus();
+  return owned_pool_->Relayout(static_cast<int32_t>(std::min<int64_t>(
+      std::max(wanted_layers, 2 * layers), cap_layers)));
 }
 
-absl::StatusOr<std::vector<BlockId>> PagedKVCache::TakeBlocks(int64_t n) {
-  if (n == 0) return std::vector<BlockId>();
-  BlockPool& books = pool_->books();
-  if (n > std::numeric_limits<int32_t>::max() - books.num_blocks()) {
+absl::Status PagedKVCache::EnsureAvailable(int64_t needed,
+                                           bool use_reservation) {
+  if (owned_pool_ == nullptr) return absl::OkStatus();
+  BlockPool& books = owned_pool_->books();
+  const int64_t available =
+      books.num_unreserved_free_blocks() +
+      (use_reservation && reservation_.has_value()
+           ? reservation_->num_reserved_free()
+           : 0);
+  if (needed <= available) return absl::OkStatus();
+  const int64_t chunk = owned_pool_->chunk_blocks();
+  const int64_t total = books.num_blocks();
+  // Whole chunks under the cap.
+  const int64_t max_total =
+      std::min<int64_t>(MaxPrivateBlocks(owned_pool_->layout()),
+                        std::numeric_limits<int32_t>::max()) /
+      chunk * chunk;
+  const int64_t missing = needed - available;
+  const int64_t min_total = (total + missing + chunk - 1) / chunk * chunk;
+  if (min_total > max_total) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "need %d blocks, the pool has %d", n, books.num_blocks()));
+        "need %d more blocks: a private pool of %d blocks (%d bytes each) "
+        "would pass its limit of %d bytes (max_private_pool_bytes)",
+        missing, min_total, owned_pool_->block_bytes(),
+        options_.max_private_pool_bytes));
   }
-  const int64_t from_reservation =
-      reservation_.has_value()
-          ? std::min<int64_t>(n, reservation_->num_reserved_free())
-          : 0;
-  const int64_t from_pool = n - from_reservation;
-  if (owned_pool_ != nullptr &&
-      books.num_unreserved_free_blocks() < from_pool) {
-    const int64_t missing = from_pool - books.num_unreserved_free_blocks();
-    // Double the pool (amortised growth), or more if one update needs it.
-    const int64_t grow = std::min<int64_t>(
-        std::max<int64_t>(missing, books.num_blocks()),
-        std::numeric_limits<int32_t>::max() - books.num_blocks());
-    PKV_RETURN_IF_ERROR(owned_pool_->Grow(static_cast<int32_t>(grow)));
-  }
-  // The pool part first: it is the one that can fail (all or nothing); the
-  // reservation's blocks are this cache's alone.
-  PKV_ASSIGN_OR_RETURN(std::vector<BlockId> blocks,
-                       books.Allocate(static_cast<int32_t>(from_pool)));
-  if (from_reservation > 0) {
-    absl::StatusOr<std::vector<BlockId>> reserved =
-        reservation_->Allocate(static_cast<int32_t>(from_reservation));
-    PKV_CHECK(reserved.ok(), "reservation refused %d of its %d free blocks",
-              from_reservation, reservation_->num_reserved_free());
-    blocks.insert(blocks.end(), reserved->begin(), reserved->end());
-  }
-  return blocks;
+  // Double the pool (amortised growth), or more if one update needs it.
+  const int64_t new_total = std::min(std::max(min_total, 2 * total), max_total);
+  return owned_pool_->Grow(static_cast<int32_t>(new_total - total)).status();
 }
 
 absl::Status PagedKVCache::GrowReservation(int64_t batch) {
@@ -328,11 +355,8 @@ absl::Status PagedKVCache::GrowReservation(int64_t batch) {
   BlockPool& books = pool_->books();
   const int64_t have = reservation_.has_value() ? reservation_->capacity() : 0;
   if (want <= have && reservation_.has_value()) return absl::OkStatus();
-  if (owned_pool_ != nullptr &&
-      books.num_unreserved_free_blocks() < want - have) {
-    PKV_RETURN_IF_ERROR(owned_pool_->Grow(static_cast<int32_t>(
-        want - have - books.num_unreserved_free_blocks())));
-  }
+  PKV_RETURN_IF_ERROR(
+      EnsureAvailable(want - have, /*use_reservation=*/false));
   if (!reservation_.has_value()) {
     PKV_ASSIGN_OR_RETURN(Reservation r,
                          books.Reserve(static_cast<int32_t>(want)));
@@ -346,59 +370,82 @@ void PagedKVCache::TrimReservation() {
   if (!reservation_.has_value()) return;
   const int64_t want =
       static_cast<int64_t>(rows_.size()) * blocks_per_row_reserved();
-  RestoreReservation(static_cast<int32_t>(
+  const int32_t capacity = static_cast<int32_t>(
       std::max<int64_t>(reservation_->num_charged(),
-                        std::min<int64_t>(reservation_->capacity(), want))));
-}
-
-int32_t PagedKVCache::reservation_capacity() const {
-  return reservation_.has_value() ? reservation_->capacity() : 0;
-}
-
-void PagedKVCache::RestoreReservation(int32_t capacity) {
-  if (!reservation_.has_value()) return;
-  PKV_CHECK(capacity <= reservation_->capacity() &&
-                capacity >= reservation_->num_charged(),
-            "RestoreReservation(%d) outside [%d charged, %d capacity]",
-            capacity, reservation_->num_charged(), reservation_->capacity());
+                        std::min<int64_t>(reservation_->capacity(), want)));
   // Shrinking within [charged, capacity] cannot fail.
   const absl::Status s = reservation_->Resize(capacity);
   PKV_CHECK(s.ok(), "shrinking a reservation failed: %s", s.ToString());
 }
 
-std::byte* PagedKVCache::SlotData(const BlockTable& row, int32_t layer, KV kv,
-                                  int64_t head, int64_t table_token) const {
-  const KVLayout& layout = pool_->layout();
-  const int64_t bt = layout.block_tokens;
-  return pool_->BlockData(row[static_cast<int32_t>(table_token / bt)]) +
-         layout.ElementOffset(layer, kv, static_cast<int32_t>(head),
-                              static_cast<int32_t>(table_token % bt)) *
-             static_cast<int64_t>(SizeOf(layout.dtype));
+PagedKVCache::Checkpoint PagedKVCache::TakeCheckpoint() const {
+  Checkpoint c;
+  c.had_reservation = reservation_.has_value();
+  c.reservation_capacity =
+      reservation_.has_value() ? reservation_->capacity() : 0;
+  c.had_private_pool = owned_pool_ != nullptr;
+  if (owned_pool_ != nullptr) {
+    c.private_blocks = owned_pool_->num_blocks();
+    c.private_layers = owned_pool_->layout().num_layers;
+  }
+  return c;
 }
 
-PagedKVCache::WritePlan PagedKVCache::PlanWrite(
-    int64_t layer_idx, int64_t new_length, int64_t seq,
-    const CachePosition& position) const {
+void PagedKVCache::Rollback(const Checkpoint& checkpoint) {
+  if (!checkpoint.had_reservation) reservation_.reset();
+  if (reservation_.has_value()) {
+    PKV_CHECK(checkpoint.reservation_capacity <= reservation_->capacity() &&
+                  checkpoint.reservation_capacity >=
+                      reservation_->num_charged(),
+              "rollback of a reservation to %d outside [%d charged, %d]",
+              checkpoint.reservation_capacity, reservation_->num_charged(),
+              reservation_->capacity());
+    const absl::Status s =
+        reservation_->Resize(checkpoint.reservation_capacity);
+    PKV_CHECK(s.ok(), "shrinking a reservation failed: %s", s.ToString());
+  }
+  if (owned_pool_ == nullptr) return;
+  if (!checkpoint.had_private_pool) {
+    PKV_CHECK(rows_.empty() && !reservation_.has_value(),
+              "rollback drops a private pool in use");
+    pool_ = nullptr;
+    owned_pool_.reset();
+    return;
+  }
+  if (owned_pool_->num_blocks() > checkpoint.private_blocks) {
+    const absl::Status s = owned_pool_->ShrinkTo(checkpoint.private_blocks);
+    PKV_CHECK(s.ok(), "undoing private pool growth failed: %s", s.ToString());
+  }
+  if (owned_pool_->layout().num_layers != checkpoint.private_layers) {
+    // Narrowing keeps the old layers and needs less memory; if even that
+    // allocation fails the wider pool stays (it is still correct).
+    owned_pool_->Relayout(checkpoint.private_layers).IgnoreError();
+  }
+}
+
+PagedKVCache::WritePlan PagedKVCache::PlanWrite(int64_t layer_idx,
+                                                int64_t new_length) const {
   WritePlan plan;
   const Layer layer =
       layer_idx < num_layer_slots() ? layers_[layer_idx] : Layer();
   plan.start = layer.start;
   plan.old_end = layer.start + layer.length;
   plan.new_end = layer.start + new_length;
-  plan.grow_blocks =
-      std::max<int64_t>(0, BlocksFor(plan.new_end) - num_table_blocks_);
+  plan.grow_blocks = static_cast<int32_t>(
+      std::max<int64_t>(0, BlocksFor(plan.new_end) - num_table_blocks_));
+  return plan;
+}
 
-  // Existing table blocks the write touches, per row: those overlapping
-  // [old_end, new_end) (appended or zero-filled) and those holding positional
-  // writes. Shared ones must be unshared first (copy-on-write). An append
-  // touches at most the one partly filled tail block, so the common decode
-  // step checks one entry per row, with one pool query, and allocates
-  // nothing when up to 8 entries are touched.
+void PagedKVCache::AddWriteTargets(
+    const WritePlan& plan, int64_t seq, const CachePosition& position,
+    std::vector<BlockTable>& rows,
+    absl::InlinedVector<WriteTarget, 8>* targets) const {
+  // An append touches at most the one partly filled tail block per row, so
+  // the common decode step names one entry per row and allocates nothing
+  // for up to 8 rows.
   const int64_t bt = block_tokens();
   absl::InlinedVector<int32_t, 8> blocks;
-  absl::InlinedVector<std::pair<int32_t, int32_t>, 8> touched;
-  absl::InlinedVector<BlockId, 8> touched_ids;
-  for (size_t b = 0; b < rows_.size(); ++b) {
+  for (size_t b = 0; b < rows.size(); ++b) {
     blocks.clear();
     if (plan.new_end > plan.old_end) {
       const int64_t last = std::min(num_table_blocks_, BlocksFor(plan.new_end));
@@ -408,76 +455,27 @@ PagedKVCache::WritePlan PagedKVCache::PlanWrite(
     }
     if (!position.is_append()) {
       for (int64_t t = 0; t < seq; ++t) {
-        const int64_t i = (plan.start + PositionOf(position, b, t)) / bt;
+        const int64_t i =
+            (plan.start + PositionOf(position, static_cast<int64_t>(b), t)) /
+            bt;
         if (i < num_table_blocks_) blocks.push_back(static_cast<int32_t>(i));
       }
       std::sort(blocks.begin(), blocks.end());
       blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
     }
-    for (int32_t i : blocks) {
-      touched.push_back({static_cast<int32_t>(b), i});
-      touched_ids.push_back(rows_[b][i]);
-    }
+    for (int32_t i : blocks) targets->push_back(WriteTarget{&rows[b], i});
   }
-  // One pool query (one lock on a shared pool) answers the common case:
-  // nothing touched is shared. Otherwise keep the shared entries.
-  if (touched_ids.empty() || pool_->books().NumShared(touched_ids) == 0) {
-    return plan;
-  }
-  for (const auto& [b, i] : touched) {
-    if (rows_[b].IsShared(i)) plan.unshare.push_back({b, i});
-  }
-  // A block with c references touched by k rows of this write needs k
-  // copies, or k - 1 when k == c (the last writer finds it private).
-  absl::flat_hash_map<BlockId, int64_t> touches;
-  for (const auto& [b, i] : plan.unshare) ++touches[rows_[b][i]];
-  for (const auto& [id, k] : touches) {
-    plan.copies += pool_->books().ref_count(id) > k ? k : k - 1;
-  }
-  return plan;
-}
-
-void PagedKVCache::ApplyBlocks(const WritePlan& plan,
-                               absl::Span<const BlockId> fresh) {
-  size_t next = 0;
-  // Copy-on-write first, so the writes land in private blocks.
-  for (const auto& [b, i] : plan.unshare) {
-    if (!rows_[b].IsShared(i)) continue;  // Its other holders copied away.
-    // Hold the source across the copy: ReplaceShared drops this row's
-    // reference, and on a shared pool no other holder may keep it alive.
-    const BlockId src = rows_[b][i];
-    pool_->books().AddRef(src);
-    const CopyOp op = rows_[b].ReplaceShared(i, fresh[next++]);
-    pool_->CopyBlock(op.src, op.dst);
-    pool_->books().Release(src);
-    ++cow_copies_;
-    cow_bytes_ += static_cast<int64_t>(pool_->block_bytes());
-  }
-  if (plan.grow_blocks > 0) {
-    for (BlockTable& row : rows_) {
-      row.AppendAll(fresh.subspan(next, plan.grow_blocks));
-      next += plan.grow_blocks;
-    }
-    num_table_blocks_ += plan.grow_blocks;
-  }
-  PKV_CHECK(next == fresh.size(), "took %d blocks, used %d", fresh.size(),
-            next);
 }
 
 void PagedKVCache::ZeroFill(int32_t layer, int64_t first, int64_t last) {
   const int64_t bt = block_tokens();
-  const size_t elem = SizeOf(pool_->layout().dtype);
   for (const BlockTable& row : rows_) {
-    for (int64_t h = 0; h < heads_; ++h) {
-      for (KV kv : {KV::kKey, KV::kValue}) {
-        for (int64_t q = first; q < last;) {
-          const int64_t run = std::min(bt - q % bt, last - q);
-          const size_t bytes = static_cast<size_t>(run * head_dim_) * elem;
-          std::memset(SlotData(row, layer, kv, h, q), 0, bytes);
-          bytes_zero_filled_ += static_cast<int64_t>(bytes);
-          q += run;
-        }
-      }
+    for (int64_t q = first; q < last;) {
+      const int64_t run = std::min(bt - q % bt, last - q);
+      bytes_zero_filled_ += static_cast<int64_t>(
+          ZeroTokenRun(*pool_, row[static_cast<int32_t>(q / bt)], layer,
+                       static_cast<int32_t>(q % bt), static_cast<int32_t>(run)));
+      q += run;
     }
   }
 }
@@ -485,42 +483,21 @@ void PagedKVCache::ZeroFill(int32_t layer, int64_t first, int64_t last) {
 void PagedKVCache::WriteTokens(ConstTensorView key, ConstTensorView value,
                                int32_t layer, const WritePlan& plan,
                                const CachePosition& position) {
-  // The decode hot path: per (row, run of tokens in one block) one block
-  // lookup, then per head one memcpy of run * head_dim elements for K and
-  // one for V. Everything loop-invariant is hoisted; a strided input falls
-  // back to element copies.
-  const KVLayout& layout = pool_->layout();
-  const int64_t bt = layout.block_tokens;
+  // The decode hot path: per (row, run of tokens in one block) one
+  // WriteTokenRun, which is one memcpy per head for K and one for V.
+  const int64_t bt = block_tokens();
   const int64_t seq = key.dim(2);
-  const int64_t elem = static_cast<int64_t>(SizeOf(layout.dtype));
-  const int64_t token_bytes = head_dim_ * elem;
-  const int64_t head_stride = layout.head_run_elements() * elem;
-  const int64_t value_offset = layout.num_kv_heads * head_stride;
-  const int64_t layer_offset =
-      layout.ElementOffset(layer, KV::kKey, 0, 0) * elem;
+  const int64_t elem = static_cast<int64_t>(SizeOf(key.dtype()));
   const Strides& ks = key.strides();
   const Strides& vs = value.strides();
-  const bool contiguous =
-      ks[3] == 1 && vs[3] == 1 &&
-      (seq == 1 || (ks[2] == head_dim_ && vs[2] == head_dim_));
-  const std::byte* key_data = key.data();
-  const std::byte* value_data = value.data();
-
-  auto copy = [&](std::byte* dst, const std::byte* src, const Strides& st,
-                  int64_t run) {
-    if (contiguous) {
-      std::memcpy(dst, src, static_cast<size_t>(run * token_bytes));
-      return;
-    }
-    for (int64_t t = 0; t < run; ++t) {
-      for (int64_t d = 0; d < head_dim_; ++d) {
-        std::memcpy(dst + (t * head_dim_ + d) * elem,
-                    src + (t * st[2] + d * st[3]) * elem,
-                    static_cast<size_t>(elem));
-      }
-    }
-  };
-
+  TokenSource k{.data = nullptr,
+                .head_stride = ks[1],
+                .token_stride = ks[2],
+                .dim_stride = ks[3]};
+  TokenSource v{.data = nullptr,
+                .head_stride = vs[1],
+                .token_stride = vs[2],
+                .dim_stride = vs[3]};
   for (size_t b = 0; b < rows_.size(); ++b) {
     const BlockTable& row = rows_[b];
     const int64_t row_index = static_cast<int64_t>(b);
@@ -533,15 +510,11 @@ void PagedKVCache::WriteTokens(ConstTensorView key, ConstTensorView value,
         q = plan.start + PositionOf(position, row_index, t);
         run = 1;
       }
-      std::byte* dst = pool_->BlockData(row[static_cast<int32_t>(q / bt)]) +
-                       layer_offset + (q % bt) * token_bytes;
-      const std::byte* k = key_data + (row_index * ks[0] + t * ks[2]) * elem;
-      const std::byte* v = value_data + (row_index * vs[0] + t * vs[2]) * elem;
-      for (int64_t h = 0; h < heads_; ++h) {
-        copy(dst + h * head_stride, k + h * ks[1] * elem, ks, run);
-        copy(dst + value_offset + h * head_stride, v + h * vs[1] * elem, vs,
-             run);
-      }
+      k.data = key.data() + (row_index * ks[0] + t * ks[2]) * elem;
+      v.data = value.data() + (row_index * vs[0] + t * vs[2]) * elem;
+      WriteTokenRun(*pool_, row[static_cast<int32_t>(q / bt)], layer,
+                    static_cast<int32_t>(q % bt), static_cast<int32_t>(run), k,
+                    v);
       t += run;
     }
   }
@@ -552,38 +525,73 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
                                             ConstTensorView value,
                                             int64_t layer_idx,
                                             const CachePosition& position) {
-  // 1. Validate everything; 2. take every block needed (all or nothing);
-  // 3. apply, which cannot fail.
+  // 1. Validate everything; 2. take every block needed (all or nothing,
+  // rolling back any private pool growth on failure); 3. apply, which
+  // cannot fail.
   int64_t new_length = 0;
   PKV_RETURN_IF_ERROR(
       ValidateUpdate(key, value, layer_idx, position, &new_length));
-  PKV_RETURN_IF_ERROR(EnsurePool(key, layer_idx));
+  const Checkpoint checkpoint = TakeCheckpoint();
+  absl::Status status = EnsurePool(key, layer_idx);
   const int64_t batch = key.dim(0);
+  const int64_t seq = key.dim(2);
 
   // The first update after construction or Reset fixes the batch (and a
-  // static cache's reservation). Rows are empty until it succeeds.
+  // static cache's reservation); its rows are made here and kept only if it
+  // succeeds.
   const bool fixes_geometry = !has_geometry_;
-  if (fixes_geometry) PKV_RETURN_IF_ERROR(GrowReservation(batch));
-  const WritePlan plan = PlanWrite(layer_idx, new_length, key.dim(2), position);
-  absl::StatusOr<std::vector<BlockId>> fresh =
-      TakeBlocks(batch * plan.grow_blocks + plan.copies);
-  if (!fresh.ok()) {
-    if (fixes_geometry) reservation_.reset();
-    return fresh.status();
+  std::vector<BlockTable> new_rows;
+  if (status.ok() && fixes_geometry) {
+    status = GrowReservation(batch);
+    new_rows.reserve(batch);
+    for (int64_t b = 0; b < batch; ++b) new_rows.emplace_back(&pool_->books());
   }
+  std::vector<BlockTable>& rows = fixes_geometry ? new_rows : rows_;
+  const WritePlan plan = PlanWrite(layer_idx, new_length);
+  absl::InlinedVector<WriteTarget, 8> targets;
+  absl::InlinedVector<TableGrowth, 8> growth;
+  Reservation* reservation =
+      reservation_.has_value() ? &*reservation_ : nullptr;
+  if (status.ok()) {
+    AddWriteTargets(plan, seq, position, rows, &targets);
+    if (plan.grow_blocks > 0) {
+      for (BlockTable& row : rows) {
+        growth.push_back(TableGrowth{&row, plan.grow_blocks});
+      }
+    }
+  }
+  const WriteRequest request{
+      .targets = targets, .growth = growth, .reservation = reservation};
+  if (status.ok()) {
+    status = EnsureAvailable(FreshBlocksNeeded(pool_->books(), request),
+                             /*use_reservation=*/true);
+  }
+  absl::StatusOr<PendingCopies> copies =
+      status.ok() ? PrepareWrite(pool_->books(), request)
+                  : absl::StatusOr<PendingCopies>(status);
+  if (!copies.ok()) {
+    new_rows.clear();  // Empty tables: nothing to release.
+    Rollback(checkpoint);
+    return copies.status();
+  }
+  // Copy-on-write first, so the writes land in private blocks.
+  pool_->RunCopies(copies->ops());
+  cow_copies_ += copies->size();
+  cow_bytes_ += copies->size() * static_cast<int64_t>(pool_->block_bytes());
+  copies->MarkDone();
 
   if (fixes_geometry) {
-    // A fresh or reset cache: no layer holds tokens, the table is empty.
+    // A fresh or reset cache: no layer holds tokens, the table was empty.
     PKV_CHECK(num_table_blocks_ == 0, "geometry fixed over %d blocks",
               num_table_blocks_);
     has_geometry_ = true;
     heads_ = key.dim(1);
     head_dim_ = key.dim(3);
     dtype_ = key.dtype();
-    for (int64_t b = 0; b < batch; ++b) rows_.emplace_back(&pool_->books());
+    rows_ = std::move(new_rows);
   }
+  num_table_blocks_ += plan.grow_blocks;
   if (layer_idx >= num_layer_slots()) layers_.resize(layer_idx + 1);
-  ApplyBlocks(plan, *fresh);
   const int32_t layer = static_cast<int32_t>(layer_idx);
   // An append writes every slot it opens; a positional write may open a gap.
   if (!position.is_append() && plan.new_end > plan.old_end) {
@@ -626,15 +634,19 @@ absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
 absl::Status PagedKVCache::CheckSelect(
     absl::Span<const int64_t> indices) const {
   const int64_t batch = static_cast<int64_t>(rows_.size());
-  if (static_cast<int64_t>(indices.size()) > kMaxBatch) {
+  if (static_cast<int64_t>(indices.size()) > kMaxCacheBatch) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%d indices exceed the batch limit %d", indices.size(), kMaxBatch));
+        "%d indices exceed the batch limit %d", indices.size(), kMaxCacheBatch));
   }
   for (size_t i = 0; i < indices.size(); ++i) {
     // Before the batch is fixed there are no rows to select: the op is a
     // no-op (as lucid's loop over zero layers is), but negative indices are
     // rejected always.
-    if (indices[i] < 0 || (has_geometry_ && indices[i] >= batch)) {
+    if (indices[i] < 0) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "index %d (position %d) is negative", indices[i], i));
+    }
+    if (has_geometry_ && indices[i] >= batch) {
       return absl::OutOfRangeError(
           absl::StrFormat("index %d (position %d) is outside batch [0, %d)",
                           indices[i], i, batch));
@@ -649,10 +661,10 @@ absl::Status PagedKVCache::CheckRepeat(int64_t repeats) const {
         absl::StrFormat("repeats must be >= 1, got %d", repeats));
   }
   const int64_t batch = static_cast<int64_t>(rows_.size());
-  if (batch > 0 && repeats > kMaxBatch / batch) {
+  if (batch > 0 && repeats > kMaxCacheBatch / batch) {
     return absl::InvalidArgumentError(
         absl::StrFormat("batch %d x repeats %d exceeds the batch limit %d",
-                        batch, repeats, kMaxBatch));
+                        batch, repeats, kMaxCacheBatch));
   }
   return absl::OkStatus();
 }
@@ -668,7 +680,9 @@ absl::Status PagedKVCache::Select(std::vector<int32_t> indices) {
   const int64_t old_batch = static_cast<int64_t>(rows_.size());
   const int64_t new_batch = static_cast<int64_t>(indices.size());
   if (new_batch > old_batch) PKV_RETURN_IF_ERROR(GrowReservation(new_batch));
+  const int64_t copied_before = pool_->bytes_copied();
   ReorderTables(&rows_, indices);
+  remap_bytes_copied_ += pool_->bytes_copied() - copied_before;
   TrimReservation();  // Gives back what fewer rows no longer need.
   return absl::OkStatus();
 }
@@ -702,6 +716,7 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
     return absl::InvalidArgumentError(
         absl::StrFormat("max_length %d is negative", max_length));
   }
+  const int64_t copied_before = pool_ != nullptr ? pool_->bytes_copied() : 0;
   for (Layer& layer : layers_) {
     if (layer.present && layer.length > max_length) {
       layer.start += layer.length - max_length;
@@ -709,6 +724,9 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
     }
   }
   DropLeadingBlocks();
+  if (pool_ != nullptr) {
+    remap_bytes_copied_ += pool_->bytes_copied() - copied_before;
+  }
   if (is_static() && has_geometry_) {
     // Uneven crops widen the windows: extend the reservation so later
     // updates still cannot fail for memory (a private pool grows). On a
@@ -780,6 +798,9 @@ CacheStats PagedKVCache::stats() const {
   s.cow_bytes = cow_bytes_;
   s.bytes_written = bytes_written_;
   s.bytes_zero_filled = bytes_zero_filled_;
+  s.remap_bytes_copied = remap_bytes_copied_;
+  s.reservation_capacity =
+      reservation_.has_value() ? reservation_->capacity() : 0;
   return s;
 }
 

@@ -2,9 +2,10 @@
 //
 // PagedKVCache is the one implementation behind DynamicKVCache and
 // StaticKVCache: a KVCache whose rows are block tables over a KVPool. The two
-// public classes only choose its Options (a capacity and a fixed layer count
-// for static caches, a shared pool or none). Users name those classes; this
-// one is the type EncoderDecoderCache and tools hold.
+// public classes hold one (paged_kv_cache_facade.h) and only choose its
+// Options (a capacity and a fixed layer count for static caches, a shared
+// pool or none). Internal to //cache: users name those classes, and
+// EncoderDecoderCache reaches the extra methods below through the facade.
 //
 // Books of one cache (see the invariants next to the members):
 //   - one BlockTable per batch row, all with the same number of blocks;
@@ -36,11 +37,15 @@
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
 #include "allocator/block_table.h"
+#include "allocator/copy_on_write.h"
+#include "absl/container/inlined_vector.h"
 #include "cache/cache.h"
+#include "cache/cache_limits.h"
 #include "cache/cache_position.h"
 #include "cache/cache_stats.h"
-#include "cache/kv_layout.h"
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/growable_kv_pool.h"
+#include "cache/storage/kv_pool.h"
 #include "cache/kv_view.h"
 #include "tensor/dtype.h"
 #include "tensor/tensor.h"
@@ -49,17 +54,6 @@ namespace pagedkv::internal {
 
 class PagedKVCache : public KVCache {
  public:
-  // Positions and lengths are capped per sequence so that a stray position
-  // cannot ask a standalone cache for terabytes: OutOfRange past this.
-  static constexpr int64_t kMaxTokens = int64_t{1} << 24;
-  // Batch sizes are capped likewise (InvalidArgument past it).
-  static constexpr int64_t kMaxBatch = int64_t{1} << 20;
-  // Layer indices, and heads and head_dim, likewise.
-  static constexpr int64_t kMaxLayers = int64_t{1} << 16;
-  static constexpr int64_t kMaxHeadsOrDim = int64_t{1} << 20;
-  // The default cap on a private pool's bytes (see Options).
-  static constexpr int64_t kDefaultMaxPrivatePoolBytes = int64_t{16} << 30;
-
   struct Options {
     // Static caches: the capacity per layer; nullopt for a dynamic cache.
     std::optional<int64_t> max_cache_len;
@@ -70,8 +64,9 @@ class PagedKVCache : public KVCache {
     KVPool* pool = nullptr;
     // Tokens per block of a private pool.
     int32_t block_tokens = 16;
-    // A private pool grows on demand up to this many bytes; an update that
-    // could need more returns ResourceExhausted before anything changes.
+    // A private pool grows on demand up to this many bytes (of blocks
+    // actually allocated); an update or batch operation that would need more
+    // returns ResourceExhausted and changes nothing.
     int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
   };
 
@@ -99,18 +94,12 @@ class PagedKVCache : public KVCache {
     return static_cast<int64_t>(layers_.size());
   }
   std::optional<int64_t> batch_size() const override;
+  const KVPool* pool() const override { return pool_; }
+  std::optional<DType> dtype() const override { return dtype_; }
   CacheStats stats() const override;
   void CheckInvariants() const override;
 
-  // Whether layer `layer_idx` holds data (was updated since construction or
-  // Reset); false past the last slot.
-  bool is_present(int64_t layer_idx) const;
   bool is_static() const { return options_.max_cache_len.has_value(); }
-  // The pool in use: the shared one, the private one, or nullptr before a
-  // standalone cache's first update.
-  const KVPool* pool() const { return pool_; }
-  // The dtype fixed by the first update (or the shared pool).
-  std::optional<DType> dtype() const { return dtype_; }
 
   // The checks of ReorderCache/BatchSelectIndices and of
   // BatchRepeatInterleave, without the change: returns what the operation
@@ -119,17 +108,26 @@ class PagedKVCache : public KVCache {
   absl::Status CheckSelect(absl::Span<const int64_t> indices) const;
   absl::Status CheckRepeat(int64_t repeats) const;
   // Makes a static cache's reservation cover `batch` rows (growing a private
-  // pool if needed) so that a following select or repeat to that batch
-  // cannot fail for memory. It only grows; ResourceExhausted leaves it
-  // unchanged. A no-op for dynamic caches, before the batch is fixed, and
-  // for a batch no larger than the current one.
+  // pool if needed, within its byte cap) so that a following select or
+  // repeat to that batch cannot fail for memory. It only grows;
+  // ResourceExhausted leaves it unchanged. A no-op for dynamic caches, before
+  // the batch is fixed, and for a batch no larger than the current one.
   absl::Status PrepareForBatch(int64_t batch);
-  // The reservation's capacity (0 without one), and a shrink back to an
-  // earlier capacity, which cannot fail: EncoderDecoderCache undoes one
-  // half's PrepareForBatch with them when the other half's fails.
-  // REQUIRES: charged blocks <= capacity <= reservation_capacity().
-  int32_t reservation_capacity() const;
-  void RestoreReservation(int32_t capacity);
+
+  // What a failed multi-step operation restores: the reservation's capacity
+  // and the private pool's size and layers. EncoderDecoderCache takes one of
+  // each half before preparing both, and rolls the first back when the
+  // second fails, so that an error leaves no allocation behind.
+  struct Checkpoint {
+    bool had_reservation = false;
+    int32_t reservation_capacity = 0;
+    bool had_private_pool = false;
+    int32_t private_blocks = 0;
+    int32_t private_layers = 0;
+  };
+  Checkpoint TakeCheckpoint() const;
+  // REQUIRES: since `checkpoint`, only PrepareForBatch or failed calls ran.
+  void Rollback(const Checkpoint& checkpoint);
 
  private:
   struct Layer {
@@ -137,29 +135,30 @@ class PagedKVCache : public KVCache {
     int64_t start = 0;
     int64_t length = 0;
   };
-  // What one Update does to the books, decided before anything changes.
+  // Where one Update writes, in table tokens, decided before anything
+  // changes.
   struct WritePlan {
-    int64_t start = 0;        // The layer's window start (table tokens).
+    int64_t start = 0;        // The layer's window start.
     int64_t old_end = 0;      // start + length before the write.
     int64_t new_end = 0;      // start + length after it.
-    int64_t grow_blocks = 0;  // Blocks appended to every row.
-    // (row, table block) entries that were shared when planned, in order.
-    std::vector<std::pair<int32_t, int32_t>> unshare;
-    int64_t copies = 0;  // Fresh blocks copy-on-write will take.
+    int32_t grow_blocks = 0;  // Blocks appended to every row.
   };
 
-  WritePlan PlanWrite(int64_t layer_idx, int64_t new_length, int64_t seq,
-                      const CachePosition& position) const;
-  // Carries out the plan's copy-on-write and growth with exactly the
-  // `fresh` blocks TakeBlocks returned for it.
-  void ApplyBlocks(const WritePlan& plan, absl::Span<const BlockId> fresh);
+  // Whether layer `layer_idx` holds data (was updated since construction or
+  // Reset); false past the last slot.
+  bool is_present(int64_t layer_idx) const;
+  WritePlan PlanWrite(int64_t layer_idx, int64_t new_length) const;
+  // Appends to `targets` the existing entries of `rows` the write touches
+  // (those overlapping [old_end, new_end), and those holding positional
+  // writes), each once.
+  void AddWriteTargets(const WritePlan& plan, int64_t seq,
+                       const CachePosition& position,
+                       std::vector<BlockTable>& rows,
+                       absl::InlinedVector<WriteTarget, 8>* targets) const;
   // Zeroes table tokens [first, last) of `layer` in every row, K and V.
   void ZeroFill(int32_t layer, int64_t first, int64_t last);
   void WriteTokens(ConstTensorView key, ConstTensorView value, int32_t layer,
                    const WritePlan& plan, const CachePosition& position);
-  // The bytes of (layer, kv, head) at table token `table_token` of `row`.
-  std::byte* SlotData(const BlockTable& row, int32_t layer, KV kv, int64_t head,
-                      int64_t table_token) const;
 
   // InvalidArgument for a negative layer index, or (static) one past
   // num_layers: what Update and Get reject.
@@ -171,9 +170,14 @@ class PagedKVCache : public KVCache {
                               int64_t* new_length) const;
   // Makes sure a pool exists with room for `layer_idx` and the key's shape.
   absl::Status EnsurePool(ConstTensorView key, int64_t layer_idx);
-  // Takes `n` blocks: from the reservation first (static caches), then the
-  // pool, growing a private pool if needed. All or nothing.
-  absl::StatusOr<std::vector<BlockId>> TakeBlocks(int64_t n);
+  // Private pools: grows the pool (doubling, within the byte cap) until
+  // `needed` fresh blocks are available to this cache (its reservation's
+  // free blocks count when `use_reservation`). ResourceExhausted when the
+  // cap or memory does not allow it; the caller rolls back. A no-op on a
+  // shared pool.
+  absl::Status EnsureAvailable(int64_t needed, bool use_reservation);
+  // The most blocks of `layout` a private pool may hold under the byte cap.
+  int64_t MaxPrivateBlocks(const KVLayout& layout) const;
   // Static caches: grows the reservation to cover `batch` rows at the
   // current windows (never shrinks it), growing a private pool if needed.
   absl::Status GrowReservation(int64_t batch);
@@ -192,7 +196,7 @@ class PagedKVCache : public KVCache {
   void DropLeadingBlocks();
 
   Options options_;
-  std::unique_ptr<KVPool> owned_pool_;
+  std::unique_ptr<GrowableKVPool> owned_pool_;
   // The pool in use: options_.pool, owned_pool_.get(), or nullptr before a
   // standalone cache's first update.
   KVPool* pool_ = nullptr;
@@ -227,6 +231,8 @@ class PagedKVCache : public KVCache {
   int64_t cow_bytes_ = 0;
   int64_t bytes_written_ = 0;
   int64_t bytes_zero_filled_ = 0;
+  // Bytes the pool copied during remaps (the pool counts its own copies).
+  int64_t remap_bytes_copied_ = 0;
 };
 
 }  // namespace pagedkv::internal

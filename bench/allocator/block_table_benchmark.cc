@@ -1,10 +1,10 @@
 // Benchmarks of block-table operations that replace KV copies: Fork (parallel
-// sampling, beams), GatherTables (beam reorder / batch select) and the
-// copy-on-write decision before a write. Targets: fork of 256 blocks <= 1 us,
-// 8 x 256 gather <= 2 us (DESIGN.md "Performance targets").
+// sampling, beams), ReorderTables (beam reorder / batch select), the
+// copy-on-write decision before a write (PrepareWrite) and a decode step's
+// block append. Targets: fork of 256 blocks <= 1 us, 8 x 256 reorder <= 2 us
+// (DESIGN.md "Performance targets").
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -52,31 +52,11 @@ BENCHMARK(BM_Fork)
     ->ArgsProduct({{256, 8192}, {0, 1}})
     ->ArgNames({"blocks", "shared"});
 
-// Beam search: each step reorders `beams` tables of `blocks` blocks by the
-// chosen parents (a rotation here), replacing the old tables.
-void BM_GatherTables(benchmark::State& state) {
-  const int32_t beams = static_cast<int32_t>(state.range(0));
-  const int32_t blocks = static_cast<int32_t>(state.range(1));
-  std::unique_ptr<BlockPool> pool =
-      MakePool(beams * blocks, PoolConcurrency::kSingleThread);
-  std::vector<BlockTable> tables;
-  for (int32_t b = 0; b < beams; ++b) {
-    tables.push_back(MakeTable(pool.get(), blocks));
-  }
-  std::vector<int32_t> indices(beams);
-  for (int32_t b = 0; b < beams; ++b) indices[b] = (b + 1) % beams;
-  for (auto _ : state) {
-    tables = GatherTables(tables, indices);
-    benchmark::DoNotOptimize(tables.data());
-  }
-  state.SetItemsProcessed(state.iterations() * beams * blocks);
-  state.counters["used_blocks"] = pool->num_used_blocks();
-}
-BENCHMARK(BM_GatherTables)->Args({8, 256})->ArgNames({"beams", "blocks"});
-
-// The same beam step in place with ReorderTables. parents=rotate: a
-// permutation (no refcount touched); parents=skewed: beam 0 is chosen twice
-// and beam 1 dropped, the usual beam-search shape.
+// Beam search: each step reorders `beams` tables of `blocks` blocks in place
+// by the chosen parents. skewed=0: a rotation, a pure permutation (no
+// refcount touched; the workload of the former BM_GatherTables, which forked
+// every row and released the old ones); skewed=1: beam 0 is chosen twice and
+// beam 1 dropped, the usual beam-search shape.
 void BM_ReorderTables(benchmark::State& state) {
   const int32_t beams = static_cast<int32_t>(state.range(0));
   const int32_t blocks = static_cast<int32_t>(state.range(1));
@@ -101,10 +81,13 @@ BENCHMARK(BM_ReorderTables)
     ->ArgsProduct({{8}, {256}, {0, 1}})
     ->ArgNames({"beams", "blocks", "skewed"});
 
-// Decode append: before writing the last block, decide whether it must be
-// copied. private=1: the block is private (the common case, no copy).
-// private=0: it is shared, so a block is taken, the CopyOp returned, and the
-// table is re-forked untimed-cheaply to share it again (one AddRef).
+// Decode append: before writing the last block, PrepareWrite decides
+// whether it must be copied. private=1: the block is private (the common
+// case: no copy, no block taken, no heap allocation). private=0: it is
+// shared, so a block is taken and one CopyOp comes back holding the source;
+// MarkDone releases it (the copy itself is the cache's and not timed here).
+// Then the table is re-pointed at the shared block (one AddRef) and the
+// private copy freed, as in the old BM_PrepareWrite, so the numbers compare.
 void BM_PrepareWrite(benchmark::State& state) {
   const bool is_private = state.range(0) != 0;
   std::unique_ptr<BlockPool> pool =
@@ -113,9 +96,16 @@ void BM_PrepareWrite(benchmark::State& state) {
   BlockTable other = table.Fork();  // Shares every block with `table`.
   if (is_private) other.Clear();
   const int32_t last = table.num_blocks() - 1;
+  const WriteTarget targets[] = {{&table, last}};
+  WriteRequest request;
+  request.targets = targets;
+  int64_t copies = 0;
   for (auto _ : state) {
-    absl::StatusOr<std::optional<CopyOp>> op = table.PrepareWrite(last);
-    benchmark::DoNotOptimize(op);
+    absl::StatusOr<PendingCopies> pending = PrepareWrite(*pool, request);
+    PKV_CHECK(pending.ok(), "%s", pending.status().ToString());
+    benchmark::DoNotOptimize(pending->ops().data());
+    copies += pending->size();
+    pending->MarkDone();
     if (!is_private) {
       // Undo: share other's block again and free the private copy.
       table.DropBack(1);
@@ -124,9 +114,43 @@ void BM_PrepareWrite(benchmark::State& state) {
     }
   }
   state.SetItemsProcessed(state.iterations());
+  state.counters["copies_per_write"] = benchmark::Counter(
+      static_cast<double>(copies), benchmark::Counter::kAvgIterations);
   state.counters["free_blocks"] = pool->num_free_blocks();
 }
 BENCHMARK(BM_PrepareWrite)->Arg(1)->Arg(0)->ArgName("private");
+
+// Decode growth: each iteration appends one block to a sequence; once it
+// holds `blocks` blocks it finishes and a new (empty) sequence starts, timed
+// and amortized. prepare_write=1: through PrepareWrite's TableGrowth (how the
+// cache appends); 0: through BlockTable::Grow, the baseline. The growth of
+// the table's vector is part of the cost.
+void BM_AppendBlock(benchmark::State& state) {
+  const int32_t blocks = static_cast<int32_t>(state.range(0));
+  const bool prepare_write = state.range(1) != 0;
+  std::unique_ptr<BlockPool> pool =
+      MakePool(blocks, PoolConcurrency::kSingleThread);
+  BlockTable table(pool.get());
+  const TableGrowth growth[] = {{&table, 1}};
+  WriteRequest request;
+  request.growth = growth;
+  for (auto _ : state) {
+    if (table.num_blocks() == blocks) table = BlockTable(pool.get());
+    if (prepare_write) {
+      absl::StatusOr<PendingCopies> pending = PrepareWrite(*pool, request);
+      PKV_CHECK(pending.ok(), "%s", pending.status().ToString());
+    } else {
+      const absl::Status s = table.Grow(1);
+      PKV_CHECK(s.ok(), "%s", s.ToString());
+    }
+    benchmark::DoNotOptimize(table.blocks().data());
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["used_blocks"] = pool->num_used_blocks();
+}
+BENCHMARK(BM_AppendBlock)
+    ->ArgsProduct({{64, 4096}, {0, 1}})
+    ->ArgNames({"blocks", "prepare_write"});
 
 }  // namespace
 }  // namespace pagedkv

@@ -21,9 +21,9 @@
 #include "bench/cache/workload.h"
 #include "cache/cache_stats.h"
 #include "cache/dynamic_kv_cache.h"
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_pool.h"
 #include "cache/kv_view.h"
-#include "cache/paged_kv_cache.h"
+#include "cache/cache.h"
 #include "cache/static_kv_cache.h"
 #include "tensor/dtype.h"
 #include "tensor/factories.h"
@@ -50,7 +50,7 @@ absl::StatusOr<Tensor> Tokens(DType dtype, int64_t rows, int64_t n) {
 }
 
 // Appends `tokens` (keys and values alike) to every layer.
-absl::Status AppendToEveryLayer(internal::PagedKVCache& cache,
+absl::Status AppendToEveryLayer(KVCache& cache,
                                 const Tensor& tokens) {
   for (int32_t l = 0; l < kNumLayers; ++l) {
     absl::StatusOr<KVView> kv = cache.Update(tokens.view(), tokens.view(), l);
@@ -129,7 +129,7 @@ class PagedWorkload : public Workload {
   int64_t context_ = 0;
   int64_t rows_ = 1;
   std::unique_ptr<KVPool> pool_;
-  std::unique_ptr<internal::PagedKVCache> cache_;
+  std::unique_ptr<KVCache> cache_;
 };
 
 // Decode: one token into every layer of 4 beams that share a `context`-token

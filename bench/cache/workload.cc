@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "cache/kv_layout.h"
+#include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
 
 namespace pagedkv::bench {

@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "cache/kv_layout.h"
+#include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
 
 namespace pagedkv::bench {

@@ -1,4 +1,4 @@
-#include "cache/kv_layout.h"
+#include "cache/storage/kv_layout.h"
 
 #include <cstdint>
 #include <limits>
@@ -11,6 +11,12 @@
 namespace pagedkv {
 
 absl::Status KVLayout::Validate() const {
+  if (!IsValidDType(dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("KVLayout dtype value %d is not float32, float16 or "
+                        "bfloat16",
+                        static_cast<int>(dtype)));
+  }
   if (num_layers <= 0 || num_kv_heads <= 0 || head_dim <= 0 ||
       block_tokens <= 0) {
     return absl::InvalidArgumentError(

@@ -1,4 +1,4 @@
-// cache/kv_layout.h
+// cache/storage/kv_layout.h
 //
 // KVLayout fixes the shape of one KV block, and so of a whole pool: how many
 // layers, KV heads and head dimensions it stores, in which dtype, and how many
@@ -19,8 +19,8 @@
 // [PKV_TAG_BLOCK_LAYOUT]: ElementOffset is the one place that knows the order.
 //
 // Thread safety: a plain value type.
-#ifndef PAGEDKV_CACHE_KV_LAYOUT_H_
-#define PAGEDKV_CACHE_KV_LAYOUT_H_
+#ifndef PAGEDKV_CACHE_STORAGE_KV_LAYOUT_H_
+#define PAGEDKV_CACHE_STORAGE_KV_LAYOUT_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -41,8 +41,8 @@ struct KVLayout {
   DType dtype = DType::kFloat32;
   int32_t block_tokens = 16;
 
-  // Returns InvalidArgument unless every count is positive and one block is
-  // below 2^31 elements.
+  // Returns InvalidArgument unless dtype is valid, every count is positive
+  // and one block is below 2^31 elements.
   absl::Status Validate() const;
 
   // Elements of one (layer, K|V, head) run: block_tokens * head_dim.
@@ -77,4 +77,4 @@ struct KVLayout {
 
 }  // namespace pagedkv
 
-#endif  // PAGEDKV_CACHE_KV_LAYOUT_H_
+#endif  // PAGEDKV_CACHE_STORAGE_KV_LAYOUT_H_

@@ -1,9 +1,8 @@
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_pool.h"
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -24,21 +23,24 @@ constexpr size_t kCacheLine = 64;
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<KVPool>> KVPool::Create(const Options& options) {
+absl::StatusOr<std::unique_ptr<BlockPool>> KVPool::MakeBooks(
+    const Options& options) {
   PKV_RETURN_IF_ERROR(options.layout.Validate());
   if (options.num_blocks <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "KVPool needs num_blocks > 0, got %d", options.num_blocks));
   }
-  PKV_ASSIGN_OR_RETURN(std::unique_ptr<BlockPool> books,
-                       BlockPool::Create({.num_blocks = options.num_blocks,
-                                          .concurrency = options.concurrency}));
+  return BlockPool::Create(
+      {.num_blocks = options.num_blocks, .concurrency = options.concurrency});
+}
+
+absl::StatusOr<std::unique_ptr<KVPool>> KVPool::Create(const Options& options) {
+  PKV_ASSIGN_OR_RETURN(std::unique_ptr<BlockPool> books, MakeBooks(options));
   MemoryResource* memory =
       options.memory != nullptr ? options.memory : DefaultMemoryResource();
   std::unique_ptr<KVPool> pool(
       new KVPool(options.layout, options.num_blocks, memory, std::move(books)));
-  PKV_ASSIGN_OR_RETURN(Chunk chunk, pool->NewChunk(pool->block_bytes()));
-  pool->chunks_.push_back(chunk);
+  PKV_RETURN_IF_ERROR(pool->AddFirstChunk());
   return pool;
 }
 
@@ -51,6 +53,14 @@ KVPool::KVPool(const KVLayout& layout, int32_t chunk_blocks,
 
 KVPool::~KVPool() {
   for (const Chunk& chunk : chunks_) FreeChunk(chunk);
+}
+
+absl::Status KVPool::AddFirstChunk() {
+  PKV_CHECK(chunks_.empty(), "AddFirstChunk of a pool with %d chunks",
+            chunks_.size());
+  PKV_ASSIGN_OR_RETURN(Chunk chunk, NewChunk(block_bytes()));
+  chunks_.push_back(chunk);
+  return absl::OkStatus();
 }
 
 size_t KVPool::capacity_bytes() const {
@@ -75,75 +85,48 @@ void KVPool::FreeChunk(const Chunk& chunk) const {
   memory_->Deallocate(chunk.data, chunk.bytes, chunk.alignment);
 }
 
-void KVPool::CopyBlock(BlockId src, BlockId dst) {
-  PKV_CHECK(src != dst, "CopyBlock of block %d onto itself", src.value());
-  std::memcpy(BlockData(dst), BlockData(src), block_bytes());
+void KVPool::RunCopies(absl::Span<const CopyOp> ops) {
+  const size_t bytes = block_bytes();
+  for (const CopyOp& op : ops) {
+    PKV_CHECK(op.src != op.dst, "copy of block %d onto itself",
+              op.src.value());
+    PKV_CHECK(op.src.value() >= 0 && op.src.value() < num_blocks() &&
+                  op.dst.value() >= 0 && op.dst.value() < num_blocks(),
+              "copy %d -> %d outside a pool of %d blocks", op.src.value(),
+              op.dst.value(), num_blocks());
+    std::memcpy(BlockData(op.dst), BlockData(op.src), bytes);
+  }
+  NoteCopied(ops.size() * bytes);
 }
 
-absl::Status KVPool::Grow(int32_t extra_blocks) {
-  PKV_CHECK(books_->concurrency() == PoolConcurrency::kSingleThread,
-            "Grow of a shared pool (%d blocks)", books_->num_blocks());
-  if (extra_blocks <= 0) {
+absl::Status CopyBlocksBetween(const KVPool& src,
+                               absl::Span<const BlockId> src_ids, KVPool& dst,
+                               absl::Span<const BlockId> dst_ids) {
+  if (src.layout() != dst.layout()) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("Grow needs extra_blocks > 0, got %d", extra_blocks));
+        absl::StrFormat("block copy between layouts (%s) and (%s)",
+                        src.layout().ToString(), dst.layout().ToString()));
   }
-  const int64_t num_chunks =
-      (int64_t{extra_blocks} + chunk_blocks_ - 1) / chunk_blocks_;
-  const int64_t added = num_chunks * chunk_blocks_;
-  if (added + books_->num_blocks() > std::numeric_limits<int32_t>::max()) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "pool of %d blocks cannot grow by %d", books_->num_blocks(), added));
-  }
-  std::vector<Chunk> fresh;
-  for (int64_t i = 0; i < num_chunks; ++i) {
-    absl::StatusOr<Chunk> chunk = NewChunk(block_bytes());
-    if (!chunk.ok()) {
-      for (const Chunk& c : fresh) FreeChunk(c);
-      return chunk.status();
-    }
-    fresh.push_back(*chunk);
-  }
-  if (absl::Status s = books_->Grow(static_cast<int32_t>(added)); !s.ok()) {
-    for (const Chunk& c : fresh) FreeChunk(c);
-    return s;
-  }
-  chunks_.insert(chunks_.end(), fresh.begin(), fresh.end());
-  return absl::OkStatus();
-}
-
-absl::Status KVPool::Relayout(int32_t num_layers) {
-  PKV_CHECK(books_->concurrency() == PoolConcurrency::kSingleThread,
-            "Relayout of a shared pool (%d blocks)", books_->num_blocks());
-  if (num_layers <= layout_.num_layers) {
+  if (src_ids.size() != dst_ids.size()) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("Relayout to %d layers from %d: can only add layers",
-                        num_layers, layout_.num_layers));
+        absl::StrFormat("block copy of %d source blocks into %d destinations",
+                        src_ids.size(), dst_ids.size()));
   }
-  KVLayout wider = layout_;
-  wider.num_layers = num_layers;
-  PKV_RETURN_IF_ERROR(wider.Validate());
-  std::vector<Chunk> fresh;
-  for (size_t i = 0; i < chunks_.size(); ++i) {
-    absl::StatusOr<Chunk> chunk = NewChunk(wider.block_bytes());
-    if (!chunk.ok()) {
-      for (const Chunk& c : fresh) FreeChunk(c);
-      return chunk.status();
-    }
-    fresh.push_back(*chunk);
+  const size_t bytes = src.block_bytes();
+  for (size_t i = 0; i < src_ids.size(); ++i) {
+    PKV_CHECK(src_ids[i].value() >= 0 && src_ids[i].value() < src.num_blocks(),
+              "source block %d outside a pool of %d", src_ids[i].value(),
+              src.num_blocks());
+    PKV_CHECK(dst_ids[i].value() >= 0 && dst_ids[i].value() < dst.num_blocks(),
+              "destination block %d outside a pool of %d", dst_ids[i].value(),
+              dst.num_blocks());
+    PKV_CHECK(&src != &dst || src_ids[i] != dst_ids[i],
+              "copy of block %d onto itself", src_ids[i].value());
+    std::memcpy(dst.BlockData(dst_ids[i]), src.BlockData(src_ids[i]), bytes);
   }
-  // Layers are the outermost axis inside a block, so the old block is a
-  // prefix of the new one: one memcpy per block.
-  const size_t old_bytes = block_bytes();
-  const size_t new_bytes = wider.block_bytes();
-  for (size_t c = 0; c < chunks_.size(); ++c) {
-    for (int32_t b = 0; b < chunk_blocks_; ++b) {
-      std::memcpy(fresh[c].data + b * new_bytes,
-                  chunks_[c].data + b * old_bytes, old_bytes);
-    }
-    FreeChunk(chunks_[c]);
-  }
-  chunks_ = std::move(fresh);
-  layout_ = wider;
+  const size_t total = src_ids.size() * bytes;
+  src.NoteCopied(total);
+  if (&src != &dst) dst.NoteCopied(total);
   return absl::OkStatus();
 }
 

@@ -1,8 +1,12 @@
-// Seeded random operation sequences over BlockPool, Reservation and
-// BlockTable, checked after every step against a trivially correct model:
-// a refcount map, a std::list free list (which predicts the exact ids the
-// pool hands out), per-reservation counts and plain vectors for the tables.
-// Every failing operation must leave the full books unchanged.
+// Seeded random operation sequences over BlockPool, Reservation, BlockTable
+// and copy-on-write (PrepareWrite / PendingCopies), checked after every step
+// against a trivially correct model: a refcount map, a std::list free list
+// (which predicts the exact ids the pool hands out), per-reservation counts,
+// plain vectors for the tables and, for each PendingCopies the test still
+// holds, the sources it keeps a reference on. Pending copies are marked done
+// (or destroyed, or merged) at random later steps, so held sources meet every
+// other operation. Every failing operation must leave the full books
+// unchanged.
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
@@ -32,6 +36,7 @@ using ::pagedkv::testing::StatusIs;
 
 constexpr int kMaxTables = 8;
 constexpr int kMaxReservations = 3;
+constexpr int kMaxPending = 4;
 
 struct ModelReservation {
   int id;  // Unique per Reservation object (slots are reused, ids are not).
@@ -115,6 +120,9 @@ class Model {
   std::vector<ModelReservation> reservations;
   std::vector<std::vector<BlockId>> tables;
   std::vector<BlockId> loose;  // References the test holds outside tables.
+  // Per PendingCopies the harness holds: its CopyOps, in order. Each src is
+  // one reference held by that PendingCopies.
+  std::vector<std::vector<CopyOp>> pending;
   int next_reservation_id = 0;
   int64_t allocations = 0;
   int64_t failed = 0;
@@ -149,6 +157,7 @@ class Harness {
   }
 
   ~Harness() {
+    pending_.clear();
     tables_.clear();
     pool_->ReleaseAll(model_.loose);
     reservations_.clear();
@@ -182,7 +191,18 @@ class Harness {
       t.CheckInvariants();
       tables.push_back(&t);
     }
-    CheckRefCounts(*pool_, tables, model_.loose);
+    std::vector<BlockId> extra = model_.loose;
+    for (const std::vector<CopyOp>& ops : model_.pending) {
+      for (const CopyOp& op : ops) extra.push_back(op.src);
+    }
+    CheckRefCounts(*pool_, tables, extra);
+    ASSERT_EQ(pending_.size(), model_.pending.size());
+    for (size_t k = 0; k < pending_.size(); ++k) {
+      ASSERT_EQ(std::vector<CopyOp>(pending_[k].ops().begin(),
+                                    pending_[k].ops().end()),
+                model_.pending[k])
+          << "pending " << k;
+    }
     ASSERT_EQ(pool_->num_blocks(), model_.num_blocks());
     for (int32_t i = 0; i < model_.num_blocks(); ++i) {
       ASSERT_EQ(pool_->ref_count(BlockId(i)), model_.rc(BlockId(i))) << i;
@@ -225,7 +245,7 @@ class Harness {
                                        : model_.num_unreserved();
     const int t = num_tables > 0 ? static_cast<int>(rng() % num_tables) : -1;
 
-    switch (rng() % 14) {
+    switch (rng() % 15) {
       case 0:  // New table.
         if (num_tables < kMaxTables) {
           tables_.emplace_back(pool_.get());
@@ -258,32 +278,9 @@ class Harness {
         }
         break;
       case 4:
-      case 5: {  // Copy-on-write.
-        if (t < 0 || model_.tables[t].empty()) break;
-        const int32_t i = static_cast<int32_t>(rng() % model_.tables[t].size());
-        const BlockId old_id = model_.tables[t][i];
-        if (model_.rc(old_id) <= 1) {
-          absl::StatusOr<std::optional<CopyOp>> op =
-              tables_[t].PrepareWrite(i, reservation);
-          ASSERT_THAT(op, IsOk());
-          ASSERT_EQ(*op, std::nullopt);
-        } else if (available < 1) {
-          const Books before = Snapshot(true);
-          ASSERT_THAT(tables_[t].PrepareWrite(i, reservation),
-                      StatusIs(absl::StatusCode::kResourceExhausted));
-          ++model_.failed;
-          ASSERT_TRUE(before == Snapshot(true)) << "failed CoW changed books";
-        } else {
-          absl::StatusOr<std::optional<CopyOp>> op =
-              tables_[t].PrepareWrite(i, reservation);
-          ASSERT_THAT(op, IsOk());
-          const BlockId new_id = model_.Take(res);
-          model_.Release(old_id);
-          model_.tables[t][i] = new_id;
-          ASSERT_EQ(*op, (CopyOp{old_id, new_id}));
-        }
+      case 5:  // Copy-on-write: one write over some entries, maybe growth.
+        ASSERT_NO_FATAL_FAILURE(PrepareWriteStep(rng, res));
         break;
-      }
       case 6: {  // Drop front or back.
         if (t < 0) break;
         std::vector<BlockId>& m = model_.tables[t];
@@ -295,51 +292,42 @@ class Harness {
         } else {
           tables_[t].DropBack(n);
           const int32_t keep = static_cast<int32_t>(m.size()) - n;
-          for (int32_t k = keep; k < static_cast<int32_t>(m.size()); ++k) {
+          // The last entry first.
+          for (int32_t k = static_cast<int32_t>(m.size()) - 1; k >= keep; --k) {
             model_.Release(m[k]);
           }
           m.resize(keep);
         }
         break;
       }
-      case 7: {  // Gather (beam reorder / batch select / repeat-interleave).
+      case 7: {  // Reorder (beam reorder / batch select / repeat-interleave).
         if (t < 0) break;
-        const int n = 1 + static_cast<int>(rng() % kMaxTables);
+        // Mostly 1..kMaxTables rows; sometimes none (every row released).
+        const int n =
+            rng() % 16 == 0 ? 0 : 1 + static_cast<int>(rng() % kMaxTables);
         std::vector<int32_t> indices;
         for (int k = 0; k < n; ++k) {
           indices.push_back(static_cast<int32_t>(rng() % num_tables));
         }
-        std::vector<std::vector<BlockId>> model_gathered;
+        std::vector<std::vector<BlockId>> model_reordered;
         for (int32_t index : indices) {
-          model_gathered.push_back(model_.tables[index]);
+          model_reordered.push_back(model_.tables[index]);
         }
-        if (rng() % 2 == 0) {
-          std::vector<BlockTable> gathered = GatherTables(tables_, indices);
-          for (const auto& m : model_gathered) {
-            for (BlockId id : m) model_.AddRef(id);
-          }
-          for (size_t k = 0; k < tables_.size(); ++k) {
-            tables_[k].Clear();
-            for (BlockId id : model_.tables[k]) model_.Release(id);
-          }
-          tables_ = std::move(gathered);
-        } else {
-          // In place: extra uses add references, unused rows release, in
-          // row order (the model mirrors the free-list order).
-          ReorderTables(&tables_, indices);
-          std::vector<int> uses(num_tables, 0);
-          for (int32_t index : indices) ++uses[index];
-          for (int j = 0; j < num_tables; ++j) {
-            for (int k = 1; k < uses[j]; ++k) {
-              for (BlockId id : model_.tables[j]) model_.AddRef(id);
-            }
-          }
-          for (int j = 0; j < num_tables; ++j) {
-            if (uses[j] > 0) continue;
-            for (BlockId id : model_.tables[j]) model_.Release(id);
+        // In place: extra uses add references, unused rows release, in row
+        // order (the model mirrors the free-list order).
+        ReorderTables(&tables_, indices);
+        std::vector<int> uses(num_tables, 0);
+        for (int32_t index : indices) ++uses[index];
+        for (int j = 0; j < num_tables; ++j) {
+          for (int k = 1; k < uses[j]; ++k) {
+            for (BlockId id : model_.tables[j]) model_.AddRef(id);
           }
         }
-        model_.tables = std::move(model_gathered);
+        for (int j = 0; j < num_tables; ++j) {
+          if (uses[j] > 0) continue;
+          for (BlockId id : model_.tables[j]) model_.Release(id);
+        }
+        model_.tables = std::move(model_reordered);
         break;
       }
       case 8: {  // Reserve.
@@ -427,8 +415,16 @@ class Harness {
         break;
       case 13:  // Destroy or clear a table; rarely grow the pool.
         if (t >= 0 && rng() % 2 == 0) {
-          tables_[t].Clear();
-          for (BlockId id : model_.tables[t]) model_.Release(id);
+          const std::vector<BlockId>& m = model_.tables[t];
+          if (rng() % 2 == 0) {
+            tables_[t].Clear();
+            for (BlockId id : m) model_.Release(id);
+          } else {
+            tables_[t].ClearTailFirst();
+            for (auto it = m.rbegin(); it != m.rend(); ++it) {
+              model_.Release(*it);
+            }
+          }
           tables_.erase(tables_.begin() + t);
           model_.tables.erase(model_.tables.begin() + t);
         } else if (rng() % 16 == 0 && initial_blocks_ >= 16 &&
@@ -438,6 +434,161 @@ class Harness {
           model_.Grow(2);
         }
         break;
+      case 14:  // The bytes' copies ran: finish, drop or merge pending ones.
+        ASSERT_NO_FATAL_FAILURE(PendingStep(rng));
+        break;
+    }
+  }
+
+  // One PrepareWrite: 0..3 distinct targets over random tables, 0..2 growths,
+  // through the pool or a reservation, modelled exactly: walking the targets
+  // in order, an entry needs a copy while its block has another holder
+  // besides the references already moved to copies in this write
+  // (ref_count - moved > 1); a fresh block comes from the reservation while
+  // it has one, else from the unreserved pool; copies are taken first, then
+  // growth, all or nothing. The entry's reference moves to the pending copy.
+  void PrepareWriteStep(std::mt19937& rng, int res) {
+    const int num_tables = static_cast<int>(tables_.size());
+    Reservation* reservation = res >= 0 ? &reservations_[res] : nullptr;
+    std::vector<WriteTarget> targets;
+    std::vector<std::pair<int, int32_t>> model_targets;  // (table, index).
+    std::vector<TableGrowth> growth;
+    std::vector<std::pair<int, int32_t>> model_growth;  // (table, blocks).
+    if (num_tables > 0) {
+      const int num_targets = static_cast<int>(rng() % 4);
+      for (int k = 0; k < num_targets; ++k) {
+        const int t = static_cast<int>(rng() % num_tables);
+        if (model_.tables[t].empty()) continue;
+        const int32_t i = static_cast<int32_t>(rng() % model_.tables[t].size());
+        const std::pair<int, int32_t> target(t, i);
+        if (std::find(model_targets.begin(), model_targets.end(), target) !=
+            model_targets.end()) {
+          continue;  // Targets are distinct entries.
+        }
+        model_targets.push_back(target);
+        targets.push_back({&tables_[t], i});
+      }
+      const int num_growth = rng() % 3 == 0 ? static_cast<int>(rng() % 3) : 0;
+      for (int k = 0; k < num_growth; ++k) {
+        const int t = static_cast<int>(rng() % num_tables);
+        const int32_t n = static_cast<int32_t>(rng() % 3);
+        model_growth.push_back({t, n});
+        growth.push_back({&tables_[t], n});
+      }
+    }
+    WriteRequest request;
+    request.targets = targets;
+    request.growth = growth;
+    request.reservation = reservation;
+
+    // The model's decision.
+    std::map<int32_t, int32_t> moved;  // Block -> references moved so far.
+    std::vector<bool> copy(model_targets.size(), false);
+    int64_t needed = 0;
+    for (size_t k = 0; k < model_targets.size(); ++k) {
+      const auto [t, i] = model_targets[k];
+      const BlockId id = model_.tables[t][i];
+      if (model_.rc(id) - moved[id.value()] > 1) {
+        copy[k] = true;
+        ++moved[id.value()];
+        ++needed;
+      }
+    }
+    for (const auto& [t, n] : model_growth) needed += n;
+    const int32_t available =
+        model_.num_unreserved() +
+        (res >= 0 ? model_.reservations[res].reserved_free : 0);
+    ASSERT_EQ(FreshBlocksNeeded(*pool_, request), needed);
+
+    if (needed > available) {
+      const Books before = Snapshot(true);
+      ASSERT_THAT(PrepareWrite(*pool_, request),
+                  StatusIs(absl::StatusCode::kResourceExhausted));
+      ++model_.failed;
+      ASSERT_TRUE(before == Snapshot(true)) << "failed PrepareWrite changed";
+      return;
+    }
+    absl::StatusOr<PendingCopies> copies = PrepareWrite(*pool_, request);
+    ASSERT_THAT(copies, IsOk());
+    auto take = [&] {
+      const bool from_reservation =
+          res >= 0 && model_.reservations[res].reserved_free > 0;
+      return model_.Take(from_reservation ? res : -1);
+    };
+    std::vector<CopyOp> model_ops;
+    for (size_t k = 0; k < model_targets.size(); ++k) {
+      if (!copy[k]) continue;
+      const auto [t, i] = model_targets[k];
+      const BlockId fresh = take();
+      model_ops.push_back(CopyOp{model_.tables[t][i], fresh});
+      model_.tables[t][i] = fresh;  // Its reference is the copy's now.
+    }
+    for (const auto& [t, n] : model_growth) {
+      for (int32_t k = 0; k < n; ++k) model_.tables[t].push_back(take());
+    }
+    ASSERT_EQ(std::vector<CopyOp>(copies->ops().begin(), copies->ops().end()),
+              model_ops);
+    // Keep the copies pending (their sources held) for a later step, or
+    // finish them now, as a cache that copies right away does.
+    if (model_ops.empty()) return;
+    if (static_cast<int>(pending_.size()) < kMaxPending && rng() % 3 != 0) {
+      pending_.push_back(*std::move(copies));
+      model_.pending.push_back(std::move(model_ops));
+    } else {
+      copies->MarkDone();
+      for (const CopyOp& op : model_ops) model_.Release(op.src);
+    }
+  }
+
+  // Finishes (MarkDone), destroys, moves or merges (Append) a held
+  // PendingCopies; each way releases the sources exactly once, in op order.
+  void PendingStep(std::mt19937& rng) {
+    if (pending_.empty()) return;
+    const size_t k = rng() % pending_.size();
+    auto release = [this](const std::vector<CopyOp>& ops) {
+      for (const CopyOp& op : ops) model_.Release(op.src);
+    };
+    switch (rng() % 4) {
+      case 0:
+        pending_[k].MarkDone();
+        ASSERT_TRUE(pending_[k].empty());
+        release(model_.pending[k]);
+        model_.pending[k].clear();
+        break;
+      case 1:  // Destroyed without MarkDone: the destructor releases.
+        std::swap(pending_[k], pending_.back());  // Moves release nothing.
+        std::swap(model_.pending[k], model_.pending.back());
+        pending_.pop_back();
+        release(model_.pending.back());
+        model_.pending.pop_back();
+        break;
+      case 2: {  // Merge into another one.
+        const size_t into = rng() % pending_.size();
+        if (into == k) break;
+        pending_[into].Append(std::move(pending_[k]));
+        ASSERT_TRUE(pending_[k].empty());
+        std::vector<CopyOp>& dst = model_.pending[into];
+        dst.insert(dst.end(), model_.pending[k].begin(),
+                   model_.pending[k].end());
+        model_.pending[k].clear();
+        break;
+      }
+      case 3: {  // Move-assign over another one: its copies are released.
+        const size_t over = rng() % pending_.size();
+        if (over == k) break;
+        pending_[over] = std::move(pending_[k]);
+        release(model_.pending[over]);
+        model_.pending[over] = std::move(model_.pending[k]);
+        model_.pending[k].clear();
+        break;
+      }
+    }
+    // Drop the empty ones, in both.
+    for (size_t j = pending_.size(); j-- > 0;) {
+      if (!model_.pending[j].empty()) continue;
+      ASSERT_TRUE(pending_[j].empty());
+      pending_.erase(pending_.begin() + j);
+      model_.pending.erase(model_.pending.begin() + j);
     }
   }
 
@@ -445,9 +596,11 @@ class Harness {
   const int32_t initial_blocks_;
   std::unique_ptr<BlockPool> pool_;
   Model model_;
-  // Declared after pool_: destroyed first (tables, then reservations).
+  // Declared after pool_: destroyed first (pending copies, tables, then
+  // reservations).
   std::vector<Reservation> reservations_;
   std::vector<BlockTable> tables_;
+  std::vector<PendingCopies> pending_;
 };
 
 // Param: seed. Pool sizes cycle through 6 (operations keep failing), 16, 48.
@@ -510,7 +663,13 @@ TEST_P(ReservationGuaranteeTest, OwnerWithinCapacityNeverFails) {
       case 2:
         if (!owner[t].empty() && distinct() + 1 <= kCapacity) {
           const int32_t i = static_cast<int32_t>(rng() % owner[t].num_blocks());
-          ASSERT_THAT(owner[t].PrepareWrite(i, &reservation), IsOk());
+          const WriteTarget target[] = {{&owner[t], i}};
+          WriteRequest request;
+          request.targets = target;
+          request.reservation = &reservation;
+          absl::StatusOr<PendingCopies> copies = PrepareWrite(*pool, request);
+          ASSERT_THAT(copies, IsOk());
+          copies->MarkDone();
         }
         break;
       case 3:

@@ -151,11 +151,11 @@ TEST(BlockPoolTest, AddRefsAndReleaseAllTakeSpans) {
   pool->AddRefs({ids[0]});
   EXPECT_EQ(pool->ref_count(ids[0]), 3);
   EXPECT_EQ(pool->ref_count(ids[1]), 2);
-  EXPECT_EQ(pool->NumShared(ids), 2);
+  EXPECT_EQ(pool->stats().num_shared_blocks, 2);
   pool->ReleaseAll({ids[0], ids[0], ids[1]});
   EXPECT_EQ(pool->ref_count(ids[0]), 1);
   EXPECT_EQ(pool->ref_count(ids[1]), 1);
-  EXPECT_EQ(pool->NumShared(ids), 0);
+  EXPECT_EQ(pool->stats().num_shared_blocks, 0);
   pool->ReleaseAll(ids);
   EXPECT_EQ(pool->num_free_blocks(), 4);
   pool->CheckInvariants();
@@ -183,6 +183,45 @@ TEST(BlockPoolTest, GrowRejectsBadSizesAndChangesNothing) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("overflows int32")));
   EXPECT_EQ(pool->num_blocks(), 2);
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, ShrinkUndoesGrowWhenTheDroppedBlocksAreFree) {
+  auto pool = MakePool(2);
+  const BlockId held = *pool->TryAllocate();
+  ASSERT_THAT(pool->Grow(3), IsOk());
+  ASSERT_THAT(pool->Shrink(2), IsOk());
+  EXPECT_EQ(pool->num_blocks(), 2);
+  EXPECT_EQ(pool->num_free_blocks(), 1);
+  EXPECT_EQ(pool->ref_count(held), 1);
+  pool->CheckInvariants();
+  // The free block left is the old one, and growth works again.
+  EXPECT_NE(*pool->TryAllocate(), held);
+  ASSERT_THAT(pool->Grow(1), IsOk());
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolTest, ShrinkRefusesInUseOrReservedBlocksAndChangesNothing) {
+  auto pool = MakePool(4);
+  std::vector<BlockId> ids = *pool->Allocate(4);  // 0..3 in use.
+  pool->Release(ids[0]);
+  pool->Release(ids[1]);
+  EXPECT_THAT(pool->Shrink(2),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("block 2 is in use")));
+  pool->Release(ids[2]);
+  pool->Release(ids[3]);
+  absl::StatusOr<Reservation> r = pool->Reserve(3);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_THAT(pool->Shrink(2),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("2 free for 3 reserved")));
+  EXPECT_EQ(pool->num_blocks(), 4);
+  EXPECT_THAT(pool->Shrink(0), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(pool->Shrink(5), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT(r->Resize(2), IsOk());
+  EXPECT_THAT(pool->Shrink(2), IsOk());
+  EXPECT_EQ(pool->num_unreserved_free_blocks(), 0);
   pool->CheckInvariants();
 }
 

@@ -2,7 +2,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -10,7 +9,6 @@
 #include "absl/status/statusor.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
-#include "allocator/copy_on_write.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -23,8 +21,6 @@ using ::pagedkv::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-using ::testing::Optional;
 
 std::unique_ptr<BlockPool> MakePool(int32_t num_blocks) {
   BlockPool::Options options;
@@ -38,17 +34,16 @@ std::vector<BlockId> Ids(std::initializer_list<int32_t> values) {
   return ids;
 }
 
-// Stands in for the cache's byte copy in the header example.
-void CopyBlock(BlockId /*src*/, BlockId /*dst*/) {}
-
 // The example in block_table.h.
 absl::Status HeaderExample(BlockPool* pool) {
   BlockTable table(pool);  // pool outlives the table.
   if (absl::Status s = table.Grow(3); !s.ok()) return s;
   BlockTable beam = table.Fork();  // Shares all 3 blocks.
-  absl::StatusOr<std::optional<CopyOp>> op = beam.PrepareWrite(2);
-  if (!op.ok()) return op.status();  // RESOURCE_EXHAUSTED.
-  if (op->has_value()) CopyBlock((*op)->src, (*op)->dst);  // Then write.
+  EXPECT_TRUE(beam.IsShared(2));   // true
+  beam.DropBack(1);                // table keeps its 3.
+  EXPECT_EQ(table.num_blocks(), 3);
+  EXPECT_FALSE(table.IsShared(2));
+  EXPECT_TRUE(table.IsShared(1));
   return absl::OkStatus();
 }
 
@@ -161,97 +156,83 @@ TEST(BlockTableTest, DropFrontAndDropBackReleaseThoseEntries) {
   EXPECT_EQ(pool->num_free_blocks(), 6);
 }
 
-TEST(BlockTableTest, PrepareWriteOnPrivateBlockIsNoOp) {
+// The release order shows in the pool's LIFO free list: the entry released
+// last is handed out first.
+TEST(BlockTableTest, DropBackAndClearTailFirstReleaseTheLastEntryFirst) {
   auto pool = MakePool(4);
   BlockTable table(pool.get());
-  ASSERT_THAT(table.Grow(1), IsOk());
-  absl::StatusOr<std::optional<CopyOp>> op = table.PrepareWrite(0);
-  ASSERT_THAT(op, IsOk());
-  EXPECT_EQ(*op, std::nullopt);
-  EXPECT_EQ(pool->num_free_blocks(), 3);
+  ASSERT_THAT(table.Grow(3), IsOk());  // {0, 1, 2}
+  table.DropBack(2);                   // Releases 2, then 1.
+  EXPECT_EQ(*pool->TryAllocate(), BlockId(1));
+  EXPECT_EQ(*pool->TryAllocate(), BlockId(2));
+  pool->ReleaseAll(Ids({2, 1}));  // Free list: 1, 2, 3.
+
+  BlockTable other(pool.get());
+  ASSERT_THAT(other.Grow(2), IsOk());  // {1, 2}
+  other.ClearTailFirst();              // Releases 2, then 1.
+  EXPECT_TRUE(other.empty());
+  EXPECT_EQ(*pool->TryAllocate(), BlockId(1));
+  EXPECT_EQ(*pool->TryAllocate(), BlockId(2));
+  pool->ReleaseAll(Ids({2, 1}));
+  table.Clear();  // Releases in entry order.
+  EXPECT_EQ(pool->num_free_blocks(), 4);
 }
 
-TEST(BlockTableTest, PrepareWriteUnsharesTheEntry) {
-  auto pool = MakePool(4);
-  BlockTable table(pool.get());
-  ASSERT_THAT(table.Grow(2), IsOk());
-  BlockTable fork = table.Fork();
-  absl::StatusOr<std::optional<CopyOp>> op = fork.PrepareWrite(1);
-  ASSERT_THAT(op, IsOk());
-  EXPECT_THAT(*op, Optional(CopyOp{BlockId(1), BlockId(2)}));
-  EXPECT_THAT(fork.blocks(), ElementsAreArray(Ids({0, 2})));
-  EXPECT_EQ(pool->ref_count(BlockId(1)), 1);
-  EXPECT_FALSE(table.IsShared(1));
-  EXPECT_EQ(fork.NumSharedIn(0, 2), 1);
-  const BlockTable* tables[] = {&table, &fork};
-  CheckRefCounts(*pool, tables);
-}
-
-TEST(BlockTableTest, PrepareWriteFailsWithNumbersAndChangesNothing) {
-  auto pool = MakePool(2);
-  BlockTable table(pool.get());
-  ASSERT_THAT(table.Grow(2), IsOk());
-  BlockTable fork = table.Fork();
-  EXPECT_THAT(fork.PrepareWrite(0),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr("need 1 blocks, 0 free (0 reserved)")));
-  EXPECT_THAT(fork.blocks(), ElementsAreArray(table.blocks()));
-  EXPECT_EQ(pool->ref_count(BlockId(0)), 2);
-  const BlockTable* tables[] = {&table, &fork};
-  CheckRefCounts(*pool, tables);
-}
-
-TEST(BlockTableTest, PrepareWriteCanTakeTheBlockFromAReservation) {
-  auto pool = MakePool(4);
-  BlockTable table(pool.get());
-  ASSERT_THAT(table.Grow(2), IsOk());
-  Reservation r = *pool->Reserve(1);
-  BlockTable fork = table.Fork();
-  EXPECT_EQ(pool->num_unreserved_free_blocks(), 1);
-  absl::StatusOr<std::optional<CopyOp>> op = fork.PrepareWrite(0, &r);
-  ASSERT_THAT(op, IsOk());
-  ASSERT_TRUE(op->has_value());
-  EXPECT_EQ(r.num_charged(), 1);
-  EXPECT_EQ(pool->num_unreserved_free_blocks(), 1);
-  EXPECT_THAT(fork.PrepareWrite(1, &r),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr("reservation has 0 free")));
-}
-
-TEST(BlockTableTest, NumSharedInCountsSharedEntriesOfARange) {
+// Which entries another table still holds: the per-entry question the
+// removed NumSharedIn answered for a range (copy-on-write now asks it inside
+// PrepareWrite; see copy_on_write_test.cc).
+TEST(BlockTableTest, IsSharedTellsWhichEntriesAnotherHolderHas) {
   auto pool = MakePool(8);
   BlockTable table(pool.get());
   ASSERT_THAT(table.Grow(4), IsOk());
   BlockTable fork = table.Fork();
   fork.DropBack(1);
-  EXPECT_EQ(table.NumSharedIn(0, 4), 3);
-  EXPECT_EQ(table.NumSharedIn(2, 4), 1);
-  EXPECT_EQ(table.NumSharedIn(3, 3), 0);
+  EXPECT_TRUE(table.IsShared(0));
+  EXPECT_TRUE(table.IsShared(2));
+  EXPECT_FALSE(table.IsShared(3));
+  pool->AddRef(table[3]);  // A holder outside any table counts too.
+  EXPECT_TRUE(table.IsShared(3));
+  pool->Release(table[3]);
+  fork.Clear();
+  for (int32_t i = 0; i < table.num_blocks(); ++i) {
+    EXPECT_FALSE(table.IsShared(i)) << i;
+  }
 }
 
-TEST(BlockTableTest, GatherTablesForksTheChosenRows) {
+// Repeat-interleave: every row is kept and row 1 is picked twice, so the only
+// pool traffic is one extra reference per block of row 1.
+TEST(BlockTableTest, ReorderTablesRepeatsAChosenRowBySharingItsBlocks) {
   auto pool = MakePool(8);
-  std::vector<BlockTable> old;
-  old.emplace_back(pool.get());
-  old.emplace_back(pool.get());
-  ASSERT_THAT(old[0].Grow(2), IsOk());
-  ASSERT_THAT(old[1].Grow(1), IsOk());
-  std::vector<BlockTable> gathered = GatherTables(old, {1, 1, 0});
-  ASSERT_EQ(gathered.size(), 3u);
-  EXPECT_THAT(gathered[0].blocks(), ElementsAreArray(old[1].blocks()));
-  EXPECT_THAT(gathered[1].blocks(), ElementsAreArray(old[1].blocks()));
-  EXPECT_THAT(gathered[2].blocks(), ElementsAreArray(old[0].blocks()));
-  EXPECT_EQ(pool->ref_count(old[1][0]), 3);
+  std::vector<BlockTable> tables;
+  tables.emplace_back(pool.get());
+  tables.emplace_back(pool.get());
+  ASSERT_THAT(tables[0].Grow(2), IsOk());
+  ASSERT_THAT(tables[1].Grow(1), IsOk());
+  const std::vector<BlockId> row0(tables[0].blocks().begin(),
+                                  tables[0].blocks().end());
+  const std::vector<BlockId> row1(tables[1].blocks().begin(),
+                                  tables[1].blocks().end());
+  const int64_t allocations = pool->stats().num_allocations;
+  ReorderTables(&tables, {1, 1, 0});
+  ASSERT_EQ(tables.size(), 3u);
+  EXPECT_THAT(tables[0].blocks(), ElementsAreArray(row1));
+  EXPECT_THAT(tables[1].blocks(), ElementsAreArray(row1));
+  EXPECT_THAT(tables[2].blocks(), ElementsAreArray(row0));
+  EXPECT_EQ(pool->ref_count(row1[0]), 2);
+  EXPECT_EQ(pool->ref_count(row0[0]), 1);
+  EXPECT_EQ(pool->num_free_blocks(), 5);
+  EXPECT_EQ(pool->stats().num_allocations, allocations);  // No block taken.
+  for (const BlockTable& t : tables) EXPECT_EQ(t.pool(), pool.get());
   std::vector<const BlockTable*> all;
-  for (const BlockTable& t : old) all.push_back(&t);
-  for (const BlockTable& t : gathered) all.push_back(&t);
+  for (const BlockTable& t : tables) all.push_back(&t);
   CheckRefCounts(*pool, all);
-  old.clear();  // Beam reorder: the old tables go, the new ones stay.
-  EXPECT_EQ(pool->ref_count(gathered[0][0]), 2);
-  EXPECT_THAT(GatherTables(gathered, {}), IsEmpty());
+  ReorderTables(&tables, {2});  // Batch select: the two copies of row 1 go.
+  ASSERT_EQ(tables.size(), 1u);
+  EXPECT_THAT(tables[0].blocks(), ElementsAreArray(row0));
+  EXPECT_EQ(pool->num_free_blocks(), 6);
 }
 
-TEST(BlockTableTest, ReorderTablesMatchesGatherAndTouchesOnlyTheNetChange) {
+TEST(BlockTableTest, ReorderTablesTouchesOnlyTheNetChange) {
   auto pool = MakePool(8);
   std::vector<BlockTable> tables;
   for (int i = 0; i < 3; ++i) {
@@ -276,9 +257,32 @@ TEST(BlockTableTest, ReorderTablesMatchesGatherAndTouchesOnlyTheNetChange) {
 
   ReorderTables(&tables, {2, 1, 0});  // Permutation: no refcount changes.
   EXPECT_EQ(pool->ref_count(row2[0]), 2);
+  EXPECT_THAT(tables[1].blocks(), ElementsAreArray(row0));
   ReorderTables(&tables, {});
   EXPECT_TRUE(tables.empty());
   EXPECT_EQ(pool->num_free_blocks(), 8);
+  ReorderTables(&tables, {});  // No tables, no indices: nothing to do.
+  EXPECT_TRUE(tables.empty());
+}
+
+// A row dropped by the reorder may share blocks with a kept row (a fork):
+// those blocks stay live with the kept row's reference.
+TEST(BlockTableTest, ReorderTablesKeepsBlocksADroppedRowSharesWithAKeptOne) {
+  auto pool = MakePool(4);
+  std::vector<BlockTable> tables;
+  tables.emplace_back(pool.get());
+  ASSERT_THAT(tables[0].Grow(2), IsOk());
+  tables.push_back(tables[0].Fork());
+  ASSERT_THAT(tables[1].Grow(1), IsOk());
+  const std::vector<BlockId> row1(tables[1].blocks().begin(),
+                                  tables[1].blocks().end());
+  ReorderTables(&tables, {1});
+  ASSERT_EQ(tables.size(), 1u);
+  EXPECT_THAT(tables[0].blocks(), ElementsAreArray(row1));
+  for (BlockId id : row1) EXPECT_EQ(pool->ref_count(id), 1) << id;
+  EXPECT_EQ(pool->num_free_blocks(), 1);
+  const BlockTable* all[] = {&tables[0]};
+  CheckRefCounts(*pool, all);
 }
 
 TEST(BlockTableTest, CheckRefCountsCountsExtraHolders) {
@@ -307,30 +311,29 @@ TEST(BlockTableDeathTest, OutOfRangeEntryAborts) {
   auto pool = MakePool(4);
   BlockTable table(pool.get());
   ASSERT_THAT(table.Grow(1), IsOk());
-  EXPECT_DEATH(table.PrepareWrite(1).IgnoreError(),
-               "PrepareWrite\\(1\\) of a 1-block table");
+  EXPECT_DEATH(table.IsShared(1), "IsShared\\(1\\) of a 1-block table");
   EXPECT_DEATH(table.IsShared(-1), "IsShared\\(-1\\)");
-  EXPECT_DEATH(table.NumSharedIn(0, 2), "NumSharedIn\\(0, 2\\)");
 }
 
-TEST(BlockTableDeathTest, GatherIndexOutOfRangeAborts) {
+TEST(BlockTableDeathTest, ReorderIndexOutOfRangeAborts) {
   auto pool = MakePool(4);
-  std::vector<BlockTable> old;
-  old.emplace_back(pool.get());
-  EXPECT_DEATH(GatherTables(old, {0, 1}),
-               "gather index 1 out of range \\[0, 1\\)");
-  EXPECT_DEATH(GatherTables(old, {-1}), "gather index -1 out of range");
-  EXPECT_DEATH(GatherTables({}, {0}), "from no tables");
-  EXPECT_DEATH(ReorderTables(&old, {3}), "gather index 3 out of range");
+  std::vector<BlockTable> tables;
+  tables.emplace_back(pool.get());
+  EXPECT_DEATH(ReorderTables(&tables, {0, 1}),
+               "index 1 out of range \\[0, 1\\)");
+  EXPECT_DEATH(ReorderTables(&tables, {-1}), "index -1 out of range");
+  std::vector<BlockTable> none;
+  EXPECT_DEATH(ReorderTables(&none, {0}), "from no tables");
+  EXPECT_DEATH(ReorderTables(nullptr, {0}), "needs tables");
 }
 
-TEST(BlockTableDeathTest, GatherAcrossPoolsAborts) {
+TEST(BlockTableDeathTest, ReorderAcrossPoolsAborts) {
   auto pool_a = MakePool(2);
   auto pool_b = MakePool(2);
-  std::vector<BlockTable> old;
-  old.emplace_back(pool_a.get());
-  old.emplace_back(pool_b.get());
-  EXPECT_DEATH(GatherTables(old, {0}), "across pools");
+  std::vector<BlockTable> tables;
+  tables.emplace_back(pool_a.get());
+  tables.emplace_back(pool_b.get());
+  EXPECT_DEATH(ReorderTables(&tables, {0}), "ReorderTables across pools");
 }
 
 TEST(BlockTableDeathTest, ReservationOfAnotherPoolAborts) {

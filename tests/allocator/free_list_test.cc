@@ -28,6 +28,27 @@ TEST(FreeListTest, HeaderExampleWorks) {
   list.CheckInvariants();
 }
 
+TEST(FreeListTest, ShrinkDropsIdsNotInTheList) {
+  FreeList list(4);
+  list.PushBack(BlockId(0));
+  list.PushBack(BlockId(1));
+  list.Shrink(2);
+  EXPECT_EQ(list.capacity(), 2);
+  EXPECT_EQ(list.size(), 2);
+  list.CheckInvariants();
+  list.Grow(3);
+  list.PushFront(BlockId(2));
+  EXPECT_EQ(list.PopFront(), BlockId(2));
+  list.CheckInvariants();
+}
+
+TEST(FreeListDeathTest, ShrinkOverAListedIdAborts) {
+  FreeList list(3);
+  list.PushBack(BlockId(2));
+  EXPECT_DEATH(list.Shrink(2), "Shrink drops block 2, still listed");
+  EXPECT_DEATH(list.Shrink(4), "cannot shrink from 3 to 4");
+}
+
 TEST(FreeListTest, StartsEmptyWithCapacity) {
   FreeList list(3);
   EXPECT_EQ(list.capacity(), 3);

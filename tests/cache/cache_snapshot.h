@@ -21,9 +21,9 @@
 
 #include "absl/status/statusor.h"
 #include "cache/cache_stats.h"
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_pool.h"
 #include "cache/kv_view.h"
-#include "cache/paged_kv_cache.h"
+#include "cache/cache.h"
 #include "tensor/tensor.h"
 
 namespace pagedkv::testing {
@@ -53,6 +53,9 @@ struct CacheSnapshot {
   int64_t bytes_zero_filled = 0;
   // The pool's free blocks, or -1 before a standalone cache has a pool.
   int32_t pool_free_blocks = -1;
+  int32_t pool_num_blocks = -1;
+  int32_t pool_layers = -1;
+  int32_t reservation_capacity = 0;
 
   friend bool operator==(const CacheSnapshot& a, const CacheSnapshot& b) {
     return a.batch == b.batch && a.num_layer_slots == b.num_layer_slots &&
@@ -60,7 +63,10 @@ struct CacheSnapshot {
            a.blocks_reserved == b.blocks_reserved &&
            a.cow_copies == b.cow_copies && a.bytes_written == b.bytes_written &&
            a.bytes_zero_filled == b.bytes_zero_filled &&
-           a.pool_free_blocks == b.pool_free_blocks;
+           a.pool_free_blocks == b.pool_free_blocks &&
+           a.pool_num_blocks == b.pool_num_blocks &&
+           a.pool_layers == b.pool_layers &&
+           a.reservation_capacity == b.reservation_capacity;
   }
   friend bool operator!=(const CacheSnapshot& a, const CacheSnapshot& b) {
     return !(a == b);
@@ -75,18 +81,21 @@ struct CacheSnapshot {
     return os << "], blocks " << s.blocks_in_use << ", reserved "
               << s.blocks_reserved << ", cow " << s.cow_copies << ", written "
               << s.bytes_written << ", zero-filled " << s.bytes_zero_filled
-              << ", pool free " << s.pool_free_blocks << "}";
+              << ", pool free " << s.pool_free_blocks << " of "
+              << s.pool_num_blocks << " (" << s.pool_layers << " layers)"
+              << ", reservation " << s.reservation_capacity << "}";
   }
 };
 
 // Reads every layer slot (and one past the last for a dynamic cache).
 // Aborts (via operator*) if a read the cache must serve fails.
-inline CacheSnapshot TakeSnapshot(const internal::PagedKVCache& cache) {
+inline CacheSnapshot TakeSnapshot(const KVCache& cache) {
   CacheSnapshot s;
   s.batch = cache.batch_size();
   s.num_layer_slots = cache.num_layer_slots();
+  const bool is_static = cache.GetMaxCacheShape().has_value();
   const int64_t n =
-      cache.is_static() ? cache.num_layer_slots() : cache.num_layer_slots() + 1;
+      is_static ? cache.num_layer_slots() : cache.num_layer_slots() + 1;
   for (int64_t l = 0; l < n; ++l) {
     LayerSnapshot layer;
     layer.length = *cache.GetSeqLength(l);
@@ -104,11 +113,14 @@ inline CacheSnapshot TakeSnapshot(const internal::PagedKVCache& cache) {
   const CacheStats stats = cache.stats();
   s.blocks_in_use = stats.blocks_in_use;
   s.blocks_reserved = stats.blocks_reserved;
+  s.reservation_capacity = stats.reservation_capacity;
   s.cow_copies = stats.cow_copies;
   s.bytes_written = stats.bytes_written;
   s.bytes_zero_filled = stats.bytes_zero_filled;
   if (cache.pool() != nullptr) {
     s.pool_free_blocks = cache.pool()->books().num_free_blocks();
+    s.pool_num_blocks = cache.pool()->num_blocks();
+    s.pool_layers = cache.pool()->layout().num_layers;
   }
   return s;
 }

@@ -24,10 +24,10 @@
 #include "cache/cache_stats.h"
 #include "cache/dynamic_kv_cache.h"
 #include "cache/encoder_decoder_cache.h"
-#include "cache/kv_layout.h"
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
 #include "cache/kv_view.h"
-#include "cache/paged_kv_cache.h"
+#include "cache/cache.h"
 #include "cache/static_kv_cache.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -42,7 +42,6 @@
 namespace pagedkv {
 namespace {
 
-using ::pagedkv::internal::PagedKVCache;
 using ::pagedkv::testing::CacheSnapshot;
 using ::pagedkv::testing::IsOk;
 using ::pagedkv::testing::ReferenceCache;
@@ -92,7 +91,7 @@ std::unique_ptr<KVPool> MakePool(DType dtype, int32_t num_blocks) {
        .num_blocks = num_blocks});
 }
 
-std::unique_ptr<PagedKVCache> MakeStatic(KVPool* pool) {
+std::unique_ptr<KVCache> MakeStatic(KVPool* pool) {
   return *StaticKVCache::Create({.max_cache_len = kMaxCacheLen,
                                  .num_layers = kStaticLayers,
                                  .pool = pool});
@@ -160,7 +159,7 @@ ReferenceCache::Options ModelOptions(bool is_static, const KVPool* pool) {
 
 // Compares everything visible: batch, slots, capacity, and every layer
 // (one past the last slot too) through GetSeqLength and Get.
-::testing::AssertionResult StateMatches(const PagedKVCache& cache,
+::testing::AssertionResult StateMatches(const KVCache& cache,
                                         const ReferenceCache& model) {
   if (cache.batch_size() != model.batch_size()) {
     return ::testing::AssertionFailure()
@@ -206,7 +205,7 @@ ReferenceCache::Options ModelOptions(bool is_static, const KVPool* pool) {
 
 // One half (or the whole) of a subject: a cache and its model.
 struct Half {
-  PagedKVCache* cache;
+  KVCache* cache;
   ReferenceCache* model;
 };
 
@@ -364,7 +363,7 @@ class DifferentialTest
        << ", position " << position.ToString() << ")";
 
     *is_update_of_fixed_static =
-        h.cache->is_static() && m.batch_size().has_value();
+        h.cache->GetMaxCacheShape().has_value() && m.batch_size().has_value();
     const int64_t written_before = h.cache->stats().bytes_written;
     *want = h.model->Update(key.view(), value.view(), layer, position);
     absl::StatusOr<KVView> kv =
@@ -400,7 +399,7 @@ class DifferentialTest
   std::mt19937 rng_;
   uint32_t counter_ = 0;
   std::unique_ptr<KVPool> pool_;
-  std::unique_ptr<PagedKVCache> single_;
+  std::unique_ptr<KVCache> single_;
   std::unique_ptr<EncoderDecoderCache> encdec_;
   std::unique_ptr<DynamicKVCache> hog_;  // Another user of the shared pool.
   ReferenceCache self_model_{ReferenceCache::Options()};

@@ -12,10 +12,10 @@
 #include "cache/cache_position.h"
 #include "cache/dynamic_kv_cache.h"
 #include "cache/encoder_decoder_cache.h"
-#include "cache/kv_layout.h"
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
 #include "cache/kv_view.h"
-#include "cache/paged_kv_cache.h"
+#include "cache/cache.h"
 #include "cache/static_kv_cache.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -29,7 +29,6 @@
 namespace pagedkv {
 namespace {
 
-using ::pagedkv::internal::PagedKVCache;
 using ::pagedkv::testing::CacheSnapshot;
 using ::pagedkv::testing::IsOk;
 using ::pagedkv::testing::StatusIs;
@@ -45,7 +44,7 @@ Tensor Pattern(Shape shape, DType dtype = DType::kFloat32) {
 }
 
 // Updates with key == value.
-absl::Status UpdateWith(PagedKVCache& cache, const Tensor& kv, int64_t layer,
+absl::Status UpdateWith(KVCache& cache, const Tensor& kv, int64_t layer,
                         const CachePosition& position = CachePosition()) {
   return cache.Update(kv.view(), kv.view(), layer, position).status();
 }
@@ -418,10 +417,10 @@ TEST(SharedPoolInvalidInputTest, FullPoolIsResourceExhaustedAndChangesNothing) {
 
 TEST(SharedPoolInvalidInputTest,
      StaticReservationThatCannotGrowChangesNothing) {
-  // max_cache_len 4 with 4-token blocks reserves 2 blocks per row.
+  // max_cache_len 8 with 4-token blocks reserves 2 blocks per row.
   std::unique_ptr<KVPool> pool = SmallPool(5);
   std::unique_ptr<StaticKVCache> cache = *StaticKVCache::Create(
-      {.max_cache_len = 4, .num_layers = 2, .pool = pool.get()});
+      {.max_cache_len = 8, .num_layers = 2, .pool = pool.get()});
   ASSERT_THAT(UpdateWith(*cache, Pattern({2, 2, 3, 4}), 0), IsOk());
   EXPECT_EQ(cache->stats().blocks_reserved + cache->stats().blocks_in_use, 4);
   const CacheSnapshot before = TakeSnapshot(*cache);
@@ -437,7 +436,7 @@ TEST(SharedPoolInvalidInputTest,
   EXPECT_EQ(TakeSnapshot(*cache), before);
   // A first update whose reservation does not fit fixes nothing either.
   std::unique_ptr<StaticKVCache> other = *StaticKVCache::Create(
-      {.max_cache_len = 4, .num_layers = 2, .pool = pool.get()});
+      {.max_cache_len = 8, .num_layers = 2, .pool = pool.get()});
   const CacheSnapshot other_before = TakeSnapshot(*other);
   EXPECT_THAT(UpdateWith(*other, Pattern({1, 2, 1, 4}), 0),
               StatusIs(kExhausted, HasSubstr("2")));
@@ -495,9 +494,9 @@ TEST(EncoderDecoderInvalidInputTest,
   // Static self half (2 blocks per row reserved) and static cross half.
   EncoderDecoderCache cache(
       *StaticKVCache::Create(
-          {.max_cache_len = 4, .num_layers = 2, .pool = pool.get()}),
+          {.max_cache_len = 8, .num_layers = 2, .pool = pool.get()}),
       *StaticKVCache::Create(
-          {.max_cache_len = 4, .num_layers = 2, .pool = pool.get()}));
+          {.max_cache_len = 8, .num_layers = 2, .pool = pool.get()}));
   const Tensor kv = Pattern({1, 2, 2, 4});
   ASSERT_THAT(cache.Update(kv.view(), kv.view(), 0, CachePosition()), IsOk());
   ASSERT_THAT(

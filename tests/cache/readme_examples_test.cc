@@ -8,7 +8,7 @@
 #include "absl/status/statusor.h"
 #include "cache/dynamic_kv_cache.h"
 #include "cache/encoder_decoder_cache.h"
-#include "cache/kv_pool.h"
+#include "cache/storage/kv_pool.h"
 #include "cache/static_kv_cache.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -72,8 +72,8 @@ TEST(ReadmeExamplesTest, SharedPoolAndStaticCacheWorkAsDescribed) {
   pagedkv::Tensor token =
       *pagedkv::Zeros(pagedkv::DType::kFloat16, {1, 8, 1, 128});
   ASSERT_THAT(s->Update(token.view(), token.view(), 0), IsOk());
-  // ceil((1024 + 15) / 16) = 65 blocks set aside for the one row.
-  EXPECT_EQ(pool->books().num_reserved_blocks() + 1, 65);
+  // ceil(1024 / 16) = 64 blocks set aside for the one row.
+  EXPECT_EQ(pool->books().num_reserved_blocks() + 1, 64);
   ASSERT_THAT(a.Update(token.view(), token.view(), 0), IsOk());
   ASSERT_THAT(b.Update(token.view(), token.view(), 0), IsOk());
 
@@ -89,6 +89,17 @@ TEST(ReadmeExamplesTest, SharedPoolAndStaticCacheWorkAsDescribed) {
                         pagedkv::Attention::kCross),
               IsOk());
   EXPECT_TRUE(ed.is_updated(0));
+
+  auto small = *pagedkv::DynamicKVCache::Create(
+      {.block_tokens = 32, .max_private_pool_bytes = int64_t{1} << 30});
+  ASSERT_THAT(small->Update(token.view(), token.view(), 0), IsOk());
+  EXPECT_EQ(small->pool()->layout().block_tokens, 32);
+  EXPECT_LE(small->pool()->capacity_bytes(), size_t{1} << 30);
+
+  pagedkv::EncoderDecoderCache whisper(
+      *pagedkv::StaticKVCache::Create({.max_cache_len = 448, .num_layers = 4}),
+      std::make_unique<pagedkv::DynamicKVCache>());
+  EXPECT_EQ(whisper.GetMaxCacheShape(), 448);
 }
 
 }  // namespace

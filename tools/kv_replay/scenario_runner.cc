@@ -16,7 +16,7 @@
 #include "cache/dynamic_kv_cache.h"
 #include "cache/encoder_decoder_cache.h"
 #include "cache/kv_view.h"
-#include "cache/paged_kv_cache.h"
+#include "cache/cache.h"
 #include "cache/static_kv_cache.h"
 #include "nlohmann/json.hpp"
 #include "tensor/dtype.h"
@@ -212,28 +212,27 @@ json ErrorToJson(const absl::Status& status) {
 
 // Returns the FORMAT.md section 8 state of one KV cache, read through its
 // public API: one entry per layer slot.
-json KVStateToJson(const internal::PagedKVCache& cache) {
+json KVStateToJson(const KVCache& cache) {
   json layers = json::array();
   for (int64_t l = 0; l < cache.num_layer_slots(); ++l) {
     json layer = json::object();
-    const bool present = cache.is_present(l);
+    // A layer is present (allocated) when Get serves a view of it.
+    absl::StatusOr<std::optional<KVView>> view = cache.Get(l);
+    const bool present = view.ok() && view->has_value();
     layer["allocated"] = present;
     absl::StatusOr<int64_t> seq_len = cache.GetSeqLength(l);
     layer["seq_len"] = seq_len.ok() ? json(*seq_len) : json(nullptr);
     layer["storage_shape"] = nullptr;
     if (present) {
-      absl::StatusOr<std::optional<KVView>> view = cache.Get(l);
       json visible = nullptr;
-      if (view.ok() && view->has_value()) {
-        absl::StatusOr<json> kv = KVToJson(**view);
-        if (kv.ok()) visible = *std::move(kv);
-      }
+      absl::StatusOr<json> kv = KVToJson(**view);
+      if (kv.ok()) visible = *std::move(kv);
       layer["visible"] = std::move(visible);
     }
     layers.push_back(std::move(layer));
   }
   json state = json::object();
-  state["cls"] = cache.is_static() ? kStatic : kDynamic;
+  state["cls"] = cache.GetMaxCacheShape().has_value() ? kStatic : kDynamic;
   state["num_slots"] = cache.num_layer_slots();
   state["layers"] = std::move(layers);
   state["max_cache_shape"] = OptionalToJson(cache.GetMaxCacheShape());
@@ -241,7 +240,7 @@ json KVStateToJson(const internal::PagedKVCache& cache) {
 }
 
 // Builds a standalone Dynamic or Static cache from a ctor object.
-absl::StatusOr<std::unique_ptr<internal::PagedKVCache>> MakeKVCache(
+absl::StatusOr<std::unique_ptr<KVCache>> MakeKVCache(
     const json& ctor) {
   const json* cls_field = FindField(ctor, "cls");
   if (cls_field == nullptr) {
@@ -257,7 +256,7 @@ absl::StatusOr<std::unique_ptr<internal::PagedKVCache>> MakeKVCache(
     PKV_ASSIGN_OR_RETURN(options.num_layers, RequiredInt(ctor, "num_layers"));
     PKV_ASSIGN_OR_RETURN(std::unique_ptr<StaticKVCache> cache,
                          StaticKVCache::Create(options));
-    return std::unique_ptr<internal::PagedKVCache>(std::move(cache));
+    return std::unique_ptr<KVCache>(std::move(cache));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("ctor: unknown or nested cls '", cls, "'"));
@@ -272,7 +271,7 @@ class CacheUnderTest {
     const json* cls_field = FindField(ctor, "cls");
     if (cls_field != nullptr && cls_field->is_string() &&
         cls_field->get<std::string>() == kEncoderDecoder) {
-      std::unique_ptr<internal::PagedKVCache> halves[2];
+      std::unique_ptr<KVCache> halves[2];
       const char* names[2] = {"self", "cross"};
       for (int i = 0; i < 2; ++i) {
         const json* half = FindField(ctor, names[i]);
@@ -340,7 +339,7 @@ class CacheUnderTest {
     return Inexpressible("cross=true on a cache that is not encoder-decoder");
   }
 
-  std::unique_ptr<internal::PagedKVCache> kv_;
+  std::unique_ptr<KVCache> kv_;
   std::unique_ptr<EncoderDecoderCache> edc_;
 };
 
