@@ -1,5 +1,7 @@
 // The C++ snippets of README.md, as written there, so they keep compiling
 // and doing what the README says.
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -10,6 +12,14 @@
 #include "cache/encoder_decoder_cache.h"
 #include "cache/storage/kv_pool.h"
 #include "cache/static_kv_cache.h"
+#include "cache/serving/block_table_export.h"
+#include "cache/serving/csr_decode_attention.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/step_output.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/token_io.h"
+#include "base/status_macros.h"
+#include "tensor/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tensor/factories.h"
@@ -102,4 +112,123 @@ TEST(ReadmeExamplesTest, SharedPoolAndStaticCacheWorkAsDescribed) {
   EXPECT_EQ(whisper.GetMaxCacheShape(), 448);
 }
 
+
+// README "Serving": the step loop's helpers. WriteKV writes a token's K/V
+// (every layer, a value derived from its slot) at each slot of `out`;
+// Attend runs the reference kernel over layer 0 for the batch.
+void WriteKV(pagedkv::KVCacheManager& manager, const pagedkv::StepOutput& out) {
+  pagedkv::KVPool& pool = *manager.kv_pool();
+  const pagedkv::KVLayout& layout = pool.layout();
+  std::vector<float> token(layout.num_kv_heads * layout.head_dim);
+  for (int64_t slot : out.slot_mapping) {
+    for (size_t i = 0; i < token.size(); ++i) {
+      token[i] = static_cast<float>(slot % 7) + 0.01f * static_cast<float>(i);
+    }
+    const pagedkv::TokenSource src{
+        .data = reinterpret_cast<const std::byte*>(token.data()),
+        .head_stride = layout.head_dim,
+        .token_stride = layout.num_kv_heads * layout.head_dim,
+        .dim_stride = 1};
+    for (int32_t layer = 0; layer < layout.num_layers; ++layer) {
+      pagedkv::WriteTokenRun(
+          pool, pagedkv::StepOutput::BlockOf(slot, layout.block_tokens), layer,
+          pagedkv::StepOutput::OffsetOf(slot, layout.block_tokens), 1, src,
+          src);
+    }
+  }
+}
+
+absl::Status Attend(const pagedkv::KVCacheManager& manager,
+                    const std::vector<pagedkv::SequenceId>& running,
+                    const std::vector<int32_t>& indptr,
+                    const std::vector<int32_t>& indices,
+                    const std::vector<int32_t>& last) {
+  const pagedkv::KVLayout& layout = manager.layout();
+  const int64_t batch = static_cast<int64_t>(running.size());
+  PKV_ASSIGN_OR_RETURN(
+      pagedkv::Tensor query,
+      pagedkv::FillPattern(pagedkv::DType::kFloat32,
+                           {batch, 2 * layout.num_kv_heads, layout.head_dim},
+                           1));
+  PKV_ASSIGN_OR_RETURN(
+      pagedkv::Tensor out,
+      pagedkv::Zeros(pagedkv::DType::kFloat32,
+                     {batch, 2 * layout.num_kv_heads, layout.head_dim}));
+  PKV_RETURN_IF_ERROR(pagedkv::CsrDecodeAttention(
+      query.view(), *manager.kv_pool(), /*layer=*/0, indptr, indices, last,
+      1.0f / std::sqrt(static_cast<float>(layout.head_dim)), out.view()));
+  // Every value K/V can hold is in [0, 7): so is the attention output.
+  for (float v : pagedkv::ToFloatVector(out.view())) {
+    if (!(v >= 0 && v < 7.1f)) return absl::InternalError("attention value");
+  }
+  return absl::OkStatus();
+}
+
+// Returns how many sequences ran to the end (the rest were preempted).
+absl::StatusOr<size_t> ServingStepLoop(const pagedkv::KVLayout& layout) {
+  auto manager = *pagedkv::KVCacheManager::Create(
+      {.layout = layout, .num_blocks = 64, .watermark = 0});
+  pagedkv::StepOutput out;
+  std::vector<pagedkv::SequenceId> running;
+  for (pagedkv::SequenceId id : {1, 2, 3}) {  // Admit while it fits.
+    if (manager->CanAdmit(/*prompt=*/20, /*max_new=*/8) !=
+        pagedkv::Admission::kAdmit) {
+      break;
+    }
+    PKV_RETURN_IF_ERROR(manager->AddSequence(id, 20, 8, &out));
+    WriteKV(*manager, out);  // The model's prefill writes K/V at the slots.
+    running.push_back(id);
+  }
+  for (int step = 0; step < 8; ++step) {
+    std::vector<pagedkv::SlotRequest> requests;
+    for (pagedkv::SequenceId id : running) requests.push_back({id, 1});
+    absl::Status s = manager->AppendSlots(requests, &out);
+    if (absl::IsResourceExhausted(s)) {  // Nothing changed: preempt, retry.
+      PKV_RETURN_IF_ERROR(manager->Preempt(running.back()));
+      running.pop_back();
+      --step;
+      continue;
+    }
+    PKV_RETURN_IF_ERROR(s);
+    WriteKV(*manager, out);  // This step's K/V, then attention reads them:
+    std::vector<int32_t> indptr(running.size() + 1), last(running.size());
+    std::vector<int32_t> indices(
+        manager->books().num_blocks());  // Sized once for the whole pool.
+    PKV_RETURN_IF_ERROR(pagedkv::ExportCsrPageTable(
+        *manager, running, absl::MakeSpan(indptr), absl::MakeSpan(indices),
+        absl::MakeSpan(last)));
+    PKV_RETURN_IF_ERROR(Attend(*manager, running, indptr, indices, last));
+  }
+  for (pagedkv::SequenceId id : running) PKV_RETURN_IF_ERROR(manager->Free(id));
+  for (pagedkv::SequenceId id : {1, 2, 3}) {
+    if (manager->contains(id)) PKV_RETURN_IF_ERROR(manager->Free(id));
+  }
+  EXPECT_EQ(manager->stats().used_blocks, 0);
+  manager->CheckInvariants();
+  return running.size();
+}
+
+TEST(ReadmeExamplesTest, ServingStepLoopRuns) {
+  absl::StatusOr<size_t> finished = ServingStepLoop(
+      {.num_layers = 2,
+       .num_kv_heads = 2,
+       .head_dim = 8,
+       .dtype = pagedkv::DType::kFloat32,
+       .block_tokens = 16});
+  ASSERT_THAT(finished, IsOk());
+  EXPECT_EQ(*finished, 3u);
+}
+
+TEST(ReadmeExamplesTest, ServingStepLoopPreemptsWhenThePoolRunsOut) {
+  // One-token blocks: three 20-token prompts take 60 of the 64 blocks, the
+  // second decode step runs out, and the loop preempts the last sequence.
+  absl::StatusOr<size_t> finished = ServingStepLoop(
+      {.num_layers = 1,
+       .num_kv_heads = 1,
+       .head_dim = 4,
+       .dtype = pagedkv::DType::kFloat32,
+       .block_tokens = 1});
+  ASSERT_THAT(finished, IsOk());
+  EXPECT_EQ(*finished, 2u);
+}
 }  // namespace

@@ -1,0 +1,256 @@
+#include "cache/serving/block_table_export.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/status_macros.h"
+
+namespace pagedkv {
+namespace {
+
+// Rows are compared and copied as raw int32 ids.
+static_assert(std::is_trivially_copyable_v<BlockId> &&
+                  sizeof(BlockId) == sizeof(int32_t),
+              "BlockId must be a bare int32 for memcmp");
+
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+
+absl::Status TooSmall(const char* name, size_t given, int64_t needed,
+                      const char* what) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s holds %d entries, needs %d (%s)", name, given,
+                      needed, what));
+}
+
+absl::Status TooWide(SequenceId seq, size_t row, size_t blocks,
+                     int32_t max_blocks) {
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "sequence %d (row %d) has %d blocks, more than max_blocks %d", seq, row,
+      blocks, max_blocks));
+}
+
+// The tokens of a running sequence, checked against its table: the export
+// hands both to a kernel, which would read past the table if they disagreed.
+int32_t TokensOf(const KVCacheManager& manager, SequenceId seq,
+                 size_t num_blocks) {
+  absl::StatusOr<int64_t> tokens = manager.num_tokens(seq);
+  PKV_CHECK(tokens.ok(), "sequence %d has a table but no length: %s", seq,
+            tokens.status().ToString());
+  // ceil(tokens / bt) == num_blocks, without a division (this runs per row
+  // of every export, and a 64-bit divide costs tens of cycles).
+  const int64_t bt = manager.block_tokens();
+  const int64_t blocks = static_cast<int64_t>(num_blocks);
+  PKV_CHECK(*tokens <= blocks * bt && *tokens > (blocks - 1) * bt &&
+                *tokens >= 0,
+            "sequence %d: %d tokens in %d blocks of %d", seq, *tokens,
+            num_blocks, bt);
+  return static_cast<int32_t>(*tokens);
+}
+
+void WriteRow(absl::Span<const BlockId> table, int32_t max_blocks,
+              int32_t pad_id, int32_t* row) {
+  const size_t n = table.size();
+  if (n > 0) std::memcpy(row, table.data(), n * sizeof(int32_t));
+  std::fill(row + n, row + max_blocks, pad_id);
+}
+
+}  // namespace
+
+absl::StatusOr<ExportSizes> ComputeExportSizes(
+    const KVCacheManager& manager, absl::Span<const SequenceId> batch) {
+  if (batch.size() > static_cast<size_t>(kMaxInt32)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a batch of %d sequences is past 2^31 - 1", batch.size()));
+  }
+  ExportSizes sizes;
+  sizes.num_seqs = static_cast<int32_t>(batch.size());
+  for (SequenceId seq : batch) {
+    PKV_ASSIGN_OR_RETURN(absl::Span<const BlockId> table,
+                         manager.block_table(seq));
+    const int32_t n = static_cast<int32_t>(table.size());
+    sizes.max_row_blocks = std::max(sizes.max_row_blocks, n);
+    sizes.total_blocks += n;
+  }
+  return sizes;
+}
+
+ExportSizes ExportCapacity(int32_t max_seqs, int64_t max_tokens_per_seq,
+                           int32_t block_tokens) {
+  PKV_CHECK(max_seqs >= 0 && max_tokens_per_seq >= 0 && block_tokens > 0,
+            "ExportCapacity(%d, %d, %d)", max_seqs, max_tokens_per_seq,
+            block_tokens);
+  const int64_t row = (max_tokens_per_seq + block_tokens - 1) / block_tokens;
+  PKV_CHECK(row <= kMaxInt32, "%d tokens take %d blocks, past int32",
+            max_tokens_per_seq, row);
+  ExportSizes sizes;
+  sizes.num_seqs = max_seqs;
+  sizes.max_row_blocks = static_cast<int32_t>(row);
+  sizes.total_blocks = int64_t{max_seqs} * row;
+  return sizes;
+}
+
+absl::Status ExportDenseBlockTables(const KVCacheManager& manager,
+                                    absl::Span<const SequenceId> batch,
+                                    const DenseExportOptions& options,
+                                    absl::Span<int32_t> block_tables,
+                                    absl::Span<int32_t> seq_lens) {
+  const int32_t width = options.max_blocks;
+  if (width <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_blocks must be > 0, got %d", width));
+  }
+  // Sizes first (no lookups), then every row, then the writes.
+  const int64_t rows = static_cast<int64_t>(batch.size());
+  if (static_cast<int64_t>(block_tables.size()) < rows * width) {
+    return TooSmall("block_tables", block_tables.size(), rows * width,
+                    absl::StrFormat("%d rows x %d blocks", rows, width).c_str());
+  }
+  if (seq_lens.size() < batch.size()) {
+    return TooSmall("seq_lens", seq_lens.size(), rows, "one per row");
+  }
+  for (size_t b = 0; b < batch.size(); ++b) {
+    PKV_ASSIGN_OR_RETURN(absl::Span<const BlockId> table,
+                         manager.block_table(batch[b]));
+    if (table.size() > static_cast<size_t>(width)) {
+      return TooWide(batch[b], b, table.size(), width);
+    }
+  }
+  for (size_t b = 0; b < batch.size(); ++b) {
+    // Cannot fail: the loop above found every sequence running.
+    const absl::Span<const BlockId> table = *manager.block_table(batch[b]);
+    WriteRow(table, width, options.pad_id, &block_tables[b * width]);
+    seq_lens[b] = TokensOf(manager, batch[b], table.size());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExportCsrPageTable(const KVCacheManager& manager,
+                                absl::Span<const SequenceId> batch,
+                                absl::Span<int32_t> kv_indptr,
+                                absl::Span<int32_t> kv_indices,
+                                absl::Span<int32_t> kv_last_page_len) {
+  const int64_t rows = static_cast<int64_t>(batch.size());
+  if (static_cast<int64_t>(kv_indptr.size()) < rows + 1) {
+    return TooSmall("kv_indptr", kv_indptr.size(), rows + 1,
+                    "one per row, plus one");
+  }
+  if (kv_last_page_len.size() < batch.size()) {
+    return TooSmall("kv_last_page_len", kv_last_page_len.size(), rows,
+                    "one per row");
+  }
+  int64_t total = 0;
+  for (SequenceId seq : batch) {
+    PKV_ASSIGN_OR_RETURN(absl::Span<const BlockId> table,
+                         manager.block_table(seq));
+    total += static_cast<int64_t>(table.size());
+  }
+  if (total > kMaxInt32) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "the batch of %d sequences holds %d blocks, past an int32 kv_indptr",
+        rows, total));
+  }
+  if (static_cast<int64_t>(kv_indices.size()) < total) {
+    return TooSmall("kv_indices", kv_indices.size(), total,
+                    absl::StrFormat("the blocks of %d rows", rows).c_str());
+  }
+  const int32_t bt = manager.block_tokens();
+  int32_t offset = 0;
+  kv_indptr[0] = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const absl::Span<const BlockId> table = *manager.block_table(batch[b]);
+    const int32_t n = static_cast<int32_t>(table.size());
+    if (n > 0) {
+      std::memcpy(&kv_indices[offset], table.data(), n * sizeof(int32_t));
+    }
+    offset += n;
+    kv_indptr[b + 1] = offset;
+    const int32_t tokens = TokensOf(manager, batch[b], table.size());
+    kv_last_page_len[b] = n == 0 ? 0 : tokens - (n - 1) * bt;
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// BlockTableDeltaExporter
+
+absl::StatusOr<BlockTableDeltaExporter> BlockTableDeltaExporter::Create(
+    const Options& options) {
+  if (options.max_rows <= 0 || options.max_blocks <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_rows (%d) and max_blocks (%d) must be > 0", options.max_rows,
+        options.max_blocks));
+  }
+  const int64_t entries = int64_t{options.max_rows} * options.max_blocks;
+  if (entries > kMaxInt32) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d rows x %d blocks = %d entries, past 2^31 - 1", options.max_rows,
+        options.max_blocks, entries));
+  }
+  return BlockTableDeltaExporter(options);
+}
+
+BlockTableDeltaExporter::BlockTableDeltaExporter(const Options& options)
+    : options_(options),
+      last_seq_(options.max_rows),
+      last_num_blocks_(options.max_rows),
+      last_blocks_(static_cast<size_t>(options.max_rows) * options.max_blocks),
+      tables_(options.max_rows) {}
+
+absl::StatusOr<absl::Span<const int32_t>> BlockTableDeltaExporter::Export(
+    const KVCacheManager& manager, absl::Span<const SequenceId> batch,
+    absl::Span<int32_t> block_tables, absl::Span<int32_t> seq_lens,
+    absl::Span<int32_t> changed_rows) {
+  const int32_t width = options_.max_blocks;
+  const int64_t rows = static_cast<int64_t>(batch.size());
+  if (rows > options_.max_rows) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a batch of %d rows, more than max_rows %d", rows,
+                        options_.max_rows));
+  }
+  if (static_cast<int64_t>(block_tables.size()) < rows * width) {
+    return TooSmall("block_tables", block_tables.size(), rows * width,
+                    absl::StrFormat("%d rows x %d blocks", rows, width).c_str());
+  }
+  if (seq_lens.size() < batch.size()) {
+    return TooSmall("seq_lens", seq_lens.size(), rows, "one per row");
+  }
+  if (changed_rows.size() < batch.size()) {
+    return TooSmall("changed_rows", changed_rows.size(), rows,
+                    "one per row: every row may change");
+  }
+  // Validate every row before touching anything.
+  for (size_t b = 0; b < batch.size(); ++b) {
+    PKV_ASSIGN_OR_RETURN(tables_[b], manager.block_table(batch[b]));
+    if (tables_[b].size() > static_cast<size_t>(width)) {
+      return TooWide(batch[b], b, tables_[b].size(), width);
+    }
+  }
+  size_t num_changed = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const absl::Span<const BlockId> table = tables_[b];
+    const size_t n = table.size();
+    BlockId* copy = &last_blocks_[b * width];
+    seq_lens[b] = TokensOf(manager, batch[b], n);
+    const bool same =
+        static_cast<int64_t>(b) < num_valid_rows_ && last_seq_[b] == batch[b] &&
+        static_cast<size_t>(last_num_blocks_[b]) == n &&
+        (n == 0 || std::memcmp(copy, table.data(), n * sizeof(BlockId)) == 0);
+    if (same) continue;
+    WriteRow(table, width, options_.pad_id, &block_tables[b * width]);
+    if (n > 0) std::memcpy(copy, table.data(), n * sizeof(BlockId));
+    last_seq_[b] = batch[b];
+    last_num_blocks_[b] = static_cast<int32_t>(n);
+    changed_rows[num_changed++] = static_cast<int32_t>(b);
+  }
+  num_valid_rows_ = static_cast<int32_t>(rows);
+  return absl::Span<const int32_t>(changed_rows.data(), num_changed);
+}
+
+}  // namespace pagedkv

@@ -1,0 +1,755 @@
+#include "cache/serving/kv_cache_manager.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/status_macros.h"
+
+namespace pagedkv {
+namespace {
+
+const char* StateName(SequenceState s) {
+  switch (s) {
+    case SequenceState::kRunning:
+      return "running";
+    case SequenceState::kPreempted:
+      return "preempted";
+    case SequenceState::kSwappedOut:
+      return "swapped out";
+    case SequenceState::kSwappingOut:
+      return "swapping out";
+    case SequenceState::kSwappingIn:
+      return "swapping in";
+  }
+  return "?";
+}
+
+absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "%s of sequence %d, which is %s, not running", op, seq, StateName(s)));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Creation
+
+absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
+    const Options& options) {
+  PKV_RETURN_IF_ERROR(options.layout.Validate());
+  if (!(options.watermark >= 0 && options.watermark < 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "watermark must be in [0, 1), got %g", options.watermark));
+  }
+  if (options.num_host_blocks < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "num_host_blocks must be >= 0, got %d", options.num_host_blocks));
+  }
+  if (options.pool == nullptr && options.num_blocks <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "num_blocks must be > 0, got %d", options.num_blocks));
+  }
+  std::unique_ptr<KVPool> owned_pool;
+  std::unique_ptr<BlockPool> owned_books;
+  std::unique_ptr<KVPool> host_pool;
+  std::unique_ptr<BlockPool> host_books;
+  if (options.storage == StorageMode::kBooksOnly) {
+    if (options.pool != nullptr) {
+      return absl::InvalidArgumentError(
+          "a books-only manager takes no KVPool (the bytes live elsewhere)");
+    }
+    PKV_ASSIGN_OR_RETURN(owned_books,
+                         BlockPool::Create({.num_blocks = options.num_blocks,
+                                            .concurrency = options.concurrency}));
+    if (options.num_host_blocks > 0) {
+      PKV_ASSIGN_OR_RETURN(
+          host_books, BlockPool::Create({.num_blocks = options.num_host_blocks}));
+    }
+  } else {
+    if (options.pool != nullptr) {
+      if (options.pool->layout() != options.layout) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "the pool's layout (%s) is not the manager's (%s)",
+            options.pool->layout().ToString(), options.layout.ToString()));
+      }
+    } else {
+      PKV_ASSIGN_OR_RETURN(owned_pool,
+                           KVPool::Create({.layout = options.layout,
+                                           .num_blocks = options.num_blocks,
+                                           .concurrency = options.concurrency,
+                                           .memory = options.memory}));
+    }
+    if (options.num_host_blocks > 0) {
+      PKV_ASSIGN_OR_RETURN(host_pool,
+                           KVPool::Create({.layout = options.layout,
+                                           .num_blocks = options.num_host_blocks,
+                                           .memory = options.memory}));
+    }
+  }
+  std::unique_ptr<KVCacheManager> manager(new KVCacheManager(
+      options, std::move(owned_pool), std::move(owned_books),
+      std::move(host_pool), std::move(host_books)));
+  if (manager->admission_ == AdmissionMode::kReservation) {
+    PKV_ASSIGN_OR_RETURN(Reservation r, manager->books_->Reserve(0));
+    manager->reservation_.emplace(std::move(r));
+  }
+  return manager;
+}
+
+KVCacheManager::KVCacheManager(const Options& options,
+                               std::unique_ptr<KVPool> owned_pool,
+                               std::unique_ptr<BlockPool> owned_books,
+                               std::unique_ptr<KVPool> host_pool,
+                               std::unique_ptr<BlockPool> host_books)
+    : layout_(options.layout),
+      storage_(options.storage),
+      admission_(options.admission),
+      watermark_(options.watermark),
+      owned_pool_(std::move(owned_pool)),
+      owned_books_(std::move(owned_books)),
+      pool_(options.pool != nullptr ? options.pool : owned_pool_.get()),
+      books_(pool_ != nullptr ? &pool_->books() : owned_books_.get()),
+      host_pool_(std::move(host_pool)),
+      host_books_(host_pool_ != nullptr ? std::unique_ptr<BlockPool>()
+                                        : std::move(host_books)) {}
+
+KVCacheManager::~KVCacheManager() {
+  for (auto& [id, s] : sequences_) {
+    if (!s.host_blocks.empty()) host_books().ReleaseAll(s.host_blocks);
+  }
+  sequences_.clear();  // Tables release before the reservation and pools.
+  reservation_.reset();
+}
+
+BlockPool& KVCacheManager::host_books() {
+  return host_pool_ != nullptr ? host_pool_->books() : *host_books_;
+}
+
+bool KVCacheManager::has_host_tier() const {
+  return host_pool_ != nullptr || host_books_ != nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+int64_t KVCacheManager::BlocksFor(int64_t tokens) const {
+  return (tokens + layout_.block_tokens - 1) / layout_.block_tokens;
+}
+
+int64_t KVCacheManager::ReserveNeed(const Sequence& s) const {
+  const int64_t held = s.state == SequenceState::kRunning ||
+                               s.state == SequenceState::kSwappingIn
+                           ? s.table.num_blocks()
+                           : 0;
+  return std::max<int64_t>(0, BlocksFor(s.max_tokens) - held) +
+         (s.forked ? 1 : 0);
+}
+
+void KVCacheManager::Rereserve(Sequence& s, int64_t need) {
+  reserved_for_sequences_ += need - s.reserved;
+  s.reserved = need;
+}
+
+absl::Status KVCacheManager::SyncReservation() {
+  if (!reservation_.has_value()) return absl::OkStatus();
+  const int64_t want = reservation_->num_charged() + reserved_for_sequences_;
+  if (want == reservation_->capacity()) return absl::OkStatus();
+  if (want > std::numeric_limits<int32_t>::max()) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("a reservation of %d blocks is too large", want));
+  }
+  return reservation_->Resize(static_cast<int32_t>(want));
+}
+
+absl::StatusOr<KVCacheManager::Sequence*> KVCacheManager::Find(
+    SequenceId seq) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<const KVCacheManager::Sequence*> KVCacheManager::Find(
+    SequenceId seq) const {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
+  }
+  return &it->second;
+}
+
+void KVCacheManager::AddSlots(const BlockTable& table, int64_t first,
+                              int64_t n, StepOutput* out) const {
+  const int64_t bt = layout_.block_tokens;
+  std::vector<int64_t>& slots = out->slot_mapping;
+  if (slots.capacity() < slots.size() + static_cast<size_t>(n)) {
+    slots.reserve(std::max(2 * slots.capacity(), slots.size() + n));
+  }
+  const absl::Span<const BlockId> blocks = table.blocks();
+  for (int64_t t = first; t < first + n;) {
+    // One run of consecutive slots per block.
+    const int64_t block = t / bt;
+    const int64_t slot0 = int64_t{blocks[block].value()} * bt + (t - block * bt);
+    const int64_t run = std::min(first + n, (block + 1) * bt) - t;
+    for (int64_t k = 0; k < run; ++k) slots.push_back(slot0 + k);
+    t += run;
+  }
+}
+
+void KVCacheManager::FinishCopies(StepOutput* out) {
+  cow_copies_ += out->copies.size();
+  if (storage_ != StorageMode::kHost) return;  // The caller runs them.
+  pool_->RunCopies(out->copies.ops());
+  out->copies.MarkDone();
+}
+
+// ---------------------------------------------------------------------------
+// Admission and sequences
+
+Admission KVCacheManager::CanAdmit(int64_t prompt_tokens,
+                                   int64_t max_new_tokens) const {
+  if (prompt_tokens <= 0 || max_new_tokens < 0) return Admission::kNever;
+  // AddSequence refuses what no sequence may hold; this says so first (and
+  // keeps BlocksFor from overflowing).
+  if (prompt_tokens > kMaxSequenceTokens ||
+      max_new_tokens > kMaxSequenceTokens - prompt_tokens) {
+    return Admission::kNever;
+  }
+  const int64_t total = books_->num_blocks();
+  int64_t free = books_->num_unreserved_free_blocks();
+  if (reservation_.has_value()) {
+    free += std::max<int64_t>(
+        0, reservation_->num_reserved_free() - reserved_for_sequences_);
+  }
+  if (admission_ == AdmissionMode::kReservation) {
+    const int64_t need = BlocksFor(prompt_tokens + max_new_tokens);
+    if (need > total) return Admission::kNever;
+    return need <= free ? Admission::kAdmit : Admission::kLater;
+  }
+  const int64_t need = BlocksFor(prompt_tokens);
+  // The epsilon keeps an exact fraction exact (0.07 * 100 is 7.000...01).
+  const int64_t keep =
+      static_cast<int64_t>(std::ceil(watermark_ * total - 1e-9));
+  if (need > total - keep) return Admission::kNever;
+  return free - need >= keep ? Admission::kAdmit : Admission::kLater;
+}
+
+absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
+                                         int64_t max_new_tokens,
+                                         StepOutput* out) {
+  PKV_CHECK(out != nullptr, "AddSequence needs an output");
+  if (prompt_tokens <= 0 || max_new_tokens < 0 ||
+      prompt_tokens > kMaxSequenceTokens ||
+      max_new_tokens > kMaxSequenceTokens - prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sequence %d: prompt_tokens %d must be in [1, %d] and "
+        "prompt + max_new_tokens %d at most that",
+        seq, prompt_tokens, kMaxSequenceTokens, max_new_tokens));
+  }
+  if (sequences_.contains(seq)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("sequence %d already exists", seq));
+  }
+  const Admission admission = CanAdmit(prompt_tokens, max_new_tokens);
+  if (admission != Admission::kAdmit) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "sequence %d (%d prompt + %d new tokens) %s: %d of %d blocks free "
+        "and unreserved",
+        seq, prompt_tokens, max_new_tokens,
+        admission == Admission::kNever ? "can never fit" : "does not fit now",
+        books_->num_unreserved_free_blocks(), books_->num_blocks()));
+  }
+  auto [it, inserted] = sequences_.try_emplace(seq, books_);
+  PKV_CHECK(inserted, "sequence %d appeared", seq);
+  Sequence& s = it->second;
+  s.max_tokens = prompt_tokens + max_new_tokens;
+  absl::Status status = Place(s, prompt_tokens, out);
+  if (!status.ok()) {
+    sequences_.erase(it);
+    return status;
+  }
+  ++num_running_;
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
+                                   StepOutput* out) {
+  // Reserve first (kReservation), then take the blocks from the reservation.
+  const int64_t old_reserved = s.reserved;
+  PKV_CHECK(s.table.empty(), "placing a sequence that holds %d blocks",
+            s.table.num_blocks());
+  s.state = SequenceState::kRunning;
+  s.may_share = false;  // Fresh blocks only.
+  const int32_t old_capacity =
+      reservation_.has_value() ? reservation_->capacity() : 0;
+  if (admission_ == AdmissionMode::kReservation) {
+    Rereserve(s, ReserveNeed(s));
+    if (absl::Status st = SyncReservation(); !st.ok()) {
+      Rereserve(s, old_reserved);  // The failed Resize changed nothing.
+      return st;
+    }
+  }
+  const TableGrowth growth{&s.table, static_cast<int32_t>(BlocksFor(num_tokens))};
+  absl::StatusOr<PendingCopies> copies =
+      PrepareWrite(*books_, {.targets = {},
+                             .growth = absl::MakeConstSpan(&growth, 1),
+                             .reservation = reservation_ ? &*reservation_
+                                                         : nullptr});
+  if (!copies.ok()) {
+    Rereserve(s, old_reserved);
+    if (reservation_.has_value()) {
+      PKV_CHECK(reservation_->Resize(old_capacity).ok(),
+                "shrinking a reservation failed");
+    }
+    return copies.status();
+  }
+  PKV_CHECK(copies->empty(), "placing a sequence copied %d blocks",
+            copies->size());
+  s.num_tokens = num_tokens;
+  if (admission_ == AdmissionMode::kReservation) Rereserve(s, ReserveNeed(s));
+  out->Clear();
+  out->request_offsets.push_back(0);
+  AddSlots(s.table, 0, num_tokens, out);
+  out->request_offsets.push_back(static_cast<int32_t>(out->slot_mapping.size()));
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
+                                         StepOutput* out) {
+  PKV_CHECK(out != nullptr, "AppendSlots needs an output");
+  out->Clear();
+  // 1. Validate everything; 2. one PrepareWrite for all (all or nothing);
+  // 3. hand out the slots.
+  ++step_stamp_;
+  step_sequences_.clear();
+  step_targets_.clear();
+  step_growth_.clear();
+  step_tails_.clear();
+  const int64_t bt = layout_.block_tokens;
+  for (const SlotRequest& r : requests) {
+    auto it = sequences_.find(r.seq);
+    if (it == sequences_.end()) {
+      return absl::NotFoundError(absl::StrFormat("no sequence %d", r.seq));
+    }
+    Sequence& s = it->second;
+    if (s.state != SequenceState::kRunning) {
+      return NotRunning(r.seq, s.state, "AppendSlots");
+    }
+    if (r.num_tokens <= 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "AppendSlots of %d tokens to sequence %d", r.num_tokens, r.seq));
+    }
+    if (s.step_stamp == step_stamp_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "sequence %d appears twice in one AppendSlots", r.seq));
+    }
+    s.step_stamp = step_stamp_;
+    if (admission_ == AdmissionMode::kReservation &&
+        r.num_tokens > s.max_tokens - s.num_tokens) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "sequence %d: %d + %d tokens pass its reserved %d", r.seq,
+          s.num_tokens, r.num_tokens, s.max_tokens));
+    }
+    if (s.num_tokens + r.num_tokens > kMaxSequenceTokens) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "sequence %d: %d + %d tokens pass the limit %d", r.seq, s.num_tokens,
+          r.num_tokens, kMaxSequenceTokens));
+    }
+    step_sequences_.push_back(&s);
+    const int32_t num_blocks = s.table.num_blocks();
+    // The partly filled tail block is written: it must be private.
+    BlockId tail;
+    if (s.may_share && s.num_tokens % bt != 0) {
+      tail = s.table[num_blocks - 1];
+      step_targets_.push_back(WriteTarget{&s.table, num_blocks - 1});
+    }
+    step_tails_.push_back(tail);
+    const int64_t grow = BlocksFor(s.num_tokens + r.num_tokens) - num_blocks;
+    if (grow > 0) {
+      step_growth_.push_back(
+          TableGrowth{&s.table, static_cast<int32_t>(grow)});
+    }
+  }
+  absl::StatusOr<PendingCopies> copies = PrepareWrite(
+      *books_, {.targets = step_targets_,
+                .growth = step_growth_,
+                .reservation = reservation_ ? &*reservation_ : nullptr});
+  if (!copies.ok()) {
+    for (Sequence* s : step_sequences_) s->step_stamp = 0;
+    return copies.status();
+  }
+  out->copies = *std::move(copies);
+  out->request_offsets.reserve(requests.size() + 1);
+  out->request_offsets.push_back(0);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Sequence& s = *step_sequences_[i];
+    AddSlots(s.table, s.num_tokens, requests[i].num_tokens, out);
+    out->request_offsets.push_back(
+        static_cast<int32_t>(out->slot_mapping.size()));
+    s.num_tokens += requests[i].num_tokens;
+    if (admission_ == AdmissionMode::kReservation) {
+      // A copy of the tail used the fork's copy-on-write allowance.
+      if (step_tails_[i].is_valid() &&
+          s.table[static_cast<int32_t>((s.num_tokens - requests[i].num_tokens) /
+                                       bt)] != step_tails_[i]) {
+        s.forked = false;
+      }
+      Rereserve(s, ReserveNeed(s));
+    }
+  }
+  FinishCopies(out);  // Host mode: sources released before the sync.
+  // Only shrinks: every block taken was counted in reserved_for_sequences_.
+  SyncReservation().IgnoreError();
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::Fork(SequenceId parent, SequenceId child) {
+  PKV_ASSIGN_OR_RETURN(Sequence * p, Find(parent));
+  if (p->state != SequenceState::kRunning) {
+    return NotRunning(parent, p->state, "Fork");
+  }
+  if (sequences_.contains(child)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("Fork onto sequence %d, which exists", child));
+  }
+  auto [it, inserted] = sequences_.try_emplace(child, books_);
+  PKV_CHECK(inserted, "sequence %d appeared", child);
+  p = &sequences_.find(parent)->second;  // The insert may have moved it.
+  Sequence& c = it->second;
+  c.table = p->table.Fork();
+  c.num_tokens = p->num_tokens;
+  c.max_tokens = p->max_tokens;
+  p->may_share = true;
+  c.may_share = true;
+  if (admission_ == AdmissionMode::kReservation) {
+    const bool parent_forked = p->forked;
+    const int64_t parent_reserved = p->reserved;
+    p->forked = true;
+    c.forked = true;
+    Rereserve(*p, ReserveNeed(*p));
+    Rereserve(c, ReserveNeed(c));
+    if (absl::Status st = SyncReservation(); !st.ok()) {
+      Rereserve(c, 0);
+      p->forked = parent_forked;
+      Rereserve(*p, parent_reserved);
+      sequences_.erase(child);  // The failed Resize changed nothing.
+      return st;
+    }
+  }
+  ++num_running_;
+  return absl::OkStatus();
+}
+
+void KVCacheManager::DropShare(Sequence& s) {
+  Rereserve(s, 0);
+  SyncReservation().IgnoreError();  // A shrink, or a short one topped up.
+}
+
+absl::Status KVCacheManager::Free(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state == SequenceState::kSwappingIn ||
+      s->state == SequenceState::kSwappingOut) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Free of sequence %d while a swap is pending (CompleteSwap first)",
+        seq));
+  }
+  if (s->state == SequenceState::kRunning) --num_running_;
+  s->table.ClearTailFirst();
+  if (!s->host_blocks.empty()) host_books().ReleaseAll(s->host_blocks);
+  DropShare(*s);
+  sequences_.erase(seq);
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "Truncate");
+  }
+  if (new_length < 0 || new_length > s->num_tokens) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "Truncate of sequence %d to %d tokens: it has %d", seq, new_length,
+        s->num_tokens));
+  }
+  const int32_t keep = static_cast<int32_t>(BlocksFor(new_length));
+  if (admission_ == AdmissionMode::kReservation) {
+    // Blocks dropped that stay live elsewhere, and a new shared tail, raise
+    // this sequence's need by blocks nobody frees: reserve them first.
+    int64_t extra = 0;
+    for (int32_t i = keep; i < s->table.num_blocks(); ++i) {
+      if (s->table.IsShared(i)) ++extra;
+    }
+    const bool flip = !s->forked && new_length % layout_.block_tokens != 0 &&
+                      s->table.IsShared(keep - 1);
+    if (flip) ++extra;
+    if (extra > 0) {
+      PKV_RETURN_IF_ERROR(reservation_->Resize(
+          static_cast<int32_t>(reservation_->capacity() + extra)));
+    }
+  }
+  s->table.DropBack(s->table.num_blocks() - keep);
+  s->num_tokens = new_length;
+  if (admission_ == AdmissionMode::kReservation) {
+    // A tail inside a shared block will need a copy-on-write block again.
+    if (new_length % layout_.block_tokens != 0 &&
+        s->table.IsShared(s->table.num_blocks() - 1)) {
+      s->forked = true;
+    }
+    Rereserve(*s, ReserveNeed(*s));
+    // The dropped blocks returned to the reservation, so this rarely grows;
+    // when a full shared pool cannot cover a shared tail's copy, the
+    // reservation stays short and that one write may fail for memory.
+    SyncReservation().IgnoreError();
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Preemption
+
+absl::Status KVCacheManager::Preempt(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "Preempt");
+  }
+  s->table.ClearTailFirst();
+  s->state = SequenceState::kPreempted;
+  s->forked = false;
+  DropShare(*s);
+  --num_running_;
+  ++preemptions_;
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
+  PKV_CHECK(out != nullptr, "Readmit needs an output");
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kPreempted) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Readmit of sequence %d, which is %s, not preempted", seq,
+        StateName(s->state)));
+  }
+  if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
+    s->state = SequenceState::kPreempted;
+    return st;
+  }
+  ++num_running_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "SwapOut");
+  }
+  if (!has_host_tier()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "SwapOut of sequence %d: the manager has no host tier "
+        "(Options::num_host_blocks is 0)",
+        seq));
+  }
+  PKV_ASSIGN_OR_RETURN(s->host_blocks,
+                       host_books().Allocate(s->table.num_blocks()));
+  SwapPlan plan;
+  ++swap_outs_;
+  swapped_blocks_ += s->table.num_blocks();
+  --num_running_;
+  if (storage_ == StorageMode::kHost) {
+    PKV_CHECK(CopyBlocksBetween(*pool_, s->table.blocks(), *host_pool_,
+                                s->host_blocks)
+                  .ok(),
+              "swap-out copy between pools of one layout failed");
+    swapped_bytes_ +=
+        static_cast<int64_t>(s->host_blocks.size() * pool_->block_bytes());
+    s->table.ClearTailFirst();
+    s->state = SequenceState::kSwappedOut;
+    s->forked = false;
+    DropShare(*s);
+    return plan;
+  }
+  plan.src.assign(s->table.blocks().begin(), s->table.blocks().end());
+  plan.dst = s->host_blocks;
+  s->state = SequenceState::kSwappingOut;
+  s->forked = false;
+  DropShare(*s);
+  return plan;
+}
+
+absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kSwappedOut) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "SwapIn of sequence %d, which is %s, not swapped out", seq,
+        StateName(s->state)));
+  }
+  const int64_t num_tokens = s->num_tokens;
+  StepOutput unused;
+  if (absl::Status st = Place(*s, num_tokens, &unused); !st.ok()) {
+    s->state = SequenceState::kSwappedOut;
+    return st;
+  }
+  PKV_CHECK(s->table.num_blocks() == static_cast<int32_t>(s->host_blocks.size()),
+            "swap-in of %d host blocks into %d", s->host_blocks.size(),
+            s->table.num_blocks());
+  SwapPlan plan;
+  ++swap_ins_;
+  swapped_blocks_ += s->table.num_blocks();
+  if (storage_ == StorageMode::kHost) {
+    PKV_CHECK(CopyBlocksBetween(*host_pool_, s->host_blocks, *pool_,
+                                s->table.blocks())
+                  .ok(),
+              "swap-in copy between pools of one layout failed");
+    swapped_bytes_ +=
+        static_cast<int64_t>(s->host_blocks.size() * pool_->block_bytes());
+    host_books().ReleaseAll(s->host_blocks);
+    s->host_blocks.clear();
+    ++num_running_;
+    return plan;
+  }
+  plan.src = s->host_blocks;
+  plan.dst.assign(s->table.blocks().begin(), s->table.blocks().end());
+  s->state = SequenceState::kSwappingIn;
+  return plan;
+}
+
+absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state == SequenceState::kSwappingOut) {
+    s->table.ClearTailFirst();
+    s->state = SequenceState::kSwappedOut;
+    s->forked = false;
+    DropShare(*s);
+    return absl::OkStatus();
+  }
+  if (s->state == SequenceState::kSwappingIn) {
+    host_books().ReleaseAll(s->host_blocks);
+    s->host_blocks.clear();
+    s->state = SequenceState::kRunning;
+    ++num_running_;
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "CompleteSwap of sequence %d, which is %s: no swap is pending", seq,
+      StateName(s->state)));
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+absl::StatusOr<SequenceState> KVCacheManager::state(SequenceId seq) const {
+  PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
+  return s->state;
+}
+
+absl::StatusOr<int64_t> KVCacheManager::num_tokens(SequenceId seq) const {
+  PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
+  return s->num_tokens;
+}
+
+absl::StatusOr<absl::Span<const BlockId>> KVCacheManager::block_table(
+    SequenceId seq) const {
+  PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "block_table");
+  }
+  return s->table.blocks();
+}
+
+ManagerStats KVCacheManager::stats() const {
+  ManagerStats m;
+  const PoolStats p = books_->stats();
+  m.num_blocks = p.num_blocks;
+  m.used_blocks = p.num_used_blocks;
+  m.free_blocks = p.num_free_blocks;
+  m.reserved_blocks = p.num_reserved_blocks;
+  if (reservation_.has_value()) {
+    m.reserved_blocks -= static_cast<int32_t>(std::max<int64_t>(
+        0, reservation_->num_reserved_free() - reserved_for_sequences_));
+  }
+  m.shared_blocks = p.num_shared_blocks;
+  m.num_sequences = static_cast<int32_t>(sequences_.size());
+  m.running_sequences = num_running_;
+  m.preemptions = preemptions_;
+  m.swap_outs = swap_outs_;
+  m.swap_ins = swap_ins_;
+  m.swapped_blocks = swapped_blocks_;
+  m.swapped_bytes = swapped_bytes_;
+  m.cow_copies = cow_copies_;
+  if (has_host_tier()) {
+    const BlockPool& host =
+        host_pool_ != nullptr ? host_pool_->books() : *host_books_;
+    m.host_blocks = host.num_blocks();
+    m.host_used_blocks = host.num_used_blocks();
+  }
+  return m;
+}
+
+void KVCacheManager::CheckInvariants() const {
+  books_->CheckInvariants();
+  int32_t running = 0;
+  int64_t reserved = 0;
+  std::vector<const BlockTable*> tables;
+  std::vector<BlockId> host_refs;
+  for (const auto& [id, s] : sequences_) {
+    const int64_t blocks = BlocksFor(s.num_tokens);
+    const bool holds_device = s.state == SequenceState::kRunning ||
+                              s.state == SequenceState::kSwappingOut ||
+                              s.state == SequenceState::kSwappingIn;
+    const bool holds_host = s.state == SequenceState::kSwappedOut ||
+                            s.state == SequenceState::kSwappingOut ||
+                            s.state == SequenceState::kSwappingIn;
+    PKV_CHECK(s.table.num_blocks() == (holds_device ? blocks : 0),
+              "sequence %d (%s, %d tokens) holds %d device blocks", id,
+              StateName(s.state), s.num_tokens, s.table.num_blocks());
+    PKV_CHECK(static_cast<int64_t>(s.host_blocks.size()) ==
+                  (holds_host ? blocks : 0),
+              "sequence %d (%s, %d tokens) holds %d host blocks", id,
+              StateName(s.state), s.num_tokens, s.host_blocks.size());
+    PKV_CHECK(s.num_tokens >= 0, "sequence %d has %d tokens", id,
+              s.num_tokens);
+    s.table.CheckInvariants();
+    if (s.state == SequenceState::kRunning) ++running;
+    if (admission_ == AdmissionMode::kReservation) {
+      PKV_CHECK(s.num_tokens <= s.max_tokens,
+                "sequence %d has %d tokens past its %d", id, s.num_tokens,
+                s.max_tokens);
+      const bool shares = s.state == SequenceState::kRunning ||
+                          s.state == SequenceState::kSwappingIn;
+      PKV_CHECK(s.reserved == (shares ? ReserveNeed(s) : 0),
+                "sequence %d reserves %d blocks, needs %d", id, s.reserved,
+                shares ? ReserveNeed(s) : 0);
+    } else {
+      PKV_CHECK(s.reserved == 0, "sequence %d reserves %d without "
+                "kReservation", id, s.reserved);
+    }
+    reserved += s.reserved;
+    tables.push_back(&s.table);
+    host_refs.insert(host_refs.end(), s.host_blocks.begin(),
+                     s.host_blocks.end());
+  }
+  PKV_CHECK(running == num_running_, "%d running sequences, counted %d",
+            running, num_running_);
+  PKV_CHECK(reserved == reserved_for_sequences_,
+            "sequences reserve %d blocks, total says %d", reserved,
+            reserved_for_sequences_);
+  // Every device reference is a table entry when this manager is the
+  // pool's only user and runs its copies itself.
+  if (owned_pool_ != nullptr) CheckRefCounts(*books_, tables);
+  if (has_host_tier()) {
+    const BlockPool& host =
+        host_pool_ != nullptr ? host_pool_->books() : *host_books_;
+    CheckRefCounts(host, {}, host_refs);
+  }
+}
+
+}  // namespace pagedkv

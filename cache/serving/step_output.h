@@ -1,0 +1,59 @@
+// cache/serving/step_output.h
+//
+// StepOutput is what KVCacheManager::AddSequence, AppendSlots and Readmit
+// fill in: where each new token's K/V goes and which block copies must run
+// before it is written. A server keeps one and reuses it every step (its
+// vectors keep their capacity, so a step allocates nothing).
+//
+// Slots are flat, as vLLM's slot_mapping: slot = block * block_tokens +
+// offset. Request i's tokens are slot_mapping[request_offsets[i] ..
+// request_offsets[i + 1]).
+//
+//   StepOutput out;
+//   PKV_RETURN_IF_ERROR(manager.AppendSlots(requests, &out));
+//   for (const CopyOp& op : out.copies.ops()) RunOnDevice(op.src, op.dst);
+//   out.copies.MarkDone();  // Books-only; host mode: already empty.
+//   int64_t slot = out.slot_mapping[out.request_offsets[0]];
+//   BlockId block = StepOutput::BlockOf(slot, manager.block_tokens());
+//
+// Thread safety: a value owned by one thread.
+#ifndef PAGEDKV_CACHE_SERVING_STEP_OUTPUT_H_
+#define PAGEDKV_CACHE_SERVING_STEP_OUTPUT_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "allocator/block_id.h"
+#include "allocator/copy_on_write.h"
+
+namespace pagedkv {
+
+struct StepOutput {
+  // One flat slot per new token, requests in order.
+  std::vector<int64_t> slot_mapping;
+  // requests + 1 entries: request i owns [request_offsets[i],
+  // request_offsets[i + 1]) of slot_mapping.
+  std::vector<int32_t> request_offsets;
+  // Copy-on-write copies of the step; each holds its source block until
+  // MarkDone(). Run them before any write of the step.
+  PendingCopies copies;
+
+  // Empties the output, keeping capacity. Copies still pending are dropped
+  // (their sources released): run them first.
+  void Clear() {
+    slot_mapping.clear();
+    request_offsets.clear();
+    copies.MarkDone();
+  }
+
+  static BlockId BlockOf(int64_t slot, int32_t block_tokens) {
+    return BlockId(static_cast<int32_t>(slot / block_tokens));
+  }
+  static int32_t OffsetOf(int64_t slot, int32_t block_tokens) {
+    return static_cast<int32_t>(slot % block_tokens);
+  }
+};
+
+}  // namespace pagedkv
+
+#endif  // PAGEDKV_CACHE_SERVING_STEP_OUTPUT_H_
