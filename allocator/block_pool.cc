@@ -50,7 +50,6 @@ BlockPool::~BlockPool() {
 // ---------------------------------------------------------------------------
 // BlockPool: helpers (lock held)
 
-
 BlockId BlockPool::TakeFreeLocked(int32_t owner) {
   const BlockId id = free_list_.PopFront();
   ref_counts_[id.value()] = 1;

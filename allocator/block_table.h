@@ -114,12 +114,12 @@ class BlockTable {
 
 // Beam reorder, batch select and repeat-interleave as a table remap:
 // afterwards (*tables)[i] shares every block of the old (*tables)[indices[i]]
-// and no KV byte has moved. It touches the pool only for the net change: rows picked k > 1
-// times add k - 1 references per block (one AddRefs), rows not picked release
-// theirs (one ReleaseAll, after the AddRefs), and the rest are moved. A pure
-// permutation (beam reorder without duplicates) costs O(rows), no refcount
-// touched. REQUIRES: every index in [0, tables->size()) (callers validate
-// user input first and return OUT_OF_RANGE); all tables on one pool.
+// and no KV byte has moved. It touches the pool only for the net change: rows
+// picked k > 1 times add k - 1 references per block (one AddRefs), rows not
+// picked release theirs (one ReleaseAll, after the AddRefs), and the rest are
+// moved. A pure permutation (beam reorder without duplicates) costs O(rows), no
+// refcount touched. REQUIRES: every index in [0, tables->size()) (callers
+// validate user input first and return OUT_OF_RANGE); all tables on one pool.
 void ReorderTables(std::vector<BlockTable>* tables,
                    absl::Span<const int32_t> indices);
 

@@ -151,9 +151,8 @@ struct CopyOnWriteBooks {
         const int64_t needed = count.copies + count.appended;
         if (needed == 0) return PendingCopies();
         BlockPool::ReservationBooks* books =
-            r.reservation != nullptr
-                ? &pool.reservations_[r.reservation->slot_]
-                : nullptr;
+            r.reservation != nullptr ? &pool.reservations_[r.reservation->slot_]
+                                     : nullptr;
         const int64_t from_reservation =
             books != nullptr ? books->reserved_free : 0;
         const int64_t available =

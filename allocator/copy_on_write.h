@@ -124,8 +124,7 @@ class PendingCopies {
 
  private:
   friend struct internal::CopyOnWriteBooks;
-  PendingCopies(BlockPool* pool, Ops ops)
-      : pool_(pool), ops_(std::move(ops)) {}
+  PendingCopies(BlockPool* pool, Ops ops) : pool_(pool), ops_(std::move(ops)) {}
   void ReleaseSources();
 
   // Invariant: every ops_[i].src holds one reference owned by this object;

@@ -143,8 +143,8 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
                         kMaxCacheHeadsOrDim, DescribeShape(key)));
   }
   if (batch > kMaxCacheBatch) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("batch %d exceeds the limit %d", batch, kMaxCacheBatch));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "batch %d exceeds the limit %d", batch, kMaxCacheBatch));
   }
   if (options_.pool != nullptr) {
     const KVLayout& layout = options_.pool->layout();
@@ -169,7 +169,8 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
 
   const int64_t length =
       layer_idx < num_layer_slots() ? layers_[layer_idx].length : 0;
-  const int64_t capacity = is_static() ? *options_.max_cache_len : kMaxCacheTokens;
+  const int64_t capacity =
+      is_static() ? *options_.max_cache_len : kMaxCacheTokens;
   if (is_static() && seq == 0) {
     return absl::InvalidArgumentError(
         "a static cache rejects a zero-length update");
@@ -291,10 +292,10 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
           "one block of %d bytes exceeds the private pool limit of %d bytes",
           layout.block_bytes(), options_.max_private_pool_bytes));
     }
-    PKV_ASSIGN_OR_RETURN(owned_pool_,
-                         GrowableKVPool::Create(
-                             {.layout = layout,
-                              .num_blocks = static_cast<int32_t>(blocks)}));
+    PKV_ASSIGN_OR_RETURN(
+        owned_pool_,
+        GrowableKVPool::Create(
+            {.layout = layout, .num_blocks = static_cast<int32_t>(blocks)}));
     pool_ = owned_pool_.get();
     return absl::OkStatus();
   }
@@ -310,19 +311,18 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
         wanted_layers, owned_pool_->num_blocks(),
         options_.max_private_pool_bytes));
   }
-  return owned_pool_->Relayout(static_cast<int32_t>(std::min<int64_t>(
-      std::max(wanted_layers, 2 * layers), cap_layers)));
+  return owned_pool_->Relayout(static_cast<int32_t>(
+      std::min<int64_t>(std::max(wanted_layers, 2 * layers), cap_layers)));
 }
 
 absl::Status PagedKVCache::EnsureAvailable(int64_t needed,
                                            bool use_reservation) {
   if (owned_pool_ == nullptr) return absl::OkStatus();
   BlockPool& books = owned_pool_->books();
-  const int64_t available =
-      books.num_unreserved_free_blocks() +
-      (use_reservation && reservation_.has_value()
-           ? reservation_->num_reserved_free()
-           : 0);
+  const int64_t available = books.num_unreserved_free_blocks() +
+                            (use_reservation && reservation_.has_value()
+                                 ? reservation_->num_reserved_free()
+                                 : 0);
   if (needed <= available) return absl::OkStatus();
   const int64_t chunk = owned_pool_->chunk_blocks();
   const int64_t total = books.num_blocks();
@@ -355,8 +355,7 @@ absl::Status PagedKVCache::GrowReservation(int64_t batch) {
   BlockPool& books = pool_->books();
   const int64_t have = reservation_.has_value() ? reservation_->capacity() : 0;
   if (want <= have && reservation_.has_value()) return absl::OkStatus();
-  PKV_RETURN_IF_ERROR(
-      EnsureAvailable(want - have, /*use_reservation=*/false));
+  PKV_RETURN_IF_ERROR(EnsureAvailable(want - have, /*use_reservation=*/false));
   if (!reservation_.has_value()) {
     PKV_ASSIGN_OR_RETURN(Reservation r,
                          books.Reserve(static_cast<int32_t>(want)));
@@ -394,12 +393,12 @@ PagedKVCache::Checkpoint PagedKVCache::TakeCheckpoint() const {
 void PagedKVCache::Rollback(const Checkpoint& checkpoint) {
   if (!checkpoint.had_reservation) reservation_.reset();
   if (reservation_.has_value()) {
-    PKV_CHECK(checkpoint.reservation_capacity <= reservation_->capacity() &&
-                  checkpoint.reservation_capacity >=
-                      reservation_->num_charged(),
-              "rollback of a reservation to %d outside [%d charged, %d]",
-              checkpoint.reservation_capacity, reservation_->num_charged(),
-              reservation_->capacity());
+    PKV_CHECK(
+        checkpoint.reservation_capacity <= reservation_->capacity() &&
+            checkpoint.reservation_capacity >= reservation_->num_charged(),
+        "rollback of a reservation to %d outside [%d charged, %d]",
+        checkpoint.reservation_capacity, reservation_->num_charged(),
+        reservation_->capacity());
     const absl::Status s =
         reservation_->Resize(checkpoint.reservation_capacity);
     PKV_CHECK(s.ok(), "shrinking a reservation failed: %s", s.ToString());
@@ -472,9 +471,9 @@ void PagedKVCache::ZeroFill(int32_t layer, int64_t first, int64_t last) {
   for (const BlockTable& row : rows_) {
     for (int64_t q = first; q < last;) {
       const int64_t run = std::min(bt - q % bt, last - q);
-      bytes_zero_filled_ += static_cast<int64_t>(
-          ZeroTokenRun(*pool_, row[static_cast<int32_t>(q / bt)], layer,
-                       static_cast<int32_t>(q % bt), static_cast<int32_t>(run)));
+      bytes_zero_filled_ += static_cast<int64_t>(ZeroTokenRun(
+          *pool_, row[static_cast<int32_t>(q / bt)], layer,
+          static_cast<int32_t>(q % bt), static_cast<int32_t>(run)));
       q += run;
     }
   }
@@ -635,16 +634,17 @@ absl::Status PagedKVCache::CheckSelect(
     absl::Span<const int64_t> indices) const {
   const int64_t batch = static_cast<int64_t>(rows_.size());
   if (static_cast<int64_t>(indices.size()) > kMaxCacheBatch) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%d indices exceed the batch limit %d", indices.size(), kMaxCacheBatch));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d indices exceed the batch limit %d", indices.size(),
+                        kMaxCacheBatch));
   }
   for (size_t i = 0; i < indices.size(); ++i) {
     // Before the batch is fixed there are no rows to select: the op is a
     // no-op (as lucid's loop over zero layers is), but negative indices are
     // rejected always.
     if (indices[i] < 0) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "index %d (position %d) is negative", indices[i], i));
+      return absl::OutOfRangeError(
+          absl::StrFormat("index %d (position %d) is negative", indices[i], i));
     }
     if (has_geometry_ && indices[i] >= batch) {
       return absl::OutOfRangeError(

@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -38,15 +39,14 @@
 #include "allocator/block_pool.h"
 #include "allocator/block_table.h"
 #include "allocator/copy_on_write.h"
-#include "absl/container/inlined_vector.h"
 #include "cache/cache.h"
 #include "cache/cache_limits.h"
 #include "cache/cache_position.h"
 #include "cache/cache_stats.h"
-#include "cache/storage/kv_layout.h"
-#include "cache/storage/growable_kv_pool.h"
-#include "cache/storage/kv_pool.h"
 #include "cache/kv_view.h"
+#include "cache/storage/growable_kv_pool.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
 #include "tensor/dtype.h"
 #include "tensor/tensor.h"
 

@@ -48,15 +48,14 @@ constexpr int32_t kBlocksPerSeq = 64;
 // batch, ids [kRows, 2 * kRows) are the spares the delta benchmark swaps in.
 std::unique_ptr<KVCacheManager> DecodeBatchManager() {
   absl::StatusOr<std::unique_ptr<KVCacheManager>> made =
-      KVCacheManager::Create(
-          {.layout = KVLayout{.num_layers = 32,
-                              .num_kv_heads = 8,
-                              .head_dim = 128,
-                              .dtype = DType::kFloat16,
-                              .block_tokens = kBlockTokens},
-           .num_blocks = 2 * kRows * kBlocksPerSeq,
-           .storage = StorageMode::kBooksOnly,
-           .watermark = 0});
+      KVCacheManager::Create({.layout = KVLayout{.num_layers = 32,
+                                                 .num_kv_heads = 8,
+                                                 .head_dim = 128,
+                                                 .dtype = DType::kFloat16,
+                                                 .block_tokens = kBlockTokens},
+                              .num_blocks = 2 * kRows * kBlocksPerSeq,
+                              .storage = StorageMode::kBooksOnly,
+                              .watermark = 0});
   PKV_CHECK(made.ok(), "%s", made.status().ToString());
   std::unique_ptr<KVCacheManager> m = *std::move(made);
   StepOutput out;
@@ -80,11 +79,11 @@ void BM_ExportDense(benchmark::State& state) {
   const std::vector<SequenceId> batch = Batch();
   std::vector<int32_t> tables(kRows * kBlocksPerSeq), lens(kRows);
   for (auto _ : state) {
-    PKV_CHECK(ExportDenseBlockTables(*m, batch, {.max_blocks = kBlocksPerSeq},
-                                     absl::MakeSpan(tables),
-                                     absl::MakeSpan(lens))
-                  .ok(),
-              "export");
+    PKV_CHECK(
+        ExportDenseBlockTables(*m, batch, {.max_blocks = kBlocksPerSeq},
+                               absl::MakeSpan(tables), absl::MakeSpan(lens))
+            .ok(),
+        "export");
     benchmark::DoNotOptimize(tables.data());
     benchmark::DoNotOptimize(lens.data());
     benchmark::ClobberMemory();
@@ -147,8 +146,7 @@ void BM_DeltaExport(benchmark::State& state) {
       BlockTableDeltaExporter::Create(
           {.max_rows = kRows, .max_blocks = kBlocksPerSeq});
   PKV_CHECK(exporter.ok(), "%s", exporter.status().ToString());
-  std::vector<int32_t> tables(kRows * kBlocksPerSeq), lens(kRows),
-      rows(kRows);
+  std::vector<int32_t> tables(kRows * kBlocksPerSeq), lens(kRows), rows(kRows);
   auto run = [&](const std::vector<SequenceId>& batch) {
     absl::StatusOr<absl::Span<const int32_t>> out =
         exporter->Export(*m, batch, absl::MakeSpan(tables),

@@ -101,8 +101,8 @@ struct Workload {
     }
     for (int32_t b = 0; b < kBatch; ++b) {
       // Whole pages: the gather copies page runs.
-      max_length = std::max(
-          max_length, (Length(b) + kBlockTokens - 1) / kBlockTokens * kBlockTokens);
+      max_length = std::max(max_length, (Length(b) + kBlockTokens - 1) /
+                                            kBlockTokens * kBlockTokens);
       tokens += Length(b);
     }
   }
@@ -121,7 +121,8 @@ const float kScale = 1.0f / 8;  // 1 / sqrt(kHeadDim)
 void SetCounters(benchmark::State& state, const Workload& w) {
   state.SetItemsProcessed(state.iterations() * kBatch);
   state.SetBytesProcessed(state.iterations() * w.tokens * 2 * kKvHeads *
-                          kHeadDim * static_cast<int64_t>(SizeOf(w.layout.dtype)));
+                          kHeadDim *
+                          static_cast<int64_t>(SizeOf(w.layout.dtype)));
   state.counters["tokens"] = static_cast<double>(w.tokens);
   state.SetLabel(std::string(DTypeName(w.layout.dtype)));
 }
@@ -130,11 +131,11 @@ void SetCounters(benchmark::State& state, const Workload& w) {
 void BM_CsrDecodeAttention(benchmark::State& state) {
   Workload w(static_cast<DType>(state.range(0)));
   for (auto _ : state) {
-    PKV_CHECK(CsrDecodeAttention(w.query.view(), *w.manager->kv_pool(), 0,
-                                 w.indptr, w.indices, w.last, kScale,
-                                 w.out_tensor.view())
-                  .ok(),
-              "attention");
+    PKV_CHECK(
+        CsrDecodeAttention(w.query.view(), *w.manager->kv_pool(), 0, w.indptr,
+                           w.indices, w.last, kScale, w.out_tensor.view())
+            .ok(),
+        "attention");
     benchmark::DoNotOptimize(w.out_tensor.data());
     benchmark::ClobberMemory();
   }
@@ -150,18 +151,18 @@ void Gather(const Workload& w, std::vector<std::byte>& k,
   const size_t run = static_cast<size_t>(kBlockTokens) * kHeadDim * e;
   for (int32_t b = 0; b < kBatch; ++b) {
     for (int32_t g = 0; g < kKvHeads; ++g) {
-      std::byte* kd = k.data() + (b * kKvHeads + g) * w.max_length * kHeadDim * e;
-      std::byte* vd = v.data() + (b * kKvHeads + g) * w.max_length * kHeadDim * e;
+      std::byte* kd =
+          k.data() + (b * kKvHeads + g) * w.max_length * kHeadDim * e;
+      std::byte* vd =
+          v.data() + (b * kKvHeads + g) * w.max_length * kHeadDim * e;
       for (int32_t p = w.indptr[b]; p < w.indptr[b + 1]; ++p) {
         const std::byte* block = pool.BlockData(BlockId(w.indices[p]));
-        const size_t bytes =
-            p == w.indptr[b + 1] - 1
-                ? static_cast<size_t>(w.last[b]) * kHeadDim * e
-                : run;
+        const size_t bytes = p == w.indptr[b + 1] - 1
+                                 ? static_cast<size_t>(w.last[b]) * kHeadDim * e
+                                 : run;
         std::memcpy(kd, block + w.layout.ElementOffset(0, KV::kKey, g, 0) * e,
                     bytes);
-        std::memcpy(vd,
-                    block + w.layout.ElementOffset(0, KV::kValue, g, 0) * e,
+        std::memcpy(vd, block + w.layout.ElementOffset(0, KV::kValue, g, 0) * e,
                     bytes);
         kd += run;
         vd += run;
@@ -278,11 +279,11 @@ void BM_GatherThenAttend(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   // Same inputs, same answer as the kernel (checked once, untimed).
-  PKV_CHECK(CsrDecodeAttention(w.query.view(), *w.manager->kv_pool(), 0,
-                               w.indptr, w.indices, w.last, kScale,
-                               w.out_tensor.view())
-                .ok(),
-            "attention");
+  PKV_CHECK(
+      CsrDecodeAttention(w.query.view(), *w.manager->kv_pool(), 0, w.indptr,
+                         w.indices, w.last, kScale, w.out_tensor.view())
+          .ok(),
+      "attention");
   for (size_t i = 0; i < out.size(); ++i) {
     PKV_CHECK(std::abs(out[i] - w.out_tensor.data_as<float>()[i]) < 1e-5f,
               "element %d: gathered %g, CSR %g", i, out[i],

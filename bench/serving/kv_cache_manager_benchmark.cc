@@ -295,8 +295,8 @@ void BM_SwapOutIn(benchmark::State& state) {
     PKV_CHECK(m.SwapOut(id).ok(), "swap out");
     PKV_CHECK(m.SwapIn(id).ok(), "swap in");
   }
-  const int64_t bytes = 2 * int64_t{blocks} *
-                        static_cast<int64_t>(m.kv_pool()->block_bytes());
+  const int64_t bytes =
+      2 * int64_t{blocks} * static_cast<int64_t>(m.kv_pool()->block_bytes());
   state.SetBytesProcessed(state.iterations() * bytes);
 }
 BENCHMARK(BM_SwapOutIn)->Unit(benchmark::kMillisecond);

@@ -24,9 +24,8 @@ constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
 
 absl::Status TooSmall(const char* name, size_t given, int64_t needed,
                       const char* what) {
-  return absl::InvalidArgumentError(
-      absl::StrFormat("%s holds %d entries, needs %d (%s)", name, given,
-                      needed, what));
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "%s holds %d entries, needs %d (%s)", name, given, needed, what));
 }
 
 absl::Status TooWide(SequenceId seq, size_t row, size_t blocks,
@@ -47,10 +46,10 @@ int32_t TokensOf(const KVCacheManager& manager, SequenceId seq,
   // of every export, and a 64-bit divide costs tens of cycles).
   const int64_t bt = manager.block_tokens();
   const int64_t blocks = static_cast<int64_t>(num_blocks);
-  PKV_CHECK(*tokens <= blocks * bt && *tokens > (blocks - 1) * bt &&
-                *tokens >= 0,
-            "sequence %d: %d tokens in %d blocks of %d", seq, *tokens,
-            num_blocks, bt);
+  PKV_CHECK(
+      *tokens <= blocks * bt && *tokens > (blocks - 1) * bt && *tokens >= 0,
+      "sequence %d: %d tokens in %d blocks of %d", seq, *tokens, num_blocks,
+      bt);
   return static_cast<int32_t>(*tokens);
 }
 
@@ -66,8 +65,8 @@ void WriteRow(absl::Span<const BlockId> table, int32_t max_blocks,
 absl::StatusOr<ExportSizes> ComputeExportSizes(
     const KVCacheManager& manager, absl::Span<const SequenceId> batch) {
   if (batch.size() > static_cast<size_t>(kMaxInt32)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("a batch of %d sequences is past 2^31 - 1", batch.size()));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a batch of %d sequences is past 2^31 - 1", batch.size()));
   }
   ExportSizes sizes;
   sizes.num_seqs = static_cast<int32_t>(batch.size());
@@ -109,8 +108,9 @@ absl::Status ExportDenseBlockTables(const KVCacheManager& manager,
   // Sizes first (no lookups), then every row, then the writes.
   const int64_t rows = static_cast<int64_t>(batch.size());
   if (static_cast<int64_t>(block_tables.size()) < rows * width) {
-    return TooSmall("block_tables", block_tables.size(), rows * width,
-                    absl::StrFormat("%d rows x %d blocks", rows, width).c_str());
+    return TooSmall(
+        "block_tables", block_tables.size(), rows * width,
+        absl::StrFormat("%d rows x %d blocks", rows, width).c_str());
   }
   if (seq_lens.size() < batch.size()) {
     return TooSmall("seq_lens", seq_lens.size(), rows, "one per row");
@@ -183,15 +183,15 @@ absl::Status ExportCsrPageTable(const KVCacheManager& manager,
 absl::StatusOr<BlockTableDeltaExporter> BlockTableDeltaExporter::Create(
     const Options& options) {
   if (options.max_rows <= 0 || options.max_blocks <= 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_rows (%d) and max_blocks (%d) must be > 0", options.max_rows,
-        options.max_blocks));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_rows (%d) and max_blocks (%d) must be > 0",
+                        options.max_rows, options.max_blocks));
   }
   const int64_t entries = int64_t{options.max_rows} * options.max_blocks;
   if (entries > kMaxInt32) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%d rows x %d blocks = %d entries, past 2^31 - 1", options.max_rows,
-        options.max_blocks, entries));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d rows x %d blocks = %d entries, past 2^31 - 1",
+                        options.max_rows, options.max_blocks, entries));
   }
   return BlockTableDeltaExporter(options);
 }
@@ -210,13 +210,13 @@ absl::StatusOr<absl::Span<const int32_t>> BlockTableDeltaExporter::Export(
   const int32_t width = options_.max_blocks;
   const int64_t rows = static_cast<int64_t>(batch.size());
   if (rows > options_.max_rows) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("a batch of %d rows, more than max_rows %d", rows,
-                        options_.max_rows));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a batch of %d rows, more than max_rows %d", rows, options_.max_rows));
   }
   if (static_cast<int64_t>(block_tables.size()) < rows * width) {
-    return TooSmall("block_tables", block_tables.size(), rows * width,
-                    absl::StrFormat("%d rows x %d blocks", rows, width).c_str());
+    return TooSmall(
+        "block_tables", block_tables.size(), rows * width,
+        absl::StrFormat("%d rows x %d blocks", rows, width).c_str());
   }
   if (seq_lens.size() < batch.size()) {
     return TooSmall("seq_lens", seq_lens.size(), rows, "one per row");

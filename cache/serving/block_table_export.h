@@ -179,8 +179,7 @@ class BlockTableDeltaExporter {
 
   // INVALID_ARGUMENT unless max_rows > 0 and max_blocks > 0 and the copy
   // (max_rows * max_blocks ids) stays below 2^31 entries.
-  static absl::StatusOr<BlockTableDeltaExporter> Create(
-      const Options& options);
+  static absl::StatusOr<BlockTableDeltaExporter> Create(const Options& options);
 
   // Movable, not copyable: a copy would vouch for a buffer it never wrote.
   BlockTableDeltaExporter(BlockTableDeltaExporter&&) = default;

@@ -36,8 +36,8 @@ absl::Status ValidateShapes(ConstTensorView query, const KVLayout& layout,
                         out.shape().ToString(), query.shape().ToString()));
   }
   if (layer < 0 || layer >= layout.num_layers) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "layer %d outside [0, %d)", layer, layout.num_layers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer %d outside [0, %d)", layer, layout.num_layers));
   }
   return absl::OkStatus();
 }
@@ -72,8 +72,7 @@ absl::Status ValidatePages(int64_t batch, const KVPool& pool,
           "(kv_indices size)",
           b, b + 1, end, b, begin, num_indices));
     }
-    if (end > begin &&
-        (kv_last_page_len[b] < 1 || kv_last_page_len[b] > bt)) {
+    if (end > begin && (kv_last_page_len[b] < 1 || kv_last_page_len[b] > bt)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "row %d: kv_last_page_len %d outside [1, %d] (block_tokens)", b,
           kv_last_page_len[b], bt));
@@ -141,8 +140,8 @@ absl::Status CsrDecodeAttention(ConstTensorView query, const KVPool& pool,
     return s;
   }
   const int64_t batch = query.dim(0);
-  if (absl::Status s = ValidatePages(batch, pool, kv_indptr, kv_indices,
-                                     kv_last_page_len);
+  if (absl::Status s =
+          ValidatePages(batch, pool, kv_indptr, kv_indices, kv_last_page_len);
       !s.ok()) {
     return s;
   }
@@ -170,7 +169,8 @@ absl::Status CsrDecodeAttention(ConstTensorView query, const KVPool& pool,
       for (int64_t j = 0; j < group; ++j) {
         for (int64_t d = 0; d < head_dim; ++d) {
           const int64_t index[3] = {b, g * group + j, d};
-          q[j * head_dim + d] = LoadAsFloat(query.dtype(), query.ElementPtr(index));
+          q[j * head_dim + d] =
+              LoadAsFloat(query.dtype(), query.ElementPtr(index));
         }
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
@@ -183,9 +183,10 @@ absl::Status CsrDecodeAttention(ConstTensorView query, const KVPool& pool,
         WidenRun(layout.dtype,
                  block + layout.ElementOffset(layer, KV::kKey, g, 0) * element,
                  tokens * head_dim, keys.data());
-        WidenRun(layout.dtype,
-                 block + layout.ElementOffset(layer, KV::kValue, g, 0) * element,
-                 tokens * head_dim, values.data());
+        WidenRun(
+            layout.dtype,
+            block + layout.ElementOffset(layer, KV::kValue, g, 0) * element,
+            tokens * head_dim, values.data());
         for (int64_t j = 0; j < group; ++j) {
           const float* qj = &q[j * head_dim];
           float* sj = &scores[j * bt];
@@ -209,8 +210,7 @@ absl::Status CsrDecodeAttention(ConstTensorView query, const KVPool& pool,
         }
       }
       for (int64_t j = 0; j < group; ++j) {
-        const float inverse =
-            running_sum[j] > 0 ? 1.0f / running_sum[j] : 0.0f;
+        const float inverse = running_sum[j] > 0 ? 1.0f / running_sum[j] : 0.0f;
         for (int64_t d = 0; d < head_dim; ++d) {
           const int64_t index[3] = {b, g * group + j, d};
           StoreFromFloat(out.dtype(), acc[j * head_dim + d] * inverse,

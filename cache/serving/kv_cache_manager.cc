@@ -55,8 +55,8 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
         "num_host_blocks must be >= 0, got %d", options.num_host_blocks));
   }
   if (options.pool == nullptr && options.num_blocks <= 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "num_blocks must be > 0, got %d", options.num_blocks));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("num_blocks must be > 0, got %d", options.num_blocks));
   }
   std::unique_ptr<KVPool> owned_pool;
   std::unique_ptr<BlockPool> owned_books;
@@ -67,12 +67,13 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
       return absl::InvalidArgumentError(
           "a books-only manager takes no KVPool (the bytes live elsewhere)");
     }
-    PKV_ASSIGN_OR_RETURN(owned_books,
-                         BlockPool::Create({.num_blocks = options.num_blocks,
-                                            .concurrency = options.concurrency}));
+    PKV_ASSIGN_OR_RETURN(
+        owned_books, BlockPool::Create({.num_blocks = options.num_blocks,
+                                        .concurrency = options.concurrency}));
     if (options.num_host_blocks > 0) {
       PKV_ASSIGN_OR_RETURN(
-          host_books, BlockPool::Create({.num_blocks = options.num_host_blocks}));
+          host_books,
+          BlockPool::Create({.num_blocks = options.num_host_blocks}));
     }
   } else {
     if (options.pool != nullptr) {
@@ -89,15 +90,15 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
                                            .memory = options.memory}));
     }
     if (options.num_host_blocks > 0) {
-      PKV_ASSIGN_OR_RETURN(host_pool,
-                           KVPool::Create({.layout = options.layout,
-                                           .num_blocks = options.num_host_blocks,
-                                           .memory = options.memory}));
+      PKV_ASSIGN_OR_RETURN(
+          host_pool, KVPool::Create({.layout = options.layout,
+                                     .num_blocks = options.num_host_blocks,
+                                     .memory = options.memory}));
     }
   }
-  std::unique_ptr<KVCacheManager> manager(new KVCacheManager(
-      options, std::move(owned_pool), std::move(owned_books),
-      std::move(host_pool), std::move(host_books)));
+  std::unique_ptr<KVCacheManager> manager(
+      new KVCacheManager(options, std::move(owned_pool), std::move(owned_books),
+                         std::move(host_pool), std::move(host_books)));
   if (manager->admission_ == AdmissionMode::kReservation) {
     PKV_ASSIGN_OR_RETURN(Reservation r, manager->books_->Reserve(0));
     manager->reservation_.emplace(std::move(r));
@@ -170,8 +171,7 @@ absl::Status KVCacheManager::SyncReservation() {
   return reservation_->Resize(static_cast<int32_t>(want));
 }
 
-absl::StatusOr<KVCacheManager::Sequence*> KVCacheManager::Find(
-    SequenceId seq) {
+absl::StatusOr<KVCacheManager::Sequence*> KVCacheManager::Find(SequenceId seq) {
   auto it = sequences_.find(seq);
   if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
@@ -188,8 +188,8 @@ absl::StatusOr<const KVCacheManager::Sequence*> KVCacheManager::Find(
   return &it->second;
 }
 
-void KVCacheManager::AddSlots(const BlockTable& table, int64_t first,
-                              int64_t n, StepOutput* out) const {
+void KVCacheManager::AddSlots(const BlockTable& table, int64_t first, int64_t n,
+                              StepOutput* out) const {
   const int64_t bt = layout_.block_tokens;
   std::vector<int64_t>& slots = out->slot_mapping;
   if (slots.capacity() < slots.size() + static_cast<size_t>(n)) {
@@ -199,7 +199,8 @@ void KVCacheManager::AddSlots(const BlockTable& table, int64_t first,
   for (int64_t t = first; t < first + n;) {
     // One run of consecutive slots per block.
     const int64_t block = t / bt;
-    const int64_t slot0 = int64_t{blocks[block].value()} * bt + (t - block * bt);
+    const int64_t slot0 =
+        int64_t{blocks[block].value()} * bt + (t - block * bt);
     const int64_t run = std::min(first + n, (block + 1) * bt) - t;
     for (int64_t k = 0; k < run; ++k) slots.push_back(slot0 + k);
     t += run;
@@ -299,12 +300,12 @@ absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
       return st;
     }
   }
-  const TableGrowth growth{&s.table, static_cast<int32_t>(BlocksFor(num_tokens))};
-  absl::StatusOr<PendingCopies> copies =
-      PrepareWrite(*books_, {.targets = {},
-                             .growth = absl::MakeConstSpan(&growth, 1),
-                             .reservation = reservation_ ? &*reservation_
-                                                         : nullptr});
+  const TableGrowth growth{&s.table,
+                           static_cast<int32_t>(BlocksFor(num_tokens))};
+  absl::StatusOr<PendingCopies> copies = PrepareWrite(
+      *books_, {.targets = {},
+                .growth = absl::MakeConstSpan(&growth, 1),
+                .reservation = reservation_ ? &*reservation_ : nullptr});
   if (!copies.ok()) {
     Rereserve(s, old_reserved);
     if (reservation_.has_value()) {
@@ -320,7 +321,8 @@ absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
   out->Clear();
   out->request_offsets.push_back(0);
   AddSlots(s.table, 0, num_tokens, out);
-  out->request_offsets.push_back(static_cast<int32_t>(out->slot_mapping.size()));
+  out->request_offsets.push_back(
+      static_cast<int32_t>(out->slot_mapping.size()));
   return absl::OkStatus();
 }
 
@@ -356,9 +358,9 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     s.step_stamp = step_stamp_;
     if (admission_ == AdmissionMode::kReservation &&
         r.num_tokens > s.max_tokens - s.num_tokens) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "sequence %d: %d + %d tokens pass its reserved %d", r.seq,
-          s.num_tokens, r.num_tokens, s.max_tokens));
+      return absl::OutOfRangeError(
+          absl::StrFormat("sequence %d: %d + %d tokens pass its reserved %d",
+                          r.seq, s.num_tokens, r.num_tokens, s.max_tokens));
     }
     if (s.num_tokens + r.num_tokens > kMaxSequenceTokens) {
       return absl::OutOfRangeError(absl::StrFormat(
@@ -376,8 +378,7 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     step_tails_.push_back(tail);
     const int64_t grow = BlocksFor(s.num_tokens + r.num_tokens) - num_blocks;
     if (grow > 0) {
-      step_growth_.push_back(
-          TableGrowth{&s.table, static_cast<int32_t>(grow)});
+      step_growth_.push_back(TableGrowth{&s.table, static_cast<int32_t>(grow)});
     }
   }
   absl::StatusOr<PendingCopies> copies = PrepareWrite(
@@ -477,9 +478,9 @@ absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
     return NotRunning(seq, s->state, "Truncate");
   }
   if (new_length < 0 || new_length > s->num_tokens) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "Truncate of sequence %d to %d tokens: it has %d", seq, new_length,
-        s->num_tokens));
+    return absl::OutOfRangeError(
+        absl::StrFormat("Truncate of sequence %d to %d tokens: it has %d", seq,
+                        new_length, s->num_tokens));
   }
   const int32_t keep = static_cast<int32_t>(BlocksFor(new_length));
   if (admission_ == AdmissionMode::kReservation) {
@@ -535,9 +536,9 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
   PKV_CHECK(out != nullptr, "Readmit needs an output");
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kPreempted) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "Readmit of sequence %d, which is %s, not preempted", seq,
-        StateName(s->state)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("Readmit of sequence %d, which is %s, not preempted",
+                        seq, StateName(s->state)));
   }
   if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
     s->state = SequenceState::kPreempted;
@@ -553,10 +554,10 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
     return NotRunning(seq, s->state, "SwapOut");
   }
   if (!has_host_tier()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "SwapOut of sequence %d: the manager has no host tier "
-        "(Options::num_host_blocks is 0)",
-        seq));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("SwapOut of sequence %d: the manager has no host tier "
+                        "(Options::num_host_blocks is 0)",
+                        seq));
   }
   PKV_ASSIGN_OR_RETURN(s->host_blocks,
                        host_books().Allocate(s->table.num_blocks()));
@@ -588,9 +589,9 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
 absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kSwappedOut) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "SwapIn of sequence %d, which is %s, not swapped out", seq,
-        StateName(s->state)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("SwapIn of sequence %d, which is %s, not swapped out",
+                        seq, StateName(s->state)));
   }
   const int64_t num_tokens = s->num_tokens;
   StepOutput unused;
@@ -598,9 +599,10 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
     s->state = SequenceState::kSwappedOut;
     return st;
   }
-  PKV_CHECK(s->table.num_blocks() == static_cast<int32_t>(s->host_blocks.size()),
-            "swap-in of %d host blocks into %d", s->host_blocks.size(),
-            s->table.num_blocks());
+  PKV_CHECK(
+      s->table.num_blocks() == static_cast<int32_t>(s->host_blocks.size()),
+      "swap-in of %d host blocks into %d", s->host_blocks.size(),
+      s->table.num_blocks());
   SwapPlan plan;
   ++swap_ins_;
   swapped_blocks_ += s->table.num_blocks();
@@ -711,12 +713,11 @@ void KVCacheManager::CheckInvariants() const {
     PKV_CHECK(s.table.num_blocks() == (holds_device ? blocks : 0),
               "sequence %d (%s, %d tokens) holds %d device blocks", id,
               StateName(s.state), s.num_tokens, s.table.num_blocks());
-    PKV_CHECK(static_cast<int64_t>(s.host_blocks.size()) ==
-                  (holds_host ? blocks : 0),
-              "sequence %d (%s, %d tokens) holds %d host blocks", id,
-              StateName(s.state), s.num_tokens, s.host_blocks.size());
-    PKV_CHECK(s.num_tokens >= 0, "sequence %d has %d tokens", id,
-              s.num_tokens);
+    PKV_CHECK(
+        static_cast<int64_t>(s.host_blocks.size()) == (holds_host ? blocks : 0),
+        "sequence %d (%s, %d tokens) holds %d host blocks", id,
+        StateName(s.state), s.num_tokens, s.host_blocks.size());
+    PKV_CHECK(s.num_tokens >= 0, "sequence %d has %d tokens", id, s.num_tokens);
     s.table.CheckInvariants();
     if (s.state == SequenceState::kRunning) ++running;
     if (admission_ == AdmissionMode::kReservation) {
@@ -729,8 +730,10 @@ void KVCacheManager::CheckInvariants() const {
                 "sequence %d reserves %d blocks, needs %d", id, s.reserved,
                 shares ? ReserveNeed(s) : 0);
     } else {
-      PKV_CHECK(s.reserved == 0, "sequence %d reserves %d without "
-                "kReservation", id, s.reserved);
+      PKV_CHECK(s.reserved == 0,
+                "sequence %d reserves %d without "
+                "kReservation",
+                id, s.reserved);
     }
     reserved += s.reserved;
     tables.push_back(&s.table);

@@ -119,7 +119,7 @@ struct ManagerStats {
   int64_t swapped_blocks = 0;  // Both directions.
   int64_t swapped_bytes = 0;   // Host mode: bytes copied by swaps.
   int64_t cow_copies = 0;
-  int32_t host_blocks = 0;       // Host tier size (0: no swap tier).
+  int32_t host_blocks = 0;  // Host tier size (0: no swap tier).
   int32_t host_used_blocks = 0;
 };
 

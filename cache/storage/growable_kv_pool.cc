@@ -64,9 +64,9 @@ absl::StatusOr<int32_t> GrowableKVPool::Grow(int32_t extra_blocks) {
 absl::Status GrowableKVPool::ShrinkTo(int32_t num_blocks) {
   if (num_blocks <= 0 || num_blocks % chunk_blocks_ != 0 ||
       num_blocks > this->num_blocks()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "ShrinkTo(%d) of a pool of %d blocks in chunks of %d", num_blocks,
-        this->num_blocks(), chunk_blocks_));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ShrinkTo(%d) of a pool of %d blocks in chunks of %d",
+                        num_blocks, this->num_blocks(), chunk_blocks_));
   }
   PKV_RETURN_IF_ERROR(books_->Shrink(num_blocks));
   const size_t keep = static_cast<size_t>(num_blocks / chunk_blocks_);

@@ -88,8 +88,7 @@ void KVPool::FreeChunk(const Chunk& chunk) const {
 void KVPool::RunCopies(absl::Span<const CopyOp> ops) {
   const size_t bytes = block_bytes();
   for (const CopyOp& op : ops) {
-    PKV_CHECK(op.src != op.dst, "copy of block %d onto itself",
-              op.src.value());
+    PKV_CHECK(op.src != op.dst, "copy of block %d onto itself", op.src.value());
     PKV_CHECK(op.src.value() >= 0 && op.src.value() < num_blocks() &&
                   op.dst.value() >= 0 && op.dst.value() < num_blocks(),
               "copy %d -> %d outside a pool of %d blocks", op.src.value(),

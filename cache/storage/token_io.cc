@@ -15,10 +15,10 @@ void CheckRun(const KVLayout& layout, int32_t layer, int32_t slot,
               int32_t num_tokens) {
   PKV_DCHECK(layer >= 0 && layer < layout.num_layers, "layer %d of %d", layer,
              layout.num_layers);
-  PKV_DCHECK(slot >= 0 && num_tokens >= 1 &&
-                 slot + num_tokens <= layout.block_tokens,
-             "slots [%d, %d) of a %d-token block", slot, slot + num_tokens,
-             layout.block_tokens);
+  PKV_DCHECK(
+      slot >= 0 && num_tokens >= 1 && slot + num_tokens <= layout.block_tokens,
+      "slots [%d, %d) of a %d-token block", slot, slot + num_tokens,
+      layout.block_tokens);
 }
 
 }  // namespace
@@ -62,7 +62,8 @@ size_t ZeroTokenRun(KVPool& pool, BlockId block, int32_t layer, int32_t slot,
   const KVLayout& layout = pool.layout();
   CheckRun(layout, layer, slot, num_slots);
   const size_t elem = SizeOf(layout.dtype);
-  const size_t run_bytes = static_cast<size_t>(num_slots) * layout.head_dim * elem;
+  const size_t run_bytes =
+      static_cast<size_t>(num_slots) * layout.head_dim * elem;
   const size_t head_run_bytes = layout.head_run_elements() * elem;
   std::byte* base = pool.BlockData(block) +
                     layout.ElementOffset(layer, KV::kKey, 0, slot) * elem;

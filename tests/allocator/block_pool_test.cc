@@ -206,16 +206,14 @@ TEST(BlockPoolTest, ShrinkRefusesInUseOrReservedBlocksAndChangesNothing) {
   std::vector<BlockId> ids = *pool->Allocate(4);  // 0..3 in use.
   pool->Release(ids[0]);
   pool->Release(ids[1]);
-  EXPECT_THAT(pool->Shrink(2),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("block 2 is in use")));
+  EXPECT_THAT(pool->Shrink(2), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                        HasSubstr("block 2 is in use")));
   pool->Release(ids[2]);
   pool->Release(ids[3]);
   absl::StatusOr<Reservation> r = pool->Reserve(3);
   ASSERT_THAT(r, IsOk());
-  EXPECT_THAT(pool->Shrink(2),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("2 free for 3 reserved")));
+  EXPECT_THAT(pool->Shrink(2), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                        HasSubstr("2 free for 3 reserved")));
   EXPECT_EQ(pool->num_blocks(), 4);
   EXPECT_THAT(pool->Shrink(0), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(pool->Shrink(5), StatusIs(absl::StatusCode::kInvalidArgument));

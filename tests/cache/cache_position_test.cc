@@ -1,7 +1,7 @@
 #include "cache/cache_position.h"
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -53,8 +53,7 @@ TEST(CachePositionTest, ScalarHoldsAnyValueForUpdateToValidate) {
   // Validation against a cache happens in Update, not here.
   EXPECT_EQ(CachePosition::Scalar(-3).at(0, 0), -3);
   EXPECT_EQ(CachePosition::Scalar(-3).ToString(), "-3");
-  EXPECT_EQ(CachePosition::Scalar(kInt64Max).ToString(),
-            "9223372036854775807");
+  EXPECT_EQ(CachePosition::Scalar(kInt64Max).ToString(), "9223372036854775807");
 }
 
 TEST(CachePositionTest, VectorIsOneRowOfPositions) {

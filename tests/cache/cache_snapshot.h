@@ -20,10 +20,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cache/cache_stats.h"
-#include "cache/storage/kv_pool.h"
-#include "cache/kv_view.h"
 #include "cache/cache.h"
+#include "cache/cache_stats.h"
+#include "cache/kv_view.h"
+#include "cache/storage/kv_pool.h"
 #include "tensor/tensor.h"
 
 namespace pagedkv::testing {

@@ -69,14 +69,14 @@ TEST(DefectsTest, UpdateWithAnInvalidDTypeIsInvalidArgument) {
 // operation checks the cap up front, and what succeeds stays usable.
 TEST(DefectsTest, StandaloneStaticBatchOpsRespectTheByteCap) {
   // 32 tokens = 2 blocks per row; a cap of 10 blocks allows 5 rows.
-  std::unique_ptr<StaticKVCache> cache = *StaticKVCache::Create(
-      {.max_cache_len = 32,
-       .num_layers = 1,
-       .max_private_pool_bytes = 10 * BlockBytes(1)});
-  ASSERT_THAT(cache->Update(Pattern(DType::kFloat32, {1, 1, 16, 4}).view(),
-                            Pattern(DType::kFloat32, {1, 1, 16, 4}, 2).view(),
-                            0),
-              IsOk());
+  std::unique_ptr<StaticKVCache> cache =
+      *StaticKVCache::Create({.max_cache_len = 32,
+                              .num_layers = 1,
+                              .max_private_pool_bytes = 10 * BlockBytes(1)});
+  ASSERT_THAT(
+      cache->Update(Pattern(DType::kFloat32, {1, 1, 16, 4}).view(),
+                    Pattern(DType::kFloat32, {1, 1, 16, 4}, 2).view(), 0),
+      IsOk());
   const CacheSnapshot before = TakeSnapshot(*cache);
   EXPECT_THAT(cache->BatchRepeatInterleave(6),
               StatusIs(absl::StatusCode::kResourceExhausted,
@@ -154,7 +154,8 @@ TEST(DefectsTest, FailedEncoderDecoderBatchOpUndoesTheOtherHalfsGrowth) {
   const CacheSnapshot self_before = TakeSnapshot(cache.self_attention_cache());
   const CacheSnapshot cross_before =
       TakeSnapshot(cache.cross_attention_cache());
-  const size_t self_bytes = cache.self_attention_cache().pool()->capacity_bytes();
+  const size_t self_bytes =
+      cache.self_attention_cache().pool()->capacity_bytes();
   EXPECT_THAT(cache.BatchRepeatInterleave(64),
               StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(cache.self_attention_cache().pool()->capacity_bytes(), self_bytes);
@@ -201,7 +202,8 @@ TEST(DefectsTest, BatchAndLengthLimitsAreInclusive) {
   const Tensor empty = Pattern(DType::kFloat32, {kMaxCacheBatch, 1, 0, 1});
   EXPECT_THAT(at_limit.Update(empty.view(), empty.view(), 0), IsOk());
   DynamicKVCache past_limit;
-  const Tensor too_big = Pattern(DType::kFloat32, {kMaxCacheBatch + 1, 1, 0, 1});
+  const Tensor too_big =
+      Pattern(DType::kFloat32, {kMaxCacheBatch + 1, 1, 0, 1});
   EXPECT_THAT(past_limit.Update(too_big.view(), too_big.view(), 0),
               StatusIs(absl::StatusCode::kInvalidArgument));
   DynamicKVCache positions;

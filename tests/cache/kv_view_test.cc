@@ -181,20 +181,20 @@ TEST_F(KVViewTest, SlabPointsIntoThePoolAtTheLayoutOffset) {
   const KVLayout& layout = pool->layout();
   const BlockTable& table = view().tables()[1];
   const ConstTensorView slab = view().Slab(KV::kValue, 1, 2, 1);
-  EXPECT_EQ(slab.data(),
-            pool->BlockData(table[1]) +
-                layout.ElementOffset(0, KV::kValue, 2, 0) * SizeOf(layout.dtype));
+  EXPECT_EQ(slab.data(), pool->BlockData(table[1]) +
+                             layout.ElementOffset(0, KV::kValue, 2, 0) *
+                                 SizeOf(layout.dtype));
 }
 
 TEST_F(KVViewTest, GatherIntoContiguousTensorsWithPaddedOuterAxes) {
   // Same dtype and (tokens, dim) rows contiguous: the memcpy path, even
   // though the heads axis is a slice of a wider tensor.
-  Tensor big_key = *Full(DType::kFloat32, Shape({kBatch, kHeads + 2, kLength,
-                                                 kHeadDim}),
-                         kSentinel);
-  Tensor big_value = *Full(DType::kFloat32, Shape({kBatch, kHeads + 2, kLength,
-                                                   kHeadDim}),
-                           kSentinel);
+  Tensor big_key =
+      *Full(DType::kFloat32, Shape({kBatch, kHeads + 2, kLength, kHeadDim}),
+            kSentinel);
+  Tensor big_value =
+      *Full(DType::kFloat32, Shape({kBatch, kHeads + 2, kLength, kHeadDim}),
+            kSentinel);
   const Shape shape = view().shape();
   TensorView k(big_key.view().ElementPtr({0, 1, 0, 0}), DType::kFloat32, shape,
                big_key.view().strides());
@@ -262,8 +262,8 @@ TEST_F(KVViewTest, GatherIntoASliceOfABiggerTensorLeavesTheRest) {
   const int64_t hi[4] = {kBatch + 1, kHeads, kLength + 2, kHeadDim + 1};
   TensorView k(big_key.view().ElementPtr(lo), DType::kFloat32, view().shape(),
                big_key.view().strides());
-  TensorView v(big_value.view().ElementPtr(lo), DType::kFloat32,
-               view().shape(), big_value.view().strides());
+  TensorView v(big_value.view().ElementPtr(lo), DType::kFloat32, view().shape(),
+               big_value.view().strides());
   ASSERT_THAT(view().GatherInto(k, v), IsOk());
   EXPECT_TRUE(TensorsEqual(k, key_.view()));
   EXPECT_TRUE(TensorsEqual(v, value_.view()));
@@ -284,9 +284,10 @@ TEST_F(KVViewTest, GatherIntoAViewWithReversedTokens) {
   ASSERT_THAT(view().GatherInto(k, v), IsOk());
   EXPECT_TRUE(TensorsEqual(k, key_.view()));
   EXPECT_TRUE(TensorsEqual(v, value_.view()));
-  EXPECT_EQ(LoadAsFloat(DType::kFloat32, key_rev.view().ElementPtr({1, 2, 0, 3})),
-            LoadAsFloat(DType::kFloat32,
-                        key_.view().ElementPtr({1, 2, kLength - 1, 3})));
+  EXPECT_EQ(
+      LoadAsFloat(DType::kFloat32, key_rev.view().ElementPtr({1, 2, 0, 3})),
+      LoadAsFloat(DType::kFloat32,
+                  key_.view().ElementPtr({1, 2, kLength - 1, 3})));
 }
 
 // The float32 cache gathered into narrower outputs, contiguous and strided.
@@ -429,8 +430,8 @@ TEST_F(KVViewTest, ViewsSpanAppendedUpdates) {
   const int64_t len = kLength + 3;
   Tensor k = *Zeros(DType::kFloat16, Shape({kBatch, len, kHeads, kHeadDim}));
   Tensor v = *Zeros(DType::kFloat16, Shape({kBatch, len, kHeads, kHeadDim}));
-  const Strides strides = {len * kHeads * kHeadDim, kHeadDim,
-                           kHeads * kHeadDim, 1};
+  const Strides strides = {len * kHeads * kHeadDim, kHeadDim, kHeads * kHeadDim,
+                           1};
   TensorView kv(k.data(), DType::kFloat16, view->shape(), strides);
   TensorView vv(v.data(), DType::kFloat16, view->shape(), strides);
   ASSERT_THAT(view->GatherInto(kv, vv), IsOk());

@@ -10,14 +10,14 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cache/cache.h"
 #include "cache/cache_position.h"
 #include "cache/dynamic_kv_cache.h"
 #include "cache/encoder_decoder_cache.h"
+#include "cache/kv_view.h"
+#include "cache/static_kv_cache.h"
 #include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
-#include "cache/kv_view.h"
-#include "cache/cache.h"
-#include "cache/static_kv_cache.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tensor/dtype.h"
@@ -149,7 +149,8 @@ TEST(LimitsTest, EncoderDecoderRepeatFailingOnOneHalfRestoresTheOther) {
   // x2 needs 2 more for self (fits) and 5 more for cross (does not).
   EXPECT_THAT(cache.BatchRepeatInterleave(2),
               StatusIs(absl::StatusCode::kResourceExhausted));
-  EXPECT_EQ(cache.self_attention_cache().stats().reservation_capacity, self_capacity);
+  EXPECT_EQ(cache.self_attention_cache().stats().reservation_capacity,
+            self_capacity);
   EXPECT_EQ(pool->books().num_unreserved_free_blocks(), free_before);
   EXPECT_EQ(cache.self_attention_cache().batch_size(), 1);
   EXPECT_EQ(cache.cross_attention_cache().batch_size(), 1);

@@ -8,21 +8,21 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/status_macros.h"
 #include "cache/dynamic_kv_cache.h"
 #include "cache/encoder_decoder_cache.h"
-#include "cache/storage/kv_pool.h"
-#include "cache/static_kv_cache.h"
 #include "cache/serving/block_table_export.h"
 #include "cache/serving/csr_decode_attention.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/serving/step_output.h"
+#include "cache/static_kv_cache.h"
 #include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
 #include "cache/storage/token_io.h"
-#include "base/status_macros.h"
-#include "tensor/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tensor/factories.h"
+#include "tensor/tensor.h"
 #include "tests/testing/status_matchers.h"
 
 namespace {
@@ -111,7 +111,6 @@ TEST(ReadmeExamplesTest, SharedPoolAndStaticCacheWorkAsDescribed) {
       std::make_unique<pagedkv::DynamicKVCache>());
   EXPECT_EQ(whisper.GetMaxCacheShape(), 448);
 }
-
 
 // README "Serving": the step loop's helpers. WriteKV writes a token's K/V
 // (every layer, a value derived from its slot) at each slot of `out`;
@@ -209,12 +208,12 @@ absl::StatusOr<size_t> ServingStepLoop(const pagedkv::KVLayout& layout) {
 }
 
 TEST(ReadmeExamplesTest, ServingStepLoopRuns) {
-  absl::StatusOr<size_t> finished = ServingStepLoop(
-      {.num_layers = 2,
-       .num_kv_heads = 2,
-       .head_dim = 8,
-       .dtype = pagedkv::DType::kFloat32,
-       .block_tokens = 16});
+  absl::StatusOr<size_t> finished =
+      ServingStepLoop({.num_layers = 2,
+                       .num_kv_heads = 2,
+                       .head_dim = 8,
+                       .dtype = pagedkv::DType::kFloat32,
+                       .block_tokens = 16});
   ASSERT_THAT(finished, IsOk());
   EXPECT_EQ(*finished, 3u);
 }
@@ -222,12 +221,12 @@ TEST(ReadmeExamplesTest, ServingStepLoopRuns) {
 TEST(ReadmeExamplesTest, ServingStepLoopPreemptsWhenThePoolRunsOut) {
   // One-token blocks: three 20-token prompts take 60 of the 64 blocks, the
   // second decode step runs out, and the loop preempts the last sequence.
-  absl::StatusOr<size_t> finished = ServingStepLoop(
-      {.num_layers = 1,
-       .num_kv_heads = 1,
-       .head_dim = 4,
-       .dtype = pagedkv::DType::kFloat32,
-       .block_tokens = 1});
+  absl::StatusOr<size_t> finished =
+      ServingStepLoop({.num_layers = 1,
+                       .num_kv_heads = 1,
+                       .head_dim = 4,
+                       .dtype = pagedkv::DType::kFloat32,
+                       .block_tokens = 1});
   ASSERT_THAT(finished, IsOk());
   EXPECT_EQ(*finished, 2u);
 }

@@ -723,8 +723,11 @@ TEST(HeaderExamplesTest, TensorCopy) {
 }
 
 absl::Status KVCacheManagerExample() {
-  const KVLayout layout{.num_layers = 2, .num_kv_heads = 1, .head_dim = 4,
-                        .dtype = DType::kFloat32, .block_tokens = 16};
+  const KVLayout layout{.num_layers = 2,
+                        .num_kv_heads = 1,
+                        .head_dim = 4,
+                        .dtype = DType::kFloat32,
+                        .block_tokens = 16};
   // clang-format off
   // BEGIN cache/serving/kv_cache_manager.h
   absl::StatusOr<std::unique_ptr<KVCacheManager>> made =
@@ -752,8 +755,11 @@ TEST(HeaderExamplesTest, KVCacheManager) {
 }
 
 absl::Status StepOutputExample() {
-  const KVLayout layout{.num_layers = 1, .num_kv_heads = 1, .head_dim = 4,
-                        .dtype = DType::kFloat32, .block_tokens = 16};
+  const KVLayout layout{.num_layers = 1,
+                        .num_kv_heads = 1,
+                        .head_dim = 4,
+                        .dtype = DType::kFloat32,
+                        .block_tokens = 16};
   std::unique_ptr<KVCacheManager> owned = *KVCacheManager::Create(
       {.layout = layout, .num_blocks = 8, .storage = StorageMode::kBooksOnly});
   KVCacheManager& manager = *owned;

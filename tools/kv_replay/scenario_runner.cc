@@ -16,7 +16,6 @@
 #include "cache/dynamic_kv_cache.h"
 #include "cache/encoder_decoder_cache.h"
 #include "cache/kv_view.h"
-#include "cache/cache.h"
 #include "cache/static_kv_cache.h"
 #include "nlohmann/json.hpp"
 #include "tensor/dtype.h"
@@ -240,8 +239,7 @@ json KVStateToJson(const KVCache& cache) {
 }
 
 // Builds a standalone Dynamic or Static cache from a ctor object.
-absl::StatusOr<std::unique_ptr<KVCache>> MakeKVCache(
-    const json& ctor) {
+absl::StatusOr<std::unique_ptr<KVCache>> MakeKVCache(const json& ctor) {
   const json* cls_field = FindField(ctor, "cls");
   if (cls_field == nullptr) {
     return absl::InvalidArgumentError(

@@ -84,8 +84,8 @@ struct ModelSequence {
   SequenceState state = SequenceState::kRunning;
   std::vector<uint32_t> tags;  // One per token: num_tokens == tags.size().
   int64_t max_tokens = 0;
-  SwapPlan pending;                 // Books-only: the swap in flight.
-  std::vector<BlockId> host;        // Books-only: its host blocks.
+  SwapPlan pending;           // Books-only: the swap in flight.
+  std::vector<BlockId> host;  // Books-only: its host blocks.
 };
 
 class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
@@ -254,8 +254,8 @@ class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
     StepOutput out;
     const absl::Status status = m().Append(requests, &out);
     if (past_max) {
-      EXPECT_THAT(status, StatusIs(Code::kOutOfRange,
-                                   HasSubstr("pass its reserved")));
+      EXPECT_THAT(status,
+                  StatusIs(Code::kOutOfRange, HasSubstr("pass its reserved")));
       EXPECT_EQ(Snap(), before);
       return;
     }
@@ -336,7 +336,8 @@ class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
       return;
     }
     const int64_t new_length =
-        length - static_cast<int64_t>(rng_() % (std::min<int64_t>(length, 9) + 1));
+        length -
+        static_cast<int64_t>(rng_() % (std::min<int64_t>(length, 9) + 1));
     const ManagerSnapshot before = Snap();
     const absl::Status status = m().Truncate(id, new_length);
     if (reservation_ && status.code() == Code::kResourceExhausted) {
@@ -392,7 +393,8 @@ class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
     }
     // The server recomputes the remembered tokens into the new slots.
     ASSERT_EQ(out.slot_mapping.size(), static_cast<size_t>(length));
-    for (int64_t t = 0; t < length; ++t) WriteTag(out.slot_mapping[t], s.tags[t]);
+    for (int64_t t = 0; t < length; ++t)
+      WriteTag(out.slot_mapping[t], s.tags[t]);
     s.state = SequenceState::kRunning;
   }
 
@@ -412,8 +414,8 @@ class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
     const ManagerSnapshot before = Snap();
     absl::StatusOr<SwapPlan> plan = m().SwapOut(id);
     if (num_host_blocks_ == 0) {
-      EXPECT_THAT(plan, StatusIs(Code::kFailedPrecondition,
-                                 HasSubstr("no host tier")));
+      EXPECT_THAT(
+          plan, StatusIs(Code::kFailedPrecondition, HasSubstr("no host tier")));
       EXPECT_EQ(Snap(), before);
       return;
     }
@@ -500,22 +502,25 @@ class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
     switch (rng_() % 6) {
       case 0:
         if (seqs_.empty()) return;
-        EXPECT_THAT(m().Add(Pick(IdsWhere(Any)), 1, 0),
-                    StatusIs(Code::kAlreadyExists, HasSubstr("already exists")));
+        EXPECT_THAT(
+            m().Add(Pick(IdsWhere(Any)), 1, 0),
+            StatusIs(Code::kAlreadyExists, HasSubstr("already exists")));
         break;
       case 1: {
         const std::vector<SequenceId> idle = IdsWhere(NotRunning);
         if (idle.empty()) return;
-        EXPECT_THAT(m().Append(Pick(idle), 1),
-                    StatusIs(Code::kFailedPrecondition, HasSubstr("not running")));
+        EXPECT_THAT(
+            m().Append(Pick(idle), 1),
+            StatusIs(Code::kFailedPrecondition, HasSubstr("not running")));
         break;
       }
       case 2: {
         // kReservation: one with room, or the first entry is OUT_OF_RANGE.
         std::vector<SequenceId> running;
         for (SequenceId id : IdsWhere(Running)) {
-          if (!reservation_ || seqs_[id].max_tokens >
-                                   static_cast<int64_t>(seqs_[id].tags.size())) {
+          if (!reservation_ ||
+              seqs_[id].max_tokens >
+                  static_cast<int64_t>(seqs_[id].tags.size())) {
             running.push_back(id);
           }
         }
@@ -581,11 +586,13 @@ class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
           break;
         }
         case SequenceState::kSwappingOut:
-          for (BlockId b : s.pending.src) ++refs[static_cast<size_t>(b.value())];
+          for (BlockId b : s.pending.src)
+            ++refs[static_cast<size_t>(b.value())];
           host_used += blocks;
           break;
         case SequenceState::kSwappingIn:
-          for (BlockId b : s.pending.dst) ++refs[static_cast<size_t>(b.value())];
+          for (BlockId b : s.pending.dst)
+            ++refs[static_cast<size_t>(b.value())];
           host_used += blocks;
           break;
         case SequenceState::kSwappedOut:

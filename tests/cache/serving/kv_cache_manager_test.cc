@@ -31,6 +31,7 @@ namespace {
 
 using ::pagedkv::testing::CheckedManager;
 using ::pagedkv::testing::CheckToken;
+using ::pagedkv::testing::IsOk;
 using ::pagedkv::testing::ManagerSnapshot;
 using ::pagedkv::testing::SlotOf;
 using ::pagedkv::testing::SmallLayout;
@@ -38,7 +39,6 @@ using ::pagedkv::testing::StatusIs;
 using ::pagedkv::testing::TableOf;
 using ::pagedkv::testing::TakeSnapshot;
 using ::pagedkv::testing::WriteToken;
-using ::pagedkv::testing::IsOk;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -132,8 +132,8 @@ TEST(KVCacheManagerTest, CreateRejectsBadOptions) {
     Code code;
     std::string message;
   };
-  absl::StatusOr<std::unique_ptr<KVPool>> other_pool = KVPool::Create(
-      {.layout = SmallLayout(8), .num_blocks = 4});
+  absl::StatusOr<std::unique_ptr<KVPool>> other_pool =
+      KVPool::Create({.layout = SmallLayout(8), .num_blocks = 4});
   ASSERT_THAT(other_pool, IsOk());
   absl::StatusOr<std::unique_ptr<KVPool>> pool =
       KVPool::Create({.layout = SmallLayout(), .num_blocks = 4});
@@ -172,7 +172,8 @@ TEST(KVCacheManagerTest, CreateRejectsBadOptions) {
     SCOPED_TRACE(c.name);
     KVCacheManager::Options o = OptionsFor(kHostWatermark, 8);
     c.edit(o);
-    EXPECT_THAT(KVCacheManager::Create(o), StatusIs(c.code, HasSubstr(c.message)));
+    EXPECT_THAT(KVCacheManager::Create(o),
+                StatusIs(c.code, HasSubstr(c.message)));
   }
   // The pool given to a failed Create is untouched.
   EXPECT_EQ((*pool)->books().num_free_blocks(), 4);
@@ -254,19 +255,21 @@ TEST(KVCacheManagerTest, WatermarkAdmitsWhileTheWatermarkStaysFree) {
     EXPECT_EQ(m->CanAdmit(18 * kBt + 1, 0), Admission::kNever);  // 19 blocks.
     // max_new_tokens does not count in the optimistic mode.
     EXPECT_EQ(m->CanAdmit(kBt, 1'000'000), Admission::kAdmit);
-    ASSERT_THAT(m.Add(1, 10 * kBt, 0), IsOk());  // 10 free.
+    ASSERT_THAT(m.Add(1, 10 * kBt, 0), IsOk());                 // 10 free.
     EXPECT_EQ(m->CanAdmit(8 * kBt, 0), Admission::kAdmit);      // 2 left.
     EXPECT_EQ(m->CanAdmit(8 * kBt + 1, 0), Admission::kLater);  // 1 left.
     EXPECT_EQ(m->CanAdmit(18 * kBt, 0), Admission::kLater);
     EXPECT_EQ(m->CanAdmit(18 * kBt + 1, 0), Admission::kNever);
-    EXPECT_THAT(m.Add(2, 8 * kBt + 1, 0),
-                StatusIs(Code::kResourceExhausted,
-                         AllOf(HasSubstr("sequence 2 (33 prompt + 0 new tokens) "
-                                         "does not fit now"),
-                               HasSubstr("10 of 20 blocks free"))));
-    EXPECT_THAT(m.Add(3, 18 * kBt + 1, 5),
-                StatusIs(Code::kResourceExhausted,
-                         HasSubstr("(73 prompt + 5 new tokens) can never fit")));
+    EXPECT_THAT(
+        m.Add(2, 8 * kBt + 1, 0),
+        StatusIs(Code::kResourceExhausted,
+                 AllOf(HasSubstr("sequence 2 (33 prompt + 0 new tokens) "
+                                 "does not fit now"),
+                       HasSubstr("10 of 20 blocks free"))));
+    EXPECT_THAT(
+        m.Add(3, 18 * kBt + 1, 5),
+        StatusIs(Code::kResourceExhausted,
+                 HasSubstr("(73 prompt + 5 new tokens) can never fit")));
     EXPECT_FALSE(m->contains(2));
     EXPECT_FALSE(m->contains(3));
     ASSERT_THAT(m.Add(4, 8 * kBt, 0), IsOk());
@@ -280,11 +283,13 @@ TEST(KVCacheManagerTest, WatermarkRoundsTheKeptBlocksUp) {
     double watermark;
     int32_t keep;
   };
-  for (const Case& c : {Case{20, 0.0, 0}, Case{20, 0.01, 1}, Case{10, 0.25, 3},
-                        Case{10, 0.3, 3}, Case{4, 0.5, 2}, Case{12, 0.99, 12}}) {
-    SCOPED_TRACE(::testing::Message() << c.num_blocks << " blocks, watermark "
-                                      << c.watermark);
-    CheckedManager m = MakeManager(kHostWatermark, c.num_blocks, 0, c.watermark);
+  for (const Case& c :
+       {Case{20, 0.0, 0}, Case{20, 0.01, 1}, Case{10, 0.25, 3},
+        Case{10, 0.3, 3}, Case{4, 0.5, 2}, Case{12, 0.99, 12}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << c.num_blocks << " blocks, watermark " << c.watermark);
+    CheckedManager m =
+        MakeManager(kHostWatermark, c.num_blocks, 0, c.watermark);
     const int32_t room = c.num_blocks - c.keep;
     if (room > 0) {
       EXPECT_EQ(m->CanAdmit(room * kBt, 0), Admission::kAdmit);
@@ -316,12 +321,13 @@ TEST(KVCacheManagerTest, ReservationAdmitsPromptPlusMaxNewTokens) {
     EXPECT_EQ(m->CanAdmit(20, 0), Admission::kAdmit);  // 5 unreserved.
     EXPECT_EQ(m->CanAdmit(21, 0), Admission::kLater);
     EXPECT_EQ(m->CanAdmit(4, 36), Admission::kLater);  // 10: later, not never.
-    EXPECT_THAT(m.Add(2, 21, 0),
-                StatusIs(Code::kResourceExhausted,
-                         AllOf(HasSubstr("does not fit now"),
-                               HasSubstr("5 of 10 blocks free and unreserved"))));
-    EXPECT_THAT(m.Add(3, 41, 0), StatusIs(Code::kResourceExhausted,
-                                          HasSubstr("can never fit")));
+    EXPECT_THAT(
+        m.Add(2, 21, 0),
+        StatusIs(Code::kResourceExhausted,
+                 AllOf(HasSubstr("does not fit now"),
+                       HasSubstr("5 of 10 blocks free and unreserved"))));
+    EXPECT_THAT(m.Add(3, 41, 0),
+                StatusIs(Code::kResourceExhausted, HasSubstr("can never fit")));
     ASSERT_THAT(m.Add(4, 17, 3), IsOk());
     EXPECT_EQ(m->stats().reserved_blocks, 4);
     EXPECT_EQ(m->stats().used_blocks, 6);
@@ -407,7 +413,8 @@ TEST_P(KVCacheManagerModesTest, AddSequenceGivesConsecutiveSlotsInEachBlock) {
   EXPECT_THAT(out.request_offsets, ElementsAre(0, 10));
   ASSERT_THAT(out.slot_mapping, SizeIs(10));
   for (int64_t t = 0; t < 10; ++t) {
-    EXPECT_EQ(out.slot_mapping[t], int64_t{table[t / kBt].value()} * kBt + t % kBt);
+    EXPECT_EQ(out.slot_mapping[t],
+              int64_t{table[t / kBt].value()} * kBt + t % kBt);
     EXPECT_EQ(StepOutput::BlockOf(out.slot_mapping[t], kBt), table[t / kBt]);
     EXPECT_EQ(StepOutput::OffsetOf(out.slot_mapping[t], kBt), t % kBt);
     if ((t + 1) % kBt != 0 && t + 1 < 10) {
@@ -575,9 +582,9 @@ TEST_P(KVCacheManagerModesTest, ForkedPairWritingInOneBatchCopiesOnce) {
   EXPECT_EQ(m->stats().cow_copies, 1);
   const std::vector<BlockId> parent = TableOf(*m, 1);
   const std::vector<BlockId> child = TableOf(*m, 2);
-  EXPECT_NE(parent[1], shared[1]);        // The first writer copied.
-  EXPECT_EQ(child[1], shared[1]);         // The last holder kept it.
-  ASSERT_THAT(child, SizeIs(3));          // And grew into a new block.
+  EXPECT_NE(parent[1], shared[1]);  // The first writer copied.
+  EXPECT_EQ(child[1], shared[1]);   // The last holder kept it.
+  ASSERT_THAT(child, SizeIs(3));    // And grew into a new block.
   ExpectSlotsFollowTable(RangeOf(out, 0), parent, 6);
   ExpectSlotsFollowTable(RangeOf(out, 1), child, 6);
   if (books_only()) {
@@ -613,7 +620,8 @@ TEST_P(KVCacheManagerModesTest, AppendSlotsIsAllOrNothingOnBadInputPartWay) {
   EXPECT_THAT(out.request_offsets, ElementsAre(0, 1, 4));
 }
 
-TEST_P(KVCacheManagerModesTest, TruncateFreesWholeTailBlocksAndAppendsReuseThem) {
+TEST_P(KVCacheManagerModesTest,
+       TruncateFreesWholeTailBlocksAndAppendsReuseThem) {
   CheckedManager m = Make(16);
   ASSERT_THAT(m.Add(1, 10, 10), IsOk());
   const std::vector<BlockId> table = TableOf(*m, 1);
@@ -625,9 +633,9 @@ TEST_P(KVCacheManagerModesTest, TruncateFreesWholeTailBlocksAndAppendsReuseThem)
   // Tokens 5..7 land in the kept tail; token 8 reuses the freed block.
   StepOutput out;
   ASSERT_THAT(m.Append(1, 3, &out), IsOk());
-  EXPECT_THAT(out.slot_mapping,
-              ElementsAre(table[1].value() * kBt + 1, table[1].value() * kBt + 2,
-                          table[1].value() * kBt + 3));
+  EXPECT_THAT(out.slot_mapping, ElementsAre(table[1].value() * kBt + 1,
+                                            table[1].value() * kBt + 2,
+                                            table[1].value() * kBt + 3));
   ASSERT_THAT(m.Append(1, 1, &out), IsOk());
   EXPECT_THAT(out.slot_mapping, ElementsAre(table[2].value() * kBt));
   EXPECT_EQ(TableOf(*m, 1), table);
@@ -661,7 +669,8 @@ TEST_P(KVCacheManagerModesTest, FreeReturnsEveryBlockTailFirst) {
   const std::vector<BlockId> table = TableOf(*m, 1);
   ASSERT_THAT(m.Free(1), IsOk());
   EXPECT_FALSE(m->contains(1));
-  EXPECT_THAT(m->state(1), StatusIs(Code::kNotFound, HasSubstr("no sequence 1")));
+  EXPECT_THAT(m->state(1),
+              StatusIs(Code::kNotFound, HasSubstr("no sequence 1")));
   const PoolStats p = m->books().stats();
   EXPECT_EQ(p.num_free_blocks, 8);
   EXPECT_EQ(p.num_used_blocks, 0);
@@ -745,8 +754,8 @@ TEST_P(KVCacheManagerModesTest, ReadmitFailsAndStaysPreemptedWhenFull) {
   const std::vector<SequenceId> ids = {1, 2};
   const ManagerSnapshot before = TakeSnapshot(*m, ids);
   StepOutput out;
-  EXPECT_THAT(m.Readmit(1, &out), StatusIs(Code::kResourceExhausted,
-                                           HasSubstr("need 3 blocks")));
+  EXPECT_THAT(m.Readmit(1, &out),
+              StatusIs(Code::kResourceExhausted, HasSubstr("need 3 blocks")));
   EXPECT_EQ(TakeSnapshot(*m, ids), before);
   EXPECT_EQ(*m->state(1), SequenceState::kPreempted);
   ASSERT_THAT(m.Free(2), IsOk());
@@ -801,8 +810,9 @@ TEST_P(KVCacheManagerModesTest, SwapOutThenSwapInBringsTheSequenceBack) {
   EXPECT_EQ(s.swap_outs, 1);
   EXPECT_EQ(s.swap_ins, 1);
   EXPECT_EQ(s.swapped_blocks, 6);
-  EXPECT_EQ(s.swapped_bytes,
-            books_only() ? 0 : static_cast<int64_t>(6 * SmallLayout().block_bytes()));
+  EXPECT_EQ(
+      s.swapped_bytes,
+      books_only() ? 0 : static_cast<int64_t>(6 * SmallLayout().block_bytes()));
   EXPECT_EQ(s.reserved_blocks, 0);  // 12 tokens: its 3 blocks.
   StepOutput out;
   ASSERT_THAT(m.Append(1, 2, &out), IsOk());
@@ -829,7 +839,8 @@ TEST_P(KVCacheManagerModesTest, SwapOutOfAShortSequenceReservesItsGrowthAgain) {
   ASSERT_THAT(m.Append(1, 7), IsOk());
 }
 
-TEST_P(KVCacheManagerModesTest, SwapOutOfAForkedSequenceLeavesTheSiblingItsBlocks) {
+TEST_P(KVCacheManagerModesTest,
+       SwapOutOfAForkedSequenceLeavesTheSiblingItsBlocks) {
   CheckedManager m = Make(8, 6);
   ASSERT_THAT(m.Add(1, 6, 2), IsOk());
   ASSERT_THAT(m.Fork(1, 2), IsOk());
@@ -866,10 +877,10 @@ TEST_P(KVCacheManagerModesTest, SwapFailsWhenATierIsFull) {
   ASSERT_THAT(m.Add(2, 12, 0), IsOk());  // 3 of 4 device blocks.
   before = TakeSnapshot(*m, ids);
   // kReservation reserves its growth to 10 tokens too: 3 blocks.
-  EXPECT_THAT(m.SwapIn(1),
-              StatusIs(Code::kResourceExhausted,
-                       HasSubstr(reservation() ? "need 3 blocks"
-                                               : "need 2 blocks")));
+  EXPECT_THAT(
+      m.SwapIn(1),
+      StatusIs(Code::kResourceExhausted,
+               HasSubstr(reservation() ? "need 3 blocks" : "need 2 blocks")));
   EXPECT_EQ(TakeSnapshot(*m, ids), before);
   EXPECT_EQ(*m->state(1), SequenceState::kSwappedOut);
   ASSERT_THAT(m.Free(2), IsOk());
@@ -880,14 +891,14 @@ TEST_P(KVCacheManagerModesTest, SwapOutWithoutAHostTierIsAPreconditionError) {
   CheckedManager m = Make(4);
   ASSERT_THAT(m.Add(1, 5, 0), IsOk());
   const ManagerSnapshot before = TakeSnapshot(*m, {1});
-  EXPECT_THAT(m.SwapOut(1),
-              StatusIs(Code::kFailedPrecondition,
-                       AllOf(HasSubstr("SwapOut of sequence 1"),
-                             HasSubstr("num_host_blocks is 0"))));
+  EXPECT_THAT(m.SwapOut(1), StatusIs(Code::kFailedPrecondition,
+                                     AllOf(HasSubstr("SwapOut of sequence 1"),
+                                           HasSubstr("num_host_blocks is 0"))));
   EXPECT_EQ(TakeSnapshot(*m, {1}), before);
 }
 
-TEST_P(KVCacheManagerModesTest, FreeOfASwappedOutSequenceReleasesItsHostBlocks) {
+TEST_P(KVCacheManagerModesTest,
+       FreeOfASwappedOutSequenceReleasesItsHostBlocks) {
   CheckedManager m = Make(8, 6);
   ASSERT_THAT(m.Add(1, 10, 2), IsOk());
   ASSERT_THAT(m.SwapOut(1), IsOk());
@@ -943,104 +954,180 @@ TEST_P(KVCacheManagerModesTest, BadInputChangesNothing) {
   };
   auto status_of = [](auto statusor) { return statusor.status(); };
   std::vector<Case> cases = {
-      {"append to an unknown id", append({{99, 1}}), Code::kNotFound,
+      {"append to an unknown id",
+       append({{99, 1}}),
+       Code::kNotFound,
        {"no sequence 99"}},
-      {"unknown id after a good one", append({{1, 1}, {99, 2}}),
-       Code::kNotFound, {"no sequence 99"}},
-      {"append zero tokens", append({{1, 0}}), Code::kInvalidArgument,
+      {"unknown id after a good one",
+       append({{1, 1}, {99, 2}}),
+       Code::kNotFound,
+       {"no sequence 99"}},
+      {"append zero tokens",
+       append({{1, 0}}),
+       Code::kInvalidArgument,
        {"AppendSlots of 0 tokens to sequence 1"}},
-      {"append negative tokens", append({{1, -3}}), Code::kInvalidArgument,
+      {"append negative tokens",
+       append({{1, -3}}),
+       Code::kInvalidArgument,
        {"AppendSlots of -3 tokens to sequence 1"}},
-      {"an id twice in one call", append({{1, 1}, {1, 1}}),
-       Code::kInvalidArgument, {"sequence 1 appears twice"}},
-      {"append to a preempted sequence", append({{1, 1}, {2, 1}}),
+      {"an id twice in one call",
+       append({{1, 1}, {1, 1}}),
+       Code::kInvalidArgument,
+       {"sequence 1 appears twice"}},
+      {"append to a preempted sequence",
+       append({{1, 1}, {2, 1}}),
        Code::kFailedPrecondition,
        {"AppendSlots of sequence 2, which is preempted, not running"}},
-      {"append to a swapped-out sequence", append({{3, 1}}),
-       Code::kFailedPrecondition, {"sequence 3, which is swapped out"}},
-      {"add a duplicate id", [&] { return m.Add(1, 4, 0); },
-       Code::kAlreadyExists, {"sequence 1 already exists"}},
-      {"add a duplicate of a preempted id", [&] { return m.Add(2, 4, 0); },
-       Code::kAlreadyExists, {"sequence 2 already exists"}},
-      {"add an empty prompt", [&] { return m.Add(5, 0, 4); },
-       Code::kInvalidArgument, {"sequence 5", "prompt_tokens 0"}},
-      {"add negative max_new_tokens", [&] { return m.Add(5, 4, -1); },
-       Code::kInvalidArgument, {"max_new_tokens -1"}},
-      {"add a prompt past int32", [&] { return m.Add(5, int64_t{1} << 31, 0); },
-       Code::kInvalidArgument, {"prompt_tokens 2147483648"}},
-      {"truncate past the length", [&] { return m.Truncate(1, 11); },
-       Code::kOutOfRange, {"Truncate of sequence 1 to 11 tokens: it has 10"}},
-      {"truncate to a negative length", [&] { return m.Truncate(1, -1); },
-       Code::kOutOfRange, {"to -1 tokens: it has 10"}},
-      {"truncate a preempted sequence", [&] { return m.Truncate(2, 1); },
-       Code::kFailedPrecondition, {"Truncate of sequence 2, which is preempted"}},
-      {"truncate an unknown id", [&] { return m.Truncate(99, 0); },
-       Code::kNotFound, {"no sequence 99"}},
-      {"fork onto an existing id", [&] { return m.Fork(1, 2); },
-       Code::kAlreadyExists, {"Fork onto sequence 2, which exists"}},
-      {"fork onto itself", [&] { return m.Fork(1, 1); }, Code::kAlreadyExists,
+      {"append to a swapped-out sequence",
+       append({{3, 1}}),
+       Code::kFailedPrecondition,
+       {"sequence 3, which is swapped out"}},
+      {"add a duplicate id",
+       [&] { return m.Add(1, 4, 0); },
+       Code::kAlreadyExists,
+       {"sequence 1 already exists"}},
+      {"add a duplicate of a preempted id",
+       [&] { return m.Add(2, 4, 0); },
+       Code::kAlreadyExists,
+       {"sequence 2 already exists"}},
+      {"add an empty prompt",
+       [&] { return m.Add(5, 0, 4); },
+       Code::kInvalidArgument,
+       {"sequence 5", "prompt_tokens 0"}},
+      {"add negative max_new_tokens",
+       [&] { return m.Add(5, 4, -1); },
+       Code::kInvalidArgument,
+       {"max_new_tokens -1"}},
+      {"add a prompt past int32",
+       [&] { return m.Add(5, int64_t{1} << 31, 0); },
+       Code::kInvalidArgument,
+       {"prompt_tokens 2147483648"}},
+      {"truncate past the length",
+       [&] { return m.Truncate(1, 11); },
+       Code::kOutOfRange,
+       {"Truncate of sequence 1 to 11 tokens: it has 10"}},
+      {"truncate to a negative length",
+       [&] { return m.Truncate(1, -1); },
+       Code::kOutOfRange,
+       {"to -1 tokens: it has 10"}},
+      {"truncate a preempted sequence",
+       [&] { return m.Truncate(2, 1); },
+       Code::kFailedPrecondition,
+       {"Truncate of sequence 2, which is preempted"}},
+      {"truncate an unknown id",
+       [&] { return m.Truncate(99, 0); },
+       Code::kNotFound,
+       {"no sequence 99"}},
+      {"fork onto an existing id",
+       [&] { return m.Fork(1, 2); },
+       Code::kAlreadyExists,
+       {"Fork onto sequence 2, which exists"}},
+      {"fork onto itself",
+       [&] { return m.Fork(1, 1); },
+       Code::kAlreadyExists,
        {"Fork onto sequence 1"}},
-      {"fork an unknown parent", [&] { return m.Fork(99, 5); },
-       Code::kNotFound, {"no sequence 99"}},
-      {"fork a preempted parent", [&] { return m.Fork(2, 5); },
-       Code::kFailedPrecondition, {"Fork of sequence 2, which is preempted"}},
-      {"fork a swapped-out parent", [&] { return m.Fork(3, 5); },
-       Code::kFailedPrecondition, {"Fork of sequence 3, which is swapped out"}},
-      {"free an unknown id", [&] { return m.Free(99); }, Code::kNotFound,
+      {"fork an unknown parent",
+       [&] { return m.Fork(99, 5); },
+       Code::kNotFound,
        {"no sequence 99"}},
-      {"preempt a preempted sequence", [&] { return m.Preempt(2); },
-       Code::kFailedPrecondition, {"Preempt of sequence 2, which is preempted"}},
-      {"preempt a swapped-out sequence", [&] { return m.Preempt(3); },
-       Code::kFailedPrecondition, {"Preempt of sequence 3, which is swapped"}},
-      {"preempt an unknown id", [&] { return m.Preempt(99); }, Code::kNotFound,
+      {"fork a preempted parent",
+       [&] { return m.Fork(2, 5); },
+       Code::kFailedPrecondition,
+       {"Fork of sequence 2, which is preempted"}},
+      {"fork a swapped-out parent",
+       [&] { return m.Fork(3, 5); },
+       Code::kFailedPrecondition,
+       {"Fork of sequence 3, which is swapped out"}},
+      {"free an unknown id",
+       [&] { return m.Free(99); },
+       Code::kNotFound,
        {"no sequence 99"}},
-      {"readmit a running sequence", [&] { return m.Readmit(1); },
+      {"preempt a preempted sequence",
+       [&] { return m.Preempt(2); },
+       Code::kFailedPrecondition,
+       {"Preempt of sequence 2, which is preempted"}},
+      {"preempt a swapped-out sequence",
+       [&] { return m.Preempt(3); },
+       Code::kFailedPrecondition,
+       {"Preempt of sequence 3, which is swapped"}},
+      {"preempt an unknown id",
+       [&] { return m.Preempt(99); },
+       Code::kNotFound,
+       {"no sequence 99"}},
+      {"readmit a running sequence",
+       [&] { return m.Readmit(1); },
        Code::kFailedPrecondition,
        {"Readmit of sequence 1, which is running, not preempted"}},
-      {"readmit a swapped-out sequence", [&] { return m.Readmit(3); },
-       Code::kFailedPrecondition, {"Readmit of sequence 3, which is swapped"}},
-      {"readmit an unknown id", [&] { return m.Readmit(99); }, Code::kNotFound,
+      {"readmit a swapped-out sequence",
+       [&] { return m.Readmit(3); },
+       Code::kFailedPrecondition,
+       {"Readmit of sequence 3, which is swapped"}},
+      {"readmit an unknown id",
+       [&] { return m.Readmit(99); },
+       Code::kNotFound,
        {"no sequence 99"}},
       {"swap out a swapped-out sequence",
-       [&] { return status_of(m.SwapOut(3)); }, Code::kFailedPrecondition,
+       [&] { return status_of(m.SwapOut(3)); },
+       Code::kFailedPrecondition,
        {"SwapOut of sequence 3, which is swapped out, not running"}},
       {"swap out a preempted sequence",
-       [&] { return status_of(m.SwapOut(2)); }, Code::kFailedPrecondition,
+       [&] { return status_of(m.SwapOut(2)); },
+       Code::kFailedPrecondition,
        {"SwapOut of sequence 2, which is preempted"}},
-      {"swap in a running sequence", [&] { return status_of(m.SwapIn(1)); },
+      {"swap in a running sequence",
+       [&] { return status_of(m.SwapIn(1)); },
        Code::kFailedPrecondition,
        {"SwapIn of sequence 1, which is running, not swapped out"}},
-      {"swap in a preempted sequence", [&] { return status_of(m.SwapIn(2)); },
-       Code::kFailedPrecondition, {"SwapIn of sequence 2, which is preempted"}},
-      {"swap out an unknown id", [&] { return status_of(m.SwapOut(99)); },
-       Code::kNotFound, {"no sequence 99"}},
-      {"swap in an unknown id", [&] { return status_of(m.SwapIn(99)); },
-       Code::kNotFound, {"no sequence 99"}},
+      {"swap in a preempted sequence",
+       [&] { return status_of(m.SwapIn(2)); },
+       Code::kFailedPrecondition,
+       {"SwapIn of sequence 2, which is preempted"}},
+      {"swap out an unknown id",
+       [&] { return status_of(m.SwapOut(99)); },
+       Code::kNotFound,
+       {"no sequence 99"}},
+      {"swap in an unknown id",
+       [&] { return status_of(m.SwapIn(99)); },
+       Code::kNotFound,
+       {"no sequence 99"}},
       {"complete a swap of a running sequence",
-       [&] { return m.CompleteSwap(1); }, Code::kFailedPrecondition,
+       [&] { return m.CompleteSwap(1); },
+       Code::kFailedPrecondition,
        {"CompleteSwap of sequence 1, which is running: no swap is pending"}},
       {"complete a swap of a swapped-out sequence",
-       [&] { return m.CompleteSwap(3); }, Code::kFailedPrecondition,
+       [&] { return m.CompleteSwap(3); },
+       Code::kFailedPrecondition,
        {"CompleteSwap of sequence 3, which is swapped out: no swap"}},
-      {"complete a swap of an unknown id", [&] { return m.CompleteSwap(99); },
-       Code::kNotFound, {"no sequence 99"}},
-      {"state of an unknown id", [&] { return status_of(m->state(99)); },
-       Code::kNotFound, {"no sequence 99"}},
-      {"length of an unknown id", [&] { return status_of(m->num_tokens(99)); },
-       Code::kNotFound, {"no sequence 99"}},
-      {"table of an unknown id", [&] { return status_of(m->block_table(99)); },
-       Code::kNotFound, {"no sequence 99"}},
+      {"complete a swap of an unknown id",
+       [&] { return m.CompleteSwap(99); },
+       Code::kNotFound,
+       {"no sequence 99"}},
+      {"state of an unknown id",
+       [&] { return status_of(m->state(99)); },
+       Code::kNotFound,
+       {"no sequence 99"}},
+      {"length of an unknown id",
+       [&] { return status_of(m->num_tokens(99)); },
+       Code::kNotFound,
+       {"no sequence 99"}},
+      {"table of an unknown id",
+       [&] { return status_of(m->block_table(99)); },
+       Code::kNotFound,
+       {"no sequence 99"}},
       {"table of a swapped-out sequence",
-       [&] { return status_of(m->block_table(3)); }, Code::kFailedPrecondition,
+       [&] { return status_of(m->block_table(3)); },
+       Code::kFailedPrecondition,
        {"block_table of sequence 3, which is swapped out, not running"}},
   };
   if (reservation()) {
-    cases.push_back({"append past max tokens", append({{1, 7}}),
+    cases.push_back({"append past max tokens",
+                     append({{1, 7}}),
                      Code::kOutOfRange,
                      {"sequence 1: 10 + 7 tokens pass its reserved 16"}});
   }
   if (books_only()) {
-    cases.push_back({"free during a pending swap", [&] { return m.Free(4); },
+    cases.push_back({"free during a pending swap",
+                     [&] { return m.Free(4); },
                      Code::kFailedPrecondition,
                      {"Free of sequence 4 while a swap is pending"}});
     cases.push_back({"swap out during a pending swap",
@@ -1051,12 +1138,14 @@ TEST_P(KVCacheManagerModesTest, BadInputChangesNothing) {
                      [&] { return status_of(m.SwapIn(4)); },
                      Code::kFailedPrecondition,
                      {"SwapIn of sequence 4, which is swapping out"}});
-    cases.push_back({"append during a pending swap", append({{4, 1}}),
+    cases.push_back({"append during a pending swap",
+                     append({{4, 1}}),
                      Code::kFailedPrecondition,
                      {"sequence 4, which is swapping out, not running"}});
     cases.push_back({"truncate during a pending swap",
                      [&] { return m.Truncate(4, 1); },
-                     Code::kFailedPrecondition, {"swapping out"}});
+                     Code::kFailedPrecondition,
+                     {"swapping out"}});
   }
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -1113,8 +1202,8 @@ TEST(KVCacheManagerTest, ForkInWatermarkModeNeedsNoBlocks) {
   ASSERT_THAT(m.Add(1, 6, 0), IsOk());  // Both blocks.
   ASSERT_THAT(m.Fork(1, 2), IsOk());
   // The divergent write needs a copy and there is no block for it.
-  EXPECT_THAT(m.Append(2, 1), StatusIs(Code::kResourceExhausted,
-                                       HasSubstr("1 copies")));
+  EXPECT_THAT(m.Append(2, 1),
+              StatusIs(Code::kResourceExhausted, HasSubstr("1 copies")));
   // The full first block stays shared; a block-aligned truncate avoids it.
   ASSERT_THAT(m.Truncate(2, 4), IsOk());
   EXPECT_THAT(m.Append(2, 1), StatusIs(Code::kResourceExhausted));
@@ -1268,7 +1357,8 @@ TEST(KVCacheManagerTest, HostReadmitGivesSlotsTheServerRecomputesInto) {
   ASSERT_THAT(m.Preempt(1), IsOk());
   ASSERT_THAT(m.Readmit(1, &out), IsOk());
   ASSERT_THAT(out.slot_mapping, SizeIs(7));
-  for (size_t t = 0; t < 7; ++t) WriteToken(*m->kv_pool(), out.slot_mapping[t], tags[t]);
+  for (size_t t = 0; t < 7; ++t)
+    WriteToken(*m->kv_pool(), out.slot_mapping[t], tags[t]);
   ExpectTokens(*m, 1, tags);
   ASSERT_THAT(m.Append(1, 1, &out), IsOk());
   EXPECT_THAT(m.Append(1, 1, &out), StatusIs(Code::kOutOfRange));
@@ -1319,7 +1409,8 @@ TEST(KVCacheManagerTest, BooksOnlyWriterBeforeMarkDoneCopiesToo) {
 
 // A copy's source block was charged to the reservation; when MarkDone frees
 // it, it must not stay set aside for nobody.
-TEST(KVCacheManagerTest, BooksOnlyReservationGivesBackACopySourceAfterMarkDone) {
+TEST(KVCacheManagerTest,
+     BooksOnlyReservationGivesBackACopySourceAfterMarkDone) {
   CheckedManager m = MakeManager(kBooksReservation, 8);
   ASSERT_THAT(m.Add(1, 6, 2), IsOk());  // Its 2 blocks: nothing reserved.
   ASSERT_THAT(m.Fork(1, 2), IsOk());    // One copy each reserved.
@@ -1368,8 +1459,8 @@ TEST(KVCacheManagerTest, BooksOnlySwapPlansMoveBetweenTiers) {
     EXPECT_EQ(*m->state(1), SequenceState::kSwappingIn);
     EXPECT_EQ(m->stats().used_blocks, 3);
     EXPECT_EQ(m->stats().host_used_blocks, 3);
-    EXPECT_THAT(m.Append(1, 1), StatusIs(Code::kFailedPrecondition,
-                                         HasSubstr("swapping in")));
+    EXPECT_THAT(m.Append(1, 1),
+                StatusIs(Code::kFailedPrecondition, HasSubstr("swapping in")));
     ASSERT_THAT(m.CompleteSwap(1), IsOk());  // Releases the host side.
     EXPECT_EQ(*m->state(1), SequenceState::kRunning);
     EXPECT_EQ(TableOf(*m, 1), in_plan->dst);
@@ -1437,8 +1528,8 @@ TEST(KVCacheManagerTest, ReservationForkFailsWhenTheChildCannotBeReserved) {
     EXPECT_EQ(m->books().num_unreserved_free_blocks(), 0);
     const std::vector<SequenceId> ids = {1, 2, 3};
     const ManagerSnapshot before = TakeSnapshot(*m, ids);
-    EXPECT_THAT(m.Fork(1, 3), StatusIs(Code::kResourceExhausted,
-                                       HasSubstr("need 3 blocks")));
+    EXPECT_THAT(m.Fork(1, 3),
+                StatusIs(Code::kResourceExhausted, HasSubstr("need 3 blocks")));
     EXPECT_EQ(TakeSnapshot(*m, ids), before);
     EXPECT_FALSE(m->contains(3));
     for (BlockId b : TableOf(*m, 1)) EXPECT_EQ(m->books().ref_count(b), 2);
@@ -1469,8 +1560,7 @@ TEST(KVCacheManagerTest, ReservationTruncateIntoASharedBlockOnAFullPool) {
     ASSERT_THAT(m.Append(2, 4, &out), IsOk());  // 11 tokens: [a b' c].
     // Back into block a, which 1 still holds.
     const absl::Status truncated = m.Truncate(2, 3);
-    ASSERT_TRUE(truncated.ok() ||
-                truncated.code() == Code::kResourceExhausted)
+    ASSERT_TRUE(truncated.ok() || truncated.code() == Code::kResourceExhausted)
         << truncated;
     // Both started requests still reach their max tokens.
     ASSERT_THAT(m.Append(1, 6, &out), IsOk());
@@ -1492,7 +1582,8 @@ TEST(KVCacheManagerTest, ReservationTruncateIntoASharedBlockOnAFullPool) {
 // them, yet the fork will need fresh blocks for those tokens again. If the
 // pool cannot reserve them, the shortfall must not fall on another started
 // request: the parent (never truncated) must still reach its max tokens.
-TEST(KVCacheManagerTest, ReservationTruncateOverSharedBlocksSparesOtherRequests) {
+TEST(KVCacheManagerTest,
+     ReservationTruncateOverSharedBlocksSparesOtherRequests) {
   for (StorageMode storage : {StorageMode::kHost, StorageMode::kBooksOnly}) {
     SCOPED_TRACE(testing::StorageName(storage));
     CheckedManager m = MakeManager({storage, AdmissionMode::kReservation}, 12);
@@ -1504,8 +1595,7 @@ TEST(KVCacheManagerTest, ReservationTruncateOverSharedBlocksSparesOtherRequests)
     }
     ASSERT_EQ(next - 100, 5);
     const absl::Status truncated = m.Truncate(2, 0);  // Frees nothing.
-    ASSERT_TRUE(truncated.ok() ||
-                truncated.code() == Code::kResourceExhausted)
+    ASSERT_TRUE(truncated.ok() || truncated.code() == Code::kResourceExhausted)
         << truncated;
     StepOutput out;
     ASSERT_THAT(m.Append(2, static_cast<int32_t>(16 - *m->num_tokens(2)), &out),
@@ -1561,15 +1651,17 @@ TEST(KVCacheManagerDeathTest, CallsWithoutAnOutputAbort) {
   EXPECT_DEATH((void)m->Readmit(1, nullptr), "Readmit needs an output");
 }
 
-
 // Regressions: Truncate of a forked sequence left the reservation short and
 // a later Free / Readmit aborted ("shrinking a reservation failed").
 TEST(KVCacheManagerRegressionTest, TruncateOfAForkThenFreeDoesNotAbort) {
-  absl::StatusOr<std::unique_ptr<KVCacheManager>> m = KVCacheManager::Create(
-      {.layout = {.num_layers = 1, .num_kv_heads = 1, .head_dim = 2,
-                  .dtype = DType::kFloat32, .block_tokens = 4},
-       .num_blocks = 5,
-       .admission = AdmissionMode::kReservation});
+  absl::StatusOr<std::unique_ptr<KVCacheManager>> m =
+      KVCacheManager::Create({.layout = {.num_layers = 1,
+                                         .num_kv_heads = 1,
+                                         .head_dim = 2,
+                                         .dtype = DType::kFloat32,
+                                         .block_tokens = 4},
+                              .num_blocks = 5,
+                              .admission = AdmissionMode::kReservation});
   ASSERT_THAT(m, IsOk());
   StepOutput out;
   ASSERT_THAT((*m)->AddSequence(1, 8, 0, &out), IsOk());
@@ -1584,11 +1676,14 @@ TEST(KVCacheManagerRegressionTest, TruncateOfAForkThenFreeDoesNotAbort) {
 }
 
 TEST(KVCacheManagerRegressionTest, TruncateOfAForkThenReadmitDoesNotAbort) {
-  absl::StatusOr<std::unique_ptr<KVCacheManager>> m = KVCacheManager::Create(
-      {.layout = {.num_layers = 1, .num_kv_heads = 1, .head_dim = 2,
-                  .dtype = DType::kFloat32, .block_tokens = 4},
-       .num_blocks = 6,
-       .admission = AdmissionMode::kReservation});
+  absl::StatusOr<std::unique_ptr<KVCacheManager>> m =
+      KVCacheManager::Create({.layout = {.num_layers = 1,
+                                         .num_kv_heads = 1,
+                                         .head_dim = 2,
+                                         .dtype = DType::kFloat32,
+                                         .block_tokens = 4},
+                              .num_blocks = 6,
+                              .admission = AdmissionMode::kReservation});
   ASSERT_THAT(m, IsOk());
   StepOutput out;
   ASSERT_THAT((*m)->AddSequence(4, 4, 0, &out), IsOk());

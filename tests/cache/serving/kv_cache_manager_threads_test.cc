@@ -58,8 +58,8 @@ class Worker {
     KVCacheManager::Options o;
     o.layout = pool->layout();
     o.pool = pool;
-    o.admission = reservation_ ? AdmissionMode::kReservation
-                               : AdmissionMode::kWatermark;
+    o.admission =
+        reservation_ ? AdmissionMode::kReservation : AdmissionMode::kWatermark;
     o.watermark = 0.0;
     o.num_host_blocks = kHostBlocks;
     absl::StatusOr<std::unique_ptr<KVCacheManager>> made =
@@ -193,8 +193,8 @@ class Worker {
       const Seq& s = seqs_[running[i]];
       int64_t n = rng_() % 4 == 0 ? 1 + rng_() % 7 : 1;
       if (reservation_) {
-        n = std::min<int64_t>(n, s.max_tokens -
-                                     static_cast<int64_t>(s.tags.size()));
+        n = std::min<int64_t>(
+            n, s.max_tokens - static_cast<int64_t>(s.tags.size()));
       }
       if (n > 0) {
         requests.push_back(
@@ -226,9 +226,9 @@ class Worker {
     const SequenceId parent = Pick(running);
     const absl::Status status = m_->Fork(parent, next_id_);
     if (!status.ok()) {
-      Expect(reservation_ &&
-                 status.code() == absl::StatusCode::kResourceExhausted,
-             "Fork: " + status.ToString());
+      Expect(
+          reservation_ && status.code() == absl::StatusCode::kResourceExhausted,
+          "Fork: " + status.ToString());
       return;
     }
     Seq child = seqs_[parent];
@@ -332,9 +332,9 @@ class Worker {
         return;
       }
       for (size_t t = 0; t < s.tags.size(); ++t) {
-        const std::string diff = CheckToken(
-            *mgr().kv_pool(), SlotOf(table, bt(), static_cast<int64_t>(t)),
-            s.tags[t]);
+        const std::string diff =
+            CheckToken(*mgr().kv_pool(),
+                       SlotOf(table, bt(), static_cast<int64_t>(t)), s.tags[t]);
         if (!diff.empty()) {
           Fail("sequence " + std::to_string(id) + " token " +
                std::to_string(t) + ": " + diff);

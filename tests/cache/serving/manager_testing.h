@@ -163,8 +163,8 @@ inline std::string StatsString(const ManagerStats& s) {
       "swapped_bytes=%d cow=%d host=%d host_used=%d}",
       s.num_blocks, s.used_blocks, s.free_blocks, s.reserved_blocks,
       s.shared_blocks, s.num_sequences, s.running_sequences, s.preemptions,
-      s.swap_outs, s.swap_ins, s.swapped_blocks, s.swapped_bytes,
-      s.cow_copies, s.host_blocks, s.host_used_blocks);
+      s.swap_outs, s.swap_ins, s.swapped_blocks, s.swapped_bytes, s.cow_copies,
+      s.host_blocks, s.host_used_blocks);
 }
 
 struct SequenceSnapshot {

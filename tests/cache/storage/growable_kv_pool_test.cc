@@ -78,7 +78,8 @@ void TagLayers(KVPool& pool, int32_t num_layers) {
         for (int32_t h = 0; h < layout.num_kv_heads; ++h) {
           for (int32_t s = 0; s < layout.block_tokens; ++s) {
             for (int32_t d = 0; d < layout.head_dim; ++d) {
-              *Element(pool, BlockId(b), l, kv, h, s, d) = Tag(b, l, kv, h, s, d);
+              *Element(pool, BlockId(b), l, kv, h, s, d) =
+                  Tag(b, l, kv, h, s, d);
             }
           }
         }
@@ -174,26 +175,27 @@ TEST(GrowableKVPoolTest, CreateMakesOneChunk) {
 }
 
 TEST(GrowableKVPoolTest, CreateRejectsSharedConcurrency) {
-  EXPECT_THAT(GrowableKVPool::Create({.layout = SmallLayout(),
-                                      .num_blocks = 4,
-                                      .concurrency = PoolConcurrency::kShared}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("kSingleThread")));
+  EXPECT_THAT(
+      GrowableKVPool::Create({.layout = SmallLayout(),
+                              .num_blocks = 4,
+                              .concurrency = PoolConcurrency::kShared}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("kSingleThread")));
 }
 
 TEST(GrowableKVPoolTest, CreateRejectsWhatKVPoolRejects) {
   KVLayout bad = SmallLayout();
   bad.num_kv_heads = 0;
-  EXPECT_THAT(GrowableKVPool::Create({.layout = bad, .num_blocks = 4}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("kv_heads=0")));
-  EXPECT_THAT(GrowableKVPool::Create({.layout = SmallLayout(), .num_blocks = 0}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("got 0")));
+  EXPECT_THAT(
+      GrowableKVPool::Create({.layout = bad, .num_blocks = 4}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("kv_heads=0")));
+  EXPECT_THAT(
+      GrowableKVPool::Create({.layout = SmallLayout(), .num_blocks = 0}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("got 0")));
   FailingMemoryResource memory(/*fail_from=*/1);
-  EXPECT_THAT(GrowableKVPool::Create(
-                  {.layout = SmallLayout(), .num_blocks = 4, .memory = &memory}),
-              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(
+      GrowableKVPool::Create(
+          {.layout = SmallLayout(), .num_blocks = 4, .memory = &memory}),
+      StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(memory.num_live_allocations(), 0);
 }
 
@@ -394,9 +396,8 @@ TEST(GrowableKVPoolTest, ShrinkToFailsWhileADroppedBlockIsInUse) {
   }
   const PoolSnapshot before = PoolSnapshot::Of(*pool);
 
-  EXPECT_THAT(pool->ShrinkTo(4),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("block 6 is in use")));
+  EXPECT_THAT(pool->ShrinkTo(4), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                          HasSubstr("block 6 is in use")));
   EXPECT_TRUE(PoolSnapshot::Of(*pool) == before);
   EXPECT_EQ(memory.num_live_allocations(), 2);
 
@@ -490,9 +491,9 @@ TEST_P(GrowableKVPoolRollbackTest, FailedGrowLeavesThePoolUnchanged) {
   const size_t live_bytes = memory.live_bytes();
 
   memory.FailFromAllocation(memory.num_allocations() + GetParam());
-  EXPECT_THAT(pool->Grow(3 * kChunk),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr("4 KV blocks")));
+  EXPECT_THAT(
+      pool->Grow(3 * kChunk),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("4 KV blocks")));
   EXPECT_TRUE(PoolSnapshot::Of(*pool) == before);
   EXPECT_EQ(memory.num_live_allocations(), live);  // Fresh chunks freed.
   EXPECT_EQ(memory.live_bytes(), live_bytes);

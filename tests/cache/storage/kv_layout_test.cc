@@ -156,8 +156,7 @@ TEST(KVLayoutTest, ElementOffsetIsLayerThenKVThenHeadThenTokenThenDim) {
         for (int32_t s = 0; s < tokens; ++s) {
           const int64_t offset = layout.ElementOffset(l, kv, h, s);
           EXPECT_EQ(offset, (((l * 2 + k) * heads + h) * tokens + s) * dim)
-              << "layer " << l << " kv " << k << " head " << h << " slot "
-              << s;
+              << "layer " << l << " kv " << k << " head " << h << " slot " << s;
           EXPECT_EQ(offset, l * (2 * heads * tokens * dim) +
                                 k * (heads * tokens * dim) +
                                 h * (tokens * dim) + s * dim);
@@ -188,17 +187,16 @@ TEST(KVLayoutTest, ElementOffsetKeepsEachHeadRunContiguous) {
                     layout.ElementOffset(l, KV::kKey, h, 0),
                 layout.num_kv_heads * layout.head_run_elements());
       EXPECT_EQ(layout.ElementOffset(l, KV::kKey, h, layout.block_tokens - 1) +
-                    layout.head_dim -
-                    layout.ElementOffset(l, KV::kKey, h, 0),
+                    layout.head_dim - layout.ElementOffset(l, KV::kKey, h, 0),
                 layout.head_run_elements());
     }
   }
   // The last element of the last run is the last element of the block.
-  EXPECT_EQ(layout.ElementOffset(layout.num_layers - 1, KV::kValue,
-                                 layout.num_kv_heads - 1,
-                                 layout.block_tokens - 1) +
-                layout.head_dim,
-            layout.block_elements());
+  EXPECT_EQ(
+      layout.ElementOffset(layout.num_layers - 1, KV::kValue,
+                           layout.num_kv_heads - 1, layout.block_tokens - 1) +
+          layout.head_dim,
+      layout.block_elements());
 }
 
 TEST(KVLayoutTest, ToStringNamesEveryField) {

@@ -120,10 +120,10 @@ TEST(KVPoolTest, CreateHonoursSharedConcurrency) {
 TEST(KVPoolTest, CreateRejectsAnInvalidLayout) {
   KVLayout layout = SmallLayout();
   layout.head_dim = 0;
-  EXPECT_THAT(KVPool::Create({.layout = layout, .num_blocks = 4}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("positive counts"),
-                             HasSubstr("head_dim=0"))));
+  EXPECT_THAT(
+      KVPool::Create({.layout = layout, .num_blocks = 4}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("positive counts"), HasSubstr("head_dim=0"))));
 }
 
 TEST(KVPoolTest, CreateRejectsNonPositiveNumBlocksWithTheNumber) {
@@ -330,10 +330,10 @@ TEST(KVPoolTest, CopyBlocksBetweenDifferentLayoutsCopiesNothing) {
   for (int32_t i = 0; i < 4; ++i) FillBlock(*b, BlockId(i), 15);
 
   const std::vector<BlockId> ids = {BlockId(0)};
-  EXPECT_THAT(CopyBlocksBetween(*a, ids, *b, ids),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("dtype=float32"),
-                             HasSubstr("dtype=float16"))));
+  EXPECT_THAT(
+      CopyBlocksBetween(*a, ids, *b, ids),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("dtype=float32"), HasSubstr("dtype=float16"))));
   EXPECT_THAT(CopyBlocksBetween(*b, ids, *a, ids),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_TRUE(BlockHolds(*b, BlockId(0), 0, 15));

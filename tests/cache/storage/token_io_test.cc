@@ -156,7 +156,8 @@ class TokenIoTest : public ::testing::TestWithParam<DType> {
 TEST_P(TokenIoTest, WriteFromContiguousSourcesLandsAtElementOffsets) {
   // (heads, tokens, head_dim) contiguous: the memcpy-per-head path.
   const int32_t n = 3;
-  const Source key = MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
+  const Source key =
+      MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
   const Source value =
       MakeSource(dtype(), KV::kValue, n, n * kHeadDim, kHeadDim, 1);
   ExpectWriteLands(/*layer=*/1, /*slot=*/2, n, key, value);
@@ -164,7 +165,8 @@ TEST_P(TokenIoTest, WriteFromContiguousSourcesLandsAtElementOffsets) {
 
 TEST_P(TokenIoTest, WriteOfAWholeBlockFillsEverySlotOfTheLayer) {
   const int32_t n = kBlockTokens;
-  const Source key = MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
+  const Source key =
+      MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
   const Source value =
       MakeSource(dtype(), KV::kValue, n, n * kHeadDim, kHeadDim, 1);
   ExpectWriteLands(/*layer=*/0, /*slot=*/0, n, key, value);
@@ -185,8 +187,8 @@ TEST_P(TokenIoTest, WriteFromSourcesWithNonUnitDimStride) {
   const int64_t token_stride = kHeadDim * kHeads + 3;
   const Source key =
       MakeSource(dtype(), KV::kKey, n, /*head_stride=*/1, token_stride, kHeads);
-  const Source value = MakeSource(dtype(), KV::kValue, n, 1, token_stride,
-                                  kHeads);
+  const Source value =
+      MakeSource(dtype(), KV::kValue, n, 1, token_stride, kHeads);
   ExpectWriteLands(/*layer=*/1, /*slot=*/1, n, key, value);
 }
 
@@ -194,16 +196,17 @@ TEST_P(TokenIoTest, WriteFromPaddedTokenRows) {
   // dim_stride 1 but token_stride != head_dim: rows of a wider buffer.
   const int32_t n = 2;
   const int64_t token_stride = kHeadDim + 3;
-  const Source key = MakeSource(dtype(), KV::kKey, n, n * token_stride + 1,
-                                token_stride, 1);
-  const Source value = MakeSource(dtype(), KV::kValue, n, n * token_stride,
-                                  token_stride, 1);
+  const Source key =
+      MakeSource(dtype(), KV::kKey, n, n * token_stride + 1, token_stride, 1);
+  const Source value =
+      MakeSource(dtype(), KV::kValue, n, n * token_stride, token_stride, 1);
   ExpectWriteLands(/*layer=*/0, /*slot=*/3, n, key, value);
 }
 
 TEST_P(TokenIoTest, KeyAndValueMayHaveDifferentStrides) {
   const int32_t n = 3;
-  const Source key = MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
+  const Source key =
+      MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
   // Values transposed within a head: (head_dim, tokens) per head.
   const Source value =
       MakeSource(dtype(), KV::kValue, n, n * kHeadDim, /*token_stride=*/1,
@@ -218,8 +221,8 @@ TEST(TokenIoFloat32Test, WrittenValuesReadBackAtTheirPositions) {
   const int32_t n = 2;
   const Source key =
       MakeSource(DType::kFloat32, KV::kKey, n, 1, kHeadDim * kHeads, kHeads);
-  const Source value = MakeSource(DType::kFloat32, KV::kValue, n, n * kHeadDim,
-                                  kHeadDim, 1);
+  const Source value =
+      MakeSource(DType::kFloat32, KV::kValue, n, n * kHeadDim, kHeadDim, 1);
   WriteTokenRun(*pool, BlockId(0), /*layer=*/1, /*slot=*/3, n, key.view,
                 value.view);
   const float* block =
@@ -256,8 +259,8 @@ TEST_P(TokenIoTest, ZeroTokenRunZeroesExactlyTheSlotsAskedAndCountsBytes) {
   struct Run {
     int32_t layer, slot, num_slots;
   };
-  for (const Run& run : {Run{0, 0, 1}, Run{1, 1, 3}, Run{2, 4, 1},
-                         Run{2, 0, kBlockTokens}}) {
+  for (const Run& run :
+       {Run{0, 0, 1}, Run{1, 1, 3}, Run{2, 4, 1}, Run{2, 0, kBlockTokens}}) {
     std::unique_ptr<KVPool> pool = MakePool(dtype());
     FillWithSentinel(*pool);
     const BlockImage untouched = ImageOf(*pool, BlockId(1));
@@ -266,8 +269,8 @@ TEST_P(TokenIoTest, ZeroTokenRunZeroesExactlyTheSlotsAskedAndCountsBytes) {
 
     const size_t zeroed =
         ZeroTokenRun(*pool, BlockId(0), run.layer, run.slot, run.num_slots);
-    EXPECT_EQ(zeroed, 2 * size_t{kHeads} * run.num_slots * kHeadDim *
-                          SizeOf(dtype()))
+    EXPECT_EQ(zeroed,
+              2 * size_t{kHeads} * run.num_slots * kHeadDim * SizeOf(dtype()))
         << run.layer << " " << run.slot << " " << run.num_slots;
     EXPECT_TRUE(BlockEquals(*pool, BlockId(0), expected))
         << run.layer << " " << run.slot << " " << run.num_slots;
@@ -279,7 +282,8 @@ TEST_P(TokenIoTest, ZeroTokenRunAfterAWriteLeavesTheNeighbouringSlots) {
   std::unique_ptr<KVPool> pool = MakePool(dtype());
   FillWithSentinel(*pool);
   const int32_t n = kBlockTokens;
-  const Source key = MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
+  const Source key =
+      MakeSource(dtype(), KV::kKey, n, n * kHeadDim, kHeadDim, 1);
   const Source value =
       MakeSource(dtype(), KV::kValue, n, n * kHeadDim, kHeadDim, 1);
   WriteTokenRun(*pool, BlockId(0), 1, 0, n, key.view, value.view);
@@ -314,17 +318,15 @@ TEST_F(TokenIoDeathTest, WriteOutsideTheLayersOrBlockAborts) {
   std::unique_ptr<KVPool> pool = MakePool(DType::kFloat32);
   const Source key =
       MakeSource(DType::kFloat32, KV::kKey, 2, 2 * kHeadDim, kHeadDim, 1);
-  EXPECT_DEATH(WriteTokenRun(*pool, BlockId(0), kLayers, 0, 1, key.view,
-                             key.view),
-               "layer 3 of 3");
+  EXPECT_DEATH(
+      WriteTokenRun(*pool, BlockId(0), kLayers, 0, 1, key.view, key.view),
+      "layer 3 of 3");
   EXPECT_DEATH(WriteTokenRun(*pool, BlockId(0), -1, 0, 1, key.view, key.view),
                "layer -1 of 3");
-  EXPECT_DEATH(
-      WriteTokenRun(*pool, BlockId(0), 0, 4, 2, key.view, key.view),
-      "slots \\[4, 6\\) of a 5-token block");
-  EXPECT_DEATH(
-      WriteTokenRun(*pool, BlockId(0), 0, -1, 1, key.view, key.view),
-      "slots \\[-1, 0\\)");
+  EXPECT_DEATH(WriteTokenRun(*pool, BlockId(0), 0, 4, 2, key.view, key.view),
+               "slots \\[4, 6\\) of a 5-token block");
+  EXPECT_DEATH(WriteTokenRun(*pool, BlockId(0), 0, -1, 1, key.view, key.view),
+               "slots \\[-1, 0\\)");
   EXPECT_DEATH(WriteTokenRun(*pool, BlockId(0), 0, 0, 0, key.view, key.view),
                "slots \\[0, 0\\)");
 }

@@ -51,9 +51,8 @@ KVLayout TinyLayout(int32_t block_tokens) {
 
 std::unique_ptr<KVCacheManager> MakeManager(int32_t block_tokens,
                                             int32_t num_blocks) {
-  absl::StatusOr<std::unique_ptr<KVCacheManager>> made =
-      KVCacheManager::Create(
-          {.layout = TinyLayout(block_tokens), .num_blocks = num_blocks});
+  absl::StatusOr<std::unique_ptr<KVCacheManager>> made = KVCacheManager::Create(
+      {.layout = TinyLayout(block_tokens), .num_blocks = num_blocks});
   PKV_CHECK(made.ok(), "%s", made.status().ToString());
   return *std::move(made);
 }
@@ -143,8 +142,8 @@ absl::Status SizingExample(const KVCacheManager& manager,
   EXPECT_EQ(cap.max_row_blocks, 1024);  // 4096 tokens / 4 per block.
   EXPECT_EQ(cap.total_blocks, 256 * 1024);
   EXPECT_THAT(*uploaded, ElementsAreArray(*rows));
-  EXPECT_EQ(tables[2 * 1024 + 2], 4);   // Row 2 (sequence 8), block 2.
-  EXPECT_EQ(tables[2 * 1024 + 3], 0);   // Default pad_id.
+  EXPECT_EQ(tables[2 * 1024 + 2], 4);  // Row 2 (sequence 8), block 2.
+  EXPECT_EQ(tables[2 * 1024 + 3], 0);  // Default pad_id.
   EXPECT_THAT(absl::MakeSpan(lens).first(3), ElementsAre(10, 4, 11));
   return absl::OkStatus();
 }
@@ -206,8 +205,7 @@ void CheckCsr(const KVCacheManager& m, absl::Span<const SequenceId> batch,
       ASSERT_GE(last[b], 1) << "row " << b;
       ASSERT_LE(last[b], bt) << "row " << b;
       // FlashInfer's length: (pages - 1) * page_size + last_page_len.
-      ASSERT_EQ((indptr[b + 1] - indptr[b] - 1) * int64_t{bt} + last[b],
-                tokens)
+      ASSERT_EQ((indptr[b + 1] - indptr[b] - 1) * int64_t{bt} + last[b], tokens)
           << "row " << b;
     }
   }
@@ -239,8 +237,7 @@ TEST_P(ExportRandomTest, ExportsMatchBlockTablesEntryByEntry) {
     h.RandomStep();
     if (step % 4 != 0) continue;
     const std::vector<SequenceId> batch = h.RandomBatch();
-    absl::StatusOr<ExportSizes> sizes =
-        ComputeExportSizes(h.manager(), batch);
+    absl::StatusOr<ExportSizes> sizes = ComputeExportSizes(h.manager(), batch);
     ASSERT_THAT(sizes, IsOk());
     int32_t widest = 0;
     int64_t total = 0;
@@ -260,10 +257,9 @@ TEST_P(ExportRandomTest, ExportsMatchBlockTablesEntryByEntry) {
     const int32_t pad = static_cast<int32_t>(h.Draw(3)) - 1;  // -1, 0, 1
     std::vector<int32_t> tables(batch.size() * width + 5, kSentinel);
     std::vector<int32_t> lens(batch.size() + 2, kSentinel);
-    ASSERT_THAT(ExportDenseBlockTables(h.manager(), batch,
-                                       {.max_blocks = width, .pad_id = pad},
-                                       absl::MakeSpan(tables),
-                                       absl::MakeSpan(lens)),
+    ASSERT_THAT(ExportDenseBlockTables(
+                    h.manager(), batch, {.max_blocks = width, .pad_id = pad},
+                    absl::MakeSpan(tables), absl::MakeSpan(lens)),
                 IsOk());
     CheckDense(h.manager(), batch, width, pad, tables, lens,
                batch.size() * width, batch.size());
@@ -353,9 +349,9 @@ TEST(BlockTableExportTest, SequenceTwiceInABatchFillsTwoRows) {
   ASSERT_THAT(m->AddSequence(1, 5, 0, &out), IsOk());
   const SequenceId batch[] = {1, 1};
   int32_t tables[2 * 2], lens[2];
-  ASSERT_THAT(ExportDenseBlockTables(*m, batch, {.max_blocks = 2}, tables,
-                                     lens),
-              IsOk());
+  ASSERT_THAT(
+      ExportDenseBlockTables(*m, batch, {.max_blocks = 2}, tables, lens),
+      IsOk());
   EXPECT_EQ(tables[0], tables[2]);
   EXPECT_EQ(tables[1], tables[3]);
   EXPECT_THAT(lens, ElementsAre(5, 5));
@@ -392,10 +388,10 @@ TEST(BlockTableExportTest, BooksOnlyManagerExportsTheSameWay) {
   out.copies.MarkDone();
   const SequenceId batch[] = {2, 1};
   std::vector<int32_t> tables(6, kSentinel), lens(2, kSentinel);
-  ASSERT_THAT(ExportDenseBlockTables(m, batch, {.max_blocks = 3, .pad_id = -1},
-                                     absl::MakeSpan(tables),
-                                     absl::MakeSpan(lens)),
-              IsOk());
+  ASSERT_THAT(
+      ExportDenseBlockTables(m, batch, {.max_blocks = 3, .pad_id = -1},
+                             absl::MakeSpan(tables), absl::MakeSpan(lens)),
+      IsOk());
   CheckDense(m, batch, 3, -1, tables, lens, 6, 2);
   std::vector<int32_t> indptr(3), indices(4), last(2);
   ASSERT_THAT(ExportCsrPageTable(m, batch, absl::MakeSpan(indptr),
@@ -410,10 +406,8 @@ TEST(BlockTableExportTest, BooksOnlyManagerExportsTheSameWay) {
 // Three running sequences (7, 2, 8: the worked example), one preempted (5)
 // and one swapped out (6).
 std::unique_ptr<KVCacheManager> ErrorManager() {
-  absl::StatusOr<std::unique_ptr<KVCacheManager>> made =
-      KVCacheManager::Create({.layout = TinyLayout(4),
-                              .num_blocks = 32,
-                              .num_host_blocks = 8});
+  absl::StatusOr<std::unique_ptr<KVCacheManager>> made = KVCacheManager::Create(
+      {.layout = TinyLayout(4), .num_blocks = 32, .num_host_blocks = 8});
   PKV_CHECK(made.ok(), "%s", made.status().ToString());
   std::unique_ptr<KVCacheManager> m = *std::move(made);
   StepOutput out;
@@ -474,13 +468,12 @@ TEST(BlockTableExportTest, RowWiderThanMaxBlocksNamesTheSequence) {
   std::unique_ptr<KVCacheManager> m = ErrorManager();
   const SequenceId batch[] = {2, 8, 7};  // 8 has 3 blocks.
   Buffers buf;
-  EXPECT_THAT(
-      ExportDenseBlockTables(*m, batch, {.max_blocks = 2},
-                             absl::MakeSpan(buf.tables),
-                             absl::MakeSpan(buf.lens)),
-      StatusIs(absl::StatusCode::kInvalidArgument,
-               HasSubstr("sequence 8 (row 1) has 3 blocks, more than "
-                         "max_blocks 2")));
+  EXPECT_THAT(ExportDenseBlockTables(*m, batch, {.max_blocks = 2},
+                                     absl::MakeSpan(buf.tables),
+                                     absl::MakeSpan(buf.lens)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("sequence 8 (row 1) has 3 blocks, more than "
+                                 "max_blocks 2")));
   EXPECT_TRUE(buf.Untouched());
 }
 
@@ -574,9 +567,10 @@ TEST(BlockTableDeltaExporterTest, CreateRejectsBadOptions) {
   EXPECT_THAT(BlockTableDeltaExporter::Create({.max_rows = 0, .max_blocks = 4}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("max_rows (0) and max_blocks (4)")));
-  EXPECT_THAT(BlockTableDeltaExporter::Create({.max_rows = 4, .max_blocks = -1}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("max_rows (4) and max_blocks (-1)")));
+  EXPECT_THAT(
+      BlockTableDeltaExporter::Create({.max_rows = 4, .max_blocks = -1}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("max_rows (4) and max_blocks (-1)")));
   EXPECT_THAT(
       BlockTableDeltaExporter::Create({.max_rows = 65536, .max_blocks = 65536}),
       StatusIs(absl::StatusCode::kInvalidArgument,
@@ -660,8 +654,7 @@ TEST(BlockTableDeltaExporterTest, ForkCopyOnWriteTruncateAndReorderChangeRows) {
   e.Reset();
   EXPECT_EQ(e.num_valid_rows(), 0);
   EXPECT_THAT(Delta(e, *m, {3, 1, 2}, tables, lens), ElementsAre(0, 1, 2));
-  CheckDense(*m, std::vector<SequenceId>{3, 1, 2}, 4, -1, tables, lens, 12,
-             3);
+  CheckDense(*m, std::vector<SequenceId>{3, 1, 2}, 4, -1, tables, lens, 12, 3);
 
   // Free + a new sequence that reuses an id and gets the same length but
   // other blocks (preempt and readmit rebuild a table too).
@@ -669,8 +662,7 @@ TEST(BlockTableDeltaExporterTest, ForkCopyOnWriteTruncateAndReorderChangeRows) {
   ASSERT_THAT(m->AddSequence(4, 4, 0, &out), IsOk());  // Takes freed blocks.
   ASSERT_THAT(m->Readmit(2, &out), IsOk());
   const std::vector<int32_t> changed = Delta(e, *m, {3, 1, 2}, tables, lens);
-  CheckDense(*m, std::vector<SequenceId>{3, 1, 2}, 4, -1, tables, lens, 12,
-             3);
+  CheckDense(*m, std::vector<SequenceId>{3, 1, 2}, 4, -1, tables, lens, 12, 3);
   EXPECT_THAT(changed, ::testing::Contains(2));
 }
 
@@ -692,7 +684,7 @@ TEST(BlockTableDeltaExporterTest, NewMiddleBlockWithSameEndsCountsAsChanged) {
   ASSERT_THAT(m->AddSequence(2, 1, 0, &out), IsOk());  // Takes a1.
   ASSERT_THAT(m->Free(4), IsOk());                     // D's block first.
   const SlotRequest grow[] = {{.seq = 1, .num_tokens = 2}};
-  ASSERT_THAT(m->AppendSlots(grow, &out), IsOk());     // a0, d, a2.
+  ASSERT_THAT(m->AppendSlots(grow, &out), IsOk());  // a0, d, a2.
   const std::vector<int32_t> after = Ids(*m->block_table(1));
   ASSERT_EQ(after.size(), 3u);
   ASSERT_EQ(after.front(), before.front());
@@ -728,9 +720,9 @@ TEST(BlockTableDeltaExporterTest, ErrorsLeaveBuffersAndExporterUnchanged) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("a batch of 4 rows, more than max_rows 3")));
   const SequenceId with_preempted[] = {7, 5};
-  EXPECT_THAT(run(with_preempted, 64, 64, 64),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("sequence 5")));
+  EXPECT_THAT(
+      run(with_preempted, 64, 64, 64),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("sequence 5")));
   const SequenceId with_unknown[] = {7, 2, 42};
   EXPECT_THAT(run(with_unknown, 64, 64, 64),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("42")));
@@ -810,8 +802,8 @@ TEST_P(DeltaRandomTest, MatchesAFullExportEveryStep) {
     }
     int32_t widest = 0;
     for (SequenceId s : batch) {
-      widest = std::max(widest, static_cast<int32_t>(
-                                    h.manager().block_table(s)->size()));
+      widest = std::max(
+          widest, static_cast<int32_t>(h.manager().block_table(s)->size()));
     }
     const std::vector<int32_t> before = tables;
     std::vector<int32_t> changed(kMaxRows, kSentinel);
@@ -825,13 +817,12 @@ TEST_P(DeltaRandomTest, MatchesAFullExportEveryStep) {
       ++too_wide;
       // The exporter still holds the previous export (prev_* stay); the
       // scheduler leaves the giant rows out from now on.
-      batch.erase(std::remove_if(batch.begin(), batch.end(),
-                                 [&](SequenceId s) {
-                                   return static_cast<int32_t>(
-                                              h.manager()
-                                                  .block_table(s)
-                                                  ->size()) > kWidth;
-                                 }),
+      batch.erase(std::remove_if(
+                      batch.begin(), batch.end(),
+                      [&](SequenceId s) {
+                        return static_cast<int32_t>(
+                                   h.manager().block_table(s)->size()) > kWidth;
+                      }),
                   batch.end());
       continue;
     }
@@ -840,10 +831,9 @@ TEST_P(DeltaRandomTest, MatchesAFullExportEveryStep) {
     // The buffer is a full export's.
     std::vector<int32_t> full(batch.size() * kWidth, kSentinel);
     std::vector<int32_t> full_lens(batch.size(), kSentinel);
-    ASSERT_THAT(ExportDenseBlockTables(h.manager(), batch,
-                                       {.max_blocks = kWidth, .pad_id = pad},
-                                       absl::MakeSpan(full),
-                                       absl::MakeSpan(full_lens)),
+    ASSERT_THAT(ExportDenseBlockTables(
+                    h.manager(), batch, {.max_blocks = kWidth, .pad_id = pad},
+                    absl::MakeSpan(full), absl::MakeSpan(full_lens)),
                 IsOk());
     ASSERT_TRUE(std::equal(full.begin(), full.end(), tables.begin()))
         << "step " << step;

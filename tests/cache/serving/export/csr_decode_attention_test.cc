@@ -53,11 +53,11 @@ Csr ExportCsr(const KVCacheManager& m, absl::Span<const SequenceId> batch) {
   csr.indptr.resize(sizes->indptr_entries());
   csr.indices.resize(sizes->total_blocks);
   csr.last.resize(sizes->num_seqs);
-  PKV_CHECK(ExportCsrPageTable(m, batch, absl::MakeSpan(csr.indptr),
-                               absl::MakeSpan(csr.indices),
-                               absl::MakeSpan(csr.last))
-                .ok(),
-            "export");
+  PKV_CHECK(
+      ExportCsrPageTable(m, batch, absl::MakeSpan(csr.indptr),
+                         absl::MakeSpan(csr.indices), absl::MakeSpan(csr.last))
+          .ok(),
+      "export");
   return csr;
 }
 
@@ -107,7 +107,8 @@ std::vector<double> GatheredAttention(const KVCacheManager& m, int32_t layer,
         for (int64_t d = 0; d < D; ++d) {
           const size_t e = SizeOf(L.dtype);
           k[(h * n + t) * D + d] = LoadAsFloat(
-              L.dtype, block + (L.ElementOffset(layer, KV::kKey, h, slot) + d) * e);
+              L.dtype,
+              block + (L.ElementOffset(layer, KV::kKey, h, slot) + d) * e);
           v[(h * n + t) * D + d] = LoadAsFloat(
               L.dtype,
               block + (L.ElementOffset(layer, KV::kValue, h, slot) + d) * e);
@@ -210,8 +211,7 @@ TEST(CsrDecodeAttentionTest, HeaderExampleMatchesGatheredAttention) {
 // --------------------------------------------- against the gathered one
 
 class CsrDecodeAttentionRandomTest
-    : public ::testing::TestWithParam<std::tuple<DType, int32_t, uint32_t>> {
-};
+    : public ::testing::TestWithParam<std::tuple<DType, int32_t, uint32_t>> {};
 
 TEST_P(CsrDecodeAttentionRandomTest, MatchesGatheredAttention) {
   const auto [dtype, group, seed] = GetParam();
@@ -247,10 +247,10 @@ TEST_P(CsrDecodeAttentionRandomTest, MatchesGatheredAttention) {
                                      layer, csr.indptr, csr.indices, csr.last,
                                      scale, out.view()),
                   IsOk());
-      ExpectNear(out.view(),
-                 GatheredAttention(h.manager(), layer, batch, query.view(),
-                                   scale),
-                 2e-5);
+      ExpectNear(
+          out.view(),
+          GatheredAttention(h.manager(), layer, batch, query.view(), scale),
+          2e-5);
     }
     ++checked;
   }
@@ -260,12 +260,12 @@ TEST_P(CsrDecodeAttentionRandomTest, MatchesGatheredAttention) {
   RecordProperty("empty_rows", empty_rows);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    DTypesGroupsSeeds, CsrDecodeAttentionRandomTest,
-    ::testing::Combine(::testing::Values(DType::kFloat32, DType::kFloat16,
-                                         DType::kBFloat16),
-                       ::testing::Values(1, 2, 4),
-                       ::testing::Values(1u, 2u)));
+INSTANTIATE_TEST_SUITE_P(DTypesGroupsSeeds, CsrDecodeAttentionRandomTest,
+                         ::testing::Combine(::testing::Values(DType::kFloat32,
+                                                              DType::kFloat16,
+                                                              DType::kBFloat16),
+                                            ::testing::Values(1, 2, 4),
+                                            ::testing::Values(1u, 2u)));
 
 // Fork, then diverge on a shared partial tail: the child keeps the parent's
 // first tokens (shared pages) and its own copy-on-write tail.
@@ -298,10 +298,10 @@ TEST(CsrDecodeAttentionTest, ForkedRowsReadSharedPagesAndTheirOwnTails) {
     const Csr csr = ExportCsr(h.manager(), batch);
     Tensor query = RandomQuery(h.rng(), 3, 4, 8);
     Tensor out = MakeTensor(DType::kFloat32, query.shape());
-    ASSERT_THAT(CsrDecodeAttention(query.view(), *h.manager().kv_pool(), 1,
-                                   csr.indptr, csr.indices, csr.last, 0.5f,
-                                   out.view()),
-                IsOk());
+    ASSERT_THAT(
+        CsrDecodeAttention(query.view(), *h.manager().kv_pool(), 1, csr.indptr,
+                           csr.indices, csr.last, 0.5f, out.view()),
+        IsOk());
     ExpectNear(out.view(),
                GatheredAttention(h.manager(), 1, batch, query.view(), 0.5),
                2e-5);
@@ -314,19 +314,20 @@ TEST(CsrDecodeAttentionTest, ForkedRowsReadSharedPagesAndTheirOwnTails) {
 // whose tokens the test writes by hand.
 struct HandPool {
   HandPool() {
-    manager = *KVCacheManager::Create(
-        {.layout = KVLayout{.num_layers = 1,
-                            .num_kv_heads = 2,
-                            .head_dim = 2,
-                            .dtype = DType::kFloat32,
-                            .block_tokens = 2},
-         .num_blocks = 16});
+    manager =
+        *KVCacheManager::Create({.layout = KVLayout{.num_layers = 1,
+                                                    .num_kv_heads = 2,
+                                                    .head_dim = 2,
+                                                    .dtype = DType::kFloat32,
+                                                    .block_tokens = 2},
+                                 .num_blocks = 16});
   }
   // Sets K and V of token t of `seq`, KV head h, to (k, k) and (v, v).
   void Set(SequenceId seq, int64_t t, int32_t h, float k, float v) {
     const KVLayout& L = manager->layout();
     const BlockId block = (*manager->block_table(seq))[t / 2];
-    float* data = reinterpret_cast<float*>(manager->kv_pool()->BlockData(block));
+    float* data =
+        reinterpret_cast<float*>(manager->kv_pool()->BlockData(block));
     const int32_t slot = static_cast<int32_t>(t % 2);
     for (int32_t d = 0; d < 2; ++d) {
       data[L.ElementOffset(0, KV::kKey, h, slot) + d] = k;
@@ -342,7 +343,7 @@ TEST(CsrDecodeAttentionTest, EqualKeysAverageTheValuesPerKvHead) {
   ASSERT_THAT(p.manager->AddSequence(1, 5, 0, &out_slots), IsOk());  // 3 pages
   ASSERT_THAT(p.manager->AddSequence(2, 1, 0, &out_slots), IsOk());
   for (int64_t t = 0; t < 5; ++t) {
-    p.Set(1, t, 0, 0.25f, static_cast<float>(t));       // mean 2
+    p.Set(1, t, 0, 0.25f, static_cast<float>(t));          // mean 2
     p.Set(1, t, 1, 0.25f, 10.0f * static_cast<float>(t));  // mean 20
   }
   p.Set(2, 0, 0, 0.5f, 7.0f);
@@ -353,13 +354,13 @@ TEST(CsrDecodeAttentionTest, EqualKeysAverageTheValuesPerKvHead) {
   Tensor query = MakeTensor(DType::kFloat32, Shape({2, 4, 2}));
   for (int64_t i = 0; i < 16; ++i) query.data_as<float>()[i] = 0.5f * (i % 3);
   Tensor out = MakeTensor(DType::kFloat32, Shape({2, 4, 2}));
-  ASSERT_THAT(CsrDecodeAttention(query.view(), *p.manager->kv_pool(), 0,
-                                 csr.indptr, csr.indices, csr.last, 1.0f,
-                                 out.view()),
-              IsOk());
+  ASSERT_THAT(
+      CsrDecodeAttention(query.view(), *p.manager->kv_pool(), 0, csr.indptr,
+                         csr.indices, csr.last, 1.0f, out.view()),
+      IsOk());
   const float* o = out.data_as<float>();
   for (int d = 0; d < 2; ++d) {
-    EXPECT_FLOAT_EQ(o[0 * 2 + d], 2.0f);   // Row 0, head 0: KV head 0.
+    EXPECT_FLOAT_EQ(o[0 * 2 + d], 2.0f);  // Row 0, head 0: KV head 0.
     EXPECT_FLOAT_EQ(o[1 * 2 + d], 2.0f);
     EXPECT_FLOAT_EQ(o[2 * 2 + d], 20.0f);  // Heads 2, 3: KV head 1.
     EXPECT_FLOAT_EQ(o[3 * 2 + d], 20.0f);
@@ -387,12 +388,13 @@ TEST(CsrDecodeAttentionTest, LargerScoreWinsAcrossPages) {
   Tensor query = MakeTensor(DType::kFloat32, Shape({1, 2, 2}));
   for (int64_t i = 0; i < 4; ++i) query.data_as<float>()[i] = 1.0f;
   Tensor out = MakeTensor(DType::kFloat32, Shape({1, 2, 2}));
-  ASSERT_THAT(CsrDecodeAttention(query.view(), *p.manager->kv_pool(), 0,
-                                 csr.indptr, csr.indices, csr.last, 1.0f,
-                                 out.view()),
-              IsOk());
+  ASSERT_THAT(
+      CsrDecodeAttention(query.view(), *p.manager->kv_pool(), 0, csr.indptr,
+                         csr.indices, csr.last, 1.0f, out.view()),
+      IsOk());
   // Weights: e^80 for token 4 against 4 * e^0: out = 5 - tiny.
-  for (int64_t i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(out.data_as<float>()[i], 5.0f);
+  for (int64_t i = 0; i < 4; ++i)
+    EXPECT_FLOAT_EQ(out.data_as<float>()[i], 5.0f);
 }
 
 TEST(CsrDecodeAttentionTest, RowWithoutPagesGivesZeros) {
@@ -412,10 +414,10 @@ TEST(CsrDecodeAttentionTest, RowWithoutPagesGivesZeros) {
   Tensor query = MakeTensor(DType::kFloat32, Shape({2, 2, 2}));
   Tensor out = MakeTensor(DType::kFloat32, Shape({2, 2, 2}));
   for (int64_t i = 0; i < 8; ++i) out.data_as<float>()[i] = 99;
-  ASSERT_THAT(CsrDecodeAttention(query.view(), *p.manager->kv_pool(), 0,
-                                 csr.indptr, csr.indices, csr.last, 1.0f,
-                                 out.view()),
-              IsOk());
+  ASSERT_THAT(
+      CsrDecodeAttention(query.view(), *p.manager->kv_pool(), 0, csr.indptr,
+                         csr.indices, csr.last, 1.0f, out.view()),
+      IsOk());
   for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(out.data_as<float>()[i], 0.0f);
   for (int64_t i = 4; i < 8; ++i) EXPECT_EQ(out.data_as<float>()[i], 1.0f);
 }
@@ -433,18 +435,18 @@ TEST(CsrDecodeAttentionTest, OutMayBeTheQueryAndAnyDtype) {
   const std::vector<double> want =
       GatheredAttention(h.manager(), 0, batch, query.view(), 0.3);
   // In place.
-  ASSERT_THAT(CsrDecodeAttention(query.view(), *h.manager().kv_pool(), 0,
-                                 csr.indptr, csr.indices, csr.last, 0.3f,
-                                 query.view()),
-              IsOk());
+  ASSERT_THAT(
+      CsrDecodeAttention(query.view(), *h.manager().kv_pool(), 0, csr.indptr,
+                         csr.indices, csr.last, 0.3f, query.view()),
+      IsOk());
   ExpectNear(query.view(), want, 2e-5);
   // A bfloat16 output: rounded once (relative error <= 2^-9).
   Tensor q2 = RandomQuery(h.rng(), 2, 4, 8);
   Tensor out = MakeTensor(DType::kBFloat16, Shape({2, 4, 8}));
-  ASSERT_THAT(CsrDecodeAttention(q2.view(), *h.manager().kv_pool(), 1,
-                                 csr.indptr, csr.indices, csr.last, 0.3f,
-                                 out.view()),
-              IsOk());
+  ASSERT_THAT(
+      CsrDecodeAttention(q2.view(), *h.manager().kv_pool(), 1, csr.indptr,
+                         csr.indices, csr.last, 0.3f, out.view()),
+      IsOk());
   ExpectNear(out.view(),
              GatheredAttention(h.manager(), 1, batch, q2.view(), 0.3),
              1.0 / 256);
@@ -478,64 +480,60 @@ TEST(CsrDecodeAttentionTest, BadInputsAreInvalidArgumentAndWriteNothing) {
   };
   const auto bad = absl::StatusCode::kInvalidArgument;
   Tensor q_rank2 = MakeTensor(DType::kFloat32, Shape({2, 32}));
-  EXPECT_THAT(run(q_rank2.view(), 0, csr.indptr, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("head_dim 8")));
+  EXPECT_THAT(
+      run(q_rank2.view(), 0, csr.indptr, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("head_dim 8")));
   Tensor q_dim = MakeTensor(DType::kFloat32, Shape({2, 4, 6}));
-  EXPECT_THAT(run(q_dim.view(), 0, csr.indptr, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("got (2, 4, 6)")));
+  EXPECT_THAT(
+      run(q_dim.view(), 0, csr.indptr, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("got (2, 4, 6)")));
   Tensor q_heads = MakeTensor(DType::kFloat32, Shape({2, 3, 8}));
-  EXPECT_THAT(run(q_heads.view(), 0, csr.indptr, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("query heads 3 must be a positive "
-                                      "multiple of the 2 KV heads")));
+  EXPECT_THAT(
+      run(q_heads.view(), 0, csr.indptr, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("query heads 3 must be a positive "
+                              "multiple of the 2 KV heads")));
   Tensor out_small = MakeTensor(DType::kFloat32, Shape({1, 4, 8}));
-  EXPECT_THAT(run(query.view(), 0, csr.indptr, csr.indices, csr.last,
-                  out_small.view()),
-              StatusIs(bad, HasSubstr("out shape (1, 4, 8) differs")));
-  EXPECT_THAT(run(query.view(), 2, csr.indptr, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("layer 2 outside [0, 2)")));
-  EXPECT_THAT(run(query.view(), -1, csr.indptr, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("layer -1 outside [0, 2)")));
+  EXPECT_THAT(
+      run(query.view(), 0, csr.indptr, csr.indices, csr.last, out_small.view()),
+      StatusIs(bad, HasSubstr("out shape (1, 4, 8) differs")));
+  EXPECT_THAT(
+      run(query.view(), 2, csr.indptr, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("layer 2 outside [0, 2)")));
+  EXPECT_THAT(
+      run(query.view(), -1, csr.indptr, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("layer -1 outside [0, 2)")));
   EXPECT_THAT(run(query.view(), 0, {0, 2}, csr.indices, csr.last, out.view()),
               StatusIs(bad, HasSubstr("kv_indptr holds 2 entries, needs 3")));
   EXPECT_THAT(run(query.view(), 0, csr.indptr, csr.indices, {1}, out.view()),
               StatusIs(bad, HasSubstr("kv_last_page_len holds 1 entries, "
                                       "needs 2")));
-  EXPECT_THAT(run(query.view(), 0, {0, 2, 1}, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("row 1: kv_indptr[2] = 1 must be in "
-                                      "[kv_indptr[1] = 2, 3]")));
-  EXPECT_THAT(run(query.view(), 0, {0, 2, 4}, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("kv_indptr[2] = 4 must be in")));
-  EXPECT_THAT(run(query.view(), 0, {-1, 2, 3}, csr.indices, csr.last,
-                  out.view()),
-              StatusIs(bad, HasSubstr("kv_indptr[0] = -1 outside [0, 3]")));
-  EXPECT_THAT(run(query.view(), 0, csr.indptr, {csr.indices[0], 16,
-                                                csr.indices[2]},
-                  csr.last, out.view()),
+  EXPECT_THAT(
+      run(query.view(), 0, {0, 2, 1}, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("row 1: kv_indptr[2] = 1 must be in "
+                              "[kv_indptr[1] = 2, 3]")));
+  EXPECT_THAT(
+      run(query.view(), 0, {0, 2, 4}, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("kv_indptr[2] = 4 must be in")));
+  EXPECT_THAT(
+      run(query.view(), 0, {-1, 2, 3}, csr.indices, csr.last, out.view()),
+      StatusIs(bad, HasSubstr("kv_indptr[0] = -1 outside [0, 3]")));
+  EXPECT_THAT(run(query.view(), 0, csr.indptr,
+                  {csr.indices[0], 16, csr.indices[2]}, csr.last, out.view()),
               StatusIs(bad, HasSubstr("row 0: kv_indices[1] = 16 outside a "
                                       "pool of 16 blocks")));
-  EXPECT_THAT(run(query.view(), 0, csr.indptr, {csr.indices[0], -2,
-                                                csr.indices[2]},
-                  csr.last, out.view()),
+  EXPECT_THAT(run(query.view(), 0, csr.indptr,
+                  {csr.indices[0], -2, csr.indices[2]}, csr.last, out.view()),
               StatusIs(bad, HasSubstr("kv_indices[1] = -2")));
-  EXPECT_THAT(run(query.view(), 0, csr.indptr, csr.indices, {2, 0},
-                  out.view()),
+  EXPECT_THAT(run(query.view(), 0, csr.indptr, csr.indices, {2, 0}, out.view()),
               StatusIs(bad, HasSubstr("row 1: kv_last_page_len 0 outside "
                                       "[1, 4]")));
-  EXPECT_THAT(run(query.view(), 0, csr.indptr, csr.indices, {5, 3},
-                  out.view()),
+  EXPECT_THAT(run(query.view(), 0, csr.indptr, csr.indices, {5, 3}, out.view()),
               StatusIs(bad, HasSubstr("row 0: kv_last_page_len 5 outside")));
   EXPECT_TRUE(untouched());
   // The valid call on the same buffers works (the checks are not vacuous).
-  EXPECT_THAT(run(query.view(), 0, csr.indptr, csr.indices, csr.last,
-                  out.view()),
-              IsOk());
+  EXPECT_THAT(
+      run(query.view(), 0, csr.indptr, csr.indices, csr.last, out.view()),
+      IsOk());
   EXPECT_FALSE(untouched());
 }
 

@@ -121,8 +121,8 @@ class ServingHarness {
 
   bool Add(int64_t prompt_tokens, int64_t max_new_tokens = 64) {
     const SequenceId seq = next_id_++;
-    const bool fits = manager_->CanAdmit(prompt_tokens, max_new_tokens) ==
-                      Admission::kAdmit;
+    const bool fits =
+        manager_->CanAdmit(prompt_tokens, max_new_tokens) == Admission::kAdmit;
     Trace("AddSequence(%d, %d, %d)", seq, prompt_tokens, max_new_tokens);
     absl::Status st =
         manager_->AddSequence(seq, prompt_tokens, max_new_tokens, &out_);
@@ -283,10 +283,12 @@ class ServingHarness {
     } else if (op < 78) {
       Free(running[Draw(static_cast<uint32_t>(running.size()))]);
     } else if (op < 83) {
-      const SequenceId seq = running[Draw(static_cast<uint32_t>(running.size()))];
+      const SequenceId seq =
+          running[Draw(static_cast<uint32_t>(running.size()))];
       const int64_t n = ModelTokens(seq);
-      Truncate(seq, Draw(4) == 0 ? 0 : static_cast<int64_t>(Draw(
-                                            static_cast<uint32_t>(n + 1))));
+      Truncate(seq, Draw(4) == 0 ? 0
+                                 : static_cast<int64_t>(
+                                       Draw(static_cast<uint32_t>(n + 1))));
     } else if (op < 88) {
       Preempt(running[Draw(static_cast<uint32_t>(running.size()))]);
     } else if (op < 92) {
@@ -333,17 +335,16 @@ class ServingHarness {
           for (int32_t h = 0; h < layout.num_kv_heads; ++h) {
             for (int32_t d = 0; d < layout.head_dim; ++d) {
               const float got = LoadAsFloat(
-                  layout.dtype,
-                  pool.BlockData(block) +
-                      (layout.ElementOffset(l, kv, h, slot) + d) *
-                          SizeOf(layout.dtype));
+                  layout.dtype, pool.BlockData(block) +
+                                    (layout.ElementOffset(l, kv, h, slot) + d) *
+                                        SizeOf(layout.dtype));
               const float want = KVValue(s.tags[t], l, kv, h, d);
               if (got != want && ++mismatches <= 5) {
-                ADD_FAILURE() << "seq " << seq << " token " << t << " ("
-                              << block << " slot " << slot << ") layer " << l
-                              << " kv " << static_cast<int>(kv) << " head "
-                              << h << " dim " << d << ": " << got
-                              << ", want " << want;
+                ADD_FAILURE()
+                    << "seq " << seq << " token " << t << " (" << block
+                    << " slot " << slot << ") layer " << l << " kv "
+                    << static_cast<int>(kv) << " head " << h << " dim " << d
+                    << ": " << got << ", want " << want;
               }
             }
           }
