@@ -37,20 +37,16 @@ absl::Status TooWide(SequenceId seq, size_t row, size_t blocks,
 
 // The tokens of a running sequence, checked against its table: the export
 // hands both to a kernel, which would read past the table if they disagreed.
-int32_t TokensOf(const KVCacheManager& manager, SequenceId seq,
-                 size_t num_blocks) {
-  absl::StatusOr<int64_t> tokens = manager.num_tokens(seq);
-  PKV_CHECK(tokens.ok(), "sequence %d has a table but no length: %s", seq,
-            tokens.status().ToString());
-  // ceil(tokens / bt) == num_blocks, without a division (this runs per row
-  // of every export, and a 64-bit divide costs tens of cycles).
-  const int64_t bt = manager.block_tokens();
-  const int64_t blocks = static_cast<int64_t>(num_blocks);
-  PKV_CHECK(
-      *tokens <= blocks * bt && *tokens > (blocks - 1) * bt && *tokens >= 0,
-      "sequence %d: %d tokens in %d blocks of %d", seq, *tokens, num_blocks,
-      bt);
-  return static_cast<int32_t>(*tokens);
+int32_t CheckedTokens(SequenceId seq, const KVCacheManager::RunningTable& t,
+                      int64_t bt) {
+  // ceil(tokens / bt) == blocks, without a division (this runs per row of
+  // every export, and a 64-bit divide costs tens of cycles).
+  const int64_t blocks = static_cast<int64_t>(t.blocks.size());
+  PKV_CHECK(t.num_tokens <= blocks * bt && t.num_tokens > (blocks - 1) * bt &&
+                t.num_tokens >= 0,
+            "sequence %d: %d tokens in %d blocks of %d", seq, t.num_tokens,
+            blocks, bt);
+  return static_cast<int32_t>(t.num_tokens);
 }
 
 void WriteRow(absl::Span<const BlockId> table, int32_t max_blocks,
@@ -122,11 +118,12 @@ absl::Status ExportDenseBlockTables(const KVCacheManager& manager,
       return TooWide(batch[b], b, table.size(), width);
     }
   }
+  const int64_t bt = manager.block_tokens();
   for (size_t b = 0; b < batch.size(); ++b) {
     // Cannot fail: the loop above found every sequence running.
-    const absl::Span<const BlockId> table = *manager.block_table(batch[b]);
-    WriteRow(table, width, options.pad_id, &block_tables[b * width]);
-    seq_lens[b] = TokensOf(manager, batch[b], table.size());
+    const KVCacheManager::RunningTable t = *manager.running_table(batch[b]);
+    WriteRow(t.blocks, width, options.pad_id, &block_tables[b * width]);
+    seq_lens[b] = CheckedTokens(batch[b], t, bt);
   }
   return absl::OkStatus();
 }
@@ -164,14 +161,14 @@ absl::Status ExportCsrPageTable(const KVCacheManager& manager,
   int32_t offset = 0;
   kv_indptr[0] = 0;
   for (size_t b = 0; b < batch.size(); ++b) {
-    const absl::Span<const BlockId> table = *manager.block_table(batch[b]);
-    const int32_t n = static_cast<int32_t>(table.size());
+    const KVCacheManager::RunningTable t = *manager.running_table(batch[b]);
+    const int32_t n = static_cast<int32_t>(t.blocks.size());
     if (n > 0) {
-      std::memcpy(&kv_indices[offset], table.data(), n * sizeof(int32_t));
+      std::memcpy(&kv_indices[offset], t.blocks.data(), n * sizeof(int32_t));
     }
     offset += n;
     kv_indptr[b + 1] = offset;
-    const int32_t tokens = TokensOf(manager, batch[b], table.size());
+    const int32_t tokens = CheckedTokens(batch[b], t, bt);
     kv_last_page_len[b] = n == 0 ? 0 : tokens - (n - 1) * bt;
   }
   return absl::OkStatus();
@@ -227,17 +224,18 @@ absl::StatusOr<absl::Span<const int32_t>> BlockTableDeltaExporter::Export(
   }
   // Validate every row before touching anything.
   for (size_t b = 0; b < batch.size(); ++b) {
-    PKV_ASSIGN_OR_RETURN(tables_[b], manager.block_table(batch[b]));
-    if (tables_[b].size() > static_cast<size_t>(width)) {
-      return TooWide(batch[b], b, tables_[b].size(), width);
+    PKV_ASSIGN_OR_RETURN(tables_[b], manager.running_table(batch[b]));
+    if (tables_[b].blocks.size() > static_cast<size_t>(width)) {
+      return TooWide(batch[b], b, tables_[b].blocks.size(), width);
     }
   }
+  const int64_t bt = manager.block_tokens();
   size_t num_changed = 0;
   for (size_t b = 0; b < batch.size(); ++b) {
-    const absl::Span<const BlockId> table = tables_[b];
+    const absl::Span<const BlockId> table = tables_[b].blocks;
     const size_t n = table.size();
     BlockId* copy = &last_blocks_[b * width];
-    seq_lens[b] = TokensOf(manager, batch[b], n);
+    seq_lens[b] = CheckedTokens(batch[b], tables_[b], bt);
     const bool same =
         static_cast<int64_t>(b) < num_valid_rows_ && last_seq_[b] == batch[b] &&
         static_cast<size_t>(last_num_blocks_[b]) == n &&

@@ -224,7 +224,7 @@ class BlockTableDeltaExporter {
   std::vector<BlockId> last_blocks_;
   // Scratch (max_rows entries): the tables looked up by the validation
   // pass, reused by the write pass.
-  std::vector<absl::Span<const BlockId>> tables_;
+  std::vector<KVCacheManager::RunningTable> tables_;
 };
 
 }  // namespace pagedkv

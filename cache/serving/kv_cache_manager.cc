@@ -667,6 +667,15 @@ absl::StatusOr<absl::Span<const BlockId>> KVCacheManager::block_table(
   return s->table.blocks();
 }
 
+absl::StatusOr<KVCacheManager::RunningTable> KVCacheManager::running_table(
+    SequenceId seq) const {
+  PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "running_table");
+  }
+  return RunningTable{s->table.blocks(), s->num_tokens};
+}
+
 ManagerStats KVCacheManager::stats() const {
   ManagerStats m;
   const PoolStats p = books_->stats();

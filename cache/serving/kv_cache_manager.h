@@ -241,6 +241,15 @@ class KVCacheManager {
   // mutating call); NOT_FOUND, or FAILED_PRECONDITION if not running.
   absl::StatusOr<absl::Span<const BlockId>> block_table(SequenceId seq) const;
 
+  // A running sequence's table and length from one lookup (what the kernel
+  // exports read per row); valid until the next mutating call. NOT_FOUND, or
+  // FAILED_PRECONDITION if not running.
+  struct RunningTable {
+    absl::Span<const BlockId> blocks;
+    int64_t num_tokens = 0;
+  };
+  absl::StatusOr<RunningTable> running_table(SequenceId seq) const;
+
   const KVLayout& layout() const { return layout_; }
   int32_t block_tokens() const { return layout_.block_tokens; }
   StorageMode storage() const { return storage_; }
