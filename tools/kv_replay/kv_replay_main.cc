@@ -11,6 +11,11 @@
 //       prints one line per mismatching op and a final "N passed, M failed"
 //       (scenarios). Exit 0 only if every scenario passes.
 //
+// Relative FILE paths are resolved against the directory `bazel run` was
+// started in (BUILD_WORKING_DIRECTORY, see tools/common/paths.h), so
+// `bazel run //tools/kv_replay -- trace.json > out.json` reads ./trace.json;
+// the output goes to stdout, which `bazel run` leaves attached to the shell.
+//
 // Exit codes: 0 success / all passed, 1 some scenario failed, 2 usage error,
 // unreadable file or malformed trace.
 #include <fstream>
@@ -27,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "tools/common/paths.h"
 #include "tools/kv_replay/compare.h"
 #include "tools/kv_replay/scenario_runner.h"
 
@@ -107,7 +113,12 @@ int Check(const std::vector<std::string>& paths) {
 
 int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  const std::vector<std::string> paths(args.begin() + 1, args.end());
+  // Under `bazel run` the tool starts in its runfiles tree: relative paths
+  // are meant from where the user stands.
+  std::vector<std::string> paths;
+  for (auto it = args.begin() + 1; it != args.end(); ++it) {
+    paths.push_back(pagedkv::tools::UserPath(*it));
+  }
   if (absl::GetFlag(FLAGS_check)) {
     if (paths.empty()) {
       std::cerr << "usage: kv_replay --check FILE.json [FILE2.json ...]\n";

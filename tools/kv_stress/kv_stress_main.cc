@@ -7,9 +7,12 @@
 // checks invariants every --check_every steps, and prints a table.
 //
 //   bazel run -c opt //tools/kv_stress -- --preset=chat --seed=1
-//     --json_out=/tmp/kv.json --svg_out=/tmp/kv.svg
+//     --json_out=kv.json --svg_out=kv.svg
 //
 // Numeric flags left at -1 (strings left empty) take the preset's value.
+// Relative output paths are resolved against the directory `bazel run` was
+// started in (BUILD_WORKING_DIRECTORY), and each written file's absolute path
+// is printed on stderr.
 // Exit codes: 0 ok, 1 an invariant failed (the step is printed), 2 bad flags
 // or an unexpected error. Not a benchmark: timings are for orientation.
 //
@@ -29,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "fmt/format.h"
 #include "tensor/dtype.h"
+#include "tools/common/paths.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/report.h"
 #include "tools/kv_stress/simulator.h"
@@ -68,8 +72,12 @@ ABSL_FLAG(int64_t, check_every, -1, "Check invariants every N steps");
 ABSL_FLAG(int32_t, max_running, -1, "Max running requests");
 ABSL_FLAG(int32_t, max_waiting, -1, "Max waiting requests (else refused)");
 ABSL_FLAG(double, watermark_pct, -1, "Free blocks kept at admission, %");
-ABSL_FLAG(std::string, json_out, "", "Write the JSON report here");
-ABSL_FLAG(std::string, svg_out, "", "Write the SVG plot here");
+ABSL_FLAG(std::string, json_out, "",
+          "Write the JSON report to this file (none if empty); a relative "
+          "path is taken from the directory `bazel run` was started in");
+ABSL_FLAG(std::string, svg_out, "",
+          "Write the SVG plot to this file (none if empty); a relative path "
+          "is taken from the directory `bazel run` was started in");
 
 namespace pagedkv::kv_stress {
 namespace {
@@ -185,18 +193,25 @@ int Main() {
   }
   std::fputs(FormatTable(*result).c_str(), stdout);
   std::fflush(stdout);
-  if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
+  // Under `bazel run` the tool runs in its runfiles tree: relative paths are
+  // meant from where the user stands (tools/common/paths.h).
+  if (const std::string path = tools::UserPath(absl::GetFlag(FLAGS_json_out));
+      !path.empty()) {
     if (absl::Status s = WriteFile(path, ToJson(*result).dump(2) + "\n");
         !s.ok()) {
       std::fprintf(stderr, "kv_stress: %s\n", s.ToString().c_str());
       return 2;
     }
+    std::fprintf(stderr, "kv_stress: wrote the JSON report to %s\n",
+                 path.c_str());
   }
-  if (const std::string path = absl::GetFlag(FLAGS_svg_out); !path.empty()) {
+  if (const std::string path = tools::UserPath(absl::GetFlag(FLAGS_svg_out));
+      !path.empty()) {
     if (absl::Status s = WriteFile(path, RenderSvg(*result)); !s.ok()) {
       std::fprintf(stderr, "kv_stress: %s\n", s.ToString().c_str());
       return 2;
     }
+    std::fprintf(stderr, "kv_stress: wrote the SVG plot to %s\n", path.c_str());
   }
   if (result->invariant_failures > 0) {
     std::fprintf(stderr,

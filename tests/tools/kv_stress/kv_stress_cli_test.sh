@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the kv_stress binary the way a user does:
+#  - under `bazel run` (BUILD_WORKING_DIRECTORY set) relative --json_out and
+#    --svg_out land in that directory, and the tool prints their absolute
+#    paths; without it they land in the current directory.
+# Usage: kv_stress_cli_test.sh PATH_TO_KV_STRESS
+set -euo pipefail
+
+kv_stress="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+# Under `bazel run`: relative outputs go under BUILD_WORKING_DIRECTORY.
+user="${tmp}/user dir"
+mkdir -p "${user}/out" "${tmp}/elsewhere"
+(cd "${tmp}/elsewhere" &&
+  BUILD_WORKING_DIRECTORY="$user" "$kv_stress" --preset=tiny --steps=20 \
+    --json_out=out/kv.json --svg_out=./kv.svg >"${tmp}/stdout" \
+    2>"${tmp}/stderr") || fail "kv_stress failed: $(cat "${tmp}/stderr")"
+[ -s "${user}/out/kv.json" ] || fail "no ${user}/out/kv.json"
+[ -s "${user}/kv.svg" ] || fail "no ${user}/kv.svg"
+[ -z "$(ls -A "${tmp}/elsewhere")" ] || fail "wrote into the current directory"
+grep -qxF "kv_stress: wrote the JSON report to ${user}/out/kv.json" \
+  "${tmp}/stderr" || fail "JSON path not printed: $(cat "${tmp}/stderr")"
+grep -qxF "kv_stress: wrote the SVG plot to ${user}/kv.svg" "${tmp}/stderr" ||
+  fail "SVG path not printed: $(cat "${tmp}/stderr")"
+
+# Started directly: relative outputs go under the current directory.
+(cd "${tmp}/elsewhere" &&
+  env -u BUILD_WORKING_DIRECTORY "$kv_stress" --preset=tiny --steps=20 \
+    --json_out=kv.json >/dev/null 2>"${tmp}/stderr") ||
+  fail "kv_stress failed: $(cat "${tmp}/stderr")"
+[ -s "${tmp}/elsewhere/kv.json" ] || fail "no ${tmp}/elsewhere/kv.json"
+grep -qF "to $(cd "${tmp}/elsewhere" && pwd)/kv.json" "${tmp}/stderr" ||
+  fail "JSON path not printed: $(cat "${tmp}/stderr")"
+
+echo "PASS"
