@@ -28,6 +28,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -45,6 +46,22 @@ namespace {
 
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] =
+    "replays conformance traces (conformance/FORMAT.md) on pagedkv's\n"
+    "caches.\n"
+    "\n"
+    "  kv_replay FILE.json\n"
+    "      prints the replayed trace (this implementation's result, error and\n"
+    "      state per op) as JSON on stdout.\n"
+    "  kv_replay --check FILE.json [FILE2.json ...]\n"
+    "      compares each replay with the answers recorded in the file; prints\n"
+    "      one line per mismatching op, then \"N passed, M failed\".\n"
+    "\n"
+    "Under `bazel run //tools/kv_replay -- ...` relative paths are taken from\n"
+    "the directory bazel was started in.\n"
+    "Exit codes: 0 success or all passed, 1 some scenario failed, 2 usage\n"
+    "error, unreadable file or malformed trace.";
 
 // Returns the parsed JSON document in `path`, or NOT_FOUND / INVALID_ARGUMENT.
 absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
@@ -112,6 +129,7 @@ int Check(const std::vector<std::string>& paths) {
 }  // namespace pagedkv::kv_replay
 
 int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(pagedkv::kv_replay::kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   // Under `bazel run` the tool starts in its runfiles tree: relative paths
   // are meant from where the user stands.

@@ -28,50 +28,98 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fmt/format.h"
 #include "tensor/dtype.h"
 #include "tools/common/paths.h"
+#include "tools/kv_stress/flag_help.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/report.h"
 #include "tools/kv_stress/simulator.h"
 #include "tools/kv_stress/workload.h"
 
+// Flags that default to -1 (strings to "") take the preset's value; their
+// help says what each preset uses (flag_help.h).
+using ::pagedkv::kv_stress::PresetFlagHelp;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 ABSL_FLAG(std::string, preset, "chat", "Workload preset: chat|beam|long|tiny");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (the run is deterministic for it)");
-ABSL_FLAG(int64_t, steps, -1, "Scheduler steps to run");
+ABSL_FLAG(int64_t, steps, -1,
+          PresetFlagHelp(kSanitized ? "Scheduler steps to run (at most 300 "
+                                      "in this sanitizer build unless set)"
+                                    : "Scheduler steps to run",
+                         "steps"));
 ABSL_FLAG(double, duration_s, 0,
           "If > 0, also stop after this many seconds (not deterministic)");
-ABSL_FLAG(int64_t, pool_mb, -1, "Pool size in MiB (both models)");
-ABSL_FLAG(int32_t, pool_blocks, -1, "Pool size in blocks (overrides pool_mb)");
-ABSL_FLAG(int32_t, layers, -1, "Layers");
-ABSL_FLAG(int32_t, kv_heads, -1, "KV heads");
-ABSL_FLAG(int32_t, head_dim, -1, "Head dimension");
-ABSL_FLAG(std::string, dtype, "", "float32|float16|bfloat16");
-ABSL_FLAG(int32_t, block_tokens, -1, "Tokens per block");
+ABSL_FLAG(int64_t, pool_mb, -1,
+          PresetFlagHelp("Pool size in MiB, both models (kept when the "
+                         "geometry changes)",
+                         "pool_mb"));
+ABSL_FLAG(int32_t, pool_blocks, -1,
+          PresetFlagHelp("Pool size in blocks; overrides --pool_mb, else "
+                         "--pool_mb's worth of blocks",
+                         "pool_blocks"));
+ABSL_FLAG(int32_t, layers, -1, PresetFlagHelp("Layers", "layers"));
+ABSL_FLAG(int32_t, kv_heads, -1, PresetFlagHelp("KV heads", "kv_heads"));
+ABSL_FLAG(int32_t, head_dim, -1, PresetFlagHelp("Head dimension", "head_dim"));
+ABSL_FLAG(std::string, dtype, "",
+          PresetFlagHelp("float32|float16|bfloat16", "dtype"));
+ABSL_FLAG(int32_t, block_tokens, -1,
+          PresetFlagHelp("Tokens per block", "block_tokens"));
 ABSL_FLAG(int32_t, max_len, -1,
-          "Contiguous model's reservation per row (>= max prompt + output)");
-ABSL_FLAG(double, arrival_rate, -1, "Mean arrivals per step (Poisson)");
-ABSL_FLAG(std::string, prompt_dist, "", "lognormal|uniform|fixed");
-ABSL_FLAG(double, prompt_median, -1, "Prompt length median");
-ABSL_FLAG(double, prompt_sigma, -1, "Prompt lognormal sigma");
-ABSL_FLAG(int32_t, prompt_max, -1, "Max prompt tokens");
-ABSL_FLAG(std::string, output_dist, "", "lognormal|uniform|fixed");
-ABSL_FLAG(double, output_median, -1, "Output length median");
-ABSL_FLAG(double, output_sigma, -1, "Output lognormal sigma");
-ABSL_FLAG(int32_t, output_max, -1, "Max output tokens");
-ABSL_FLAG(double, beam_pct, -1, "Percent of beam-search requests");
-ABSL_FLAG(double, fork_pct, -1, "Percent of parallel-sampling requests");
-ABSL_FLAG(double, crop_pct, -1, "Percent of sliding-window (Crop) requests");
-ABSL_FLAG(int32_t, beam_width, -1, "Beam width");
-ABSL_FLAG(int32_t, fork_samples, -1, "Samples per parallel-sampling request");
-ABSL_FLAG(int32_t, crop_window, -1, "Sliding window of Crop requests");
-ABSL_FLAG(std::string, policy, "", "Preemption: newest_first|least_progress");
-ABSL_FLAG(int64_t, check_every, -1, "Check invariants every N steps");
-ABSL_FLAG(int32_t, max_running, -1, "Max running requests");
-ABSL_FLAG(int32_t, max_waiting, -1, "Max waiting requests (else refused)");
-ABSL_FLAG(double, watermark_pct, -1, "Free blocks kept at admission, %");
+          PresetFlagHelp("Contiguous model's reservation per row (>= max "
+                         "prompt + output)",
+                         "max_len"));
+ABSL_FLAG(double, arrival_rate, -1,
+          PresetFlagHelp("Mean arrivals per step (Poisson)", "arrival_rate"));
+ABSL_FLAG(std::string, prompt_dist, "",
+          PresetFlagHelp("lognormal|uniform|fixed", "prompt_dist"));
+ABSL_FLAG(double, prompt_median, -1,
+          PresetFlagHelp("Prompt length median", "prompt_median"));
+ABSL_FLAG(double, prompt_sigma, -1,
+          PresetFlagHelp("Prompt lognormal sigma", "prompt_sigma"));
+ABSL_FLAG(int32_t, prompt_max, -1,
+          PresetFlagHelp("Max prompt tokens", "prompt_max"));
+ABSL_FLAG(std::string, output_dist, "",
+          PresetFlagHelp("lognormal|uniform|fixed", "output_dist"));
+ABSL_FLAG(double, output_median, -1,
+          PresetFlagHelp("Output length median", "output_median"));
+ABSL_FLAG(double, output_sigma, -1,
+          PresetFlagHelp("Output lognormal sigma", "output_sigma"));
+ABSL_FLAG(int32_t, output_max, -1,
+          PresetFlagHelp("Max output tokens", "output_max"));
+ABSL_FLAG(double, beam_pct, -1,
+          PresetFlagHelp("Percent of beam-search requests", "beam_pct"));
+ABSL_FLAG(double, fork_pct, -1,
+          PresetFlagHelp("Percent of parallel-sampling requests", "fork_pct"));
+ABSL_FLAG(double, crop_pct, -1,
+          PresetFlagHelp("Percent of sliding-window (Crop) requests",
+                         "crop_pct"));
+ABSL_FLAG(int32_t, beam_width, -1, PresetFlagHelp("Beam width", "beam_width"));
+ABSL_FLAG(int32_t, fork_samples, -1,
+          PresetFlagHelp("Samples per parallel-sampling request",
+                         "fork_samples"));
+ABSL_FLAG(int32_t, crop_window, -1,
+          PresetFlagHelp("Sliding window of Crop requests", "crop_window"));
+ABSL_FLAG(std::string, policy, "",
+          PresetFlagHelp("Preemption: newest_first|least_progress", "policy"));
+ABSL_FLAG(int64_t, check_every, -1,
+          PresetFlagHelp("Check invariants every N steps (0: only at the end)",
+                         "check_every"));
+ABSL_FLAG(int32_t, max_running, -1,
+          PresetFlagHelp("Max running requests", "max_running"));
+ABSL_FLAG(int32_t, max_waiting, -1,
+          PresetFlagHelp("Max waiting requests (else refused)", "max_waiting"));
+ABSL_FLAG(double, watermark_pct, -1,
+          PresetFlagHelp("Free blocks kept at admission, %", "watermark_pct"));
 ABSL_FLAG(std::string, json_out, "",
           "Write the JSON report to this file (none if empty); a relative "
           "path is taken from the directory `bazel run` was started in");
@@ -82,11 +130,21 @@ ABSL_FLAG(std::string, svg_out, "",
 namespace pagedkv::kv_stress {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+constexpr char kUsage[] =
+    "simulates a continuous-batching server on pagedkv's paged KV\n"
+    "cache and, with the same requests and memory, a contiguous server that\n"
+    "reserves max_len per sequence; checks invariants and prints a table.\n"
+    "Not a benchmark.\n"
+    "\n"
+    "  bazel run -c opt //tools/kv_stress -- [--preset=chat|beam|long|tiny]\n"
+    "      [--seed=N] [--json_out=FILE] [--svg_out=FILE] [flags]\n"
+    "\n"
+    "A flag shown with default -1 (or \"\") takes the preset's value; its\n"
+    "help lists each preset's value in [brackets]. Relative --json_out and\n"
+    "--svg_out paths are taken from the directory `bazel run` was started\n"
+    "in, and the tool prints where each file went.\n"
+    "Exit codes: 0 ok, 1 an invariant failed, 2 bad flags or an unexpected\n"
+    "error.";
 
 template <typename T, typename F>
 void Override(const absl::Flag<F>& flag, T* field) {
@@ -230,6 +288,7 @@ int Main() {
 }  // namespace pagedkv::kv_stress
 
 int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(pagedkv::kv_stress::kUsage);
   absl::ParseCommandLine(argc, argv);
   return pagedkv::kv_stress::Main();
 }

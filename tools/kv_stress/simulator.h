@@ -103,6 +103,10 @@ struct SimConfig {
   }
 };
 
+// The names PresetConfig accepts.
+inline constexpr std::string_view kPresetNames[] = {"chat", "beam", "long",
+                                                    "tiny"};
+
 // Returns the preset "chat", "beam", "long" or "tiny"; InvalidArgument for
 // another name.
 absl::StatusOr<SimConfig> PresetConfig(std::string_view name);

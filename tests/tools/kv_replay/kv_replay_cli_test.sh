@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Runs the kv_replay binary the way a user does:
+#  - --help opens with a usage text (no absl "SetProgramUsageMessage() never
+#    called" warning);
 #  - under `bazel run` (BUILD_WORKING_DIRECTORY set) a relative trace path is
 #    read from that directory, and an unreadable one is named by its absolute
 #    path.
@@ -13,6 +15,13 @@ fail() {
   echo "FAIL: $*" >&2
   exit 1
 }
+
+help="$("$kv_replay" --help 2>&1)" || true
+case "$help" in
+  *SetProgramUsageMessage*) fail "--help warns that no usage message is set" ;;
+esac
+[[ "$help" == "kv_replay: replays conformance traces"* ]] ||
+  fail "--help does not open with the usage text: ${help:0:200}"
 
 user="${tmp}/user dir"
 mkdir -p "${user}/traces" "${tmp}/elsewhere"

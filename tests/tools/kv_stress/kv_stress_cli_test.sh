@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Runs the kv_stress binary the way a user does:
+#  - --help opens with a usage text (no absl "SetProgramUsageMessage() never
+#    called" warning) and every flag that defaults to -1 or "" says what the
+#    presets use;
 #  - under `bazel run` (BUILD_WORKING_DIRECTORY set) relative --json_out and
 #    --svg_out land in that directory, and the tool prints their absolute
 #    paths; without it they land in the current directory.
@@ -13,6 +16,32 @@ fail() {
   echo "FAIL: $*" >&2
   exit 1
 }
+
+# absl's --help exits 1 after printing.
+help="$("$kv_stress" --help 2>&1)" || true
+case "$help" in
+  *SetProgramUsageMessage*) fail "--help warns that no usage message is set" ;;
+esac
+[[ "$help" == "kv_stress: simulates a continuous-batching server"* ]] ||
+  fail "--help does not open with the usage text: ${help:0:200}"
+
+# One line per flag (absl wraps long help onto lines indented by 6 spaces).
+entries="$(printf '%s\n' "$help" | awk '
+  /^    --/ { if (e != "") print e; e = $0; next }
+  /^      / { sub(/^ +/, " "); e = e $0; next }
+  { if (e != "") print e; e = "" }
+  END { if (e != "") print e }')"
+# --json_out and --svg_out default to "" meaning "no file".
+preset_backed="$(printf '%s\n' "$entries" | grep -E 'default: (-1|"");$' |
+  grep -vE '^    --(json_out|svg_out) ' || true)"
+count="$(printf '%s\n' "$preset_backed" | grep -c . || true)"
+[ "$count" -ge 20 ] || fail "only ${count} flags default to -1 or \"\""
+undocumented="$(printf '%s\n' "$preset_backed" |
+  grep -v "the preset's value" || true)"
+[ -z "$undocumented" ] ||
+  fail "flags defaulting to the preset do not say its value: ${undocumented}"
+printf '%s\n' "$entries" | grep -q -- '--steps (.*chat: 40000' ||
+  fail "--steps help does not give chat's value"
 
 # Under `bazel run`: relative outputs go under BUILD_WORKING_DIRECTORY.
 user="${tmp}/user dir"
