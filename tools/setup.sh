@@ -5,6 +5,10 @@
 # once and installs only those, and says what it did. A second run prints
 # "nothing to install" and touches nothing. Needs root (or sudo) only when
 # something is missing.
+#
+# apt's own output (about a thousand lines on a fresh machine) goes to a log
+# file, ${TMPDIR:-/tmp}/pagedkv-setup.log; the terminal gets a short summary.
+# On failure the script prints the log's path and its last lines.
 set -euo pipefail
 
 PACKAGES=(
@@ -19,26 +23,91 @@ PACKAGES=(
   libgmock-dev         # GoogleMock
   libbenchmark-dev     # Google Benchmark
   nlohmann-json3-dev   # JSON for tools/kv_replay and bench/summary
+  libxxhash-dev        # block hashing (upcoming prefix caching)
+  python3-dev          # Python bindings (upcoming)
+  python3-pybind11     # Python bindings (upcoming)
+  python3-numpy        # Python bindings' tests (upcoming)
+  libhiredis-dev       # Redis client (upcoming)
+  redis-server         # Redis server for its tests (upcoming)
 )
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$pkg")
-  fi
-done
+LOG_TAIL_LINES=30
+
+# Prints the packages of "$@" that dpkg does not report as installed.
+missing_packages() {
+  local pkg
+  for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |
+        grep -q "install ok installed"; then
+      echo "$pkg"
+    fi
+  done
+}
+
+# Prints every installed package, one per line, sorted.
+installed_packages() {
+  dpkg-query -W -f='${Status} ${Package}\n' 2>/dev/null |
+    awk '$1 == "install" && $2 == "ok" && $3 == "installed" { print $4 }' |
+    sort
+}
+
+mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup.sh: all ${#PACKAGES[@]} packages present; nothing to install."
   exit 0
 fi
 
-SUDO=""
+SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "setup.sh: ${#missing[@]} package(s) missing (${missing[*]}), and" \
+      "installing them needs root or sudo." >&2
+    exit 1
+  fi
+  SUDO=(sudo)
 fi
 
+LOG="${TMPDIR:-/tmp}/pagedkv-setup.log"
+if ! : >"$LOG" 2>/dev/null; then
+  LOG="$(mktemp "${TMPDIR:-/tmp}/pagedkv-setup.XXXXXX.log")"
+fi
+
+# run_logged DESCRIPTION COMMAND...: runs COMMAND with its output appended to
+# the log; on failure prints the log's tail and exits.
+run_logged() {
+  local what="$1"
+  shift
+  echo "+ $*" >>"$LOG"
+  local rc=0
+  "$@" >>"$LOG" 2>&1 </dev/null || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "setup.sh: ${what} failed (exit ${rc}). Full output: ${LOG}" >&2
+    echo "setup.sh: its last ${LOG_TAIL_LINES} lines:" >&2
+    tail -n "$LOG_TAIL_LINES" "$LOG" | sed 's/^/  | /' >&2
+    exit "$rc"
+  fi
+}
+
 echo "setup.sh: installing ${#missing[@]} missing package(s): ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-echo "setup.sh: installed ${missing[*]}"
+echo "setup.sh: apt output goes to ${LOG}"
+before="$(installed_packages)"
+# sudo drops the environment, so DEBIAN_FRONTEND goes through env.
+run_logged "apt-get update" "${SUDO[@]}" apt-get update
+run_logged "apt-get install" "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"
+
+mapfile -t still_missing < <(missing_packages "${missing[@]}")
+if [ ${#still_missing[@]} -ne 0 ]; then
+  echo "setup.sh: apt-get succeeded but ${still_missing[*]} is still not" \
+    "installed. Full output: ${LOG}" >&2
+  tail -n "$LOG_TAIL_LINES" "$LOG" | sed 's/^/  | /' >&2
+  exit 1
+fi
+
+# Everything new besides what was asked for came in as a dependency.
+num_new="$(comm -13 <(echo "$before") <(installed_packages) | grep -c . || true)"
+num_deps=$((num_new - ${#missing[@]}))
+if [ "$num_deps" -lt 0 ]; then num_deps=0; fi
+echo "setup.sh: installed ${missing[*]} (and ${num_deps} dependencies;" \
+  "details in ${LOG})"
