@@ -278,8 +278,9 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
     // so the private pool is rebuilt for the new shape and dtype.
     PKV_CHECK(rows_.empty() && !reservation_.has_value(),
               "rebuilding a pool that is in use");
+    // Kept until the update succeeds: a failed one puts it back.
+    retired_pool_ = std::move(owned_pool_);
     pool_ = nullptr;
-    owned_pool_.reset();
   }
   if (owned_pool_ == nullptr) {
     const KVLayout layout{wanted_layers, heads, head_dim, key.dtype(),
@@ -382,7 +383,7 @@ PagedKVCache::Checkpoint PagedKVCache::TakeCheckpoint() const {
   c.had_reservation = reservation_.has_value();
   c.reservation_capacity =
       reservation_.has_value() ? reservation_->capacity() : 0;
-  c.had_private_pool = owned_pool_ != nullptr;
+  c.private_pool = owned_pool_.get();
   if (owned_pool_ != nullptr) {
     c.private_blocks = owned_pool_->num_blocks();
     c.private_layers = owned_pool_->layout().num_layers;
@@ -403,14 +404,19 @@ void PagedKVCache::Rollback(const Checkpoint& checkpoint) {
         reservation_->Resize(checkpoint.reservation_capacity);
     PKV_CHECK(s.ok(), "shrinking a reservation failed: %s", s.ToString());
   }
-  if (owned_pool_ == nullptr) return;
-  if (!checkpoint.had_private_pool) {
+  if (owned_pool_.get() != checkpoint.private_pool) {
+    // The update made a private pool (the first one, or a rebuild for a new
+    // shape after Reset): drop it, and put back the one it replaced.
     PKV_CHECK(rows_.empty() && !reservation_.has_value(),
               "rollback drops a private pool in use");
-    pool_ = nullptr;
-    owned_pool_.reset();
+    owned_pool_ = std::move(retired_pool_);
+    PKV_CHECK(owned_pool_.get() == checkpoint.private_pool,
+              "rollback cannot find the private pool it started with");
+    pool_ = owned_pool_.get();
     return;
   }
+  retired_pool_.reset();
+  if (owned_pool_ == nullptr) return;
   if (owned_pool_->num_blocks() > checkpoint.private_blocks) {
     const absl::Status s = owned_pool_->ShrinkTo(checkpoint.private_blocks);
     PKV_CHECK(s.ok(), "undoing private pool growth failed: %s", s.ToString());
@@ -573,6 +579,7 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
     Rollback(checkpoint);
     return copies.status();
   }
+  retired_pool_.reset();  // The update succeeds: a replaced pool goes now.
   // Copy-on-write first, so the writes land in private blocks.
   pool_->RunCopies(copies->ops());
   cow_copies_ += copies->size();

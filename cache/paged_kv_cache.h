@@ -121,7 +121,7 @@ class PagedKVCache : public KVCache {
   struct Checkpoint {
     bool had_reservation = false;
     int32_t reservation_capacity = 0;
-    bool had_private_pool = false;
+    const GrowableKVPool* private_pool = nullptr;  // Which one (identity).
     int32_t private_blocks = 0;
     int32_t private_layers = 0;
   };
@@ -197,6 +197,9 @@ class PagedKVCache : public KVCache {
 
   Options options_;
   std::unique_ptr<GrowableKVPool> owned_pool_;
+  // The private pool a rebuild for a new shape replaced, until the update
+  // that rebuilt it succeeds (Rollback puts it back).
+  std::unique_ptr<GrowableKVPool> retired_pool_;
   // The pool in use: options_.pool, owned_pool_.get(), or nullptr before a
   // standalone cache's first update.
   KVPool* pool_ = nullptr;
