@@ -15,7 +15,8 @@ PACKAGES=(
   bazel-bootstrap      # Bazel 4.2.3, WORKSPACE mode
   bazel-platforms      # @platforms, used by the C++ toolchain
   g++                  # the default toolchain (gcc 12)
-  clang                # --config=clang, libFuzzer
+  clang                # --config=clang
+  libclang-rt-14-dev   # libFuzzer and the sanitizer runtimes for clang (--config=fuzz)
   libabsl-dev          # Status, containers, flags, synchronization
   libmimalloc-dev      # the tensor arena allocator
   libfmt-dev           # tables in tools/ and bench/
