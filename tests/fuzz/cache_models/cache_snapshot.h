@@ -1,0 +1,1 @@
+../../cache/cache_snapshot.h

@@ -1,0 +1,1 @@
+../../cache/reference_cache.h

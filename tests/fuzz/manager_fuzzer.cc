@@ -1,0 +1,1280 @@
+// tests/fuzz/manager_fuzzer.cc
+//
+// libFuzzer target for the serving manager (cache/serving/kv_cache_manager.h).
+// The input picks a manager (host mode, or now and then books-only; either
+// admission mode; a small pool of 2-24 blocks of 2-4 tokens; a host tier of
+// 0-16 blocks; a watermark) and decodes into up to kMaxOps operations over
+// sequence ids 0..kIds-1: AddSequence, batched ragged AppendSlots, Fork,
+// Truncate, Free, Preempt, Readmit, SwapOut, SwapIn, CompleteSwap, CanAdmit,
+// and (books-only) releasing copy-on-write sources late. Ids are drawn so
+// that unknown, duplicate and wrong-state ids come up.
+//
+// The model is per sequence: its state, one tag per token (so num_tokens is
+// the tag count) and its max tokens. Every new slot the manager hands out
+// gets a distinct word per (tag, layer, K|V, head, dim) written into the
+// pool (host mode: kv_pool()->BlockData at KVLayout::ElementOffset;
+// books-only: a simulated device and host memory, where the fuzzer runs the
+// copies the manager hands out, as a GPU server would). After every
+// operation:
+//   - the status code must be one the model allows: the input errors that
+//     apply (several when the input is wrong in several ways; the header
+//     does not order them), else OK or RESOURCE_EXHAUSTED as the books
+//     decide (ExpectMemory: admission by CanAdmit's documented rule, growth
+//     and copy-on-write bounds for AppendSlots, reservations);
+//   - a failed call changes nothing (stats, and every id's presence, state,
+//     length and block table);
+//   - every token of every running sequence reads back its words, block
+//     tables have the right size and slot mappings match them, every
+//     device block's refcount equals the references the model knows of,
+//     and stats agree with the model;
+//   - CheckInvariants().
+// At the end every sequence is freed and every block of both tiers must be
+// free. A divergence prints the last operations and aborts.
+//
+//   bazel run --config=fuzz //tests/fuzz:manager_fuzzer -- -max_total_time=60
+//
+// Thread safety: one input at a time (libFuzzer's model).
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/types/span.h"
+#include "allocator/block_id.h"
+#include "allocator/block_pool.h"
+#include "allocator/copy_on_write.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/step_output.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
+#include "tensor/dtype.h"
+#include "tests/fuzz/fuzz_support.h"
+
+namespace pagedkv::fuzzing {
+namespace {
+
+using Code = absl::StatusCode;
+
+constexpr int kMaxOps = 256;
+constexpr SequenceId kIds = 10;
+
+enum Op {
+  kAdd,
+  kAppend,
+  kFork,
+  kTruncate,
+  kFree,
+  kPreempt,
+  kReadmit,
+  kSwapOut,
+  kSwapIn,
+  kCompleteSwap,
+  kCanAdmit,
+  kReleaseCopies,
+  kCreate,
+  kNumOps,
+};
+
+OpStats& Stats() {
+  return OpStats::Get(
+      "manager_fuzzer",
+      {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free", "Preempt",
+       "Readmit", "SwapOut", "SwapIn", "CompleteSwap", "CanAdmit",
+       "release CoW sources", "Create (bad options)"});
+}
+
+const char* StateName(SequenceState s) {
+  switch (s) {
+    case SequenceState::kRunning:
+      return "running";
+    case SequenceState::kPreempted:
+      return "preempted";
+    case SequenceState::kSwappedOut:
+      return "swapped-out";
+    case SequenceState::kSwappingOut:
+      return "swapping-out";
+    case SequenceState::kSwappingIn:
+      return "swapping-in";
+  }
+  return "?";
+}
+
+const char* AdmissionName(Admission a) {
+  return a == Admission::kAdmit   ? "admit"
+         : a == Admission::kLater ? "later"
+                                  : "never";
+}
+
+// The word stored for (tag, layer, kv, head, dim): a multiplicative mix,
+// never 0 (fresh pool bytes are not mistaken for a token).
+uint32_t TokenWord(uint32_t tag, int32_t layer, int32_t kv, int32_t head,
+                   int32_t dim) {
+  uint32_t x = tag * 0x9E3779B1u;
+  x ^= static_cast<uint32_t>((layer << 12) | (kv << 11) | (head << 6) | dim);
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  return x | 1u;
+}
+
+bool StatsEqual(const ManagerStats& a, const ManagerStats& b) {
+  return a.num_blocks == b.num_blocks && a.used_blocks == b.used_blocks &&
+         a.free_blocks == b.free_blocks &&
+         a.reserved_blocks == b.reserved_blocks &&
+         a.shared_blocks == b.shared_blocks &&
+         a.num_sequences == b.num_sequences &&
+         a.running_sequences == b.running_sequences &&
+         a.preemptions == b.preemptions && a.swap_outs == b.swap_outs &&
+         a.swap_ins == b.swap_ins && a.swapped_blocks == b.swapped_blocks &&
+         a.swapped_bytes == b.swapped_bytes && a.cow_copies == b.cow_copies &&
+         a.host_blocks == b.host_blocks &&
+         a.host_used_blocks == b.host_used_blocks;
+}
+
+std::string StatsString(const ManagerStats& s) {
+  return absl::StrFormat(
+      "{blocks %d used %d free %d reserved %d shared %d seqs %d running %d "
+      "preemptions %d swap_outs %d swap_ins %d swapped_blocks %d cow %d host "
+      "%d host_used %d}",
+      s.num_blocks, s.used_blocks, s.free_blocks, s.reserved_blocks,
+      s.shared_blocks, s.num_sequences, s.running_sequences, s.preemptions,
+      s.swap_outs, s.swap_ins, s.swapped_blocks, s.cow_copies, s.host_blocks,
+      s.host_used_blocks);
+}
+
+std::string TableString(absl::Span<const BlockId> t) {
+  std::string s = "[";
+  for (BlockId b : t) absl::StrAppend(&s, b.value(), " ");
+  return s + "]";
+}
+
+// What a caller can observe of the manager: a failed call must keep it.
+struct Snapshot {
+  struct Seq {
+    bool present = false;
+    SequenceState state = SequenceState::kRunning;
+    int64_t num_tokens = 0;
+    std::vector<BlockId> table;
+    bool operator==(const Seq& o) const {
+      return present == o.present &&
+             (!present || (state == o.state && num_tokens == o.num_tokens &&
+                           table == o.table));
+    }
+  };
+  ManagerStats stats;
+  int32_t unreserved = 0;
+  std::vector<Seq> seqs;
+
+  bool operator==(const Snapshot& o) const {
+    return StatsEqual(stats, o.stats) && unreserved == o.unreserved &&
+           seqs == o.seqs;
+  }
+  std::string ToString() const {
+    std::string s = absl::StrCat(StatsString(stats), " unreserved ",
+                                 unreserved);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      if (!seqs[i].present) continue;
+      absl::StrAppend(&s, "; seq ", i, " ", StateName(seqs[i].state), " ",
+                      seqs[i].num_tokens, " tokens ",
+                      TableString(seqs[i].table));
+    }
+    return s;
+  }
+};
+
+struct ModelSeq {
+  SequenceState state = SequenceState::kRunning;
+  std::vector<uint32_t> tags;  // One per token.
+  int64_t max_tokens = 0;
+  SwapPlan pending;             // Books-only: the swap in flight.
+  std::vector<BlockId> host;    // Books-only: its host blocks (swapped out).
+};
+
+// Whether a call with valid input must succeed, must fail for memory, or
+// may do either (the model's bounds do not decide it).
+enum class Memory { kMustSucceed, kMustFail, kEither };
+
+class ManagerFuzzer {
+ public:
+  explicit ManagerFuzzer(FuzzInput& in) : in_(in) {}
+
+  void Run() {
+    Setup();
+    Verify();
+    while (!in_.empty() && history_.count() < kMaxOps) Step();
+    FreeEverything();
+  }
+
+ private:
+  // --- Setup -------------------------------------------------------------
+
+  void Setup() {
+    books_only_ = in_.Below(4) == 3;
+    reservation_ = in_.Bool();
+    bt_ = static_cast<int32_t>(2 + in_.Below(3));
+    layout_ = KVLayout{.num_layers = static_cast<int32_t>(1 + in_.Below(2)),
+                       .num_kv_heads = static_cast<int32_t>(1 + in_.Below(2)),
+                       .head_dim = static_cast<int32_t>(1 + in_.Below(2)),
+                       .dtype = DType::kFloat32,
+                       .block_tokens = bt_};
+    num_blocks_ = static_cast<int32_t>(2 + in_.Below(23));
+    num_host_blocks_ =
+        in_.Below(4) == 3 ? 0 : static_cast<int32_t>(1 + in_.Below(16));
+    // Exact fractions, so that the model's ceil(watermark * blocks) is
+    // exact: 0, 1/20, 1/10, 1/4, 1/2.
+    const int64_t denominators[] = {1, 20, 10, 4, 2};
+    watermark_denominator_ = denominators[in_.Below(5)];
+    watermark_numerator_ = watermark_denominator_ == 1 ? 0 : 1;
+    watermark_ = static_cast<double>(watermark_numerator_) /
+                 static_cast<double>(watermark_denominator_);
+    KVCacheManager::Options o;
+    o.layout = layout_;
+    o.num_blocks = num_blocks_;
+    o.storage = books_only_ ? StorageMode::kBooksOnly : StorageMode::kHost;
+    o.admission =
+        reservation_ ? AdmissionMode::kReservation : AdmissionMode::kWatermark;
+    o.watermark = watermark_;
+    o.num_host_blocks = num_host_blocks_;
+    history_.Add(absl::StrFormat(
+        "setup %s %s, layout %s, %d blocks, %d host blocks, watermark %g",
+        books_only_ ? "books-only" : "host",
+        reservation_ ? "reservation" : "watermark", layout_.ToString(),
+        num_blocks_, num_host_blocks_, watermark_));
+    if (in_.OneIn(16)) {
+      KVCacheManager::Options bad = o;
+      switch (in_.Below(4)) {
+        case 0:
+          bad.watermark = in_.Bool() ? 1.0 : -0.5;
+          break;
+        case 1:
+          bad.num_blocks = -static_cast<int32_t>(in_.Below(2));
+          break;
+        case 2:
+          bad.num_host_blocks = -1;
+          break;
+        default:
+          bad.layout.block_tokens = 0;
+          break;
+      }
+      const absl::Status s = KVCacheManager::Create(bad).status();
+      Stats().CountOp(kCreate, s);
+      if (s.code() != Code::kInvalidArgument) {
+        Divergence(history_,
+                   absl::StrFormat("Create with a bad option: %s, want "
+                                   "INVALID_ARGUMENT",
+                                   s.ToString()));
+      }
+    }
+    m_ = *KVCacheManager::Create(o);
+    if (books_only_) {
+      device_.assign(static_cast<size_t>(num_blocks_) * bt_, 0);
+      host_.assign(static_cast<size_t>(num_host_blocks_) * bt_, 0);
+    }
+  }
+
+  int64_t BlocksFor(int64_t tokens) const { return (tokens + bt_ - 1) / bt_; }
+  // The free blocks this manager may still hand out or reserve: free and
+  // not set aside for a sequence (ManagerStats: free_blocks includes the
+  // reserved_blocks). With a private pool, the pool's unreserved free blocks
+  // plus any the manager's reservation holds beyond its sequences' needs.
+  int32_t Unreserved() const {
+    const ManagerStats st = m_->stats();
+    return st.free_blocks - st.reserved_blocks;
+  }
+  int32_t HostFree() const {
+    const ManagerStats st = m_->stats();
+    return st.host_blocks - st.host_used_blocks;
+  }
+
+  // --- Picking ids ---------------------------------------------------------
+
+  bool Has(SequenceId id) const { return seqs_.count(id) > 0; }
+  bool In(SequenceId id, SequenceState s) const {
+    auto it = seqs_.find(id);
+    return it != seqs_.end() && it->second.state == s;
+  }
+  // Mostly an id in state `s` (absent ids for `want_absent`), else any.
+  SequenceId PickId(std::optional<SequenceState> s, bool want_absent = false) {
+    std::vector<SequenceId> ids;
+    for (SequenceId id = 0; id < kIds; ++id) {
+      const bool match = want_absent ? !Has(id)
+                         : s.has_value() ? In(id, *s)
+                                         : Has(id);
+      if (match) ids.push_back(id);
+    }
+    if (!ids.empty() && in_.Below(8) != 7) {
+      return ids[static_cast<size_t>(
+          in_.Below(static_cast<int64_t>(ids.size())))];
+    }
+    return in_.Below(kIds);
+  }
+
+  // --- Bytes ---------------------------------------------------------------
+
+  void WriteTag(int64_t slot, uint32_t tag) {
+    if (books_only_) {
+      device_[static_cast<size_t>(slot)] = tag;
+      return;
+    }
+    std::byte* block = m_->kv_pool()->BlockData(StepOutput::BlockOf(slot, bt_));
+    const int32_t offset = StepOutput::OffsetOf(slot, bt_);
+    ForEachWord([&](int32_t l, int32_t kv, int32_t h, int32_t d) {
+      const uint32_t w = TokenWord(tag, l, kv, h, d);
+      std::memcpy(block + WordOffset(l, kv, h, offset, d), &w, sizeof(w));
+    });
+  }
+  // "" when `slot` holds tag's words.
+  std::string CheckTag(int64_t slot, uint32_t tag) const {
+    if (books_only_) {
+      const uint32_t got = device_[static_cast<size_t>(slot)];
+      if (got == tag) return "";
+      return absl::StrFormat("slot %d holds tag %d, want %d", slot, got, tag);
+    }
+    const std::byte* block =
+        m_->kv_pool()->BlockData(StepOutput::BlockOf(slot, bt_));
+    const int32_t offset = StepOutput::OffsetOf(slot, bt_);
+    std::string diff;
+    ForEachWord([&](int32_t l, int32_t kv, int32_t h, int32_t d) {
+      if (!diff.empty()) return;
+      uint32_t w;
+      std::memcpy(&w, block + WordOffset(l, kv, h, offset, d), sizeof(w));
+      if (w != TokenWord(tag, l, kv, h, d)) {
+        diff = absl::StrFormat(
+            "slot %d (layer %d, %s, head %d, dim %d) holds %#x, want tag %d's "
+            "%#x",
+            slot, l, kv == 0 ? "K" : "V", h, d, w, tag,
+            TokenWord(tag, l, kv, h, d));
+      }
+    });
+    return diff;
+  }
+  template <typename F>
+  void ForEachWord(F f) const {
+    for (int32_t l = 0; l < layout_.num_layers; ++l) {
+      for (int32_t kv = 0; kv < 2; ++kv) {
+        for (int32_t h = 0; h < layout_.num_kv_heads; ++h) {
+          for (int32_t d = 0; d < layout_.head_dim; ++d) f(l, kv, h, d);
+        }
+      }
+    }
+  }
+  size_t WordOffset(int32_t layer, int32_t kv, int32_t head, int32_t offset,
+                    int32_t dim) const {
+    return static_cast<size_t>(layout_.ElementOffset(layer, static_cast<KV>(kv),
+                                                     head, offset) +
+                               dim) *
+           sizeof(uint32_t);
+  }
+  // Books-only: the caller's copies in the simulated memories.
+  void SimCopy(const std::vector<uint32_t>& from, BlockId src,
+               std::vector<uint32_t>& to, BlockId dst) const {
+    std::copy_n(from.begin() + int64_t{src.value()} * bt_, bt_,
+                to.begin() + int64_t{dst.value()} * bt_);
+  }
+  // Gives fresh tags to request `request`'s slots in `out`.
+  void WriteNewTokens(const StepOutput& out, size_t request, ModelSeq& seq) {
+    for (int32_t i = out.request_offsets[request];
+         i < out.request_offsets[request + 1]; ++i) {
+      const uint32_t tag = next_tag_++;
+      WriteTag(out.slot_mapping[static_cast<size_t>(i)], tag);
+      seq.tags.push_back(tag);
+    }
+  }
+
+  // --- Outcomes ------------------------------------------------------------
+
+  Snapshot Snap() const {
+    Snapshot s;
+    s.stats = m_->stats();
+    s.unreserved = Unreserved();
+    for (SequenceId id = 0; id < kIds; ++id) {
+      Snapshot::Seq q;
+      q.present = m_->contains(id);
+      if (q.present) {
+        q.state = *m_->state(id);
+        q.num_tokens = *m_->num_tokens(id);
+        if (q.state == SequenceState::kRunning) {
+          absl::Span<const BlockId> t = *m_->block_table(id);
+          q.table.assign(t.begin(), t.end());
+        }
+      }
+      s.seqs.push_back(std::move(q));
+    }
+    return s;
+  }
+
+  // `errors`: the input errors that apply (the call must return one of
+  // them); when there are none, `memory` says whether it must succeed.
+  void CheckOutcome(const absl::Status& got, const std::vector<Code>& errors,
+                    Memory memory, const std::string& why,
+                    const Snapshot& before) {
+    std::vector<std::string> names;
+    for (Code c : errors) names.push_back(CodeName(c));
+    if (!errors.empty()) {
+      if (got.ok() ||
+          std::find(errors.begin(), errors.end(), got.code()) == errors.end()) {
+        Divergence(history_,
+                   absl::StrFormat("%s, model wants one of {%s}",
+                                   got.ToString(), absl::StrJoin(names, ", ")));
+      }
+    } else if (memory == Memory::kMustSucceed && !got.ok()) {
+      Divergence(history_, absl::StrFormat("%s, model wants OK (%s)",
+                                           got.ToString(), why));
+    } else if (memory == Memory::kMustFail &&
+               got.code() != Code::kResourceExhausted) {
+      Divergence(history_,
+                 absl::StrFormat("%s, model wants RESOURCE_EXHAUSTED (%s)",
+                                 got.ToString(), why));
+    } else if (memory == Memory::kEither && !got.ok() &&
+               got.code() != Code::kResourceExhausted) {
+      Divergence(history_,
+                 absl::StrFormat("%s, model wants OK or RESOURCE_EXHAUSTED "
+                                 "(%s)",
+                                 got.ToString(), why));
+    }
+    if (!got.ok()) {
+      const Snapshot after = Snap();
+      if (!(after == before)) {
+        Divergence(history_,
+                   absl::StrFormat("a failed call (%s) changed the manager:\n"
+                                   "  before %s\n  after  %s",
+                                   got.ToString(), before.ToString(),
+                                   after.ToString()));
+      }
+    }
+  }
+
+  // Checks a fresh prefix of slots: request i's slots are tokens
+  // first .. first + n of the sequence's table.
+  void CheckSlots(const StepOutput& out, size_t request, SequenceId id,
+                  int64_t first, int64_t n) {
+    if (out.request_offsets.size() < request + 2 ||
+        out.request_offsets[request + 1] - out.request_offsets[request] != n) {
+      Divergence(history_,
+                 absl::StrFormat("request %d of sequence %d: offsets {%s} for "
+                                 "%d tokens",
+                                 request, id,
+                                 absl::StrJoin(out.request_offsets, " "), n));
+    }
+    const absl::Span<const BlockId> table = *m_->block_table(id);
+    if (static_cast<int64_t>(table.size()) != BlocksFor(first + n)) {
+      Divergence(history_,
+                 absl::StrFormat("sequence %d: %d blocks for %d tokens", id,
+                                 table.size(), first + n));
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t t = first + j;
+      const int64_t want =
+          int64_t{table[static_cast<size_t>(t / bt_)].value()} * bt_ + t % bt_;
+      const int64_t got = out.slot_mapping[static_cast<size_t>(
+          out.request_offsets[request] + j)];
+      if (got != want) {
+        Divergence(history_,
+                   absl::StrFormat("sequence %d token %d: slot %d, its table "
+                                   "%s says %d",
+                                   id, t, got, TableString(table), want));
+      }
+    }
+  }
+
+  Admission ExpectedAdmission(int64_t prompt, int64_t max_new) const {
+    if (prompt <= 0 || max_new < 0) return Admission::kNever;
+    const int64_t total = num_blocks_;
+    const int64_t free = Unreserved();
+    if (reservation_) {
+      const int64_t need = BlocksFor(prompt + max_new);
+      if (need > total) return Admission::kNever;
+      return need <= free ? Admission::kAdmit : Admission::kLater;
+    }
+    const int64_t need = BlocksFor(prompt);
+    const int64_t keep =
+        (watermark_numerator_ * total + watermark_denominator_ - 1) /
+        watermark_denominator_;
+    if (need > total - keep) return Admission::kNever;
+    return free - need >= keep ? Admission::kAdmit : Admission::kLater;
+  }
+
+  // --- Operations ----------------------------------------------------------
+
+  int64_t CountIn(SequenceState state) const {
+    int64_t n = 0;
+    for (const auto& [id, s] : seqs_) n += s.state == state ? 1 : 0;
+    return n;
+  }
+
+  void Step() {
+    int64_t op = in_.Below(16);
+    // An operation with no sequence in the state it needs mostly gives way
+    // to one that makes progress (an add, or an append).
+    const bool keep = in_.OneIn(8);
+    const int64_t running = CountIn(SequenceState::kRunning);
+    if (!keep && running == 0 && op >= 2 && op <= 11) op = 0;
+    if (!keep && op == 10 && CountIn(SequenceState::kPreempted) == 0) op = 2;
+    if (!keep && op == 12 && CountIn(SequenceState::kSwappedOut) == 0) op = 2;
+    if (!keep && op == 13 && CountIn(SequenceState::kSwappingIn) == 0 &&
+        CountIn(SequenceState::kSwappingOut) == 0) {
+      op = 2;
+    }
+    switch (op) {
+      case 0:
+      case 1:
+        Add();
+        break;
+      case 2:
+      case 3:
+      case 4:
+      case 5:
+        Append();
+        break;
+      case 6:
+        Fork();
+        break;
+      case 7:
+        Truncate();
+        break;
+      case 8:
+        Free();
+        break;
+      case 9:
+        Preempt();
+        break;
+      case 10:
+        Readmit();
+        break;
+      case 11:
+        SwapOut();
+        break;
+      case 12:
+        SwapIn();
+        break;
+      case 13:
+        CompleteSwap();
+        break;
+      case 14:
+        CanAdmit();
+        break;
+      default:
+        if (books_only_ && !deferred_.empty()) {
+          ReleaseCopies();
+        } else {
+          Append();
+        }
+        break;
+    }
+    Verify();
+  }
+
+  void Add() {
+    const SequenceId id = PickId(std::nullopt, /*want_absent=*/true);
+    const int64_t prompt = in_.OneIn(16) ? -in_.Below(2) : 1 + in_.Below(12);
+    const int64_t max_new = in_.OneIn(16) ? -1 : in_.Below(17);
+    history_.Add(absl::StrFormat("AddSequence(%d, prompt %d, max_new %d)", id,
+                                 prompt, max_new));
+    std::vector<Code> errors;
+    if (prompt <= 0 || max_new < 0) errors.push_back(Code::kInvalidArgument);
+    if (Has(id)) errors.push_back(Code::kAlreadyExists);
+    const Admission admission = ExpectedAdmission(prompt, max_new);
+    const Admission said = m_->CanAdmit(prompt, max_new);
+    if (said != admission) {
+      Divergence(history_, absl::StrFormat("CanAdmit says %s, model %s",
+                                           AdmissionName(said),
+                                           AdmissionName(admission)));
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->AddSequence(id, prompt, max_new, &out_);
+    Stats().CountOp(kAdd, got);
+    CheckOutcome(got, errors,
+                 admission == Admission::kAdmit ? Memory::kMustSucceed
+                                                : Memory::kMustFail,
+                 absl::StrFormat("admission %s with %d unreserved free blocks",
+                                 AdmissionName(admission), before.unreserved),
+                 before);
+    if (!got.ok()) return;
+    ModelSeq& s = seqs_[id];
+    s = ModelSeq();
+    s.max_tokens = prompt + max_new;
+    CheckSlots(out_, 0, id, 0, prompt);
+    WriteNewTokens(out_, 0, s);
+  }
+
+  void Append() {
+    const int64_t k = 1 + in_.Below(4);
+    // kReservation: sequences at their max tokens only now and then.
+    const bool full_too = in_.OneIn(8);
+    std::vector<SequenceId> running;
+    for (const auto& [id, s] : seqs_) {
+      if (s.state == SequenceState::kRunning &&
+          (!reservation_ || full_too ||
+           s.max_tokens > static_cast<int64_t>(s.tags.size()))) {
+        running.push_back(id);
+      }
+    }
+    std::vector<SlotRequest> requests;
+    for (int64_t i = 0; i < k; ++i) {
+      // Distinct running sequences, and now and then any id (unknown, not
+      // running, or one already in the batch).
+      SequenceId id;
+      if (in_.OneIn(16) || running.empty()) {
+        if (i > 0 && running.empty()) break;
+        id = in_.Below(kIds);
+      } else {
+        const size_t j = static_cast<size_t>(
+            in_.Below(static_cast<int64_t>(running.size())));
+        id = running[j];
+        running.erase(running.begin() + static_cast<ptrdiff_t>(j));
+      }
+      int64_t n = in_.OneIn(16) ? -in_.Below(2)
+                  : in_.Below(4) == 0 ? 1 + in_.Below(6)
+                                      : 1;
+      auto it = seqs_.find(id);
+      if (reservation_ && n > 0 && it != seqs_.end() && !in_.OneIn(8)) {
+        const int64_t room =
+            it->second.max_tokens - static_cast<int64_t>(it->second.tags.size());
+        if (room > 0) n = std::min(n, room);
+      }
+      requests.push_back({.seq = id, .num_tokens = static_cast<int32_t>(n)});
+    }
+    std::vector<std::string> parts;
+    for (const SlotRequest& r : requests) {
+      parts.push_back(absl::StrFormat("%d+%d", r.seq, r.num_tokens));
+    }
+    history_.Add(absl::StrCat("AppendSlots(", absl::StrJoin(parts, ", "), ")"));
+
+    std::vector<Code> errors;
+    std::vector<SequenceId> seen;
+    for (const SlotRequest& r : requests) {
+      auto it = seqs_.find(r.seq);
+      if (it == seqs_.end()) {
+        errors.push_back(Code::kNotFound);
+      } else if (it->second.state != SequenceState::kRunning) {
+        errors.push_back(Code::kFailedPrecondition);
+      } else {
+        if (r.num_tokens <= 0) errors.push_back(Code::kInvalidArgument);
+        if (reservation_ &&
+            r.num_tokens > it->second.max_tokens -
+                               static_cast<int64_t>(it->second.tags.size())) {
+          errors.push_back(Code::kOutOfRange);
+        }
+      }
+      if (std::find(seen.begin(), seen.end(), r.seq) != seen.end()) {
+        errors.push_back(Code::kInvalidArgument);
+      }
+      seen.push_back(r.seq);
+    }
+    // Memory: every request's new blocks, plus a copy of each shared,
+    // partly filled tail it writes. A block shared only by writers of this
+    // call may be kept by one of them.
+    Memory memory = Memory::kMustSucceed;
+    std::string why = "kReservation: a started request never stalls";
+    std::vector<int64_t> firsts;
+    if (errors.empty()) {
+      int64_t growth = 0;
+      std::map<int32_t, int64_t> tail_writers;
+      for (const SlotRequest& r : requests) {
+        const int64_t len = static_cast<int64_t>(seqs_[r.seq].tags.size());
+        firsts.push_back(len);
+        growth += BlocksFor(len + r.num_tokens) - BlocksFor(len);
+        if (len % bt_ != 0) {
+          const BlockId tail =
+              (*m_->block_table(r.seq))[static_cast<size_t>(len / bt_)];
+          if (m_->books().ref_count(tail) > 1) ++tail_writers[tail.value()];
+        }
+      }
+      int64_t copies_min = 0;
+      int64_t copies_max = 0;
+      for (const auto& [block, writers] : tail_writers) {
+        const int32_t refs = m_->books().ref_count(BlockId(block));
+        copies_min += refs > writers ? writers : writers - 1;
+        copies_max += writers;
+      }
+      const int64_t free = Unreserved();
+      if (!reservation_) {
+        why = absl::StrFormat(
+            "%d new blocks and %d..%d copies, %d unreserved free blocks",
+            growth, copies_min, copies_max, free);
+        memory = growth + copies_min > free    ? Memory::kMustFail
+                 : growth + copies_max <= free ? Memory::kMustSucceed
+                                               : Memory::kEither;
+      }
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->AppendSlots(requests, &out_);
+    Stats().CountOp(kAppend, got);
+    CheckOutcome(got, errors, memory, why, before);
+    if (!got.ok()) {
+      if (!out_.slot_mapping.empty() || !out_.copies.empty()) {
+        Divergence(history_, "a failed AppendSlots left slots or copies");
+      }
+      return;
+    }
+    if (out_.request_offsets.size() != requests.size() + 1) {
+      Divergence(history_, absl::StrFormat("%d request offsets for %d requests",
+                                           out_.request_offsets.size(),
+                                           requests.size()));
+    }
+    if (books_only_) {
+      for (const CopyOp& op : out_.copies.ops()) {
+        SimCopy(device_, op.src, device_, op.dst);
+      }
+    } else if (!out_.copies.empty()) {
+      Divergence(history_, "host mode left copies to the caller");
+    }
+    for (size_t i = 0; i < requests.size(); ++i) {
+      CheckSlots(out_, i, requests[i].seq, firsts[i], requests[i].num_tokens);
+      WriteNewTokens(out_, i, seqs_[requests[i].seq]);
+    }
+    // Books-only: now and then the sources stay held for a while.
+    if (books_only_ && !out_.copies.empty() && deferred_.size() < 4 &&
+        in_.OneIn(3)) {
+      deferred_.push_back(std::move(out_.copies));
+    }
+    out_.copies.MarkDone();
+  }
+
+  void Fork() {
+    const SequenceId parent = PickId(SequenceState::kRunning);
+    const SequenceId child = PickId(std::nullopt, /*want_absent=*/true);
+    history_.Add(absl::StrFormat("Fork(%d, %d)", parent, child));
+    std::vector<Code> errors;
+    auto it = seqs_.find(parent);
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state != SequenceState::kRunning) {
+      errors.push_back(Code::kFailedPrecondition);
+    }
+    if (Has(child)) errors.push_back(Code::kAlreadyExists);
+    Memory memory = Memory::kMustSucceed;
+    std::string why = "kWatermark: a fork takes no block";
+    if (errors.empty() && reservation_) {
+      // The child reserves its future blocks and one copy; the parent one
+      // copy unless it already has one.
+      const ModelSeq& p = it->second;
+      const int64_t len = static_cast<int64_t>(p.tags.size());
+      const int64_t base =
+          std::max<int64_t>(0, BlocksFor(p.max_tokens) - BlocksFor(len));
+      const int64_t free = Unreserved();
+      why = absl::StrFormat("reserve %d..%d more, %d unreserved free", base + 1,
+                            base + 2, free);
+      memory = free < base + 1    ? Memory::kMustFail
+               : free >= base + 2 ? Memory::kMustSucceed
+                                  : Memory::kEither;
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->Fork(parent, child);
+    Stats().CountOp(kFork, got);
+    CheckOutcome(got, errors, memory, why, before);
+    if (!got.ok()) return;
+    ModelSeq c = seqs_[parent];
+    seqs_[child] = std::move(c);
+  }
+
+  void Truncate() {
+    const SequenceId id = PickId(SequenceState::kRunning);
+    auto it = seqs_.find(id);
+    const int64_t len =
+        it != seqs_.end() ? static_cast<int64_t>(it->second.tags.size()) : 0;
+    int64_t new_length = len - in_.Below(std::min<int64_t>(len, 9) + 1);
+    if (in_.OneIn(10)) new_length = in_.Bool() ? -1 : len + 1 + in_.Below(2);
+    history_.Add(absl::StrFormat("Truncate(%d, %d)", id, new_length));
+    std::vector<Code> errors;
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state != SequenceState::kRunning) {
+      errors.push_back(Code::kFailedPrecondition);
+    } else if (new_length < 0 || new_length > len) {
+      errors.push_back(Code::kOutOfRange);
+    }
+    // kReservation: dropped blocks that stay live in a fork, and a new
+    // shared tail (unless the sequence already reserves its copy), are
+    // reserved again first (kv_cache_manager.h).
+    Memory memory = Memory::kMustSucceed;
+    std::string why = "truncation frees";
+    if (errors.empty() && reservation_) {
+      const absl::Span<const BlockId> table = *m_->block_table(id);
+      const int64_t keep = BlocksFor(new_length);
+      int64_t dropped_shared = 0;
+      for (int64_t i = keep; i < static_cast<int64_t>(table.size()); ++i) {
+        if (m_->books().ref_count(table[static_cast<size_t>(i)]) > 1) {
+          ++dropped_shared;
+        }
+      }
+      const bool shared_tail =
+          new_length % bt_ != 0 &&
+          m_->books().ref_count(table[static_cast<size_t>(keep - 1)]) > 1;
+      const int64_t most = dropped_shared + (shared_tail ? 1 : 0);
+      // Whether blocks the reservation holds beyond its sequences' needs
+      // count is the manager's choice: success is due only when the pool's
+      // own unreserved blocks cover the most it may reserve.
+      const int64_t free = Unreserved();
+      const int64_t pool_free = m_->books().num_unreserved_free_blocks();
+      why = absl::StrFormat(
+          "reserves %d..%d again, %d free for the manager (%d unreserved in "
+          "the pool)",
+          dropped_shared, most, free, pool_free);
+      memory = free < dropped_shared ? Memory::kMustFail
+               : pool_free >= most   ? Memory::kMustSucceed
+                                     : Memory::kEither;
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->Truncate(id, new_length);
+    Stats().CountOp(kTruncate, got);
+    CheckOutcome(got, errors, memory, why, before);
+    if (got.ok()) it->second.tags.resize(static_cast<size_t>(new_length));
+  }
+
+  void Free() {
+    const SequenceId id = PickId(std::nullopt);
+    history_.Add(absl::StrFormat("Free(%d)", id));
+    std::vector<Code> errors;
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state == SequenceState::kSwappingIn ||
+               it->second.state == SequenceState::kSwappingOut) {
+      errors.push_back(Code::kFailedPrecondition);
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->Free(id);
+    Stats().CountOp(kFree, got);
+    CheckOutcome(got, errors, Memory::kMustSucceed, "freeing", before);
+    if (got.ok()) seqs_.erase(it);
+  }
+
+  void Preempt() {
+    const SequenceId id = PickId(SequenceState::kRunning);
+    history_.Add(absl::StrFormat("Preempt(%d)", id));
+    std::vector<Code> errors;
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state != SequenceState::kRunning) {
+      errors.push_back(Code::kFailedPrecondition);
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->Preempt(id);
+    Stats().CountOp(kPreempt, got);
+    CheckOutcome(got, errors, Memory::kMustSucceed, "preempting", before);
+    if (!got.ok()) return;
+    it->second.state = SequenceState::kPreempted;
+    ++preemptions_;
+  }
+
+  // Readmit and SwapIn: a sequence with `len` tokens gets blocks again.
+  std::pair<Memory, std::string> PlaceMemory(const ModelSeq& s) const {
+    const int64_t len = static_cast<int64_t>(s.tags.size());
+    const int64_t need = reservation_ ? BlocksFor(s.max_tokens) : BlocksFor(len);
+    const int64_t free = Unreserved();
+    return {need > free ? Memory::kMustFail : Memory::kMustSucceed,
+            absl::StrFormat("needs %d %s, %d unreserved free", need,
+                            reservation_ ? "reserved" : "blocks", free)};
+  }
+
+  void Readmit() {
+    const SequenceId id = PickId(SequenceState::kPreempted);
+    history_.Add(absl::StrFormat("Readmit(%d)", id));
+    std::vector<Code> errors;
+    auto it = seqs_.find(id);
+    Memory memory = Memory::kMustSucceed;
+    std::string why;
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state != SequenceState::kPreempted) {
+      errors.push_back(Code::kFailedPrecondition);
+    } else {
+      std::tie(memory, why) = PlaceMemory(it->second);
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->Readmit(id, &out_);
+    Stats().CountOp(kReadmit, got);
+    CheckOutcome(got, errors, memory, why, before);
+    if (!got.ok()) return;
+    ModelSeq& s = it->second;
+    const int64_t len = static_cast<int64_t>(s.tags.size());
+    CheckSlots(out_, 0, id, 0, len);
+    // The server recomputes the remembered tokens into the new slots.
+    for (int64_t t = 0; t < len; ++t) {
+      WriteTag(out_.slot_mapping[static_cast<size_t>(t)],
+               s.tags[static_cast<size_t>(t)]);
+    }
+    s.state = SequenceState::kRunning;
+  }
+
+  void SwapOut() {
+    const SequenceId id = PickId(SequenceState::kRunning);
+    history_.Add(absl::StrFormat("SwapOut(%d)", id));
+    std::vector<Code> errors;
+    auto it = seqs_.find(id);
+    Memory memory = Memory::kMustSucceed;
+    std::string why;
+    std::vector<BlockId> table;
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state != SequenceState::kRunning ||
+               num_host_blocks_ == 0) {
+      errors.push_back(Code::kFailedPrecondition);
+    } else {
+      const int64_t blocks =
+          BlocksFor(static_cast<int64_t>(it->second.tags.size()));
+      memory = blocks > HostFree() ? Memory::kMustFail : Memory::kMustSucceed;
+      why = absl::StrFormat("%d blocks, %d host blocks free", blocks,
+                            HostFree());
+      absl::Span<const BlockId> t = *m_->block_table(id);
+      table.assign(t.begin(), t.end());
+    }
+    const Snapshot before = Snap();
+    absl::StatusOr<SwapPlan> plan = m_->SwapOut(id);
+    Stats().CountOp(kSwapOut, plan.status());
+    CheckOutcome(plan.status(), errors, memory, why, before);
+    if (!plan.ok()) return;
+    ModelSeq& s = it->second;
+    ++swap_outs_;
+    if (books_only_) {
+      if (plan->src != table || plan->dst.size() != table.size()) {
+        Divergence(history_,
+                   absl::StrFormat("SwapOut plan %s -> %s for table %s",
+                                   TableString(plan->src),
+                                   TableString(plan->dst), TableString(table)));
+      }
+      s.state = SequenceState::kSwappingOut;
+      s.pending = *std::move(plan);
+    } else {
+      if (!plan->src.empty() || !plan->dst.empty()) {
+        Divergence(history_, "host-mode SwapOut returned copies");
+      }
+      s.state = SequenceState::kSwappedOut;
+    }
+  }
+
+  void SwapIn() {
+    const SequenceId id = PickId(SequenceState::kSwappedOut);
+    history_.Add(absl::StrFormat("SwapIn(%d)", id));
+    std::vector<Code> errors;
+    auto it = seqs_.find(id);
+    Memory memory = Memory::kMustSucceed;
+    std::string why;
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state != SequenceState::kSwappedOut) {
+      errors.push_back(Code::kFailedPrecondition);
+    } else {
+      std::tie(memory, why) = PlaceMemory(it->second);
+    }
+    const Snapshot before = Snap();
+    absl::StatusOr<SwapPlan> plan = m_->SwapIn(id);
+    Stats().CountOp(kSwapIn, plan.status());
+    CheckOutcome(plan.status(), errors, memory, why, before);
+    if (!plan.ok()) return;
+    ModelSeq& s = it->second;
+    ++swap_ins_;
+    const size_t blocks =
+        static_cast<size_t>(BlocksFor(static_cast<int64_t>(s.tags.size())));
+    if (books_only_) {
+      if (plan->src != s.host || plan->dst.size() != blocks) {
+        Divergence(history_,
+                   absl::StrFormat("SwapIn plan %s -> %s, host blocks %s",
+                                   TableString(plan->src),
+                                   TableString(plan->dst), TableString(s.host)));
+      }
+      s.state = SequenceState::kSwappingIn;
+      s.pending = *std::move(plan);
+    } else {
+      if (!plan->src.empty() || !plan->dst.empty()) {
+        Divergence(history_, "host-mode SwapIn returned copies");
+      }
+      s.state = SequenceState::kRunning;
+    }
+  }
+
+  void CompleteSwap() {
+    std::vector<SequenceId> swapping;
+    for (const auto& [id, s] : seqs_) {
+      if (s.state == SequenceState::kSwappingIn ||
+          s.state == SequenceState::kSwappingOut) {
+        swapping.push_back(id);
+      }
+    }
+    SequenceId id = in_.Below(kIds);
+    if (!swapping.empty() && in_.Below(8) != 7) {
+      id = swapping[static_cast<size_t>(
+          in_.Below(static_cast<int64_t>(swapping.size())))];
+    }
+    history_.Add(absl::StrFormat("CompleteSwap(%d)", id));
+    std::vector<Code> errors;
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) {
+      errors.push_back(Code::kNotFound);
+    } else if (it->second.state != SequenceState::kSwappingIn &&
+               it->second.state != SequenceState::kSwappingOut) {
+      errors.push_back(Code::kFailedPrecondition);
+    }
+    if (errors.empty()) {
+      // Run the copies as late as allowed: both sides are still held.
+      ModelSeq& s = it->second;
+      for (size_t i = 0; i < s.pending.src.size(); ++i) {
+        if (s.state == SequenceState::kSwappingOut) {
+          SimCopy(device_, s.pending.src[i], host_, s.pending.dst[i]);
+        } else {
+          SimCopy(host_, s.pending.src[i], device_, s.pending.dst[i]);
+        }
+      }
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->CompleteSwap(id);
+    Stats().CountOp(kCompleteSwap, got);
+    CheckOutcome(got, errors, Memory::kMustSucceed, "completing", before);
+    if (!got.ok()) return;
+    ModelSeq& s = it->second;
+    if (s.state == SequenceState::kSwappingOut) {
+      s.state = SequenceState::kSwappedOut;
+      s.host = s.pending.dst;
+    } else {
+      s.state = SequenceState::kRunning;
+      s.host.clear();
+      absl::Span<const BlockId> t = *m_->block_table(id);
+      if (std::vector<BlockId>(t.begin(), t.end()) != s.pending.dst) {
+        Divergence(history_,
+                   absl::StrFormat("swapped in to %s, the plan said %s",
+                                   TableString(t), TableString(s.pending.dst)));
+      }
+    }
+    s.pending = SwapPlan();
+  }
+
+  void CanAdmit() {
+    const int64_t prompt = in_.Below(20) - 2;
+    const int64_t max_new = in_.Below(40) - 2;
+    history_.Add(absl::StrFormat("CanAdmit(%d, %d)", prompt, max_new));
+    const Admission want = ExpectedAdmission(prompt, max_new);
+    const Admission got = m_->CanAdmit(prompt, max_new);
+    Stats().CountOp(kCanAdmit, absl::OkStatus());
+    if (got != want) {
+      Divergence(history_, absl::StrFormat("CanAdmit says %s, model %s",
+                                           AdmissionName(got),
+                                           AdmissionName(want)));
+    }
+  }
+
+  void ReleaseCopies() {
+    const size_t i = static_cast<size_t>(
+        in_.Below(static_cast<int64_t>(deferred_.size())));
+    history_.Add(absl::StrFormat("release deferred copies %d of %d", i,
+                                 deferred_.size()));
+    deferred_[i].MarkDone();
+    deferred_.erase(deferred_.begin() + static_cast<ptrdiff_t>(i));
+    Stats().CountOp(kReleaseCopies, absl::OkStatus());
+  }
+
+  // --- Checks --------------------------------------------------------------
+
+  void Verify() {
+    m_->CheckInvariants();
+    std::vector<int32_t> refs(static_cast<size_t>(num_blocks_), 0);
+    int32_t running = 0;
+    int64_t host_used = 0;
+    for (SequenceId id = 0; id < kIds; ++id) {
+      auto it = seqs_.find(id);
+      if (it == seqs_.end()) {
+        if (m_->contains(id) || m_->state(id).status().code() != Code::kNotFound ||
+            m_->num_tokens(id).status().code() != Code::kNotFound ||
+            m_->block_table(id).status().code() != Code::kNotFound) {
+          Divergence(history_,
+                     absl::StrFormat("sequence %d is known to the manager "
+                                     "only",
+                                     id));
+        }
+        continue;
+      }
+      const ModelSeq& s = it->second;
+      const int64_t len = static_cast<int64_t>(s.tags.size());
+      absl::StatusOr<SequenceState> state = m_->state(id);
+      absl::StatusOr<int64_t> tokens = m_->num_tokens(id);
+      if (!state.ok() || *state != s.state || !tokens.ok() || *tokens != len) {
+        Divergence(history_,
+                   absl::StrFormat("sequence %d: %s with %s tokens, model %s "
+                                   "with %d",
+                                   id,
+                                   state.ok() ? StateName(*state)
+                                              : state.status().ToString(),
+                                   tokens.ok() ? absl::StrCat(*tokens)
+                                               : tokens.status().ToString(),
+                                   StateName(s.state), len));
+      }
+      absl::StatusOr<absl::Span<const BlockId>> table = m_->block_table(id);
+      if (s.state != SequenceState::kRunning) {
+        if (table.status().code() != Code::kFailedPrecondition) {
+          Divergence(history_,
+                     absl::StrFormat("block_table of %s sequence %d: %s",
+                                     StateName(s.state), id,
+                                     table.status().ToString()));
+        }
+      }
+      switch (s.state) {
+        case SequenceState::kRunning: {
+          ++running;
+          if (!table.ok() || static_cast<int64_t>(table->size()) != BlocksFor(len)) {
+            Divergence(history_,
+                       absl::StrFormat("sequence %d (%d tokens): table %s", id,
+                                       len,
+                                       table.ok() ? TableString(*table)
+                                                  : table.status().ToString()));
+          }
+          for (BlockId b : *table) ++refs[static_cast<size_t>(b.value())];
+          for (int64_t t = 0; t < len; ++t) {
+            const int64_t slot =
+                int64_t{(*table)[static_cast<size_t>(t / bt_)].value()} * bt_ +
+                t % bt_;
+            const std::string diff =
+                CheckTag(slot, s.tags[static_cast<size_t>(t)]);
+            if (!diff.empty()) {
+              Divergence(history_,
+                         absl::StrFormat("sequence %d token %d of %d (table "
+                                         "%s): %s",
+                                         id, t, len, TableString(*table),
+                                         diff));
+            }
+          }
+          break;
+        }
+        case SequenceState::kSwappingOut:
+          for (BlockId b : s.pending.src) ++refs[static_cast<size_t>(b.value())];
+          host_used += BlocksFor(len);
+          break;
+        case SequenceState::kSwappingIn:
+          for (BlockId b : s.pending.dst) ++refs[static_cast<size_t>(b.value())];
+          host_used += BlocksFor(len);
+          break;
+        case SequenceState::kSwappedOut:
+          host_used += BlocksFor(len);
+          break;
+        case SequenceState::kPreempted:
+          break;
+      }
+    }
+    for (const PendingCopies& copies : deferred_) {
+      for (const CopyOp& op : copies.ops()) {
+        ++refs[static_cast<size_t>(op.src.value())];
+      }
+    }
+    int32_t used = 0;
+    for (int32_t b = 0; b < num_blocks_; ++b) {
+      const int32_t want = refs[static_cast<size_t>(b)];
+      if (m_->books().ref_count(BlockId(b)) != want) {
+        Divergence(history_,
+                   absl::StrFormat("block %d has %d references, the model "
+                                   "knows of %d",
+                                   b, m_->books().ref_count(BlockId(b)), want));
+      }
+      if (want > 0) ++used;
+    }
+    const ManagerStats st = m_->stats();
+    if (st.num_sequences != static_cast<int32_t>(seqs_.size()) ||
+        st.running_sequences != running || st.used_blocks != used ||
+        st.host_used_blocks != host_used || st.preemptions != preemptions_ ||
+        st.swap_outs != swap_outs_ || st.swap_ins != swap_ins_ ||
+        st.reserved_blocks > st.free_blocks ||
+        st.free_blocks + st.used_blocks != st.num_blocks ||
+        (!reservation_ && st.reserved_blocks != 0)) {
+      Divergence(history_,
+                 absl::StrFormat("stats %s; model: %d sequences, %d running, "
+                                 "%d used blocks, %d host blocks used, %d "
+                                 "preemptions, %d swap-outs, %d swap-ins",
+                                 StatsString(st), seqs_.size(), running, used,
+                                 host_used, preemptions_, swap_outs_,
+                                 swap_ins_));
+    }
+  }
+
+  // Releases everything; every block of both tiers must then be free.
+  void FreeEverything() {
+    history_.Add("free everything");
+    for (PendingCopies& copies : deferred_) copies.MarkDone();
+    deferred_.clear();
+    std::vector<SequenceId> ids;
+    for (const auto& [id, s] : seqs_) ids.push_back(id);
+    for (SequenceId id : ids) {
+      ModelSeq& s = seqs_[id];
+      if (s.state == SequenceState::kSwappingIn ||
+          s.state == SequenceState::kSwappingOut) {
+        const absl::Status st = m_->CompleteSwap(id);
+        Stats().CountOp(kCompleteSwap, st);
+        if (!st.ok()) Divergence(history_, "CompleteSwap: " + st.ToString());
+      }
+      const absl::Status st = m_->Free(id);
+      Stats().CountOp(kFree, st);
+      if (!st.ok()) Divergence(history_, "Free: " + st.ToString());
+      m_->CheckInvariants();
+    }
+    seqs_.clear();
+    const ManagerStats st = m_->stats();
+    const bool host_free =
+        m_->host_pool() == nullptr ||
+        m_->host_pool()->books().num_free_blocks() == num_host_blocks_;
+    // The whole pool is free again: a request of every block (kReservation)
+    // or of every block the watermark leaves (kWatermark) is admitted.
+    const int64_t keep =
+        (watermark_numerator_ * num_blocks_ + watermark_denominator_ - 1) /
+        watermark_denominator_;
+    const int64_t largest = (reservation_ ? num_blocks_ : num_blocks_ - keep) *
+                            int64_t{bt_};
+    const Admission whole =
+        largest > 0 ? m_->CanAdmit(largest, 0) : Admission::kAdmit;
+    if (m_->books().num_free_blocks() != num_blocks_ || st.used_blocks != 0 ||
+        st.reserved_blocks != 0 || st.num_sequences != 0 ||
+        st.running_sequences != 0 || st.host_used_blocks != 0 || !host_free ||
+        whole != Admission::kAdmit) {
+      Divergence(history_,
+                 absl::StrFormat("after freeing everything: %d of %d blocks "
+                                 "free (%d of them reserved in the books), "
+                                 "CanAdmit(%d, 0) says %s; stats %s",
+                                 m_->books().num_free_blocks(), num_blocks_,
+                                 m_->books().num_reserved_blocks(), largest,
+                                 AdmissionName(whole), StatsString(st)));
+    }
+  }
+
+  FuzzInput& in_;
+  History history_;
+  bool books_only_ = false;
+  bool reservation_ = false;
+  int32_t bt_ = 2;
+  KVLayout layout_;
+  int32_t num_blocks_ = 0;
+  int32_t num_host_blocks_ = 0;
+  double watermark_ = 0;
+  int64_t watermark_numerator_ = 0;
+  int64_t watermark_denominator_ = 1;
+  std::unique_ptr<KVCacheManager> m_;
+  StepOutput out_;  // Reused every call, as a server does.
+  std::map<SequenceId, ModelSeq> seqs_;
+  uint32_t next_tag_ = 1;
+  int64_t preemptions_ = 0;
+  int64_t swap_outs_ = 0;
+  int64_t swap_ins_ = 0;
+  // Books-only: one tag per token slot of each tier (the fuzzer's "GPU").
+  std::vector<uint32_t> device_;
+  std::vector<uint32_t> host_;
+  std::deque<PendingCopies> deferred_;  // Copies run, sources still held.
+};
+
+}  // namespace
+}  // namespace pagedkv::fuzzing
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  ::pagedkv::fuzzing::Stats().CountInput();
+  ::pagedkv::fuzzing::FuzzInput in(data, size);
+  ::pagedkv::fuzzing::ManagerFuzzer fuzzer(in);
+  fuzzer.Run();
+  return 0;
+}
