@@ -3,10 +3,14 @@
 // //bench:summary runs a fixed set of cache benchmark cases (the workloads of
 // bench/cache/kv_cache_fixtures.h) and writes one JSON report plus a Markdown
 // table: per (op, dtype, context) the median time of the paged cache, the
-// HuggingFace-style contiguous baseline and a memcpy of the bytes the
-// operation must move, with speedup_vs_baseline = baseline / paged and
-// fraction_of_memcpy = memcpy / paged. It ends with the DESIGN.md
-// "Performance targets" checked against those numbers.
+// HuggingFace-style contiguous baseline, a memcpy of the bytes the operation
+// must move between reused (so, up to the L3 size, cached) buffers and the
+// same memcpy into cold memory (for the appends only: decode_append,
+// static_append, prefill; a fresh part of a 1 GiB ring each call, from a
+// warm source, the bound of an append, which writes blocks that are not in
+// cache), with speedup_vs_baseline = baseline / paged, fraction_of_memcpy =
+// memcpy / paged and fraction_of_cold_memcpy = cold memcpy / paged. It ends
+// with the DESIGN.md "Performance targets" checked against those numbers.
 //
 //   bazel run -c opt //bench:summary -- --out=/tmp/summary.json
 //   bazel run -c opt //bench:summary -- --contexts=512 --ops=crop,gather
@@ -46,7 +50,8 @@
 #include "tensor/dtype.h"
 
 ABSL_FLAG(std::string, out, "", "Path of the JSON report; empty: none.");
-ABSL_FLAG(int32_t, reps, 7, "Timed repetitions of paged and memcpy runs.");
+ABSL_FLAG(int32_t, reps, 7,
+          "Timed repetitions of paged and (cold) memcpy runs.");
 ABSL_FLAG(int32_t, baseline_reps, 5, "Timed repetitions of baseline runs.");
 ABSL_FLAG(int32_t, heavy_reps, 3,
           "Timed repetitions of any run that moves >= 1 GiB (no warm-up).");
@@ -73,8 +78,15 @@ struct Result {
   std::optional<double> paged_ns;
   std::optional<double> baseline_ns;
   std::optional<double> memcpy_ns;
+  std::optional<double> cold_memcpy_ns;
   std::string error;
 };
+
+// The ops that write new tokens into the cache.
+bool IsAppend(Op op) {
+  return op == Op::kDecodeAppend || op == Op::kStaticAppend ||
+         op == Op::kPrefill;
+}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -197,6 +209,15 @@ std::string GitHead() {
   return "unknown";
 }
 
+// The 1-minute load average (/proc/loadavg), or -1: how busy the shared
+// machine was when the run started.
+double LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  double load = -1;
+  if (!(in >> load)) return -1;
+  return load;
+}
+
 std::string Compiler() {
 #if defined(__clang__)
   return std::string("clang ") + __clang_version__;
@@ -255,6 +276,8 @@ std::vector<Target> CheckTargets(const std::vector<Result>& results) {
     const std::string label = CaseLabel(c);
     const std::optional<double> speedup = Ratio(r.baseline_ns, r.paged_ns);
     const std::optional<double> fraction = Ratio(r.memcpy_ns, r.paged_ns);
+    const std::optional<double> cold_fraction =
+        Ratio(r.cold_memcpy_ns, r.paged_ns);
     switch (c.op) {
       case Op::kReorderCache:
       case Op::kBatchSelectIndices:
@@ -265,9 +288,23 @@ std::vector<Target> CheckTargets(const std::vector<Result>& results) {
         }
         break;
       case Op::kDecodeAppend:
-        if (fraction.has_value()) {
-          targets.push_back({"decode append >= 0.8 of memcpy", label, *fraction,
-                             0.8, *fraction >= 0.8});
+        // The bound of a write into blocks not in cache (the warm memcpy,
+        // fraction_of_memcpy, is not one).
+        if (cold_fraction.has_value()) {
+          targets.push_back({"decode append >= 0.8 of cold memcpy", label,
+                             *cold_fraction, 0.8, *cold_fraction >= 0.8});
+        }
+        break;
+      case Op::kStaticAppend:
+        if (speedup.has_value()) {
+          targets.push_back({"static append >= 1.0x baseline", label, *speedup,
+                             1.0, *speedup >= 1.0});
+        }
+        break;
+      case Op::kPrefill:
+        if (speedup.has_value()) {
+          targets.push_back({"prefill >= 1.0x baseline", label, *speedup, 1.0,
+                             *speedup >= 1.0});
         }
         break;
       case Op::kGather:
@@ -313,13 +350,18 @@ std::vector<Target> CheckTargets(const std::vector<Result>& results) {
 }
 
 int Main() {
+  const double load_at_start = LoadAverage();
   const auto wall_start = std::chrono::steady_clock::now();
   const std::vector<Case> cases = Cases();
   std::vector<Result> results;
   for (const Case& c : cases) {
-    Result r{c, std::nullopt, std::nullopt, std::nullopt, ""};
-    for (Impl impl : {Impl::kPaged, Impl::kBaseline, Impl::kMemcpy}) {
+    Result r{c, std::nullopt, std::nullopt, std::nullopt, std::nullopt, ""};
+    for (Impl impl :
+         {Impl::kPaged, Impl::kBaseline, Impl::kMemcpy, Impl::kColdMemcpy}) {
       if (impl == Impl::kMemcpy && c.op == Op::kAllocFree) continue;
+      // The cold memcpy bounds writes of new tokens; for the other ops its
+      // warm 4 MiB source would not be the bytes they read.
+      if (impl == Impl::kColdMemcpy && !IsAppend(c.op)) continue;
       absl::StatusOr<double> ns = Measure(c, impl);
       if (!ns.ok()) {
         r.error +=
@@ -328,12 +370,15 @@ int Main() {
       }
       (impl == Impl::kPaged      ? r.paged_ns
        : impl == Impl::kBaseline ? r.baseline_ns
-                                 : r.memcpy_ns) = *ns;
+       : impl == Impl::kMemcpy   ? r.memcpy_ns
+                                 : r.cold_memcpy_ns) = *ns;
     }
     fmt::print(stderr,
-               "{:<40} paged {:>10}  baseline {:>10}  memcpy {:>10}{}\n",
+               "{:<40} paged {:>10}  baseline {:>10}  memcpy {:>10}  cold "
+               "{:>10}{}\n",
                CaseLabel(c), FormatNs(r.paged_ns), FormatNs(r.baseline_ns),
-               FormatNs(r.memcpy_ns), r.error.empty() ? "" : "  " + r.error);
+               FormatNs(r.memcpy_ns), FormatNs(r.cold_memcpy_ns),
+               r.error.empty() ? "" : "  " + r.error);
     results.push_back(std::move(r));
   }
   const std::vector<Target> targets = CheckTargets(results);
@@ -343,17 +388,20 @@ int Main() {
 
   // Markdown.
   fmt::print(
-      "| op | dtype | context | paged | baseline | memcpy | speedup vs "
-      "baseline | fraction of memcpy |\n"
-      "|---|---|---:|---:|---:|---:|---:|---:|\n");
+      "| op | dtype | context | paged | baseline | memcpy | cold memcpy | "
+      "speedup vs baseline | fraction of memcpy | fraction of cold memcpy "
+      "|\n"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Result& r : results) {
     std::string context = fmt::format("{}", r.c.context);
     if (r.c.keep.has_value()) context += fmt::format(" (keep {})", *r.c.keep);
-    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} |\n", OpName(r.c.op),
-               DTypeName(r.c.dtype), context, FormatNs(r.paged_ns),
-               FormatNs(r.baseline_ns), FormatNs(r.memcpy_ns),
+    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+               OpName(r.c.op), DTypeName(r.c.dtype), context,
+               FormatNs(r.paged_ns), FormatNs(r.baseline_ns),
+               FormatNs(r.memcpy_ns), FormatNs(r.cold_memcpy_ns),
                FormatRatio(Ratio(r.baseline_ns, r.paged_ns)),
-               FormatRatio(Ratio(r.memcpy_ns, r.paged_ns)));
+               FormatRatio(Ratio(r.memcpy_ns, r.paged_ns)),
+               FormatRatio(Ratio(r.cold_memcpy_ns, r.paged_ns)));
   }
   fmt::print(
       "\n| target | case | value | threshold | met |\n"
@@ -362,7 +410,8 @@ int Main() {
     fmt::print("| {} | {} | {:.4g} | {:.4g} | {} |\n", t.name, t.case_label,
                t.value, t.threshold, t.met ? "yes" : "**no**");
   }
-  fmt::print("\nwall time: {:.1f} s\n", wall_seconds);
+  fmt::print("\nwall time: {:.1f} s; 1-minute load average at start: {:.2f}\n",
+             wall_seconds, load_at_start);
 
   // JSON.
   nlohmann::json doc;
@@ -371,6 +420,7 @@ int Main() {
       {"cpu_model", ReadCpuModel()},
       {"compiler", Compiler()},
       {"git_head", GitHead()},
+      {"load_average_at_start", load_at_start},
 #ifdef NDEBUG
       {"ndebug", true},
 #else
@@ -387,6 +437,9 @@ int Main() {
       {"baseline_reps", absl::GetFlag(FLAGS_baseline_reps)},
       {"heavy_reps", absl::GetFlag(FLAGS_heavy_reps)},
       {"statistic", "median of single timed calls (steady_clock)"},
+      {"cold_memcpy",
+       "memcpy into the next bytes of a pre-touched 1 GiB ring each call, "
+       "from a warm source of min(bytes, 4 MiB)"},
   };
   nlohmann::json rows = nlohmann::json::array();
   for (const Result& r : results) {
@@ -397,8 +450,11 @@ int Main() {
         {"paged_ns", OrNull(r.paged_ns)},
         {"baseline_ns", OrNull(r.baseline_ns)},
         {"memcpy_ns", OrNull(r.memcpy_ns)},
+        {"cold_memcpy_ns", OrNull(r.cold_memcpy_ns)},
         {"speedup_vs_baseline", OrNull(Ratio(r.baseline_ns, r.paged_ns))},
         {"fraction_of_memcpy", OrNull(Ratio(r.memcpy_ns, r.paged_ns))},
+        {"fraction_of_cold_memcpy",
+         OrNull(Ratio(r.cold_memcpy_ns, r.paged_ns))},
     };
     if (r.c.keep.has_value()) row["tokens_kept"] = *r.c.keep;
     if (!r.error.empty()) row["error"] = r.error;

@@ -23,8 +23,18 @@ constexpr size_t kMiB = size_t{1} << 20;
 // Largest single memcpy of the memcpy reference: well past the 32 MiB L3, so
 // a long stream is not served from cache.
 constexpr size_t kMemcpyChunk = 256 * kMiB;
-// Positions past `context` the static baseline cycles through.
-constexpr int64_t kStaticHeadroom = 64;
+// Positions past `context` the static baseline writes, one per call, before
+// it wraps to the first: as many as the paged static cache writes before it
+// is rebuilt (its max_cache_len is context + kDecodeSteps). HF's StaticCache
+// writes each slot once per sequence into a torch.zeros buffer, so the slot
+// is not in cache; 256 slots are 128 MiB (float16) of writes, 4x the L3, so
+// a slot is cold again when the walk comes back to it. (A 64-slot cycle,
+// 32 MiB, left part of it in cache.)
+constexpr int64_t kStaticHeadroom = kDecodeSteps;
+// The cold memcpy's destination ring, and the most of its source it reads.
+constexpr size_t kColdRingBytes = size_t{1} << 30;
+constexpr size_t kColdSourceBytes = 4 * kMiB;
+constexpr size_t kCacheLine = 64;
 
 inline void Escape(const void* p) { asm volatile("" : : "g"(p) : "memory"); }
 
@@ -393,6 +403,38 @@ class MemcpyWorkload final : public Workload {
   Bytes dst_;
 };
 
+// memcpy of `total` bytes from a warm source into the next `total` bytes of
+// a pre-touched kColdRingBytes ring (wrapping), so every call writes memory
+// that is not in cache. The source is min(total, kColdSourceBytes) bytes,
+// read over and over. Each call starts on a fresh cache line.
+class ColdMemcpyWorkload final : public Workload {
+ public:
+  explicit ColdMemcpyWorkload(size_t total)
+      : total_(total),
+        src_(std::min(total, kColdSourceBytes), true),
+        ring_(kColdRingBytes, true) {}
+  void Run() override {
+    size_t left = total_;
+    while (left > 0) {
+      if (cursor_ == ring_.size()) cursor_ = 0;
+      const size_t n = std::min({left, src_.size(), ring_.size() - cursor_});
+      std::memcpy(ring_.data() + cursor_, src_.data(), n);
+      cursor_ += n;
+      left -= n;
+    }
+    Escape(ring_.data());
+    cursor_ = std::min(ring_.size(),
+                       (cursor_ + kCacheLine - 1) / kCacheLine * kCacheLine);
+  }
+  size_t bytes_per_run() const override { return total_; }
+
+ private:
+  size_t total_;
+  size_t cursor_ = 0;
+  Bytes src_;
+  Bytes ring_;
+};
+
 // Bytes the memcpy reference moves for `options`.
 absl::StatusOr<size_t> MemcpyBytes(const WorkloadOptions& o) {
   const size_t token = TokenBytes(o.dtype);
@@ -464,6 +506,14 @@ absl::StatusOr<std::unique_ptr<Workload>> MakeMemcpyWorkload(
   absl::StatusOr<size_t> bytes = MemcpyBytes(options);
   if (!bytes.ok()) return bytes.status();
   return std::unique_ptr<Workload>(std::make_unique<MemcpyWorkload>(*bytes));
+}
+
+absl::StatusOr<std::unique_ptr<Workload>> MakeColdMemcpyWorkload(
+    const WorkloadOptions& options) {
+  absl::StatusOr<size_t> bytes = MemcpyBytes(options);
+  if (!bytes.ok()) return bytes.status();
+  return std::unique_ptr<Workload>(
+      std::make_unique<ColdMemcpyWorkload>(*bytes));
 }
 
 }  // namespace pagedkv::bench

@@ -12,6 +12,14 @@
 //   - memcpy: one std::memcpy stream of the bytes the operation must move at
 //     least (for zero-copy remaps, the bytes the baseline moves) between
 //     preallocated, already-touched buffers, in pieces of at most 256 MiB.
+//     The same buffers every call, so below the 32 MiB L3 it runs in cache;
+//   - cold memcpy: the same bytes from a warm source (min(bytes, 4 MiB),
+//     read over and over, as a step's fresh K/V are warm) into the next
+//     bytes of a pre-touched 1 GiB ring (32x the L3): each call writes
+//     memory last written a whole ring ago, as a decode step writes blocks
+//     that are not in cache. The bound of an append (the summary reports it
+//     for the appends only: for ops that read cold blocks, its warm source
+//     makes it faster than those bytes can move).
 //
 //   absl::StatusOr<std::unique_ptr<Workload>> w = MakeBaselineWorkload(
 //       {.op = Op::kCrop, .impl = Impl::kBaseline, .context = 4096});
@@ -36,6 +44,11 @@ absl::StatusOr<std::unique_ptr<Workload>> MakeBaselineWorkload(
 // Returns the memcpy reference of options.op. InvalidArgument for kAllocFree,
 // which moves no bytes.
 absl::StatusOr<std::unique_ptr<Workload>> MakeMemcpyWorkload(
+    const WorkloadOptions& options);
+
+// Returns the cold memcpy reference of options.op (the same bytes as
+// MakeMemcpyWorkload). InvalidArgument for kAllocFree.
+absl::StatusOr<std::unique_ptr<Workload>> MakeColdMemcpyWorkload(
     const WorkloadOptions& options);
 
 }  // namespace pagedkv::bench

@@ -1,8 +1,10 @@
 // Cache operations at the DESIGN.md shapes (32 layers, 8 KV heads, head_dim
-// 128, block_tokens 16, 4 beams), each measured three ways (argument `impl`):
+// 128, block_tokens 16, 4 beams), each measured four ways (argument `impl`):
 // 0 = the paged cache, 1 = the HuggingFace-style contiguous baseline, 2 =
 // memcpy of the bytes the operation must move (for zero-copy remaps: the
-// bytes the baseline moves). `dtype` is 0 = float16, 1 = float32.
+// bytes the baseline moves) between reused buffers, 3 = the same bytes into
+// cold memory (a 1 GiB ring walked from a warm source). `dtype` is 0 =
+// float16, 1 = float32.
 //
 // Every benchmark times one call per iteration with manual timing: an
 // operation that changes the state it needs (select shrinks the batch, crop
@@ -60,7 +62,7 @@ void RunWorkload(benchmark::State& state, Op op) {
 }
 
 void CacheGrid(benchmark::internal::Benchmark* b) {
-  b->ArgsProduct({{0, 1, 2}, {0, 1}, {512, 2048, 8192}})
+  b->ArgsProduct({{0, 1, 2, 3}, {0, 1}, {512, 2048, 8192}})
       ->ArgNames({"impl", "dtype", "context"})
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
@@ -101,9 +103,9 @@ BENCHMARK(BM_BatchRepeatInterleave)->Apply(CacheGrid);
 // or 5,120, to show the cost does not depend on the tokens kept.
 void BM_Crop(benchmark::State& state) { RunWorkload(state, Op::kCrop); }
 BENCHMARK(BM_Crop)
-    ->ArgsProduct({{0, 1, 2}, {0, 1}, {4096}, {1024}})
-    ->ArgsProduct({{0, 1, 2}, {0, 1}, {3328}, {256}})
-    ->ArgsProduct({{0, 1, 2}, {0, 1}, {8192}, {5120}})
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 1}, {4096}, {1024}})
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 1}, {3328}, {256}})
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 1}, {8192}, {5120}})
     ->ArgNames({"impl", "dtype", "context", "keep"})
     // Restore re-appends 3,072 tokens (~0.1-1 s) after each microsecond
     // paged Crop: a fixed count keeps the run from taking hours.
@@ -117,7 +119,8 @@ void BM_Gather(benchmark::State& state) { RunWorkload(state, Op::kGather); }
 BENCHMARK(BM_Gather)->Apply(CacheGrid);
 
 // Static-cache decode step: one token into every layer of 4 beams in a
-// StaticKVCache with max_cache_len = context + 64.
+// StaticKVCache with max_cache_len = context + kDecodeSteps (256), each step
+// into the next slot.
 void BM_StaticAppend(benchmark::State& state) {
   RunWorkload(state, Op::kStaticAppend);
 }
@@ -138,7 +141,7 @@ BENCHMARK(BM_AllocFree)
 // blocks' bytes.
 void BM_Fork256(benchmark::State& state) { RunWorkload(state, Op::kFork256); }
 BENCHMARK(BM_Fork256)
-    ->ArgsProduct({{0, 1, 2}, {0, 1}})
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 1}})
     ->ArgNames({"impl", "dtype"})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);

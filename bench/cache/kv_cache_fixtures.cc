@@ -19,12 +19,12 @@
 #include "base/check.h"
 #include "bench/cache/contiguous_baseline.h"
 #include "bench/cache/workload.h"
+#include "cache/cache.h"
 #include "cache/cache_stats.h"
 #include "cache/dynamic_kv_cache.h"
-#include "cache/storage/kv_pool.h"
 #include "cache/kv_view.h"
-#include "cache/cache.h"
 #include "cache/static_kv_cache.h"
+#include "cache/storage/kv_pool.h"
 #include "tensor/dtype.h"
 #include "tensor/factories.h"
 #include "tensor/shape.h"
@@ -33,10 +33,10 @@
 namespace pagedkv::bench {
 namespace {
 
-// Paged decode steps before Restore rebuilds the cache (Reset + prefill):
-// the rows share their prefix, so keeping them at `context` by sliding Crop
-// would turn them into 4 private sequences; a rebuild keeps one.
-constexpr int64_t kDecodeSteps = 256;
+// Paged decode steps before Restore rebuilds the cache (Reset + prefill) are
+// kDecodeSteps (workload.h): the rows share their prefix, so keeping them at
+// `context` by sliding Crop would turn them into 4 private sequences; a
+// rebuild keeps one.
 
 // ---------------------------------------------------------------------------
 // Paged helpers.
@@ -50,8 +50,7 @@ absl::StatusOr<Tensor> Tokens(DType dtype, int64_t rows, int64_t n) {
 }
 
 // Appends `tokens` (keys and values alike) to every layer.
-absl::Status AppendToEveryLayer(KVCache& cache,
-                                const Tensor& tokens) {
+absl::Status AppendToEveryLayer(KVCache& cache, const Tensor& tokens) {
   for (int32_t l = 0; l < kNumLayers; ++l) {
     absl::StatusOr<KVView> kv = cache.Update(tokens.view(), tokens.view(), l);
     if (!kv.ok()) return kv.status();
@@ -66,6 +65,12 @@ void CheckOk(const absl::Status& status) {
 // A cache on its own pool. Members are destroyed cache first.
 class PagedWorkload : public Workload {
  public:
+  // Takes options.pool_memory and options.make_cache; call before Init.
+  void SetHooks(const WorkloadOptions& options) {
+    hooks_.pool_memory = options.pool_memory;
+    hooks_.make_cache = options.make_cache;
+  }
+
   std::vector<std::pair<std::string, double>> Counters() const override {
     const CacheStats s = cache_->stats();
     return {{"blocks_in_use", static_cast<double>(s.blocks_in_use)},
@@ -82,7 +87,8 @@ class PagedWorkload : public Workload {
                     int64_t rows, std::optional<int64_t> max_cache_len) {
     absl::StatusOr<std::unique_ptr<KVPool>> pool =
         KVPool::Create({.layout = BenchLayout(dtype),
-                        .num_blocks = static_cast<int32_t>(num_blocks)});
+                        .num_blocks = static_cast<int32_t>(num_blocks),
+                        .memory = hooks_.pool_memory});
     if (!pool.ok()) return pool.status();
     pool_ = *std::move(pool);
     // Warm the pool, as a serving pool is after its first pass. Otherwise
@@ -96,7 +102,10 @@ class PagedWorkload : public Workload {
     for (int32_t id = 0; id < std::min<int64_t>(num_blocks, most_held); ++id) {
       std::memset(pool_->BlockData(BlockId(id)), 0, pool_->block_bytes());
     }
-    if (max_cache_len.has_value()) {
+    if (hooks_.make_cache) {
+      cache_ = hooks_.make_cache(pool_.get(), max_cache_len);
+      if (cache_ == nullptr) return absl::InternalError("make_cache failed");
+    } else if (max_cache_len.has_value()) {
       absl::StatusOr<std::unique_ptr<StaticKVCache>> cache =
           StaticKVCache::Create({.max_cache_len = *max_cache_len,
                                  .num_layers = kNumLayers,
@@ -125,6 +134,7 @@ class PagedWorkload : public Workload {
     return cache_->BatchRepeatInterleave(rows_);
   }
 
+  WorkloadOptions hooks_;  // Only pool_memory and make_cache are used.
   DType dtype_ = DType::kFloat16;
   int64_t context_ = 0;
   int64_t rows_ = 1;
@@ -378,11 +388,13 @@ absl::StatusOr<std::unique_ptr<Workload>> MakePaged(const WorkloadOptions& o) {
     case Op::kDecodeAppend:
     case Op::kStaticAppend: {
       auto w = std::make_unique<PagedDecode>();
+      w->SetHooks(o);
       absl::Status s = w->Init(o.dtype, o.context, o.op == Op::kStaticAppend);
       return Ready(std::move(w), s);
     }
     case Op::kPrefill: {
       auto w = std::make_unique<PagedPrefill>();
+      w->SetHooks(o);
       absl::Status s = w->Init(o.dtype, o.context);
       return Ready(std::move(w), s);
     }
@@ -390,16 +402,19 @@ absl::StatusOr<std::unique_ptr<Workload>> MakePaged(const WorkloadOptions& o) {
     case Op::kBatchSelectIndices:
     case Op::kBatchRepeatInterleave: {
       auto w = std::make_unique<PagedRemap>();
+      w->SetHooks(o);
       absl::Status s = w->Init(o.op, o.dtype, o.context);
       return Ready(std::move(w), s);
     }
     case Op::kCrop: {
       auto w = std::make_unique<PagedCrop>();
+      w->SetHooks(o);
       absl::Status s = w->Init(o.dtype, o.context, o.keep);
       return Ready(std::move(w), s);
     }
     case Op::kGather: {
       auto w = std::make_unique<PagedGather>();
+      w->SetHooks(o);
       absl::Status s = w->Init(o.dtype, o.context);
       return Ready(std::move(w), s);
     }
@@ -433,6 +448,8 @@ absl::StatusOr<std::unique_ptr<Workload>> MakeWorkload(
       return MakeBaselineWorkload(options);
     case Impl::kMemcpy:
       return MakeMemcpyWorkload(options);
+    case Impl::kColdMemcpy:
+      return MakeColdMemcpyWorkload(options);
   }
   return absl::InvalidArgumentError("unknown impl");
 }

@@ -2,16 +2,18 @@
 //
 // Workloads shared by the cache benchmarks (kv_cache_benchmark.cc) and the
 // summary tool (//bench:summary). A Workload (workload.h) is one operation at
-// one shape, measured one of three ways (Impl):
+// one shape, measured one of four ways (Impl):
 //
-//   kPaged     the paged cache through its public API: KVPool::Create,
-//              DynamicKVCache / StaticKVCache::Create, Update, Get,
-//              KVView::GatherInto, ReorderCache, ...; for the books-only
-//              operations, BlockPool and BlockTable::Fork (this file);
-//   kBaseline  HuggingFace's DynamicCache/StaticCache in plain C++ over
-//              contiguous buffers (contiguous_baseline.h);
-//   kMemcpy    memcpy of the bytes the operation must move at least, or for
-//              zero-copy remaps the bytes the baseline moves (ditto).
+//   kPaged       the paged cache through its public API: KVPool::Create,
+//                DynamicKVCache / StaticKVCache::Create, Update, Get,
+//                KVView::GatherInto, ReorderCache, ...; for the books-only
+//                operations, BlockPool and BlockTable::Fork (this file);
+//   kBaseline    HuggingFace's DynamicCache/StaticCache in plain C++ over
+//                contiguous buffers (contiguous_baseline.h);
+//   kMemcpy      memcpy of the bytes the operation must move at least, or
+//                for zero-copy remaps the bytes the baseline moves (ditto);
+//   kColdMemcpy  the same bytes from a warm source into memory that is not
+//                in cache (a walk through a 1 GiB ring; ditto).
 //
 // Paged beam workloads hold one sequence of storage shared by 4 rows
 // (prefill, then BatchRepeatInterleave); baselines hold 4 contiguous beams.

@@ -43,6 +43,8 @@ std::string_view ImplName(Impl impl) {
       return "baseline";
     case Impl::kMemcpy:
       return "memcpy";
+    case Impl::kColdMemcpy:
+      return "cold_memcpy";
   }
   return "unknown";
 }

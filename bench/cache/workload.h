@@ -2,9 +2,10 @@
 //
 // The vocabulary of the cache benchmarks: the benchmark shape (DESIGN.md's
 // 32 layers, 8 KV heads, head_dim 128, block_tokens 16, 4 beams), the
-// operations (Op), the three ways each is measured (Impl) and the Workload
+// operations (Op), the four ways each is measured (Impl) and the Workload
 // interface that kv_cache_fixtures.h (paged) and contiguous_baseline.h
-// (baseline, memcpy) implement. See kv_cache_fixtures.h for how they are run.
+// (baseline, memcpy, cold memcpy) implement. See kv_cache_fixtures.h for how
+// they are run.
 //
 //   WorkloadOptions options;
 //   options.op = Op::kGather;
@@ -17,6 +18,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -24,6 +28,12 @@
 
 #include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
+
+namespace pagedkv {
+class KVCache;
+class KVPool;
+class MemoryResource;
+}  // namespace pagedkv
 
 namespace pagedkv::bench {
 
@@ -43,6 +53,10 @@ inline constexpr int32_t kGatherLayer = 16;
 inline constexpr int32_t kForkBlocks = 256;
 // Single-block allocate/free pairs per Run of alloc_free.
 inline constexpr int64_t kAllocPairsPerRun = 1024;
+// Decode and static append: steps written into fresh slots before the
+// workload starts over (the paged cache is rebuilt; the static baseline
+// wraps to its first slot, last written 256 steps, 128 MiB or more, ago).
+inline constexpr int64_t kDecodeSteps = 256;
 
 enum class Op {
   kDecodeAppend,           // 1 token into every layer, 4 beams
@@ -56,7 +70,11 @@ enum class Op {
   kAllocFree,              // books only: one block allocated and freed
   kFork256,                // books only: fork a 256-block table
 };
-enum class Impl { kPaged = 0, kBaseline = 1, kMemcpy = 2 };
+// kMemcpy copies between buffers it reuses, so up to the L3 size it copies
+// within cache; kColdMemcpy copies the same bytes from a warm source into a
+// fresh part of a 1 GiB ring each Run: the bound of a write into memory that
+// is not in cache (contiguous_baseline.h).
+enum class Impl { kPaged = 0, kBaseline = 1, kMemcpy = 2, kColdMemcpy = 3 };
 
 // "decode_append", ..., "fork_256" (the summary's op names).
 std::string_view OpName(Op op);
@@ -76,6 +94,16 @@ struct WorkloadOptions {
   int64_t context = 2048;
   // kCrop only: tokens kept.
   int64_t keep = kCropKeep;
+
+  // Hooks for experiments on kPaged (e.g. another memory resource or a
+  // modified cache built from the same workload), unset by the summary:
+  // where the pool's bytes come from (nullptr: KVPool's default), and the
+  // cache made on that pool (empty: DynamicKVCache, or a StaticKVCache of
+  // max_cache_len when that is set).
+  MemoryResource* pool_memory = nullptr;
+  std::function<std::unique_ptr<KVCache>(KVPool* pool,
+                                         std::optional<int64_t> max_cache_len)>
+      make_cache;
 };
 
 class Workload {

@@ -20,7 +20,7 @@
 //                             cold memcpy of the same bytes, both ways),
 //                             against BM_ColdMemcpy of those bytes
 //
-//   bazel run -c opt //bench/serving:kv_cache_manager_benchmark -- \
+//   bazel run -c opt //bench/serving:kv_cache_manager_benchmark --
 //       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //
 // Thread safety: single-threaded benchmarks.
