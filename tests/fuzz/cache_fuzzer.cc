@@ -31,14 +31,11 @@
 // A divergence prints the last operations and aborts (PKV_FUZZ_VERBOSE=1
 // prints every operation as it runs).
 //
-// Known bugs that PKV_FUZZ_ALLOW (fuzz_support.h) steers around, so that a
-// campaign can look for others; their inputs are in regressions/:
-//   private-pool-rebuild  (fixed; its two inputs are in the corpus) after
-//                         Reset, an Update with a new heads/head_dim
-//                         rebuilt a standalone cache's private pool; when
-//                         the update then failed, the rebuilt pool stayed
-//                         or Rollback aborted. Allowed: such updates keep
-//                         the pool's geometry.
+// Known bugs that PKV_FUZZ_ALLOW (fuzz_support.h) steers around: none open.
+// Found and fixed (816c981), inputs in corpus/cache_fuzzer/: after Reset, a
+// failing Update with a new heads/head_dim left the rebuilt private pool in
+// place (failed_update_after_reset_replaces_private_pool) or aborted in
+// Rollback (rollback_of_rebuilt_private_pool_aborts).
 //
 //   bazel run --config=fuzz //tests/fuzz:cache_fuzzer -- -max_total_time=60
 //
@@ -912,13 +909,6 @@ class CacheFuzzer {
         position = CachePosition::Matrix(rows, seq, std::move(p));
         break;
       }
-    }
-    if (!fixed && !h.shared && h.cache->pool() != nullptr &&
-        Allowed("private-pool-rebuild")) {
-      // Keep the private pool's geometry: a new one after Reset triggers
-      // the known bug (regressions/cache_fuzzer/).
-      heads = h.cache->pool()->layout().num_kv_heads;
-      head_dim = h.cache->pool()->layout().head_dim;
     }
     const bool strided = in_.OneIn(4);
     const std::vector<int64_t> dims =

@@ -7,7 +7,7 @@
 // the test fails and names the file that was running.
 //
 //   bazel test //tests/fuzz:cache_fuzzer_corpus_test
-//   bazel run //tests/fuzz:cache_fuzzer_replay -- tests/fuzz/regressions/x
+//   bazel run //tests/fuzz:cache_fuzzer -- tests/fuzz/corpus/cache_fuzzer/static
 //
 // Relative paths are tried against the working directory (a test's runfiles)
 // and then against $BUILD_WORKSPACE_DIRECTORY (set by `bazel run`). Exits 1
