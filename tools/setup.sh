@@ -17,6 +17,7 @@ PACKAGES=(
   g++                  # the default toolchain (gcc 12)
   clang                # --config=clang
   libclang-rt-14-dev   # libFuzzer and the sanitizer runtimes for clang (--config=fuzz)
+  lld                  # the linker of --config=fuzz (gold warns on every ASan link)
   libabsl-dev          # Status, containers, flags, synchronization
   libmimalloc-dev      # the tensor arena allocator
   libfmt-dev           # tables in tools/ and bench/

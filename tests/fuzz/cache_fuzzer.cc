@@ -17,10 +17,12 @@
 // operation:
 //   - the status code must equal the model's. The model has no memory, so
 //     the one exception is ResourceExhausted where the model succeeds, and
-//     only when memory can explain it (MemoryAllowance below: a shared pool
-//     without the blocks an upper bound says the call may need, a private
-//     pool whose byte cap is that small, a static cache that has not fixed
-//     its batch or had a reservation shortfall); the model is rolled back;
+//     only when memory can explain it (UpdateMemoryAllowance and
+//     BatchMemoryAllowance below: a shared pool without the blocks an upper
+//     bound says the call may need, a private pool whose byte cap is that
+//     small counting the blocks it already has, since it never shrinks; a
+//     static cache only before its batch is fixed, when a batch op grows
+//     it, or after a reservation shortfall); the model is rolled back;
 //   - a failed call must change nothing: every cache's CacheSnapshot
 //     (tests/cache/cache_snapshot.h: batch, layers, every K/V element,
 //     stats, pool books) equals the one before;
