@@ -1,7 +1,8 @@
 // tools/kv_stress/contiguous_model.h
 //
 // Internal to the simulator: what a non-paged server does with the same
-// request stream and the same bytes. Every admitted request reserves max_len
+// request stream, the same bytes and the same scheduling rules
+// (scheduling.h). Every admitted request reserves max_len
 // tokens per row up front (a crop request its window plus one block), so it
 // never preempts but admits far fewer sequences. Pure bookkeeping: no KV bytes.
 //
@@ -11,11 +12,11 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "tools/kv_stress/scheduling.h"
 #include "tools/kv_stress/sim_metrics.h"
 #include "tools/kv_stress/simulator.h"
 #include "tools/kv_stress/workload.h"
@@ -28,14 +29,11 @@ class ContiguousModel {
       : config_(config),
         report_(report),
         capacity_tokens_(int64_t{config.pool_blocks} *
-                         config.layout.block_tokens) {}
+                         config.layout.block_tokens),
+        waiting_(config.max_waiting) {}
 
   void Arrive(const Request& r) {
-    if (static_cast<int32_t>(waiting_.size()) >= config_.max_waiting) {
-      ++report_->refused_queue_full;
-      return;
-    }
-    waiting_.push_back(r);
+    if (!waiting_.Arrive(r)) ++report_->refused_queue_full;
   }
 
   void Step() {
@@ -54,7 +52,7 @@ class ContiguousModel {
     const double frag =
         reserved_ > 0 ? double(reserved_ - live) / reserved_ : 0.0;
     sampler.Add(*report_, static_cast<int32_t>(running_.size()), rows,
-                static_cast<int32_t>(waiting_.size()), util, frag, util, 0);
+                waiting_.size(), util, frag, util, 0);
     *utilization = util;
     *running = static_cast<int32_t>(running_.size());
   }
@@ -85,7 +83,7 @@ class ContiguousModel {
     for (const Seq& s : running_) live += int64_t{s.rows} * s.length;
     report_->final_tokens = live;
     report_->final_running = static_cast<int32_t>(running_.size());
-    report_->final_waiting = static_cast<int32_t>(waiting_.size());
+    report_->final_waiting = waiting_.size();
     report_->admissions_refused =
         report_->refused_queue_full + report_->refused_too_large;
   }
@@ -109,42 +107,37 @@ class ContiguousModel {
   }
 
   void Admit() {
-    int64_t budget = config_.max_prefill_tokens_per_step;
-    bool admitted_any = false;
-    while (!waiting_.empty() &&
-           static_cast<int32_t>(running_.size()) < config_.max_running) {
-      const Request r = waiting_.front();
-      const int64_t need = ReservationFor(r);
-      if (need > capacity_tokens_) {
-        waiting_.pop_front();
-        ++report_->refused_too_large;
-        continue;
-      }
-      if (reserved_ + need > capacity_tokens_) break;
-      if (admitted_any && r.prompt_tokens > budget) break;
-      waiting_.pop_front();
-      admitted_any = true;
-      budget -= r.prompt_tokens;
-      ++report_->admitted;
-      reserved_ += need;
-      Seq s;
-      s.request = r;
-      s.reserved = need;
-      s.length = r.prompt_tokens;
-      s.rows = r.width;
-      report_->tokens_prefilled += r.prompt_tokens;
-      // A non-paged server copies the prompt into every beam/sample row.
-      report_->ledger_written += int64_t{r.width} * r.prompt_tokens;
-      MaybeCrop(s);
-      running_.push_back(s);
-    }
+    int32_t running = static_cast<int32_t>(running_.size());
+    waiting_.AdmitInOrder(
+        &running, config_.max_running, config_.max_prefill_tokens_per_step,
+        [](const Request& r) { return int64_t{r.prompt_tokens}; },
+        [&](Request& r) {
+          const int64_t need = ReservationFor(r);
+          if (need > capacity_tokens_) return Verdict::kNever;
+          if (reserved_ + need > capacity_tokens_) return Verdict::kLater;
+          ++report_->admitted;
+          reserved_ += need;
+          Seq s;
+          s.request = r;
+          s.reserved = need;
+          s.length = r.prompt_tokens;
+          s.rows = r.width;
+          report_->tokens_prefilled += r.prompt_tokens;
+          // A non-paged server copies the prompt into every beam/sample row.
+          report_->ledger_written += int64_t{r.width} * r.prompt_tokens;
+          MaybeCrop(s);
+          running_.push_back(s);
+          return Verdict::kAdmitted;
+        },
+        &report_->refused_too_large);
   }
 
   void MaybeCrop(Seq& s) {
-    const int32_t window = s.request.crop_window;
-    if (window <= 0 || s.length < window + config_.layout.block_tokens) return;
-    report_->ledger_cropped += int64_t{s.rows} * (s.length - window);
-    s.length = window;
+    const int32_t to =
+        CropDue(s.request, s.length, config_.layout.block_tokens);
+    if (to < 0) return;
+    report_->ledger_cropped += int64_t{s.rows} * (s.length - to);
+    s.length = to;
   }
 
   void Decode() {
@@ -173,7 +166,7 @@ class ContiguousModel {
   ModelReport* report_;
   const int64_t capacity_tokens_;
   int64_t reserved_ = 0;
-  std::deque<Request> waiting_;
+  WaitingQueue<Request> waiting_;
   std::vector<Seq> running_;
 };
 

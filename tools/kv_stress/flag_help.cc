@@ -103,6 +103,31 @@ constexpr PresetField kFields[] = {
      [](const SimConfig& c) { return absl::StrCat(c.max_waiting); }},
     {"watermark_pct",
      [](const SimConfig& c) { return absl::StrCat(c.watermark_pct); }},
+    {"model",
+     [](const SimConfig& c) {
+       return c.model.empty() ? std::string("none") : c.model;
+     },
+     kEmpty},
+    {"storage",
+     [](const SimConfig& c) { return std::string(StorageModeName(c.storage)); },
+     kEmpty},
+    {"admission",
+     [](const SimConfig& c) {
+       return std::string(AdmissionModeName(c.admission));
+     },
+     kEmpty},
+    {"preemption",
+     [](const SimConfig& c) {
+       return std::string(PreemptionModeName(c.preemption));
+     },
+     kEmpty},
+    {"trace",
+     [](const SimConfig& c) {
+       return c.trace_path.empty() ? std::string("none") : c.trace_path;
+     },
+     kEmpty},
+    {"trace_step_ms",
+     [](const SimConfig& c) { return absl::StrCat(c.trace_step_ms); }},
 };
 
 }  // namespace

@@ -33,8 +33,11 @@
 #include "absl/status/statusor.h"
 #include "fmt/format.h"
 #include "tensor/dtype.h"
+#include "base/status_macros.h"
+#include "cache/serving/kv_cache_manager.h"
 #include "tools/common/paths.h"
 #include "tools/kv_stress/flag_help.h"
+#include "tools/kv_stress/model_presets.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/report.h"
 #include "tools/kv_stress/simulator.h"
@@ -50,12 +53,15 @@ constexpr bool kSanitized = true;
 constexpr bool kSanitized = false;
 #endif
 
-ABSL_FLAG(std::string, preset, "chat", "Workload preset: chat|beam|long|tiny");
+ABSL_FLAG(std::string, preset, "chat",
+          "Workload preset: chat|beam|long|tiny|mooncake");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (the run is deterministic for it)");
 ABSL_FLAG(int64_t, steps, -1,
-          PresetFlagHelp(kSanitized ? "Scheduler steps to run (at most 300 "
-                                      "in this sanitizer build unless set)"
-                                    : "Scheduler steps to run",
+          PresetFlagHelp(kSanitized ? "Scheduler steps to run, 0 to a trace's "
+                                      "end (at most 300 in this sanitizer "
+                                      "build unless set)"
+                                    : "Scheduler steps to run, 0 to a "
+                                      "trace's end",
                          "steps"));
 ABSL_FLAG(double, duration_s, 0,
           "If > 0, also stop after this many seconds (not deterministic)");
@@ -120,6 +126,37 @@ ABSL_FLAG(int32_t, max_waiting, -1,
           PresetFlagHelp("Max waiting requests (else refused)", "max_waiting"));
 ABSL_FLAG(double, watermark_pct, -1,
           PresetFlagHelp("Free blocks kept at admission, %", "watermark_pct"));
+ABSL_FLAG(std::string, model, "",
+          PresetFlagHelp("KV geometry of a real model (sets --layers, "
+                         "--kv_heads, --head_dim, --dtype): " +
+                             ::pagedkv::kv_stress::ModelNames(),
+                         "model"));
+ABSL_FLAG(std::string, storage, "",
+          PresetFlagHelp("Manager storage: host (real KV bytes, stamped and "
+                         "checked) | books_only (no bytes: fast, for real "
+                         "geometries and long traces)",
+                         "storage"));
+ABSL_FLAG(std::string, admission, "",
+          PresetFlagHelp("Admission: watermark (optimistic, may preempt) | "
+                         "reservation (prompt + max output reserved, never "
+                         "preempts)",
+                         "admission"));
+ABSL_FLAG(std::string, preemption, "",
+          PresetFlagHelp("What preemption does: recompute | swap (to a host "
+                         "tier; recompute when it is full)",
+                         "preemption"));
+ABSL_FLAG(int64_t, host_pool_mb, 0,
+          "Host swap tier in MiB for --preemption=swap [0: as large as the "
+          "pool]");
+ABSL_FLAG(std::string, trace, "",
+          PresetFlagHelp("Replay this Mooncake trace (JSONL) instead of the "
+                         "generator; \"none\" for the generator",
+                         "trace"));
+ABSL_FLAG(double, trace_step_ms, -1,
+          PresetFlagHelp("Trace milliseconds per scheduler step",
+                         "trace_step_ms"));
+ABSL_FLAG(int64_t, trace_requests, 0,
+          "Replay only the trace's first N requests [0: all]");
 ABSL_FLAG(std::string, json_out, "",
           "Write the JSON report to this file (none if empty); a relative "
           "path is taken from the directory `bazel run` was started in");
@@ -160,9 +197,15 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   c.workload.seed = absl::GetFlag(FLAGS_seed);
   Override(FLAGS_steps, &c.steps);
   if (kSanitized && absl::GetFlag(FLAGS_steps) < 0) {
-    c.steps = std::min<int64_t>(c.steps, 300);  // Smaller under sanitizers.
+    // Smaller under sanitizers (a trace preset's 0 means "to its end").
+    c.steps = c.steps == 0 ? 300 : std::min<int64_t>(c.steps, 300);
   }
   c.duration_s = absl::GetFlag(FLAGS_duration_s);
+  if (const std::string m = absl::GetFlag(FLAGS_model); !m.empty()) {
+    PKV_ASSIGN_OR_RETURN(ModelGeometry model, FindModelGeometry(m));
+    c.model = std::string(model.name);
+    c.layout = model.Layout(c.layout.block_tokens);
+  }
   Override(FLAGS_layers, &c.layout.num_layers);
   Override(FLAGS_kv_heads, &c.layout.num_kv_heads);
   Override(FLAGS_head_dim, &c.layout.head_dim);
@@ -218,6 +261,53 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   Override(FLAGS_max_running, &c.max_running);
   Override(FLAGS_max_waiting, &c.max_waiting);
   Override(FLAGS_watermark_pct, &c.watermark_pct);
+  if (const std::string v = absl::GetFlag(FLAGS_storage); !v.empty()) {
+    std::optional<StorageMode> mode = ParseStorageMode(v);
+    if (!mode.has_value()) {
+      return absl::InvalidArgumentError("unknown --storage " + v +
+                                        " (host|books_only)");
+    }
+    c.storage = *mode;
+  }
+  if (const std::string v = absl::GetFlag(FLAGS_admission); !v.empty()) {
+    std::optional<AdmissionMode> mode = ParseAdmissionMode(v);
+    if (!mode.has_value()) {
+      return absl::InvalidArgumentError("unknown --admission " + v +
+                                        " (watermark|reservation)");
+    }
+    c.admission = *mode;
+  }
+  if (const std::string v = absl::GetFlag(FLAGS_preemption); !v.empty()) {
+    std::optional<PreemptionMode> mode = ParsePreemptionMode(v);
+    if (!mode.has_value()) {
+      return absl::InvalidArgumentError("unknown --preemption " + v +
+                                        " (recompute|swap)");
+    }
+    c.preemption = *mode;
+  }
+  if (absl::GetFlag(FLAGS_host_pool_mb) < 0) {
+    return absl::InvalidArgumentError("--host_pool_mb must be >= 0");
+  }
+  if (absl::GetFlag(FLAGS_host_pool_mb) > 0) {
+    c.host_blocks = static_cast<int32_t>(
+        (static_cast<size_t>(absl::GetFlag(FLAGS_host_pool_mb)) << 20) /
+        c.layout.block_bytes());
+    if (c.host_blocks == 0 && c.preemption == PreemptionMode::kSwap) {
+      return absl::InvalidArgumentError(
+          "--host_pool_mb holds no block of this geometry");
+    }
+  }
+  if (const std::string t = absl::GetFlag(FLAGS_trace); !t.empty()) {
+    c.trace_path = t == "none" ? std::string() : t;
+    if (c.trace_path.empty() && c.steps == 0) {
+      return absl::InvalidArgumentError(
+          "--trace=none needs --steps (the preset runs until its trace ends)");
+    }
+  }
+  // A relative trace path is meant from where `bazel run` started.
+  c.trace_path = tools::UserPath(c.trace_path);
+  Override(FLAGS_trace_step_ms, &c.trace_step_ms);
+  c.trace_max_requests = absl::GetFlag(FLAGS_trace_requests);
   if (absl::Status s = c.Validate(); !s.ok()) return s;
   return c;
 }
@@ -233,12 +323,15 @@ int Main() {
   auto progress = [&](const Progress& p) {
     if (p.elapsed_s - last_print < 0.2 && p.step != p.steps) return;
     last_print = p.elapsed_s;
+    const std::string of =
+        p.steps > 0 ? fmt::format("/{}", p.steps) : std::string();
     std::fputs(
-        fmt::format("\r[{:6.1f}s] step {}/{}  running {} (contiguous {})  "
-                    "waiting {}  util {:5.1f}%  preemptions {}   ",
-                    p.elapsed_s, p.step, p.steps, p.paged_running,
+        fmt::format("\r[{:6.1f}s] step {}{}  running {} (contiguous {})  "
+                    "waiting {}  util {:5.1f}%  preemptions {} ({} swapped)   ",
+                    p.elapsed_s, p.step, of, p.paged_running,
                     p.contiguous_running, p.paged_waiting,
-                    100 * p.paged_utilization, p.preemptions)
+                    100 * p.paged_utilization, p.preemptions,
+                    p.swap_preemptions)
             .c_str(),
         stderr);
   };

@@ -26,6 +26,36 @@ std::optional<PreemptionPolicy> ParsePolicy(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view PreemptionModeName(PreemptionMode mode) {
+  return mode == PreemptionMode::kSwap ? "swap" : "recompute";
+}
+
+std::optional<PreemptionMode> ParsePreemptionMode(std::string_view name) {
+  if (name == "recompute") return PreemptionMode::kRecompute;
+  if (name == "swap") return PreemptionMode::kSwap;
+  return std::nullopt;
+}
+
+std::string_view AdmissionModeName(AdmissionMode mode) {
+  return mode == AdmissionMode::kReservation ? "reservation" : "watermark";
+}
+
+std::optional<AdmissionMode> ParseAdmissionMode(std::string_view name) {
+  if (name == "watermark") return AdmissionMode::kWatermark;
+  if (name == "reservation") return AdmissionMode::kReservation;
+  return std::nullopt;
+}
+
+std::string_view StorageModeName(StorageMode mode) {
+  return mode == StorageMode::kBooksOnly ? "books_only" : "host";
+}
+
+std::optional<StorageMode> ParseStorageMode(std::string_view name) {
+  if (name == "host") return StorageMode::kHost;
+  if (name == "books_only") return StorageMode::kBooksOnly;
+  return std::nullopt;
+}
+
 int32_t SelectVictim(PreemptionPolicy policy,
                      absl::Span<const VictimCandidate> candidates) {
   PKV_CHECK(!candidates.empty(), "SelectVictim with no candidates");

@@ -1,10 +1,14 @@
 // tools/kv_stress/policy.h
 //
-// Preemption policies of the simulated server: when the shared pool cannot
-// supply a block for a decode step, the scheduler frees one running request
-// (its blocks go back to the pool) and requeues it to be recomputed from its
-// prompt, as vLLM's recompute preemption does. The policy only chooses the
-// victim; it is a pure function of the candidates, so it is tested alone.
+// The simulated server's policies, by name for the flags.
+//  - PreemptionPolicy: when the shared pool cannot supply a block for a
+//    decode step, the scheduler preempts one running request; the policy
+//    only chooses the victim; it is a pure function of the candidates, so it
+//    is tested alone.
+//  - PreemptionMode: what preemption does with the victim's KV: frees it to
+//    recompute later (vLLM's recompute), or swaps it to the host tier and
+//    back (vLLM's swap; falls back to recompute when the tier is full).
+//  - The manager's AdmissionMode and StorageMode (kv_cache_manager.h).
 //
 //   std::vector<VictimCandidate> running = ...;   // in admission order
 //   int32_t i = SelectVictim(PreemptionPolicy::kNewestFirst, running);
@@ -19,6 +23,7 @@
 #include <string_view>
 
 #include "absl/types/span.h"
+#include "cache/serving/kv_cache_manager.h"
 
 namespace pagedkv::kv_stress {
 
@@ -36,6 +41,18 @@ enum class PreemptionPolicy {
 // Returns "newest_first" or "least_progress".
 std::string_view PolicyName(PreemptionPolicy policy);
 std::optional<PreemptionPolicy> ParsePolicy(std::string_view name);
+
+enum class PreemptionMode { kRecompute, kSwap };
+
+// "recompute" | "swap".
+std::string_view PreemptionModeName(PreemptionMode mode);
+std::optional<PreemptionMode> ParsePreemptionMode(std::string_view name);
+// "watermark" | "reservation".
+std::string_view AdmissionModeName(AdmissionMode mode);
+std::optional<AdmissionMode> ParseAdmissionMode(std::string_view name);
+// "host" | "books_only".
+std::string_view StorageModeName(StorageMode mode);
+std::optional<StorageMode> ParseStorageMode(std::string_view name);
 
 struct VictimCandidate {
   // Increases with every admission (readmissions get a new one).

@@ -67,6 +67,14 @@ json ModelToJson(const ModelReport& r, bool paged) {
     j["kv_bytes_written"] = r.kv_bytes_written;
     j["peak_shared_blocks"] = r.peak_shared_blocks;
     j["mean_shared_blocks"] = r.mean_shared_blocks;
+    j["swap_preemptions"] = r.swap_preemptions;
+    j["swap_fallbacks"] = r.swap_fallbacks;
+    j["swap_outs"] = r.swap_outs;
+    j["swap_ins"] = r.swap_ins;
+    j["swapped_blocks"] = r.swapped_blocks;
+    j["swapped_bytes"] = r.swapped_bytes;
+    j["tokens_recomputed"] = r.tokens_recomputed;
+    j["stamp_checks"] = r.stamp_checks;
     json lat = json::object();
     for (const OpLatency& l : r.latencies) {
       json o = json::object();
@@ -108,6 +116,14 @@ json ConfigToJson(const SimConfig& c) {
   j["max_prefill_tokens_per_step"] = c.max_prefill_tokens_per_step;
   j["watermark_pct"] = c.watermark_pct;
   j["policy"] = std::string(PolicyName(c.policy));
+  j["model"] = c.model;
+  j["storage"] = std::string(StorageModeName(c.storage));
+  j["admission"] = std::string(AdmissionModeName(c.admission));
+  j["preemption"] = std::string(PreemptionModeName(c.preemption));
+  j["host_blocks"] = c.swap_tier_blocks();
+  j["trace"] = c.trace_path;
+  j["trace_step_ms"] = c.trace_step_ms;
+  j["trace_max_requests"] = c.trace_max_requests;
   j["check_every"] = c.check_every;
   j["arrivals_per_step"] = c.workload.arrivals_per_step;
   j["prompt"] = LengthToJson(c.workload.prompt);
@@ -147,6 +163,16 @@ std::string FormatTable(const SimResult& r) {
       "kv_stress  preset={} seed={} steps={} wall={:.1f}s policy={}\n",
       c.preset, c.workload.seed, r.steps_run, r.wall_s, PolicyName(c.policy));
   out += fmt::format(
+      "manager    storage={} admission={} preemption={}{}  model={}  "
+      "source={}\n",
+      StorageModeName(c.storage), AdmissionModeName(c.admission),
+      PreemptionModeName(c.preemption),
+      c.preemption == PreemptionMode::kSwap
+          ? fmt::format(" (host tier {} blocks)", c.swap_tier_blocks())
+          : std::string(),
+      c.model.empty() ? "custom" : c.model,
+      c.trace_path.empty() ? std::string("generator") : c.trace_path);
+  out += fmt::format(
       "geometry   {}  block={} KiB  pool={} blocks = {:.0f} MiB = {} tokens  "
       "max_len={}\n",
       c.layout.ToString(), c.layout.block_bytes() / 1024, c.pool_blocks,
@@ -178,7 +204,9 @@ std::string FormatTable(const SimResult& r) {
       fmt::format("{} / {}", q.final_waiting, q.peak_waiting));
   row("admitted (incl. recomputes)", num(p.admitted), num(q.admitted));
   row("completed", num(p.completed), num(q.completed));
-  row("preemptions", num(p.preemptions), num(q.preemptions));
+  row("preemptions (swapped)",
+      fmt::format("{} ({})", p.preemptions, p.swap_preemptions),
+      num(q.preemptions));
   row("admissions refused (queue/size)",
       fmt::format("{}/{}", p.refused_queue_full, p.refused_too_large),
       fmt::format("{}/{}", q.refused_queue_full, q.refused_too_large));
@@ -187,7 +215,14 @@ std::string FormatTable(const SimResult& r) {
   row("tokens / step", fix(p.tokens_per_step, 1), fix(q.tokens_per_step, 1));
   row("tokens / s (run wall clock)", fix(p.tokens_per_s, 0),
       fix(q.tokens_per_s, 0));
-  row("cache ops / s", fix(p.ops_per_s, 0), "-");
+  row("tokens recomputed", num(p.tokens_recomputed), "-");
+  row("rows swapped out / in",
+      fmt::format("{} / {}", p.swap_outs, p.swap_ins), "-");
+  row("swapped blocks / MiB",
+      fmt::format("{} / {:.1f}", p.swapped_blocks,
+                  p.swapped_bytes / 1048576.0),
+      "-");
+  row("manager ops / s", fix(p.ops_per_s, 0), "-");
   row("copy-on-write copies", num(p.cow_copies), "-");
   row("copy-on-write MiB", fix(p.cow_bytes / 1048576.0, 1), "-");
   row("blocks shared (peak / mean)",
@@ -198,8 +233,9 @@ std::string FormatTable(const SimResult& r) {
       "capacity ratio (peak running, paged / contiguous): "
       "{:.2f}x\n",
       r.capacity_ratio);
-  out += fmt::format("invariant checks: {}  failures: {}", r.invariant_checks,
-                     r.invariant_failures);
+  out += fmt::format("invariant checks: {}  failures: {}  stamps read: {}",
+                     r.invariant_checks, r.invariant_failures,
+                     p.stamp_checks);
   if (r.invariant_failures > 0) {
     out += fmt::format("  (first at step {})", r.first_failure_step);
   }

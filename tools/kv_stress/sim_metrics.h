@@ -24,18 +24,23 @@ namespace pagedkv::kv_stress::internal {
 
 using Clock = std::chrono::steady_clock;
 
+// The manager calls the paged server makes (append_slots: one batched call
+// per step for every running row).
 enum OpKind : int {
-  kOpPrefill,
-  kOpDecode,
-  kOpReorder,
-  kOpRepeat,
-  kOpCrop,
-  kOpReset,
+  kOpAddSequence,
+  kOpAppendSlots,
+  kOpFork,
+  kOpTruncate,
+  kOpFree,
+  kOpPreempt,
+  kOpReadmit,
+  kOpSwapOut,
+  kOpSwapIn,
   kNumOps
 };
 constexpr std::string_view kOpNames[kNumOps] = {
-    "update_prefill",    "update_decode", "reorder_cache",
-    "repeat_interleave", "crop",          "reset"};
+    "add_sequence", "append_slots", "fork",     "truncate", "free",
+    "preempt",      "readmit",      "swap_out", "swap_in"};
 
 // Per-model running sums of the per-step samples.
 struct Sampler {

@@ -1,20 +1,27 @@
 // tools/kv_stress/simulator.h
 //
 // The kv_stress simulation: one step loop that drives two servers with the
-// same request stream (WorkloadGenerator) and the same memory budget.
+// same request stream (WorkloadGenerator, or a Mooncake trace) and the same
+// memory budget, under one set of scheduling rules (scheduling.h: queue
+// order, max_running, the prefill budget, crops).
 //
-//  - The paged server is a continuous-batching scheduler over the real
-//    library: one DynamicKVCache per running request, all on one shared
-//    KVPool, with real KV bytes. It reproduces arrivals, admission while the
-//    pool has room for the prompt (plus a watermark), prefill of varied
-//    lengths, one-token decode steps across all layers, beam search
-//    (BatchRepeatInterleave after prefill, ReorderCache with duplicates every
-//    step), parallel-sampling forks (BatchRepeatInterleave sharing the
-//    prompt, copy-on-write on the first decode), sliding windows with Crop,
-//    completion, and preemption when an Update returns ResourceExhausted
-//    (the victim, chosen by a PreemptionPolicy, is Reset and requeued to
-//    recompute from its prompt; a request that does not fit even alone is
-//    refused).
+//  - The paged server is a user of the library's serving manager
+//    (KVCacheManager, cache/serving/): one sequence per row, all on one
+//    pool. It admits with the manager's CanAdmit (watermark or reservation
+//    mode), prefills through AddSequence, gives every running row its decode
+//    slot with one batched AppendSlots per step, forks rows for beams and
+//    parallel samples (a beam step frees the rows it drops and forks the
+//    ones it keeps twice), truncates sliding-window requests back to their
+//    window, and frees finished ones. When AppendSlots runs out of blocks it
+//    preempts a victim (PreemptionPolicy) by recompute (Preempt, then
+//    Readmit) or by swap to the host tier (SwapOut, then SwapIn; recompute
+//    when the tier is full), requeued at the front. A request that cannot
+//    fit even alone is refused.
+//    Storage: in host mode the manager owns the KV bytes and the server
+//    writes every token's K and V (each with a stamp, kv_stamps.h, read back
+//    at every check through the block tables); in books-only mode there are
+//    no KV bytes (copies the manager asks for are confirmed at once), so
+//    real model geometries and long traces run in seconds.
 //  - The contiguous model is what a non-paged server does with the same
 //    bytes: pure bookkeeping in which every admitted request reserves
 //    max_len tokens per row up front (a sliding-window request reserves its
@@ -24,20 +31,21 @@
 //  - logical tokens: sum over running requests of rows * length (a prompt
 //    shared by n fork rows counts n times);
 //  - live tokens: token slots that hold a visible token, each physical slot
-//    counted once (paged: distinct blocks of a cache, shared blocks once;
+//    counted once (paged: distinct blocks of a request, shared blocks once;
 //    contiguous: equal to logical tokens, since it copies for beams/forks);
 //  - utilization = live tokens / capacity tokens (capacity = pool blocks *
 //    block_tokens, the same bytes for both models);
 //  - internal fragmentation = (allocated slots - live tokens) / allocated
 //    slots (paged: used blocks * block_tokens; contiguous: reserved slots).
 //
-// Consistency checks (every check_every steps and at the end): the library's
-// own CheckInvariants() on every cache and on the pool's books (these abort
-// on a breach), plus counted checks: each cache's batch and per-layer lengths
-// equal the scheduler's books, the token ledger balances (prefilled + forked
-// + decoded - cropped - freed == logical tokens now), the caches' distinct
-// blocks add up to the pool's used blocks, and the contiguous model never
-// reserves past its capacity.
+// Consistency checks (every check_every steps and at the end): the
+// manager's own CheckInvariants() (aborts on a breach), plus counted checks:
+// every row's state and length in the manager equal the server's books, the
+// running rows' distinct blocks add up to the pool's used blocks, the token
+// ledger balances (prefilled + forked + decoded - cropped - freed == tokens
+// of the requests held, running or preempted), in host mode each running
+// row's stamps at its first, last and a few random positions are the ones
+// written for it, and the contiguous model never reserves past capacity.
 //
 // Not a benchmark: timings are reported for orientation, never asserted.
 //
@@ -47,7 +55,7 @@
 //   if (result.ok() && result->invariant_failures == 0) { ... }
 //
 // Thread safety: RunSimulation is self-contained; concurrent calls share
-// nothing (each makes its own pool). It uses one thread.
+// nothing (each makes its own manager). It uses one thread.
 #ifndef PAGEDKV_TOOLS_KV_STRESS_SIMULATOR_H_
 #define PAGEDKV_TOOLS_KV_STRESS_SIMULATOR_H_
 
@@ -60,6 +68,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cache/serving/kv_cache_manager.h"
 #include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
 #include "tools/kv_stress/policy.h"
@@ -77,8 +86,10 @@ struct SimConfig {
                   .block_tokens = 16};
   // Blocks in the shared pool (the contiguous model gets the same bytes).
   int32_t pool_blocks = 4096;
-  // Steps to run; when duration_s > 0 the run also stops at that wall time
-  // (then it is no longer deterministic in its step count).
+  // Steps to run (0: no limit, for a trace: until it is drained and the
+  // paged server is idle; the contiguous model's backlog is then reported
+  // as its waiting requests); when duration_s > 0 the run also stops at that wall
+  // time (then it is no longer deterministic in its step count).
   int64_t steps = 40000;
   double duration_s = 0;
   // Tokens per row the contiguous model reserves (max prompt + max output).
@@ -90,13 +101,36 @@ struct SimConfig {
   // Free blocks kept back at admission, in percent of the pool (at least 1).
   double watermark_pct = 1.0;
   PreemptionPolicy policy = PreemptionPolicy::kNewestFirst;
+  // The paged server's manager and what preemption does.
+  StorageMode storage = StorageMode::kHost;
+  AdmissionMode admission = AdmissionMode::kWatermark;
+  PreemptionMode preemption = PreemptionMode::kRecompute;
+  // Blocks of the host swap tier (kSwap); 0: as many as the pool.
+  int32_t host_blocks = 0;
+  // The model whose geometry `layout` has (model_presets.h), or "" when the
+  // geometry is the preset's own.
+  std::string model;
+  // A Mooncake trace to replay instead of the generator ("": none), its
+  // milliseconds per step, and how many of its requests (0: all).
+  std::string trace_path;
+  double trace_step_ms = 30;
+  int64_t trace_max_requests = 0;
+  // Host mode: random stamp positions read back per running row at each
+  // check (besides the first and last).
+  int32_t stamp_samples = 4;
   // Consistency checks every this many steps (and after the last); 0: only
   // after the last.
   int64_t check_every = 100;
 
   // Returns InvalidArgument for an inconsistent configuration (bad layout,
-  // empty pool, max_len below max prompt + max output without crop, ...).
+  // empty pool, max_len below max prompt + max output without a trace,
+  // watermark_pct outside [0, 100), ...).
   absl::Status Validate() const;
+  // The host tier's blocks when preemption swaps, else 0.
+  int32_t swap_tier_blocks() const {
+    if (preemption != PreemptionMode::kSwap) return 0;
+    return host_blocks > 0 ? host_blocks : pool_blocks;
+  }
   // Total bytes of the pool (the memory budget of both models).
   size_t pool_bytes() const {
     return static_cast<size_t>(pool_blocks) * layout.block_bytes();
@@ -105,10 +139,11 @@ struct SimConfig {
 
 // The names PresetConfig accepts.
 inline constexpr std::string_view kPresetNames[] = {"chat", "beam", "long",
-                                                    "tiny"};
+                                                    "tiny", "mooncake"};
 
-// Returns the preset "chat", "beam", "long" or "tiny"; InvalidArgument for
-// another name.
+// Returns the preset "chat", "beam", "long", "tiny" or "mooncake" (the
+// Mooncake trace in ../shared/traces, books-only, Llama-3.1-8B on 32 GiB);
+// InvalidArgument for another name.
 absl::StatusOr<SimConfig> PresetConfig(std::string_view name);
 
 // Latency of one kind of cache operation, in microseconds.
@@ -134,6 +169,16 @@ struct ModelReport {
   int64_t admitted = 0;                  // Admissions, including readmissions.
   int64_t completed = 0;
   int64_t preemptions = 0;
+  // Paged only: preemptions by swap, and swap preemptions that recomputed
+  // because the host tier was full.
+  int64_t swap_preemptions = 0;
+  int64_t swap_fallbacks = 0;
+  int64_t swap_outs = 0;  // Rows swapped out / in.
+  int64_t swap_ins = 0;
+  int64_t swapped_blocks = 0;  // Both directions.
+  int64_t swapped_bytes = 0;   // Host mode: bytes the swaps copied.
+  int64_t tokens_recomputed = 0;  // Row-tokens rewritten at readmission.
+  int64_t stamp_checks = 0;       // Host mode: stamps read back.
   int64_t refused_queue_full = 0;  // Arrivals with the waiting queue full.
   int64_t refused_too_large = 0;   // Requests that cannot fit even alone.
   int64_t admissions_refused = 0;  // The sum of the two above.
@@ -151,8 +196,10 @@ struct ModelReport {
   // Token ledger, in row-tokens (see the file comment).
   int64_t ledger_written = 0;  // Prefilled + forked + decoded.
   int64_t ledger_cropped = 0;
-  int64_t ledger_freed = 0;          // Completed, preempted or refused.
-  int64_t final_tokens = 0;          // Logical tokens of the running requests.
+  int64_t ledger_freed = 0;  // Completed or refused.
+  // Logical tokens of the requests held at the end (running, or preempted
+  // and waiting with their tokens remembered).
+  int64_t final_tokens = 0;
   std::vector<OpLatency> latencies;  // Paged only.
 };
 
@@ -190,6 +237,7 @@ struct Progress {
   int32_t contiguous_running = 0;
   double paged_utilization = 0;
   int64_t preemptions = 0;
+  int64_t swap_preemptions = 0;
 };
 
 // Runs the simulation. Returns InvalidArgument for a bad config,

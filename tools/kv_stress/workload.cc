@@ -70,18 +70,6 @@ int32_t LengthSpec::Draw(Rng& rng) const {
   return static_cast<int32_t>(clamped);
 }
 
-std::string_view RequestKindName(RequestKind kind) {
-  switch (kind) {
-    case RequestKind::kPlain:
-      return "plain";
-    case RequestKind::kBeam:
-      return "beam";
-    case RequestKind::kFork:
-      return "fork";
-  }
-  return "?";
-}
-
 WorkloadGenerator::WorkloadGenerator(const WorkloadOptions& options)
     : options_(options), rng_(options.seed) {
   PKV_CHECK(options.arrivals_per_step > 0, "arrivals_per_step %f",

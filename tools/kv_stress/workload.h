@@ -31,6 +31,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tools/kv_stress/request_source.h"
+
 namespace pagedkv::kv_stress {
 
 // A deterministic random source: the raw mt19937_64 sequence plus
@@ -77,9 +79,6 @@ struct LengthSpec {
   int32_t Draw(Rng& rng) const;
 };
 
-enum class RequestKind { kPlain, kBeam, kFork };
-std::string_view RequestKindName(RequestKind kind);
-
 struct WorkloadOptions {
   uint64_t seed = 1;
   // Mean arrivals per scheduler step (Poisson).
@@ -97,27 +96,15 @@ struct WorkloadOptions {
   int32_t crop_window = 512;
 };
 
-struct Request {
-  int64_t id = 0;
-  // Step at which the request arrives.
-  int64_t arrival_step = 0;
-  int32_t prompt_tokens = 0;
-  int32_t output_tokens = 0;
-  RequestKind kind = RequestKind::kPlain;
-  // Rows after prefill: beam width, fork samples, or 1.
-  int32_t width = 1;
-  // Sliding window kept with Crop, or 0 for none.
-  int32_t crop_window = 0;
-};
-
-// Produces the arrivals of each step, in order of steps.
-class WorkloadGenerator {
+// Produces the arrivals of each step, in order of steps, without end.
+class WorkloadGenerator : public RequestSource {
  public:
   explicit WorkloadGenerator(const WorkloadOptions& options);
 
   // Returns the requests arriving in [step, step + 1), ids increasing.
   // REQUIRES: steps are asked in increasing order.
-  std::vector<Request> ArrivalsAt(int64_t step);
+  std::vector<Request> ArrivalsAt(int64_t step) override;
+  bool exhausted() const override { return false; }
 
   const WorkloadOptions& options() const { return options_; }
 

@@ -19,12 +19,13 @@ using ::testing::StartsWith;
 TEST(PresetFlagHelpTest, ListsEachPresetsValue) {
   EXPECT_EQ(PresetFlagHelp("Scheduler steps to run", "steps"),
             "Scheduler steps to run [-1: the preset's value; chat: 40000; "
-            "beam: 10000; long: 8000; tiny: 400]");
+            "beam: 10000; long: 8000; tiny: 400; mooncake: 0]");
 }
 
 TEST(PresetFlagHelpTest, GroupsPresetsWithTheSameValue) {
   EXPECT_EQ(PresetFlagHelp("Layers", "layers"),
-            "Layers [-1: the preset's value; chat, beam, long: 8; tiny: 2]");
+            "Layers [-1: the preset's value; chat, beam, long: 8; tiny: 2; "
+            "mooncake: 32]");
 }
 
 TEST(PresetFlagHelpTest, SaysOnceWhenEveryPresetAgrees) {
@@ -35,8 +36,8 @@ TEST(PresetFlagHelpTest, SaysOnceWhenEveryPresetAgrees) {
 
 TEST(PresetFlagHelpTest, StringFlagsNameTheEmptyDefault) {
   EXPECT_EQ(PresetFlagHelp("float32|float16|bfloat16", "dtype"),
-            "float32|float16|bfloat16 [\"\": the preset's value, float16 in "
-            "every preset]");
+            "float32|float16|bfloat16 [\"\": the preset's value; chat, beam, "
+            "long, tiny: float16; mooncake: bfloat16]");
   EXPECT_THAT(PresetFlagHelp("Preemption", "policy"),
               HasSubstr("newest_first in every preset"));
 }
@@ -44,7 +45,7 @@ TEST(PresetFlagHelpTest, StringFlagsNameTheEmptyDefault) {
 TEST(PresetFlagHelpTest, PoolSizeInMiBFollowsThePresetGeometry) {
   // tiny: 192 blocks of 2 layers x K|V x 2 heads x 16 tokens x 16 x 2 bytes.
   EXPECT_THAT(PresetFlagHelp("Pool size in MiB", "pool_mb"),
-              HasSubstr("chat, beam, long: 512; tiny: 0.75]"));
+              HasSubstr("chat, beam, long: 512; tiny: 0.75; mooncake: 32768]"));
 }
 
 TEST(PresetFlagHelpTest, EveryPresetFlagMentionsEveryPreset) {

@@ -57,11 +57,21 @@ TEST(ReportTest, JsonHasTheDocumentedKeys) {
       EXPECT_TRUE(j[model].contains(key)) << model << "." << key;
     }
   }
-  for (const char* key : {"cow_copies", "cow_bytes", "peak_shared_blocks",
-                          "ops_per_s", "latency"}) {
+  for (const char* key :
+       {"cow_copies", "cow_bytes", "peak_shared_blocks", "ops_per_s",
+        "latency", "swap_preemptions", "swap_fallbacks", "swap_outs",
+        "swap_ins", "swapped_blocks", "swapped_bytes", "tokens_recomputed",
+        "stamp_checks"}) {
     EXPECT_TRUE(j["paged"].contains(key)) << key;
   }
-  EXPECT_TRUE(j["paged"]["latency"]["update_decode"].contains("p99_us"));
+  EXPECT_TRUE(j["paged"]["latency"]["append_slots"].contains("p99_us"));
+  for (const char* key : {"model", "storage", "admission", "preemption",
+                          "host_blocks", "trace", "trace_step_ms"}) {
+    EXPECT_TRUE(j["config"].contains(key)) << key;
+  }
+  EXPECT_EQ(j["config"]["storage"], "host");
+  EXPECT_EQ(j["config"]["admission"], "watermark");
+  EXPECT_EQ(j["config"]["preemption"], "recompute");
   EXPECT_EQ(j["config"]["preset"], "tiny");
   EXPECT_EQ(j["config"]["steps"], 200);
 }
@@ -89,7 +99,10 @@ TEST(ReportTest, TableShowsBothModelsAndTheRatio) {
   EXPECT_THAT(table, HasSubstr("preemptions"));
   EXPECT_THAT(table, HasSubstr("copy-on-write copies"));
   EXPECT_THAT(table, HasSubstr("capacity ratio"));
-  EXPECT_THAT(table, HasSubstr("update_decode"));
+  EXPECT_THAT(table, HasSubstr("append_slots"));
+  EXPECT_THAT(table, HasSubstr("manager    storage=host admission=watermark "
+                               "preemption=recompute"));
+  EXPECT_THAT(table, HasSubstr("rows swapped out / in"));
   EXPECT_THAT(table, HasSubstr("failures: 0"));
 }
 

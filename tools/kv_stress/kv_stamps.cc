@@ -1,0 +1,139 @@
+// tools/kv_stress/kv_stamps.cc
+#include "tools/kv_stress/kv_stamps.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "allocator/block_id.h"
+#include "base/check.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
+#include "cache/storage/token_io.h"
+#include "tensor/dtype.h"
+
+namespace pagedkv::kv_stress {
+
+void RowHistory::Append(int64_t writer, int64_t count) {
+  PKV_CHECK(count >= 0, "append of %d positions", count);
+  if (count == 0) return;
+  if (runs_.empty() || runs_.back().second != writer) {
+    runs_.emplace_back(length_, writer);
+  }
+  length_ += count;
+}
+
+void RowHistory::Truncate(int64_t length) {
+  PKV_CHECK(length >= 0 && length <= length_, "truncate to %d of %d", length,
+            length_);
+  while (!runs_.empty() && runs_.back().first >= length) runs_.pop_back();
+  length_ = length;
+}
+
+int64_t RowHistory::WriterAt(int64_t position) const {
+  PKV_CHECK(position >= 0 && position < length_, "position %d of %d",
+            position, length_);
+  // The last run starting at or before `position`.
+  auto it = std::upper_bound(
+      runs_.begin(), runs_.end(), position,
+      [](int64_t p, const std::pair<int64_t, int64_t>& run) {
+        return p < run.first;
+      });
+  return std::prev(it)->second;
+}
+
+namespace {
+
+// Integers [0, 2^k) that a dtype stores exactly (its significand bits + 1).
+int64_t ExactIntegers(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return int64_t{1} << 24;
+    case DType::kFloat16:
+      return int64_t{1} << 11;
+    case DType::kBFloat16:
+      return int64_t{1} << 8;
+  }
+  return int64_t{1} << 8;
+}
+
+}  // namespace
+
+KVStamper::KVStamper(KVPool* pool)
+    : pool_(pool), modulus_(ExactIntegers(pool->layout().dtype)) {
+  const KVLayout& l = pool_->layout();
+  const size_t elements = static_cast<size_t>(l.num_kv_heads) *
+                          l.block_tokens * l.head_dim;
+  const size_t size = SizeOf(l.dtype);
+  key_fill_.resize(elements * size);
+  value_fill_.resize(elements * size);
+  for (size_t i = 0; i < elements; ++i) {
+    StoreFromFloat(l.dtype, 0.25f, key_fill_.data() + i * size);
+    StoreFromFloat(l.dtype, -0.25f, value_fill_.data() + i * size);
+  }
+}
+
+float KVStamper::StampOf(int64_t writer, int64_t position) const {
+  const uint64_t h = static_cast<uint64_t>(writer) * 0x9E3779B97F4A7C15ULL +
+                     static_cast<uint64_t>(position) * 0xC2B2AE3D27D4EB4FULL;
+  return static_cast<float>((h >> 32) % static_cast<uint64_t>(modulus_));
+}
+
+std::byte* KVStamper::StampAddress(BlockId block, int32_t offset) const {
+  const KVLayout& l = pool_->layout();
+  return pool_->BlockData(block) +
+         static_cast<size_t>(l.ElementOffset(0, KV::kKey, 0, offset)) *
+             SizeOf(l.dtype);
+}
+
+void KVStamper::Write(absl::Span<const int64_t> slots, int64_t first_position,
+                      const RowHistory& history) {
+  const KVLayout& l = pool_->layout();
+  const int32_t bt = l.block_tokens;
+  const TokenSource key{.data = key_fill_.data(),
+                        .head_stride = int64_t{bt} * l.head_dim,
+                        .token_stride = l.head_dim,
+                        .dim_stride = 1};
+  TokenSource value = key;
+  value.data = value_fill_.data();
+  size_t i = 0;
+  while (i < slots.size()) {
+    // A run of consecutive slots inside one block: one write per layer.
+    const BlockId block(static_cast<int32_t>(slots[i] / bt));
+    const int32_t offset = static_cast<int32_t>(slots[i] % bt);
+    size_t n = 1;
+    while (i + n < slots.size() && slots[i + n] == slots[i] + int64_t(n) &&
+           offset + static_cast<int32_t>(n) < bt) {
+      ++n;
+    }
+    for (int32_t layer = 0; layer < l.num_layers; ++layer) {
+      WriteTokenRun(*pool_, block, layer, offset, static_cast<int32_t>(n), key,
+                    value);
+    }
+    for (size_t t = 0; t < n; ++t) {
+      const int64_t position = first_position + static_cast<int64_t>(i + t);
+      StoreFromFloat(l.dtype, StampOf(history.WriterAt(position), position),
+                     StampAddress(block, offset + static_cast<int32_t>(t)));
+    }
+    bytes_written_ += static_cast<int64_t>(n) * 2 * l.num_layers *
+                      l.num_kv_heads * l.head_dim * SizeOf(l.dtype);
+    i += n;
+  }
+}
+
+bool KVStamper::Verify(absl::Span<const BlockId> table, int64_t position,
+                       const RowHistory& history) const {
+  const int32_t bt = pool_->layout().block_tokens;
+  const size_t index = static_cast<size_t>(position / bt);
+  PKV_CHECK(index < table.size(), "position %d past a table of %d blocks",
+            position, table.size());
+  const float got =
+      LoadAsFloat(pool_->layout().dtype,
+                  StampAddress(table[index], static_cast<int32_t>(position % bt)));
+  return got == StampOf(history.WriterAt(position), position);
+}
+
+}  // namespace pagedkv::kv_stress

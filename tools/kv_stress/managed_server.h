@@ -1,0 +1,131 @@
+// tools/kv_stress/managed_server.h
+//
+// Internal to the simulator: the paged server, a continuous-batching
+// scheduler that is a plain user of KVCacheManager (see simulator.h for what
+// it does each step). A request is a group of rows, one manager sequence
+// each: the prompt row, plus forked rows for beams and parallel samples.
+//
+// Thread safety: one simulation thread.
+#ifndef PAGEDKV_TOOLS_KV_STRESS_MANAGED_SERVER_H_
+#define PAGEDKV_TOOLS_KV_STRESS_MANAGED_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/step_output.h"
+#include "tools/kv_stress/kv_stamps.h"
+#include "tools/kv_stress/scheduling.h"
+#include "tools/kv_stress/sim_metrics.h"
+#include "tools/kv_stress/simulator.h"
+#include "tools/kv_stress/workload.h"
+
+namespace pagedkv::kv_stress::internal {
+
+class ManagedServer {
+ public:
+  // Makes the manager (and, in host mode, its KV bytes). ResourceExhausted
+  // when the memory cannot be had; InvalidArgument for a bad config.
+  static absl::StatusOr<std::unique_ptr<ManagedServer>> Create(
+      const SimConfig& config, ModelReport* report);
+
+  void Arrive(const Request& r);
+  // Admits, reorders beams, gives every running row its decode slot
+  // (preempting when the pool runs out), crops and completes. Internal when
+  // a manager call fails for another reason than running out (a bug).
+  absl::Status Step(int64_t step);
+  void Sample(Sampler& sampler, double* utilization, int32_t* running);
+  void Check(Checker& checker);
+  void Finish();
+
+  int32_t num_running() const;
+  int32_t num_waiting() const { return waiting_.size(); }
+  bool idle() const { return num_running() == 0 && waiting_.empty(); }
+
+ private:
+  enum class Where { kNew, kRunning, kPreempted, kSwapped };
+  // One manager sequence. Rows of a request start equal; a crop the
+  // manager defers (kReservation, shared blocks) can leave them ragged.
+  struct Row {
+    SequenceId id = 0;
+    int32_t length = 0;  // The manager's num_tokens.
+    RowHistory history;  // Host mode: who wrote each position.
+  };
+  struct Group {
+    Request request;
+    std::vector<Row> rows;
+    Where where = Where::kNew;
+    int64_t admission_seq = 0;
+    int32_t decoded = 0;
+    int64_t row_tokens() const {
+      int64_t n = 0;
+      for (const Row& r : rows) n += r.length;
+      return n;
+    }
+  };
+  using GroupPtr = std::unique_ptr<Group>;
+
+  ManagedServer(const SimConfig& config, ModelReport* report,
+                std::unique_ptr<KVCacheManager> manager);
+
+  bool host() const { return stamper_.has_value(); }
+  template <typename F>
+  auto Timed(OpKind op, F&& f);
+  // Internal error for a manager call that failed unexpectedly.
+  absl::Status Unexpected(std::string_view op, const absl::Status& s) const;
+
+  // Admission of the queue's front entry: a new request, or a preempted or
+  // swapped one coming back. A group that cannot fit with nothing else
+  // running is kNever (its rows freed).
+  absl::StatusOr<Verdict> TryAdmit(Group& g);
+  absl::StatusOr<Verdict> AdmitNew(Group& g);
+  absl::StatusOr<Verdict> Readmit(Group& g);
+  absl::StatusOr<Verdict> SwapIn(Group& g);
+  // What a group that did not fit answers: kLater, or kNever (rows freed)
+  // when nothing else runs.
+  absl::StatusOr<Verdict> DidNotFit(Group& g);
+  absl::Status SwapOutRow(SequenceId id);
+  // Beam step: keeps a sorted draw of rows with duplicates (frees the rows
+  // not drawn, forks the ones drawn twice).
+  absl::Status ReorderBeams(Group& g);
+  absl::Status MaybeCrop(Group& g);
+  // Preempts a victim, or refuses the last running request; *any_left says
+  // whether something still runs.
+  absl::Status MakeRoom(bool* any_left);
+  absl::Status PreemptGroup(GroupPtr& slot);
+  // Frees a finished or refused group; the slot becomes nullptr.
+  absl::Status Release(GroupPtr& slot);
+  absl::Status FreeRows(Group& g);
+  absl::Status Decode();
+
+  const SimConfig& config_;
+  ModelReport* report_;
+  std::unique_ptr<KVCacheManager> manager_;
+  std::optional<KVStamper> stamper_;  // Host mode.
+  Rng beam_rng_;
+  Rng check_rng_;
+  int64_t step_ = 0;
+  int64_t next_admission_seq_ = 0;
+  SequenceId next_seq_id_ = 0;
+  WaitingQueue<GroupPtr> waiting_;
+  // Admission order; nullptr marks a slot emptied during the current step.
+  std::vector<GroupPtr> running_;
+  int32_t num_running_ = 0;
+  // Reused every step.
+  StepOutput out_;
+  std::vector<SlotRequest> requests_;
+  std::vector<Row*> request_rows_;
+  std::vector<std::pair<int32_t, int32_t>> blocks_scratch_;  // (id, fill)
+  std::vector<int32_t> ids_scratch_;
+  LatencySamples latency_ns_[kNumOps];
+};
+
+}  // namespace pagedkv::kv_stress::internal
+
+#endif  // PAGEDKV_TOOLS_KV_STRESS_MANAGED_SERVER_H_

@@ -1,0 +1,126 @@
+// tools/kv_stress/mooncake_trace.cc
+#include "tools/kv_stress/mooncake_trace.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
+#include "nlohmann/json.hpp"
+
+namespace pagedkv::kv_stress {
+namespace {
+
+using nlohmann::json;
+
+// Reads integer field `key` of `line` into *out; false if it is missing,
+// not an integer, or outside [lo, hi].
+bool IntField(const json& line, const char* key, int64_t lo, int64_t hi,
+              int64_t* out) {
+  const auto it = line.find(key);
+  if (it == line.end() || !it->is_number_integer()) return false;
+  const int64_t v = it->get<int64_t>();
+  if (v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<MooncakeTrace> MooncakeTrace::Load(const Options& options) {
+  std::ifstream in(options.path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read trace \"", options.path, "\""));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<MooncakeTrace> trace = Parse(text.str(), options);
+  if (!trace.ok()) {
+    return absl::Status(trace.status().code(),
+                        absl::StrCat(options.path, ": ",
+                                     trace.status().message()));
+  }
+  return trace;
+}
+
+absl::StatusOr<MooncakeTrace> MooncakeTrace::Parse(const std::string& text,
+                                                   const Options& options) {
+  if (!(options.step_ms > 0) || !std::isfinite(options.step_ms)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("step_ms %f must be > 0", options.step_ms));
+  }
+  if (options.max_requests < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_requests %d must be >= 0 (0: all)", options.max_requests));
+  }
+  constexpr int64_t kMaxLength = std::numeric_limits<int32_t>::max();
+  MooncakeTrace trace;
+  std::istringstream lines(text);
+  std::string raw;
+  int64_t line_no = 0;
+  int64_t last_ms = 0;
+  while (std::getline(lines, raw)) {
+    ++line_no;
+    if (options.max_requests > 0 &&
+        trace.num_requests() >= options.max_requests) {
+      break;
+    }
+    if (absl::StripAsciiWhitespace(raw).empty()) continue;
+    const json line = json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    if (line.is_discarded() || !line.is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("line %d is not a JSON object", line_no));
+    }
+    int64_t ms = 0, input = 0, output = 0;
+    if (!IntField(line, "timestamp", 0, std::numeric_limits<int64_t>::max(),
+                  &ms) ||
+        !IntField(line, "input_length", 1, kMaxLength, &input) ||
+        !IntField(line, "output_length", 1, kMaxLength, &output)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "line %d: timestamp must be an integer >= 0 and input_length, "
+          "output_length integers in [1, %d]",
+          line_no, kMaxLength));
+    }
+    if (const auto it = line.find("hash_ids");
+        it != line.end() && !it->is_array()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("line %d: hash_ids is not an array", line_no));
+    }
+    if (ms < last_ms) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "line %d: timestamp %d is before the previous line's %d", line_no,
+          ms, last_ms));
+    }
+    last_ms = ms;
+    Request r;
+    r.id = trace.num_requests();
+    r.arrival_step = static_cast<int64_t>(std::floor(ms / options.step_ms));
+    r.prompt_tokens = static_cast<int32_t>(input);
+    r.output_tokens = static_cast<int32_t>(output);
+    trace.max_prompt_ = std::max(trace.max_prompt_, r.prompt_tokens);
+    trace.max_output_ = std::max(trace.max_output_, r.output_tokens);
+    trace.requests_.push_back(r);
+  }
+  return trace;
+}
+
+std::vector<Request> MooncakeTrace::ArrivalsAt(int64_t step) {
+  std::vector<Request> out;
+  while (next_ < requests_.size() && requests_[next_].arrival_step <= step) {
+    out.push_back(requests_[next_++]);
+  }
+  return out;
+}
+
+}  // namespace pagedkv::kv_stress
