@@ -556,7 +556,11 @@ void ManagedServer::Finish() {
   report_->cow_bytes =
       st.cow_copies * static_cast<int64_t>(manager_->layout().block_bytes());
   report_->swapped_blocks = st.swapped_blocks;
-  report_->swapped_bytes = st.swapped_bytes;
+  // Books-only: the bytes the caller's swap copies move.
+  report_->swapped_bytes =
+      host() ? st.swapped_bytes
+             : st.swapped_blocks *
+                   static_cast<int64_t>(manager_->layout().block_bytes());
   report_->kv_bytes_written = host() ? stamper_->bytes_written() : 0;
   report_->final_tokens = held;
   report_->final_running = num_running_;

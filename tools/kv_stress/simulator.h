@@ -176,7 +176,8 @@ struct ModelReport {
   int64_t swap_outs = 0;  // Rows swapped out / in.
   int64_t swap_ins = 0;
   int64_t swapped_blocks = 0;  // Both directions.
-  int64_t swapped_bytes = 0;   // Host mode: bytes the swaps copied.
+  // Bytes the swaps copied (books-only: that the caller's copies move).
+  int64_t swapped_bytes = 0;
   int64_t tokens_recomputed = 0;  // Row-tokens rewritten at readmission.
   int64_t stamp_checks = 0;       // Host mode: stamps read back.
   int64_t refused_queue_full = 0;  // Arrivals with the waiting queue full.
