@@ -11,6 +11,8 @@
 // cache), with speedup_vs_baseline = baseline / paged, fraction_of_memcpy =
 // memcpy / paged and fraction_of_cold_memcpy = cold memcpy / paged. It ends
 // with the DESIGN.md "Performance targets" checked against those numbers.
+// Then (unless --serving=false) it runs the serving benchmarks
+// (bench/serving_suite.h) and adds their medians, ratios and targets.
 //
 //   bazel run -c opt //bench:summary -- --out=/tmp/summary.json
 //   bazel run -c opt //bench:summary -- --contexts=512 --ops=crop,gather
@@ -45,6 +47,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/cache/kv_cache_fixtures.h"
 #include "bench/cache/workload.h"
+#include "bench/serving_suite.h"
 #include "fmt/core.h"
 #include "nlohmann/json.hpp"
 #include "tensor/dtype.h"
@@ -60,6 +63,11 @@ ABSL_FLAG(std::string, contexts, "512,2048,8192",
 ABSL_FLAG(std::string, ops, "",
           "Comma-separated op names to run (e.g. crop,gather); empty: all.");
 ABSL_FLAG(std::string, dtypes, "float16,float32", "Comma-separated dtypes.");
+ABSL_FLAG(bool, serving, true,
+          "Also run the serving benchmarks (bench/serving/) and check the "
+          "serving targets.");
+ABSL_FLAG(int32_t, serving_reps, 5,
+          "Repetitions of each serving benchmark (the median is reported).");
 
 namespace pagedkv::bench {
 namespace {
@@ -381,7 +389,22 @@ int Main() {
                r.error.empty() ? "" : "  " + r.error);
     results.push_back(std::move(r));
   }
-  const std::vector<Target> targets = CheckTargets(results);
+  std::vector<Target> targets = CheckTargets(results);
+  std::optional<ServingSuite> serving;
+  std::string serving_error;
+  if (absl::GetFlag(FLAGS_serving)) {
+    absl::StatusOr<ServingSuite> s =
+        RunServingSuite({.repetitions = absl::GetFlag(FLAGS_serving_reps)});
+    if (s.ok()) {
+      serving = std::move(*s);
+      for (const ServingTarget& t : serving->targets) {
+        targets.push_back({t.name, t.case_label, t.value, t.threshold, t.met});
+      }
+    } else {
+      serving_error = s.status().ToString();
+      fmt::print(stderr, "serving suite: {}\n", serving_error);
+    }
+  }
   const double wall_seconds = std::chrono::duration<double>(
                                   std::chrono::steady_clock::now() - wall_start)
                                   .count();
@@ -402,6 +425,16 @@ int Main() {
                FormatRatio(Ratio(r.baseline_ns, r.paged_ns)),
                FormatRatio(Ratio(r.memcpy_ns, r.paged_ns)),
                FormatRatio(Ratio(r.cold_memcpy_ns, r.paged_ns)));
+  }
+  if (serving.has_value()) {
+    fmt::print(
+        "\n| serving case | what | median | baseline | baseline / case |\n"
+        "|---|---|---:|---|---:|\n");
+    for (const ServingRow& r : serving->rows) {
+      fmt::print("| {} | {} | {} | {} | {} |\n", r.name, r.what,
+                 FormatNs(r.median_ns), r.baseline.empty() ? "-" : r.baseline,
+                 FormatRatio(r.ratio));
+    }
   }
   fmt::print(
       "\n| target | case | value | threshold | met |\n"
@@ -470,6 +503,19 @@ int Main() {
                       {"met", t.met}});
   }
   doc["targets"] = std::move(checks);
+  if (serving.has_value()) {
+    nlohmann::json srows = nlohmann::json::array();
+    for (const ServingRow& r : serving->rows) {
+      srows.push_back({{"benchmark", r.name},
+                       {"what", r.what},
+                       {"median_ns", r.median_ns},
+                       {"baseline", r.baseline},
+                       {"baseline_over_case", OrNull(r.ratio)}});
+    }
+    doc["serving"] = std::move(srows);
+  } else if (!serving_error.empty()) {
+    doc["serving_error"] = serving_error;
+  }
   doc["wall_seconds"] = wall_seconds;
 
   std::string path = absl::GetFlag(FLAGS_out);
