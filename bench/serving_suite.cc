@@ -146,12 +146,11 @@ absl::StatusOr<ServingSuite> RunServingSuite(
   for (const char* rel : kBinaries) {
     const std::optional<std::string> path = Runfile(rel);
     if (!path.has_value()) {
-      return absl::NotFoundError(
-          absl::StrCat(rel, " is not in the runfiles (bazel run //bench:summary)"));
+      return absl::NotFoundError(absl::StrCat(
+          rel, " is not in the runfiles (bazel run //bench:summary)"));
     }
     fmt::print(stderr, "running {} ...\n", rel);
-    absl::StatusOr<std::map<std::string, double>> m =
-        RunBinary(*path, options);
+    absl::StatusOr<std::map<std::string, double>> m = RunBinary(*path, options);
     if (!m.ok()) return m.status();
     medians.insert(m->begin(), m->end());
   }
@@ -188,8 +187,8 @@ absl::StatusOr<ServingSuite> RunServingSuite(
     const std::optional<double> swap = median("BM_SwapOutIn");
     const std::optional<double> cold = median("BM_ColdMemcpy");
     const double f = swap && cold ? *cold / *swap : -1;
-    suite.targets.push_back({"swap >= 0.8 of cold memcpy", "BM_SwapOutIn", f,
-                             0.8, f >= 0.8});
+    suite.targets.push_back(
+        {"swap >= 0.8 of cold memcpy", "BM_SwapOutIn", f, 0.8, f >= 0.8});
   }
   // Proportional to rows changed: one changed row costs at most a tenth of
   // all 256 (ideal 1/256), sixteen at most a fifth (ideal 1/16).

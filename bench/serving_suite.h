@@ -29,10 +29,10 @@
 namespace pagedkv::bench {
 
 struct ServingRow {
-  std::string name;       // The benchmark's run name, e.g. BM_Free/manual_time.
-  std::string what;       // What it times, in words.
-  double median_ns = 0;   // Per iteration.
-  std::string baseline;   // The row it is compared with ("" for none).
+  std::string name;      // The benchmark's run name, e.g. BM_Free/manual_time.
+  std::string what;      // What it times, in words.
+  double median_ns = 0;  // Per iteration.
+  std::string baseline;  // The row it is compared with ("" for none).
   std::optional<double> ratio;  // baseline median / this median.
 };
 
@@ -57,7 +57,8 @@ struct ServingSuiteOptions {
 
 // NOT_FOUND when a benchmark binary is missing from the runfiles; INTERNAL
 // when one fails or prints no JSON.
-absl::StatusOr<ServingSuite> RunServingSuite(const ServingSuiteOptions& options);
+absl::StatusOr<ServingSuite> RunServingSuite(
+    const ServingSuiteOptions& options);
 
 }  // namespace pagedkv::bench
 

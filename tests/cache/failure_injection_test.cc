@@ -84,11 +84,10 @@ absl::StatusOr<std::unique_ptr<Cache>> Dynamic(KVPool* pool) {
 
 std::function<absl::StatusOr<std::unique_ptr<Cache>>(KVPool*)> Static(
     int64_t max_cache_len) {
-  return [max_cache_len](KVPool* pool)
-             -> absl::StatusOr<std::unique_ptr<Cache>> {
-    absl::StatusOr<std::unique_ptr<StaticKVCache>> made =
-        StaticKVCache::Create(
-            {.max_cache_len = max_cache_len, .num_layers = 2, .pool = pool});
+  return [max_cache_len](
+             KVPool* pool) -> absl::StatusOr<std::unique_ptr<Cache>> {
+    absl::StatusOr<std::unique_ptr<StaticKVCache>> made = StaticKVCache::Create(
+        {.max_cache_len = max_cache_len, .num_layers = 2, .pool = pool});
     if (!made.ok()) return made.status();
     return std::unique_ptr<Cache>(std::move(*made));
   };
@@ -145,9 +144,9 @@ std::vector<Case> Cases() {
        [](Cache& c) {
          auto& edc = static_cast<EncoderDecoderCache&>(c);
          const Tensor k = *Full(kLayout.dtype, {1, 2, 6, 4}, 5.0);
-         if (absl::Status s = Status(edc.Update(k.view(), k.view(), 0,
-                                                CachePosition::None(),
-                                                Attention::kCross));
+         if (absl::Status s =
+                 Status(edc.Update(k.view(), k.view(), 0, CachePosition::None(),
+                                   Attention::kCross));
              !s.ok()) {
            return s;
          }

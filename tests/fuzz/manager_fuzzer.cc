@@ -6,6 +6,7 @@
 // 0-16 blocks; a watermark) and decodes into up to kMaxOps operations over
 // sequence ids 0..kIds-1: AddSequence, batched ragged AppendSlots, Fork,
 // Truncate, Free, Preempt, Readmit, SwapOut, SwapIn, CompleteSwap, CanAdmit,
+// the dense, CSR and delta exports of a batch (buffers exact or one short),
 // and (books-only) releasing copy-on-write sources late. Ids are drawn so
 // that unknown, duplicate and wrong-state ids come up.
 //
@@ -56,6 +57,7 @@
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
 #include "allocator/copy_on_write.h"
+#include "cache/serving/block_table_export.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/serving/step_output.h"
 #include "cache/storage/kv_layout.h"
@@ -85,15 +87,16 @@ enum Op {
   kCanAdmit,
   kReleaseCopies,
   kCreate,
+  kExport,
   kNumOps,
 };
 
 OpStats& Stats() {
-  return OpStats::Get(
-      "manager_fuzzer",
-      {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free", "Preempt",
-       "Readmit", "SwapOut", "SwapIn", "CompleteSwap", "CanAdmit",
-       "release CoW sources", "Create (bad options)"});
+  return OpStats::Get("manager_fuzzer",
+                      {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free",
+                       "Preempt", "Readmit", "SwapOut", "SwapIn",
+                       "CompleteSwap", "CanAdmit", "release CoW sources",
+                       "Create (bad options)", "Export (dense, CSR, delta)"});
 }
 
 const char* StateName(SequenceState s) {
@@ -182,8 +185,8 @@ struct Snapshot {
            seqs == o.seqs;
   }
   std::string ToString() const {
-    std::string s = absl::StrCat(StatsString(stats), " unreserved ",
-                                 unreserved);
+    std::string s =
+        absl::StrCat(StatsString(stats), " unreserved ", unreserved);
     for (size_t i = 0; i < seqs.size(); ++i) {
       if (!seqs[i].present) continue;
       absl::StrAppend(&s, "; seq ", i, " ", StateName(seqs[i].state), " ",
@@ -198,8 +201,8 @@ struct ModelSeq {
   SequenceState state = SequenceState::kRunning;
   std::vector<uint32_t> tags;  // One per token.
   int64_t max_tokens = 0;
-  SwapPlan pending;             // Books-only: the swap in flight.
-  std::vector<BlockId> host;    // Books-only: its host blocks (swapped out).
+  SwapPlan pending;           // Books-only: the swap in flight.
+  std::vector<BlockId> host;  // Books-only: its host blocks (swapped out).
 };
 
 // Whether a call with valid input must succeed, must fail for memory, or
@@ -278,6 +281,13 @@ class ManagerFuzzer {
       }
     }
     m_ = *KVCacheManager::Create(o);
+    // Any table fits a row as wide as the pool.
+    delta_max_blocks_ = num_blocks_;
+    delta_.emplace(*BlockTableDeltaExporter::Create(
+        {.max_rows = static_cast<int32_t>(kIds),
+         .max_blocks = delta_max_blocks_,
+         .pad_id = -1}));
+    delta_tables_.assign(static_cast<size_t>(kIds) * delta_max_blocks_, -7);
     if (books_only_) {
       device_.assign(static_cast<size_t>(num_blocks_) * bt_, 0);
       host_.assign(static_cast<size_t>(num_host_blocks_) * bt_, 0);
@@ -309,7 +319,7 @@ class ManagerFuzzer {
   SequenceId PickId(std::optional<SequenceState> s, bool want_absent = false) {
     std::vector<SequenceId> ids;
     for (SequenceId id = 0; id < kIds; ++id) {
-      const bool match = want_absent ? !Has(id)
+      const bool match = want_absent     ? !Has(id)
                          : s.has_value() ? In(id, *s)
                                          : Has(id);
       if (match) ids.push_back(id);
@@ -372,9 +382,9 @@ class ManagerFuzzer {
   }
   size_t WordOffset(int32_t layer, int32_t kv, int32_t head, int32_t offset,
                     int32_t dim) const {
-    return static_cast<size_t>(layout_.ElementOffset(layer, static_cast<KV>(kv),
-                                                     head, offset) +
-                               dim) *
+    return static_cast<size_t>(
+               layout_.ElementOffset(layer, static_cast<KV>(kv), head, offset) +
+               dim) *
            sizeof(uint32_t);
   }
   // Books-only: the caller's copies in the simulated memories.
@@ -566,10 +576,10 @@ class ManagerFuzzer {
         CanAdmit();
         break;
       default:
-        if (books_only_ && !deferred_.empty()) {
+        if (books_only_ && !deferred_.empty() && in_.Bool()) {
           ReleaseCopies();
         } else {
-          Append();
+          Export();
         }
         break;
     }
@@ -635,13 +645,13 @@ class ManagerFuzzer {
         id = running[j];
         running.erase(running.begin() + static_cast<ptrdiff_t>(j));
       }
-      int64_t n = in_.OneIn(16) ? -in_.Below(2)
+      int64_t n = in_.OneIn(16)       ? -in_.Below(2)
                   : in_.Below(4) == 0 ? 1 + in_.Below(6)
                                       : 1;
       auto it = seqs_.find(id);
       if (reservation_ && n > 0 && it != seqs_.end() && !in_.OneIn(8)) {
-        const int64_t room =
-            it->second.max_tokens - static_cast<int64_t>(it->second.tags.size());
+        const int64_t room = it->second.max_tokens -
+                             static_cast<int64_t>(it->second.tags.size());
         if (room > 0) n = std::min(n, room);
       }
       requests.push_back({.seq = id, .num_tokens = static_cast<int32_t>(n)});
@@ -720,9 +730,9 @@ class ManagerFuzzer {
       return;
     }
     if (out_.request_offsets.size() != requests.size() + 1) {
-      Divergence(history_, absl::StrFormat("%d request offsets for %d requests",
-                                           out_.request_offsets.size(),
-                                           requests.size()));
+      Divergence(history_,
+                 absl::StrFormat("%d request offsets for %d requests",
+                                 out_.request_offsets.size(), requests.size()));
     }
     if (books_only_) {
       for (const CopyOp& op : out_.copies.ops()) {
@@ -874,7 +884,8 @@ class ManagerFuzzer {
   // Readmit and SwapIn: a sequence with `len` tokens gets blocks again.
   std::pair<Memory, std::string> PlaceMemory(const ModelSeq& s) const {
     const int64_t len = static_cast<int64_t>(s.tags.size());
-    const int64_t need = reservation_ ? BlocksFor(s.max_tokens) : BlocksFor(len);
+    const int64_t need =
+        reservation_ ? BlocksFor(s.max_tokens) : BlocksFor(len);
     const int64_t free = Unreserved();
     return {need > free ? Memory::kMustFail : Memory::kMustSucceed,
             absl::StrFormat("needs %d %s, %d unreserved free", need,
@@ -928,8 +939,8 @@ class ManagerFuzzer {
       const int64_t blocks =
           BlocksFor(static_cast<int64_t>(it->second.tags.size()));
       memory = blocks > HostFree() ? Memory::kMustFail : Memory::kMustSucceed;
-      why = absl::StrFormat("%d blocks, %d host blocks free", blocks,
-                            HostFree());
+      why =
+          absl::StrFormat("%d blocks, %d host blocks free", blocks, HostFree());
       absl::Span<const BlockId> t = *m_->block_table(id);
       table.assign(t.begin(), t.end());
     }
@@ -982,10 +993,10 @@ class ManagerFuzzer {
         static_cast<size_t>(BlocksFor(static_cast<int64_t>(s.tags.size())));
     if (books_only_) {
       if (plan->src != s.host || plan->dst.size() != blocks) {
-        Divergence(history_,
-                   absl::StrFormat("SwapIn plan %s -> %s, host blocks %s",
-                                   TableString(plan->src),
-                                   TableString(plan->dst), TableString(s.host)));
+        Divergence(history_, absl::StrFormat(
+                                 "SwapIn plan %s -> %s, host blocks %s",
+                                 TableString(plan->src), TableString(plan->dst),
+                                 TableString(s.host)));
       }
       s.state = SequenceState::kSwappingIn;
       s.pending = *std::move(plan);
@@ -1060,20 +1071,196 @@ class ManagerFuzzer {
     const Admission got = m_->CanAdmit(prompt, max_new);
     Stats().CountOp(kCanAdmit, absl::OkStatus());
     if (got != want) {
-      Divergence(history_, absl::StrFormat("CanAdmit says %s, model %s",
-                                           AdmissionName(got),
-                                           AdmissionName(want)));
+      Divergence(history_,
+                 absl::StrFormat("CanAdmit says %s, model %s",
+                                 AdmissionName(got), AdmissionName(want)));
     }
   }
 
   void ReleaseCopies() {
-    const size_t i = static_cast<size_t>(
-        in_.Below(static_cast<int64_t>(deferred_.size())));
+    const size_t i =
+        static_cast<size_t>(in_.Below(static_cast<int64_t>(deferred_.size())));
     history_.Add(absl::StrFormat("release deferred copies %d of %d", i,
                                  deferred_.size()));
     deferred_[i].MarkDone();
     deferred_.erase(deferred_.begin() + static_cast<ptrdiff_t>(i));
     Stats().CountOp(kReleaseCopies, absl::OkStatus());
+  }
+
+  // Exports a batch (mostly running ids, duplicates allowed, now and then
+  // an id that is unknown or not running, or more rows than the delta
+  // exporter holds) in all three forms, into buffers of the size the batch
+  // needs or one entry short, and checks every entry against the tables.
+  void Export() {
+    std::vector<SequenceId> batch;
+    const int64_t n = in_.Below(kIds + 3);
+    for (int64_t i = 0; i < n; ++i) {
+      batch.push_back(PickId(SequenceState::kRunning));
+    }
+    const int32_t max_blocks =
+        static_cast<int32_t>(1 + in_.Below(num_blocks_ + 1));
+    const bool short_tables = in_.OneIn(8);
+    const bool short_indices = in_.OneIn(8);
+    history_.Add(absl::StrFormat("Export [%s] max_blocks %d%s%s",
+                                 absl::StrJoin(batch, " "), max_blocks,
+                                 short_tables ? " short tables" : "",
+                                 short_indices ? " short indices" : ""));
+    // What the model says: each row's table and length, or the errors.
+    std::vector<Code> errors;
+    int64_t total = 0;
+    int64_t widest = 0;
+    for (SequenceId id : batch) {
+      if (!Has(id)) {
+        errors.push_back(Code::kNotFound);
+      } else if (!In(id, SequenceState::kRunning)) {
+        errors.push_back(Code::kFailedPrecondition);
+      } else {
+        const int64_t blocks =
+            BlocksFor(static_cast<int64_t>(seqs_[id].tags.size()));
+        total += blocks;
+        widest = std::max(widest, blocks);
+      }
+    }
+    const int64_t rows = static_cast<int64_t>(batch.size());
+    const size_t dense_size = static_cast<size_t>(
+        std::max<int64_t>(0, rows * max_blocks - (short_tables ? 1 : 0)));
+    const size_t indices_size = static_cast<size_t>(
+        std::max<int64_t>(0, total - (short_indices ? 1 : 0)));
+    std::vector<Code> dense_errors = errors;
+    if (widest > max_blocks || (short_tables && rows > 0)) {
+      dense_errors.push_back(Code::kInvalidArgument);
+    }
+    std::vector<Code> csr_errors = errors;
+    if (short_indices && total > 0)
+      csr_errors.push_back(Code::kInvalidArgument);
+    const Snapshot before = Snap();
+    constexpr int32_t kSentinel = -7;
+    constexpr int32_t kPad = -1;
+
+    // Dense.
+    std::vector<int32_t> tables(dense_size, kSentinel), lens(rows, kSentinel);
+    absl::Status got = ExportDenseBlockTables(
+        *m_, batch, {.max_blocks = max_blocks, .pad_id = kPad},
+        absl::MakeSpan(tables), absl::MakeSpan(lens));
+    Stats().CountOp(kExport, got);
+    CheckOutcome(got, dense_errors, Memory::kMustSucceed, "dense export",
+                 before);
+    if (got.ok()) {
+      for (int64_t r = 0; r < rows; ++r) {
+        CheckDenseRow(tables, lens, r, batch[r], max_blocks, kPad, "dense");
+      }
+    } else if (!std::all_of(tables.begin(), tables.end(),
+                            [](int32_t x) { return x == kSentinel; }) ||
+               !std::all_of(lens.begin(), lens.end(),
+                            [](int32_t x) { return x == kSentinel; })) {
+      Divergence(history_, "a failed dense export wrote its buffers");
+    }
+
+    // CSR.
+    std::vector<int32_t> indptr(rows + 1, kSentinel),
+        indices(indices_size, kSentinel), last(rows, kSentinel);
+    got = ExportCsrPageTable(*m_, batch, absl::MakeSpan(indptr),
+                             absl::MakeSpan(indices), absl::MakeSpan(last));
+    Stats().CountOp(kExport, got);
+    CheckOutcome(got, csr_errors, Memory::kMustSucceed, "CSR export", before);
+    if (got.ok()) {
+      int64_t at = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const absl::Span<const BlockId> t = *m_->block_table(batch[r]);
+        const int64_t len = static_cast<int64_t>(seqs_[batch[r]].tags.size());
+        const int32_t want_last =
+            len == 0 ? 0 : static_cast<int32_t>((len - 1) % bt_ + 1);
+        bool ok = indptr[r] == at && last[r] == want_last;
+        for (size_t j = 0; ok && j < t.size(); ++j) {
+          ok = indices[static_cast<size_t>(at) + j] == t[j].value();
+        }
+        at += static_cast<int64_t>(t.size());
+        if (!ok || indptr[r + 1] != at) {
+          Divergence(history_,
+                     absl::StrFormat("CSR row %d (sequence %d, table %s, %d "
+                                     "tokens): indptr %d..%d, last page %d",
+                                     r, batch[r], TableString(t), len,
+                                     indptr[r], indptr[r + 1], last[r]));
+        }
+      }
+    } else if (!std::all_of(indptr.begin(), indptr.end(),
+                            [](int32_t x) { return x == kSentinel; }) ||
+               !std::all_of(indices.begin(), indices.end(),
+                            [](int32_t x) { return x == kSentinel; }) ||
+               !std::all_of(last.begin(), last.end(),
+                            [](int32_t x) { return x == kSentinel; })) {
+      Divergence(history_, "a failed CSR export wrote its buffers");
+    }
+
+    // Delta, into the exporter's buffer kept across steps.
+    std::vector<Code> delta_errors = errors;
+    const bool fits_width = widest <= delta_max_blocks_;
+    if (rows > kIds || !fits_width)
+      delta_errors.push_back(Code::kInvalidArgument);
+    const std::vector<int32_t> tables_before = delta_tables_;
+    std::vector<int32_t> delta_lens(rows, kSentinel), changed(rows, kSentinel);
+    absl::StatusOr<absl::Span<const int32_t>> reported =
+        delta_->Export(*m_, batch, absl::MakeSpan(delta_tables_),
+                       absl::MakeSpan(delta_lens), absl::MakeSpan(changed));
+    Stats().CountOp(kExport, reported.status());
+    CheckOutcome(reported.status(), delta_errors, Memory::kMustSucceed,
+                 "delta export", before);
+    if (!reported.ok()) {
+      if (delta_tables_ != tables_before) {
+        Divergence(history_, "a failed delta export wrote its table buffer");
+      }
+      return;
+    }
+    // Every row that differs from the last successful export is reported.
+    std::vector<bool> was_reported(rows, false);
+    for (int32_t r : *reported) {
+      if (r < 0 || r >= rows || was_reported[r]) {
+        Divergence(history_,
+                   absl::StrFormat("delta export reported row %d of %d "
+                                   "(twice or out of range)",
+                                   r, rows));
+      }
+      was_reported[r] = true;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const absl::Span<const BlockId> t = *m_->block_table(batch[r]);
+      const bool same =
+          r < static_cast<int64_t>(delta_rows_.size()) &&
+          delta_rows_[r].first == batch[r] &&
+          delta_rows_[r].second == std::vector<BlockId>(t.begin(), t.end());
+      if (!same && !was_reported[r]) {
+        Divergence(history_, absl::StrFormat("delta export missed row %d "
+                                             "(sequence %d, table %s)",
+                                             r, batch[r], TableString(t)));
+      }
+      CheckDenseRow(delta_tables_, delta_lens, r, batch[r], delta_max_blocks_,
+                    kPad, "delta");
+    }
+    delta_rows_.clear();
+    for (SequenceId id : batch) {
+      const absl::Span<const BlockId> t = *m_->block_table(id);
+      delta_rows_.emplace_back(id, std::vector<BlockId>(t.begin(), t.end()));
+    }
+  }
+
+  void CheckDenseRow(const std::vector<int32_t>& tables,
+                     const std::vector<int32_t>& lens, int64_t r, SequenceId id,
+                     int32_t max_blocks, int32_t pad, const char* form) {
+    const absl::Span<const BlockId> t = *m_->block_table(id);
+    const int64_t len = static_cast<int64_t>(seqs_[id].tags.size());
+    bool ok = lens[static_cast<size_t>(r)] == len;
+    for (int32_t j = 0; ok && j < max_blocks; ++j) {
+      const int32_t want = j < static_cast<int32_t>(t.size())
+                               ? t[static_cast<size_t>(j)].value()
+                               : pad;
+      ok = tables[static_cast<size_t>(r * max_blocks + j)] == want;
+    }
+    if (!ok) {
+      Divergence(history_,
+                 absl::StrFormat("%s row %d (sequence %d, table %s, %d tokens) "
+                                 "is wrong",
+                                 form, r, id, TableString(t), len));
+    }
   }
 
   // --- Checks --------------------------------------------------------------
@@ -1086,7 +1273,8 @@ class ManagerFuzzer {
     for (SequenceId id = 0; id < kIds; ++id) {
       auto it = seqs_.find(id);
       if (it == seqs_.end()) {
-        if (m_->contains(id) || m_->state(id).status().code() != Code::kNotFound ||
+        if (m_->contains(id) ||
+            m_->state(id).status().code() != Code::kNotFound ||
             m_->num_tokens(id).status().code() != Code::kNotFound ||
             m_->block_table(id).status().code() != Code::kNotFound) {
           Divergence(history_,
@@ -1101,15 +1289,15 @@ class ManagerFuzzer {
       absl::StatusOr<SequenceState> state = m_->state(id);
       absl::StatusOr<int64_t> tokens = m_->num_tokens(id);
       if (!state.ok() || *state != s.state || !tokens.ok() || *tokens != len) {
-        Divergence(history_,
-                   absl::StrFormat("sequence %d: %s with %s tokens, model %s "
-                                   "with %d",
-                                   id,
-                                   state.ok() ? StateName(*state)
-                                              : state.status().ToString(),
-                                   tokens.ok() ? absl::StrCat(*tokens)
-                                               : tokens.status().ToString(),
-                                   StateName(s.state), len));
+        Divergence(
+            history_,
+            absl::StrFormat(
+                "sequence %d: %s with %s tokens, model %s "
+                "with %d",
+                id, state.ok() ? StateName(*state) : state.status().ToString(),
+                tokens.ok() ? absl::StrCat(*tokens)
+                            : tokens.status().ToString(),
+                StateName(s.state), len));
       }
       absl::StatusOr<absl::Span<const BlockId>> table = m_->block_table(id);
       if (s.state != SequenceState::kRunning) {
@@ -1123,12 +1311,13 @@ class ManagerFuzzer {
       switch (s.state) {
         case SequenceState::kRunning: {
           ++running;
-          if (!table.ok() || static_cast<int64_t>(table->size()) != BlocksFor(len)) {
-            Divergence(history_,
-                       absl::StrFormat("sequence %d (%d tokens): table %s", id,
-                                       len,
-                                       table.ok() ? TableString(*table)
-                                                  : table.status().ToString()));
+          if (!table.ok() ||
+              static_cast<int64_t>(table->size()) != BlocksFor(len)) {
+            Divergence(
+                history_,
+                absl::StrFormat("sequence %d (%d tokens): table %s", id, len,
+                                table.ok() ? TableString(*table)
+                                           : table.status().ToString()));
           }
           for (BlockId b : *table) ++refs[static_cast<size_t>(b.value())];
           for (int64_t t = 0; t < len; ++t) {
@@ -1138,21 +1327,22 @@ class ManagerFuzzer {
             const std::string diff =
                 CheckTag(slot, s.tags[static_cast<size_t>(t)]);
             if (!diff.empty()) {
-              Divergence(history_,
-                         absl::StrFormat("sequence %d token %d of %d (table "
-                                         "%s): %s",
-                                         id, t, len, TableString(*table),
-                                         diff));
+              Divergence(history_, absl::StrFormat(
+                                       "sequence %d token %d of %d (table "
+                                       "%s): %s",
+                                       id, t, len, TableString(*table), diff));
             }
           }
           break;
         }
         case SequenceState::kSwappingOut:
-          for (BlockId b : s.pending.src) ++refs[static_cast<size_t>(b.value())];
+          for (BlockId b : s.pending.src)
+            ++refs[static_cast<size_t>(b.value())];
           host_used += BlocksFor(len);
           break;
         case SequenceState::kSwappingIn:
-          for (BlockId b : s.pending.dst) ++refs[static_cast<size_t>(b.value())];
+          for (BlockId b : s.pending.dst)
+            ++refs[static_cast<size_t>(b.value())];
           host_used += BlocksFor(len);
           break;
         case SequenceState::kSwappedOut:
@@ -1186,13 +1376,12 @@ class ManagerFuzzer {
         st.reserved_blocks > st.free_blocks ||
         st.free_blocks + st.used_blocks != st.num_blocks ||
         (!reservation_ && st.reserved_blocks != 0)) {
-      Divergence(history_,
-                 absl::StrFormat("stats %s; model: %d sequences, %d running, "
-                                 "%d used blocks, %d host blocks used, %d "
-                                 "preemptions, %d swap-outs, %d swap-ins",
-                                 StatsString(st), seqs_.size(), running, used,
-                                 host_used, preemptions_, swap_outs_,
-                                 swap_ins_));
+      Divergence(history_, absl::StrFormat(
+                               "stats %s; model: %d sequences, %d running, "
+                               "%d used blocks, %d host blocks used, %d "
+                               "preemptions, %d swap-outs, %d swap-ins",
+                               StatsString(st), seqs_.size(), running, used,
+                               host_used, preemptions_, swap_outs_, swap_ins_));
     }
   }
 
@@ -1226,8 +1415,8 @@ class ManagerFuzzer {
     const int64_t keep =
         (watermark_numerator_ * num_blocks_ + watermark_denominator_ - 1) /
         watermark_denominator_;
-    const int64_t largest = (reservation_ ? num_blocks_ : num_blocks_ - keep) *
-                            int64_t{bt_};
+    const int64_t largest =
+        (reservation_ ? num_blocks_ : num_blocks_ - keep) * int64_t{bt_};
     const Admission whole =
         largest > 0 ? m_->CanAdmit(largest, 0) : Admission::kAdmit;
     if (m_->books().num_free_blocks() != num_blocks_ || st.used_blocks != 0 ||
@@ -1266,6 +1455,12 @@ class ManagerFuzzer {
   std::vector<uint32_t> device_;
   std::vector<uint32_t> host_;
   std::deque<PendingCopies> deferred_;  // Copies run, sources still held.
+  // The delta exporter, its table buffer, and (sequence, table) per row of
+  // its last successful export.
+  std::optional<BlockTableDeltaExporter> delta_;
+  int32_t delta_max_blocks_ = 0;
+  std::vector<int32_t> delta_tables_;
+  std::vector<std::pair<SequenceId, std::vector<BlockId>>> delta_rows_;
 };
 
 }  // namespace

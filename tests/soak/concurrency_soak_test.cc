@@ -86,11 +86,12 @@ TEST(ConcurrencySoakTest, CachesAndManagersShareOnePoolForTheWholeSoak) {
     EXPECT_EQ(cache_failures[t], 0) << "cache thread " << t;
     steps += cache_steps[t];
   }
-  std::printf("soak: %.0f s, %lld manager steps, %lld cache steps, "
-              "%lld calls that ran out\n",
-              seconds, static_cast<long long>(manager_steps),
-              static_cast<long long>(steps - manager_steps),
-              static_cast<long long>(exhausted));
+  std::printf(
+      "soak: %.0f s, %lld manager steps, %lld cache steps, "
+      "%lld calls that ran out\n",
+      seconds, static_cast<long long>(manager_steps),
+      static_cast<long long>(steps - manager_steps),
+      static_cast<long long>(exhausted));
   // It did run, and the pool was small enough to run out.
   EXPECT_GT(manager_steps, 100);
   EXPECT_GT(steps - manager_steps, 100);

@@ -34,14 +34,14 @@ void RowHistory::Truncate(int64_t length) {
 }
 
 int64_t RowHistory::WriterAt(int64_t position) const {
-  PKV_CHECK(position >= 0 && position < length_, "position %d of %d",
-            position, length_);
+  PKV_CHECK(position >= 0 && position < length_, "position %d of %d", position,
+            length_);
   // The last run starting at or before `position`.
-  auto it = std::upper_bound(
-      runs_.begin(), runs_.end(), position,
-      [](int64_t p, const std::pair<int64_t, int64_t>& run) {
-        return p < run.first;
-      });
+  auto it =
+      std::upper_bound(runs_.begin(), runs_.end(), position,
+                       [](int64_t p, const std::pair<int64_t, int64_t>& run) {
+                         return p < run.first;
+                       });
   return std::prev(it)->second;
 }
 
@@ -65,8 +65,8 @@ int64_t ExactIntegers(DType dtype) {
 KVStamper::KVStamper(KVPool* pool)
     : pool_(pool), modulus_(ExactIntegers(pool->layout().dtype)) {
   const KVLayout& l = pool_->layout();
-  const size_t elements = static_cast<size_t>(l.num_kv_heads) *
-                          l.block_tokens * l.head_dim;
+  const size_t elements =
+      static_cast<size_t>(l.num_kv_heads) * l.block_tokens * l.head_dim;
   const size_t size = SizeOf(l.dtype);
   key_fill_.resize(elements * size);
   value_fill_.resize(elements * size);
@@ -130,9 +130,9 @@ bool KVStamper::Verify(absl::Span<const BlockId> table, int64_t position,
   const size_t index = static_cast<size_t>(position / bt);
   PKV_CHECK(index < table.size(), "position %d past a table of %d blocks",
             position, table.size());
-  const float got =
-      LoadAsFloat(pool_->layout().dtype,
-                  StampAddress(table[index], static_cast<int32_t>(position % bt)));
+  const float got = LoadAsFloat(
+      pool_->layout().dtype,
+      StampAddress(table[index], static_cast<int32_t>(position % bt)));
   return got == StampOf(history.WriterAt(position), position);
 }
 

@@ -31,10 +31,10 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "fmt/format.h"
-#include "tensor/dtype.h"
 #include "base/status_macros.h"
 #include "cache/serving/kv_cache_manager.h"
+#include "fmt/format.h"
+#include "tensor/dtype.h"
 #include "tools/common/paths.h"
 #include "tools/kv_stress/flag_help.h"
 #include "tools/kv_stress/model_presets.h"
@@ -325,15 +325,14 @@ int Main() {
     last_print = p.elapsed_s;
     const std::string of =
         p.steps > 0 ? fmt::format("/{}", p.steps) : std::string();
-    std::fputs(
-        fmt::format("\r[{:6.1f}s] step {}{}  running {} (contiguous {})  "
-                    "waiting {}  util {:5.1f}%  preemptions {} ({} swapped)   ",
-                    p.elapsed_s, p.step, of, p.paged_running,
-                    p.contiguous_running, p.paged_waiting,
-                    100 * p.paged_utilization, p.preemptions,
-                    p.swap_preemptions)
-            .c_str(),
-        stderr);
+    std::fputs(fmt::format(
+                   "\r[{:6.1f}s] step {}{}  running {} (contiguous {})  "
+                   "waiting {}  util {:5.1f}%  preemptions {} ({} swapped)   ",
+                   p.elapsed_s, p.step, of, p.paged_running,
+                   p.contiguous_running, p.paged_waiting,
+                   100 * p.paged_utilization, p.preemptions, p.swap_preemptions)
+                   .c_str(),
+               stderr);
   };
   absl::StatusOr<SimResult> result =
       tty ? RunSimulation(*config, progress) : RunSimulation(*config);

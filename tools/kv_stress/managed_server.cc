@@ -185,8 +185,8 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
 absl::StatusOr<Verdict> ManagedServer::Readmit(Group& g) {
   for (size_t i = 0; i < g.rows.size(); ++i) {
     Row& row = g.rows[i];
-    absl::Status st = Timed(
-        kOpReadmit, [&] { return manager_->Readmit(row.id, &out_); });
+    absl::Status st =
+        Timed(kOpReadmit, [&] { return manager_->Readmit(row.id, &out_); });
     if (absl::IsResourceExhausted(st)) {
       for (size_t j = 0; j < i; ++j) {
         const SequenceId id = g.rows[j].id;
@@ -302,8 +302,8 @@ absl::Status ManagedServer::MakeRoom(bool* any_left) {
     return Release(running_[index[0]]);
   }
   *any_left = true;
-  return PreemptGroup(running_[index[SelectVictim(config_.policy,
-                                                  candidates)]]);
+  return PreemptGroup(
+      running_[index[SelectVictim(config_.policy, candidates)]]);
 }
 
 absl::Status ManagedServer::ReorderBeams(Group& g) {
@@ -347,8 +347,7 @@ absl::Status ManagedServer::ReorderBeams(Group& g) {
 
 absl::Status ManagedServer::MaybeCrop(Group& g) {
   for (Row& row : g.rows) {
-    const int32_t to =
-        CropDue(g.request, row.length, manager_->block_tokens());
+    const int32_t to = CropDue(g.request, row.length, manager_->block_tokens());
     if (to < 0) continue;
     absl::Status st =
         Timed(kOpTruncate, [&] { return manager_->Truncate(row.id, to); });
@@ -383,8 +382,9 @@ absl::Status ManagedServer::Decode() {
       }
     }
     if (requests_.empty()) return absl::OkStatus();
-    absl::Status st = Timed(
-        kOpAppendSlots, [&] { return manager_->AppendSlots(requests_, &out_); });
+    absl::Status st = Timed(kOpAppendSlots, [&] {
+      return manager_->AppendSlots(requests_, &out_);
+    });
     if (st.ok()) break;
     if (!absl::IsResourceExhausted(st)) return Unexpected("AppendSlots", st);
     bool any_left = false;
@@ -442,8 +442,8 @@ void ManagedServer::Sample(Sampler& sampler, double* utilization,
           manager_->block_table(row.id);
       if (!table.ok()) continue;
       for (size_t i = 0; i < table->size(); ++i) {
-        const int64_t fill = std::clamp<int64_t>(row.length - int64_t(i) * bt,
-                                                 0, bt);
+        const int64_t fill =
+            std::clamp<int64_t>(row.length - int64_t(i) * bt, 0, bt);
         blocks_scratch_.emplace_back((*table)[i].value(),
                                      static_cast<int32_t>(fill));
       }
@@ -480,15 +480,13 @@ void ManagedServer::Check(Checker& checker) {
       absl::StatusOr<SequenceState> state = manager_->state(row.id);
       absl::StatusOr<int64_t> tokens = manager_->num_tokens(row.id);
       checker.Expect(
-          state.ok() && *state == want && tokens.ok() &&
-              *tokens == row.length,
+          state.ok() && *state == want && tokens.ok() && *tokens == row.length,
           step_,
-          absl::StrFormat("request %d row %d: manager has %s, %d tokens; "
-                          "books say state %d, %d tokens",
-                          g.request.id, row.id,
-                          state.ok() ? "the sequence" : "no sequence",
-                          tokens.ok() ? *tokens : -1,
-                          static_cast<int>(want), row.length));
+          absl::StrFormat(
+              "request %d row %d: manager has %s, %d tokens; "
+              "books say state %d, %d tokens",
+              g.request.id, row.id, state.ok() ? "the sequence" : "no sequence",
+              tokens.ok() ? *tokens : -1, static_cast<int>(want), row.length));
     }
   };
   int32_t running = 0;
@@ -506,8 +504,7 @@ void ManagedServer::Check(Checker& checker) {
       // The stamps at the ends and a few random positions.
       const int64_t n = row.length;
       for (int32_t k = -2; k < config_.stamp_samples; ++k) {
-        const int64_t pos =
-            k == -2 ? 0 : k == -1 ? n - 1 : check_rng_.Below(n);
+        const int64_t pos = k == -2 ? 0 : k == -1 ? n - 1 : check_rng_.Below(n);
         ++report_->stamp_checks;
         checker.Expect(stamper_->Verify(*table, pos, row.history), step_,
                        absl::StrFormat("request %d row %d: the KV at "
@@ -538,8 +535,8 @@ void ManagedServer::Check(Checker& checker) {
                                  distinct, st.used_blocks));
   checker.Expect(st.free_blocks + st.used_blocks == st.num_blocks, step_,
                  "pool free + used != total");
-  const int64_t expected = report_->ledger_written - report_->ledger_cropped -
-                           report_->ledger_freed;
+  const int64_t expected =
+      report_->ledger_written - report_->ledger_cropped - report_->ledger_freed;
   checker.Expect(held_tokens == expected, step_,
                  absl::StrFormat("paged ledger: %d tokens held, ledger %d",
                                  held_tokens, expected));

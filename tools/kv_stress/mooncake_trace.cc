@@ -12,10 +12,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "nlohmann/json.hpp"
 
 namespace pagedkv::kv_stress {
@@ -47,9 +47,9 @@ absl::StatusOr<MooncakeTrace> MooncakeTrace::Load(const Options& options) {
   text << in.rdbuf();
   absl::StatusOr<MooncakeTrace> trace = Parse(text.str(), options);
   if (!trace.ok()) {
-    return absl::Status(trace.status().code(),
-                        absl::StrCat(options.path, ": ",
-                                     trace.status().message()));
+    return absl::Status(
+        trace.status().code(),
+        absl::StrCat(options.path, ": ", trace.status().message()));
   }
   return trace;
 }
@@ -99,8 +99,8 @@ absl::StatusOr<MooncakeTrace> MooncakeTrace::Parse(const std::string& text,
     }
     if (ms < last_ms) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "line %d: timestamp %d is before the previous line's %d", line_no,
-          ms, last_ms));
+          "line %d: timestamp %d is before the previous line's %d", line_no, ms,
+          last_ms));
     }
     last_ms = ms;
     Request r;

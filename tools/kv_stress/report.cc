@@ -216,11 +216,10 @@ std::string FormatTable(const SimResult& r) {
   row("tokens / s (run wall clock)", fix(p.tokens_per_s, 0),
       fix(q.tokens_per_s, 0));
   row("tokens recomputed", num(p.tokens_recomputed), "-");
-  row("rows swapped out / in",
-      fmt::format("{} / {}", p.swap_outs, p.swap_ins), "-");
+  row("rows swapped out / in", fmt::format("{} / {}", p.swap_outs, p.swap_ins),
+      "-");
   row("swapped blocks / MiB",
-      fmt::format("{} / {:.1f}", p.swapped_blocks,
-                  p.swapped_bytes / 1048576.0),
+      fmt::format("{} / {:.1f}", p.swapped_blocks, p.swapped_bytes / 1048576.0),
       "-");
   row("manager ops / s", fix(p.ops_per_s, 0), "-");
   row("copy-on-write copies", num(p.cow_copies), "-");
@@ -234,8 +233,7 @@ std::string FormatTable(const SimResult& r) {
       "{:.2f}x\n",
       r.capacity_ratio);
   out += fmt::format("invariant checks: {}  failures: {}  stamps read: {}",
-                     r.invariant_checks, r.invariant_failures,
-                     p.stamp_checks);
+                     r.invariant_checks, r.invariant_failures, p.stamp_checks);
   if (r.invariant_failures > 0) {
     out += fmt::format("  (first at step {})", r.first_failure_step);
   }

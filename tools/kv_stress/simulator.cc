@@ -45,8 +45,7 @@ absl::Status SimConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrFormat(
         "steps %d: need steps > 0, duration_s > 0 or a trace", steps));
   }
-  if (!trace_path.empty() &&
-      (!(trace_step_ms > 0) || trace_max_requests < 0)) {
+  if (!trace_path.empty() && (!(trace_step_ms > 0) || trace_max_requests < 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "trace_step_ms %f must be > 0 and trace_max_requests %d >= 0",
         trace_step_ms, trace_max_requests));

@@ -88,8 +88,8 @@ struct SimConfig {
   int32_t pool_blocks = 4096;
   // Steps to run (0: no limit, for a trace: until it is drained and the
   // paged server is idle; the contiguous model's backlog is then reported
-  // as its waiting requests); when duration_s > 0 the run also stops at that wall
-  // time (then it is no longer deterministic in its step count).
+  // as its waiting requests); when duration_s > 0 the run also stops at that
+  // wall time (then it is no longer deterministic in its step count).
   int64_t steps = 40000;
   double duration_s = 0;
   // Tokens per row the contiguous model reserves (max prompt + max output).
@@ -178,8 +178,8 @@ struct ModelReport {
   int64_t swapped_blocks = 0;  // Both directions.
   // Bytes the swaps copied (books-only: that the caller's copies move).
   int64_t swapped_bytes = 0;
-  int64_t tokens_recomputed = 0;  // Row-tokens rewritten at readmission.
-  int64_t stamp_checks = 0;       // Host mode: stamps read back.
+  int64_t tokens_recomputed = 0;   // Row-tokens rewritten at readmission.
+  int64_t stamp_checks = 0;        // Host mode: stamps read back.
   int64_t refused_queue_full = 0;  // Arrivals with the waiting queue full.
   int64_t refused_too_large = 0;   // Requests that cannot fit even alone.
   int64_t admissions_refused = 0;  // The sum of the two above.

@@ -40,7 +40,8 @@ TEST(KVCacheManagerThreadsTest, ManagersOnASharedPoolKeepTheirBytesApart) {
   }
   std::vector<std::thread> threads;
   for (auto& w : workers) {
-    threads.emplace_back([&w] { w->Run([](int step) { return step < kSteps; }); });
+    threads.emplace_back(
+        [&w] { w->Run([](int step) { return step < kSteps; }); });
   }
   for (std::thread& t : threads) t.join();
 

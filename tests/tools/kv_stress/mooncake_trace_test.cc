@@ -26,7 +26,8 @@ constexpr char kTrace[] =
 )";
 
 TEST(MooncakeTraceTest, ArrivalsFallInTheirSteps) {
-  absl::StatusOr<MooncakeTrace> t = MooncakeTrace::Parse(kTrace, {.step_ms = 30});
+  absl::StatusOr<MooncakeTrace> t =
+      MooncakeTrace::Parse(kTrace, {.step_ms = 30});
   ASSERT_THAT(t, IsOk());
   EXPECT_EQ(t->num_requests(), 4);
   EXPECT_EQ(t->max_prompt_tokens(), 6955);
@@ -83,17 +84,17 @@ TEST(MooncakeTraceTest, MalformedLinesNameTheirLine) {
        "line 2: timestamp 8 is before the previous line's 9"},
   };
   for (const auto& c : cases) {
-    EXPECT_THAT(MooncakeTrace::Parse(c.text, {.step_ms = 30}),
-                StatusIs(absl::StatusCode::kInvalidArgument,
-                         HasSubstr(c.message)))
+    EXPECT_THAT(
+        MooncakeTrace::Parse(c.text, {.step_ms = 30}),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message)))
         << c.text;
   }
 }
 
 TEST(MooncakeTraceTest, BadOptionsAndMissingFiles) {
-  EXPECT_THAT(MooncakeTrace::Parse(kTrace, {.step_ms = 0}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("step_ms")));
+  EXPECT_THAT(
+      MooncakeTrace::Parse(kTrace, {.step_ms = 0}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("step_ms")));
   EXPECT_THAT(MooncakeTrace::Parse(kTrace, {.step_ms = 1, .max_requests = -1}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("max_requests -1")));

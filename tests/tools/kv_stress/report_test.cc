@@ -58,9 +58,9 @@ TEST(ReportTest, JsonHasTheDocumentedKeys) {
     }
   }
   for (const char* key :
-       {"cow_copies", "cow_bytes", "peak_shared_blocks", "ops_per_s",
-        "latency", "swap_preemptions", "swap_fallbacks", "swap_outs",
-        "swap_ins", "swapped_blocks", "swapped_bytes", "tokens_recomputed",
+       {"cow_copies", "cow_bytes", "peak_shared_blocks", "ops_per_s", "latency",
+        "swap_preemptions", "swap_fallbacks", "swap_outs", "swap_ins",
+        "swapped_blocks", "swapped_bytes", "tokens_recomputed",
         "stamp_checks"}) {
     EXPECT_TRUE(j["paged"].contains(key)) << key;
   }

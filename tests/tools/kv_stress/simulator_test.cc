@@ -285,9 +285,10 @@ TEST(SimulatorTest, TraceRunsUntilDrainedAndCompletesEveryRequest) {
   {
     std::ofstream out(path);
     for (int i = 0; i < 40; ++i) {
-      out << "{\"timestamp\": " << i * 45 << ", \"input_length\": "
-          << 20 + 17 * (i % 7) << ", \"output_length\": " << 5 + i % 11
-          << ", \"hash_ids\": [" << i << "]}\n";
+      out << "{\"timestamp\": " << i * 45
+          << ", \"input_length\": " << 20 + 17 * (i % 7)
+          << ", \"output_length\": " << 5 + i % 11 << ", \"hash_ids\": [" << i
+          << "]}\n";
     }
   }
   SimConfig c = Tiny(1);
