@@ -517,5 +517,53 @@ TEST(EncoderDecoderInvalidInputTest,
   cache.CheckInvariants();
 }
 
+// Every Create option outside its range is INVALID_ARGUMENT naming the
+// range and the value given.
+TEST(CreateInvalidInputTest, OptionsOutsideTheirRangesNameTheValue) {
+  const struct {
+    DynamicKVCache::Options options;
+    const char* message;
+  } dynamic_cases[] = {
+      {{.block_tokens = 0}, "block_tokens must be in [1, 65536], got 0"},
+      {{.block_tokens = 65537},
+       "block_tokens must be in [1, 65536], got 65537"},
+      {{.max_private_pool_bytes = 0},
+       "max_private_pool_bytes must be > 0, got 0"},
+      {{.max_private_pool_bytes = -5},
+       "max_private_pool_bytes must be > 0, got -5"},
+  };
+  for (const auto& c : dynamic_cases) {
+    EXPECT_THAT(DynamicKVCache::Create(c.options),
+                StatusIs(kInvalid, HasSubstr(c.message)));
+  }
+  std::unique_ptr<KVPool> pool = *KVPool::Create(
+      {.layout = KVLayout{2, 2, 4, DType::kFloat32, 4}, .num_blocks = 8});
+  const struct {
+    StaticKVCache::Options options;
+    const char* message;
+  } static_cases[] = {
+      {{.max_cache_len = 0, .num_layers = 1},
+       "max_cache_len must be in [1, 16777216], got 0"},
+      {{.max_cache_len = (int64_t{1} << 24) + 1, .num_layers = 1},
+       "got 16777217"},
+      {{.max_cache_len = 8, .num_layers = 0},
+       "num_layers must be in [1, 65536], got 0"},
+      {{.max_cache_len = 8, .num_layers = 65537}, "got 65537"},
+      {{.max_cache_len = 8, .num_layers = 3, .pool = pool.get()},
+       "num_layers 3 exceeds the pool's 2 layers"},
+      {{.max_cache_len = 8, .num_layers = 1, .block_tokens = 0},
+       "block_tokens must be in [1, 65536], got 0"},
+      {{.max_cache_len = 8, .num_layers = 1, .max_private_pool_bytes = 0},
+       "max_private_pool_bytes must be > 0, got 0"},
+  };
+  for (const auto& c : static_cases) {
+    EXPECT_THAT(StaticKVCache::Create(c.options),
+                StatusIs(kInvalid, HasSubstr(c.message)));
+  }
+  // Nothing was taken from the pool.
+  EXPECT_EQ(pool->books().num_free_blocks(), 8);
+  EXPECT_EQ(pool->books().num_reserved_blocks(), 0);
+}
+
 }  // namespace
 }  // namespace pagedkv
