@@ -57,6 +57,15 @@ BlockId BlockPool::TakeFreeLocked(int32_t owner) {
   return id;
 }
 
+void BlockPool::TakeFreeNLocked(int32_t owner, int32_t n, BlockId* out) {
+  free_list_.PopFrontN(n, out);
+  for (int32_t k = 0; k < n; ++k) {
+    const int32_t i = out[k].value();
+    ref_counts_[i] = 1;
+    owner_[i] = owner;
+  }
+}
+
 void BlockPool::NoteAllocatedLocked(int32_t n) {
   num_allocations_ += n;
   const int32_t used = num_blocks_locked() - free_list_.size();
@@ -126,7 +135,8 @@ absl::StatusOr<std::vector<BlockId>> BlockPool::Allocate(int32_t n) {
         absl::StrFormat("need %d blocks, %d free (%d reserved)", n,
                         free_list_.size(), total_reserved_free_));
   }
-  for (int32_t k = 0; k < n; ++k) ids.push_back(TakeFreeLocked(-1));
+  ids.resize(n);
+  TakeFreeNLocked(-1, n, ids.data());
   NoteAllocatedLocked(n);
   return ids;
 }
@@ -151,6 +161,12 @@ void BlockPool::ReleaseAll(absl::Span<const BlockId> ids) {
   if (ids.empty()) return;
   MaybeLock lock(&mu_);
   for (BlockId id : ids) ReleaseLocked(id);
+}
+
+void BlockPool::ReleaseAllTailFirst(absl::Span<const BlockId> ids) {
+  if (ids.empty()) return;
+  MaybeLock lock(&mu_);
+  for (size_t k = ids.size(); k-- > 0;) ReleaseLocked(ids[k]);
 }
 
 absl::Status BlockPool::Grow(int32_t extra_blocks) {
@@ -407,7 +423,8 @@ absl::StatusOr<std::vector<BlockId>> BlockPool::ReservationAllocate(
   r.reserved_free -= n;
   r.charged_live += n;
   total_reserved_free_ -= n;
-  for (int32_t k = 0; k < n; ++k) ids.push_back(TakeFreeLocked(slot));
+  ids.resize(n);
+  TakeFreeNLocked(slot, n, ids.data());
   NoteAllocatedLocked(n);
   return ids;
 }

@@ -82,8 +82,7 @@ void BlockTable::DropBack(int32_t n) {
             num_blocks());
   const int32_t keep = num_blocks() - n;
   // Tail first, like ClearTailFirst.
-  std::reverse(blocks_.begin() + keep, blocks_.end());
-  pool_->ReleaseAll(absl::MakeConstSpan(blocks_.data() + keep, n));
+  pool_->ReleaseAllTailFirst(absl::MakeConstSpan(blocks_.data() + keep, n));
   blocks_.resize(keep);
 }
 
@@ -93,8 +92,8 @@ void BlockTable::Clear() {
 }
 
 void BlockTable::ClearTailFirst() {
-  std::reverse(blocks_.begin(), blocks_.end());
-  Clear();
+  pool_->ReleaseAllTailFirst(blocks_);
+  blocks_.clear();
 }
 
 bool BlockTable::IsShared(int32_t block_index) const {
