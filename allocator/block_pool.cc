@@ -79,7 +79,9 @@ void BlockPool::AddRefLocked(BlockId id) {
   if (++rc == 2) ++num_shared_;
 }
 
-void BlockPool::ReleaseLocked(BlockId id) {
+// Inline: ReleaseAll and ReleaseAllTailFirst run it once per block of a
+// freed table; only a charged block leaves the fast path.
+inline void BlockPool::ReleaseLocked(BlockId id) {
   CheckId(id);
   const int32_t i = id.value();
   int32_t& rc = ref_counts_[i];
@@ -91,8 +93,11 @@ void BlockPool::ReleaseLocked(BlockId id) {
   }
   if (rc > 0) return;
   free_list_.PushFront(id);  // LIFO: the warmest block is reused first.
+  if (owner_[i] >= 0) UnchargeLocked(i);
+}
+
+void BlockPool::UnchargeLocked(int32_t i) {
   const int32_t slot = owner_[i];
-  if (slot < 0) return;
   owner_[i] = -1;
   ReservationBooks& r = reservations_[slot];
   --r.charged_live;

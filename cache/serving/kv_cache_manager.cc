@@ -484,18 +484,23 @@ void KVCacheManager::DropShare(Sequence& s) {
 }
 
 absl::Status KVCacheManager::Free(SequenceId seq) {
-  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
-  if (s->state == SequenceState::kSwappingIn ||
-      s->state == SequenceState::kSwappingOut) {
+  // One lookup: the entry is erased through the iterator found here.
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
+  }
+  Sequence& s = it->second;
+  if (s.state == SequenceState::kSwappingIn ||
+      s.state == SequenceState::kSwappingOut) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "Free of sequence %d while a swap is pending (CompleteSwap first)",
         seq));
   }
-  if (s->state == SequenceState::kRunning) --num_running_;
-  s->table.ClearTailFirst();
-  if (!s->host_blocks.empty()) host_books().ReleaseAll(s->host_blocks);
-  DropShare(*s);
-  sequences_.erase(seq);
+  if (s.state == SequenceState::kRunning) --num_running_;
+  s.table.ClearTailFirst();
+  if (!s.host_blocks.empty()) host_books().ReleaseAll(s.host_blocks);
+  DropShare(s);
+  sequences_.erase(it);
   return absl::OkStatus();
 }
 
