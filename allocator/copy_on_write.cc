@@ -197,6 +197,7 @@ struct CopyOnWriteBooks {
       const BlockId fresh = Take(pool, books, slot);
       ops.push_back(CopyOp{entry, fresh});
       entry = fresh;
+      ++t.table->generation_;
     }
     for (const TableGrowth& g : r.growth) {
       if (g.num_blocks == 0) continue;
@@ -216,6 +217,7 @@ struct CopyOnWriteBooks {
       }
       pool.TakeFreeNLocked(-1, g.num_blocks - charged,
                            blocks.data() + old_size + charged);
+      ++g.table->generation_;
     }
     pool.NoteAllocatedLocked(
         static_cast<int32_t>(count.copies + count.appended));

@@ -1,6 +1,7 @@
 #include "cache/serving/kv_cache_manager.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -49,6 +50,12 @@ inline void FillConsecutive(int64_t first, int64_t n, int64_t* dst) {
   }
 #endif
   for (; k < n; ++k) dst[k] = first + k;
+}
+
+// Process-wide, so a TableVersion of one manager never equals another's.
+uint64_t NextInstanceId() {
+  static std::atomic<uint64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
 absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
@@ -129,7 +136,8 @@ KVCacheManager::KVCacheManager(const Options& options,
                                std::unique_ptr<BlockPool> owned_books,
                                std::unique_ptr<KVPool> host_pool,
                                std::unique_ptr<BlockPool> host_books)
-    : layout_(options.layout),
+    : instance_id_(NextInstanceId()),
+      layout_(options.layout),
       storage_(options.storage),
       admission_(options.admission),
       watermark_(options.watermark),
@@ -297,7 +305,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
         admission == Admission::kNever ? "can never fit" : "does not fit now",
         books_->num_unreserved_free_blocks(), books_->num_blocks()));
   }
-  auto [it, inserted] = sequences_.try_emplace(seq, books_);
+  auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
   PKV_CHECK(inserted, "sequence %d appeared", seq);
   Sequence& s = it->second;
   s.max_tokens = prompt_tokens + max_new_tokens;
@@ -450,7 +458,7 @@ absl::Status KVCacheManager::Fork(SequenceId parent, SequenceId child) {
     return absl::AlreadyExistsError(
         absl::StrFormat("Fork onto sequence %d, which exists", child));
   }
-  auto [it, inserted] = sequences_.try_emplace(child, books_);
+  auto [it, inserted] = sequences_.try_emplace(child, books_, ++next_entry_);
   PKV_CHECK(inserted, "sequence %d appeared", child);
   p = &sequences_.find(parent)->second;  // The insert may have moved it.
   Sequence& c = it->second;
@@ -701,11 +709,10 @@ absl::StatusOr<absl::Span<const BlockId>> KVCacheManager::block_table(
 
 absl::StatusOr<KVCacheManager::RunningTable> KVCacheManager::running_table(
     SequenceId seq) const {
+  RunningTable t;
+  if (FindRunningTable(seq, &t)) return t;
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
-  if (s->state != SequenceState::kRunning) {
-    return NotRunning(seq, s->state, "running_table");
-  }
-  return RunningTable{s->table.blocks(), s->num_tokens};
+  return NotRunning(seq, s->state, "running_table");
 }
 
 ManagerStats KVCacheManager::stats() const {
@@ -743,7 +750,12 @@ void KVCacheManager::CheckInvariants() const {
   int64_t reserved = 0;
   std::vector<const BlockTable*> tables;
   std::vector<BlockId> host_refs;
+  std::vector<uint64_t> entries;
+  entries.reserve(sequences_.size());
   for (const auto& [id, s] : sequences_) {
+    PKV_CHECK(s.entry >= 1 && s.entry <= next_entry_,
+              "sequence %d: entry %d out of [1, %d]", id, s.entry, next_entry_);
+    entries.push_back(s.entry);
     const int64_t blocks = BlocksFor(s.num_tokens);
     const bool holds_device = s.state == SequenceState::kRunning ||
                               s.state == SequenceState::kSwappingOut ||
@@ -783,6 +795,9 @@ void KVCacheManager::CheckInvariants() const {
   }
   PKV_CHECK(running == num_running_, "%d running sequences, counted %d",
             running, num_running_);
+  std::sort(entries.begin(), entries.end());
+  PKV_CHECK(std::adjacent_find(entries.begin(), entries.end()) == entries.end(),
+            "two sequences share an entry number");
   PKV_CHECK(reserved == reserved_for_sequences_,
             "sequences reserve %d blocks, total says %d", reserved,
             reserved_for_sequences_);
