@@ -123,6 +123,10 @@ class BlockPool {
   // release would let two sequences write the same block.
   void Release(BlockId id);
   void ReleaseAll(absl::Span<const BlockId> ids);
+  // ReleaseAll of `ids` back to front (ids.back() first), without reversing
+  // them: a table released tail first leaves its first block at the front
+  // of the free list (handed out next) and its tail deepest.
+  void ReleaseAllTailFirst(absl::Span<const BlockId> ids);
 
   // Appends free blocks num_blocks()..num_blocks()+extra_blocks-1 (a
   // standalone cache grows its private pool). Existing ids stay valid.
@@ -193,9 +197,17 @@ class BlockPool {
   }
   // REQUIRES: free_list_ non-empty.
   BlockId TakeFreeLocked(int32_t owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // n TakeFreeLocked(owner) calls in one walk of the free list, the ids
+  // written to out[0 .. n) in the same order. Does not touch the
+  // reservation counts (the caller does, as for TakeFreeLocked).
+  // REQUIRES: 0 <= n <= free_list_.size().
+  void TakeFreeNLocked(int32_t owner, int32_t n, BlockId* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteAllocatedLocked(int32_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddRefLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The freed block i was charged to a reservation: ends the charge.
+  void UnchargeLocked(int32_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Called by Reservation.

@@ -18,8 +18,11 @@ BlockTable::BlockTable(BlockPool* pool) : pool_(pool) {
 }
 
 BlockTable::BlockTable(BlockTable&& other) noexcept
-    : pool_(other.pool_), blocks_(std::move(other.blocks_)) {
+    : pool_(other.pool_),
+      blocks_(std::move(other.blocks_)),
+      generation_(other.generation_) {
   other.blocks_.clear();  // Moved-from: empty, same pool.
+  ++other.generation_;
 }
 
 BlockTable& BlockTable::operator=(BlockTable&& other) noexcept {
@@ -27,7 +30,9 @@ BlockTable& BlockTable::operator=(BlockTable&& other) noexcept {
     Clear();
     pool_ = other.pool_;
     blocks_ = std::move(other.blocks_);
+    ++generation_;
     other.blocks_.clear();
+    ++other.generation_;
   }
   return *this;
 }
@@ -37,6 +42,7 @@ BlockTable::~BlockTable() { pool_->ReleaseAll(blocks_); }
 void BlockTable::Append(BlockId id) {
   PKV_DCHECK(pool_->ref_count(id) > 0, "Append of free block %d", id.value());
   blocks_.push_back(id);
+  ++generation_;
 }
 
 void BlockTable::AppendAll(absl::Span<const BlockId> ids) {
@@ -44,6 +50,7 @@ void BlockTable::AppendAll(absl::Span<const BlockId> ids) {
     PKV_DCHECK(pool_->ref_count(id) > 0, "Append of free block %d", id.value());
   }
   blocks_.insert(blocks_.end(), ids.begin(), ids.end());
+  ++generation_;
 }
 
 void BlockTable::CheckReservation(const Reservation* reservation) const {
@@ -60,6 +67,7 @@ absl::Status BlockTable::Grow(int32_t n, Reservation* reservation) {
       reservation != nullptr ? reservation->Allocate(n) : pool_->Allocate(n);
   if (!ids.ok()) return ids.status();
   blocks_.insert(blocks_.end(), ids->begin(), ids->end());
+  ++generation_;
   return absl::OkStatus();
 }
 
@@ -67,6 +75,7 @@ BlockTable BlockTable::Fork() const {
   BlockTable copy(pool_);
   pool_->AddRefs(blocks_);
   copy.blocks_ = blocks_;
+  ++copy.generation_;
   return copy;
 }
 
@@ -75,6 +84,7 @@ void BlockTable::DropFront(int32_t n) {
             num_blocks());
   pool_->ReleaseAll(absl::MakeConstSpan(blocks_.data(), n));
   blocks_.erase(blocks_.begin(), blocks_.begin() + n);
+  ++generation_;
 }
 
 void BlockTable::DropBack(int32_t n) {
@@ -82,19 +92,21 @@ void BlockTable::DropBack(int32_t n) {
             num_blocks());
   const int32_t keep = num_blocks() - n;
   // Tail first, like ClearTailFirst.
-  std::reverse(blocks_.begin() + keep, blocks_.end());
-  pool_->ReleaseAll(absl::MakeConstSpan(blocks_.data() + keep, n));
+  pool_->ReleaseAllTailFirst(absl::MakeConstSpan(blocks_.data() + keep, n));
   blocks_.resize(keep);
+  ++generation_;
 }
 
 void BlockTable::Clear() {
   pool_->ReleaseAll(blocks_);
   blocks_.clear();
+  ++generation_;
 }
 
 void BlockTable::ClearTailFirst() {
-  std::reverse(blocks_.begin(), blocks_.end());
-  Clear();
+  pool_->ReleaseAllTailFirst(blocks_);
+  blocks_.clear();
+  ++generation_;
 }
 
 bool BlockTable::IsShared(int32_t block_index) const {
@@ -156,10 +168,14 @@ void ReorderTables(std::vector<BlockTable>* tables,
     } else {
       result.emplace_back(pool);
       result.back().blocks_ = result[first_use[index]].blocks_;
+      ++result.back().generation_;
     }
   }
   for (int32_t j = 0; j < num_old; ++j) {
-    if (uses[j] == 0) (*tables)[j].blocks_.clear();  // Released above.
+    if (uses[j] == 0) {
+      (*tables)[j].blocks_.clear();  // Released above.
+      ++(*tables)[j].generation_;
+    }
   }
   *tables = std::move(result);  // Every old table is empty now.
 }

@@ -65,6 +65,16 @@ class BlockTable {
   absl::Span<const BlockId> blocks() const { return blocks_; }
   BlockPool* pool() const { return pool_; }
 
+  // A count that grows by at least one with every change of blocks():
+  // Append, Grow, Drop*, Clear*, being moved from or assigned to, and the
+  // copy-on-write repoints and appends of PrepareWrite. So two reads of one
+  // table's generation that are equal saw the same blocks (an exporter
+  // skips rows by it, cache/serving/block_table_export.h). A fresh table
+  // starts at 0; a table move-constructed from another starts at that one's
+  // generation (it holds the very blocks it had then). It may also grow
+  // when the ids end up the same (a Truncate then the same blocks again).
+  uint64_t generation() const { return generation_; }
+
   // Appends entries, taking over one reference the caller holds for each.
   // REQUIRES: each id is live in pool() (checked in debug builds).
   void Append(BlockId id);
@@ -107,9 +117,12 @@ class BlockTable {
   void CheckReservation(const Reservation* reservation) const;
 
   // Invariants: pool_ != nullptr; every entry of blocks_ is in range and has
-  // ref_count > 0, and this table holds exactly one reference per entry.
+  // ref_count > 0, and this table holds exactly one reference per entry;
+  // generation_ was incremented by every change of blocks_ (every function
+  // that writes blocks_, here and in copy_on_write.cc, bumps it).
   BlockPool* pool_;  // Not owned; outlives the table.
   std::vector<BlockId> blocks_;
+  uint64_t generation_ = 0;
 };
 
 // Beam reorder, batch select and repeat-interleave as a table remap:

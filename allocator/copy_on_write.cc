@@ -197,11 +197,27 @@ struct CopyOnWriteBooks {
       const BlockId fresh = Take(pool, books, slot);
       ops.push_back(CopyOp{entry, fresh});
       entry = fresh;
+      ++t.table->generation_;
     }
     for (const TableGrowth& g : r.growth) {
-      for (int32_t k = 0; k < g.num_blocks; ++k) {
-        g.table->blocks_.push_back(Take(pool, books, slot));
+      if (g.num_blocks == 0) continue;
+      // As g.num_blocks Take() calls, in one walk of the free list: the
+      // reservation's blocks first, then unreserved ones. The room was
+      // reserved before the lock, so the resize does not allocate.
+      std::vector<BlockId>& blocks = g.table->blocks_;
+      const size_t old_size = blocks.size();
+      blocks.resize(old_size + static_cast<size_t>(g.num_blocks));
+      int32_t charged = 0;
+      if (books != nullptr) {
+        charged = std::min(books->reserved_free, g.num_blocks);
+        books->reserved_free -= charged;
+        books->charged_live += charged;
+        pool.total_reserved_free_ -= charged;
+        pool.TakeFreeNLocked(slot, charged, &blocks[old_size]);
       }
+      pool.TakeFreeNLocked(-1, g.num_blocks - charged,
+                           blocks.data() + old_size + charged);
+      ++g.table->generation_;
     }
     pool.NoteAllocatedLocked(
         static_cast<int32_t>(count.copies + count.appended));

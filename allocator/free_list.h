@@ -2,7 +2,8 @@
 //
 // FreeList is an intrusive doubly-linked list of BlockIds over two flat int32
 // arrays (prev/next, indexed by block id): no per-block heap objects, and
-// PushFront, PushBack, PopFront, PopBack, Remove and Contains are all O(1).
+// PushFront, PushBack, PopFront, PopBack, Remove and Contains are all O(1);
+// PopFrontN(n) takes n ids in O(n) with one walk.
 // It only allocates in its constructor and in Grow().
 //
 // BlockPool keeps every free block (ref_count 0) here and uses it as a LIFO:
@@ -113,6 +114,30 @@ class FreeList {
     const BlockId id(tail_);
     Unlink(tail_);
     return id;
+  }
+
+  // Removes the first n ids and writes them to out[0 .. n) in the order n
+  // PopFront() calls would return them; one walk of the links, no per-id
+  // unlinking of neighbours (what a batched allocation wants).
+  // REQUIRES: 0 <= n <= size(); out has room for n ids.
+  void PopFrontN(int32_t n, BlockId* out) {
+    PKV_CHECK(n >= 0 && n <= size_, "PopFrontN(%d) of a free list of %d", n,
+              size_);
+    int32_t i = head_;
+    for (int32_t k = 0; k < n; ++k) {
+      out[k] = BlockId(i);
+      const int32_t next = next_[i];
+      prev_[i] = kNotInList;
+      next_[i] = kNotInList;
+      i = next;
+    }
+    head_ = i;
+    if (i == kNil) {
+      tail_ = kNil;
+    } else {
+      prev_[i] = kNil;
+    }
+    size_ -= n;
   }
 
   // Removes `id` from wherever it is in the list.

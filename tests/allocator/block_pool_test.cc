@@ -1,9 +1,11 @@
 #include "allocator/block_pool.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -449,6 +451,128 @@ TEST(ReservationTest, OwnerWithinCapacityNeverFailsAgainstGreedyNeighbour) {
   pool->ReleaseAll(mine);
 }
 
+// --- Batched calls against one-at-a-time ----------------------------------
+
+// The batched calls (Allocate, Reservation::Allocate, ReleaseAllTailFirst)
+// on one pool against TryAllocate / Release one block at a time on a twin
+// pool, with the same random operations: the same ids in the same order,
+// the same refcounts and stats after every step, and so the same free-list
+// order (every later allocation compares the ids it is handed).
+class BatchedMatchesOneAtATimeTest
+    : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(BatchedMatchesOneAtATimeTest, SameIdsRefCountsStatsAndFreeOrder) {
+  std::mt19937 rng(GetParam());
+  constexpr int32_t kBlocks = 48;
+  auto batched = MakePool(kBlocks);
+  auto single = MakePool(kBlocks);
+  std::optional<Reservation> rb(*batched->Reserve(8));
+  std::optional<Reservation> rs(*single->Reserve(8));
+  // Tables held in both pools: the same ids, one reference each.
+  std::vector<std::vector<BlockId>> tables;
+  int32_t batches = 0, releases = 0;
+  for (int step = 0; step < 1500; ++step) {
+    switch (rng() % 5) {
+      case 0: {  // Unreserved blocks.
+        const int32_t n = static_cast<int32_t>(rng() % 9);
+        if (n > batched->num_unreserved_free_blocks()) break;
+        absl::StatusOr<std::vector<BlockId>> ids = batched->Allocate(n);
+        ASSERT_THAT(ids, IsOk());
+        std::vector<BlockId> one;
+        for (int32_t k = 0; k < n; ++k) one.push_back(*single->TryAllocate());
+        ASSERT_EQ(*ids, one) << "step " << step;
+        tables.push_back(*ids);
+        ++batches;
+        break;
+      }
+      case 1: {  // A reservation's blocks.
+        const int32_t n = static_cast<int32_t>(rng() % 5);
+        if (n > rb->num_reserved_free()) break;
+        absl::StatusOr<std::vector<BlockId>> ids = rb->Allocate(n);
+        ASSERT_THAT(ids, IsOk());
+        std::vector<BlockId> one;
+        for (int32_t k = 0; k < n; ++k) one.push_back(*rs->TryAllocate());
+        ASSERT_EQ(*ids, one) << "step " << step;
+        tables.push_back(*ids);
+        ++batches;
+        break;
+      }
+      case 2: {  // A fork shares a table.
+        if (tables.empty()) break;
+        const std::vector<BlockId> t = tables[rng() % tables.size()];
+        batched->AddRefs(t);
+        single->AddRefs(t);
+        tables.push_back(t);
+        break;
+      }
+      case 3: {  // A table released tail first.
+        if (tables.empty()) break;
+        const size_t i = rng() % tables.size();
+        batched->ReleaseAllTailFirst(tables[i]);
+        for (auto it = tables[i].rbegin(); it != tables[i].rend(); ++it) {
+          single->Release(*it);
+        }
+        tables.erase(tables.begin() + i);
+        ++releases;
+        break;
+      }
+      case 4:  // Now and then a new reservation (the old one detaches).
+        if (rng() % 4 == 0) {
+          rb.reset();
+          rs.reset();
+          const int32_t n =
+              std::min<int32_t>(8, batched->num_unreserved_free_blocks());
+          rb.emplace(*batched->Reserve(n));
+          rs.emplace(*single->Reserve(n));
+        }
+        break;
+    }
+    batched->CheckInvariants();
+    ASSERT_TRUE(batched->stats() == single->stats()) << "step " << step;
+    for (int32_t i = 0; i < kBlocks; ++i) {
+      ASSERT_EQ(batched->ref_count(BlockId(i)), single->ref_count(BlockId(i)))
+          << "block " << i << ", step " << step;
+    }
+  }
+  EXPECT_GT(batches, 100);
+  EXPECT_GT(releases, 100);
+  for (const std::vector<BlockId>& t : tables) {
+    batched->ReleaseAllTailFirst(t);
+    for (auto it = t.rbegin(); it != t.rend(); ++it) single->Release(*it);
+  }
+  rb.reset();
+  rs.reset();
+  // The whole free list, in order.
+  std::vector<BlockId> drained_batched, drained_single;
+  while (std::optional<BlockId> id = batched->TryAllocate()) {
+    drained_batched.push_back(*id);
+  }
+  while (std::optional<BlockId> id = single->TryAllocate()) {
+    drained_single.push_back(*id);
+  }
+  EXPECT_EQ(drained_batched, drained_single);
+  EXPECT_THAT(drained_batched, SizeIs(kBlocks));
+  batched->ReleaseAll(drained_batched);
+  single->ReleaseAll(drained_single);
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, BatchedMatchesOneAtATimeTest,
+                         ::testing::Range<uint32_t>(0, 8));
+
+TEST(BlockPoolTest, ReleaseAllTailFirstLeavesTheFirstIdAtTheFront) {
+  auto pool = MakePool(4);
+  const std::vector<BlockId> table = *pool->Allocate(3);  // 0, 1, 2.
+  pool->AddRef(table[1]);  // Shared: stays live.
+  pool->ReleaseAllTailFirst(table);
+  EXPECT_EQ(pool->ref_count(BlockId(1)), 1);
+  EXPECT_EQ(pool->num_free_blocks(), 3);
+  // Block 2 went first, block 0 last: 0 is handed out next, then 2.
+  EXPECT_THAT(*pool->Allocate(3),
+              ElementsAre(BlockId(0), BlockId(2), BlockId(3)));
+  pool->ReleaseAllTailFirst({});  // Nothing to do.
+  pool->CheckInvariants();
+}
+
 // --- Contract violations ----------------------------------------------------
 
 TEST(BlockPoolDeathTest, DoubleReleaseAborts) {
@@ -462,6 +586,14 @@ TEST(BlockPoolDeathTest, ReleaseAllWithTooManyCopiesAborts) {
   auto pool = MakePool(2);
   const BlockId id = *pool->TryAllocate();
   EXPECT_DEATH(pool->ReleaseAll({id, id}), "Release of free block");
+}
+
+TEST(BlockPoolDeathTest, ReleaseAllTailFirstOfAFreeBlockAborts) {
+  auto pool = MakePool(3);
+  const std::vector<BlockId> ids = *pool->Allocate(2);
+  EXPECT_DEATH(pool->ReleaseAllTailFirst({ids[0], ids[1], ids[1]}),
+               "Release of free block 1");
+  EXPECT_DEATH(pool->ReleaseAllTailFirst({BlockId(5)}), "block 5 out of range");
 }
 
 TEST(BlockPoolDeathTest, AddRefOfFreeBlockAborts) {

@@ -298,6 +298,68 @@ TEST(BlockTableTest, CheckRefCountsCountsExtraHolders) {
 
 // --- Contract violations ----------------------------------------------------
 
+// generation() is what lets an exporter skip unchanged rows: every change of
+// blocks() must move it.
+TEST(BlockTableTest, GenerationGrowsWithEveryChangeOfTheBlocks) {
+  auto pool = MakePool(16);
+  BlockTable table(pool.get());
+  EXPECT_EQ(table.generation(), 0u);
+  uint64_t last = 0;
+  auto expect_moved = [&](const BlockTable& t, const char* what) {
+    EXPECT_GT(t.generation(), last) << what;
+    last = t.generation();
+  };
+  ASSERT_THAT(table.Grow(3), IsOk());
+  expect_moved(table, "Grow");
+  EXPECT_FALSE(table.Grow(100).ok());
+  EXPECT_EQ(table.generation(), last) << "a failed Grow changes nothing";
+  table.Append(*pool->TryAllocate());
+  expect_moved(table, "Append");
+  const BlockId two[] = {*pool->TryAllocate(), *pool->TryAllocate()};
+  table.AppendAll(two);
+  expect_moved(table, "AppendAll");
+  table.DropFront(1);
+  expect_moved(table, "DropFront");
+  table.DropBack(1);
+  expect_moved(table, "DropBack");
+  BlockTable fork = table.Fork();
+  EXPECT_EQ(table.generation(), last) << "Fork reads the table only";
+  EXPECT_GT(fork.generation(), 0u);
+
+  // Moves: the moved-to table holds what the moved-from one had at its
+  // generation; the moved-from one (now empty) moves on.
+  BlockTable moved(std::move(table));
+  EXPECT_EQ(moved.generation(), last);
+  EXPECT_GT(table.generation(), last);  // NOLINT(bugprone-use-after-move)
+  BlockTable target(pool.get());
+  ASSERT_THAT(target.Grow(1), IsOk());
+  const uint64_t target_before = target.generation();
+  const uint64_t fork_before = fork.generation();
+  target = std::move(fork);
+  EXPECT_GT(target.generation(), target_before);
+  EXPECT_GT(fork.generation(), fork_before);  // NOLINT(bugprone-use-after-move)
+
+  last = moved.generation();
+  moved.ClearTailFirst();
+  expect_moved(moved, "ClearTailFirst");
+  ASSERT_THAT(moved.Grow(1), IsOk());
+  expect_moved(moved, "Grow");
+  moved.Clear();
+  expect_moved(moved, "Clear");
+
+  // ReorderTables: the rows that get another table's blocks move on.
+  std::vector<BlockTable> rows;
+  rows.emplace_back(pool.get());
+  rows.emplace_back(pool.get());
+  ASSERT_THAT(rows[0].Grow(1), IsOk());
+  ASSERT_THAT(rows[1].Grow(1), IsOk());
+  const uint64_t row0 = rows[0].generation();
+  const int32_t indices[] = {0, 0};
+  ReorderTables(&rows, indices);
+  EXPECT_EQ(rows[0].generation(), row0);  // The very table, moved.
+  EXPECT_GT(rows[1].generation(), 0u);    // A new row sharing its blocks.
+}
+
 TEST(BlockTableDeathTest, DropPastSizeAborts) {
   auto pool = MakePool(4);
   BlockTable table(pool.get());

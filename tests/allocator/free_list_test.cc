@@ -111,7 +111,7 @@ TEST_P(FreeListRandomOpsTest, MatchesStdList) {
   for (int step = 0; step < 2000; ++step) {
     const int32_t id = static_cast<int32_t>(rng() % kCapacity);
     const bool in = list.Contains(BlockId(id));
-    switch (rng() % 5) {
+    switch (rng() % 6) {
       case 0:
         if (!in) {
           list.PushFront(BlockId(id));
@@ -142,6 +142,18 @@ TEST_P(FreeListRandomOpsTest, MatchesStdList) {
           model.remove(id);
         }
         break;
+      case 5: {
+        // A batch of 0 .. size() ids, as that many PopFront calls.
+        const int32_t n = static_cast<int32_t>(rng() % (model.size() + 1));
+        std::vector<BlockId> out(n + 1, BlockId(-7));  // One guard entry.
+        list.PopFrontN(n, out.data());
+        for (int32_t k = 0; k < n; ++k) {
+          ASSERT_EQ(out[k].value(), model.front()) << "step " << step;
+          model.pop_front();
+        }
+        ASSERT_EQ(out[n], BlockId(-7)) << "wrote past n";
+        break;
+      }
     }
     list.CheckInvariants();
     ASSERT_EQ(list.size(), static_cast<int32_t>(model.size())) << step;
@@ -154,6 +166,38 @@ TEST_P(FreeListRandomOpsTest, MatchesStdList) {
 
 INSTANTIATE_TEST_SUITE_P(Seeds, FreeListRandomOpsTest,
                          ::testing::Range<uint32_t>(0, 32));
+
+TEST(FreeListTest, PopFrontNTakesTheFrontInOrderAndKeepsTheRestLinked) {
+  FreeList list(5);
+  for (int32_t i : {3, 1, 4, 0, 2}) list.PushBack(BlockId(i));
+  BlockId out[3];
+  list.PopFrontN(0, out);
+  EXPECT_EQ(list.size(), 5);
+  list.PopFrontN(3, out);
+  EXPECT_EQ(out[0], BlockId(3));
+  EXPECT_EQ(out[1], BlockId(1));
+  EXPECT_EQ(out[2], BlockId(4));
+  list.CheckInvariants();
+  EXPECT_FALSE(list.Contains(BlockId(1)));
+  EXPECT_EQ(list.Front(), BlockId(0));
+  list.PushFront(BlockId(4));  // Taken ids may come back.
+  list.PopFrontN(3, out);      // The whole list.
+  EXPECT_EQ(out[0], BlockId(4));
+  EXPECT_EQ(out[2], BlockId(2));
+  EXPECT_TRUE(list.empty());
+  list.CheckInvariants();
+  list.PushBack(BlockId(1));  // Head and tail were reset.
+  EXPECT_EQ(list.Back(), BlockId(1));
+  list.CheckInvariants();
+}
+
+TEST(FreeListDeathTest, PopFrontNPastTheSizeAborts) {
+  FreeList list(3);
+  list.PushFront(BlockId(1));
+  BlockId out[2];
+  EXPECT_DEATH(list.PopFrontN(2, out), "PopFrontN\\(2\\) of a free list of 1");
+  EXPECT_DEATH(list.PopFrontN(-1, out), "PopFrontN");
+}
 
 TEST(FreeListDeathTest, DoublePushAborts) {
   FreeList list(2);

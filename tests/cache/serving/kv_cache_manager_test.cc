@@ -102,6 +102,13 @@ std::vector<int64_t> RangeOf(const StepOutput& out, size_t request) {
       out.slot_mapping.begin() + out.request_offsets[request + 1]);
 }
 
+KVCacheManager::TableVersion VersionOf(const KVCacheManager& m,
+                                       SequenceId seq) {
+  absl::StatusOr<KVCacheManager::RunningTable> t = m.running_table(seq);
+  EXPECT_THAT(t, IsOk());
+  return t.ok() ? t->version : KVCacheManager::TableVersion{};
+}
+
 // ---------------------------------------------------------------------------
 // Creation and configuration
 
@@ -1698,6 +1705,87 @@ TEST(KVCacheManagerRegressionTest, TruncateOfAForkThenReadmitDoesNotAbort) {
   EXPECT_TRUE(readmitted.ok() || absl::IsResourceExhausted(readmitted))
       << readmitted;
   (*m)->CheckInvariants();
+}
+
+// ---------------------------------------------------------------------------
+// Table versions (what the delta export skips rows by)
+
+TEST(KVCacheManagerTest, TableVersionMovesWithEveryChangeOfTheIds) {
+  CheckedManager m = MakeManager(kHostWatermark, 16, 8);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 6, 0, &out), IsOk());  // 2 blocks.
+  const KVCacheManager::TableVersion v0 = VersionOf(*m, 1);
+  EXPECT_EQ(v0.manager, m->instance_id());
+  EXPECT_NE(v0.sequence, 0u);
+
+  // A token inside the tail block changes no id: same version.
+  const SlotRequest in_block[] = {{.seq = 1, .num_tokens = 1}};
+  ASSERT_THAT(m->AppendSlots(in_block, &out), IsOk());
+  EXPECT_EQ(VersionOf(*m, 1), v0);
+  // Lookups and forks of it read the table only.
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  EXPECT_EQ(VersionOf(*m, 1), v0);
+  EXPECT_NE(VersionOf(*m, 2), v0);  // Another sequence, same blocks.
+
+  // Copy-on-write of the shared tail; a new block; truncate; copy-on-write
+  // of a shared block that truncation made the tail; preempt + readmit;
+  // swap out + in: each gives a new version, never an old one.
+  std::vector<KVCacheManager::TableVersion> seen = {v0};
+  auto expect_new = [&](const char* what) {
+    const KVCacheManager::TableVersion v = VersionOf(*m, 1);
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), v), 0) << what;
+    seen.push_back(v);
+  };
+  const absl::Span<const BlockId> forked = *m->block_table(2);
+  ASSERT_THAT(m->AppendSlots(in_block, &out), IsOk());  // 8 tokens.
+  EXPECT_NE((*m->block_table(1))[1], forked[1]);
+  expect_new("copy-on-write of the tail");
+  ASSERT_THAT(m->AppendSlots(in_block, &out), IsOk());  // 9: a third block.
+  expect_new("new block");
+  ASSERT_THAT(m->Truncate(1, 2), IsOk());  // Its first block, shared.
+  expect_new("truncate");
+  ASSERT_THAT(m->AppendSlots(in_block, &out), IsOk());
+  EXPECT_NE((*m->block_table(1))[0], forked[0]);
+  expect_new("copy-on-write of a truncated-to block");
+  ASSERT_THAT(m->Preempt(1), IsOk());
+  ASSERT_THAT(m->Readmit(1, &out), IsOk());
+  expect_new("readmit");
+  ASSERT_THAT(m->SwapOut(1), IsOk());
+  ASSERT_THAT(m->SwapIn(1), IsOk());
+  expect_new("swap");
+
+  // A freed id admitted again is a new entry; so is every sequence of
+  // another manager.
+  const KVCacheManager::TableVersion before_free = VersionOf(*m, 2);
+  ASSERT_THAT(m->Free(2), IsOk());
+  ASSERT_THAT(m->AddSequence(2, 6, 0, &out), IsOk());
+  EXPECT_NE(VersionOf(*m, 2).sequence, before_free.sequence);
+  CheckedManager other = MakeManager(kHostWatermark, 16);
+  ASSERT_THAT(other->AddSequence(1, 6, 0, &out), IsOk());
+  EXPECT_NE(other->instance_id(), m->instance_id());
+  EXPECT_NE(VersionOf(*other, 1), VersionOf(*m, 1));
+}
+
+TEST(KVCacheManagerTest, FindRunningTableAnswersOnlyForRunningSequences) {
+  CheckedManager m = MakeManager(kBooksWatermark, 16);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 5, 0, &out), IsOk());
+  ASSERT_THAT(m->AddSequence(2, 3, 0, &out), IsOk());
+  ASSERT_THAT(m->Preempt(2), IsOk());
+  KVCacheManager::RunningTable t;
+  ASSERT_TRUE(m->FindRunningTable(1, &t));
+  const KVCacheManager::RunningTable want = *m->running_table(1);
+  EXPECT_EQ(t.blocks.data(), want.blocks.data());
+  EXPECT_EQ(t.blocks.size(), 2u);
+  EXPECT_EQ(t.num_tokens, 5);
+  EXPECT_EQ(t.version, want.version);
+  KVCacheManager::RunningTable untouched;
+  untouched.num_tokens = -3;
+  EXPECT_FALSE(m->FindRunningTable(2, &untouched));  // Preempted.
+  EXPECT_FALSE(m->FindRunningTable(9, &untouched));  // Unknown.
+  EXPECT_EQ(untouched.num_tokens, -3);
+  EXPECT_THAT(m->running_table(2), StatusIs(Code::kFailedPrecondition));
+  EXPECT_THAT(m->running_table(9), StatusIs(Code::kNotFound));
 }
 
 }  // namespace

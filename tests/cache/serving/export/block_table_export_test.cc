@@ -695,6 +695,92 @@ TEST(BlockTableDeltaExporterTest, NewMiddleBlockWithSameEndsCountsAsChanged) {
   CheckDense(*m, batch2, 3, -1, tables, lens, 6, 2);
 }
 
+// The exporter skips a row by its table version, so every way a table's ids
+// change must move the version. These three change a table in the middle or
+// rebuild it at the same length; each must be reported (and the buffer must
+// equal a full export's).
+
+// Copy-on-write of a block that became a fork's tail, then regrowth onto the
+// block its parent just freed: only the middle id differs, same length.
+TEST(BlockTableDeltaExporterTest, CopyOnWriteOfAnInteriorSharedBlockIsReported) {
+  std::unique_ptr<KVCacheManager> m = MakeManager(4, 16);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 12, 0, &out), IsOk());  // {0, 1, 2}
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  BlockTableDeltaExporter e = MakeExporter(2, 3);
+  std::vector<int32_t> tables(6, kSentinel), lens(2, kSentinel);
+  EXPECT_THAT(Delta(e, *m, {2, 1}, tables, lens), ElementsAre(0, 1));
+  const std::vector<int32_t> before = Ids(*m->block_table(2));
+
+  ASSERT_THAT(m->Truncate(2, 6), IsOk());  // {0, 1}: 1 is shared.
+  const SlotRequest into_shared[] = {{.seq = 2, .num_tokens = 2}};
+  ASSERT_THAT(m->AppendSlots(into_shared, &out), IsOk());  // 1 -> a copy.
+  ASSERT_THAT(m->Truncate(1, 8), IsOk());                  // Frees 2.
+  const SlotRequest regrow[] = {{.seq = 2, .num_tokens = 4}};
+  ASSERT_THAT(m->AppendSlots(regrow, &out), IsOk());  // Takes 2 back.
+
+  const std::vector<int32_t> after = Ids(*m->block_table(2));
+  ASSERT_EQ(after.size(), before.size());
+  ASSERT_EQ(after.front(), before.front());
+  ASSERT_EQ(after.back(), before.back()) << "the free list's order changed";
+  ASSERT_NE(after[1], before[1]);
+  EXPECT_THAT(Delta(e, *m, {2, 1}, tables, lens), ElementsAre(0, 1));
+  CheckDense(*m, std::vector<SequenceId>{2, 1}, 3, -1, tables, lens, 6, 2);
+  EXPECT_THAT(Delta(e, *m, {2, 1}, tables, lens), ElementsAre());
+}
+
+// Truncate then re-append to the same length: reported when the ids differ;
+// when the free list hands back the very same ids the row is unchanged.
+TEST(BlockTableDeltaExporterTest, TruncateThenReappendIsReportedIfTheIdsDiffer) {
+  std::unique_ptr<KVCacheManager> m = MakeManager(4, 16);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 12, 0, &out), IsOk());  // {0, 1, 2}
+  BlockTableDeltaExporter e = MakeExporter(1, 3);
+  std::vector<int32_t> tables(3, kSentinel), lens(1, kSentinel);
+  EXPECT_THAT(Delta(e, *m, {1}, tables, lens), ElementsAre(0));
+  const SlotRequest regrow[] = {{.seq = 1, .num_tokens = 8}};
+
+  // Same ids back (tail first out, so 1 then 2 come back in order).
+  ASSERT_THAT(m->Truncate(1, 4), IsOk());
+  ASSERT_THAT(m->AppendSlots(regrow, &out), IsOk());
+  ASSERT_THAT(Ids(*m->block_table(1)), ElementsAre(0, 1, 2));
+  tables[1] = 1001;  // Not rewritten: the scribble stays.
+  EXPECT_THAT(Delta(e, *m, {1}, tables, lens), ElementsAre());
+  EXPECT_EQ(tables[1], 1001);
+  tables[1] = 1;
+  EXPECT_THAT(Delta(e, *m, {1}, tables, lens), ElementsAre());
+
+  // Another sequence takes block 1 in between: {0, 2, 3}.
+  ASSERT_THAT(m->Truncate(1, 4), IsOk());
+  ASSERT_THAT(m->AddSequence(2, 4, 0, &out), IsOk());
+  ASSERT_THAT(m->AppendSlots(regrow, &out), IsOk());
+  ASSERT_THAT(Ids(*m->block_table(1)), ElementsAre(0, 2, 3));
+  EXPECT_THAT(Delta(e, *m, {1}, tables, lens), ElementsAre(0));
+  CheckDense(*m, std::vector<SequenceId>{1}, 3, -1, tables, lens, 3, 1);
+}
+
+// Swap out and back in onto other device blocks, same length.
+TEST(BlockTableDeltaExporterTest, SwapOutAndInOntoNewBlocksIsReported) {
+  absl::StatusOr<std::unique_ptr<KVCacheManager>> made =
+      KVCacheManager::Create({.layout = TinyLayout(4),
+                              .num_blocks = 16,
+                              .num_host_blocks = 8});
+  ASSERT_THAT(made, IsOk());
+  KVCacheManager& m = **made;
+  StepOutput out;
+  ASSERT_THAT(m.AddSequence(1, 8, 0, &out), IsOk());  // {0, 1}
+  ASSERT_THAT(m.AddSequence(2, 4, 0, &out), IsOk());  // {2}
+  BlockTableDeltaExporter e = MakeExporter(2, 2);
+  std::vector<int32_t> tables(4, kSentinel), lens(2, kSentinel);
+  EXPECT_THAT(Delta(e, m, {1, 2}, tables, lens), ElementsAre(0, 1));
+  ASSERT_THAT(m.SwapOut(1), IsOk());                 // Frees 1, then 0.
+  ASSERT_THAT(m.AddSequence(3, 4, 0, &out), IsOk());  // Takes 0.
+  ASSERT_THAT(m.SwapIn(1), IsOk());
+  ASSERT_THAT(Ids(*m.block_table(1)), ElementsAre(1, 3));
+  EXPECT_THAT(Delta(e, m, {1, 2}, tables, lens), ElementsAre(0));
+  CheckDense(m, std::vector<SequenceId>{1, 2}, 2, -1, tables, lens, 4, 2);
+}
+
 TEST(BlockTableDeltaExporterTest, ErrorsLeaveBuffersAndExporterUnchanged) {
   std::unique_ptr<KVCacheManager> m = ErrorManager();
   BlockTableDeltaExporter e = MakeExporter(3, 3);
