@@ -190,18 +190,29 @@ absl::StatusOr<ServingSuite> RunServingSuite(
     suite.targets.push_back(
         {"swap >= 0.8 of cold memcpy", "BM_SwapOutIn", f, 0.8, f >= 0.8});
   }
-  // Proportional to rows changed: one changed row costs at most a tenth of
-  // all 256 (ideal 1/256), sixteen at most a fifth (ideal 1/16).
-  for (const auto& [rows, limit] : {std::pair{1, 0.1}, std::pair{16, 0.2}}) {
-    const std::optional<double> k =
-        median(fmt::format("BM_DeltaExport/changed_rows:{}", rows));
-    const std::optional<double> all = median("BM_DeltaExport/changed_rows:256");
-    const double f = k && all ? *k / *all : -1;
+  // Delta export. Its lengths are written in full every step (a decode
+  // changes every one), so there is a floor of one lookup per row; what the
+  // rows changed add must be proportional to their number: 16 changed rows
+  // may add at most twice their 16/256 share of what 256 add. And with
+  // nothing changed it must cost at most half a full dense export.
+  {
+    const std::optional<double> d0 = median("BM_DeltaExport/changed_rows:0");
+    const std::optional<double> d16 = median("BM_DeltaExport/changed_rows:16");
+    const std::optional<double> d256 =
+        median("BM_DeltaExport/changed_rows:256");
+    const std::optional<double> dense = median("BM_ExportDense");
+    const double share =
+        d0 && d16 && d256 && *d256 > *d0 ? (*d16 - *d0) / (*d256 - *d0) : -1;
     suite.targets.push_back(
-        {fmt::format("delta export of {} changed rows / of 256 <= {}", rows,
-                     limit),
-         fmt::format("BM_DeltaExport/changed_rows:{}", rows), f, limit,
-         f >= 0 && f <= limit});
+        {"delta export: (16 changed - 0) / (256 changed - 0) <= 2 x 16/256",
+         "BM_DeltaExport/changed_rows:16", share, 2.0 * 16 / 256,
+         share >= -0.05 && share <= 2.0 * 16 / 256});
+    const double floor = d0 && dense ? *d0 / *dense : -1;
+    suite.targets.push_back(
+        {"delta export, nothing changed <= 0.5 of a full "
+         "dense export",
+         "BM_DeltaExport/changed_rows:0", floor, 0.5,
+         floor >= 0 && floor <= 0.5});
   }
   return suite;
 }
