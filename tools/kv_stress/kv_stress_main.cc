@@ -31,6 +31,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "fmt/format.h"
@@ -189,6 +190,22 @@ void Override(const absl::Flag<F>& flag, T* field) {
   if (v >= 0) *field = static_cast<T>(v);
 }
 
+// Sets *field from a named-choice flag unless it is empty; InvalidArgument
+// listing the choices for an unknown name.
+template <typename T, typename Parse>
+absl::Status ParseNamed(const absl::Flag<std::string>& flag, const char* name,
+                        const char* choices, Parse parse, T* field) {
+  const std::string v = absl::GetFlag(flag);
+  if (v.empty()) return absl::OkStatus();
+  const std::optional<T> parsed = parse(v);
+  if (!parsed.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --", name, " ", v, " (", choices, ")"));
+  }
+  *field = *parsed;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SimConfig> ConfigFromFlags() {
   absl::StatusOr<SimConfig> preset = PresetConfig(absl::GetFlag(FLAGS_preset));
   if (!preset.ok()) return preset.status();
@@ -250,41 +267,21 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   Override(FLAGS_beam_width, &w.beam_width);
   Override(FLAGS_fork_samples, &w.fork_samples);
   Override(FLAGS_crop_window, &w.crop_window);
-  if (const std::string p = absl::GetFlag(FLAGS_policy); !p.empty()) {
-    std::optional<PreemptionPolicy> policy = ParsePolicy(p);
-    if (!policy.has_value()) {
-      return absl::InvalidArgumentError("unknown --policy " + p);
-    }
-    c.policy = *policy;
-  }
+  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_policy, "policy",
+                                 "newest_first|least_progress", ParsePolicy,
+                                 &c.policy));
   Override(FLAGS_check_every, &c.check_every);
   Override(FLAGS_max_running, &c.max_running);
   Override(FLAGS_max_waiting, &c.max_waiting);
   Override(FLAGS_watermark_pct, &c.watermark_pct);
-  if (const std::string v = absl::GetFlag(FLAGS_storage); !v.empty()) {
-    std::optional<StorageMode> mode = ParseStorageMode(v);
-    if (!mode.has_value()) {
-      return absl::InvalidArgumentError("unknown --storage " + v +
-                                        " (host|books_only)");
-    }
-    c.storage = *mode;
-  }
-  if (const std::string v = absl::GetFlag(FLAGS_admission); !v.empty()) {
-    std::optional<AdmissionMode> mode = ParseAdmissionMode(v);
-    if (!mode.has_value()) {
-      return absl::InvalidArgumentError("unknown --admission " + v +
-                                        " (watermark|reservation)");
-    }
-    c.admission = *mode;
-  }
-  if (const std::string v = absl::GetFlag(FLAGS_preemption); !v.empty()) {
-    std::optional<PreemptionMode> mode = ParsePreemptionMode(v);
-    if (!mode.has_value()) {
-      return absl::InvalidArgumentError("unknown --preemption " + v +
-                                        " (recompute|swap)");
-    }
-    c.preemption = *mode;
-  }
+  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_storage, "storage", "host|books_only",
+                                 ParseStorageMode, &c.storage));
+  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_admission, "admission",
+                                 "watermark|reservation", ParseAdmissionMode,
+                                 &c.admission));
+  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_preemption, "preemption",
+                                 "recompute|swap", ParsePreemptionMode,
+                                 &c.preemption));
   if (absl::GetFlag(FLAGS_host_pool_mb) < 0) {
     return absl::InvalidArgumentError("--host_pool_mb must be >= 0");
   }

@@ -34,10 +34,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
+#include "allocator/block_pool.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/serving/step_output.h"
 #include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
+#include "gtest/gtest.h"
 #include "tensor/dtype.h"
 
 namespace pagedkv::testing {
@@ -241,6 +243,15 @@ inline int64_t SlotOf(absl::Span<const BlockId> table, int32_t block_tokens,
   return int64_t{table[static_cast<size_t>(token / block_tokens)].value()} *
              block_tokens +
          token % block_tokens;
+}
+
+// Every block of `books` is free, none reserved, no reservation left, and
+// the books are consistent: what a test checks at its end.
+inline void ExpectEveryBlockFree(const BlockPool& books) {
+  books.CheckInvariants();
+  EXPECT_EQ(books.num_free_blocks(), books.num_blocks());
+  EXPECT_EQ(books.num_reserved_blocks(), 0);
+  EXPECT_EQ(books.stats().num_reservations, 0);
 }
 
 // --- Token bytes -------------------------------------------------------
