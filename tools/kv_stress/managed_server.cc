@@ -319,6 +319,7 @@ absl::Status ManagedServer::ReorderBeams(Group& g) {
     const SequenceId id = g.rows[i].id;
     absl::Status st = Timed(kOpFree, [&] { return manager_->Free(id); });
     if (!st.ok()) return Unexpected("Free of a dropped beam", st);
+    report_->ledger_freed += g.rows[i].length;
   }
   std::vector<Row> rows;
   rows.reserve(n);
@@ -331,12 +332,10 @@ absl::Status ManagedServer::ReorderBeams(Group& g) {
     const SequenceId child = next_seq_id_++;
     absl::Status st =
         Timed(kOpFork, [&] { return manager_->Fork(source.id, child); });
-    if (absl::IsResourceExhausted(st)) {
-      // kReservation: this beam's future does not fit; keep fewer beams.
-      report_->ledger_freed += source.length;
-      continue;
-    }
+    // kReservation: this beam's future does not fit; keep fewer beams.
+    if (absl::IsResourceExhausted(st)) continue;
     if (!st.ok()) return Unexpected("Fork of a beam", st);
+    report_->ledger_written += source.length;
     Row row = source;
     row.id = child;
     rows.push_back(std::move(row));

@@ -197,7 +197,7 @@ struct ModelReport {
   // Token ledger, in row-tokens (see the file comment).
   int64_t ledger_written = 0;  // Prefilled + forked + decoded.
   int64_t ledger_cropped = 0;
-  int64_t ledger_freed = 0;  // Completed or refused.
+  int64_t ledger_freed = 0;  // Completed, refused, or a beam dropped.
   // Logical tokens of the requests held at the end (running, or preempted
   // and waiting with their tokens remembered).
   int64_t final_tokens = 0;
