@@ -17,10 +17,8 @@
 #include "base/status_macros.h"
 
 namespace pagedkv {
-namespace {
-
-const char* StateName(SequenceState s) {
-  switch (s) {
+const char* SequenceStateName(SequenceState state) {
+  switch (state) {
     case SequenceState::kRunning:
       return "running";
     case SequenceState::kPreempted:
@@ -34,6 +32,8 @@ const char* StateName(SequenceState s) {
   }
   return "?";
 }
+
+namespace {
 
 // dst[k] = first + k for k in [0, n): a block's run of slots. Two slots per
 // 16-byte store where the compiler has vector extensions (gcc -O2 does not
@@ -59,8 +59,9 @@ uint64_t NextInstanceId() {
 }
 
 absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "%s of sequence %d, which is %s, not running", op, seq, StateName(s)));
+  return absl::FailedPreconditionError(
+      absl::StrFormat("%s of sequence %d, which is %s, not running", op, seq,
+                      SequenceStateName(s)));
 }
 
 }  // namespace
@@ -578,7 +579,7 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
   if (s->state != SequenceState::kPreempted) {
     return absl::FailedPreconditionError(
         absl::StrFormat("Readmit of sequence %d, which is %s, not preempted",
-                        seq, StateName(s->state)));
+                        seq, SequenceStateName(s->state)));
   }
   if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
     s->state = SequenceState::kPreempted;
@@ -631,7 +632,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
   if (s->state != SequenceState::kSwappedOut) {
     return absl::FailedPreconditionError(
         absl::StrFormat("SwapIn of sequence %d, which is %s, not swapped out",
-                        seq, StateName(s->state)));
+                        seq, SequenceStateName(s->state)));
   }
   const int64_t num_tokens = s->num_tokens;
   StepOutput unused;
@@ -682,7 +683,7 @@ absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
   }
   return absl::FailedPreconditionError(absl::StrFormat(
       "CompleteSwap of sequence %d, which is %s: no swap is pending", seq,
-      StateName(s->state)));
+      SequenceStateName(s->state)));
 }
 
 // ---------------------------------------------------------------------------
@@ -765,11 +766,11 @@ void KVCacheManager::CheckInvariants() const {
                             s.state == SequenceState::kSwappingIn;
     PKV_CHECK(s.table.num_blocks() == (holds_device ? blocks : 0),
               "sequence %d (%s, %d tokens) holds %d device blocks", id,
-              StateName(s.state), s.num_tokens, s.table.num_blocks());
+              SequenceStateName(s.state), s.num_tokens, s.table.num_blocks());
     PKV_CHECK(
         static_cast<int64_t>(s.host_blocks.size()) == (holds_host ? blocks : 0),
         "sequence %d (%s, %d tokens) holds %d host blocks", id,
-        StateName(s.state), s.num_tokens, s.host_blocks.size());
+        SequenceStateName(s.state), s.num_tokens, s.host_blocks.size());
     PKV_CHECK(s.num_tokens >= 0, "sequence %d has %d tokens", id, s.num_tokens);
     s.table.CheckInvariants();
     if (s.state == SequenceState::kRunning) ++running;

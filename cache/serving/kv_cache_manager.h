@@ -93,6 +93,10 @@ enum class SequenceState {
   kSwappingIn,   // Books-only: host -> device copies pending (CompleteSwap).
 };
 
+// "running", "preempted", "swapped out", "swapping out", "swapping in": the
+// words the manager's error messages use.
+const char* SequenceStateName(SequenceState state);
+
 // One sequence's share of a batched AppendSlots.
 struct SlotRequest {
   SequenceId seq = 0;
@@ -276,8 +280,7 @@ class KVCacheManager {
   // REQUIRES: out != nullptr.
   bool FindRunningTable(SequenceId seq, RunningTable* out) const {
     auto it = sequences_.find(seq);
-    if (it == sequences_.end() ||
-        it->second.state != SequenceState::kRunning) {
+    if (it == sequences_.end() || it->second.state != SequenceState::kRunning) {
       return false;
     }
     const Sequence& s = it->second;
@@ -390,7 +393,7 @@ class KVCacheManager {
   //  - every entry number is distinct and in [1, next_entry_] (so a
   //    TableVersion never names two sequences).
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
-  uint64_t next_entry_ = 0;  // The last entry number handed out.
+  uint64_t next_entry_ = 0;                 // The last entry number handed out.
   std::optional<Reservation> reservation_;  // kReservation only.
   int64_t reserved_for_sequences_ = 0;
   int32_t num_running_ = 0;

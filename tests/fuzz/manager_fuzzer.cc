@@ -99,22 +99,6 @@ OpStats& Stats() {
                        "Create (bad options)", "Export (dense, CSR, delta)"});
 }
 
-const char* StateName(SequenceState s) {
-  switch (s) {
-    case SequenceState::kRunning:
-      return "running";
-    case SequenceState::kPreempted:
-      return "preempted";
-    case SequenceState::kSwappedOut:
-      return "swapped-out";
-    case SequenceState::kSwappingOut:
-      return "swapping-out";
-    case SequenceState::kSwappingIn:
-      return "swapping-in";
-  }
-  return "?";
-}
-
 const char* AdmissionName(Admission a) {
   return a == Admission::kAdmit   ? "admit"
          : a == Admission::kLater ? "later"
@@ -189,8 +173,8 @@ struct Snapshot {
         absl::StrCat(StatsString(stats), " unreserved ", unreserved);
     for (size_t i = 0; i < seqs.size(); ++i) {
       if (!seqs[i].present) continue;
-      absl::StrAppend(&s, "; seq ", i, " ", StateName(seqs[i].state), " ",
-                      seqs[i].num_tokens, " tokens ",
+      absl::StrAppend(&s, "; seq ", i, " ", SequenceStateName(seqs[i].state),
+                      " ", seqs[i].num_tokens, " tokens ",
                       TableString(seqs[i].table));
     }
     return s;
@@ -1289,22 +1273,22 @@ class ManagerFuzzer {
       absl::StatusOr<SequenceState> state = m_->state(id);
       absl::StatusOr<int64_t> tokens = m_->num_tokens(id);
       if (!state.ok() || *state != s.state || !tokens.ok() || *tokens != len) {
-        Divergence(
-            history_,
-            absl::StrFormat(
-                "sequence %d: %s with %s tokens, model %s "
-                "with %d",
-                id, state.ok() ? StateName(*state) : state.status().ToString(),
-                tokens.ok() ? absl::StrCat(*tokens)
-                            : tokens.status().ToString(),
-                StateName(s.state), len));
+        Divergence(history_,
+                   absl::StrFormat("sequence %d: %s with %s tokens, model %s "
+                                   "with %d",
+                                   id,
+                                   state.ok() ? SequenceStateName(*state)
+                                              : state.status().ToString(),
+                                   tokens.ok() ? absl::StrCat(*tokens)
+                                               : tokens.status().ToString(),
+                                   SequenceStateName(s.state), len));
       }
       absl::StatusOr<absl::Span<const BlockId>> table = m_->block_table(id);
       if (s.state != SequenceState::kRunning) {
         if (table.status().code() != Code::kFailedPrecondition) {
           Divergence(history_,
                      absl::StrFormat("block_table of %s sequence %d: %s",
-                                     StateName(s.state), id,
+                                     SequenceStateName(s.state), id,
                                      table.status().ToString()));
         }
       }

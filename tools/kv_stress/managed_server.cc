@@ -482,10 +482,11 @@ void ManagedServer::Check(Checker& checker) {
           state.ok() && *state == want && tokens.ok() && *tokens == row.length,
           step_,
           absl::StrFormat(
-              "request %d row %d: manager has %s, %d tokens; "
-              "books say state %d, %d tokens",
-              g.request.id, row.id, state.ok() ? "the sequence" : "no sequence",
-              tokens.ok() ? *tokens : -1, static_cast<int>(want), row.length));
+              "request %d row %d: manager has it %s with %d tokens; "
+              "books say %s with %d",
+              g.request.id, row.id,
+              state.ok() ? SequenceStateName(*state) : "(none)",
+              tokens.ok() ? *tokens : -1, SequenceStateName(want), row.length));
     }
   };
   int32_t running = 0;

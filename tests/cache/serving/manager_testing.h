@@ -60,21 +60,6 @@ inline const char* StorageName(StorageMode m) {
 inline const char* AdmissionName(AdmissionMode m) {
   return m == AdmissionMode::kWatermark ? "Watermark" : "Reservation";
 }
-inline const char* StateName(SequenceState s) {
-  switch (s) {
-    case SequenceState::kRunning:
-      return "running";
-    case SequenceState::kPreempted:
-      return "preempted";
-    case SequenceState::kSwappedOut:
-      return "swapped-out";
-    case SequenceState::kSwappingOut:
-      return "swapping-out";
-    case SequenceState::kSwappingIn:
-      return "swapping-in";
-  }
-  return "?";
-}
 
 // Wraps a manager; every mutating call is followed by CheckInvariants().
 class CheckedManager {
@@ -201,7 +186,7 @@ struct ManagerSnapshot {
         os << "absent";
         continue;
       }
-      os << StateName(q.state) << ", " << q.num_tokens << " tokens, [";
+      os << SequenceStateName(q.state) << ", " << q.num_tokens << " tokens, [";
       for (BlockId b : q.table) os << b.value() << " ";
       os << "]";
     }
@@ -330,7 +315,7 @@ namespace pagedkv {
 
 // GoogleTest prints these by name (found by argument-dependent lookup).
 inline void PrintTo(SequenceState s, std::ostream* os) {
-  *os << testing::StateName(s);
+  *os << SequenceStateName(s);
 }
 inline void PrintTo(Admission a, std::ostream* os) {
   *os << (a == Admission::kAdmit   ? "kAdmit"
