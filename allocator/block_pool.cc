@@ -52,6 +52,7 @@ BlockPool::~BlockPool() {
 // BlockPool: helpers (lock held)
 
 BlockId BlockPool::TakeFreeLocked(int32_t owner) {
+  if (free_list_.empty()) EvictUntilLocked(1);
   const BlockId id = free_list_.PopFront();
   ref_counts_[id.value()] = 1;
   owner_[id.value()] = owner;
@@ -59,6 +60,7 @@ BlockId BlockPool::TakeFreeLocked(int32_t owner) {
 }
 
 void BlockPool::TakeFreeNLocked(int32_t owner, int32_t n, BlockId* out) {
+  if (n > free_list_.size()) EvictUntilLocked(n);
   free_list_.PopFrontN(n, out);
   for (int32_t k = 0; k < n; ++k) {
     const int32_t i = out[k].value();
@@ -69,7 +71,7 @@ void BlockPool::TakeFreeNLocked(int32_t owner, int32_t n, BlockId* out) {
 
 void BlockPool::NoteAllocatedLocked(int32_t n) {
   num_allocations_ += n;
-  const int32_t used = num_blocks_locked() - free_list_.size();
+  const int32_t used = num_blocks_locked() - num_free_locked();
   if (used > peak_used_) peak_used_ = used;
 }
 
@@ -94,8 +96,35 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void BlockPool::ReleaseLocked(BlockId id) {
     return;
   }
   if (rc > 0) return;
-  free_list_.PushFront(id);  // LIFO: the warmest block is reused first.
+  if (prefix_ != nullptr && prefix_->is_published(i)) {
+    prefix_->evictable().PushFront(id);  // Cached: the LRU's newest.
+  } else {
+    free_list_.PushFront(id);  // LIFO: the warmest block is reused first.
+  }
   if (owner_[i] >= 0) UnchargeLocked(i);
+}
+
+void BlockPool::EvictUntilLocked(int32_t n) {
+  PKV_CHECK(n <= num_free_locked(), "evicting for %d blocks, %d free", n,
+            num_free_locked());
+  while (free_list_.size() < n) {
+    // The least recently freed cached block; RemoveSubtree also drops any
+    // cached descendants (free ones join the plain list through the
+    // callback), so no entry outlives its parent.
+    const BlockId victim = prefix_->evictable().PopBack();
+    prefix_->RemoveSubtree(victim.value(), /*evicted=*/true,
+                           [this, victim](int32_t b) {
+                             if (b != victim.value()) OnUnpublishedLocked(b);
+                           });
+    free_list_.PushBack(victim);
+  }
+  prefix_->CloseEvents();
+}
+
+void BlockPool::OnUnpublishedLocked(int32_t b) {
+  if (ref_counts_[b] != 0) return;  // Its holders keep it, uncached.
+  prefix_->evictable().Remove(BlockId(b));
+  free_list_.PushBack(BlockId(b));
 }
 
 void BlockPool::UnchargeLocked(int32_t i) {
@@ -140,7 +169,7 @@ absl::StatusOr<std::vector<BlockId>> BlockPool::Allocate(int32_t n) {
     ++num_failed_allocations_;
     return absl::ResourceExhaustedError(
         absl::StrFormat("need %d blocks, %d free (%d reserved)", n,
-                        free_list_.size(), total_reserved_free_));
+                        num_free_locked(), total_reserved_free_));
   }
   ids.resize(n);
   TakeFreeNLocked(-1, n, ids.data());
@@ -192,6 +221,7 @@ absl::Status BlockPool::Grow(int32_t extra_blocks) {
   ref_counts_.resize(new_size, 0);
   owner_.resize(new_size, -1);
   free_list_.Grow(static_cast<int32_t>(new_size));
+  if (prefix_ != nullptr) prefix_->Grow(static_cast<int32_t>(new_size));
   // New blocks go behind the recently freed (warm) ones.
   for (int64_t i = old_size; i < new_size; ++i) {
     free_list_.PushBack(BlockId(static_cast<int32_t>(i)));
@@ -205,6 +235,10 @@ absl::Status BlockPool::Shrink(int32_t new_num_blocks) {
   if (new_num_blocks <= 0 || new_num_blocks > old_size) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "Shrink to %d blocks of a %d-block pool", new_num_blocks, old_size));
+  }
+  if (prefix_ != nullptr) {
+    return absl::FailedPreconditionError(
+        "Shrink of a pool with a prefix cache (its books cannot shrink)");
   }
   const int32_t dropped = old_size - new_num_blocks;
   for (int32_t i = new_num_blocks; i < old_size; ++i) {
@@ -237,7 +271,7 @@ absl::StatusOr<Reservation> BlockPool::Reserve(int32_t n) {
     ++num_failed_allocations_;
     return absl::ResourceExhaustedError(
         absl::StrFormat("need %d blocks, %d free (%d reserved)", n,
-                        free_list_.size(), total_reserved_free_));
+                        num_free_locked(), total_reserved_free_));
   }
   int32_t slot;
   if (!free_slots_.empty()) {
@@ -258,6 +292,194 @@ absl::StatusOr<Reservation> BlockPool::Reserve(int32_t n) {
 }
 
 // ---------------------------------------------------------------------------
+// BlockPool: prefix cache
+
+absl::Status BlockPool::EnablePrefixCache(const PrefixCacheOptions& options) {
+  if (options.block_tokens <= 0 || options.max_pending_events < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prefix cache needs block_tokens > 0 and max_pending_events >= 0, "
+        "got %d and %d",
+        options.block_tokens, options.max_pending_events));
+  }
+  MaybeLock lock(&mu_);
+  if (prefix_ != nullptr) {
+    if (prefix_options_.block_tokens == options.block_tokens &&
+        prefix_options_.max_pending_events == options.max_pending_events) {
+      return absl::OkStatus();
+    }
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the pool's prefix cache is on with %d-token blocks and %d events; "
+        "asked for %d and %d",
+        prefix_options_.block_tokens, prefix_options_.max_pending_events,
+        options.block_tokens, options.max_pending_events));
+  }
+  prefix_ = std::make_unique<PrefixIndex>(
+      num_blocks_locked(), options.block_tokens, options.max_pending_events);
+  prefix_options_ = options;
+  return absl::OkStatus();
+}
+
+bool BlockPool::prefix_cache_enabled() const {
+  MaybeLock lock(&mu_);
+  return prefix_ != nullptr;
+}
+
+void BlockPool::CheckChain(const PrefixChain& chain) const {
+  PKV_CHECK(chain.keys.size() == chain.hashes.size() &&
+                chain.tokens.size() ==
+                    chain.hashes.size() *
+                        static_cast<size_t>(prefix_options_.block_tokens),
+            "prefix chain of %d hashes, %d keys, %d tokens (%d per block)",
+            chain.hashes.size(), chain.keys.size(), chain.tokens.size(),
+            prefix_options_.block_tokens);
+}
+
+BlockPool::PrefixMatch BlockPool::MatchLocked(const PrefixChain& chain,
+                                              std::vector<BlockId>* pin) {
+  PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
+  CheckChain(chain);
+  const int32_t bt = prefix_options_.block_tokens;
+  PrefixMatch m;
+  int32_t parent = -1;
+  int32_t revivable = unreserved_free_locked();
+  for (size_t i = 0; i < chain.hashes.size(); ++i) {
+    const int32_t b =
+        prefix_->Find(chain.hashes[i], parent, chain.tokens.subspan(i * bt, bt),
+                      chain.keys[i]);
+    if (b == -1) break;
+    if (ref_counts_[b] == 0) {
+      if (revivable <= 0) break;  // It would take a reserved block.
+      --revivable;
+      ++m.revived;
+      if (pin != nullptr) {
+        prefix_->evictable().Remove(BlockId(b));
+        ref_counts_[b] = 1;
+        NoteAllocatedLocked(1);
+      }
+    } else if (pin != nullptr) {
+      AddRefLocked(BlockId(b));
+    }
+    if (pin != nullptr) pin->push_back(BlockId(b));
+    ++m.blocks;
+    parent = b;
+  }
+  return m;
+}
+
+BlockPool::PrefixMatch BlockPool::MatchPrefix(const PrefixChain& chain) const {
+  MaybeLock lock(&mu_);
+  return const_cast<BlockPool*>(this)->MatchLocked(chain, nullptr);
+}
+
+BlockPool::PrefixMatch BlockPool::PinPrefix(const PrefixChain& chain,
+                                            std::vector<BlockId>* out) {
+  PKV_CHECK(out != nullptr, "PinPrefix needs an output");
+  MaybeLock lock(&mu_);
+  return MatchLocked(chain, out);
+}
+
+int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
+                           const PrefixChain& chain,
+                           std::vector<PrefixSwitch>* switches) {
+  PKV_CHECK(switches != nullptr, "Publish needs a switch list");
+  MaybeLock lock(&mu_);
+  PKV_CHECK(prefix_ != nullptr, "Publish without a prefix cache");
+  CheckChain(chain);
+  PKV_CHECK(chain.hashes.size() == blocks.size(),
+            "Publish of %d blocks with %d hashes", blocks.size(),
+            chain.hashes.size());
+  const int32_t bt = prefix_options_.block_tokens;
+  int32_t p = -1;
+  if (parent.is_valid()) {
+    CheckId(parent);
+    p = parent.value();
+    if (!prefix_->is_published(p)) return 0;
+  }
+  int32_t done = 0;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const BlockId id = blocks[i];
+    CheckId(id);
+    const int32_t b = id.value();
+    PKV_CHECK(ref_counts_[b] > 0, "Publish of free block %d", b);
+    const BlockHash h = chain.hashes[i];
+    const absl::Span<const int32_t> tokens = chain.tokens.subspan(i * bt, bt);
+    const int32_t found = prefix_->FindHash(h);
+    if (found == -1) {
+      PKV_CHECK(!prefix_->is_published(b),
+                "block %d is published under another hash", b);
+      prefix_->Insert(b, h, p, tokens, chain.keys[i]);
+      p = b;
+    } else if (found == b) {
+      PKV_CHECK(prefix_->parent(b) == p,
+                "block %d is published under parent %d, not %d", b,
+                prefix_->parent(b), p);
+      p = b;
+    } else if (prefix_->Find(h, p, tokens, chain.keys[i]) == found &&
+               !prefix_->is_published(b)) {
+      // The same KV, computed twice (two sequences prefilled the prefix
+      // before either committed it).
+      if (ref_counts_[found] > 0) {
+        AddRefLocked(BlockId(found));
+        switches->push_back(
+            PrefixSwitch{static_cast<int32_t>(i), BlockId(found)});
+        p = found;
+      } else {
+        // Free: our block takes over its entry and children, and it
+        // becomes a plain free block.
+        prefix_->evictable().Remove(BlockId(found));
+        prefix_->Transplant(found, b);
+        free_list_.PushBack(BlockId(found));
+        p = b;
+      }
+    } else {
+      break;  // Another prefix's block under this hash: stop the chain.
+    }
+    ++done;
+  }
+  prefix_->CloseEvents();
+  return done;
+}
+
+bool BlockPool::is_cached(BlockId id) const {
+  MaybeLock lock(&mu_);
+  CheckId(id);
+  return prefix_ != nullptr && prefix_->is_published(id.value());
+}
+
+void BlockPool::Unpublish(BlockId id) {
+  MaybeLock lock(&mu_);
+  CheckId(id);
+  PKV_CHECK(prefix_ != nullptr && prefix_->is_published(id.value()),
+            "Unpublish of uncached block %d", id.value());
+  prefix_->RemoveSubtree(id.value(), /*evicted=*/false,
+                         [this](int32_t b) { OnUnpublishedLocked(b); });
+  prefix_->CloseEvents();
+}
+
+void BlockPool::ResetPrefixCache() {
+  MaybeLock lock(&mu_);
+  if (prefix_ == nullptr) return;
+  prefix_->Clear([this](int32_t b) { OnUnpublishedLocked(b); });
+}
+
+std::vector<PrefixEvent> BlockPool::TakePrefixEvents() {
+  MaybeLock lock(&mu_);
+  if (prefix_ == nullptr) return {};
+  return prefix_->TakeEvents();
+}
+
+uint64_t BlockPool::prefix_epoch() const {
+  MaybeLock lock(&mu_);
+  return prefix_ != nullptr ? prefix_->epoch() : 0;
+}
+
+PrefixIndexStats BlockPool::prefix_stats() const {
+  MaybeLock lock(&mu_);
+  if (prefix_ == nullptr) return {};
+  return prefix_->stats();
+}
+
+// ---------------------------------------------------------------------------
 // BlockPool: accessors
 
 int32_t BlockPool::ref_count(BlockId id) const {
@@ -273,7 +495,7 @@ int32_t BlockPool::num_blocks() const {
 
 int32_t BlockPool::num_free_blocks() const {
   MaybeLock lock(&mu_);
-  return free_list_.size();
+  return num_free_locked();
 }
 
 int32_t BlockPool::num_reserved_blocks() const {
@@ -288,14 +510,14 @@ int32_t BlockPool::num_unreserved_free_blocks() const {
 
 int32_t BlockPool::num_used_blocks() const {
   MaybeLock lock(&mu_);
-  return num_blocks_locked() - free_list_.size();
+  return num_blocks_locked() - num_free_locked();
 }
 
 PoolStats BlockPool::stats() const {
   MaybeLock lock(&mu_);
   PoolStats s;
   s.num_blocks = num_blocks_locked();
-  s.num_free_blocks = free_list_.size();
+  s.num_free_blocks = num_free_locked();
   s.num_reserved_blocks = total_reserved_free_;
   s.num_used_blocks = s.num_blocks - s.num_free_blocks;
   s.num_shared_blocks = num_shared_;
@@ -325,7 +547,9 @@ void BlockPool::CheckInvariantsLocked() const {
   for (int32_t i = 0; i < n; ++i) {
     const int32_t rc = ref_counts_[i];
     PKV_CHECK(rc >= 0, "block %d has ref_count %d", i, rc);
-    PKV_CHECK(free_list_.Contains(BlockId(i)) == (rc == 0),
+    const bool cached_free =
+        prefix_ != nullptr && prefix_->evictable().Contains(BlockId(i));
+    PKV_CHECK(free_list_.Contains(BlockId(i)) == (rc == 0 && !cached_free),
               "block %d: ref_count %d but %s the free list", i, rc,
               free_list_.Contains(BlockId(i)) ? "in" : "not in");
     if (rc > 0) ++used;
@@ -339,8 +563,9 @@ void BlockPool::CheckInvariantsLocked() const {
               "block %d charged to free reservation slot %d", i, slot);
     ++charged[slot];
   }
-  PKV_CHECK(used + free_list_.size() == n, "%d used + %d free != %d blocks",
-            used, free_list_.size(), n);
+  PKV_CHECK(used + num_free_locked() == n, "%d used + %d free != %d blocks",
+            used, num_free_locked(), n);
+  if (prefix_ != nullptr) prefix_->CheckInvariants(ref_counts_);
   PKV_CHECK(shared == num_shared_, "%d shared blocks, counted %d", shared,
             num_shared_);
   PKV_CHECK(peak_used_ >= used, "peak used %d < used %d", peak_used_, used);
@@ -385,9 +610,9 @@ void BlockPool::CheckInvariantsLocked() const {
   PKV_CHECK(reserved == total_reserved_free_,
             "reservations hold %d free blocks, total says %d", reserved,
             total_reserved_free_);
-  PKV_CHECK(total_reserved_free_ <= free_list_.size(),
+  PKV_CHECK(total_reserved_free_ <= num_free_locked(),
             "%d reserved blocks but only %d free", total_reserved_free_,
-            free_list_.size());
+            num_free_locked());
   PKV_CHECK(active == num_active_reservations_,
             "%d active reservations, counted %d", active,
             num_active_reservations_);
@@ -449,7 +674,7 @@ absl::Status BlockPool::ReservationResize(int32_t slot, int32_t new_capacity) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "resize reservation from %d to %d: need %d blocks, %d free "
         "(%d reserved)",
-        r.capacity, new_capacity, delta, free_list_.size(),
+        r.capacity, new_capacity, delta, num_free_locked(),
         total_reserved_free_));
   }
   if (new_capacity < r.charged_live) {

@@ -45,6 +45,14 @@
 //                                                          // capacity.
 //   (*pool)->Release(*mine);                               // Back to r.
 //
+// Prefix cache (EnablePrefixCache). Full blocks whose KV is committed can
+// be published under a chained hash (allocator/prefix/). A published block
+// whose last reference goes stays *cached*: free (counted in
+// num_free_blocks(), takeable by any allocation) but kept in an LRU, and
+// taken, evicting its entry, only when no uncached free block is left.
+// PinPrefix looks a chain up and takes references on the verified hits in
+// one lock, so no allocation in between can evict them.
+//
 // Thread safety: chosen at creation. PoolConcurrency::kShared makes every
 // public method of BlockPool and Reservation take one internal absl::Mutex
 // (short critical sections, O(blocks touched); the pool holds no bytes so no
@@ -66,6 +74,9 @@
 #include "allocator/block_id.h"
 #include "allocator/free_list.h"
 #include "allocator/pool_stats.h"
+#include "allocator/prefix/block_hash.h"
+#include "allocator/prefix/prefix_event.h"
+#include "allocator/prefix/prefix_index.h"
 #include "base/check.h"
 #include "base/maybe_lock.h"
 
@@ -147,6 +158,74 @@ class BlockPool {
   // REQUIRES: the reservation is destroyed before the pool.
   absl::StatusOr<Reservation> Reserve(int32_t n);
 
+  // --- Prefix cache ---------------------------------------------------
+
+  struct PrefixCacheOptions {
+    int32_t block_tokens = 0;  // Tokens per block; > 0.
+    // Events kept until TakePrefixEvents(); 0 records none. Past it new
+    // events are dropped and counted (their numbers still advance).
+    int32_t max_pending_events = 0;
+  };
+  // Turns the prefix index on. Idempotent for equal options (managers
+  // sharing a pool each call it); FAILED_PRECONDITION if it is on with
+  // other options, INVALID_ARGUMENT for bad ones.
+  absl::Status EnablePrefixCache(const PrefixCacheOptions& options);
+  bool prefix_cache_enabled() const;
+
+  // A chain of full blocks: hashes[i] keys the block of tokens
+  // [i * block_tokens, (i + 1) * block_tokens) with extra keys keys[i].
+  struct PrefixChain {
+    absl::Span<const BlockHash> hashes;
+    absl::Span<const int32_t> tokens;  // hashes.size() * block_tokens.
+    absl::Span<const BlockExtraKeys> keys;
+  };
+  struct PrefixMatch {
+    int32_t blocks = 0;   // Verified hits, from the chain's start.
+    int32_t revived = 0;  // Of them, cached free blocks (each takes a free
+                          // block from the counts when pinned).
+  };
+  // Counts the verified cached prefix of `chain`; changes nothing.
+  // REQUIRES: prefix_cache_enabled(); chain well formed.
+  PrefixMatch MatchPrefix(const PrefixChain& chain) const;
+  // Looks `chain` up and takes one reference on each verified hit in one
+  // lock, appending the blocks to *out. A hit on a free cached block
+  // revives it only while an unreserved free block is left (else the match
+  // stops there). REQUIRES as MatchPrefix.
+  PrefixMatch PinPrefix(const PrefixChain& chain, std::vector<BlockId>* out);
+
+  // A block of Publish's `blocks` found already cached by another block
+  // `cached`: Publish added a reference to `cached` for the caller, who
+  // puts it in the table in place of blocks[index] and releases that.
+  struct PrefixSwitch {
+    int32_t index = 0;
+    BlockId cached;
+  };
+  // Publishes blocks[i] as chain block i, the child of `parent` (an invalid
+  // id: chain block 0 is a sequence's first block). For each block, in
+  // order: an equal cached entry that is in use is switched to (appended to
+  // *switches); one that is free gives its entry, children included, to
+  // blocks[i]; a hash held by other tokens (a collision) stops the chain.
+  // Returns how many blocks were done (published, already published, or
+  // switched); the caller retries none of the rest.
+  // Returns 0 if `parent` is valid but not published (nothing to chain to).
+  // REQUIRES: prefix_cache_enabled(); each blocks[i] in use;
+  // chain.hashes.size() == blocks.size().
+  int32_t Publish(absl::Span<const BlockId> blocks, BlockId parent,
+                  const PrefixChain& chain,
+                  std::vector<PrefixSwitch>* switches);
+  // Whether `id` is published (matchable).
+  bool is_cached(BlockId id) const;
+  // Takes a published block and its published descendants out of the index
+  // (their holders keep the bytes; free ones become plain free blocks).
+  // Done before a block's KV is overwritten. REQUIRES: is_cached(id).
+  void Unpublish(BlockId id);
+  // Takes every entry out; queues AllBlocksCleared; starts a new epoch
+  // (prefix_stats().epoch), so holders know their published blocks are not.
+  void ResetPrefixCache();
+  std::vector<PrefixEvent> TakePrefixEvents();
+  PrefixIndexStats prefix_stats() const;
+  uint64_t prefix_epoch() const;  // prefix_stats().epoch, cheaper.
+
   // REQUIRES: 0 <= id.value() < num_blocks().
   int32_t ref_count(BlockId id) const;
   int32_t num_blocks() const;
@@ -192,9 +271,24 @@ class BlockPool {
   int32_t num_blocks_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return static_cast<int32_t>(ref_counts_.size());
   }
-  int32_t unreserved_free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return free_list_.size() - total_reserved_free_;
+  // Free blocks: plain ones and cached (evictable) ones.
+  int32_t num_free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return free_list_.size() +
+           (prefix_ != nullptr ? prefix_->evictable().size() : 0);
   }
+  int32_t unreserved_free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return num_free_locked() - total_reserved_free_;
+  }
+  // Moves evictable blocks to the plain free list (evicting their entries,
+  // and their descendants') until it holds n.
+  // REQUIRES: n <= num_free_locked().
+  void EvictUntilLocked(int32_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unpublished block `b` left the index: a free one moves from the LRU to
+  // the plain free list.
+  void OnUnpublishedLocked(int32_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  PrefixMatch MatchLocked(const PrefixChain& chain, std::vector<BlockId>* pin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckChain(const PrefixChain& chain) const;
   // REQUIRES: free_list_ non-empty.
   BlockId TakeFreeLocked(int32_t owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // n TakeFreeLocked(owner) calls in one walk of the free list, the ids
@@ -223,8 +317,9 @@ class BlockPool {
 
   // Invariants (checked by CheckInvariants()):
   //  - ref_counts_[i] >= 0 for every block i;
-  //  - block i is in free_list_ (once) exactly when ref_counts_[i] == 0;
-  //    hence free_list_.size() + #{i : ref_counts_[i] > 0} == num_blocks;
+  //  - block i is free (ref_counts_[i] == 0) exactly when it is in
+  //    free_list_ or, published, in prefix_->evictable() (once, in one);
+  //    hence num_free_locked() + #{i : ref_counts_[i] > 0} == num_blocks;
   //  - owner_[i] is -1 or the slot of a non-free reservation; owner_[i] >= 0
   //    only while ref_counts_[i] > 0 (a charge ends when the block is freed);
   //  - for each kActive slot: capacity == reserved_free + charged_live,
@@ -233,13 +328,16 @@ class BlockPool {
   //    #{i : owner_[i] == slot} > 0; kFree: all zero and listed in
   //    free_slots_;
   //  - total_reserved_free_ == sum of reserved_free over slots
-  //    <= free_list_.size();
+  //    <= num_free_locked();
   //  - num_shared_ == #{i : ref_counts_[i] > 1};
   //  - num_active_reservations_ == #{kActive slots};
   //  - peak_used_ >= current used blocks.
   std::vector<int32_t> ref_counts_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> owner_ ABSL_GUARDED_BY(mu_);
   FreeList free_list_ ABSL_GUARDED_BY(mu_);
+  // The prefix cache's books (null until EnablePrefixCache).
+  std::unique_ptr<PrefixIndex> prefix_ ABSL_GUARDED_BY(mu_);
+  PrefixCacheOptions prefix_options_ ABSL_GUARDED_BY(mu_);
   std::vector<ReservationBooks> reservations_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> free_slots_ ABSL_GUARDED_BY(mu_);
   int32_t total_reserved_free_ ABSL_GUARDED_BY(mu_) = 0;

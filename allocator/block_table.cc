@@ -109,6 +109,17 @@ void BlockTable::ClearTailFirst() {
   ++generation_;
 }
 
+void BlockTable::Replace(int32_t block_index, BlockId id) {
+  PKV_CHECK(block_index >= 0 && block_index < num_blocks(),
+            "Replace(%d) in a %d-block table", block_index, num_blocks());
+  PKV_DCHECK(pool_->ref_count(id) > 0, "Replace with free block %d",
+             id.value());
+  const BlockId old = blocks_[block_index];
+  blocks_[block_index] = id;
+  ++generation_;
+  pool_->Release(old);
+}
+
 bool BlockTable::IsShared(int32_t block_index) const {
   PKV_CHECK(block_index >= 0 && block_index < num_blocks(),
             "IsShared(%d) of a %d-block table", block_index, num_blocks());

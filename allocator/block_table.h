@@ -101,6 +101,12 @@ class BlockTable {
   // tail is evicted before its prefix).
   void ClearTailFirst();
 
+  // Puts `id` at entry block_index, taking over one reference the caller
+  // holds on it, and releases the entry's old block (the prefix cache
+  // switches a block to an equal cached one this way).
+  // REQUIRES: 0 <= block_index < num_blocks(); ref_count(id) > 0.
+  void Replace(int32_t block_index, BlockId id);
+
   // Returns whether entry block_index is shared (ref_count > 1).
   // REQUIRES: 0 <= block_index < num_blocks().
   bool IsShared(int32_t block_index) const;

@@ -160,7 +160,7 @@ struct CopyOnWriteBooks {
         if (needed > available) {
           ++pool.num_failed_allocations_;
           short_of = count;
-          free_blocks = pool.free_list_.size();
+          free_blocks = pool.num_free_locked();
           reserved = pool.total_reserved_free_;
           writers = from_reservation;
         } else if (count.copies <= static_cast<int64_t>(ops.capacity())) {

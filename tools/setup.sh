@@ -25,7 +25,8 @@ PACKAGES=(
   libgmock-dev         # GoogleMock
   libbenchmark-dev     # Google Benchmark
   nlohmann-json3-dev   # JSON for tools/kv_replay and bench/summary
-  libxxhash-dev        # block hashing (upcoming prefix caching)
+  libxxhash-dev        # block hashes of the prefix cache (XXH3-64)
+  libssl-dev           # the prefix cache's optional SHA-256 block hashes
   python3-dev          # Python bindings (upcoming)
   python3-pybind11     # Python bindings (upcoming)
   python3-numpy        # Python bindings' tests (upcoming)

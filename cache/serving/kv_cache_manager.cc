@@ -125,6 +125,14 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
   std::unique_ptr<KVCacheManager> manager(
       new KVCacheManager(options, std::move(owned_pool), std::move(owned_books),
                          std::move(host_pool), std::move(host_books)));
+  if (options.prefix_caching.enabled) {
+    PKV_RETURN_IF_ERROR(manager->books_->EnablePrefixCache(
+        {.block_tokens = options.layout.block_tokens,
+         .max_pending_events = options.prefix_caching.max_pending_events}));
+    manager->hasher_ = options.prefix_caching.hasher != nullptr
+                           ? options.prefix_caching.hasher
+                           : &Xxh3BlockHasher();
+  }
   if (manager->admission_ == AdmissionMode::kReservation) {
     PKV_ASSIGN_OR_RETURN(Reservation r, manager->books_->Reserve(0));
     manager->reservation_.emplace(std::move(r));
@@ -255,6 +263,42 @@ void KVCacheManager::FinishCopies(StepOutput* out) {
 
 Admission KVCacheManager::CanAdmit(int64_t prompt_tokens,
                                    int64_t max_new_tokens) const {
+  return AdmitWithHits(prompt_tokens, max_new_tokens, 0);
+}
+
+Admission KVCacheManager::CanAdmit(absl::Span<const int32_t> prompt,
+                                   int64_t max_new_tokens,
+                                   const PrefixKeys& keys) const {
+  const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
+  if (!prefix_caching() || prompt_tokens <= 0 ||
+      prompt_tokens > kMaxSequenceTokens) {
+    return CanAdmit(prompt_tokens, max_new_tokens);
+  }
+  return AdmitWithHits(prompt_tokens, max_new_tokens,
+                       CountHitsInUse(prompt, keys));
+}
+
+int64_t KVCacheManager::CountHitsInUse(absl::Span<const int32_t> prompt,
+                                       const PrefixKeys& keys) const {
+  // The prompt's keys in scratch state (no allocation once warm).
+  PrefixState& p = scratch_prefix_;
+  p.tokens.assign(prompt.begin(), prompt.end());
+  p.hashes.clear();
+  p.keys.clear();
+  p.tenant_salt = keys.tenant_salt;
+  p.adapter_id = keys.adapter_id;
+  p.multimodal.assign(keys.multimodal.begin(), keys.multimodal.end());
+  const int64_t matchable =
+      (static_cast<int64_t>(prompt.size()) - 1) / layout_.block_tokens;
+  if (matchable <= 0) return 0;
+  EnsureHashes(p, matchable);
+  const BlockPool::PrefixMatch m = books_->MatchPrefix(Chain(p, 0, matchable));
+  return m.blocks - m.revived;
+}
+
+Admission KVCacheManager::AdmitWithHits(int64_t prompt_tokens,
+                                        int64_t max_new_tokens,
+                                        int64_t hits_in_use) const {
   if (prompt_tokens <= 0 || max_new_tokens < 0) return Admission::kNever;
   // AddSequence refuses what no sequence may hold; this says so first (and
   // keeps BlocksFor from overflowing).
@@ -268,17 +312,20 @@ Admission KVCacheManager::CanAdmit(int64_t prompt_tokens,
     free += std::max<int64_t>(
         0, reservation_->num_reserved_free() - reserved_for_sequences_);
   }
+  // Hits in use are held already; a cached free hit costs its free block
+  // like a new one (hits_in_use excludes them).
   if (admission_ == AdmissionMode::kReservation) {
     const int64_t need = BlocksFor(prompt_tokens + max_new_tokens);
     if (need > total) return Admission::kNever;
-    return need <= free ? Admission::kAdmit : Admission::kLater;
+    return need - hits_in_use <= free ? Admission::kAdmit : Admission::kLater;
   }
   const int64_t need = BlocksFor(prompt_tokens);
   // The epsilon keeps an exact fraction exact (0.07 * 100 is 7.000...01).
   const int64_t keep =
       static_cast<int64_t>(std::ceil(watermark_ * total - 1e-9));
   if (need > total - keep) return Admission::kNever;
-  return free - need >= keep ? Admission::kAdmit : Admission::kLater;
+  return free - (need - hits_in_use) >= keep ? Admission::kAdmit
+                                             : Admission::kLater;
 }
 
 absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
@@ -319,12 +366,79 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
   return absl::OkStatus();
 }
 
+absl::Status KVCacheManager::AddSequence(SequenceId seq,
+                                         absl::Span<const int32_t> prompt,
+                                         int64_t max_new_tokens,
+                                         StepOutput* out,
+                                         const PrefixKeys& keys) {
+  const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
+  if (!prefix_caching()) {
+    return AddSequence(seq, prompt_tokens, max_new_tokens, out);
+  }
+  PKV_CHECK(out != nullptr, "AddSequence needs an output");
+  if (prompt_tokens <= 0 || max_new_tokens < 0 ||
+      prompt_tokens > kMaxSequenceTokens ||
+      max_new_tokens > kMaxSequenceTokens - prompt_tokens) {
+    return AddSequence(seq, prompt_tokens, max_new_tokens, out);  // Says why.
+  }
+  for (const MultimodalSpan& m : keys.multimodal) {
+    if (m.start < 0 || m.length <= 0 || m.start > prompt_tokens - m.length) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "sequence %d: multimodal span [%d, %d + %d) is not inside its %d "
+          "prompt tokens",
+          seq, m.start, m.start, m.length, prompt_tokens));
+    }
+  }
+  if (sequences_.contains(seq)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("sequence %d already exists", seq));
+  }
+  const Admission admission = AdmitWithHits(prompt_tokens, max_new_tokens,
+                                            CountHitsInUse(prompt, keys));
+  if (admission != Admission::kAdmit) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "sequence %d (%d prompt + %d new tokens) %s: %d of %d blocks free "
+        "and unreserved",
+        seq, prompt_tokens, max_new_tokens,
+        admission == Admission::kNever ? "can never fit" : "does not fit now",
+        books_->num_unreserved_free_blocks(), books_->num_blocks()));
+  }
+  auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
+  PKV_CHECK(inserted, "sequence %d appeared", seq);
+  Sequence& s = it->second;
+  s.max_tokens = prompt_tokens + max_new_tokens;
+  // CountHitsInUse left the prompt's state (tokens, keys, the matchable
+  // blocks' hashes) in scratch: take it over.
+  s.prefix = std::make_unique<PrefixState>(std::move(scratch_prefix_));
+  scratch_prefix_ = PrefixState();
+  PrefixState& p = *s.prefix;
+  p.epoch = books_->prefix_epoch();
+  const int32_t hits = PinHits(s, (prompt_tokens - 1) / layout_.block_tokens);
+  absl::Status status = Place(s, prompt_tokens, out);
+  if (!status.ok()) {
+    s.table.ClearTailFirst();
+    sequences_.erase(it);
+    return status;
+  }
+  const int32_t bt = layout_.block_tokens;
+  p.committed = int64_t{hits} * bt;
+  p.published = hits;
+  ++prefix_stats_.queries;
+  prefix_stats_.query_tokens += prompt_tokens;
+  prefix_stats_.hit_tokens += int64_t{hits} * bt;
+  prefix_stats_.query_blocks += prompt_tokens / bt;
+  prefix_stats_.hit_blocks += hits;
+  ++num_running_;
+  return absl::OkStatus();
+}
+
 absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
                                    StepOutput* out) {
   // Reserve first (kReservation), then take the blocks from the reservation.
   const int64_t old_reserved = s.reserved;
-  PKV_CHECK(s.table.empty(), "placing a sequence that holds %d blocks",
-            s.table.num_blocks());
+  const int32_t held = s.table.num_blocks();  // Pinned cache hits.
+  PKV_CHECK(int64_t{held} * layout_.block_tokens <= num_tokens,
+            "placing %d tokens over %d held blocks", num_tokens, held);
   s.state = SequenceState::kRunning;
   s.may_share = false;  // Fresh blocks only.
   const int32_t old_capacity =
@@ -337,7 +451,7 @@ absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
     }
   }
   const TableGrowth growth{&s.table,
-                           static_cast<int32_t>(BlocksFor(num_tokens))};
+                           static_cast<int32_t>(BlocksFor(num_tokens) - held)};
   absl::StatusOr<PendingCopies> copies = PrepareWrite(
       *books_, {.targets = {},
                 .growth = absl::MakeConstSpan(&growth, 1),
@@ -355,8 +469,10 @@ absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
   s.num_tokens = num_tokens;
   if (admission_ == AdmissionMode::kReservation) Rereserve(s, ReserveNeed(s));
   out->Clear();
+  const int64_t cached = int64_t{held} * layout_.block_tokens;
+  out->num_cached_tokens = cached;
   out->request_offsets.push_back(0);
-  AddSlots(s.table, 0, num_tokens, out);
+  AddSlots(s.table, cached, num_tokens - cached, out);
   out->request_offsets.push_back(
       static_cast<int32_t>(out->slot_mapping.size()));
   return absl::OkStatus();
@@ -403,6 +519,17 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
           "sequence %d: %d + %d tokens pass the limit %d", r.seq, s.num_tokens,
           r.num_tokens, kMaxSequenceTokens));
     }
+    if (s.prefix != nullptr) {
+      if (static_cast<int64_t>(r.token_ids.size()) != r.num_tokens) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "AppendSlots of %d tokens to sequence %d with %d token ids "
+            "(prefix caching needs one per token)",
+            r.num_tokens, r.seq, r.token_ids.size()));
+      }
+      if (r.commit != -1) {
+        PKV_RETURN_IF_ERROR(CheckCommit(r.seq, s, r.commit));
+      }
+    }
     step_sequences_.push_back(&s);
     const int32_t num_blocks = s.table.num_blocks();
     // The partly filled tail block is written: it must be private.
@@ -434,6 +561,15 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     out->request_offsets.push_back(
         static_cast<int32_t>(out->slot_mapping.size()));
     s.num_tokens += requests[i].num_tokens;
+    if (s.prefix != nullptr) {
+      const SlotRequest& r = requests[i];
+      s.prefix->tokens.insert(s.prefix->tokens.end(), r.token_ids.begin(),
+                              r.token_ids.end());
+      if (r.commit != -1) {
+        s.prefix->committed = r.commit;
+        if (r.commit / bt > s.prefix->published) PublishCommitted(s);
+      }
+    }
     if (admission_ == AdmissionMode::kReservation) {
       // A copy of the tail used the fork's copy-on-write allowance.
       if (step_tails_[i].is_valid() &&
@@ -466,6 +602,8 @@ absl::Status KVCacheManager::Fork(SequenceId parent, SequenceId child) {
   c.table = p->table.Fork();
   c.num_tokens = p->num_tokens;
   c.max_tokens = p->max_tokens;
+  if (p->prefix != nullptr)
+    c.prefix = std::make_unique<PrefixState>(*p->prefix);
   p->may_share = true;
   c.may_share = true;
   if (admission_ == AdmissionMode::kReservation) {
@@ -541,6 +679,13 @@ absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
   }
   s->table.DropBack(s->table.num_blocks() - keep);
   s->num_tokens = new_length;
+  if (s->prefix != nullptr) TruncatePrefix(*s, new_length);
+  // A tail inside a shared block (a fork's, or a cache hit's) is copied on
+  // its next write.
+  if (new_length % layout_.block_tokens != 0 &&
+      s->table.IsShared(s->table.num_blocks() - 1)) {
+    s->may_share = true;
+  }
   if (admission_ == AdmissionMode::kReservation) {
     // A tail inside a shared block will need a copy-on-write block again.
     if (new_length % layout_.block_tokens != 0 &&
@@ -581,9 +726,23 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
         absl::StrFormat("Readmit of sequence %d, which is %s, not preempted",
                         seq, SequenceStateName(s->state)));
   }
+  int32_t hits = 0;
+  if (s->prefix != nullptr) {
+    // Recompute only what the cache lost (always the last token).
+    hits = PinHits(*s, (s->num_tokens - 1) / layout_.block_tokens);
+  }
   if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
+    s->table.ClearTailFirst();
     s->state = SequenceState::kPreempted;
     return st;
+  }
+  if (s->prefix != nullptr) {
+    PrefixState& p = *s->prefix;
+    p.committed = int64_t{hits} * layout_.block_tokens;
+    p.published = hits;
+    p.epoch = books_->prefix_epoch();
+    p.stopped = false;
+    prefix_stats_.rehit_blocks += hits;
   }
   ++num_running_;
   return absl::OkStatus();
@@ -635,10 +794,23 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
                         seq, SequenceStateName(s->state)));
   }
   const int64_t num_tokens = s->num_tokens;
+  // Blocks still cached come back without a copy.
+  int32_t hits = 0;
+  if (s->prefix != nullptr) {
+    hits = PinHits(*s, num_tokens / layout_.block_tokens);
+  }
   StepOutput unused;
   if (absl::Status st = Place(*s, num_tokens, &unused); !st.ok()) {
+    s->table.ClearTailFirst();
     s->state = SequenceState::kSwappedOut;
     return st;
+  }
+  if (s->prefix != nullptr) {
+    PrefixState& p = *s->prefix;
+    p.published = hits;  // The copies are published at the next commit.
+    p.epoch = books_->prefix_epoch();
+    p.stopped = false;
+    prefix_stats_.rehit_blocks += hits;
   }
   PKV_CHECK(
       s->table.num_blocks() == static_cast<int32_t>(s->host_blocks.size()),
@@ -646,21 +818,22 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
       s->table.num_blocks());
   SwapPlan plan;
   ++swap_ins_;
-  swapped_blocks_ += s->table.num_blocks();
+  const absl::Span<const BlockId> host_src =
+      absl::MakeConstSpan(s->host_blocks).subspan(hits);
+  const absl::Span<const BlockId> device_dst = s->table.blocks().subspan(hits);
+  swapped_blocks_ += static_cast<int64_t>(device_dst.size());
   if (storage_ == StorageMode::kHost) {
-    PKV_CHECK(CopyBlocksBetween(*host_pool_, s->host_blocks, *pool_,
-                                s->table.blocks())
-                  .ok(),
+    PKV_CHECK(CopyBlocksBetween(*host_pool_, host_src, *pool_, device_dst).ok(),
               "swap-in copy between pools of one layout failed");
     swapped_bytes_ +=
-        static_cast<int64_t>(s->host_blocks.size() * pool_->block_bytes());
+        static_cast<int64_t>(host_src.size() * pool_->block_bytes());
     host_books().ReleaseAll(s->host_blocks);
     s->host_blocks.clear();
     ++num_running_;
     return plan;
   }
-  plan.src = s->host_blocks;
-  plan.dst.assign(s->table.blocks().begin(), s->table.blocks().end());
+  plan.src.assign(host_src.begin(), host_src.end());
+  plan.dst.assign(device_dst.begin(), device_dst.end());
   s->state = SequenceState::kSwappingIn;
   return plan;
 }
@@ -736,6 +909,15 @@ ManagerStats KVCacheManager::stats() const {
   m.swapped_blocks = swapped_blocks_;
   m.swapped_bytes = swapped_bytes_;
   m.cow_copies = cow_copies_;
+  if (prefix_caching()) {
+    m.prefix = prefix_stats_;
+    const PrefixIndexStats index = books_->prefix_stats();
+    m.prefix.cached_blocks = index.cached_blocks;
+    m.prefix.evictable_blocks = index.evictable_blocks;
+    m.prefix.stored_blocks = index.stored_blocks;
+    m.prefix.evicted_blocks = index.evicted_blocks;
+    m.prefix.dropped_blocks = index.dropped_blocks;
+  }
   if (has_host_tier()) {
     const BlockPool& host =
         host_pool_ != nullptr ? host_pool_->books() : *host_books_;
@@ -773,6 +955,34 @@ void KVCacheManager::CheckInvariants() const {
         SequenceStateName(s.state), s.num_tokens, s.host_blocks.size());
     PKV_CHECK(s.num_tokens >= 0, "sequence %d has %d tokens", id, s.num_tokens);
     s.table.CheckInvariants();
+    if (s.prefix != nullptr) {
+      const PrefixState& p = *s.prefix;
+      const int32_t bt = layout_.block_tokens;
+      PKV_CHECK(static_cast<int64_t>(p.tokens.size()) == s.num_tokens,
+                "sequence %d keeps %d token ids for %d tokens", id,
+                p.tokens.size(), s.num_tokens);
+      PKV_CHECK(p.hashes.size() == p.keys.size() &&
+                    static_cast<int64_t>(p.hashes.size()) <= s.num_tokens / bt,
+                "sequence %d: %d hashes, %d keys, %d tokens", id,
+                p.hashes.size(), p.keys.size(), s.num_tokens);
+      PKV_CHECK(p.committed >= 0 && p.committed <= s.num_tokens,
+                "sequence %d committed %d of %d tokens", id, p.committed,
+                s.num_tokens);
+      if (s.state == SequenceState::kRunning) {
+        PKV_CHECK(p.published >= 0 && p.published <= p.committed / bt,
+                  "sequence %d: %d blocks published, %d committed", id,
+                  p.published, p.committed);
+        // What it published is still matchable, unless a reset came.
+        if (p.epoch == books_->prefix_epoch() && !p.stopped) {
+          for (int32_t i = 0; i < p.published; ++i) {
+            PKV_CHECK(books_->is_cached(s.table[i]),
+                      "sequence %d: published block %d (block#%d) is not "
+                      "cached",
+                      id, i, s.table[i].value());
+          }
+        }
+      }
+    }
     if (s.state == SequenceState::kRunning) ++running;
     if (admission_ == AdmissionMode::kReservation) {
       PKV_CHECK(s.num_tokens <= s.max_tokens,

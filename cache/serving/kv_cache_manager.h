@@ -45,6 +45,29 @@
 // OUT_OF_RANGE) and changes nothing. Running out of blocks is
 // RESOURCE_EXHAUSTED and changes nothing; batched calls are all or nothing.
 //
+// Prefix caching (Options::prefix_caching): requests that share a prefix
+// share its KV blocks. Give the prompt's token ids (AddSequence and
+// CanAdmit's token overloads) and each new token's id (SlotRequest::
+// token_ids), and commit (SlotRequest::commit or CommitTokens) how many of
+// a sequence's tokens have their KV written and are final: only then do its
+// full blocks become matchable. AddSequence looks the prompt up and pins the
+// verified hits in one call; out->num_cached_tokens says where the server's
+// prefill starts (a hit always leaves the last prompt token to compute).
+// Freed cached blocks stay matchable until an allocation needs them (LRU).
+//
+//   KVCacheManager::Options options{.layout = layout, .num_blocks = 4096};
+//   options.prefix_caching.enabled = true;
+//   std::unique_ptr<KVCacheManager> cm = *KVCacheManager::Create(options);
+//   const int32_t prompt[] = {101, 7592, 2088, 102};
+//   PrefixKeys keys{.tenant_salt = 42};            // One salt per tenant.
+//   StepOutput step;
+//   PKV_RETURN_IF_ERROR(cm->AddSequence(/*seq=*/1, prompt, 16, &step, keys));
+//   // ... prefill tokens [step.num_cached_tokens, 4) into step's slots ...
+//   const int32_t sampled[] = {2023};
+//   const SlotRequest decode[] = {
+//       {.seq = 1, .num_tokens = 1, .token_ids = sampled, .commit = 4}};
+//   PKV_RETURN_IF_ERROR(cm->AppendSlots(decode, &step));  // Commits 4.
+//
 // Thread safety: a manager is used by one thread at a time. Several managers
 // may share one KVPool made with PoolConcurrency::kShared (Options::pool),
 // each on its own thread with its own sequences.
@@ -64,6 +87,8 @@
 #include "allocator/block_pool.h"
 #include "allocator/block_table.h"
 #include "allocator/copy_on_write.h"
+#include "allocator/prefix/block_hash.h"
+#include "allocator/prefix/prefix_event.h"
 #include "cache/serving/step_output.h"
 #include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
@@ -101,6 +126,62 @@ const char* SequenceStateName(SequenceState state);
 struct SlotRequest {
   SequenceId seq = 0;
   int32_t num_tokens = 0;  // New tokens; > 0.
+  // Prefix caching, for a sequence added with its token ids: the new
+  // tokens' ids (num_tokens of them). Ignored otherwise.
+  absl::Span<const int32_t> token_ids = {};
+  // Prefix caching: tokens [0, commit) of the sequence have their KV written
+  // and are final (at most the tokens it held before this call; never less
+  // than its last commit); -1 leaves the commit point. Draft tokens of
+  // speculative decoding are committed only once accepted.
+  int64_t commit = -1;
+};
+
+// CommitTokens' entry: tokens [0, num_tokens) of `seq` are final.
+struct TokenCommit {
+  SequenceId seq = 0;
+  int64_t num_tokens = 0;
+};
+
+// A multimodal input whose placeholder tokens are [start, start + length)
+// of the prompt; its digest (the server's hash of the image or audio) keys
+// every block those tokens fall in.
+struct MultimodalSpan {
+  int64_t start = 0;
+  int64_t length = 0;
+  uint64_t digest = 0;
+};
+
+// The extra keys of a sequence's blocks (see BlockExtraKeys).
+struct PrefixKeys {
+  uint64_t tenant_salt = 0;
+  uint64_t adapter_id = 0;
+  absl::Span<const MultimodalSpan> multimodal = {};
+};
+
+// Prefix-cache counters of a manager (request-level) and its pool.
+struct PrefixCacheStats {
+  // AddSequence calls that gave token ids, their prompt tokens and blocks,
+  // and how many of those were served from the cache.
+  int64_t queries = 0;
+  int64_t query_tokens = 0;
+  int64_t hit_tokens = 0;
+  int64_t query_blocks = 0;  // Full prompt blocks.
+  int64_t hit_blocks = 0;
+  // Blocks Readmit and SwapIn found cached (recompute and copies saved).
+  int64_t rehit_blocks = 0;
+  // Dedup: committed blocks switched to an equal cached block.
+  int64_t switched_blocks = 0;
+  // The pool's index (shared by the managers of a shared pool).
+  int32_t cached_blocks = 0;
+  int32_t evictable_blocks = 0;
+  int64_t stored_blocks = 0;
+  int64_t evicted_blocks = 0;
+  int64_t dropped_blocks = 0;
+
+  double hit_rate() const {
+    return query_tokens > 0 ? static_cast<double>(hit_tokens) / query_tokens
+                            : 0.0;
+  }
 };
 
 // Block copies a swap needs: src block of one tier -> dst block of the other.
@@ -125,6 +206,7 @@ struct ManagerStats {
   int64_t cow_copies = 0;
   int32_t host_blocks = 0;  // Host tier size (0: no swap tier).
   int32_t host_used_blocks = 0;
+  PrefixCacheStats prefix;  // All zero without prefix caching.
 };
 
 class KVCacheManager {
@@ -149,6 +231,17 @@ class KVCacheManager {
     PoolConcurrency concurrency = PoolConcurrency::kSingleThread;
     // Where host-mode bytes come from; nullptr: DefaultMemoryResource().
     MemoryResource* memory = nullptr;
+
+    struct PrefixCaching {
+      bool enabled = false;
+      // How blocks are keyed; nullptr: Xxh3BlockHasher(). Managers sharing
+      // a pool must use the same hasher (and equal layouts).
+      const BlockHasher* hasher = nullptr;
+      // Events kept for TakeEvents(); 0 records none. On a shared pool the
+      // queue is the pool's: drain it from one manager.
+      int32_t max_pending_events = 0;
+    };
+    PrefixCaching prefix_caching;
   };
 
   // InvalidArgument for a bad layout, num_blocks <= 0 (without a pool), a
@@ -167,6 +260,10 @@ class KVCacheManager {
   // fits now (see AdmissionMode). kNever also for prompt_tokens <= 0,
   // max_new_tokens < 0, or more than kMaxSequenceTokens in all.
   Admission CanAdmit(int64_t prompt_tokens, int64_t max_new_tokens) const;
+  // With prefix caching, counts the prompt's cached prefix as held (a hit
+  // in use costs no block; a cached free one costs the free block it is).
+  Admission CanAdmit(absl::Span<const int32_t> prompt, int64_t max_new_tokens,
+                     const PrefixKeys& keys = {}) const;
 
   // Admits sequence `seq` and gives its prompt slots (out is reset first).
   // ALREADY_EXISTS for a known id; INVALID_ARGUMENT for prompt_tokens <= 0,
@@ -175,6 +272,28 @@ class KVCacheManager {
   // (the message says which). Nothing changes on error.
   absl::Status AddSequence(SequenceId seq, int64_t prompt_tokens,
                            int64_t max_new_tokens, StepOutput* out);
+  // The same with the prompt's token ids. With prefix caching, pins the
+  // verified cached prefix (whole blocks, leaving at least the last token)
+  // and gives slots only for the rest: out->num_cached_tokens tokens are
+  // served from the cache, out->slot_mapping holds the others'. Also
+  // INVALID_ARGUMENT for a multimodal span outside the prompt. A sequence
+  // added by count instead is never cached and matches nothing.
+  absl::Status AddSequence(SequenceId seq, absl::Span<const int32_t> prompt,
+                           int64_t max_new_tokens, StepOutput* out,
+                           const PrefixKeys& keys = {});
+
+  // Prefix caching: commits tokens of running sequences (see
+  // SlotRequest::commit), publishing their newly final full blocks. All or
+  // nothing: NOT_FOUND, FAILED_PRECONDITION (not running), OUT_OF_RANGE
+  // for a count past the sequence's tokens or below its last commit.
+  absl::Status CommitTokens(absl::Span<const TokenCommit> commits);
+
+  // Prefix caching: the events queued since the last call (prefix_event.h),
+  // and a reset that makes every cached block unmatchable (blocks in use
+  // keep their KV; sequences republish what they commit next).
+  std::vector<PrefixEvent> TakeEvents();
+  void ResetPrefixCache();
+  bool prefix_caching() const { return hasher_ != nullptr; }
 
   // Slots for the new tokens of every request, in order, in one call (one
   // lock of a shared pool): out is reset, then out->slot_mapping holds each
@@ -309,6 +428,22 @@ class KVCacheManager {
   void CheckInvariants() const;
 
  private:
+  // Prefix caching: what a sequence added with token ids keeps.
+  struct PrefixState {
+    std::vector<int32_t> tokens;       // Every token with a slot.
+    std::vector<BlockHash> hashes;     // Of full blocks [0, hashes.size()).
+    std::vector<BlockExtraKeys> keys;  // One per hash.
+    uint64_t tenant_salt = 0;
+    uint64_t adapter_id = 0;
+    std::vector<MultimodalSpan> multimodal;
+    int64_t committed = 0;  // Tokens with KV written and final.
+    // Leading table blocks done publishing (published, or switched to an
+    // equal cached block) in `epoch`.
+    int32_t published = 0;
+    uint64_t epoch = 0;
+    bool stopped = false;  // A collision ended its chain.
+  };
+
   struct Sequence {
     Sequence(BlockPool* books, uint64_t entry_number)
         : table(books), entry(entry_number) {}
@@ -333,6 +468,8 @@ class KVCacheManager {
     bool may_share = false;
     // The AppendSlots call that last named it (catches an id given twice).
     uint64_t step_stamp = 0;
+    // Set when added with token ids to a prefix-caching manager.
+    std::unique_ptr<PrefixState> prefix;
   };
 
   KVCacheManager(const Options& options, std::unique_ptr<KVPool> owned_pool,
@@ -341,6 +478,15 @@ class KVCacheManager {
                  std::unique_ptr<BlockPool> host_books);
 
   int64_t BlocksFor(int64_t tokens) const;
+  // CanAdmit for a prompt of which hits_in_use leading blocks are cached
+  // blocks in use (held already: they cost no free block).
+  Admission AdmitWithHits(int64_t prompt_tokens, int64_t max_new_tokens,
+                          int64_t hits_in_use) const;
+  // Prefix caching: the prompt's verified cached blocks that are in use,
+  // from its matchable blocks (all but the last token). Leaves the prompt's
+  // PrefixState in scratch_prefix_ (AddSequence takes it over).
+  int64_t CountHitsInUse(absl::Span<const int32_t> prompt,
+                         const PrefixKeys& keys) const;
   // kReservation: what a sequence may still need: its blocks up to
   // max_tokens, plus one copy-on-write block if forked.
   int64_t ReserveNeed(const Sequence& s) const;
@@ -353,9 +499,29 @@ class KVCacheManager {
   // Gives up s's reservation share (a shrink: cannot fail).
   void DropShare(Sequence& s);
   // Makes s running with device blocks for `num_tokens` tokens (and, with
-  // kReservation, its share reserved) and writes their slots to `out`. On
-  // error nothing changed except s.state, which the caller restores.
+  // kReservation, its share reserved) and writes the slots of the tokens
+  // past those its table already holds (pinned cache hits) to `out`. On
+  // error nothing changed except s.state, which the caller restores (and
+  // the hits, which the caller releases).
   absl::Status Place(Sequence& s, int64_t num_tokens, StepOutput* out);
+
+  // --- Prefix caching (kv_cache_manager_prefix.cc) ---
+  // Hashes of full blocks [0, n) of p (computes the missing ones).
+  void EnsureHashes(PrefixState& p, int64_t n) const;
+  // The chain of blocks [first, first + n) of p.
+  BlockPool::PrefixChain Chain(const PrefixState& p, int64_t first,
+                               int64_t n) const;
+  // Pins p's cached prefix of at most max_blocks blocks into s.table
+  // (empty). Returns the hits.
+  int32_t PinHits(Sequence& s, int64_t max_blocks);
+  // Publishes s's committed full blocks not yet published.
+  void PublishCommitted(Sequence& s);
+  // Validates a commit point for s (OUT_OF_RANGE).
+  absl::Status CheckCommit(SequenceId seq, const Sequence& s,
+                           int64_t commit) const;
+  // Truncate's share: p forgets tokens past new_length; a published tail
+  // block about to be rewritten leaves the index.
+  void TruncatePrefix(Sequence& s, int64_t new_length);
   bool has_host_tier() const;
   absl::StatusOr<Sequence*> Find(SequenceId seq);
   absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
@@ -404,6 +570,13 @@ class KVCacheManager {
   int64_t swapped_blocks_ = 0;
   int64_t swapped_bytes_ = 0;
   int64_t cow_copies_ = 0;
+
+  // Prefix caching (null hasher_: off).
+  const BlockHasher* hasher_ = nullptr;
+  PrefixCacheStats prefix_stats_;       // The manager's own counters.
+  mutable PrefixState scratch_prefix_;  // CanAdmit / AddSequence.
+  std::vector<BlockId> scratch_blocks_;
+  std::vector<BlockPool::PrefixSwitch> scratch_switches_;
 
   // Scratch for AppendSlots (kept to avoid allocation per step).
   uint64_t step_stamp_ = 0;

@@ -37,6 +37,9 @@ struct StepOutput {
   // Copy-on-write copies of the step; each holds its source block until
   // MarkDone(). Run them before any write of the step.
   PendingCopies copies;
+  // AddSequence and Readmit with prefix caching: leading tokens whose KV
+  // came from the cache (slot_mapping starts after them); else 0.
+  int64_t num_cached_tokens = 0;
 
   // Empties the output, keeping capacity. Copies still pending are dropped
   // (their sources released): run them first.
@@ -44,6 +47,7 @@ struct StepOutput {
     slot_mapping.clear();
     request_offsets.clear();
     copies.MarkDone();
+    num_cached_tokens = 0;
   }
 
   static BlockId BlockOf(int64_t slot, int32_t block_tokens) {

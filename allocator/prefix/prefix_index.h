@@ -1,0 +1,251 @@
+// allocator/prefix/prefix_index.h
+//
+// PrefixIndex is the book of the prefix cache: which blocks hold the KV of
+// which token prefix, as a tree of blocks (a block's parent holds the
+// tokens before it), and in which order free cached blocks are evicted. It
+// lives inside a BlockPool, under the pool's lock, and is reached through
+// the pool's prefix methods (block_pool.h); it never touches KV bytes.
+//
+// An entry is published for a full block whose KV its writer committed:
+// (hash, parent block, token ids, extra keys). The hash map from hash to
+// block finds a candidate; Find() then compares the stored tokens, extra
+// keys and parent, so a hash collision is a miss. A block's parent is the
+// block of the previous chain position that was matched or published with
+// it, so a chain of verified entries is a verified prefix: equal tokens
+// from the first block on.
+//
+// Eviction order: a published block whose last reference goes stays cached
+// and enters `evictable` (an intrusive LRU over block ids, FreeList, at the
+// front); the pool takes evictable blocks from the back, only when no
+// uncached free block is left. Sequences release tail first, so children
+// enter before their parents and the back is a leaf; when it is not (a
+// table released head first), RemoveSubtree takes the descendants out of
+// the index with it, so no entry is left unreachable-but-counted.
+//
+// Example (what BlockPool does with it, under its lock):
+//
+//   PrefixIndex index(/*num_blocks=*/8, /*block_tokens=*/2);
+//   const int32_t tokens[2] = {5, 6};
+//   BlockHash h = Xxh3BlockHasher().Hash(kRootBlockHash, tokens, {});
+//   index.Insert(/*block=*/3, h, /*parent=*/-1, tokens, {});
+//   int32_t hit = index.Find(h, /*parent=*/-1, tokens, {});  // 3
+//   index.RemoveSubtree(3, [](int32_t removed) {});
+//
+// Thread safety: none; the owning BlockPool's lock guards it.
+#ifndef PAGEDKV_ALLOCATOR_PREFIX_PREFIX_INDEX_H_
+#define PAGEDKV_ALLOCATOR_PREFIX_PREFIX_INDEX_H_
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/types/span.h"
+#include "allocator/free_list.h"
+#include "allocator/prefix/block_hash.h"
+#include "allocator/prefix/prefix_event.h"
+#include "base/check.h"
+
+namespace pagedkv {
+
+// Counters of a pool's prefix index (BlockPool::prefix_stats()).
+struct PrefixIndexStats {
+  int32_t cached_blocks = 0;     // Published now (free or in use).
+  int32_t evictable_blocks = 0;  // Published and free.
+  int64_t stored_blocks = 0;     // Lifetime: entries published.
+  int64_t evicted_blocks = 0;    // Taken from the LRU for an allocation.
+  int64_t dropped_blocks = 0;    // Removed with an evicted or unpublished
+                                 // ancestor, by truncation or a reset.
+  int64_t events_dropped = 0;    // Not queued: the queue was full.
+  uint64_t epoch = 0;            // ResetPrefixCache() calls so far.
+};
+
+class PrefixIndex {
+ public:
+  // max_pending_events: events queued until TakeEvents(); 0 records none.
+  // REQUIRES: num_blocks >= 0, block_tokens > 0, max_pending_events >= 0.
+  PrefixIndex(int32_t num_blocks, int32_t block_tokens,
+              int32_t max_pending_events = 0);
+
+  PrefixIndex(const PrefixIndex&) = delete;
+  PrefixIndex& operator=(const PrefixIndex&) = delete;
+
+  int32_t block_tokens() const { return block_tokens_; }
+  int32_t num_blocks() const { return static_cast<int32_t>(hash_.size()); }
+
+  bool is_published(int32_t block) const { return published_[block] != 0; }
+  BlockHash hash(int32_t block) const { return hash_[block]; }
+  int32_t parent(int32_t block) const { return parent_[block]; }
+
+  // The published block for chain position (hash, parent) with exactly
+  // these tokens and keys, or -1. parent is -1 for a chain's first block.
+  int32_t Find(BlockHash hash, int32_t parent, absl::Span<const int32_t> tokens,
+               const BlockExtraKeys& keys) const {
+    auto it = by_hash_.find(hash);
+    if (it == by_hash_.end()) return -1;
+    const int32_t b = it->second;
+    if (parent_[b] != parent || extra_[b] != keys) return -1;
+    if (std::memcmp(tokens_.data() + int64_t{b} * block_tokens_, tokens.data(),
+                    sizeof(int32_t) * block_tokens_) != 0) {
+      return -1;
+    }
+    return b;
+  }
+  // The block indexed under `hash`, verified or not, or -1.
+  int32_t FindHash(BlockHash hash) const {
+    auto it = by_hash_.find(hash);
+    return it == by_hash_.end() ? -1 : it->second;
+  }
+
+  // Publishes `block` under `hash` as the child of `parent` (-1: a first
+  // block) and queues it in the open BlockStored event.
+  // REQUIRES: block not published, hash not indexed, parent -1 or
+  // published, tokens.size() == block_tokens().
+  void Insert(int32_t block, BlockHash hash, int32_t parent,
+              absl::Span<const int32_t> tokens, const BlockExtraKeys& keys);
+
+  // `to` takes the place of published block `from`: same hash and entry,
+  // `from`'s children become `to`'s, and `from` leaves the index (no event:
+  // the hashes a router sees do not change).
+  // REQUIRES: from published, to not published, both free of the LRU.
+  void Transplant(int32_t from, int32_t to);
+
+  // Takes `block` and every published descendant out of the index, calling
+  // on_removed(b) for each (block last). Queues their hashes in the open
+  // BlockRemoved event. `evicted` says which counter the block itself goes
+  // to (evicted_blocks or dropped_blocks); descendants are dropped.
+  // REQUIRES: is_published(block).
+  template <typename OnRemoved>
+  void RemoveSubtree(int32_t block, bool evicted, OnRemoved&& on_removed);
+
+  // Takes every entry out (ResetPrefixCache), calling on_removed(b) for each;
+  // queues AllBlocksCleared and starts a new epoch.
+  template <typename OnRemoved>
+  void Clear(OnRemoved&& on_removed);
+
+  // Closes the open BlockStored / BlockRemoved events: the next Insert or
+  // removal starts a new one. The pool calls it at the end of each call.
+  void CloseEvents() {
+    open_stored_ = -1;
+    open_removed_ = -1;
+  }
+  std::vector<PrefixEvent> TakeEvents();
+
+  // Published free blocks; front = most recently freed.
+  FreeList& evictable() { return evictable_; }
+  const FreeList& evictable() const { return evictable_; }
+
+  // Makes room for blocks num_blocks()..new_num_blocks-1 (BlockPool::Grow).
+  void Grow(int32_t new_num_blocks);
+
+  PrefixIndexStats stats() const;
+  uint64_t epoch() const { return epoch_; }
+
+  // Aborts unless the invariants below hold; ref_counts are the pool's.
+  void CheckInvariants(absl::Span<const int32_t> ref_counts) const;
+
+ private:
+  void Unlink(int32_t block);  // From its parent's child list.
+  PrefixEvent* OpenEvent(PrefixEvent::Kind kind, int32_t* open);
+
+  const int32_t block_tokens_;
+  const int32_t max_pending_events_;
+
+  // Invariants (CheckInvariants):
+  //  - by_hash_ maps hash_[b] -> b for exactly the published blocks b;
+  //  - a published block's parent_ is -1 or a published block, and b is in
+  //    that parent's child list (first_child_/next_sibling_/prev_sibling_)
+  //    exactly once; unpublished blocks have no links and no children;
+  //  - evictable_ holds exactly the published blocks with ref_count 0;
+  //  - a published block in use has a parent in use (a sequence holds the
+  //    whole prefix of every block it holds);
+  //  - num_published_ == by_hash_.size().
+  std::vector<uint8_t> published_;
+  std::vector<BlockHash> hash_;
+  std::vector<int32_t> parent_;
+  std::vector<BlockExtraKeys> extra_;
+  std::vector<int32_t> tokens_;  // block_tokens_ per block.
+  std::vector<int32_t> first_child_;
+  std::vector<int32_t> next_sibling_;
+  std::vector<int32_t> prev_sibling_;
+  absl::flat_hash_map<BlockHash, int32_t> by_hash_;
+  FreeList evictable_;
+  int32_t num_published_ = 0;
+
+  std::vector<PrefixEvent> events_;
+  int32_t open_stored_ = -1;  // Index in events_ of the event being built.
+  int32_t open_removed_ = -1;
+  uint64_t next_event_ = 1;
+
+  int64_t stored_blocks_ = 0;
+  int64_t evicted_blocks_ = 0;
+  int64_t dropped_blocks_ = 0;
+  int64_t events_dropped_ = 0;
+  uint64_t epoch_ = 0;
+  std::vector<int32_t> scratch_;  // RemoveSubtree's stack and order.
+  std::vector<int32_t> order_;
+};
+
+// ---------------------------------------------------------------------------
+// Templates
+
+template <typename OnRemoved>
+void PrefixIndex::RemoveSubtree(int32_t block, bool evicted,
+                                OnRemoved&& on_removed) {
+  PKV_CHECK(is_published(block), "RemoveSubtree of unpublished block %d",
+            block);
+  Unlink(block);
+  PrefixEvent* removed =
+      OpenEvent(PrefixEvent::Kind::kBlockRemoved, &open_removed_);
+  // Depth first; children before their parent so on_removed sees leaves
+  // first.
+  scratch_.clear();
+  scratch_.push_back(block);
+  std::vector<int32_t>& order = order_;
+  order.clear();
+  while (!scratch_.empty()) {
+    const int32_t b = scratch_.back();
+    scratch_.pop_back();
+    order.push_back(b);
+    for (int32_t c = first_child_[b]; c != -1; c = next_sibling_[c]) {
+      scratch_.push_back(c);
+    }
+  }
+  for (size_t k = order.size(); k-- > 0;) {
+    const int32_t b = order[k];
+    by_hash_.erase(hash_[b]);
+    if (removed != nullptr) removed->block_hashes.push_back(hash_[b]);
+    published_[b] = 0;
+    first_child_[b] = next_sibling_[b] = prev_sibling_[b] = -1;
+    parent_[b] = -1;
+    --num_published_;
+    if (b == block && evicted) {
+      ++evicted_blocks_;
+    } else {
+      ++dropped_blocks_;
+    }
+    on_removed(b);
+  }
+}
+
+template <typename OnRemoved>
+void PrefixIndex::Clear(OnRemoved&& on_removed) {
+  for (int32_t b = 0; b < num_blocks(); ++b) {
+    if (!published_[b]) continue;
+    by_hash_.erase(hash_[b]);
+    published_[b] = 0;
+    first_child_[b] = next_sibling_[b] = prev_sibling_[b] = -1;
+    parent_[b] = -1;
+    --num_published_;
+    ++dropped_blocks_;
+    on_removed(b);
+  }
+  CloseEvents();
+  OpenEvent(PrefixEvent::Kind::kAllBlocksCleared, &open_removed_);
+  CloseEvents();
+  ++epoch_;
+}
+
+}  // namespace pagedkv
+
+#endif  // PAGEDKV_ALLOCATOR_PREFIX_PREFIX_INDEX_H_

@@ -1,0 +1,181 @@
+// KVCacheManager's prefix caching: block keys of a sequence, pinning hits,
+// publishing committed blocks, commits, truncation, events. The books are
+// the pool's (BlockPool's prefix methods, allocator/prefix/); this file
+// only decides which blocks of which sequence to ask about.
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "absl/types/span.h"
+#include "allocator/prefix/block_hash.h"
+#include "base/check.h"
+#include "base/status_macros.h"
+#include "cache/serving/kv_cache_manager.h"
+
+namespace pagedkv {
+namespace {
+
+// The extra keys of block `block`: the sequence's salt and adapter, and a
+// digest of the multimodal spans that overlap the block (with where they
+// start relative to it, so a shifted image is another key).
+BlockExtraKeys KeysOfBlock(uint64_t salt, uint64_t adapter,
+                           absl::Span<const MultimodalSpan> multimodal,
+                           int64_t block, int32_t block_tokens) {
+  BlockExtraKeys k;
+  k.tenant_salt = salt;
+  k.adapter_id = adapter;
+  const int64_t begin = block * block_tokens;
+  const int64_t end = begin + block_tokens;
+  for (const MultimodalSpan& m : multimodal) {
+    if (m.length <= 0 || m.start >= end || m.start + m.length <= begin) {
+      continue;
+    }
+    const uint64_t words[3] = {m.digest, static_cast<uint64_t>(m.start - begin),
+                               static_cast<uint64_t>(m.length)};
+    k.multimodal_digest = HashWords(words, k.multimodal_digest);
+  }
+  return k;
+}
+
+}  // namespace
+
+void KVCacheManager::EnsureHashes(PrefixState& p, int64_t n) const {
+  const int32_t bt = layout_.block_tokens;
+  PKV_DCHECK(n * bt <= static_cast<int64_t>(p.tokens.size()),
+             "hashes of %d blocks of %d tokens", n, p.tokens.size());
+  for (int64_t i = static_cast<int64_t>(p.hashes.size()); i < n; ++i) {
+    const BlockExtraKeys keys =
+        KeysOfBlock(p.tenant_salt, p.adapter_id, p.multimodal, i, bt);
+    const BlockHash parent = i == 0 ? kRootBlockHash : p.hashes[i - 1];
+    p.hashes.push_back(hasher_->Hash(
+        parent, absl::MakeConstSpan(p.tokens.data() + i * bt, bt), keys));
+    p.keys.push_back(keys);
+  }
+}
+
+BlockPool::PrefixChain KVCacheManager::Chain(const PrefixState& p,
+                                             int64_t first, int64_t n) const {
+  const int32_t bt = layout_.block_tokens;
+  BlockPool::PrefixChain c;
+  c.hashes = absl::MakeConstSpan(p.hashes.data() + first, n);
+  c.keys = absl::MakeConstSpan(p.keys.data() + first, n);
+  c.tokens = absl::MakeConstSpan(p.tokens.data() + first * bt, n * bt);
+  return c;
+}
+
+int32_t KVCacheManager::PinHits(Sequence& s, int64_t max_blocks) {
+  PKV_CHECK(s.table.empty(), "pinning hits into a table of %d blocks",
+            s.table.num_blocks());
+  PrefixState& p = *s.prefix;
+  if (max_blocks <= 0) return 0;
+  EnsureHashes(p, max_blocks);
+  scratch_blocks_.clear();
+  const BlockPool::PrefixMatch m =
+      books_->PinPrefix(Chain(p, 0, max_blocks), &scratch_blocks_);
+  s.table.AppendAll(scratch_blocks_);
+  return m.blocks;
+}
+
+void KVCacheManager::PublishCommitted(Sequence& s) {
+  PrefixState& p = *s.prefix;
+  const uint64_t epoch = books_->prefix_epoch();
+  if (p.epoch != epoch) {  // A reset unpublished everything: start again.
+    p.epoch = epoch;
+    p.published = 0;
+    p.stopped = false;
+  }
+  if (p.stopped) return;
+  const int32_t bt = layout_.block_tokens;
+  const int64_t full =
+      std::min<int64_t>(p.committed / bt, s.table.num_blocks());
+  if (full <= p.published) return;
+  EnsureHashes(p, full);
+  const int64_t n = full - p.published;
+  const BlockId parent = p.published > 0 ? s.table[p.published - 1] : BlockId();
+  scratch_switches_.clear();
+  const int32_t done =
+      books_->Publish(s.table.blocks().subspan(p.published, n), parent,
+                      Chain(p, p.published, n), &scratch_switches_);
+  for (const BlockPool::PrefixSwitch& sw : scratch_switches_) {
+    s.table.Replace(p.published + sw.index, sw.cached);
+    ++prefix_stats_.switched_blocks;
+  }
+  p.published += done;
+  if (done < n) p.stopped = true;
+}
+
+absl::Status KVCacheManager::CheckCommit(SequenceId seq, const Sequence& s,
+                                         int64_t commit) const {
+  const int64_t last = s.prefix->committed;
+  if (commit < last || commit > s.num_tokens) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "commit of %d tokens of sequence %d: must be in [%d, %d] (its last "
+        "commit and its tokens)",
+        commit, seq, last, s.num_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::CommitTokens(
+    absl::Span<const TokenCommit> commits) {
+  if (!prefix_caching()) {
+    return absl::FailedPreconditionError(
+        "CommitTokens on a manager without prefix caching");
+  }
+  for (const TokenCommit& c : commits) {
+    PKV_ASSIGN_OR_RETURN(const Sequence* s,
+                         static_cast<const KVCacheManager*>(this)->Find(c.seq));
+    if (s->state != SequenceState::kRunning) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "CommitTokens of sequence %d, which is %s, not running", c.seq,
+          SequenceStateName(s->state)));
+    }
+    if (s->prefix == nullptr) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "CommitTokens of sequence %d, which was added without token ids",
+          c.seq));
+    }
+    PKV_RETURN_IF_ERROR(CheckCommit(c.seq, *s, c.num_tokens));
+  }
+  for (const TokenCommit& c : commits) {
+    Sequence& s = sequences_.find(c.seq)->second;
+    s.prefix->committed = std::max(s.prefix->committed, c.num_tokens);
+    PublishCommitted(s);
+  }
+  SyncReservation().IgnoreError();  // Switched blocks only shrink it.
+  return absl::OkStatus();
+}
+
+void KVCacheManager::TruncatePrefix(Sequence& s, int64_t new_length) {
+  PrefixState& p = *s.prefix;
+  const int32_t bt = layout_.block_tokens;
+  const int64_t full = new_length / bt;
+  p.tokens.resize(new_length);
+  if (static_cast<int64_t>(p.hashes.size()) > full) {
+    p.hashes.resize(full);
+    p.keys.resize(full);
+  }
+  p.committed = std::min(p.committed, new_length);
+  p.published = static_cast<int32_t>(std::min<int64_t>(p.published, full));
+  if (new_length % bt != 0) {
+    // The new tail will be written again: a published one must not stay
+    // matchable. A shared one is copied on that write instead (the caller
+    // marks the sequence may_share), so its entry stays good.
+    const int32_t last = s.table.num_blocks() - 1;
+    const BlockId tail = s.table[last];
+    if (books_->is_cached(tail) && !s.table.IsShared(last)) {
+      books_->Unpublish(tail);
+    }
+  }
+}
+
+std::vector<PrefixEvent> KVCacheManager::TakeEvents() {
+  return books_->TakePrefixEvents();
+}
+
+void KVCacheManager::ResetPrefixCache() { books_->ResetPrefixCache(); }
+
+}  // namespace pagedkv
