@@ -116,7 +116,8 @@ void BlockPool::EvictUntilLocked(int32_t n) {
                            [this, victim](int32_t b) {
                              if (b != victim.value()) OnUnpublishedLocked(b);
                            });
-    free_list_.PushBack(victim);
+    free_list_.PushFront(victim);  // Handed out first; its dropped
+                                   // descendants wait at the back.
   }
   prefix_->CloseEvents();
 }

@@ -176,6 +176,18 @@ std::vector<PrefixEvent> KVCacheManager::TakeEvents() {
   return books_->TakePrefixEvents();
 }
 
-void KVCacheManager::ResetPrefixCache() { books_->ResetPrefixCache(); }
+void KVCacheManager::ResetPrefixCache() {
+  books_->ResetPrefixCache();
+  // This manager's sequences republish from their first block at their next
+  // commit. (Another manager's reset on a shared pool is noticed by the
+  // epoch when they next publish a block.)
+  const uint64_t epoch = books_->prefix_epoch();
+  for (auto& [id, s] : sequences_) {
+    if (s.prefix == nullptr) continue;
+    s.prefix->published = 0;
+    s.prefix->stopped = false;
+    s.prefix->epoch = epoch;
+  }
+}
 
 }  // namespace pagedkv
