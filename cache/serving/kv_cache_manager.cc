@@ -557,6 +557,15 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
   out->request_offsets.push_back(0);
   for (size_t i = 0; i < requests.size(); ++i) {
     Sequence& s = *step_sequences_[i];
+    // A partial tail written in place (nobody else holds it any more) may
+    // still be a published block (a truncation left it shared, then the
+    // other holder let go): its entry must go before its bytes change.
+    if (hasher_ != nullptr && step_tails_[i].is_valid() &&
+        s.table[static_cast<int32_t>(BlocksFor(s.num_tokens) - 1)] ==
+            step_tails_[i] &&
+        books_->is_cached(step_tails_[i])) {
+      books_->Unpublish(step_tails_[i]);
+    }
     AddSlots(s.table, s.num_tokens, requests[i].num_tokens, out);
     out->request_offsets.push_back(
         static_cast<int32_t>(out->slot_mapping.size()));
@@ -808,6 +817,8 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
   if (s->prefix != nullptr) {
     PrefixState& p = *s->prefix;
     p.published = hits;  // The copies are published at the next commit.
+    // Hits past its own commit point hold final KV of the same tokens.
+    p.committed = std::max(p.committed, int64_t{hits} * layout_.block_tokens);
     p.epoch = books_->prefix_epoch();
     p.stopped = false;
     prefix_stats_.rehit_blocks += hits;
