@@ -15,7 +15,7 @@
 //     seed = extra keys all zero ? parent
 //                                : XXH3_64(extra keys, 24 bytes, parent)
 //     hash = XXH3_64(token ids, 4 * n bytes, seed)
-//   SHA-256 (multi-tenant option, OpenSSL's incremental EVP API):
+//   SHA-256 (multi-tenant option, OpenSSL's incremental API):
 //     hash = first 8 bytes, little-endian, of
 //            SHA-256(parent (8 bytes) | extra keys (24) | token ids (4 n))
 //
@@ -28,8 +28,7 @@
 //   BlockHash first = hasher.Hash(kRootBlockHash, tokens, keys);
 //   BlockHash second = hasher.Hash(first, tokens, keys);  // Chained.
 //
-// Thread safety: hashers are stateless (SHA-256 keeps a per-thread context);
-// any thread may call any hasher.
+// Thread safety: hashers are stateless; any thread may call any hasher.
 #ifndef PAGEDKV_ALLOCATOR_PREFIX_BLOCK_HASH_H_
 #define PAGEDKV_ALLOCATOR_PREFIX_BLOCK_HASH_H_
 

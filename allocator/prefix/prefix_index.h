@@ -197,6 +197,16 @@ void PrefixIndex::RemoveSubtree(int32_t block, bool evicted,
   Unlink(block);
   PrefixEvent* removed =
       OpenEvent(PrefixEvent::Kind::kBlockRemoved, &open_removed_);
+  if (first_child_[block] == -1) {  // A leaf: eviction's common case.
+    by_hash_.erase(hash_[block]);
+    if (removed != nullptr) removed->block_hashes.push_back(hash_[block]);
+    published_[block] = 0;
+    parent_[block] = -1;
+    --num_published_;
+    ++(evicted ? evicted_blocks_ : dropped_blocks_);
+    on_removed(block);
+    return;
+  }
   // Depth first; children before their parent so on_removed sees leaves
   // first.
   scratch_.clear();

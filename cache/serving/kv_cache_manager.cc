@@ -409,7 +409,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   s.max_tokens = prompt_tokens + max_new_tokens;
   // CountHitsInUse left the prompt's state (tokens, keys, the matchable
   // blocks' hashes) in scratch: take it over.
-  s.prefix = std::make_unique<PrefixState>(std::move(scratch_prefix_));
+  s.prefix.emplace(std::move(scratch_prefix_));
   scratch_prefix_ = PrefixState();
   PrefixState& p = *s.prefix;
   p.epoch = books_->prefix_epoch();
@@ -519,15 +519,17 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
           "sequence %d: %d + %d tokens pass the limit %d", r.seq, s.num_tokens,
           r.num_tokens, kMaxSequenceTokens));
     }
-    if (s.prefix != nullptr) {
+    if (s.prefix.has_value()) {
       if (static_cast<int64_t>(r.token_ids.size()) != r.num_tokens) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "AppendSlots of %d tokens to sequence %d with %d token ids "
             "(prefix caching needs one per token)",
             r.num_tokens, r.seq, r.token_ids.size()));
       }
-      if (r.commit != -1) {
-        PKV_RETURN_IF_ERROR(CheckCommit(r.seq, s, r.commit));
+      // Inline: the decode step's common case is a commit in range.
+      if (r.commit != -1 &&
+          (r.commit < s.prefix->committed || r.commit > s.num_tokens)) {
+        return CheckCommit(r.seq, s, r.commit);
       }
     }
     step_sequences_.push_back(&s);
@@ -570,10 +572,14 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     out->request_offsets.push_back(
         static_cast<int32_t>(out->slot_mapping.size()));
     s.num_tokens += requests[i].num_tokens;
-    if (s.prefix != nullptr) {
+    if (s.prefix.has_value()) {
       const SlotRequest& r = requests[i];
-      s.prefix->tokens.insert(s.prefix->tokens.end(), r.token_ids.begin(),
-                              r.token_ids.end());
+      if (r.num_tokens == 1) {
+        s.prefix->tokens.push_back(r.token_ids[0]);  // No memmove call.
+      } else {
+        s.prefix->tokens.insert(s.prefix->tokens.end(), r.token_ids.begin(),
+                                r.token_ids.end());
+      }
       if (r.commit != -1) {
         s.prefix->committed = r.commit;
         if (r.commit / bt > s.prefix->published) PublishCommitted(s);
@@ -611,8 +617,7 @@ absl::Status KVCacheManager::Fork(SequenceId parent, SequenceId child) {
   c.table = p->table.Fork();
   c.num_tokens = p->num_tokens;
   c.max_tokens = p->max_tokens;
-  if (p->prefix != nullptr)
-    c.prefix = std::make_unique<PrefixState>(*p->prefix);
+  c.prefix = p->prefix;
   p->may_share = true;
   c.may_share = true;
   if (admission_ == AdmissionMode::kReservation) {
@@ -688,7 +693,7 @@ absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
   }
   s->table.DropBack(s->table.num_blocks() - keep);
   s->num_tokens = new_length;
-  if (s->prefix != nullptr) TruncatePrefix(*s, new_length);
+  if (s->prefix.has_value()) TruncatePrefix(*s, new_length);
   // A tail inside a shared block (a fork's, or a cache hit's) is copied on
   // its next write.
   if (new_length % layout_.block_tokens != 0 &&
@@ -736,7 +741,7 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
                         seq, SequenceStateName(s->state)));
   }
   int32_t hits = 0;
-  if (s->prefix != nullptr) {
+  if (s->prefix.has_value()) {
     // Recompute only what the cache lost (always the last token).
     hits = PinHits(*s, (s->num_tokens - 1) / layout_.block_tokens);
   }
@@ -745,7 +750,7 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
     s->state = SequenceState::kPreempted;
     return st;
   }
-  if (s->prefix != nullptr) {
+  if (s->prefix.has_value()) {
     PrefixState& p = *s->prefix;
     p.committed = int64_t{hits} * layout_.block_tokens;
     p.published = hits;
@@ -805,7 +810,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
   const int64_t num_tokens = s->num_tokens;
   // Blocks still cached come back without a copy.
   int32_t hits = 0;
-  if (s->prefix != nullptr) {
+  if (s->prefix.has_value()) {
     hits = PinHits(*s, num_tokens / layout_.block_tokens);
   }
   StepOutput unused;
@@ -814,7 +819,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
     s->state = SequenceState::kSwappedOut;
     return st;
   }
-  if (s->prefix != nullptr) {
+  if (s->prefix.has_value()) {
     PrefixState& p = *s->prefix;
     p.published = hits;  // The copies are published at the next commit.
     // Hits past its own commit point hold final KV of the same tokens.
@@ -966,7 +971,7 @@ void KVCacheManager::CheckInvariants() const {
         SequenceStateName(s.state), s.num_tokens, s.host_blocks.size());
     PKV_CHECK(s.num_tokens >= 0, "sequence %d has %d tokens", id, s.num_tokens);
     s.table.CheckInvariants();
-    if (s.prefix != nullptr) {
+    if (s.prefix.has_value()) {
       const PrefixState& p = *s.prefix;
       const int32_t bt = layout_.block_tokens;
       PKV_CHECK(static_cast<int64_t>(p.tokens.size()) == s.num_tokens,

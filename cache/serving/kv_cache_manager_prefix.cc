@@ -133,7 +133,7 @@ absl::Status KVCacheManager::CommitTokens(
           "CommitTokens of sequence %d, which is %s, not running", c.seq,
           SequenceStateName(s->state)));
     }
-    if (s->prefix == nullptr) {
+    if (!s->prefix.has_value()) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "CommitTokens of sequence %d, which was added without token ids",
           c.seq));
@@ -183,7 +183,7 @@ void KVCacheManager::ResetPrefixCache() {
   // epoch when they next publish a block.)
   const uint64_t epoch = books_->prefix_epoch();
   for (auto& [id, s] : sequences_) {
-    if (s.prefix == nullptr) continue;
+    if (!s.prefix.has_value()) continue;
     s.prefix->published = 0;
     s.prefix->stopped = false;
     s.prefix->epoch = epoch;
