@@ -26,9 +26,9 @@ PACKAGES=(
   libbenchmark-dev     # Google Benchmark
   nlohmann-json3-dev   # JSON for tools/kv_replay and bench/summary
   libxxhash-dev        # block hashing (upcoming prefix caching)
-  python3-dev          # Python bindings (upcoming)
-  python3-pybind11     # Python bindings (upcoming)
-  python3-numpy        # Python bindings' tests (upcoming)
+  python3-dev          # Python bindings (python/: Python.h)
+  python3-pybind11     # Python bindings (python/: pybind11 headers)
+  python3-numpy        # Python bindings: arrays in and out, tests, benchmarks
   libhiredis-dev       # Redis client (upcoming)
   redis-server         # Redis server for its tests (upcoming)
 )
