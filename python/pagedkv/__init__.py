@@ -11,7 +11,15 @@ See README.md ("Python") for the API, dtypes (bfloat16 as uint16 bit
 patterns), the error mapping, lifetimes and the serving manager.
 """
 
-from pagedkv._pagedkv import (  # noqa: F401  (re-exported API)
+import pkgutil
+
+# After `bazel build //python:pagedkv` the extension is in
+# bazel-bin/python/pagedkv/, next to no __init__.py: with both python/ and
+# bazel-bin/python/ on PYTHONPATH (README "Python"), this finds it there.
+# Under bazel run / test both files share one runfiles directory anyway.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+from pagedkv._pagedkv import (  # noqa: E402,F401  (re-exported API)
     STATUS_EXCEPTIONS,
     DynamicKVCache,
     EncoderDecoderCache,

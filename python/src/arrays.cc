@@ -60,13 +60,13 @@ py::array AsIntegerArray(py::handle obj, const char* name) {
   try {
     array = py::module_::import("numpy").attr("asarray")(obj);
   } catch (py::error_already_set& e) {
-    throw py::value_error(absl::StrCat(name, ": not a regular array (", e.what(),
-                                       ")"));
+    throw py::value_error(
+        absl::StrCat(name, ": not a regular array (", e.what(), ")"));
   }
   if (array.size() == 0) {
-    array = py::array(py::dtype::of<int64_t>(),
-                      std::vector<py::ssize_t>(array.shape(),
-                                               array.shape() + array.ndim()));
+    array = py::array(
+        py::dtype::of<int64_t>(),
+        std::vector<py::ssize_t>(array.shape(), array.shape() + array.ndim()));
   }
   return array;
 }
@@ -156,8 +156,8 @@ DType ArrayDType(const py::array& array, std::optional<DType> declared,
 KVInput ToKVInput(py::handle obj, const char* name,
                   std::optional<DType> declared) {
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(absl::StrCat(name, ": expected a numpy.ndarray, got ",
-                                      TypeName(obj)));
+    throw py::type_error(
+        absl::StrCat(name, ": expected a numpy.ndarray, got ", TypeName(obj)));
   }
   KVInput input;
   input.array = py::reinterpret_borrow<py::array>(obj);
@@ -221,8 +221,8 @@ CachePosition ToCachePosition(py::handle obj) {
       return CachePosition::Matrix(array.shape(0), array.shape(1),
                                    std::move(values));
     default:
-      throw py::value_error(absl::StrCat(
-          "cache_position: rank ", array.ndim(), " (0-D, 1-D or 2-D only)"));
+      throw py::value_error(absl::StrCat("cache_position: rank ", array.ndim(),
+                                         " (0-D, 1-D or 2-D only)"));
   }
 }
 
@@ -280,23 +280,23 @@ TensorView WritableView(py::array& array, DType dtype, const Shape& shape) {
 absl::Span<int32_t> CallerInt32Buffer(py::handle obj, const char* name,
                                       int64_t min_entries) {
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(absl::StrCat(name, ": expected a numpy.ndarray, got ",
-                                      TypeName(obj)));
+    throw py::type_error(
+        absl::StrCat(name, ": expected a numpy.ndarray, got ", TypeName(obj)));
   }
   py::array array = py::reinterpret_borrow<py::array>(obj);
   const py::dtype dtype = array.dtype();
   if (dtype.kind() != 'i' || dtype.itemsize() != 4 ||
       !dtype.attr("isnative").cast<bool>()) {
-    throw py::type_error(absl::StrCat(name, ": expected dtype int32, got ",
-                                      DTypeString(dtype)));
+    throw py::type_error(
+        absl::StrCat(name, ": expected dtype int32, got ", DTypeString(dtype)));
   }
   if (!array.writeable() || (array.flags() & py::array::c_style) == 0) {
     throw py::value_error(
         absl::StrCat(name, ": must be writable and C-contiguous"));
   }
   if (array.size() < min_entries) {
-    throw py::value_error(absl::StrCat(name, ": ", array.size(),
-                                       " entries, need ", min_entries));
+    throw py::value_error(
+        absl::StrCat(name, ": ", array.size(), " entries, need ", min_entries));
   }
   return absl::MakeSpan(static_cast<int32_t*>(array.mutable_data()),
                         static_cast<size_t>(array.size()));

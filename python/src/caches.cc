@@ -117,28 +117,29 @@ std::unique_ptr<PyDynamicKVCache> MakeDynamic(
     return holder;
   }
   DynamicKVCache::Options options;
-  options.block_tokens = PrivateOption<int32_t>(
-      block_tokens, "block_tokens", options.block_tokens, shared);
-  options.max_private_pool_bytes = PrivateOption<int64_t>(
-      max_private_pool_bytes, "max_private_pool_bytes",
-      options.max_private_pool_bytes, shared);
+  options.block_tokens = PrivateOption<int32_t>(block_tokens, "block_tokens",
+                                                options.block_tokens, shared);
+  options.max_private_pool_bytes =
+      PrivateOption<int64_t>(max_private_pool_bytes, "max_private_pool_bytes",
+                             options.max_private_pool_bytes, shared);
   holder->owned = ValueOrThrow(DynamicKVCache::Create(options));
   return holder;
 }
 
 std::unique_ptr<PyStaticKVCache> MakeStatic(py::handle max_cache_len,
-                                      py::handle num_layers, py::object pool,
-                                      py::handle block_tokens,
-                                      py::handle max_private_pool_bytes) {
+                                            py::handle num_layers,
+                                            py::object pool,
+                                            py::handle block_tokens,
+                                            py::handle max_private_pool_bytes) {
   StaticKVCache::Options options;
   options.pool = PoolArg(pool);
   options.max_cache_len = ToInt64(max_cache_len, "max_cache_len");
   options.num_layers = ToInt64(num_layers, "num_layers");
   options.block_tokens = PrivateOption<int32_t>(
       block_tokens, "block_tokens", options.block_tokens, options.pool);
-  options.max_private_pool_bytes = PrivateOption<int64_t>(
-      max_private_pool_bytes, "max_private_pool_bytes",
-      options.max_private_pool_bytes, options.pool);
+  options.max_private_pool_bytes =
+      PrivateOption<int64_t>(max_private_pool_bytes, "max_private_pool_bytes",
+                             options.max_private_pool_bytes, options.pool);
   auto holder = std::make_unique<PyStaticKVCache>();
   holder->kind = "StaticKVCache";
   holder->pool = pool;
@@ -148,17 +149,20 @@ std::unique_ptr<PyStaticKVCache> MakeStatic(py::handle max_cache_len,
 
 // Takes the C++ caches of two Python caches (None: a new DynamicKVCache)
 // into one EncoderDecoderCache that the halves then share.
-std::unique_ptr<PyEncoderDecoderCache> MakeEncoderDecoder(py::object self_half,
-                                                          py::object cross_half) {
-  if (self_half.is_none()) self_half = py::cast(MakeDynamic(py::none(), py::none(), py::none()));
-  if (cross_half.is_none()) cross_half = py::cast(MakeDynamic(py::none(), py::none(), py::none()));
+std::unique_ptr<PyEncoderDecoderCache> MakeEncoderDecoder(
+    py::object self_half, py::object cross_half) {
+  if (self_half.is_none())
+    self_half = py::cast(MakeDynamic(py::none(), py::none(), py::none()));
+  if (cross_half.is_none())
+    cross_half = py::cast(MakeDynamic(py::none(), py::none(), py::none()));
   const char* names[2] = {"self_attention_cache", "cross_attention_cache"};
   py::object halves[2] = {self_half, cross_half};
   for (int i = 0; i < 2; ++i) {
     if (!py::isinstance<PyKVCache>(halves[i])) {
       throw py::type_error(absl::StrCat(
           names[i], ": expected a DynamicKVCache or StaticKVCache, got ",
-          std::string(py::str(py::type::handle_of(halves[i]).attr("__name__")))));
+          std::string(
+              py::str(py::type::handle_of(halves[i]).attr("__name__")))));
     }
   }
   if (self_half.is(cross_half)) {
@@ -180,7 +184,8 @@ std::unique_ptr<PyEncoderDecoderCache> MakeEncoderDecoder(py::object self_half,
   pair->busy = std::make_shared<BusyFlag>();
   pair->cache = std::make_unique<EncoderDecoderCache>(std::move(a.owned),
                                                       std::move(b.owned));
-  a.adopted = std::shared_ptr<KVCache>(pair, &pair->cache->self_attention_cache());
+  a.adopted =
+      std::shared_ptr<KVCache>(pair, &pair->cache->self_attention_cache());
   b.adopted =
       std::shared_ptr<KVCache>(pair, &pair->cache->cross_attention_cache());
   a.busy = pair->busy;
@@ -239,10 +244,11 @@ void AddCacheMethods(Class& cls) {
           "batch_repeat_interleave",
           [](Holder& c, py::handle repeats) {
             BusyGuard guard(BusyOf(c), KindOf(c));
-            ThrowIfError(CacheOf(c).BatchRepeatInterleave(
-                ToInt64(repeats, "repeats")));
+            ThrowIfError(
+                CacheOf(c).BatchRepeatInterleave(ToInt64(repeats, "repeats")));
           },
-          py::arg("repeats"), "Row r becomes rows r*repeats .. (shared blocks).")
+          py::arg("repeats"),
+          "Row r becomes rows r*repeats .. (shared blocks).")
       .def(
           "crop",
           [](Holder& c, py::handle max_length) {
@@ -263,9 +269,9 @@ void AddCacheMethods(Class& cls) {
       });
 }
 
-py::tuple Update(PyKVCache& c, py::handle key, py::handle value,
-                 py::handle layer_idx, py::handle cache_position,
-                 py::handle dtype) {
+py::object Update(PyKVCache& c, py::handle key, py::handle value,
+                  py::handle layer_idx, py::handle cache_position,
+                  py::handle dtype, bool return_kv) {
   BusyGuard guard(c.busy, c.kind);
   const std::optional<DType> declared = ParseDTypeArg(dtype);
   const KVInput k = ToKVInput(key, "key", declared);
@@ -277,7 +283,9 @@ py::tuple Update(PyKVCache& c, py::handle key, py::handle value,
     py::gil_scoped_release release;
     view = c.get()->Update(k.view, v.view, layer, position);
   }
-  return GatherPair(ValueOrThrow(std::move(view)));
+  ThrowIfError(view.status());
+  if (!return_kv) return py::none();
+  return GatherPair(*view);
 }
 
 py::object Get(PyKVCache& c, py::handle layer_idx) {
@@ -326,16 +334,17 @@ void AddKVCacheMethods(Class& cls) {
   cls.def("update", &Update, py::arg("key"), py::arg("value"),
           py::arg("layer_idx"), py::arg("cache_position") = py::none(),
           py::kw_only(), py::arg("dtype") = py::none(),
+          py::arg("return_kv") = true,
           R"doc(Writes key/value (batch, heads, seq, head_dim) into layer
 layer_idx and returns (k_all, v_all): contiguous copies of the layer.
 cache_position: None (append), an int, or a 0-D/1-D/2-D integer array.
-dtype: "bfloat16" for uint16 bit-pattern arrays.)doc")
+dtype: "bfloat16" for uint16 bit-pattern arrays. return_kv=False skips the
+copies and returns None (kernels then read paged_view in place).)doc")
       .def("get", &Get, py::arg("layer_idx"),
            "(k, v) copies of the layer, or None if it holds nothing.")
       .def("paged_view", &PagedViewOf, py::arg("layer_idx"),
            "Zero-copy PagedView of the layer (caches on a KVPool only).")
-      .def("__len__",
-           [](PyKVCache& c) { return c.get()->num_layer_slots(); })
+      .def("__len__", [](PyKVCache& c) { return c.get()->num_layer_slots(); })
       .def("__getitem__", &GetItem)
       .def_property_readonly(
           "batch_size",
@@ -365,8 +374,8 @@ A KV cache that grows with the sequence (lucid nn.DynamicKVCache), on paged
 memory. DynamicKVCache() makes a private pool at its first update;
 DynamicKVCache(pool) draws blocks from a shared KVPool.
 )doc")
-      .def(py::init(&MakeDynamic), py::arg("pool") = py::none(),
-           py::kw_only(), py::arg("block_tokens") = py::none(),
+      .def(py::init(&MakeDynamic), py::arg("pool") = py::none(), py::kw_only(),
+           py::arg("block_tokens") = py::none(),
            py::arg("max_private_pool_bytes") = py::none());
 
   py::class_<PyStaticKVCache, PyKVCache>(m, "StaticKVCache", R"doc(
@@ -391,7 +400,8 @@ halves atomically; crop to the self-attention half only.
           "update",
           [](PyEncoderDecoderCache& c, py::handle key, py::handle value,
              py::handle layer_idx, py::handle cache_position,
-             bool is_cross_attention, py::handle dtype) {
+             bool is_cross_attention, py::handle dtype,
+             bool return_kv) -> py::object {
             BusyGuard guard(c.pair->busy, kEdc);
             const std::optional<DType> declared = ParseDTypeArg(dtype);
             const KVInput k = ToKVInput(key, "key", declared);
@@ -404,11 +414,14 @@ halves atomically; crop to the self-attention half only.
               view = c.pair->cache->Update(k.view, v.view, layer, position,
                                            AttentionArg(is_cross_attention));
             }
-            return GatherPair(ValueOrThrow(std::move(view)));
+            ThrowIfError(view.status());
+            if (!return_kv) return py::none();
+            return GatherPair(*view);
           },
           py::arg("key"), py::arg("value"), py::arg("layer_idx"),
           py::arg("cache_position") = py::none(), py::kw_only(),
-          py::arg("is_cross_attention") = false, py::arg("dtype") = py::none())
+          py::arg("is_cross_attention") = false, py::arg("dtype") = py::none(),
+          py::arg("return_kv") = true)
       .def(
           "get",
           [](PyEncoderDecoderCache& c, py::handle layer_idx,
@@ -437,8 +450,7 @@ halves atomically; crop to the self-attention half only.
            })
       .def("__getitem__",
            [](PyEncoderDecoderCache& c, py::handle index) {
-             py::tuple self_kv =
-                 GetItem(c.self_half.cast<PyKVCache&>(), index);
+             py::tuple self_kv = GetItem(c.self_half.cast<PyKVCache&>(), index);
              py::tuple cross_kv;
              PyKVCache& cross = c.cross_half.cast<PyKVCache&>();
              const int64_t i = ToInt64(index, "index");
@@ -463,8 +475,7 @@ halves atomically; crop to the self-attention half only.
             }
             return d;
           })
-      .def_readonly("self_attention_cache",
-                    &PyEncoderDecoderCache::self_half)
+      .def_readonly("self_attention_cache", &PyEncoderDecoderCache::self_half)
       .def_readonly("cross_attention_cache",
                     &PyEncoderDecoderCache::cross_half);
   AddCacheMethods<PyEncoderDecoderCache>(edc);

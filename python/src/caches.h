@@ -33,11 +33,13 @@ namespace pagedkv::python {
 struct PyKVCache {
   pybind11::object pool;  // The KVPool object, or None (private pool).
   std::shared_ptr<BusyFlag> busy = std::make_shared<BusyFlag>();
-  const char* kind = "KVCache";  // The Python class name, for messages.
+  const char* kind = "KVCache";      // The Python class name, for messages.
   std::unique_ptr<KVCache> owned;    // Standalone; null once adopted.
   std::shared_ptr<KVCache> adopted;  // Aliases the pair that adopted it.
 
-  KVCache* get() const { return owned != nullptr ? owned.get() : adopted.get(); }
+  KVCache* get() const {
+    return owned != nullptr ? owned.get() : adopted.get();
+  }
 };
 
 // The two Python classes, subclasses of pagedkv.KVCache (PyKVCache).
@@ -53,7 +55,7 @@ struct EncoderDecoderPair {
 
 struct PyEncoderDecoderCache {
   std::shared_ptr<EncoderDecoderPair> pair;
-  pybind11::object self_half;   // The PyKVCache objects it adopted.
+  pybind11::object self_half;  // The PyKVCache objects it adopted.
   pybind11::object cross_half;
 };
 

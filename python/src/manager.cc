@@ -49,8 +49,8 @@ int32_t ToInt32(py::handle obj, const char* name) {
 std::unique_ptr<PyKVCacheManager> MakeManager(
     py::handle num_layers, py::handle num_kv_heads, py::handle head_dim,
     py::handle dtype, py::handle num_blocks, py::handle block_tokens,
-    const std::string& storage, const std::string& admission,
-    double watermark, py::handle num_host_blocks) {
+    const std::string& storage, const std::string& admission, double watermark,
+    py::handle num_host_blocks) {
   KVCacheManager::Options options;
   options.layout.num_layers = ToInt32(num_layers, "num_layers");
   options.layout.num_kv_heads = ToInt32(num_kv_heads, "num_kv_heads");
@@ -65,8 +65,8 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
   } else if (storage == "books_only") {
     options.storage = StorageMode::kBooksOnly;
   } else {
-    throw py::value_error(absl::StrCat("storage: '", storage,
-                                       "' (host or books_only)"));
+    throw py::value_error(
+        absl::StrCat("storage: '", storage, "' (host or books_only)"));
   }
   if (admission == "watermark") {
     options.admission = AdmissionMode::kWatermark;
@@ -152,7 +152,8 @@ py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = counts.data()[i];
       if (t < INT32_MIN || t > INT32_MAX) {
-        throw py::value_error(absl::StrCat("num_tokens: ", t, " is past int32"));
+        throw py::value_error(
+            absl::StrCat("num_tokens: ", t, " is past int32"));
       }
       c.requests[i] = {id[i], static_cast<int32_t>(t)};
     }
@@ -163,7 +164,8 @@ py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
   // The caller's buffer is checked before the call, so a small one changes
   // nothing (a negative count fails in C++ first, also changing nothing).
   int64_t total = 0;
-  for (const SlotRequest& r : c.requests) total += r.num_tokens > 0 ? r.num_tokens : 0;
+  for (const SlotRequest& r : c.requests)
+    total += r.num_tokens > 0 ? r.num_tokens : 0;
   CheckRoom(out_array, static_cast<size_t>(total));
   absl::Status status;
   {
@@ -214,9 +216,9 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
           "can_admit",
           [](PyKVCacheManager& c, py::handle prompt, py::handle max_new) {
             BusyGuard guard(c.busy, kKind);
-            return AdmissionName(c.manager->CanAdmit(
-                ToInt64(prompt, "prompt_tokens"),
-                ToInt64(max_new, "max_new_tokens")));
+            return AdmissionName(
+                c.manager->CanAdmit(ToInt64(prompt, "prompt_tokens"),
+                                    ToInt64(max_new, "max_new_tokens")));
           },
           py::arg("prompt_tokens"), py::arg("max_new_tokens") = 0,
           "'admit', 'later' or 'never'.")
@@ -292,8 +294,8 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
           "truncate",
           [](PyKVCacheManager& c, py::handle seq, py::handle new_length) {
             BusyGuard guard(c.busy, kKind);
-            ThrowIfError(c.manager->Truncate(ToInt64(seq, "seq"),
-                                             ToInt64(new_length, "new_length")));
+            ThrowIfError(c.manager->Truncate(
+                ToInt64(seq, "seq"), ToInt64(new_length, "new_length")));
           },
           py::arg("seq"), py::arg("new_length"))
       .def(
@@ -310,8 +312,9 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
             CheckSlotBuffer(out_array);
             const int64_t id = ToInt64(seq, "seq");
             if (!out_array.is_none()) {
-              CheckRoom(out_array, static_cast<size_t>(
-                                       ValueOrThrow(c.manager->num_tokens(id))));
+              CheckRoom(
+                  out_array,
+                  static_cast<size_t>(ValueOrThrow(c.manager->num_tokens(id))));
             }
             ThrowIfError(c.manager->Readmit(id, &c.out));
             return SlotsResult(c.out, out_array);
@@ -321,7 +324,8 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
           "swap_out",
           [](PyKVCacheManager& c, py::handle seq) {
             BusyGuard guard(c.busy, kKind);
-            SwapPlan plan = ValueOrThrow(c.manager->SwapOut(ToInt64(seq, "seq")));
+            SwapPlan plan =
+                ValueOrThrow(c.manager->SwapOut(ToInt64(seq, "seq")));
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
           },
           py::arg("seq"), "(src, dst) int32 block copies (books-only).")
@@ -329,7 +333,8 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
           "swap_in",
           [](PyKVCacheManager& c, py::handle seq) {
             BusyGuard guard(c.busy, kKind);
-            SwapPlan plan = ValueOrThrow(c.manager->SwapIn(ToInt64(seq, "seq")));
+            SwapPlan plan =
+                ValueOrThrow(c.manager->SwapIn(ToInt64(seq, "seq")));
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
           },
           py::arg("seq"))
@@ -402,7 +407,8 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
             options.pad_id = ToInt32(pad_id, "pad_id");
             absl::Span<int32_t> tables =
                 CallerInt32Buffer(block_tables, "block_tables", 0);
-            absl::Span<int32_t> lens = CallerInt32Buffer(seq_lens, "seq_lens", 0);
+            absl::Span<int32_t> lens =
+                CallerInt32Buffer(seq_lens, "seq_lens", 0);
             absl::Status status;
             {
               py::gil_scoped_release release;
@@ -449,9 +455,10 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
       .def_property_readonly(
           "block_tokens",
           [](PyKVCacheManager& c) { return c.manager->block_tokens(); })
-      .def_property_readonly(
-          "num_free_blocks",
-          [](PyKVCacheManager& c) { return c.manager->books().num_free_blocks(); })
+      .def_property_readonly("num_free_blocks",
+                             [](PyKVCacheManager& c) {
+                               return c.manager->books().num_free_blocks();
+                             })
       .def("stats",
            [](PyKVCacheManager& c) {
              const ManagerStats s = c.manager->stats();

@@ -9,8 +9,9 @@
 //   slots = m.add_sequence(7, prompt_tokens=20, max_new_tokens=8)
 //   seqs = np.array([7, 8, 9], dtype=np.int64)
 //   slots = m.append_slots(seqs)             # int64 slot_mapping, 1 token each
-//   m.export_csr(seqs, indptr, indices, last_page_len)   # caller's int32 arrays
-//   m.kv_storage[block, layer, 0, head, slot, :] = k     # host mode, zero-copy
+//   m.export_csr(seqs, indptr, indices, last_page_len)   # caller's int32
+//   arrays m.kv_storage[block, layer, 0, head, slot, :] = k     # host mode,
+//   zero-copy
 //
 // Step outputs: append_slots / add_sequence / readmit return the slot
 // mapping (a new int64 array, or the caller's `out`); `request_offsets` and

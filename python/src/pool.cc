@@ -28,9 +28,8 @@ int32_t ToInt32(py::handle obj, const char* name) {
 }
 
 std::unique_ptr<PyKVPool> MakePool(py::handle num_layers,
-                                   py::handle num_kv_heads,
-                                   py::handle head_dim, py::handle dtype,
-                                   py::handle num_blocks,
+                                   py::handle num_kv_heads, py::handle head_dim,
+                                   py::handle dtype, py::handle num_blocks,
                                    py::handle block_tokens) {
   KVPool::Options options;
   options.layout.num_layers = ToInt32(num_layers, "num_layers");
@@ -68,28 +67,28 @@ KVPool(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
           "num_used_blocks",
           [](const PyKVPool& p) { return p.pool->books().num_used_blocks(); })
       .def_property_readonly(
-          "block_bytes", [](const PyKVPool& p) { return p.pool->block_bytes(); })
-      .def_property_readonly("num_layers",
-                             [](const PyKVPool& p) {
-                               return p.pool->layout().num_layers;
-                             })
-      .def_property_readonly("num_kv_heads",
-                             [](const PyKVPool& p) {
-                               return p.pool->layout().num_kv_heads;
-                             })
+          "block_bytes",
+          [](const PyKVPool& p) { return p.pool->block_bytes(); })
       .def_property_readonly(
-          "head_dim", [](const PyKVPool& p) { return p.pool->layout().head_dim; })
-      .def_property_readonly("block_tokens",
-                             [](const PyKVPool& p) {
-                               return p.pool->layout().block_tokens;
-                             })
-      .def_property_readonly("dtype",
-                             [](const PyKVPool& p) {
-                               return std::string(
-                                   DTypeName(p.pool->layout().dtype));
-                             })
+          "num_layers",
+          [](const PyKVPool& p) { return p.pool->layout().num_layers; })
       .def_property_readonly(
-          "bytes_copied", [](const PyKVPool& p) { return p.pool->bytes_copied(); })
+          "num_kv_heads",
+          [](const PyKVPool& p) { return p.pool->layout().num_kv_heads; })
+      .def_property_readonly(
+          "head_dim",
+          [](const PyKVPool& p) { return p.pool->layout().head_dim; })
+      .def_property_readonly(
+          "block_tokens",
+          [](const PyKVPool& p) { return p.pool->layout().block_tokens; })
+      .def_property_readonly(
+          "dtype",
+          [](const PyKVPool& p) {
+            return std::string(DTypeName(p.pool->layout().dtype));
+          })
+      .def_property_readonly(
+          "bytes_copied",
+          [](const PyKVPool& p) { return p.pool->bytes_copied(); })
       .def_property_readonly(
           "storage",
           [](py::object self) {

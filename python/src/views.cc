@@ -30,13 +30,12 @@ py::array PoolStorageArray(const KVPool& pool, py::handle owner,
         "pool storage is not one contiguous run of blocks");
   }
   const py::ssize_t item = static_cast<py::ssize_t>(SizeOf(layout.dtype));
-  const std::vector<py::ssize_t> shape = {
-      n,
-      layout.num_layers,
-      2,
-      layout.num_kv_heads,
-      layout.block_tokens,
-      layout.head_dim};
+  const std::vector<py::ssize_t> shape = {n,
+                                          layout.num_layers,
+                                          2,
+                                          layout.num_kv_heads,
+                                          layout.block_tokens,
+                                          layout.head_dim};
   std::vector<py::ssize_t> strides(shape.size());
   py::ssize_t stride = item;
   for (size_t i = shape.size(); i-- > 0;) {
@@ -58,17 +57,16 @@ PagedView MakePagedView(const KVView& view, py::handle pool_owner) {
   out.length = view.length();
   // Entries up to the last visible token: ceil((start + length) / bt).
   const int64_t width = (view.start() + view.length() + bt - 1) / bt;
-  py::array_t<int32_t> tables({static_cast<py::ssize_t>(batch),
-                               static_cast<py::ssize_t>(width)});
+  py::array_t<int32_t> tables(
+      {static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(width)});
   py::array_t<int32_t> starts(static_cast<py::ssize_t>(batch));
   py::array_t<int32_t> lengths(static_cast<py::ssize_t>(batch));
   int32_t* t = tables.mutable_data();
   for (int64_t b = 0; b < batch; ++b) {
     absl::Span<const BlockId> blocks = view.tables()[b].blocks();
     for (int64_t i = 0; i < width; ++i) {
-      t[b * width + i] = i < static_cast<int64_t>(blocks.size())
-                             ? blocks[i].value()
-                             : -1;
+      t[b * width + i] =
+          i < static_cast<int64_t>(blocks.size()) ? blocks[i].value() : -1;
     }
     starts.mutable_data()[b] = static_cast<int32_t>(view.start());
     lengths.mutable_data()[b] = static_cast<int32_t>(view.length());
@@ -108,10 +106,9 @@ block block_tables[b, (starts[b] + t) // block_tokens] at slot
           },
           "(num_blocks, kv_heads, block_tokens, head_dim) view of the values")
       .def("__repr__", [](const PagedView& v) {
-        return absl::StrCat("PagedView(layer=", v.layer,
-                            ", batch=", v.block_tables.shape(0),
-                            ", length=", v.length,
-                            ", block_tokens=", v.block_tokens, ")");
+        return absl::StrCat(
+            "PagedView(layer=", v.layer, ", batch=", v.block_tables.shape(0),
+            ", length=", v.length, ", block_tokens=", v.block_tokens, ")");
       });
 }
 

@@ -29,8 +29,8 @@ std::string Summarize(py::array array, const std::string& dtype_name) {
   if (static_cast<size_t>(array.itemsize()) != pagedkv::SizeOf(*dtype)) {
     throw py::value_error("itemsize does not match " + dtype_name);
   }
-  py::array contiguous = py::module_::import("numpy").attr(
-      "ascontiguousarray")(array);
+  py::array contiguous =
+      py::module_::import("numpy").attr("ascontiguousarray")(array);
   std::vector<int64_t> dims(contiguous.shape(),
                             contiguous.shape() + contiguous.ndim());
   absl::StatusOr<pagedkv::Shape> shape = pagedkv::Shape::Create(dims);

@@ -73,6 +73,12 @@ class PagedViewTest(unittest.TestCase):
         self.cache.batch_select_indices([1, 4])
         self.assert_view_matches()
 
+    def test_update_without_copies_then_read_in_place(self):
+        x = np.ones((2, 2, 1, 8), np.float16)
+        self.assertIsNone(self.cache.update(x, x, 0, return_kv=False))
+        self.assertEqual(self.cache.get_seq_length(0), 11)
+        self.assert_view_matches()
+
     def test_views_are_zero_copy(self):
         view = self.cache.paged_view(0)
         self.assertEqual(data_pointer(view.storage),
