@@ -262,7 +262,10 @@ void AddCacheMethods(Class& cls) {
              CacheOf(c).Reset();
            })
       .def("get_max_cache_shape",
-           [](Holder& c) { return OptionalInt(CacheOf(c).GetMaxCacheShape()); })
+           [](Holder& c) {
+             BusyGuard guard(BusyOf(c), KindOf(c));
+             return OptionalInt(CacheOf(c).GetMaxCacheShape());
+           })
       .def("check_invariants", [](Holder& c) {
         BusyGuard guard(BusyOf(c), KindOf(c));
         CacheOf(c).CheckInvariants();
@@ -344,19 +347,29 @@ copies and returns None (kernels then read paged_view in place).)doc")
            "(k, v) copies of the layer, or None if it holds nothing.")
       .def("paged_view", &PagedViewOf, py::arg("layer_idx"),
            "Zero-copy PagedView of the layer (caches on a KVPool only).")
-      .def("__len__", [](PyKVCache& c) { return c.get()->num_layer_slots(); })
+      .def("__len__",
+           [](PyKVCache& c) {
+             BusyGuard guard(c.busy, c.kind);
+             return c.get()->num_layer_slots();
+           })
       .def("__getitem__", &GetItem)
-      .def_property_readonly(
-          "batch_size",
-          [](PyKVCache& c) { return OptionalInt(c.get()->batch_size()); })
+      .def_property_readonly("batch_size",
+                             [](PyKVCache& c) {
+                               BusyGuard guard(c.busy, c.kind);
+                               return OptionalInt(c.get()->batch_size());
+                             })
       .def_property_readonly("dtype",
                              [](PyKVCache& c) -> py::object {
+                               BusyGuard guard(c.busy, c.kind);
                                std::optional<DType> d = c.get()->dtype();
                                if (!d.has_value()) return py::none();
                                return py::str(std::string(DTypeName(*d)));
                              })
       .def_property_readonly("pool", [](PyKVCache& c) { return c.pool; })
-      .def("stats", [](PyKVCache& c) { return StatsDict(c.get()->stats()); });
+      .def("stats", [](PyKVCache& c) {
+        BusyGuard guard(c.busy, c.kind);
+        return StatsDict(c.get()->stats());
+      });
   AddCacheMethods<PyKVCache>(cls);
 }
 
@@ -446,6 +459,7 @@ halves atomically; crop to the self-attention half only.
           py::arg("is_cross_attention") = false)
       .def("__len__",
            [](PyEncoderDecoderCache& c) {
+             BusyGuard guard(c.pair->busy, kEdc);
              return c.pair->cache->self_attention_cache().num_layer_slots();
            })
       .def("__getitem__",
@@ -469,6 +483,7 @@ halves atomically; crop to the self-attention half only.
       .def_property_readonly(
           "is_updated",
           [](PyEncoderDecoderCache& c) {
+            BusyGuard guard(c.pair->busy, kEdc);
             py::dict d;
             for (int64_t layer : c.pair->cache->updated_layers()) {
               d[py::int_(layer)] = true;

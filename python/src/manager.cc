@@ -249,6 +249,7 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
       .def_property_readonly(
           "request_offsets",
           [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kKind);
             py::array_t<int32_t> a(
                 static_cast<py::ssize_t>(c.out.request_offsets.size()));
             std::copy(c.out.request_offsets.begin(),
@@ -259,6 +260,7 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
       .def_property_readonly(
           "copies",
           [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kKind);
             absl::Span<const CopyOp> ops = c.out.copies.ops();
             py::array_t<int32_t> a(
                 {static_cast<py::ssize_t>(ops.size()), py::ssize_t{2}});
@@ -347,11 +349,13 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
           py::arg("seq"))
       .def("__contains__",
            [](PyKVCacheManager& c, py::handle seq) {
+             BusyGuard guard(c.busy, kKind);
              return c.manager->contains(ToInt64(seq, "seq"));
            })
       .def(
           "state",
           [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
             return std::string(SequenceStateName(
                 ValueOrThrow(c.manager->state(ToInt64(seq, "seq")))));
           },
@@ -359,12 +363,14 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
       .def(
           "num_tokens",
           [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
             return ValueOrThrow(c.manager->num_tokens(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def(
           "block_table",
           [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
             absl::Span<const BlockId> blocks =
                 ValueOrThrow(c.manager->block_table(ToInt64(seq, "seq")));
             py::array_t<int32_t> a(static_cast<py::ssize_t>(blocks.size()));
@@ -457,10 +463,12 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
           [](PyKVCacheManager& c) { return c.manager->block_tokens(); })
       .def_property_readonly("num_free_blocks",
                              [](PyKVCacheManager& c) {
+                               BusyGuard guard(c.busy, kKind);
                                return c.manager->books().num_free_blocks();
                              })
       .def("stats",
            [](PyKVCacheManager& c) {
+             BusyGuard guard(c.busy, kKind);
              const ManagerStats s = c.manager->stats();
              py::dict d;
              d["num_blocks"] = s.num_blocks;

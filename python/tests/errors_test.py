@@ -4,6 +4,7 @@ Each failing call must leave the object exactly as it was (C++'s contract,
 kept by the binding's checks running before any C++ call that mutates).
 """
 
+import threading
 import unittest
 
 import numpy as np
@@ -185,6 +186,35 @@ class TypeErrorTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             c = pagedkv.DynamicKVCache()
             pagedkv.EncoderDecoderCache(c, c)
+
+
+class ThreadTest(unittest.TestCase):
+    def test_two_threads_on_one_cache_get_runtime_error_not_a_race(self):
+        cache = pagedkv.DynamicKVCache()
+        x = np.ones((4, 8, 256, 64), np.float32)  # Gathers long enough to
+        cache.update(x, x, 0)                     # overlap without the GIL.
+        token = np.ones((4, 8, 1, 64), np.float32)
+        done, refused = [], []
+
+        def work():
+            for _ in range(20):
+                try:
+                    cache.update(token, token, 0)
+                    done.append(1)
+                    cache.get_seq_length(0)
+                    len(cache)
+                except RuntimeError as e:
+                    refused.append(str(e))
+
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for e in refused:
+            self.assertIn("in use by another thread", e)
+        cache.check_invariants()
+        self.assertEqual(cache.get_seq_length(0), 256 + len(done))
 
 
 if __name__ == "__main__":
