@@ -27,9 +27,9 @@ PACKAGES=(
   nlohmann-json3-dev   # JSON for tools/kv_replay and bench/summary
   libxxhash-dev        # block hashes of the prefix cache (XXH3-64)
   libssl-dev           # the prefix cache's optional SHA-256 block hashes
-  python3-dev          # Python bindings (upcoming)
-  python3-pybind11     # Python bindings (upcoming)
-  python3-numpy        # Python bindings' tests (upcoming)
+  python3-dev          # Python bindings (python/: Python.h)
+  python3-pybind11     # Python bindings (python/: pybind11 headers)
+  python3-numpy        # Python bindings: arrays in and out, tests, benchmarks
   libhiredis-dev       # Redis client (upcoming)
   redis-server         # Redis server for its tests (upcoming)
 )

@@ -1,0 +1,496 @@
+#include "python/src/manager.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "cache/serving/block_table_export.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/step_output.h"
+#include "cache/storage/kv_layout.h"
+#include "pybind11/numpy.h"
+#include "pybind11/pybind11.h"
+#include "python/src/arrays.h"
+#include "python/src/busy.h"
+#include "python/src/status.h"
+#include "python/src/views.h"
+#include "tensor/dtype.h"
+
+namespace pagedkv::python {
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr char kKind[] = "KVCacheManager";
+
+struct PyKVCacheManager {
+  std::shared_ptr<BusyFlag> busy = std::make_shared<BusyFlag>();
+  std::unique_ptr<KVCacheManager> manager;  // Never null.
+  StepOutput out;                           // The last step's output.
+  std::vector<SlotRequest> requests;        // Scratch, reused every step.
+  std::vector<SequenceId> batch;            // Scratch for exports.
+};
+
+int32_t ToInt32(py::handle obj, const char* name) {
+  const int64_t v = ToInt64(obj, name);
+  if (v < INT32_MIN || v > INT32_MAX) {
+    throw py::value_error(absl::StrCat(name, ": ", v, " is past int32"));
+  }
+  return static_cast<int32_t>(v);
+}
+
+std::unique_ptr<PyKVCacheManager> MakeManager(
+    py::handle num_layers, py::handle num_kv_heads, py::handle head_dim,
+    py::handle dtype, py::handle num_blocks, py::handle block_tokens,
+    const std::string& storage, const std::string& admission, double watermark,
+    py::handle num_host_blocks) {
+  KVCacheManager::Options options;
+  options.layout.num_layers = ToInt32(num_layers, "num_layers");
+  options.layout.num_kv_heads = ToInt32(num_kv_heads, "num_kv_heads");
+  options.layout.head_dim = ToInt32(head_dim, "head_dim");
+  const std::optional<DType> parsed = ParseDTypeArg(dtype);
+  if (!parsed.has_value()) throw py::type_error("dtype: required");
+  options.layout.dtype = *parsed;
+  options.layout.block_tokens = ToInt32(block_tokens, "block_tokens");
+  options.num_blocks = ToInt32(num_blocks, "num_blocks");
+  if (storage == "host") {
+    options.storage = StorageMode::kHost;
+  } else if (storage == "books_only") {
+    options.storage = StorageMode::kBooksOnly;
+  } else {
+    throw py::value_error(
+        absl::StrCat("storage: '", storage, "' (host or books_only)"));
+  }
+  if (admission == "watermark") {
+    options.admission = AdmissionMode::kWatermark;
+  } else if (admission == "reservation") {
+    options.admission = AdmissionMode::kReservation;
+  } else {
+    throw py::value_error(absl::StrCat("admission: '", admission,
+                                       "' (watermark or reservation)"));
+  }
+  options.watermark = watermark;
+  options.num_host_blocks = ToInt32(num_host_blocks, "num_host_blocks");
+  auto holder = std::make_unique<PyKVCacheManager>();
+  holder->manager = ValueOrThrow(KVCacheManager::Create(options));
+  return holder;
+}
+
+// The last step's slot mapping: a new int64 array, or written into the
+// caller's `out` (a writable C-contiguous int64 array with room) and
+// returned as its prefix.
+py::array SlotsResult(const StepOutput& out, py::handle out_array) {
+  const auto n = static_cast<py::ssize_t>(out.slot_mapping.size());
+  if (out_array.is_none()) {
+    py::array_t<int64_t> slots(n);
+    std::copy(out.slot_mapping.begin(), out.slot_mapping.end(),
+              slots.mutable_data());
+    return std::move(slots);
+  }
+  py::array array = py::reinterpret_borrow<py::array>(out_array);
+  int64_t* dst = static_cast<int64_t*>(array.mutable_data());
+  std::copy(out.slot_mapping.begin(), out.slot_mapping.end(), dst);
+  return array[py::slice(0, n, 1)];
+}
+
+// Checks a caller's slot buffer before the call that fills it, so a bad
+// buffer changes nothing.
+void CheckSlotBuffer(py::handle out_array) {
+  if (out_array.is_none()) return;
+  if (!py::isinstance<py::array>(out_array)) {
+    throw py::type_error("out: expected a numpy.ndarray of int64");
+  }
+  py::array array = py::reinterpret_borrow<py::array>(out_array);
+  if (array.dtype().kind() != 'i' || array.dtype().itemsize() != 8 ||
+      !array.dtype().attr("isnative").cast<bool>()) {
+    throw py::type_error("out: expected dtype int64");
+  }
+  if (array.ndim() != 1 || !array.writeable() ||
+      (array.flags() & py::array::c_style) == 0) {
+    throw py::value_error("out: must be 1-D, writable and C-contiguous");
+  }
+}
+
+void CheckRoom(py::handle out_array, size_t needed) {
+  if (out_array.is_none()) return;
+  const py::ssize_t size = py::reinterpret_borrow<py::array>(out_array).size();
+  if (static_cast<size_t>(size) < needed) {
+    throw py::value_error(
+        absl::StrCat("out: ", size, " entries, need ", needed));
+  }
+}
+
+// Fills c.batch with the sequence ids of `seqs` (1-D integers).
+void LoadBatch(PyKVCacheManager& c, py::handle seqs) {
+  const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
+  c.batch.assign(ids.data(), ids.data() + ids.size());
+}
+
+py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
+                      py::handle num_tokens, py::handle out_array) {
+  BusyGuard guard(c.busy, kKind);
+  CheckSlotBuffer(out_array);
+  const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
+  const int64_t n = ids.size();
+  c.requests.resize(static_cast<size_t>(n));
+  const int64_t* id = ids.data();
+  if (py::isinstance<py::array>(num_tokens) ||
+      py::isinstance<py::list>(num_tokens) ||
+      py::isinstance<py::tuple>(num_tokens)) {
+    const py::array_t<int64_t> counts = ToInt64Array(num_tokens, "num_tokens");
+    if (counts.size() != n) {
+      throw py::value_error(absl::StrCat("num_tokens: ", counts.size(),
+                                         " entries for ", n, " sequences"));
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = counts.data()[i];
+      if (t < INT32_MIN || t > INT32_MAX) {
+        throw py::value_error(
+            absl::StrCat("num_tokens: ", t, " is past int32"));
+      }
+      c.requests[i] = {id[i], static_cast<int32_t>(t)};
+    }
+  } else {
+    const int32_t t = ToInt32(num_tokens, "num_tokens");
+    for (int64_t i = 0; i < n; ++i) c.requests[i] = {id[i], t};
+  }
+  // The caller's buffer is checked before the call, so a small one changes
+  // nothing (a negative count fails in C++ first, also changing nothing).
+  int64_t total = 0;
+  for (const SlotRequest& r : c.requests)
+    total += r.num_tokens > 0 ? r.num_tokens : 0;
+  CheckRoom(out_array, static_cast<size_t>(total));
+  absl::Status status;
+  {
+    py::gil_scoped_release release;
+    status = c.manager->AppendSlots(c.requests, &c.out);
+  }
+  ThrowIfError(status);
+  return SlotsResult(c.out, out_array);
+}
+
+py::array PlanArray(const std::vector<BlockId>& ids) {
+  py::array_t<int32_t> a(static_cast<py::ssize_t>(ids.size()));
+  for (size_t i = 0; i < ids.size(); ++i) a.mutable_data()[i] = ids[i].value();
+  return std::move(a);
+}
+
+const char* AdmissionName(Admission a) {
+  switch (a) {
+    case Admission::kAdmit:
+      return "admit";
+    case Admission::kLater:
+      return "later";
+    case Admission::kNever:
+      return "never";
+  }
+  return "never";
+}
+
+}  // namespace
+
+void RegisterManager(py::module_& m) {
+  py::class_<PyKVCacheManager>(m, "KVCacheManager", R"doc(
+The serving block manager (vLLM-style): sequences keyed by int ids, one
+append_slots call per step for every running sequence, exports into
+caller-owned int32 arrays.
+
+KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
+               block_tokens=16, storage="host"|"books_only",
+               admission="watermark"|"reservation", watermark=0.01,
+               num_host_blocks=0)
+)doc")
+      .def(py::init(&MakeManager), py::kw_only(), py::arg("num_layers"),
+           py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("dtype"),
+           py::arg("num_blocks"), py::arg("block_tokens") = 16,
+           py::arg("storage") = "host", py::arg("admission") = "watermark",
+           py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0)
+      .def(
+          "can_admit",
+          [](PyKVCacheManager& c, py::handle prompt, py::handle max_new) {
+            BusyGuard guard(c.busy, kKind);
+            return AdmissionName(
+                c.manager->CanAdmit(ToInt64(prompt, "prompt_tokens"),
+                                    ToInt64(max_new, "max_new_tokens")));
+          },
+          py::arg("prompt_tokens"), py::arg("max_new_tokens") = 0,
+          "'admit', 'later' or 'never'.")
+      .def(
+          "add_sequence",
+          [](PyKVCacheManager& c, py::handle seq, py::handle prompt,
+             py::handle max_new, py::handle out_array) {
+            BusyGuard guard(c.busy, kKind);
+            CheckSlotBuffer(out_array);
+            const int64_t prompt_tokens = ToInt64(prompt, "prompt_tokens");
+            CheckRoom(out_array,
+                      static_cast<size_t>(std::max<int64_t>(prompt_tokens, 0)));
+            ThrowIfError(c.manager->AddSequence(
+                ToInt64(seq, "seq"), prompt_tokens,
+                ToInt64(max_new, "max_new_tokens"), &c.out));
+            return SlotsResult(c.out, out_array);
+          },
+          py::arg("seq"), py::arg("prompt_tokens"),
+          py::arg("max_new_tokens") = 0, py::kw_only(),
+          py::arg("out") = py::none(),
+          "Admits seq; returns its prompt's int64 slot mapping.")
+      .def("append_slots", &AppendSlots, py::arg("seqs"),
+           py::arg("num_tokens") = 1, py::kw_only(),
+           py::arg("out") = py::none(),
+           R"doc(Slots for every sequence's new tokens in one call (all or
+nothing). seqs: 1-D integer array; num_tokens: an int for all or one per
+sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
+      .def_property_readonly(
+          "request_offsets",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kKind);
+            py::array_t<int32_t> a(
+                static_cast<py::ssize_t>(c.out.request_offsets.size()));
+            std::copy(c.out.request_offsets.begin(),
+                      c.out.request_offsets.end(), a.mutable_data());
+            return a;
+          },
+          "int32 offsets of each request's slots in the last step.")
+      .def_property_readonly(
+          "copies",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kKind);
+            absl::Span<const CopyOp> ops = c.out.copies.ops();
+            py::array_t<int32_t> a(
+                {static_cast<py::ssize_t>(ops.size()), py::ssize_t{2}});
+            for (size_t i = 0; i < ops.size(); ++i) {
+              a.mutable_data()[2 * i] = ops[i].src.value();
+              a.mutable_data()[2 * i + 1] = ops[i].dst.value();
+            }
+            return a;
+          },
+          "(n, 2) int32 [src, dst] copy-on-write copies of the last step "
+          "(books-only: run them, then mark_copies_done()).")
+      .def("mark_copies_done",
+           [](PyKVCacheManager& c) {
+             BusyGuard guard(c.busy, kKind);
+             c.out.copies.MarkDone();
+           })
+      .def(
+          "fork",
+          [](PyKVCacheManager& c, py::handle parent, py::handle child) {
+            BusyGuard guard(c.busy, kKind);
+            ThrowIfError(c.manager->Fork(ToInt64(parent, "parent"),
+                                         ToInt64(child, "child")));
+          },
+          py::arg("parent"), py::arg("child"))
+      .def(
+          "free",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            ThrowIfError(c.manager->Free(ToInt64(seq, "seq")));
+          },
+          py::arg("seq"))
+      .def(
+          "truncate",
+          [](PyKVCacheManager& c, py::handle seq, py::handle new_length) {
+            BusyGuard guard(c.busy, kKind);
+            ThrowIfError(c.manager->Truncate(
+                ToInt64(seq, "seq"), ToInt64(new_length, "new_length")));
+          },
+          py::arg("seq"), py::arg("new_length"))
+      .def(
+          "preempt",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            ThrowIfError(c.manager->Preempt(ToInt64(seq, "seq")));
+          },
+          py::arg("seq"))
+      .def(
+          "readmit",
+          [](PyKVCacheManager& c, py::handle seq, py::handle out_array) {
+            BusyGuard guard(c.busy, kKind);
+            CheckSlotBuffer(out_array);
+            const int64_t id = ToInt64(seq, "seq");
+            if (!out_array.is_none()) {
+              CheckRoom(
+                  out_array,
+                  static_cast<size_t>(ValueOrThrow(c.manager->num_tokens(id))));
+            }
+            ThrowIfError(c.manager->Readmit(id, &c.out));
+            return SlotsResult(c.out, out_array);
+          },
+          py::arg("seq"), py::kw_only(), py::arg("out") = py::none())
+      .def(
+          "swap_out",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            SwapPlan plan =
+                ValueOrThrow(c.manager->SwapOut(ToInt64(seq, "seq")));
+            return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
+          },
+          py::arg("seq"), "(src, dst) int32 block copies (books-only).")
+      .def(
+          "swap_in",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            SwapPlan plan =
+                ValueOrThrow(c.manager->SwapIn(ToInt64(seq, "seq")));
+            return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
+          },
+          py::arg("seq"))
+      .def(
+          "complete_swap",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            ThrowIfError(c.manager->CompleteSwap(ToInt64(seq, "seq")));
+          },
+          py::arg("seq"))
+      .def("__contains__",
+           [](PyKVCacheManager& c, py::handle seq) {
+             BusyGuard guard(c.busy, kKind);
+             return c.manager->contains(ToInt64(seq, "seq"));
+           })
+      .def(
+          "state",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            return std::string(SequenceStateName(
+                ValueOrThrow(c.manager->state(ToInt64(seq, "seq")))));
+          },
+          py::arg("seq"))
+      .def(
+          "num_tokens",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            return ValueOrThrow(c.manager->num_tokens(ToInt64(seq, "seq")));
+          },
+          py::arg("seq"))
+      .def(
+          "block_table",
+          [](PyKVCacheManager& c, py::handle seq) {
+            BusyGuard guard(c.busy, kKind);
+            absl::Span<const BlockId> blocks =
+                ValueOrThrow(c.manager->block_table(ToInt64(seq, "seq")));
+            py::array_t<int32_t> a(static_cast<py::ssize_t>(blocks.size()));
+            for (size_t i = 0; i < blocks.size(); ++i) {
+              a.mutable_data()[i] = blocks[i].value();
+            }
+            return a;
+          },
+          py::arg("seq"), "int32 copy of a running sequence's block table.")
+      .def(
+          "export_sizes",
+          [](PyKVCacheManager& c, py::handle seqs) {
+            BusyGuard guard(c.busy, kKind);
+            LoadBatch(c, seqs);
+            const ExportSizes s =
+                ValueOrThrow(ComputeExportSizes(*c.manager, c.batch));
+            py::dict d;
+            d["num_seqs"] = s.num_seqs;
+            d["max_row_blocks"] = s.max_row_blocks;
+            d["total_blocks"] = s.total_blocks;
+            return d;
+          },
+          py::arg("seqs"))
+      .def(
+          "export_dense",
+          [](PyKVCacheManager& c, py::handle seqs, py::handle block_tables,
+             py::handle seq_lens, py::handle pad_id) {
+            BusyGuard guard(c.busy, kKind);
+            LoadBatch(c, seqs);
+            if (!py::isinstance<py::array>(block_tables) ||
+                py::reinterpret_borrow<py::array>(block_tables).ndim() != 2) {
+              throw py::type_error(
+                  "block_tables: expected a 2-D int32 numpy array "
+                  "(rows, max_blocks)");
+            }
+            const auto width =
+                py::reinterpret_borrow<py::array>(block_tables).shape(1);
+            DenseExportOptions options;
+            options.max_blocks = ToInt32(py::int_(width), "max_blocks");
+            options.pad_id = ToInt32(pad_id, "pad_id");
+            absl::Span<int32_t> tables =
+                CallerInt32Buffer(block_tables, "block_tables", 0);
+            absl::Span<int32_t> lens =
+                CallerInt32Buffer(seq_lens, "seq_lens", 0);
+            absl::Status status;
+            {
+              py::gil_scoped_release release;
+              status = ExportDenseBlockTables(*c.manager, c.batch, options,
+                                              tables, lens);
+            }
+            ThrowIfError(status);
+          },
+          py::arg("seqs"), py::arg("block_tables"), py::arg("seq_lens"),
+          py::kw_only(), py::arg("pad_id") = 0,
+          "vLLM's dense block_tables (rows, max_blocks) and seq_lens, into "
+          "the caller's int32 arrays.")
+      .def(
+          "export_csr",
+          [](PyKVCacheManager& c, py::handle seqs, py::handle indptr,
+             py::handle indices, py::handle last_page_len) {
+            BusyGuard guard(c.busy, kKind);
+            LoadBatch(c, seqs);
+            absl::Span<int32_t> p = CallerInt32Buffer(indptr, "kv_indptr", 0);
+            absl::Span<int32_t> i = CallerInt32Buffer(indices, "kv_indices", 0);
+            absl::Span<int32_t> l =
+                CallerInt32Buffer(last_page_len, "kv_last_page_len", 0);
+            absl::Status status;
+            {
+              py::gil_scoped_release release;
+              status = ExportCsrPageTable(*c.manager, c.batch, p, i, l);
+            }
+            ThrowIfError(status);
+          },
+          py::arg("seqs"), py::arg("kv_indptr"), py::arg("kv_indices"),
+          py::arg("kv_last_page_len"),
+          "FlashInfer's CSR page table, into the caller's int32 arrays.")
+      .def_property_readonly(
+          "kv_storage",
+          [](py::object self) -> py::object {
+            PyKVCacheManager& c = self.cast<PyKVCacheManager&>();
+            KVPool* pool = c.manager->kv_pool();
+            if (pool == nullptr) return py::none();
+            return PoolStorageArray(*pool, self, /*writable=*/true);
+          },
+          "Host mode: zero-copy numpy view (num_blocks, num_layers, 2, "
+          "num_kv_heads, block_tokens, head_dim) of the device pool; keeps "
+          "the manager alive. None in books-only mode.")
+      .def_property_readonly(
+          "block_tokens",
+          [](PyKVCacheManager& c) { return c.manager->block_tokens(); })
+      .def_property_readonly("num_free_blocks",
+                             [](PyKVCacheManager& c) {
+                               BusyGuard guard(c.busy, kKind);
+                               return c.manager->books().num_free_blocks();
+                             })
+      .def("stats",
+           [](PyKVCacheManager& c) {
+             BusyGuard guard(c.busy, kKind);
+             const ManagerStats s = c.manager->stats();
+             py::dict d;
+             d["num_blocks"] = s.num_blocks;
+             d["used_blocks"] = s.used_blocks;
+             d["free_blocks"] = s.free_blocks;
+             d["reserved_blocks"] = s.reserved_blocks;
+             d["shared_blocks"] = s.shared_blocks;
+             d["num_sequences"] = s.num_sequences;
+             d["running_sequences"] = s.running_sequences;
+             d["preemptions"] = s.preemptions;
+             d["swap_outs"] = s.swap_outs;
+             d["swap_ins"] = s.swap_ins;
+             d["swapped_blocks"] = s.swapped_blocks;
+             d["cow_copies"] = s.cow_copies;
+             d["host_blocks"] = s.host_blocks;
+             d["host_used_blocks"] = s.host_used_blocks;
+             return d;
+           })
+      .def("check_invariants", [](PyKVCacheManager& c) {
+        BusyGuard guard(c.busy, kKind);
+        c.manager->CheckInvariants();
+      });
+}
+
+}  // namespace pagedkv::python

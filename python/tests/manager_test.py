@@ -1,0 +1,124 @@
+"""The serving manager from Python: steps, exports, copies, storage."""
+
+import threading
+import unittest
+
+import numpy as np
+
+import pagedkv
+
+
+def make_manager(**kwargs):
+    options = dict(num_layers=2, num_kv_heads=2, head_dim=4, dtype="float32",
+                   num_blocks=16, block_tokens=4, watermark=0.0)
+    options.update(kwargs)
+    return pagedkv.KVCacheManager(**options)
+
+
+class ManagerTest(unittest.TestCase):
+    def test_block_table_export_worked_example(self):
+        # block_table_export.h's worked example, number by number.
+        m = make_manager()
+        m.add_sequence(7, 10)
+        m.add_sequence(2, 4)
+        m.fork(7, 8)
+        m.append_slots([8])
+        batch = np.array([7, 2, 8], np.int64)
+        tables = np.zeros((3, 4), np.int32)
+        lens = np.zeros(3, np.int32)
+        m.export_dense(batch, tables, lens, pad_id=-1)
+        np.testing.assert_array_equal(
+            tables, [[0, 1, 2, -1], [3, -1, -1, -1], [0, 1, 4, -1]])
+        np.testing.assert_array_equal(lens, [10, 4, 11])
+        indptr = np.zeros(4, np.int32)
+        indices = np.zeros(7, np.int32)
+        last = np.zeros(3, np.int32)
+        m.export_csr(batch, indptr, indices, last)
+        np.testing.assert_array_equal(indptr, [0, 3, 4, 7])
+        np.testing.assert_array_equal(indices, [0, 1, 2, 3, 0, 1, 4])
+        np.testing.assert_array_equal(last, [2, 4, 3])
+        self.assertEqual(m.export_sizes(batch)["total_blocks"], 7)
+        m.check_invariants()
+
+    def test_one_call_per_step_gives_each_token_its_slot(self):
+        m = make_manager()
+        seqs = np.arange(3, dtype=np.int64)
+        for s in seqs:
+            slots = m.add_sequence(int(s), 3, max_new_tokens=4)
+            self.assertEqual(slots.dtype, np.int64)
+        out = np.zeros(8, np.int64)
+        for _ in range(4):
+            slots = m.append_slots(seqs, 1, out=out)
+            self.assertEqual(len(slots), 3)
+            for s, slot in zip(seqs, slots):
+                table = m.block_table(int(s))
+                t = m.num_tokens(int(s)) - 1
+                self.assertEqual(slot, table[t // 4] * 4 + t % 4)
+        np.testing.assert_array_equal(m.request_offsets, [0, 1, 2, 3])
+        slots = m.append_slots(seqs, np.array([2, 1, 3], np.int32))
+        self.assertEqual(len(slots), 6)
+        np.testing.assert_array_equal(m.request_offsets, [0, 2, 3, 6])
+        with self.assertRaises(ValueError):  # out too small: nothing changes
+            m.append_slots(seqs, 1, out=np.zeros(2, np.int64))
+        self.assertEqual(m.num_tokens(0), 9)
+
+    def test_books_only_copies_and_swaps_are_arrays(self):
+        m = make_manager(storage="books_only", num_host_blocks=8)
+        self.assertIsNone(m.kv_storage)
+        m.add_sequence(1, 6)
+        m.fork(1, 2)
+        m.append_slots([2])
+        copies = m.copies
+        self.assertEqual(copies.shape, (1, 2))
+        self.assertEqual(copies.dtype, np.int32)
+        self.assertEqual(copies[0, 0], m.block_table(1)[1])
+        self.assertEqual(copies[0, 1], m.block_table(2)[1])
+        m.mark_copies_done()
+        self.assertEqual(m.copies.shape, (0, 2))
+        src, dst = m.swap_out(1)
+        self.assertEqual(len(src), 2)
+        self.assertEqual(m.state(1), "swapping out")
+        m.complete_swap(1)
+        self.assertEqual(m.state(1), "swapped out")
+        m.check_invariants()
+
+    def test_host_storage_is_a_zero_copy_view(self):
+        m = make_manager()
+        slots = m.add_sequence(5, 3)
+        storage = m.kv_storage
+        self.assertEqual(storage.shape, (16, 2, 2, 2, 4, 4))
+        block, offset = divmod(int(slots[2]), m.block_tokens)
+        storage[block, 1, 0, :, offset, :] = 7.0
+        self.assertEqual(float(m.kv_storage[block, 1, 0, 1, offset, 3]), 7.0)
+        del m
+        storage[0, 0, 0, 0, 0, 0] = 1.0  # The view keeps the manager alive.
+
+    def test_a_second_thread_gets_runtime_error_not_a_race(self):
+        m = make_manager(num_blocks=4096, block_tokens=1)
+        seqs = np.arange(64, dtype=np.int64)
+        for s in seqs:
+            m.add_sequence(int(s), 1)
+        errors = []
+
+        def work():
+            for _ in range(200):
+                try:
+                    m.append_slots(seqs)
+                    m.truncate(int(seqs[0]), 1)
+                except RuntimeError as e:
+                    errors.append(str(e))
+                except MemoryError:
+                    return
+
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for e in errors:
+            self.assertIn("in use by another thread", e)
+        m.check_invariants()
+
+
+if __name__ == "__main__":
+    unittest.main()
