@@ -2,6 +2,7 @@
 #include "tools/kv_stress/report.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -549,25 +550,18 @@ std::string RenderSweepSvg(const SimResult& r) {
   constexpr double kWidth = 1000, kHeight = 560;
   constexpr double kLeft = 80, kRight = 230, kTop = 80, kPlotH = 400;
   const double plot_w = kWidth - kLeft - kRight;
-  double max_gib = 0;
+  // Pool sizes double from point to point in a typical sweep: a log axis,
+  // ticked at the sizes swept.
+  double min_gib = 0, max_gib = 0;
   for (const SweepPoint& p : r.sweep) {
-    max_gib = std::max(max_gib, p.pool_bytes / 1073741824.0);
+    const double gib = p.pool_bytes / 1073741824.0;
+    min_gib = min_gib == 0 ? gib : std::min(min_gib, gib);
+    max_gib = std::max(max_gib, gib);
   }
-  // A round axis end: 5 ticks of 1, 2, 2.5 or 5 times a power of ten.
-  double tick = 1;
-  for (double base = 0.01; base < 1e6; base *= 10) {
-    bool done = false;
-    for (double m : {1.0, 2.0, 2.5, 5.0}) {
-      tick = m * base;
-      if (5 * tick >= max_gib) {
-        done = true;
-        break;
-      }
-    }
-    if (done) break;
-  }
-  const double x_max = 5 * tick;
-  auto x_of = [&](double gib) { return kLeft + plot_w * gib / x_max; };
+  const double span = std::log2(std::max(max_gib / min_gib, 2.0));
+  auto x_of = [&](double gib) {
+    return kLeft + 20 + (plot_w - 40) * std::log2(gib / min_gib) / span;
+  };
   auto y_of = [&](double rate) { return kTop + kPlotH * (1.0 - rate); };
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" "
@@ -597,16 +591,18 @@ std::string RenderSweepSvg(const SimResult& r) {
         "stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{:.1f}\" "
         "text-anchor=\"end\">{}%</text>\n",
         kLeft, y, kLeft + plot_w, y, kLeft - 6, y + 4, 20 * k);
-    const double x = x_of(tick * k);
+  }
+  for (const SweepPoint& p : r.sweep) {
+    const double gib = p.pool_bytes / 1073741824.0;
     svg += fmt::format(
-        "<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:g}</text>\n", x,
-        kTop + kPlotH + 16, tick * k);
+        "<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:g}</text>\n",
+        x_of(gib), kTop + kPlotH + 16, gib);
   }
   svg += fmt::format(
       "<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" "
       "stroke=\"black\"/>\n<line x1=\"{0}\" y1=\"{2}\" x2=\"{3}\" "
       "y2=\"{2}\" stroke=\"black\"/>\n<text x=\"{4}\" y=\"{5}\" "
-      "text-anchor=\"middle\">pool size (GiB of KV)</text>\n<text "
+      "text-anchor=\"middle\">pool size (GiB of KV, log scale)</text>\n<text "
       "x=\"{6}\" y=\"{7}\" text-anchor=\"middle\" transform=\"rotate(-90 "
       "{6} {7})\">hit rate</text>\n",
       kLeft, kTop, kTop + kPlotH, kLeft + plot_w, kLeft + plot_w / 2,

@@ -53,7 +53,7 @@ std::string FormatPrefixTable(const SimResult& result);
 
 // Returns an SVG document (1000 x 560) of a pool sweep: the measured hit
 // rate at each pool size, with the trace's infinite-cache bounds as dashed
-// lines. REQUIRES: !result.sweep.empty().
+// lines, pool size on a log axis. REQUIRES: !result.sweep.empty().
 std::string RenderSweepSvg(const SimResult& result);
 
 // Writes `contents` to `path`. Returns Internal (with the path) on failure.
