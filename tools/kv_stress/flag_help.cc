@@ -128,6 +128,16 @@ constexpr PresetField kFields[] = {
      kEmpty},
     {"trace_step_ms",
      [](const SimConfig& c) { return absl::StrCat(c.trace_step_ms); }},
+    {"prefix_caching",
+     [](const SimConfig& c) {
+       return std::string(c.prefix_caching ? "true" : "false");
+     },
+     kEmpty},
+    {"compare_prefix_caching",
+     [](const SimConfig& c) {
+       return std::string(c.compare_without_prefix_caching ? "true" : "false");
+     },
+     kEmpty},
 };
 
 }  // namespace

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <iterator>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -17,32 +16,30 @@
 
 namespace pagedkv::kv_stress {
 
-void RowHistory::Append(int64_t writer, int64_t count) {
-  PKV_CHECK(count >= 0, "append of %d positions", count);
-  if (count == 0) return;
-  if (runs_.empty() || runs_.back().second != writer) {
-    runs_.emplace_back(length_, writer);
-  }
-  length_ += count;
+void RowHistory::Append(absl::Span<const int32_t> token_ids) {
+  keys_.reserve(keys_.size() + token_ids.size());
+  for (int32_t id : token_ids) Append(id);
+}
+
+void RowHistory::Append(int32_t token_id) {
+  uint64_t x = (keys_.empty() ? 0x243F6A8885A308D3ULL : keys_.back()) ^
+               (static_cast<uint64_t>(static_cast<uint32_t>(token_id)) *
+                0x9E3779B97F4A7C15ULL);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  keys_.push_back(x ^ (x >> 31));
 }
 
 void RowHistory::Truncate(int64_t length) {
-  PKV_CHECK(length >= 0 && length <= length_, "truncate to %d of %d", length,
-            length_);
-  while (!runs_.empty() && runs_.back().first >= length) runs_.pop_back();
-  length_ = length;
+  PKV_CHECK(length >= 0 && length <= this->length(), "truncate to %d of %d",
+            length, this->length());
+  keys_.resize(static_cast<size_t>(length));
 }
 
-int64_t RowHistory::WriterAt(int64_t position) const {
-  PKV_CHECK(position >= 0 && position < length_, "position %d of %d", position,
-            length_);
-  // The last run starting at or before `position`.
-  auto it =
-      std::upper_bound(runs_.begin(), runs_.end(), position,
-                       [](int64_t p, const std::pair<int64_t, int64_t>& run) {
-                         return p < run.first;
-                       });
-  return std::prev(it)->second;
+uint64_t RowHistory::KeyAt(int64_t position) const {
+  PKV_CHECK(position >= 0 && position < length(), "position %d of %d", position,
+            length());
+  return keys_[static_cast<size_t>(position)];
 }
 
 namespace {
@@ -76,10 +73,8 @@ KVStamper::KVStamper(KVPool* pool)
   }
 }
 
-float KVStamper::StampOf(int64_t writer, int64_t position) const {
-  const uint64_t h = static_cast<uint64_t>(writer) * 0x9E3779B97F4A7C15ULL +
-                     static_cast<uint64_t>(position) * 0xC2B2AE3D27D4EB4FULL;
-  return static_cast<float>((h >> 32) % static_cast<uint64_t>(modulus_));
+float KVStamper::StampOf(uint64_t key) const {
+  return static_cast<float>((key >> 32) % static_cast<uint64_t>(modulus_));
 }
 
 std::byte* KVStamper::StampAddress(BlockId block, int32_t offset) const {
@@ -115,7 +110,7 @@ void KVStamper::Write(absl::Span<const int64_t> slots, int64_t first_position,
     }
     for (size_t t = 0; t < n; ++t) {
       const int64_t position = first_position + static_cast<int64_t>(i + t);
-      StoreFromFloat(l.dtype, StampOf(history.WriterAt(position), position),
+      StoreFromFloat(l.dtype, StampOf(history.KeyAt(position)),
                      StampAddress(block, offset + static_cast<int32_t>(t)));
     }
     bytes_written_ += static_cast<int64_t>(n) * 2 * l.num_layers *
@@ -133,7 +128,7 @@ bool KVStamper::Verify(absl::Span<const BlockId> table, int64_t position,
   const float got = LoadAsFloat(
       pool_->layout().dtype,
       StampAddress(table[index], static_cast<int32_t>(position % bt)));
-  return got == StampOf(history.WriterAt(position), position);
+  return got == StampOf(history.KeyAt(position));
 }
 
 }  // namespace pagedkv::kv_stress

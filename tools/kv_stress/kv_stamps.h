@@ -1,21 +1,24 @@
 // tools/kv_stress/kv_stamps.h
 //
 // How kv_stress proves, in host mode, that no KV byte is lost or mixed up:
-// every token it writes carries a stamp, a small integer derived from the
-// sequence that wrote it and its position, stored exactly (an integer the
-// pool's dtype represents exactly) in the first element of layer 0's key,
-// head 0. A RowHistory remembers which sequence wrote each position of a
-// row, through forks (a child inherits its parent's history), truncation
-// and recompute (which rewrites the same stamps), so the stamp expected at
-// any position is known. Reading a stamp back through the manager's block
-// table after copy-on-write, swaps and truncations checks that the table
-// still points at the bytes that were written for that row.
+// every token it writes carries a stamp, a small integer derived from what a
+// real model's KV at that position depends on, the token ids up to and
+// including it, stored exactly (an integer the pool's dtype represents
+// exactly) in the first element of layer 0's key, head 0. A RowHistory keeps
+// one key per position of a row, a chained hash of its token ids, through
+// forks (a child starts with its parent's history), truncation and
+// recompute (the same tokens give the same stamps). Rows that hold the same
+// tokens up to a position expect the same stamp there, so a prefix-cache hit
+// (a block another request wrote) is checked like the row's own writes.
+// Reading a stamp back through the manager's block table after
+// copy-on-write, swaps, truncations and cache hits checks that the table
+// still points at bytes written for those tokens.
 //
 //   KVStamper stamper(manager.kv_pool());
 //   RowHistory history;
-//   history.Append(/*writer=*/7, /*count=*/prompt);           // prefill
-//   stamper.Write(out.slot_mapping, /*first_position=*/0, history);
-//   // ... later, after forks, swaps, truncates:
+//   history.Append(prompt_ids);                               // prefill
+//   stamper.Write(out.slot_mapping, out.num_cached_tokens, history);
+//   // ... later, after forks, swaps, truncates, hits:
 //   if (!stamper.Verify(*manager.block_table(7), pos, history)) { ... }
 //
 // Thread safety: one simulation thread; the caller holds the blocks.
@@ -33,23 +36,20 @@
 
 namespace pagedkv::kv_stress {
 
-// Which sequence wrote each position of a row: runs of positions with one
-// writer, in order.
+// The key of each position of a row: key(p) = mix(key(p - 1), token p).
 class RowHistory {
  public:
-  // Positions [length(), length() + count) are written by `writer`.
-  void Append(int64_t writer, int64_t count);
+  // Positions [length(), length() + token_ids.size()) hold these tokens.
+  void Append(absl::Span<const int32_t> token_ids);
+  void Append(int32_t token_id);
   // Keeps positions [0, length). REQUIRES: 0 <= length <= this->length().
   void Truncate(int64_t length);
   // REQUIRES: 0 <= position < length().
-  int64_t WriterAt(int64_t position) const;
-  int64_t length() const { return length_; }
+  uint64_t KeyAt(int64_t position) const;
+  int64_t length() const { return static_cast<int64_t>(keys_.size()); }
 
  private:
-  // (first position, writer), first positions increasing from 0; each run
-  // ends where the next begins (the last at length_).
-  std::vector<std::pair<int64_t, int64_t>> runs_;
-  int64_t length_ = 0;
+  std::vector<uint64_t> keys_;  // One per position.
 };
 
 class KVStamper {
@@ -57,9 +57,9 @@ class KVStamper {
   // REQUIRES: pool outlives the stamper.
   explicit KVStamper(KVPool* pool);
 
-  // The stamp of position `position` written by `writer`: an integer in
+  // The stamp of a position whose RowHistory key is `key`: an integer in
   // [0, modulus()) that the dtype stores exactly.
-  float StampOf(int64_t writer, int64_t position) const;
+  float StampOf(uint64_t key) const;
   int64_t modulus() const { return modulus_; }
 
   // Writes K and V of every layer for the tokens at `slots` (flat slots as

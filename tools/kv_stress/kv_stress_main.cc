@@ -8,6 +8,14 @@
 //
 //   bazel run -c opt //tools/kv_stress -- --preset=chat --seed=1
 //     --json_out=kv.json --svg_out=kv.svg
+//   bazel run -c opt //tools/kv_stress -- --preset=shared_prefix
+//   bazel run -c opt //tools/kv_stress -- --preset=mooncake
+//     --pool_sweep=4GiB,8GiB,16GiB,32GiB,64GiB --svg_out=sweep.svg
+//
+// With prefix caching the table ends in a prefix-cache section (hit rate,
+// blocks saved, evictions, prefill tokens computed; with
+// --compare_prefix_caching the same without caching; for a trace its
+// infinite-cache bound; for --pool_sweep one line per size).
 //
 // Numeric flags left at -1 (strings left empty) take the preset's value.
 // Relative output paths are resolved against the directory `bazel run` was
@@ -37,9 +45,11 @@
 #include "fmt/format.h"
 #include "tensor/dtype.h"
 #include "tools/common/paths.h"
+#include "tools/kv_stress/experiment.h"
 #include "tools/kv_stress/flag_help.h"
 #include "tools/kv_stress/model_presets.h"
 #include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/pool_sweep.h"
 #include "tools/kv_stress/report.h"
 #include "tools/kv_stress/simulator.h"
 #include "tools/kv_stress/workload.h"
@@ -55,7 +65,7 @@ constexpr bool kSanitized = false;
 #endif
 
 ABSL_FLAG(std::string, preset, "chat",
-          "Workload preset: chat|beam|long|tiny|mooncake");
+          "Workload preset: chat|beam|long|tiny|mooncake|shared_prefix");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (the run is deterministic for it)");
 ABSL_FLAG(int64_t, steps, -1,
           PresetFlagHelp(kSanitized ? "Scheduler steps to run, 0 to a trace's "
@@ -158,6 +168,20 @@ ABSL_FLAG(double, trace_step_ms, -1,
                          "trace_step_ms"));
 ABSL_FLAG(int64_t, trace_requests, 0,
           "Replay only the trace's first N requests [0: all]");
+ABSL_FLAG(std::string, prefix_caching, "",
+          PresetFlagHelp("Prefix caching in the manager: true|false (requests "
+                         "give token ids; a cached prompt prefix is not "
+                         "computed again)",
+                         "prefix_caching"));
+ABSL_FLAG(std::string, compare_prefix_caching, "",
+          PresetFlagHelp("true|false: also run the workload with prefix "
+                         "caching off and report both",
+                         "compare_prefix_caching"));
+ABSL_FLAG(std::string, pool_sweep, "",
+          "Also replay the workload at each of these pool sizes (comma-"
+          "separated; 16GiB, 0.5G or a bare number of blocks) and report the "
+          "prefix-cache hit rate of each; --svg_out then plots them [\"\": "
+          "no sweep]");
 ABSL_FLAG(std::string, json_out, "",
           "Write the JSON report to this file (none if empty); a relative "
           "path is taken from the directory `bazel run` was started in");
@@ -174,7 +198,8 @@ constexpr char kUsage[] =
     "reserves max_len per sequence; checks invariants and prints a table.\n"
     "Not a benchmark.\n"
     "\n"
-    "  bazel run -c opt //tools/kv_stress -- [--preset=chat|beam|long|tiny]\n"
+    "  bazel run -c opt //tools/kv_stress -- [--preset=chat|beam|long|tiny|\n"
+    "      mooncake|shared_prefix]\n"
     "      [--seed=N] [--json_out=FILE] [--svg_out=FILE] [flags]\n"
     "\n"
     "A flag shown with default -1 (or \"\") takes the preset's value; its\n"
@@ -183,6 +208,12 @@ constexpr char kUsage[] =
     "in, and the tool prints where each file went.\n"
     "Exit codes: 0 ok, 1 an invariant failed, 2 bad flags or an unexpected\n"
     "error.";
+
+std::optional<bool> ParseBool(const std::string& v) {
+  if (v == "true") return true;
+  if (v == "false") return false;
+  return std::nullopt;
+}
 
 template <typename T, typename F>
 void Override(const absl::Flag<F>& flag, T* field) {
@@ -305,6 +336,16 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   c.trace_path = tools::UserPath(c.trace_path);
   Override(FLAGS_trace_step_ms, &c.trace_step_ms);
   c.trace_max_requests = absl::GetFlag(FLAGS_trace_requests);
+  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_prefix_caching, "prefix_caching",
+                                 "true|false", ParseBool, &c.prefix_caching));
+  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_compare_prefix_caching,
+                                 "compare_prefix_caching", "true|false",
+                                 ParseBool, &c.compare_without_prefix_caching));
+  if (const std::string sweep = absl::GetFlag(FLAGS_pool_sweep);
+      !sweep.empty()) {
+    PKV_ASSIGN_OR_RETURN(c.pool_sweep,
+                         ParsePoolSweep(sweep, c.layout.block_bytes()));
+  }
   if (absl::Status s = c.Validate(); !s.ok()) return s;
   return c;
 }
@@ -332,7 +373,7 @@ int Main() {
                stderr);
   };
   absl::StatusOr<SimResult> result =
-      tty ? RunSimulation(*config, progress) : RunSimulation(*config);
+      tty ? RunExperiment(*config, progress) : RunExperiment(*config);
   if (tty) std::fputs("\n", stderr);
   if (!result.ok()) {
     std::fprintf(stderr, "kv_stress: %s\n", result.status().ToString().c_str());
@@ -354,7 +395,9 @@ int Main() {
   }
   if (const std::string path = tools::UserPath(absl::GetFlag(FLAGS_svg_out));
       !path.empty()) {
-    if (absl::Status s = WriteFile(path, RenderSvg(*result)); !s.ok()) {
+    const std::string svg =
+        result->sweep.empty() ? RenderSvg(*result) : RenderSweepSvg(*result);
+    if (absl::Status s = WriteFile(path, svg); !s.ok()) {
       std::fprintf(stderr, "kv_stress: %s\n", s.ToString().c_str());
       return 2;
     }

@@ -21,6 +21,7 @@
 #include "cache/serving/step_output.h"
 #include "tools/kv_stress/kv_stamps.h"
 #include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/prefix_tokens.h"
 #include "tools/kv_stress/scheduling.h"
 #include "tools/kv_stress/sim_metrics.h"
 
@@ -28,14 +29,15 @@ namespace pagedkv::kv_stress::internal {
 
 absl::StatusOr<std::unique_ptr<ManagedServer>> ManagedServer::Create(
     const SimConfig& config, ModelReport* report) {
-  PKV_ASSIGN_OR_RETURN(
-      std::unique_ptr<KVCacheManager> manager,
-      KVCacheManager::Create({.layout = config.layout,
-                              .num_blocks = config.pool_blocks,
-                              .storage = config.storage,
-                              .admission = config.admission,
-                              .watermark = config.watermark_pct / 100.0,
-                              .num_host_blocks = config.swap_tier_blocks()}));
+  KVCacheManager::Options options{.layout = config.layout,
+                                  .num_blocks = config.pool_blocks,
+                                  .storage = config.storage,
+                                  .admission = config.admission,
+                                  .watermark = config.watermark_pct / 100.0,
+                                  .num_host_blocks = config.swap_tier_blocks()};
+  options.prefix_caching.enabled = config.prefix_caching;
+  PKV_ASSIGN_OR_RETURN(std::unique_ptr<KVCacheManager> manager,
+                       KVCacheManager::Create(options));
   return std::unique_ptr<ManagedServer>(
       new ManagedServer(config, report, std::move(manager)));
 }
@@ -51,6 +53,41 @@ ManagedServer::ManagedServer(const SimConfig& config, ModelReport* report,
   if (manager_->storage() == StorageMode::kHost) {
     stamper_.emplace(manager_->kv_pool());
   }
+  if (prefix()) {
+    block_seen_.assign(static_cast<size_t>(config.pool_blocks), -1);
+    block_fill_.assign(static_cast<size_t>(config.pool_blocks), 0);
+  }
+}
+
+void ManagedServer::VerifyHits(const Group& g, const Row& row,
+                               int64_t cached_tokens) {
+  if (!host() || cached_tokens == 0) return;
+  absl::StatusOr<absl::Span<const BlockId>> table =
+      manager_->block_table(row.id);
+  if (!table.ok()) return;
+  const int64_t bt = manager_->block_tokens();
+  for (int64_t b = 0; b < cached_tokens / bt; ++b) {
+    for (const int64_t pos : {b * bt, b * bt + bt - 1}) {
+      ++report_->hit_stamp_checks;
+      if (stamper_->Verify(*table, pos, row.history)) continue;
+      ++num_hit_failures_;
+      if (hit_failures_.size() < 10) {
+        hit_failures_.push_back(absl::StrFormat(
+            "request %d row %d: prefix-cache hit block %d (block id %d) does "
+            "not hold this row's KV at position %d",
+            g.request.id, row.id, b, (*table)[b].value(), pos));
+      }
+    }
+  }
+}
+
+absl::Status ManagedServer::CommitRows(const Group& g) {
+  if (!prefix()) return absl::OkStatus();
+  commits_.clear();
+  for (const Row& row : g.rows) commits_.push_back({row.id, row.length});
+  absl::Status st = manager_->CommitTokens(commits_);
+  if (!st.ok()) return Unexpected("CommitTokens", st);
+  return absl::OkStatus();
 }
 
 template <typename F>
@@ -143,7 +180,14 @@ absl::StatusOr<Verdict> ManagedServer::DidNotFit(Group& g) {
 
 absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
   const Request& r = g.request;
-  switch (manager_->CanAdmit(r.prompt_tokens, r.output_tokens)) {
+  // Token ids: the manager's prefix cache keys on them, and host-mode stamps
+  // are a function of them.
+  const bool ids = prefix() || host();
+  if (ids && g.prompt_ids.empty()) PromptTokenIds(r, &g.prompt_ids);
+  const Admission admission =
+      prefix() ? manager_->CanAdmit(g.prompt_ids, r.output_tokens)
+               : manager_->CanAdmit(r.prompt_tokens, r.output_tokens);
+  switch (admission) {
     case Admission::kNever:
       return Verdict::kNever;
     case Admission::kLater:
@@ -153,17 +197,26 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
   }
   const SequenceId id = next_seq_id_++;
   absl::Status st = Timed(kOpAddSequence, [&] {
-    return manager_->AddSequence(id, r.prompt_tokens, r.output_tokens, &out_);
+    return prefix()
+               ? manager_->AddSequence(id, g.prompt_ids, r.output_tokens, &out_)
+               : manager_->AddSequence(id, r.prompt_tokens, r.output_tokens,
+                                       &out_);
   });
   if (!st.ok()) return Unexpected("AddSequence after kAdmit", st);
+  const int64_t cached = out_.num_cached_tokens;
   Row first;
   first.id = id;
   first.length = r.prompt_tokens;
   if (host()) {
-    first.history.Append(id, r.prompt_tokens);
-    stamper_->Write(out_.slot_mapping, 0, first.history);
+    first.history.Append(g.prompt_ids);
+    // Prefill computes (and writes) only what the cache did not serve.
+    stamper_->Write(out_.slot_mapping, cached, first.history);
   }
+  std::vector<int32_t>().swap(g.prompt_ids);
   g.rows.push_back(std::move(first));
+  VerifyHits(g, g.rows.front(), cached);
+  // The prompt's KV is written: its full blocks become matchable.
+  PKV_RETURN_IF_ERROR(CommitRows(g));
   for (int32_t k = 1; k < r.width; ++k) {
     const SequenceId child = next_seq_id_++;
     st = Timed(kOpFork, [&] { return manager_->Fork(id, child); });
@@ -175,9 +228,12 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
     if (!st.ok()) return Unexpected("Fork at admission", st);
     Row row = g.rows.front();
     row.id = child;
+    row.salt = child;
     g.rows.push_back(std::move(row));
   }
   report_->tokens_prefilled += r.prompt_tokens;
+  report_->prefill_tokens_cached += cached;
+  report_->prefill_tokens_computed += r.prompt_tokens - cached;
   report_->ledger_written += g.row_tokens();
   return Verdict::kAdmitted;
 }
@@ -196,10 +252,20 @@ absl::StatusOr<Verdict> ManagedServer::Readmit(Group& g) {
       return DidNotFit(g);
     }
     if (!st.ok()) return Unexpected("Readmit", st);
-    // Recompute writes the very KV it wrote before: the same stamps.
-    if (host()) stamper_->Write(out_.slot_mapping, 0, row.history);
+    // Recompute writes the very KV it wrote before: the same stamps. The
+    // blocks the cache still had are not recomputed.
+    const int64_t cached = out_.num_cached_tokens;
+    if (host()) stamper_->Write(out_.slot_mapping, cached, row.history);
+    VerifyHits(g, row, cached);
+    report_->tokens_recomputed += row.length - cached;
+    report_->prefill_tokens_cached += cached;
+    report_->prefill_tokens_computed += row.length - cached;
+    if (prefix()) {
+      const TokenCommit commit{row.id, row.length};
+      st = manager_->CommitTokens(absl::MakeConstSpan(&commit, 1));
+      if (!st.ok()) return Unexpected("CommitTokens after Readmit", st);
+    }
   }
-  report_->tokens_recomputed += g.row_tokens();
   report_->tokens_prefilled += g.row_tokens();
   return Verdict::kAdmitted;
 }
@@ -230,6 +296,9 @@ absl::StatusOr<Verdict> ManagedServer::SwapIn(Group& g) {
     ++report_->swap_ins;
     if (!host()) PKV_RETURN_IF_ERROR(manager_->CompleteSwap(id));
   }
+  // The copies are back (blocks the cache kept were pinned instead):
+  // republish.
+  PKV_RETURN_IF_ERROR(CommitRows(g));
   return Verdict::kAdmitted;
 }
 
@@ -338,6 +407,7 @@ absl::Status ManagedServer::ReorderBeams(Group& g) {
     report_->ledger_written += source.length;
     Row row = source;
     row.id = child;
+    row.salt = child;
     rows.push_back(std::move(row));
   }
   g.rows = std::move(rows);
@@ -373,11 +443,25 @@ absl::Status ManagedServer::Decode() {
   while (true) {
     requests_.clear();
     request_rows_.clear();
+    token_scratch_.clear();
     for (GroupPtr& g : running_) {
       if (g == nullptr) continue;
       for (Row& row : g->rows) {
-        requests_.push_back({.seq = row.id, .num_tokens = 1});
+        // With the simulated synchronous step, every token the row held
+        // before this one has its KV written: commit them (never the new
+        // one, whose KV this step writes).
+        requests_.push_back({.seq = row.id,
+                             .num_tokens = 1,
+                             .commit = prefix() ? row.length : -1});
         request_rows_.push_back(&row);
+        token_scratch_.push_back(
+            GeneratedTokenId(g->request, row.salt, g->decoded));
+      }
+    }
+    if (prefix() || host()) {
+      // The spans point into token_scratch_, complete by now.
+      for (size_t i = 0; i < requests_.size(); ++i) {
+        requests_[i].token_ids = absl::MakeConstSpan(&token_scratch_[i], 1);
       }
     }
     if (requests_.empty()) return absl::OkStatus();
@@ -396,7 +480,7 @@ absl::Status ManagedServer::Decode() {
     const absl::Span<const int64_t> slots(out_.slot_mapping);
     for (size_t i = 0; i < request_rows_.size(); ++i) {
       Row& row = *request_rows_[i];
-      row.history.Append(row.id, 1);
+      row.history.Append(token_scratch_[i]);
       const int32_t at = out_.request_offsets[i];
       stamper_->Write(slots.subspan(at, out_.request_offsets[i + 1] - at),
                       row.length, row.history);
@@ -411,6 +495,8 @@ absl::Status ManagedServer::Decode() {
     PKV_RETURN_IF_ERROR(MaybeCrop(*g));
     if (g->decoded >= g->request.output_tokens) {
       ++report_->completed;
+      // Its last tokens are written too: cache them for the next turn.
+      PKV_RETURN_IF_ERROR(CommitRows(*g));
       PKV_RETURN_IF_ERROR(Release(g));
     }
   }
@@ -425,10 +511,34 @@ void ManagedServer::Sample(Sampler& sampler, double* utilization,
   int64_t live = 0;
   int64_t logical = 0;
   int32_t rows = 0;
+  ++sample_stamp_;
   for (const GroupPtr& g : running_) {
     if (g == nullptr) continue;
     rows += static_cast<int32_t>(g->rows.size());
     logical += g->row_tokens();
+    if (prefix()) {
+      // Prefix-cache hits share blocks across requests: count each
+      // physical block once, with the most tokens any row sees in it.
+      for (const Row& row : g->rows) {
+        absl::StatusOr<absl::Span<const BlockId>> table =
+            manager_->block_table(row.id);
+        if (!table.ok()) continue;
+        for (size_t i = 0; i < table->size(); ++i) {
+          const int32_t fill = static_cast<int32_t>(
+              std::clamp<int64_t>(row.length - int64_t(i) * bt, 0, bt));
+          const size_t b = static_cast<size_t>((*table)[i].value());
+          if (block_seen_[b] != sample_stamp_) {
+            block_seen_[b] = sample_stamp_;
+            block_fill_[b] = fill;
+            live += fill;
+          } else if (fill > block_fill_[b]) {
+            live += fill - block_fill_[b];
+            block_fill_[b] = fill;
+          }
+        }
+      }
+      continue;
+    }
     if (g->rows.size() == 1) {
       live += g->rows[0].length;
       continue;
@@ -468,6 +578,13 @@ void ManagedServer::Sample(Sampler& sampler, double* utilization,
 
 void ManagedServer::Check(Checker& checker) {
   ++checker.checks;
+  checker.Expect(
+      num_hit_failures_ == 0, step_,
+      absl::StrFormat("%d prefix-cache hit stamps wrong%s%s", num_hit_failures_,
+                      hit_failures_.empty() ? "" : "; first: ",
+                      hit_failures_.empty() ? "" : hit_failures_[0]));
+  num_hit_failures_ = 0;
+  hit_failures_.clear();
   manager_->CheckInvariants();
   const ManagerStats st = manager_->stats();
   int64_t held_tokens = 0;
@@ -550,6 +667,7 @@ void ManagedServer::Finish() {
   waiting_.ForEach([&](const GroupPtr& g) { held += g->row_tokens(); });
   const ManagerStats st = manager_->stats();
   report_->cow_copies = st.cow_copies;
+  report_->prefix = st.prefix;
   report_->cow_bytes =
       st.cow_copies * static_cast<int64_t>(manager_->layout().block_bytes());
   report_->swapped_blocks = st.swapped_blocks;

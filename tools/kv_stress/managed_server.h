@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -55,7 +56,10 @@ class ManagedServer {
   struct Row {
     SequenceId id = 0;
     int32_t length = 0;  // The manager's num_tokens.
-    RowHistory history;  // Host mode: who wrote each position.
+    // Which tokens it generates (GeneratedTokenId): 0 for the prompt row,
+    // a forked row's own id otherwise.
+    int64_t salt = 0;
+    RowHistory history;  // Host mode: the keys of its tokens.
   };
   struct Group {
     Request request;
@@ -63,6 +67,9 @@ class ManagedServer {
     Where where = Where::kNew;
     int64_t admission_seq = 0;
     int32_t decoded = 0;
+    // The prompt's token ids while it waits for admission (prefix caching
+    // or host mode; built once, dropped once the manager holds them).
+    std::vector<int32_t> prompt_ids;
     int64_t row_tokens() const {
       int64_t n = 0;
       for (const Row& r : rows) n += r.length;
@@ -75,6 +82,13 @@ class ManagedServer {
                 std::unique_ptr<KVCacheManager> manager);
 
   bool host() const { return stamper_.has_value(); }
+  bool prefix() const { return manager_->prefix_caching(); }
+  // Host mode: reads back the first and last stamp of each of the row's
+  // leading cached_tokens / block_tokens blocks (a prefix-cache hit must
+  // hold the KV of this row's tokens); mismatches wait for Check.
+  void VerifyHits(const Group& g, const Row& row, int64_t cached_tokens);
+  // Prefix caching: commits every token of the rows (all written).
+  absl::Status CommitRows(const Group& g);
   template <typename F>
   auto Timed(OpKind op, F&& f);
   // Internal error for a manager call that failed unexpectedly.
@@ -123,6 +137,16 @@ class ManagedServer {
   std::vector<Row*> request_rows_;
   std::vector<std::pair<int32_t, int32_t>> blocks_scratch_;  // (id, fill)
   std::vector<int32_t> ids_scratch_;
+  std::vector<int32_t> token_scratch_;  // One decode token per request.
+  std::vector<TokenCommit> commits_;
+  // Sampling with prefix caching (blocks shared across requests): per
+  // block, the sample that last saw it and the most tokens seen in it.
+  std::vector<int64_t> block_seen_;
+  std::vector<int32_t> block_fill_;
+  int64_t sample_stamp_ = 0;
+  // Hit blocks whose stamps were wrong (reported at the next Check).
+  std::vector<std::string> hit_failures_;
+  int64_t num_hit_failures_ = 0;
   LatencySamples latency_ns_[kNumOps];
 };
 

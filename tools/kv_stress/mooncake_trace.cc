@@ -8,6 +8,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -17,6 +18,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "nlohmann/json.hpp"
+#include "tools/kv_stress/prefix_tokens.h"
+#include "tools/kv_stress/request_source.h"
 
 namespace pagedkv::kv_stress {
 namespace {
@@ -92,10 +95,26 @@ absl::StatusOr<MooncakeTrace> MooncakeTrace::Parse(const std::string& text,
           "output_length integers in [1, %d]",
           line_no, kMaxLength));
     }
-    if (const auto it = line.find("hash_ids");
-        it != line.end() && !it->is_array()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("line %d: hash_ids is not an array", line_no));
+    std::vector<TokenSpan> spans;
+    if (const auto it = line.find("hash_ids"); it != line.end()) {
+      if (!it->is_array()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("line %d: hash_ids is not an array", line_no));
+      }
+      int64_t start = 0;
+      for (const json& id : *it) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("line %d: hash_ids holds %s, not an integer >= 0",
+                              line_no, id.dump()));
+        }
+        if (start >= input) continue;  // More ids than blocks: cut.
+        const int32_t length = static_cast<int32_t>(
+            std::min<int64_t>(kTraceBlockTokens, input - start));
+        spans.push_back(
+            {SpanKey(TokenKeyTag::kTraceBlock, id.get<uint64_t>()), length});
+        start += length;
+      }
     }
     if (ms < last_ms) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -108,6 +127,7 @@ absl::StatusOr<MooncakeTrace> MooncakeTrace::Parse(const std::string& text,
     r.arrival_step = static_cast<int64_t>(std::floor(ms / options.step_ms));
     r.prompt_tokens = static_cast<int32_t>(input);
     r.output_tokens = static_cast<int32_t>(output);
+    r.prompt_spans = std::move(spans);
     trace.max_prompt_ = std::max(trace.max_prompt_, r.prompt_tokens);
     trace.max_output_ = std::max(trace.max_output_, r.output_tokens);
     trace.requests_.push_back(r);

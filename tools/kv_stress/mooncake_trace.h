@@ -7,10 +7,12 @@
 //    "hash_ids": [46, 47, 48, 2353]}
 //
 // timestamp is the arrival in milliseconds; a request arrives in scheduler
-// step floor(timestamp / step_ms). hash_ids (the prompt's 512-token blocks,
-// for prefix caching) are checked to be an array and otherwise unused here.
-// Every request is plain (one row, no window). Lines that are empty or only
-// blanks are skipped.
+// step floor(timestamp / step_ms). hash_ids name the prompt's 512-token
+// blocks (kTraceBlockTokens): each becomes a TokenSpan keyed by the id
+// (SpanKey(kTraceBlock, id), prefix_tokens.h) of 512 tokens, the last cut to
+// what is left of input_length, so equal ids give equal tokens; prompt
+// tokens past the ids are the request's own. Every request is plain (one
+// row, no window). Lines that are empty or only blanks are skipped.
 //
 //   absl::StatusOr<MooncakeTrace> trace = MooncakeTrace::Load(
 //       {.path = "../shared/traces/mooncake_synthetic_trace.jsonl",
@@ -21,8 +23,9 @@
 //   }
 //
 // Errors: a file that cannot be read is NOT_FOUND; a malformed line
-// (not JSON, a missing or non-integer field, lengths < 1, a timestamp
-// below the previous line's) is INVALID_ARGUMENT naming the line.
+// (not JSON, a missing or non-integer field, lengths < 1, hash_ids not an
+// array of integers >= 0, a timestamp below the previous line's) is
+// INVALID_ARGUMENT naming the line.
 //
 // Thread safety: used by one thread at a time.
 #ifndef PAGEDKV_TOOLS_KV_STRESS_MOONCAKE_TRACE_H_
@@ -40,6 +43,9 @@ namespace pagedkv::kv_stress {
 
 class MooncakeTrace : public RequestSource {
  public:
+  // Tokens one hash id names.
+  static constexpr int32_t kTraceBlockTokens = 512;
+
   struct Options {
     std::string path;
     // Milliseconds of trace time per scheduler step; > 0.
@@ -56,6 +62,8 @@ class MooncakeTrace : public RequestSource {
   std::vector<Request> ArrivalsAt(int64_t step) override;
   bool exhausted() const override { return next_ == requests_.size(); }
 
+  // Every request, in arrival order (handed out or not).
+  const std::vector<Request>& requests() const { return requests_; }
   int64_t num_requests() const {
     return static_cast<int64_t>(requests_.size());
   }

@@ -2,6 +2,7 @@
 #include "tools/kv_stress/report.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -12,14 +13,19 @@
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "tensor/dtype.h"
+#include "tools/kv_stress/mooncake_trace.h"
 #include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/shared_prefix_workload.h"
 #include "tools/kv_stress/simulator.h"
+#include "tools/kv_stress/trace_bound.h"
 #include "tools/kv_stress/workload.h"
 
 namespace pagedkv::kv_stress {
 namespace {
 
 using nlohmann::json;
+
+int32_t MooncakeBlockTokens() { return MooncakeTrace::kTraceBlockTokens; }
 
 json LengthToJson(const LengthSpec& s) {
   json j = json::object();
@@ -74,7 +80,10 @@ json ModelToJson(const ModelReport& r, bool paged) {
     j["swapped_blocks"] = r.swapped_blocks;
     j["swapped_bytes"] = r.swapped_bytes;
     j["tokens_recomputed"] = r.tokens_recomputed;
+    j["prefill_tokens_cached"] = r.prefill_tokens_cached;
+    j["prefill_tokens_computed"] = r.prefill_tokens_computed;
     j["stamp_checks"] = r.stamp_checks;
+    j["hit_stamp_checks"] = r.hit_stamp_checks;
     json lat = json::object();
     for (const OpLatency& l : r.latencies) {
       json o = json::object();
@@ -92,6 +101,86 @@ json ModelToJson(const ModelReport& r, bool paged) {
 }
 
 std::string Percent(double x) { return fmt::format("{:.1f}%", 100.0 * x); }
+
+double Ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
+
+json PrefixStatsToJson(const PrefixCacheStats& p) {
+  json j = json::object();
+  j["hit_rate"] = p.hit_rate();
+  j["blocks_saved"] = p.hit_blocks;
+  j["evictions"] = p.evicted_blocks;
+  j["queries"] = p.queries;
+  j["query_tokens"] = p.query_tokens;
+  j["hit_tokens"] = p.hit_tokens;
+  j["query_blocks"] = p.query_blocks;
+  j["hit_blocks"] = p.hit_blocks;
+  j["rehit_blocks"] = p.rehit_blocks;
+  j["switched_blocks"] = p.switched_blocks;
+  j["stored_blocks"] = p.stored_blocks;
+  j["dropped_blocks"] = p.dropped_blocks;
+  j["cached_blocks_at_end"] = p.cached_blocks;
+  return j;
+}
+
+json BoundToJson(const PrefixBound& b) {
+  json j = json::object();
+  j["span_tokens"] = MooncakeBlockTokens();
+  j["spans"] = b.spans;
+  j["repeat_spans"] = b.repeat_spans;
+  j["distinct_spans"] = b.distinct_spans;
+  j["span_hit_rate"] = b.span_hit_rate();
+  j["block_tokens"] = b.block_tokens;
+  j["prompt_tokens"] = b.prompt_tokens;
+  j["hit_tokens"] = b.hit_tokens;
+  j["token_hit_rate"] = b.token_hit_rate();
+  return j;
+}
+
+// The prefix_cache object: the run's figures (all zero with caching off),
+// and the comparison, bound and sweep when the experiment made them.
+json PrefixCacheToJson(const SimResult& r) {
+  json j = PrefixStatsToJson(r.paged.prefix);
+  j["enabled"] = r.config.prefix_caching;
+  j["prefill_tokens_cached"] = r.paged.prefill_tokens_cached;
+  j["prefill_tokens_computed"] = r.paged.prefill_tokens_computed;
+  j["hit_stamp_checks"] = r.paged.hit_stamp_checks;
+  if (r.without_prefix_caching.has_value()) {
+    const ModelReport& off = *r.without_prefix_caching;
+    json o = json::object();
+    o["hit_rate"] = off.prefix.hit_rate();
+    o["prefill_tokens_computed"] = off.prefill_tokens_computed;
+    o["tokens_prefilled"] = off.tokens_prefilled;
+    o["tokens_decoded"] = off.tokens_decoded;
+    o["tokens_per_step"] = off.tokens_per_step;
+    o["mean_running"] = off.mean_running;
+    o["completed"] = off.completed;
+    o["preemptions"] = off.preemptions;
+    o["steps_run"] = r.without_prefix_caching_steps;
+    j["without_caching"] = o;
+    // Prefill work off / on: how many times less the cache computes.
+    j["prefill_compute_ratio"] = Ratio(double(off.prefill_tokens_computed),
+                                       double(r.paged.prefill_tokens_computed));
+    // Tokens served per step, on / off.
+    j["throughput_ratio"] = Ratio(r.paged.tokens_per_step, off.tokens_per_step);
+  }
+  if (r.bound.has_value()) j["bound"] = BoundToJson(*r.bound);
+  json sweep = json::array();
+  for (const SweepPoint& p : r.sweep) {
+    json s = PrefixStatsToJson(p.prefix);
+    s["pool_blocks"] = p.pool_blocks;
+    s["pool_bytes"] = p.pool_bytes;
+    s["pool_gib"] = p.pool_bytes / 1073741824.0;
+    s["prefill_tokens_computed"] = p.prefill_tokens_computed;
+    s["preemptions"] = p.preemptions;
+    s["completed"] = p.completed;
+    s["steps_run"] = p.steps_run;
+    s["wall_s"] = p.wall_s;
+    s["invariant_failures"] = p.invariant_failures;
+    sweep.push_back(s);
+  }
+  j["sweep"] = sweep;
+  return j;
+}
 
 }  // namespace
 
@@ -124,6 +213,24 @@ json ConfigToJson(const SimConfig& c) {
   j["trace"] = c.trace_path;
   j["trace_step_ms"] = c.trace_step_ms;
   j["trace_max_requests"] = c.trace_max_requests;
+  j["prefix_caching"] = c.prefix_caching;
+  j["compare_without_prefix_caching"] = c.compare_without_prefix_caching;
+  json sweep = json::array();
+  for (int32_t b : c.pool_sweep) sweep.push_back(b);
+  j["pool_sweep"] = sweep;
+  if (c.sessions.has_value()) {
+    const SharedPrefixOptions& o = *c.sessions;
+    json s = json::object();
+    s["num_system_prompts"] = o.num_system_prompts;
+    s["system_prompt_tokens"] = o.system_prompt_tokens;
+    s["sessions_per_step"] = o.sessions_per_step;
+    s["min_turns"] = o.min_turns;
+    s["max_turns"] = o.max_turns;
+    s["user"] = LengthToJson(o.user);
+    s["output"] = LengthToJson(o.output);
+    s["think_steps"] = o.think_steps;
+    j["sessions"] = s;
+  }
   j["check_every"] = c.check_every;
   j["arrivals_per_step"] = c.workload.arrivals_per_step;
   j["prompt"] = LengthToJson(c.workload.prompt);
@@ -151,7 +258,78 @@ json ToJson(const SimResult& r) {
   for (const std::string& m : r.failure_messages) messages.push_back(m);
   j["failure_messages"] = messages;
   j["capacity_ratio"] = r.capacity_ratio;
+  j["prefix_cache"] = PrefixCacheToJson(r);
   return j;
+}
+
+std::string FormatPrefixTable(const SimResult& r) {
+  const PrefixCacheStats& on = r.paged.prefix;
+  if (!r.config.prefix_caching) return "";
+  std::string out = "\n";
+  const std::string line(62, '-');
+  auto row = [&out](const std::string& name, const std::string& a,
+                    const std::string& b) {
+    out += fmt::format("{:<34}{:>14}{:>14}\n", name, a, b);
+  };
+  const bool off = r.without_prefix_caching.has_value();
+  out += fmt::format("{:<34}{:>14}{:>14}\n", "prefix cache (paged)", "on",
+                     off ? "off" : "");
+  out += line + "\n";
+  const ModelReport& p = r.paged;
+  const ModelReport* q = off ? &*r.without_prefix_caching : nullptr;
+  auto both = [&](const std::string& name, int64_t a, int64_t b) {
+    row(name, fmt::format("{}", a), q ? fmt::format("{}", b) : "");
+  };
+  row("hit rate (hit / prompt tokens)", Percent(on.hit_rate()),
+      q ? Percent(q->prefix.hit_rate()) : "");
+  both("blocks saved (prompt hits)", on.hit_blocks,
+       q ? q->prefix.hit_blocks : 0);
+  both("blocks rehit at readmission", on.rehit_blocks,
+       q ? q->prefix.rehit_blocks : 0);
+  both("evictions (cached blocks reused)", on.evicted_blocks,
+       q ? q->prefix.evicted_blocks : 0);
+  both("prefill tokens served", p.tokens_prefilled,
+       q ? q->tokens_prefilled : 0);
+  both("prefill tokens computed", p.prefill_tokens_computed,
+       q ? q->prefill_tokens_computed : 0);
+  row("tokens / step", fmt::format("{:.1f}", p.tokens_per_step),
+      q ? fmt::format("{:.1f}", q->tokens_per_step) : "");
+  both("completed", p.completed, q ? q->completed : 0);
+  both("preemptions", p.preemptions, q ? q->preemptions : 0);
+  out += line + "\n";
+  if (q != nullptr) {
+    out += fmt::format(
+        "prefill computed off / on: {:.2f}x   tokens / step on / off: "
+        "{:.2f}x\n",
+        Ratio(double(q->prefill_tokens_computed),
+              double(p.prefill_tokens_computed)),
+        Ratio(p.tokens_per_step, q->tokens_per_step));
+  }
+  if (p.hit_stamp_checks > 0) {
+    out += fmt::format("hit blocks' stamps read at admission: {}\n",
+                       p.hit_stamp_checks);
+  }
+  if (r.bound.has_value()) {
+    const PrefixBound& b = *r.bound;
+    out += fmt::format(
+        "infinite-cache bound: {} of the trace's {}-token blocks ({} of "
+        "{}); {} of prompt tokens in {}-token blocks (measured: {})\n",
+        Percent(b.span_hit_rate()), MooncakeBlockTokens(), b.repeat_spans,
+        b.spans, Percent(b.token_hit_rate()), b.block_tokens,
+        Percent(on.hit_rate()));
+  }
+  if (!r.sweep.empty()) {
+    out += fmt::format("{:>12}{:>12}{:>12}{:>14}{:>12}{:>12}\n", "pool GiB",
+                       "blocks", "hit rate", "blocks saved", "evictions",
+                       "preempt");
+    for (const SweepPoint& s : r.sweep) {
+      out += fmt::format("{:>12.1f}{:>12}{:>12}{:>14}{:>12}{:>12}\n",
+                         s.pool_bytes / 1073741824.0, s.pool_blocks,
+                         Percent(s.prefix.hit_rate()), s.prefix.hit_blocks,
+                         s.prefix.evicted_blocks, s.preemptions);
+    }
+  }
+  return out;
 }
 
 std::string FormatTable(const SimResult& r) {
@@ -237,7 +415,9 @@ std::string FormatTable(const SimResult& r) {
   if (r.invariant_failures > 0) {
     out += fmt::format("  (first at step {})", r.first_failure_step);
   }
-  out += "\n\n";
+  out += "\n";
+  out += FormatPrefixTable(r);
+  out += "\n";
   out += fmt::format("{:<20}{:>12}{:>12}{:>12}{:>12}\n", "paged op latency",
                      "count", "p50 us", "p99 us", "mean us");
   for (const OpLatency& l : p.latencies) {
@@ -362,6 +542,130 @@ std::string RenderSvg(const SimResult& r) {
   }
   const double y_running = 4 * tick;
   panel(1, "running requests", y_running, "", running_lines, 2);
+  svg += "</svg>\n";
+  return svg;
+}
+
+std::string RenderSweepSvg(const SimResult& r) {
+  constexpr double kWidth = 1000, kHeight = 560;
+  constexpr double kLeft = 80, kRight = 230, kTop = 80, kPlotH = 400;
+  const double plot_w = kWidth - kLeft - kRight;
+  // Pool sizes double from point to point in a typical sweep: a log axis,
+  // ticked at the sizes swept.
+  double min_gib = 0, max_gib = 0;
+  for (const SweepPoint& p : r.sweep) {
+    const double gib = p.pool_bytes / 1073741824.0;
+    min_gib = min_gib == 0 ? gib : std::min(min_gib, gib);
+    max_gib = std::max(max_gib, gib);
+  }
+  const double span = std::log2(std::max(max_gib / min_gib, 2.0));
+  auto x_of = [&](double gib) {
+    return kLeft + 20 + (plot_w - 40) * std::log2(gib / min_gib) / span;
+  };
+  auto y_of = [&](double rate) { return kTop + kPlotH * (1.0 - rate); };
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" "
+      "height=\"{1}\" viewBox=\"0 0 {0} {1}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" "
+      "fill=\"white\"/>\n",
+      kWidth, kHeight);
+  const std::string source =
+      r.config.trace_path.empty()
+          ? std::string("generator")
+          : r.config.trace_path.substr(r.config.trace_path.rfind('/') + 1);
+  svg += fmt::format(
+      "<text x=\"{}\" y=\"28\" font-size=\"15\">kv_stress preset={}: "
+      "prefix-cache hit rate vs pool size ({}, {}, {}-token blocks)</text>\n",
+      kLeft, r.config.preset, source,
+      r.config.model.empty() ? std::string("custom geometry") : r.config.model,
+      r.config.layout.block_tokens);
+  svg += fmt::format(
+      "<text x=\"{}\" y=\"48\" fill=\"#444\">hit rate = prompt tokens "
+      "served from the cache / prompt tokens; books-only replays, one per "
+      "pool size</text>\n",
+      kLeft);
+  for (int k = 0; k <= 5; ++k) {
+    const double y = y_of(k / 5.0);
+    svg += fmt::format(
+        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" "
+        "stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{:.1f}\" "
+        "text-anchor=\"end\">{}%</text>\n",
+        kLeft, y, kLeft + plot_w, y, kLeft - 6, y + 4, 20 * k);
+  }
+  for (const SweepPoint& p : r.sweep) {
+    const double gib = p.pool_bytes / 1073741824.0;
+    svg += fmt::format(
+        "<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:g}</text>\n",
+        x_of(gib), kTop + kPlotH + 16, gib);
+  }
+  svg += fmt::format(
+      "<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" "
+      "stroke=\"black\"/>\n<line x1=\"{0}\" y1=\"{2}\" x2=\"{3}\" "
+      "y2=\"{2}\" stroke=\"black\"/>\n<text x=\"{4}\" y=\"{5}\" "
+      "text-anchor=\"middle\">pool size (GiB of KV, log scale)</text>\n<text "
+      "x=\"{6}\" y=\"{7}\" text-anchor=\"middle\" transform=\"rotate(-90 "
+      "{6} {7})\">hit rate</text>\n",
+      kLeft, kTop, kTop + kPlotH, kLeft + plot_w, kLeft + plot_w / 2,
+      kTop + kPlotH + 36, kLeft - 50, kTop + kPlotH / 2);
+  struct Legend {
+    std::string name;
+    std::string color;
+    bool dashed;
+  };
+  std::vector<Legend> legend;
+  if (r.bound.has_value()) {
+    const struct {
+      double rate;
+      std::string name;
+      const char* color;
+    } bounds[] = {
+        {r.bound->span_hit_rate(),
+         fmt::format("bound: {} of {}-token blocks",
+                     Percent(r.bound->span_hit_rate()), MooncakeBlockTokens()),
+         "#d62728"},
+        {r.bound->token_hit_rate(),
+         fmt::format("bound in tokens: {}", Percent(r.bound->token_hit_rate())),
+         "#ff7f0e"},
+    };
+    for (const auto& b : bounds) {
+      svg += fmt::format(
+          "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" "
+          "stroke=\"{}\" stroke-width=\"1.5\" "
+          "stroke-dasharray=\"6,4\"/>\n",
+          kLeft, y_of(b.rate), kLeft + plot_w, y_of(b.rate), b.color);
+      legend.push_back({b.name, b.color, true});
+    }
+  }
+  std::string points;
+  for (const SweepPoint& p : r.sweep) {
+    absl::StrAppend(&points, fmt::format("{:.1f},{:.1f} ",
+                                         x_of(p.pool_bytes / 1073741824.0),
+                                         y_of(p.prefix.hit_rate())));
+  }
+  svg += fmt::format(
+      "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" "
+      "points=\"{}\"/>\n",
+      points);
+  for (const SweepPoint& p : r.sweep) {
+    const double x = x_of(p.pool_bytes / 1073741824.0);
+    const double y = y_of(p.prefix.hit_rate());
+    svg += fmt::format(
+        "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4\" fill=\"#1f77b4\"/>\n"
+        "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\" "
+        "fill=\"#1f77b4\">{}</text>\n",
+        x, y, x, y - 9, Percent(p.prefix.hit_rate()));
+  }
+  legend.insert(legend.begin(), {"measured hit rate", "#1f77b4", false});
+  for (size_t i = 0; i < legend.size(); ++i) {
+    const double ly = kTop + 20 + 22 * static_cast<double>(i);
+    svg += fmt::format(
+        "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" "
+        "stroke=\"{3}\" stroke-width=\"3\"{4}/>\n<text x=\"{5}\" "
+        "y=\"{6}\">{7}</text>\n",
+        kLeft + plot_w + 15, ly, kLeft + plot_w + 40, legend[i].color,
+        legend[i].dashed ? " stroke-dasharray=\"6,4\"" : "",
+        kLeft + plot_w + 46, ly + 4, legend[i].name);
+  }
   svg += "</svg>\n";
   return svg;
 }

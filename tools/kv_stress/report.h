@@ -3,9 +3,17 @@
 // Renders a SimResult three ways: the final fmt table printed at the end of
 // every kv_stress run, the JSON of --json_out (every figure plus the
 // config; top-level keys config, paged, contiguous, invariant_checks,
-// invariant_failures, capacity_ratio), and the hand-written SVG of
-// --svg_out (two panels over steps, paged against contiguous: utilization
-// on top, running requests below; polylines, axes, legend).
+// invariant_failures, capacity_ratio, prefix_cache), and the hand-written
+// SVGs of --svg_out: two panels over steps, paged against contiguous
+// (utilization on top, running requests below; polylines, axes, legend),
+// or, for a pool sweep, hit rate against pool size with the bound.
+//
+// prefix_cache holds hit_rate (hit / prompt tokens), blocks_saved (prompt
+// blocks served from the cache), evictions (cached blocks taken for new
+// data), the manager's other counters and the prefill tokens cached and
+// computed; with a comparison run, without_caching, prefill_compute_ratio
+// (computed off / on) and throughput_ratio (tokens per step on / off); for
+// a trace, bound (trace_bound.h); and sweep, one object per pool size.
 //
 //   absl::StatusOr<SimResult> r = RunSimulation(config);
 //   std::string table = FormatTable(*r);
@@ -34,8 +42,19 @@ nlohmann::json ToJson(const SimResult& result);
 // Returns the config alone as JSON (also the "config" key of ToJson).
 nlohmann::json ConfigToJson(const SimConfig& config);
 
-// Returns an SVG document (1000 x 640) of the time series.
+// Returns an SVG document (1000 x 680) of the time series.
 std::string RenderSvg(const SimResult& result);
+
+// Returns the prefix-cache section of FormatTable ("" with prefix caching
+// off): hit rate, blocks saved, evictions and prefill tokens computed, next
+// to the run without caching, the trace's bound and the pool sweep when
+// the result has them.
+std::string FormatPrefixTable(const SimResult& result);
+
+// Returns an SVG document (1000 x 560) of a pool sweep: the measured hit
+// rate at each pool size, with the trace's infinite-cache bounds as dashed
+// lines, pool size on a log axis. REQUIRES: !result.sweep.empty().
+std::string RenderSweepSvg(const SimResult& result);
 
 // Writes `contents` to `path`. Returns Internal (with the path) on failure.
 absl::Status WriteFile(const std::string& path, const std::string& contents);

@@ -21,6 +21,14 @@
 
 namespace pagedkv::kv_stress {
 
+// A run of prompt tokens named by one key: token j of the run is
+// TokenId(key, j) (prefix_tokens.h), so two runs with one key hold equal
+// tokens (a Mooncake hash id's 512 tokens, a system prompt, an earlier turn).
+struct TokenSpan {
+  uint64_t key = 0;
+  int32_t length = 0;  // > 0.
+};
+
 enum class RequestKind { kPlain, kBeam, kFork };
 inline std::string_view RequestKindName(RequestKind kind) {
   switch (kind) {
@@ -46,6 +54,13 @@ struct Request {
   int32_t width = 1;
   // Sliding window kept with Crop, or 0 for none.
   int32_t crop_window = 0;
+  // What the prompt holds, for prefix caching: runs covering its first
+  // tokens in order (at most prompt_tokens in all); the tokens past them are
+  // the request's own. Empty: every token is the request's own.
+  std::vector<TokenSpan> prompt_spans;
+  // The key of the tokens its first row generates (a later turn's prompt
+  // repeats them); 0: one of its own, from its id.
+  uint64_t output_key = 0;
 };
 
 class RequestSource {

@@ -30,6 +30,7 @@
 #include "tools/kv_stress/mooncake_trace.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/request_source.h"
+#include "tools/kv_stress/shared_prefix_workload.h"
 #include "tools/kv_stress/sim_metrics.h"
 #include "tools/kv_stress/workload.h"
 
@@ -79,7 +80,30 @@ absl::Status SimConfig::Validate() const {
   }
   // A trace's requests may exceed max_len: the contiguous model refuses
   // those (too large), as a server with that context limit would.
-  if (trace_path.empty() &&
+  if (sessions.has_value()) {
+    const SharedPrefixOptions& o = *sessions;
+    if (o.num_system_prompts < 1 || o.system_prompt_tokens < 1 ||
+        !(o.sessions_per_step > 0) || o.min_turns < 1 ||
+        o.max_turns < o.min_turns || o.think_steps < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "bad sessions: %d system prompts of %d tokens, %f per step, turns "
+          "[%d, %d], think %f steps",
+          o.num_system_prompts, o.system_prompt_tokens, o.sessions_per_step,
+          o.min_turns, o.max_turns, o.think_steps));
+    }
+    if (trace_path.empty() && o.max_request_tokens() > max_len) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("max_len %d is below a session's longest request %d",
+                          max_len, o.max_request_tokens()));
+    }
+  }
+  for (int32_t blocks : pool_sweep) {
+    if (blocks <= 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "pool_sweep holds %d blocks; every size must be > 0", blocks));
+    }
+  }
+  if (trace_path.empty() && !sessions.has_value() &&
       int64_t{w.prompt.max_tokens} + w.output.max_tokens > max_len) {
     return absl::InvalidArgumentError(
         absl::StrFormat("max_len %d is below max prompt %d + max output %d",
@@ -165,11 +189,27 @@ absl::StatusOr<SimConfig> PresetConfig(std::string_view name) {
     c.max_running = 256;
     c.max_waiting = 4096;
     c.check_every = 1000;
+    c.prefix_caching = true;
+    return c;
+  }
+  if (name == "shared_prefix") {
+    // Multi-turn chat sessions over 4 system prompts of 1024 tokens (about
+    // 0.12 sessions a step, 2-6 turns each), on chat's geometry and 512 MiB
+    // pool in host mode, so every prefix-cache hit's stamps are read back.
+    // Runs twice, prefix caching on and off, and reports both.
+    c.sessions = SharedPrefixOptions{};
+    c.prefix_caching = true;
+    c.compare_without_prefix_caching = true;
+    c.workload.beam_pct = 0;
+    c.workload.fork_pct = 0;
+    c.max_len = 8192;
+    c.steps = 6000;
+    c.check_every = 100;
     return c;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown preset \"", std::string(name),
-                   "\" (chat|beam|long|tiny|mooncake)"));
+                   "\" (chat|beam|long|tiny|mooncake|shared_prefix)"));
 }
 
 namespace {
@@ -183,6 +223,10 @@ using internal::Sampler;
 absl::StatusOr<std::unique_ptr<RequestSource>> MakeSource(
     const SimConfig& config) {
   if (config.trace_path.empty()) {
+    if (config.sessions.has_value()) {
+      return std::make_unique<SharedPrefixWorkload>(*config.sessions,
+                                                    config.workload.seed);
+    }
     return std::make_unique<WorkloadGenerator>(config.workload);
   }
   PKV_ASSIGN_OR_RETURN(

@@ -54,6 +54,12 @@
 //   absl::StatusOr<SimResult> result = RunSimulation(*config);
 //   if (result.ok() && result->invariant_failures == 0) { ... }
 //
+// Prefix caching (prefix_caching): the paged server gives the manager every
+// token's id, commits what it wrote (after prefill, and at each decode step
+// the tokens held before it), prefills only the uncached part of a prompt,
+// and, in host mode, reads back the stamps of every hit block at admission;
+// sampling then counts blocks shared between requests once.
+//
 // Thread safety: RunSimulation is self-contained; concurrent calls share
 // nothing (each makes its own manager). It uses one thread.
 #ifndef PAGEDKV_TOOLS_KV_STRESS_SIMULATOR_H_
@@ -62,6 +68,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -72,6 +79,8 @@
 #include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
 #include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/shared_prefix_workload.h"
+#include "tools/kv_stress/trace_bound.h"
 #include "tools/kv_stress/workload.h"
 
 namespace pagedkv::kv_stress {
@@ -115,6 +124,20 @@ struct SimConfig {
   std::string trace_path;
   double trace_step_ms = 30;
   int64_t trace_max_requests = 0;
+  // Prefix caching in the manager (Options::prefix_caching): requests give
+  // their token ids (prefix_tokens.h), the server commits what it wrote,
+  // and a prompt's cached prefix is not computed again (host mode: the hit
+  // blocks' stamps are read back at admission).
+  bool prefix_caching = false;
+  // Multi-turn sessions over shared system prompts instead of the generator
+  // (shared_prefix_workload.h); its seed is workload.seed.
+  std::optional<SharedPrefixOptions> sessions;
+  // Also run the same workload with prefix caching off (RunExperiment) and
+  // report both.
+  bool compare_without_prefix_caching = false;
+  // Pool sizes in blocks to replay the workload at as well (RunExperiment),
+  // each reporting its prefix-cache hit rate.
+  std::vector<int32_t> pool_sweep;
   // Host mode: random stamp positions read back per running row at each
   // check (besides the first and last).
   int32_t stamp_samples = 4;
@@ -138,11 +161,13 @@ struct SimConfig {
 };
 
 // The names PresetConfig accepts.
-inline constexpr std::string_view kPresetNames[] = {"chat", "beam", "long",
-                                                    "tiny", "mooncake"};
+inline constexpr std::string_view kPresetNames[] = {
+    "chat", "beam", "long", "tiny", "mooncake", "shared_prefix"};
 
-// Returns the preset "chat", "beam", "long", "tiny" or "mooncake" (the
-// Mooncake trace in ../shared/traces, books-only, Llama-3.1-8B on 32 GiB);
+// Returns the preset "chat", "beam", "long", "tiny", "mooncake" (the
+// Mooncake trace in ../shared/traces, books-only, Llama-3.1-8B on 32 GiB,
+// prefix caching on) or "shared_prefix" (multi-turn sessions over four
+// system prompts, host mode, prefix caching on and compared with off);
 // InvalidArgument for another name.
 absl::StatusOr<SimConfig> PresetConfig(std::string_view name);
 
@@ -178,17 +203,23 @@ struct ModelReport {
   int64_t swapped_blocks = 0;  // Both directions.
   // Bytes the swaps copied (books-only: that the caller's copies move).
   int64_t swapped_bytes = 0;
-  int64_t tokens_recomputed = 0;   // Row-tokens rewritten at readmission.
+  int64_t tokens_recomputed = 0;   // Row-tokens recomputed at readmission.
   int64_t stamp_checks = 0;        // Host mode: stamps read back.
   int64_t refused_queue_full = 0;  // Arrivals with the waiting queue full.
   int64_t refused_too_large = 0;   // Requests that cannot fit even alone.
   int64_t admissions_refused = 0;  // The sum of the two above.
-  int64_t tokens_prefilled = 0;    // Prompt tokens written (recomputes too).
-  int64_t tokens_decoded = 0;      // Decode tokens, all rows.
-  double tokens_per_step = 0;      // (prefilled + decoded) / steps.
-  double tokens_per_s = 0;         // (prefilled + decoded) / run wall time.
-  int64_t ops = 0;                 // Cache operations (paged only).
-  double ops_per_s = 0;            // ops / run wall time.
+  int64_t tokens_prefilled = 0;    // Prompt tokens served (recomputes too).
+  // Paged only: of those, tokens served from the prefix cache (prompt hits
+  // at admission, rehits at readmission) and tokens computed (the rest).
+  int64_t prefill_tokens_cached = 0;
+  int64_t prefill_tokens_computed = 0;
+  int64_t hit_stamp_checks = 0;  // Host mode: hit blocks' stamps read.
+  PrefixCacheStats prefix;       // The manager's, at the end.
+  int64_t tokens_decoded = 0;    // Decode tokens, all rows.
+  double tokens_per_step = 0;    // (prefilled + decoded) / steps.
+  double tokens_per_s = 0;       // (prefilled + decoded) / run wall time.
+  int64_t ops = 0;               // Cache operations (paged only).
+  double ops_per_s = 0;          // ops / run wall time.
   int64_t cow_copies = 0;
   int64_t cow_bytes = 0;
   int64_t kv_bytes_written = 0;
@@ -202,6 +233,19 @@ struct ModelReport {
   // and waiting with their tokens remembered).
   int64_t final_tokens = 0;
   std::vector<OpLatency> latencies;  // Paged only.
+};
+
+// One run of a pool sweep (RunExperiment): the workload at one pool size.
+struct SweepPoint {
+  int32_t pool_blocks = 0;
+  size_t pool_bytes = 0;
+  PrefixCacheStats prefix;
+  int64_t prefill_tokens_computed = 0;
+  int64_t preemptions = 0;
+  int64_t completed = 0;
+  int64_t steps_run = 0;
+  double wall_s = 0;
+  int64_t invariant_failures = 0;
 };
 
 // One sample of the time series (end of a step).
@@ -226,6 +270,13 @@ struct SimResult {
   // Peak running requests, paged / contiguous (0 if contiguous ran none).
   double capacity_ratio = 0;
   std::vector<TimePoint> series;
+  // RunExperiment's extras: the paged server with prefix caching off on the
+  // same workload (compare_without_prefix_caching), the infinite-cache
+  // bound of a trace, and the pool sweep's runs in pool order.
+  std::optional<ModelReport> without_prefix_caching;
+  int64_t without_prefix_caching_steps = 0;
+  std::optional<PrefixBound> bound;
+  std::vector<SweepPoint> sweep;
 };
 
 // What the progress callback sees after each step.

@@ -19,13 +19,14 @@ using ::testing::StartsWith;
 TEST(PresetFlagHelpTest, ListsEachPresetsValue) {
   EXPECT_EQ(PresetFlagHelp("Scheduler steps to run", "steps"),
             "Scheduler steps to run [-1: the preset's value; chat: 40000; "
-            "beam: 10000; long: 8000; tiny: 400; mooncake: 0]");
+            "beam: 10000; long: 8000; tiny: 400; mooncake: 0; shared_prefix: "
+            "6000]");
 }
 
 TEST(PresetFlagHelpTest, GroupsPresetsWithTheSameValue) {
   EXPECT_EQ(PresetFlagHelp("Layers", "layers"),
-            "Layers [-1: the preset's value; chat, beam, long: 8; tiny: 2; "
-            "mooncake: 32]");
+            "Layers [-1: the preset's value; chat, beam, long, shared_prefix: "
+            "8; tiny: 2; mooncake: 32]");
 }
 
 TEST(PresetFlagHelpTest, SaysOnceWhenEveryPresetAgrees) {
@@ -37,15 +38,24 @@ TEST(PresetFlagHelpTest, SaysOnceWhenEveryPresetAgrees) {
 TEST(PresetFlagHelpTest, StringFlagsNameTheEmptyDefault) {
   EXPECT_EQ(PresetFlagHelp("float32|float16|bfloat16", "dtype"),
             "float32|float16|bfloat16 [\"\": the preset's value; chat, beam, "
-            "long, tiny: float16; mooncake: bfloat16]");
+            "long, tiny, shared_prefix: float16; mooncake: bfloat16]");
   EXPECT_THAT(PresetFlagHelp("Preemption", "policy"),
               HasSubstr("newest_first in every preset"));
+}
+
+TEST(PresetFlagHelpTest, PrefixCachingIsOnForTheTracePresetAndSessions) {
+  EXPECT_EQ(PresetFlagHelp("Prefix caching", "prefix_caching"),
+            "Prefix caching [\"\": the preset's value; chat, beam, long, "
+            "tiny: false; mooncake, shared_prefix: true]");
+  EXPECT_THAT(PresetFlagHelp("Compare", "compare_prefix_caching"),
+              HasSubstr("shared_prefix: true]"));
 }
 
 TEST(PresetFlagHelpTest, PoolSizeInMiBFollowsThePresetGeometry) {
   // tiny: 192 blocks of 2 layers x K|V x 2 heads x 16 tokens x 16 x 2 bytes.
   EXPECT_THAT(PresetFlagHelp("Pool size in MiB", "pool_mb"),
-              HasSubstr("chat, beam, long: 512; tiny: 0.75; mooncake: 32768]"));
+              HasSubstr("chat, beam, long, shared_prefix: 512; tiny: 0.75; "
+                        "mooncake: 32768]"));
 }
 
 TEST(PresetFlagHelpTest, EveryPresetFlagMentionsEveryPreset) {

@@ -3,6 +3,7 @@
 #include "tools/kv_stress/kv_stamps.h"
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -15,29 +16,36 @@
 namespace pagedkv::kv_stress {
 namespace {
 
-TEST(RowHistoryTest, TracksTheWriterOfEveryPosition) {
-  RowHistory h;
-  h.Append(7, 5);  // Prompt by 7.
-  h.Append(7, 1);  // Its first decode token.
-  h.Append(9, 3);  // A fork, 9, writes on.
-  EXPECT_EQ(h.length(), 9);
-  EXPECT_EQ(h.WriterAt(0), 7);
-  EXPECT_EQ(h.WriterAt(5), 7);
-  EXPECT_EQ(h.WriterAt(6), 9);
-  EXPECT_EQ(h.WriterAt(8), 9);
-  h.Truncate(6);  // Back to 7's tokens only.
-  EXPECT_EQ(h.length(), 6);
-  h.Append(11, 2);
-  EXPECT_EQ(h.WriterAt(5), 7);
-  EXPECT_EQ(h.WriterAt(6), 11);
-  h.Truncate(0);
-  EXPECT_EQ(h.length(), 0);
+// A few token ids, as the tests' rows hold them.
+std::vector<int32_t> Ids(std::initializer_list<int32_t> ids) { return ids; }
+
+TEST(RowHistoryTest, KeysDependOnTheTokensUpToEachPosition) {
+  RowHistory a;
+  a.Append(Ids({5, 6, 7}));
+  RowHistory b = a;  // A fork: the same tokens so far.
+  a.Append(8);
+  b.Append(9);  // The fork diverges.
+  ASSERT_EQ(a.length(), 4);
+  for (int64_t p = 0; p < 3; ++p) EXPECT_EQ(a.KeyAt(p), b.KeyAt(p)) << p;
+  EXPECT_NE(a.KeyAt(3), b.KeyAt(3));
+  // The same token after a different prefix is a different key.
+  RowHistory c;
+  c.Append(Ids({6, 7}));
+  EXPECT_NE(c.KeyAt(1), a.KeyAt(2));
+  // Truncation and a rewrite of the same tokens give the same keys again.
+  const uint64_t last = a.KeyAt(3);
+  a.Truncate(2);
+  EXPECT_EQ(a.length(), 2);
+  a.Append(Ids({7, 8}));
+  EXPECT_EQ(a.KeyAt(3), last);
+  a.Truncate(0);
+  EXPECT_EQ(a.length(), 0);
 }
 
 TEST(RowHistoryDeathTest, PositionPastTheEndAborts) {
   RowHistory h;
-  h.Append(1, 3);
-  EXPECT_DEATH(h.WriterAt(3), "position 3 of 3");
+  h.Append(Ids({1, 2, 3}));
+  EXPECT_DEATH(h.KeyAt(3), "position 3 of 3");
   EXPECT_DEATH(h.Truncate(4), "truncate to 4 of 3");
 }
 
@@ -60,7 +68,7 @@ class KVStamperTest : public ::testing::TestWithParam<DType> {
 TEST_P(KVStamperTest, StampsReadBackThroughTheTable) {
   KVStamper stamper(pool_.get());
   RowHistory h;
-  h.Append(3, 6);
+  h.Append(Ids({30, 31, 32, 33, 34, 35}));
   // Positions 0..5 in blocks 5 (slots 0-3) and 2 (slots 0-1).
   const std::vector<int64_t> slots = {20, 21, 22, 23, 8, 9};
   stamper.Write(slots, 0, h);
@@ -78,9 +86,9 @@ TEST_P(KVStamperTest, StampsReadBackThroughTheTable) {
     mismatches += stamper.Verify(wrong, pos, h) ? 0 : 1;
   }
   EXPECT_GE(mismatches, 4);
-  // So is another writer's history.
+  // So is a row of other tokens.
   RowHistory other;
-  other.Append(4, 6);
+  other.Append(Ids({40, 41, 42, 43, 44, 45}));
   mismatches = 0;
   for (int64_t pos = 0; pos < 6; ++pos) {
     mismatches += stamper.Verify(table, pos, other) ? 0 : 1;
@@ -91,7 +99,7 @@ TEST_P(KVStamperTest, StampsReadBackThroughTheTable) {
 TEST_P(KVStamperTest, ACorruptedByteIsCaught) {
   KVStamper stamper(pool_.get());
   RowHistory h;
-  h.Append(1, 4);
+  h.Append(Ids({1, 2, 3, 4}));
   stamper.Write(std::vector<int64_t>{4, 5, 6, 7}, 0, h);
   const std::vector<BlockId> table = {BlockId(1)};
   ASSERT_TRUE(stamper.Verify(table, 2, h));
@@ -99,16 +107,18 @@ TEST_P(KVStamperTest, ACorruptedByteIsCaught) {
   const KVLayout& l = pool_->layout();
   std::byte* at = pool_->BlockData(BlockId(1)) +
                   l.ElementOffset(0, KV::kKey, 0, 2) * SizeOf(l.dtype);
-  StoreFromFloat(l.dtype, stamper.StampOf(1, 2) + 1, at);
+  StoreFromFloat(l.dtype, stamper.StampOf(h.KeyAt(2)) + 1, at);
   EXPECT_FALSE(stamper.Verify(table, 2, h));
   EXPECT_TRUE(stamper.Verify(table, 1, h));
 }
 
 TEST_P(KVStamperTest, StampsAreExactIntegersOfTheDtype) {
   KVStamper stamper(pool_.get());
-  for (int64_t w = 0; w < 50; ++w) {
+  for (int32_t w = 0; w < 50; ++w) {
+    RowHistory h;
+    for (int32_t p = 0; p < 50; ++p) h.Append(w * 100 + p);
     for (int64_t p = 0; p < 50; ++p) {
-      const float s = stamper.StampOf(w, p);
+      const float s = stamper.StampOf(h.KeyAt(p));
       EXPECT_GE(s, 0);
       EXPECT_LT(s, stamper.modulus());
       std::byte buf[4];

@@ -31,9 +31,10 @@ entries="$(printf '%s\n' "$help" | awk '
   /^      / { sub(/^ +/, " "); e = e $0; next }
   { if (e != "") print e; e = "" }
   END { if (e != "") print e }')"
-# --json_out and --svg_out default to "" meaning "no file".
+# --json_out and --svg_out default to "" meaning "no file", --pool_sweep
+# to "" meaning "no sweep".
 preset_backed="$(printf '%s\n' "$entries" | grep -E 'default: (-1|"");$' |
-  grep -vE '^    --(json_out|svg_out) ' || true)"
+  grep -vE '^    --(json_out|svg_out|pool_sweep) ' || true)"
 count="$(printf '%s\n' "$preset_backed" | grep -c . || true)"
 [ "$count" -ge 20 ] || fail "only ${count} flags default to -1 or \"\""
 undocumented="$(printf '%s\n' "$preset_backed" |

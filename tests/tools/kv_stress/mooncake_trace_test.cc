@@ -9,6 +9,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
+#include "tools/kv_stress/prefix_tokens.h"
+#include "tools/kv_stress/request_source.h"
 
 namespace pagedkv::kv_stress {
 namespace {
@@ -101,6 +103,43 @@ TEST(MooncakeTraceTest, BadOptionsAndMissingFiles) {
   EXPECT_THAT(MooncakeTrace::Load({.path = "/nonexistent/trace.jsonl"}),
               StatusIs(absl::StatusCode::kNotFound,
                        HasSubstr("/nonexistent/trace.jsonl")));
+}
+
+TEST(MooncakeTraceTest, HashIdsBecomeSpansOf512Tokens) {
+  absl::StatusOr<MooncakeTrace> t =
+      MooncakeTrace::Parse(kTrace, {.step_ms = 30});
+  ASSERT_THAT(t, IsOk());
+  const std::vector<Request>& r = t->requests();
+  // 6955 tokens, two ids: two full blocks, the rest the request's own.
+  ASSERT_EQ(r[0].prompt_spans.size(), 2u);
+  EXPECT_EQ(r[0].prompt_spans[0].key, SpanKey(TokenKeyTag::kTraceBlock, 46));
+  EXPECT_EQ(r[0].prompt_spans[0].length, 512);
+  EXPECT_EQ(r[0].prompt_spans[1].key, SpanKey(TokenKeyTag::kTraceBlock, 47));
+  EXPECT_TRUE(r[1].prompt_spans.empty());
+  ASSERT_EQ(r[2].prompt_spans.size(), 1u);
+  EXPECT_EQ(r[2].prompt_spans[0].length, 512);
+  EXPECT_TRUE(r[3].prompt_spans.empty());  // No hash_ids at all.
+  // A partial last block is cut to what the prompt has left.
+  absl::StatusOr<MooncakeTrace> cut = MooncakeTrace::Parse(
+      R"({"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [5, 6, 7]})",
+      {});
+  ASSERT_THAT(cut, IsOk());
+  ASSERT_EQ(cut->requests()[0].prompt_spans.size(), 2u);
+  EXPECT_EQ(cut->requests()[0].prompt_spans[1].length, 88);
+}
+
+TEST(MooncakeTraceTest, RejectsHashIdsThatAreNotIntegers) {
+  EXPECT_THAT(
+      MooncakeTrace::Parse(
+          R"({"timestamp": 0, "input_length": 6, "output_length": 1, "hash_ids": [1, "x"]})",
+          {}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("line 1: hash_ids holds \"x\"")));
+  EXPECT_THAT(
+      MooncakeTrace::Parse(
+          R"({"timestamp": 0, "input_length": 6, "output_length": 1, "hash_ids": [-3]})",
+          {}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("-3")));
 }
 
 }  // namespace
