@@ -52,16 +52,29 @@ BlockPool::~BlockPool() {
 // BlockPool: helpers (lock held)
 
 BlockId BlockPool::TakeFreeLocked(int32_t owner) {
-  if (free_list_.empty()) EvictUntilLocked(1);
-  const BlockId id = free_list_.PopFront();
+  BlockId id;
+  if (!free_list_.empty()) {
+    id = free_list_.PopFront();
+  } else {
+    id = EvictOneLocked();
+    prefix_->CloseEvents();
+  }
   ref_counts_[id.value()] = 1;
   owner_[id.value()] = owner;
   return id;
 }
 
 void BlockPool::TakeFreeNLocked(int32_t owner, int32_t n, BlockId* out) {
-  if (n > free_list_.size()) EvictUntilLocked(n);
-  free_list_.PopFrontN(n, out);
+  int32_t k = std::min(n, free_list_.size());
+  free_list_.PopFrontN(k, out);
+  if (k < n) {
+    // The rest are cached: evicted straight into out[] (descendants an
+    // eviction drops land in the plain list and are taken from there).
+    for (; k < n; ++k) {
+      out[k] = !free_list_.empty() ? free_list_.PopFront() : EvictOneLocked();
+    }
+    prefix_->CloseEvents();
+  }
   for (int32_t k = 0; k < n; ++k) {
     const int32_t i = out[k].value();
     ref_counts_[i] = 1;
@@ -104,22 +117,18 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void BlockPool::ReleaseLocked(BlockId id) {
   if (owner_[i] >= 0) UnchargeLocked(i);
 }
 
-void BlockPool::EvictUntilLocked(int32_t n) {
-  PKV_CHECK(n <= num_free_locked(), "evicting for %d blocks, %d free", n,
-            num_free_locked());
-  while (free_list_.size() < n) {
-    // The least recently freed cached block; RemoveSubtree also drops any
-    // cached descendants (free ones join the plain list through the
-    // callback), so no entry outlives its parent.
-    const BlockId victim = prefix_->evictable().PopBack();
-    prefix_->RemoveSubtree(victim.value(), /*evicted=*/true,
-                           [this, victim](int32_t b) {
-                             if (b != victim.value()) OnUnpublishedLocked(b);
-                           });
-    free_list_.PushFront(victim);  // Handed out first; its dropped
-                                   // descendants wait at the back.
-  }
-  prefix_->CloseEvents();
+BlockId BlockPool::EvictOneLocked() {
+  PKV_CHECK(prefix_ != nullptr && !prefix_->evictable().empty(),
+            "no free block to take");
+  // The least recently freed cached block; RemoveSubtree also drops any
+  // cached descendants (free ones join the plain list through the
+  // callback), so no entry outlives its parent.
+  const BlockId victim = prefix_->evictable().PopBack();
+  prefix_->RemoveSubtree(victim.value(), /*evicted=*/true,
+                         [this, victim](int32_t b) {
+                           if (b != victim.value()) OnUnpublishedLocked(b);
+                         });
+  return victim;
 }
 
 void BlockPool::OnUnpublishedLocked(int32_t b) {

@@ -279,22 +279,23 @@ class BlockPool {
   int32_t unreserved_free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return num_free_locked() - total_reserved_free_;
   }
-  // Moves evictable blocks to the plain free list (evicting their entries,
-  // and their descendants') until it holds n.
-  // REQUIRES: n <= num_free_locked().
-  void EvictUntilLocked(int32_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the LRU's oldest cached free block out of the index (with its
+  // cached descendants, which become plain free blocks) and returns it,
+  // still free. The caller closes the index's events after its batch.
+  // REQUIRES: a cached free block exists.
+  BlockId EvictOneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Unpublished block `b` left the index: a free one moves from the LRU to
   // the plain free list.
   void OnUnpublishedLocked(int32_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   PrefixMatch MatchLocked(const PrefixChain& chain, std::vector<BlockId>* pin)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckChain(const PrefixChain& chain) const;
-  // REQUIRES: free_list_ non-empty.
+  // REQUIRES: num_free_locked() > 0 (plain blocks first, then evicts).
   BlockId TakeFreeLocked(int32_t owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // n TakeFreeLocked(owner) calls in one walk of the free list, the ids
   // written to out[0 .. n) in the same order. Does not touch the
   // reservation counts (the caller does, as for TakeFreeLocked).
-  // REQUIRES: 0 <= n <= free_list_.size().
+  // REQUIRES: 0 <= n <= num_free_locked().
   void TakeFreeNLocked(int32_t owner, int32_t n, BlockId* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteAllocatedLocked(int32_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

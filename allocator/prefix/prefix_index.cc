@@ -1,5 +1,6 @@
 #include "allocator/prefix/prefix_index.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <utility>
@@ -57,9 +58,9 @@ void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
   PKV_CHECK(static_cast<int32_t>(tokens.size()) == block_tokens_,
             "Insert of %d tokens into a %d-token block", tokens.size(),
             block_tokens_);
-  const bool inserted = by_hash_.emplace(hash, block).second;
-  PKV_CHECK(inserted, "Insert of block %d: hash %x already indexed", block,
-            hash);
+  PKV_CHECK(FindHash(hash) == -1, "Insert of block %d: hash %x already indexed",
+            block, hash);
+  by_hash_[hash] = block;  // New, or over a stale entry.
   published_[block] = 1;
   hash_[block] = hash;
   parent_[block] = parent;
@@ -134,6 +135,17 @@ void PrefixIndex::Transplant(int32_t from, int32_t to) {
   parent_[from] = first_child_[from] = -1;
 }
 
+void PrefixIndex::SweepStale() {
+  for (auto it = by_hash_.begin(); it != by_hash_.end();) {
+    const int32_t b = it->second;
+    if (published_[b] && hash_[b] == it->first) {
+      ++it;
+    } else {
+      by_hash_.erase(it++);
+    }
+  }
+}
+
 std::vector<PrefixEvent> PrefixIndex::TakeEvents() {
   CloseEvents();
   std::vector<PrefixEvent> out;
@@ -158,8 +170,11 @@ void PrefixIndex::CheckInvariants(absl::Span<const int32_t> ref_counts) const {
   PKV_CHECK(static_cast<int32_t>(ref_counts.size()) == n,
             "%d ref counts for an index of %d blocks", ref_counts.size(), n);
   evictable_.CheckInvariants();
-  PKV_CHECK(num_published_ == static_cast<int32_t>(by_hash_.size()),
-            "%d published, %d hashes indexed", num_published_, by_hash_.size());
+  PKV_CHECK(num_published_ <= static_cast<int32_t>(by_hash_.size()) &&
+                by_hash_.size() - num_published_ <=
+                    static_cast<size_t>(std::max(2 * n, kMinStale)),
+            "%d published, %d hashes indexed (stale bound %d)", num_published_,
+            by_hash_.size(), std::max(2 * n, kMinStale));
   int32_t published = 0;
   std::vector<int32_t> listed(n, 0);
   for (int32_t b = 0; b < n; ++b) {

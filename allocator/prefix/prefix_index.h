@@ -35,6 +35,7 @@
 #ifndef PAGEDKV_ALLOCATOR_PREFIX_PREFIX_INDEX_H_
 #define PAGEDKV_ALLOCATOR_PREFIX_PREFIX_INDEX_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -81,9 +82,8 @@ class PrefixIndex {
   // these tokens and keys, or -1. parent is -1 for a chain's first block.
   int32_t Find(BlockHash hash, int32_t parent, absl::Span<const int32_t> tokens,
                const BlockExtraKeys& keys) const {
-    auto it = by_hash_.find(hash);
-    if (it == by_hash_.end()) return -1;
-    const int32_t b = it->second;
+    const int32_t b = FindHash(hash);
+    if (b == -1) return -1;
     if (parent_[b] != parent || extra_[b] != keys) return -1;
     if (std::memcmp(tokens_.data() + int64_t{b} * block_tokens_, tokens.data(),
                     sizeof(int32_t) * block_tokens_) != 0) {
@@ -94,7 +94,10 @@ class PrefixIndex {
   // The block indexed under `hash`, verified or not, or -1.
   int32_t FindHash(BlockHash hash) const {
     auto it = by_hash_.find(hash);
-    return it == by_hash_.end() ? -1 : it->second;
+    if (it == by_hash_.end()) return -1;
+    const int32_t b = it->second;
+    // A stale entry (its block left the index, see by_hash_) is no entry.
+    return published_[b] && hash_[b] == hash ? b : -1;
   }
 
   // Publishes `block` under `hash` as the child of `parent` (-1: a first
@@ -146,20 +149,34 @@ class PrefixIndex {
 
  private:
   void Unlink(int32_t block);  // From its parent's child list.
+  // A block left the index; its by_hash_ entry stays behind, stale. Sweeps
+  // the stale entries out when there are too many.
+  void NoteStaleEntry() {
+    if (by_hash_.size() - static_cast<size_t>(num_published_) >
+        static_cast<size_t>(std::max(2 * num_blocks(), kMinStale))) {
+      SweepStale();
+    }
+  }
+  void SweepStale();
+  static constexpr int32_t kMinStale = 1024;
   PrefixEvent* OpenEvent(PrefixEvent::Kind kind, int32_t* open);
 
   const int32_t block_tokens_;
   const int32_t max_pending_events_;
 
   // Invariants (CheckInvariants):
-  //  - by_hash_ maps hash_[b] -> b for exactly the published blocks b;
+  //  - by_hash_ maps hash_[b] -> b for every published block b; its other
+  //    entries are stale (their block left the index or holds another
+  //    hash now) and number at most max(2 num_blocks, kMinStale) (removal
+  //    leaves them, so it costs no hash-map erase; Insert overwrites them
+  //    and a sweep drops them all when there are too many: O(1) amortized);
   //  - a published block's parent_ is -1 or a published block, and b is in
   //    that parent's child list (first_child_/next_sibling_/prev_sibling_)
   //    exactly once; unpublished blocks have no links and no children;
   //  - evictable_ holds exactly the published blocks with ref_count 0;
   //  - a published block in use has a parent in use (a sequence holds the
   //    whole prefix of every block it holds);
-  //  - num_published_ == by_hash_.size().
+  //  - num_published_ + stale entries == by_hash_.size().
   std::vector<uint8_t> published_;
   std::vector<BlockHash> hash_;
   std::vector<int32_t> parent_;
@@ -198,11 +215,11 @@ void PrefixIndex::RemoveSubtree(int32_t block, bool evicted,
   PrefixEvent* removed =
       OpenEvent(PrefixEvent::Kind::kBlockRemoved, &open_removed_);
   if (first_child_[block] == -1) {  // A leaf: eviction's common case.
-    by_hash_.erase(hash_[block]);
     if (removed != nullptr) removed->block_hashes.push_back(hash_[block]);
     published_[block] = 0;
     parent_[block] = -1;
     --num_published_;
+    NoteStaleEntry();
     ++(evicted ? evicted_blocks_ : dropped_blocks_);
     on_removed(block);
     return;
@@ -223,12 +240,12 @@ void PrefixIndex::RemoveSubtree(int32_t block, bool evicted,
   }
   for (size_t k = order.size(); k-- > 0;) {
     const int32_t b = order[k];
-    by_hash_.erase(hash_[b]);
     if (removed != nullptr) removed->block_hashes.push_back(hash_[b]);
     published_[b] = 0;
     first_child_[b] = next_sibling_[b] = prev_sibling_[b] = -1;
     parent_[b] = -1;
     --num_published_;
+    NoteStaleEntry();
     if (b == block && evicted) {
       ++evicted_blocks_;
     } else {
@@ -242,7 +259,6 @@ template <typename OnRemoved>
 void PrefixIndex::Clear(OnRemoved&& on_removed) {
   for (int32_t b = 0; b < num_blocks(); ++b) {
     if (!published_[b]) continue;
-    by_hash_.erase(hash_[b]);
     published_[b] = 0;
     first_child_[b] = next_sibling_[b] = prev_sibling_[b] = -1;
     parent_[b] = -1;
@@ -250,6 +266,7 @@ void PrefixIndex::Clear(OnRemoved&& on_removed) {
     ++dropped_blocks_;
     on_removed(b);
   }
+  by_hash_.clear();
   CloseEvents();
   OpenEvent(PrefixEvent::Kind::kAllBlocksCleared, &open_removed_);
   CloseEvents();

@@ -182,6 +182,27 @@ TEST(PrefixBooksTest, EvictingAParentDropsItsCachedDescendants) {
   pool->Release(*got);
 }
 
+TEST(PrefixBooksTest, EvictedEntriesDoNotPileUpInTheIndex) {
+  // Removal leaves a stale hash-map entry (no erase per eviction); the
+  // index sweeps them once they pass max(2 x num_blocks, 1024), which
+  // CheckInvariants bounds. 3,000 evictions of distinct blocks run it.
+  std::unique_ptr<BlockPool> pool = MakePool(4);
+  for (int32_t round = 0; round < 1000; ++round) {
+    for (int32_t b = 0; b < 3; ++b) {
+      const Chain c({round, b});
+      std::vector<BlockId> ids = PublishNew(*pool, c);
+      pool->ReleaseAll(ids);
+      // The older entries stay matchable until evicted.
+      EXPECT_EQ(pool->MatchPrefix(c.view()).blocks, 1);
+    }
+    if (round % 100 == 0) pool->CheckInvariants();
+  }
+  pool->CheckInvariants();
+  EXPECT_GE(pool->prefix_stats().evicted_blocks, 2990);
+  EXPECT_EQ(pool->MatchPrefix(Chain({0, 0}).view()).blocks, 0);
+  EXPECT_EQ(pool->MatchPrefix(Chain({999, 2}).view()).blocks, 1);
+}
+
 TEST(PrefixBooksTest, AnEqualBlockInUseIsSwitchedTo) {
   std::unique_ptr<BlockPool> pool = MakePool(8);
   const Chain c({1, 2, 3, 4});
