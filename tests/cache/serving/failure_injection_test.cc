@@ -51,6 +51,8 @@ struct Case {
   // kReservation guarantees this call never runs out (the sequences'
   // futures were reserved): the scan must see no failure at all.
   bool reserved = false;
+  // The manager caches prefixes (Options::prefix_caching).
+  bool prefix = false;
 };
 
 // Every byte of a pool (empty for books-only).
@@ -102,6 +104,84 @@ absl::Status SwapIn(CheckedManager& m, SequenceId id) {
   if (!plan.ok()) return plan.status();
   if (m->storage() == StorageMode::kBooksOnly) return m.CompleteSwap(id);
   return absl::OkStatus();
+}
+
+// Prefix caching: adds `id` with token ids first..first+n-1 and commits
+// them all (they are written).
+absl::Status AddIds(CheckedManager& m, SequenceId id, int32_t first, int32_t n,
+                    int64_t max_new, bool commit = true) {
+  std::vector<int32_t> ids(n);
+  for (int32_t i = 0; i < n; ++i) ids[i] = first + i;
+  StepOutput out;
+  absl::Status s = m->AddSequence(id, ids, max_new, &out);
+  m->CheckInvariants();
+  if (!s.ok()) return s;
+  Fill(*m, out);
+  if (!commit) return absl::OkStatus();
+  const TokenCommit c{.seq = id, .num_tokens = n};
+  return m->CommitTokens(absl::MakeConstSpan(&c, 1));
+}
+
+// Prefix caching: the cases where a hit, a re-hit or a switch meets a pool
+// that runs out.
+std::vector<Case> PrefixCases() {
+  return {
+      {"AddSequence of 29 tokens hitting 16 cached, evicting cached free "
+       "blocks",
+       [](CheckedManager& m) {
+         if (absl::Status s = AddIds(m, 1, 100, 16, 4); !s.ok()) return s;
+         if (absl::Status s = AddIds(m, 2, 500, 9, 4); !s.ok()) return s;
+         return m.Free(2);  // Its 2 full blocks stay cached, free.
+       },
+       [](CheckedManager& m) { return AddIds(m, 3, 100, 29, 4, false); },
+       {1, 2, 3},
+       false,
+       false,
+       /*prefix=*/true},
+      {"Readmit of a preempted 12-token sequence that re-hits 8",
+       [](CheckedManager& m) {
+         if (absl::Status s = AddIds(m, 1, 100, 12, 4); !s.ok()) return s;
+         if (absl::Status s = m.Preempt(1); !s.ok()) return s;
+         return AddIds(m, 2, 500, 5, 4);
+       },
+       [](CheckedManager& m) {
+         StepOutput out;
+         absl::Status s = m.Readmit(1, &out);
+         if (s.ok()) Fill(*m, out);
+         return s;
+       },
+       {1, 2},
+       false,
+       false,
+       true},
+      {"SwapIn of a 14-token sequence that re-hits its cached blocks",
+       [](CheckedManager& m) {
+         if (absl::Status s = AddIds(m, 1, 100, 14, 4); !s.ok()) return s;
+         if (absl::Status s = SwapOut(m, 1); !s.ok()) return s;
+         return AddIds(m, 2, 500, 5, 4);
+       },
+       [](CheckedManager& m) { return SwapIn(m, 1); },
+       {1, 2},
+       false,
+       false,
+       true},
+      {"AppendSlots whose commit switches a block computed twice",
+       [](CheckedManager& m) {
+         if (absl::Status s = AddIds(m, 1, 100, 9, 8); !s.ok()) return s;
+         return AddIds(m, 2, 100, 9, 8, false);  // Admitted: no hits yet.
+       },
+       [](CheckedManager& m) {
+         static const int32_t kIds[6] = {7, 7, 7, 7, 7, 7};
+         return Append(m, {{.seq = 2,
+                            .num_tokens = 6,
+                            .token_ids = absl::MakeConstSpan(kIds),
+                            .commit = 9}});
+       },
+       {1, 2},
+       false,
+       /*reserved=*/true,
+       true},
+  };
 }
 
 std::vector<Case> Cases() {
@@ -203,6 +283,7 @@ void Scan(const Case& c, StorageMode storage, AdmissionMode admission) {
     o.storage = storage;
     o.admission = admission;
     o.watermark = 0;
+    o.prefix_caching.enabled = c.prefix;
     absl::StatusOr<std::unique_ptr<KVCacheManager>> made =
         KVCacheManager::Create(o);
     ASSERT_TRUE(made.ok()) << made.status();
@@ -250,6 +331,15 @@ TEST(FailureInjectionTest, EveryCallThatRunsOutChangesNothing) {
     for (AdmissionMode admission :
          {AdmissionMode::kWatermark, AdmissionMode::kReservation}) {
       for (const Case& c : Cases()) Scan(c, storage, admission);
+    }
+  }
+}
+
+TEST(FailureInjectionTest, PrefixCacheCallsThatRunOutChangeNothing) {
+  for (StorageMode storage : {StorageMode::kHost, StorageMode::kBooksOnly}) {
+    for (AdmissionMode admission :
+         {AdmissionMode::kWatermark, AdmissionMode::kReservation}) {
+      for (const Case& c : PrefixCases()) Scan(c, storage, admission);
     }
   }
 }

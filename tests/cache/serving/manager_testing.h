@@ -129,6 +129,19 @@ class CheckedManager {
 
 // --- Snapshots ---------------------------------------------------------
 
+inline bool PrefixStatsEqual(const PrefixCacheStats& a,
+                             const PrefixCacheStats& b) {
+  return a.queries == b.queries && a.query_tokens == b.query_tokens &&
+         a.hit_tokens == b.hit_tokens && a.query_blocks == b.query_blocks &&
+         a.hit_blocks == b.hit_blocks && a.rehit_blocks == b.rehit_blocks &&
+         a.switched_blocks == b.switched_blocks &&
+         a.cached_blocks == b.cached_blocks &&
+         a.evictable_blocks == b.evictable_blocks &&
+         a.stored_blocks == b.stored_blocks &&
+         a.evicted_blocks == b.evicted_blocks &&
+         a.dropped_blocks == b.dropped_blocks;
+}
+
 inline bool StatsEqual(const ManagerStats& a, const ManagerStats& b) {
   return a.num_blocks == b.num_blocks && a.used_blocks == b.used_blocks &&
          a.free_blocks == b.free_blocks &&
@@ -140,18 +153,24 @@ inline bool StatsEqual(const ManagerStats& a, const ManagerStats& b) {
          a.swap_ins == b.swap_ins && a.swapped_blocks == b.swapped_blocks &&
          a.swapped_bytes == b.swapped_bytes && a.cow_copies == b.cow_copies &&
          a.host_blocks == b.host_blocks &&
-         a.host_used_blocks == b.host_used_blocks;
+         a.host_used_blocks == b.host_used_blocks &&
+         PrefixStatsEqual(a.prefix, b.prefix);
 }
 
 inline std::string StatsString(const ManagerStats& s) {
   return absl::StrFormat(
       "{blocks=%d used=%d free=%d reserved=%d shared=%d seqs=%d running=%d "
       "preemptions=%d swap_outs=%d swap_ins=%d swapped_blocks=%d "
-      "swapped_bytes=%d cow=%d host=%d host_used=%d}",
+      "swapped_bytes=%d cow=%d host=%d host_used=%d prefix{queries=%d "
+      "hit_tokens=%d rehit=%d switched=%d cached=%d evictable=%d "
+      "evicted=%d dropped=%d}}",
       s.num_blocks, s.used_blocks, s.free_blocks, s.reserved_blocks,
       s.shared_blocks, s.num_sequences, s.running_sequences, s.preemptions,
       s.swap_outs, s.swap_ins, s.swapped_blocks, s.swapped_bytes, s.cow_copies,
-      s.host_blocks, s.host_used_blocks);
+      s.host_blocks, s.host_used_blocks, s.prefix.queries, s.prefix.hit_tokens,
+      s.prefix.rehit_blocks, s.prefix.switched_blocks, s.prefix.cached_blocks,
+      s.prefix.evictable_blocks, s.prefix.evicted_blocks,
+      s.prefix.dropped_blocks);
 }
 
 struct SequenceSnapshot {
