@@ -274,12 +274,12 @@ Admission KVCacheManager::CanAdmit(absl::Span<const int32_t> prompt,
       prompt_tokens > kMaxSequenceTokens) {
     return CanAdmit(prompt_tokens, max_new_tokens);
   }
-  return AdmitWithHits(prompt_tokens, max_new_tokens,
-                       CountHitsInUse(prompt, keys));
+  const BlockPool::PrefixMatch m = MatchPrompt(prompt, keys);
+  return AdmitWithHits(prompt_tokens, max_new_tokens, m.blocks - m.revived);
 }
 
-int64_t KVCacheManager::CountHitsInUse(absl::Span<const int32_t> prompt,
-                                       const PrefixKeys& keys) const {
+BlockPool::PrefixMatch KVCacheManager::MatchPrompt(
+    absl::Span<const int32_t> prompt, const PrefixKeys& keys) const {
   // The prompt's keys in scratch state (no allocation once warm).
   PrefixState& p = scratch_prefix_;
   p.tokens.assign(prompt.begin(), prompt.end());
@@ -290,10 +290,8 @@ int64_t KVCacheManager::CountHitsInUse(absl::Span<const int32_t> prompt,
   p.multimodal.assign(keys.multimodal.begin(), keys.multimodal.end());
   const int64_t matchable =
       (static_cast<int64_t>(prompt.size()) - 1) / layout_.block_tokens;
-  if (matchable <= 0) return 0;
-  EnsureHashes(p, matchable);
-  const BlockPool::PrefixMatch m = books_->MatchPrefix(Chain(p, 0, matchable));
-  return m.blocks - m.revived;
+  if (matchable <= 0) return {};
+  return MatchHashing(p, matchable);
 }
 
 Admission KVCacheManager::AdmitWithHits(int64_t prompt_tokens,
@@ -393,8 +391,9 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
     return absl::AlreadyExistsError(
         absl::StrFormat("sequence %d already exists", seq));
   }
+  const BlockPool::PrefixMatch match = MatchPrompt(prompt, keys);
   const Admission admission = AdmitWithHits(prompt_tokens, max_new_tokens,
-                                            CountHitsInUse(prompt, keys));
+                                            match.blocks - match.revived);
   if (admission != Admission::kAdmit) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "sequence %d (%d prompt + %d new tokens) %s: %d of %d blocks free "
@@ -407,13 +406,14 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   PKV_CHECK(inserted, "sequence %d appeared", seq);
   Sequence& s = it->second;
   s.max_tokens = prompt_tokens + max_new_tokens;
-  // CountHitsInUse left the prompt's state (tokens, keys, the matchable
-  // blocks' hashes) in scratch: take it over.
+  // MatchPrompt left the prompt's state (tokens, keys, the hashes it
+  // computed) in scratch: take it over.
   s.prefix.emplace(std::move(scratch_prefix_));
   scratch_prefix_ = PrefixState();
   PrefixState& p = *s.prefix;
   p.epoch = books_->prefix_epoch();
-  const int32_t hits = PinHits(s, (prompt_tokens - 1) / layout_.block_tokens);
+  const int32_t hits =
+      PinHits(s, (prompt_tokens - 1) / layout_.block_tokens, match.blocks);
   absl::Status status = Place(s, prompt_tokens, out);
   if (!status.ok()) {
     s.table.ClearTailFirst();
@@ -562,7 +562,7 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     // A partial tail written in place (nobody else holds it any more) may
     // still be a published block (a truncation left it shared, then the
     // other holder let go): its entry must go before its bytes change.
-    if (hasher_ != nullptr && step_tails_[i].is_valid() &&
+    if (s.prefix.has_value() && step_tails_[i].is_valid() &&
         s.table[static_cast<int32_t>(BlocksFor(s.num_tokens) - 1)] ==
             step_tails_[i] &&
         books_->is_cached(step_tails_[i])) {

@@ -206,7 +206,7 @@ struct ManagerStats {
   int64_t cow_copies = 0;
   int32_t host_blocks = 0;  // Host tier size (0: no swap tier).
   int32_t host_used_blocks = 0;
-  PrefixCacheStats prefix;  // All zero without prefix caching.
+  PrefixCacheStats prefix = {};  // All zero without prefix caching.
 };
 
 class KVCacheManager {
@@ -241,7 +241,7 @@ class KVCacheManager {
       // queue is the pool's: drain it from one manager.
       int32_t max_pending_events = 0;
     };
-    PrefixCaching prefix_caching;
+    PrefixCaching prefix_caching = {};
   };
 
   // InvalidArgument for a bad layout, num_blocks <= 0 (without a pool), a
@@ -333,7 +333,10 @@ class KVCacheManager {
   // NOT_FOUND; FAILED_PRECONDITION if not running.
   absl::Status Preempt(SequenceId seq);
   // Gives a preempted sequence slots for its remembered tokens again (the
-  // server recomputes their KV into out->slot_mapping). FAILED_PRECONDITION
+  // server recomputes their KV into out->slot_mapping). With prefix
+  // caching, blocks still cached are pinned instead (out->num_cached_tokens,
+  // always leaving the last token) and its commit point drops to them: the
+  // server commits the recomputed tokens again. FAILED_PRECONDITION
   // unless preempted; RESOURCE_EXHAUSTED (still preempted) when it does not
   // fit (kReservation: its reservation too).
   absl::Status Readmit(SequenceId seq, StepOutput* out);
@@ -346,9 +349,10 @@ class KVCacheManager {
   // host tier); RESOURCE_EXHAUSTED when the host tier is full.
   absl::StatusOr<SwapPlan> SwapOut(SequenceId seq);
   // Brings a swapped-out sequence back with every byte intact (new device
-  // blocks). Books-only: returns host -> device copies; kSwappingIn until
-  // CompleteSwap. FAILED_PRECONDITION unless swapped out; RESOURCE_EXHAUSTED
-  // when the device pool is full.
+  // blocks; with prefix caching, its blocks still cached are pinned and
+  // only the others copied). Books-only: returns host -> device copies;
+  // kSwappingIn until CompleteSwap. FAILED_PRECONDITION unless swapped out;
+  // RESOURCE_EXHAUSTED when the device pool is full.
   absl::StatusOr<SwapPlan> SwapIn(SequenceId seq);
   // Books-only: the caller ran the copies of the pending swap; releases the
   // source tier's blocks. FAILED_PRECONDITION unless a swap is pending.
@@ -487,11 +491,11 @@ class KVCacheManager {
   // blocks in use (held already: they cost no free block).
   Admission AdmitWithHits(int64_t prompt_tokens, int64_t max_new_tokens,
                           int64_t hits_in_use) const;
-  // Prefix caching: the prompt's verified cached blocks that are in use,
-  // from its matchable blocks (all but the last token). Leaves the prompt's
+  // Prefix caching: the prompt's verified cached prefix, from its
+  // matchable blocks (all but the last token). Leaves the prompt's
   // PrefixState in scratch_prefix_ (AddSequence takes it over).
-  int64_t CountHitsInUse(absl::Span<const int32_t> prompt,
-                         const PrefixKeys& keys) const;
+  BlockPool::PrefixMatch MatchPrompt(absl::Span<const int32_t> prompt,
+                                     const PrefixKeys& keys) const;
   // kReservation: what a sequence may still need: its blocks up to
   // max_tokens, plus one copy-on-write block if forked.
   int64_t ReserveNeed(const Sequence& s) const;
@@ -516,9 +520,13 @@ class KVCacheManager {
   // The chain of blocks [first, first + n) of p.
   BlockPool::PrefixChain Chain(const PrefixState& p, int64_t first,
                                int64_t n) const;
+  // The verified cached prefix of p's first max_blocks blocks, keying
+  // blocks only as far as the match goes (in growing steps).
+  BlockPool::PrefixMatch MatchHashing(PrefixState& p, int64_t max_blocks) const;
   // Pins p's cached prefix of at most max_blocks blocks into s.table
-  // (empty). Returns the hits.
-  int32_t PinHits(Sequence& s, int64_t max_blocks);
+  // (empty). Returns the hits. known_hits >= 0: a match just made said so
+  // (its keys are computed); pins at most that many without matching again.
+  int32_t PinHits(Sequence& s, int64_t max_blocks, int64_t known_hits = -1);
   // Publishes s's committed full blocks not yet published.
   void PublishCommitted(Sequence& s);
   // Validates a commit point for s (OUT_OF_RANGE).

@@ -66,15 +66,35 @@ BlockPool::PrefixChain KVCacheManager::Chain(const PrefixState& p,
   return c;
 }
 
-int32_t KVCacheManager::PinHits(Sequence& s, int64_t max_blocks) {
+BlockPool::PrefixMatch KVCacheManager::MatchHashing(PrefixState& p,
+                                                    int64_t max_blocks) const {
+  // Keys cost about what lookups do, so a prompt that misses early should
+  // not have all its blocks keyed first: match 16 blocks, then 8x as many
+  // while every one hits. Keys stay within 8x the hit length + 16, and a
+  // full hit re-looks-up at most 1/8 of its blocks.
+  BlockPool::PrefixMatch m;
+  for (int64_t n = std::min<int64_t>(max_blocks, 16); n > 0;
+       n = std::min<int64_t>(max_blocks, 8 * n)) {
+    EnsureHashes(p, n);
+    m = books_->MatchPrefix(Chain(p, 0, n));
+    if (m.blocks < n || n == max_blocks) break;
+  }
+  return m;
+}
+
+int32_t KVCacheManager::PinHits(Sequence& s, int64_t max_blocks,
+                                int64_t known_hits) {
   PKV_CHECK(s.table.empty(), "pinning hits into a table of %d blocks",
             s.table.num_blocks());
   PrefixState& p = *s.prefix;
   if (max_blocks <= 0) return 0;
-  EnsureHashes(p, max_blocks);
+  // Keys up to the first miss only (the rest are keyed when published).
+  const int64_t hits =
+      known_hits >= 0 ? known_hits : MatchHashing(p, max_blocks).blocks;
+  if (hits == 0) return 0;
   scratch_blocks_.clear();
   const BlockPool::PrefixMatch m =
-      books_->PinPrefix(Chain(p, 0, max_blocks), &scratch_blocks_);
+      books_->PinPrefix(Chain(p, 0, hits), &scratch_blocks_);
   s.table.AppendAll(scratch_blocks_);
   return m.blocks;
 }

@@ -311,7 +311,9 @@ void Scan(const Case& c, StorageMode storage, AdmissionMode admission) {
     }
     // No block leaked either way.
     for (SequenceId id : c.ids) {
-      if (m->contains(id)) ASSERT_TRUE(m.Free(id).ok());
+      if (m->contains(id)) {
+        ASSERT_TRUE(m.Free(id).ok());
+      }
     }
     EXPECT_EQ(m->books().num_free_blocks(), m->books().num_blocks());
     EXPECT_EQ(m->books().num_reserved_blocks(), 0);

@@ -202,7 +202,9 @@ class PrefixWorkload {
     ASSERT_EQ(out.num_cached_tokens % kBt, 0);
     const int64_t model = ModelHits(p);
     ASSERT_LE(hits, model) << "a hit on a prefix nobody committed";
-    if (c_.exact) ASSERT_EQ(hits, model);
+    if (c_.exact) {
+      ASSERT_EQ(hits, model);
+    }
     Seq& s = seqs_[id];
     s.tokens = p;
     s.committed = hits * kBt;
@@ -273,7 +275,9 @@ class PrefixWorkload {
     const SequenceId in = Pick(SequenceState::kSwappedOut);
     if (in < 0) return;
     if (m_.SwapIn(in).ok()) {
-      if (!host()) ASSERT_TRUE(m_.CompleteSwap(in).ok());
+      if (!host()) {
+        ASSERT_TRUE(m_.CompleteSwap(in).ok());
+      }
       CheckBytes(in, seqs_[in], static_cast<int64_t>(seqs_[in].tokens.size()));
     }
   }
