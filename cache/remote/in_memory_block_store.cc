@@ -1,19 +1,19 @@
 #include "cache/remote/in_memory_block_store.h"
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 
 namespace pagedkv {
 
 int32_t InMemoryBlockStore::CountLeadingHits(
     absl::Span<const std::string> keys) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ++stats_.calls;
   if (down_) {
     ++stats_.errors;
@@ -29,7 +29,7 @@ int32_t InMemoryBlockStore::CountLeadingHits(
 
 int32_t InMemoryBlockStore::Fetch(absl::Span<const std::string> keys,
                                   FetchSink& sink) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ++stats_.calls;
   if (down_) {
     ++stats_.errors;
@@ -48,7 +48,7 @@ int32_t InMemoryBlockStore::Fetch(absl::Span<const std::string> keys,
 
 absl::Status InMemoryBlockStore::Put(std::string_view key,
                                      std::string_view value) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ++stats_.calls;
   if (down_) {
     ++stats_.errors;
@@ -60,27 +60,27 @@ absl::Status InMemoryBlockStore::Put(std::string_view key,
 }
 
 RemoteStoreStats InMemoryBlockStore::stats() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return stats_;
 }
 
 void InMemoryBlockStore::Corrupt(std::string_view key, std::string value) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   values_[std::string(key)] = std::move(value);
 }
 
 bool InMemoryBlockStore::Erase(std::string_view key) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return values_.erase(std::string(key)) > 0;
 }
 
 void InMemoryBlockStore::set_down(bool down) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   down_ = down;
 }
 
 int64_t InMemoryBlockStore::num_keys() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(values_.size());
 }
 

@@ -16,13 +16,12 @@
 #define PAGEDKV_CACHE_REMOTE_IN_MEMORY_BLOCK_STORE_H_
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "cache/remote/remote_block_store.h"
 
@@ -42,10 +41,10 @@ class InMemoryBlockStore final : public RemoteBlockStore {
   int64_t num_keys() const;
 
  private:
-  mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::string> values_ ABSL_GUARDED_BY(mu_);
-  bool down_ ABSL_GUARDED_BY(mu_) = false;
-  RemoteStoreStats stats_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex mu_;  // Not absl::Mutex: TSan sees this one.
+  absl::flat_hash_map<std::string, std::string> values_;
+  bool down_ = false;
+  RemoteStoreStats stats_;
 };
 
 }  // namespace pagedkv

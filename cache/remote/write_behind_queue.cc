@@ -1,11 +1,11 @@
 #include "cache/remote/write_behind_queue.h"
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "base/check.h"
 
 namespace pagedkv {
@@ -22,18 +22,19 @@ WriteBehindQueue::WriteBehindQueue(RemoteBlockStore* store,
 
 WriteBehindQueue::~WriteBehindQueue() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  changed_.notify_all();
   worker_.join();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   stats_.dropped += static_cast<int64_t>(queue_.size());
   stats_.pending = 0;
   queue_.clear();
 }
 
 bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (stop_ || queue_.size() >= static_cast<size_t>(options_.max_values) ||
       queued_bytes_ + value.size() > options_.max_bytes) {
     ++stats_.dropped;
@@ -43,19 +44,18 @@ bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
   queue_.push_back(Item{std::move(key), std::move(value)});
   ++stats_.enqueued;
   ++stats_.pending;
+  lock.unlock();
+  changed_.notify_all();
   return true;
 }
 
 void WriteBehindQueue::Flush() {
-  absl::MutexLock lock(&mu_);
-  const auto drained = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return (queue_.empty() && !busy_) || stop_;
-  };
-  mu_.Await(absl::Condition(&drained));
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [this] { return (queue_.empty() && !busy_) || stop_; });
 }
 
 WriteBehindStats WriteBehindQueue::stats() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return stats_;
 }
 
@@ -63,11 +63,8 @@ void WriteBehindQueue::Run() {
   for (;;) {
     Item item;
     {
-      absl::MutexLock lock(&mu_);
-      const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || stop_;
-      };
-      mu_.Await(absl::Condition(&ready));
+      std::unique_lock<std::mutex> lock(mu_);
+      changed_.wait(lock, [this] { return !queue_.empty() || stop_; });
       if (stop_) return;
       item = std::move(queue_.front());
       queue_.pop_front();
@@ -77,16 +74,19 @@ void WriteBehindQueue::Run() {
     // The network I/O, with no lock held.
     const absl::Status status = store_->Put(item.key, item.value);
     const RemoteStoreStats store_stats = store_->stats();
-    absl::MutexLock lock(&mu_);
-    stats_.store = store_stats;
-    busy_ = false;
-    --stats_.pending;
-    if (status.ok()) {
-      ++stats_.stored;
-      stats_.stored_bytes += static_cast<int64_t>(item.value.size());
-    } else {
-      ++stats_.failed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.store = store_stats;
+      busy_ = false;
+      --stats_.pending;
+      if (status.ok()) {
+        ++stats_.stored;
+        stats_.stored_bytes += static_cast<int64_t>(item.value.size());
+      } else {
+        ++stats_.failed;
+      }
     }
+    changed_.notify_all();
   }
 }
 

@@ -21,15 +21,15 @@
 #ifndef PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_
 #define PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "cache/remote/remote_block_store.h"
 
 namespace pagedkv {
@@ -75,12 +75,15 @@ class WriteBehindQueue {
 
   RemoteBlockStore* const store_;
   const Options options_;
-  mutable absl::Mutex mu_;
-  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
-  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // The worker holds an item.
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  WriteBehindStats stats_ ABSL_GUARDED_BY(mu_);
+  // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan,
+  // which would not see absl's happens-before edges (base/maybe_lock.h).
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<Item> queue_;
+  size_t queued_bytes_ = 0;
+  bool busy_ = false;  // The worker holds an item.
+  bool stop_ = false;
+  WriteBehindStats stats_;
   std::thread worker_;  // Last: starts after the members it reads.
 };
 

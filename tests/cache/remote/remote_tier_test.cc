@@ -3,9 +3,11 @@
 // stops the chain; a store that is down gives misses; a full queue drops.
 #include "cache/remote/remote_tier.h"
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -153,18 +155,22 @@ class BlockingStore final : public RemoteBlockStore {
     return 0;
   }
   absl::Status Put(std::string_view, std::string_view) override {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(&open_));
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return open_; });
     return absl::OkStatus();
   }
   RemoteStoreStats stats() const override { return {}; }
   void Open() {
-    absl::MutexLock lock(&mu_);
-    open_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
   }
 
  private:
-  absl::Mutex mu_;
+  std::mutex mu_;
+  std::condition_variable cv_;
   bool open_ = false;
 };
 

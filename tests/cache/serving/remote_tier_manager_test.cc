@@ -122,7 +122,8 @@ TEST(RemoteTierManagerTest, LocalHitsFirstThenTheRemoteRest) {
   const std::vector<int32_t> longer = Ids(25, 100);
   const std::vector<int32_t> shorter(longer.begin(), longer.begin() + 9);
   EXPECT_EQ(Serve(b, 1, shorter), 0);  // b has 2 blocks locally.
-  EXPECT_EQ(Serve(a, 1, longer), 0);   // a publishes 6.
+  tb->Flush();
+  EXPECT_EQ(Serve(a, 1, longer), 8);  // b's 2 from the store; a adds 4.
   ta->Flush();
   EXPECT_EQ(Serve(b, 2, longer), 24);  // 2 local + 4 remote.
   EXPECT_EQ(tb->stats().loaded_blocks, 4);
