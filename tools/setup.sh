@@ -30,8 +30,8 @@ PACKAGES=(
   python3-dev          # Python bindings (python/: Python.h)
   python3-pybind11     # Python bindings (python/: pybind11 headers)
   python3-numpy        # Python bindings: arrays in and out, tests, benchmarks
-  libhiredis-dev       # Redis client (upcoming)
-  redis-server         # Redis server for its tests (upcoming)
+  libhiredis-dev       # Redis client of the remote tier (cache/remote/)
+  redis-server         # Redis for the remote tier's tests and kv_stress
 )
 
 LOG_TAIL_LINES=30

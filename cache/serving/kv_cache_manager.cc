@@ -133,6 +133,7 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
                            ? options.prefix_caching.hasher
                            : &Xxh3BlockHasher();
   }
+  PKV_RETURN_IF_ERROR(manager->AttachRemote(options.prefix_caching.remote));
   if (manager->admission_ == AdmissionMode::kReservation) {
     PKV_ASSIGN_OR_RETURN(Reservation r, manager->books_->Reserve(0));
     manager->reservation_.emplace(std::move(r));
@@ -412,7 +413,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   scratch_prefix_ = PrefixState();
   PrefixState& p = *s.prefix;
   p.epoch = books_->prefix_epoch();
-  const int32_t hits =
+  int32_t hits =
       PinHits(s, (prompt_tokens - 1) / layout_.block_tokens, match.blocks);
   absl::Status status = Place(s, prompt_tokens, out);
   if (!status.ok()) {
@@ -423,6 +424,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   const int32_t bt = layout_.block_tokens;
   p.committed = int64_t{hits} * bt;
   p.published = hits;
+  hits += FillFromRemote(s, hits, out);  // Publishes what it loads.
   ++prefix_stats_.queries;
   prefix_stats_.query_tokens += prompt_tokens;
   prefix_stats_.hit_tokens += int64_t{hits} * bt;

@@ -96,6 +96,8 @@
 
 namespace pagedkv {
 
+class RemoteTier;  // cache/remote/remote_tier.h
+
 // The server's id for a sequence (a request, or one sample or beam of it).
 using SequenceId = int64_t;
 
@@ -240,6 +242,12 @@ class KVCacheManager {
       // Events kept for TakeEvents(); 0 records none. On a shared pool the
       // queue is the pool's: drain it from one manager.
       int32_t max_pending_events = 0;
+      // The remote tier shared with other replicas (cache/remote/
+      // remote_tier.h; host mode; must outlive the manager), or nullptr.
+      // On a local miss AddSequence looks the rest of the prompt's chain up
+      // there and loads the verified hits (counted as cached tokens); every
+      // newly published block is stored write-behind.
+      RemoteTier* remote = nullptr;
     };
     PrefixCaching prefix_caching = {};
   };
@@ -529,6 +537,15 @@ class KVCacheManager {
   int32_t PinHits(Sequence& s, int64_t max_blocks, int64_t known_hits = -1);
   // Publishes s's committed full blocks not yet published.
   void PublishCommitted(Sequence& s);
+  // --- Remote tier (kv_cache_manager_remote.cc) ---
+  // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT).
+  absl::Status AttachRemote(RemoteTier* remote);
+  // After Place: loads blocks [local_hits, ...) of s's prompt from the
+  // remote tier into its fresh blocks, publishes them, and drops their
+  // slots from *out. Returns the blocks loaded (0 without a tier).
+  int32_t FillFromRemote(Sequence& s, int32_t local_hits, StepOutput* out);
+  // Queues blocks [first, first + n) of s, just published, for the store.
+  void StoreToRemote(const Sequence& s, int64_t first, int64_t n);
   // Validates a commit point for s (OUT_OF_RANGE).
   absl::Status CheckCommit(SequenceId seq, const Sequence& s,
                            int64_t commit) const;
@@ -586,6 +603,7 @@ class KVCacheManager {
 
   // Prefix caching (null hasher_: off).
   const BlockHasher* hasher_ = nullptr;
+  RemoteTier* remote_ = nullptr;        // Borrowed; host mode only.
   PrefixCacheStats prefix_stats_;       // The manager's own counters.
   mutable PrefixState scratch_prefix_;  // CanAdmit / AddSequence.
   std::vector<BlockId> scratch_blocks_;

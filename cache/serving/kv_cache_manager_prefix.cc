@@ -123,6 +123,7 @@ void KVCacheManager::PublishCommitted(Sequence& s) {
     s.table.Replace(p.published + sw.index, sw.cached);
     ++prefix_stats_.switched_blocks;
   }
+  if (remote_ != nullptr) StoreToRemote(s, p.published, done);
   p.published += done;
   if (done < n) p.stopped = true;
 }

@@ -1,0 +1,311 @@
+#include "cache/remote/redis_block_store.h"
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace pagedkv {
+namespace {
+
+timeval SocketTimeout(absl::Duration d) {
+  d = std::max(d, absl::Microseconds(1));  // 0 would mean "no timeout".
+  return absl::ToTimeval(d);
+}
+
+// Frees a reply on every path.
+struct ReplyDeleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+void IgnoreSigpipeUnlessSet() {
+  struct sigaction current;
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 &&
+      current.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RedisBlockStore>> RedisBlockStore::Create(
+    const Options& options) {
+  if (options.connect_timeout <= absl::ZeroDuration() ||
+      options.call_timeout <= absl::ZeroDuration() ||
+      options.backoff_initial <= absl::ZeroDuration() ||
+      options.backoff_max < options.backoff_initial ||
+      options.key_ttl < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "redis store: timeouts must be > 0 and backoff_max >= "
+        "backoff_initial, ttl >= 0 (connect %s, call %s, backoff %s..%s, "
+        "ttl %s)",
+        absl::FormatDuration(options.connect_timeout),
+        absl::FormatDuration(options.call_timeout),
+        absl::FormatDuration(options.backoff_initial),
+        absl::FormatDuration(options.backoff_max),
+        absl::FormatDuration(options.key_ttl)));
+  }
+  absl::string_view a = options.address;
+  if (absl::ConsumePrefix(&a, "unix:")) {
+    if (a.empty() || a.size() >= 108) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "redis address '%s': a unix socket path of 1 to 107 bytes",
+          options.address));
+    }
+    IgnoreSigpipeUnlessSet();
+    return std::unique_ptr<RedisBlockStore>(new RedisBlockStore(
+        options, Transport::kUnix, std::string(a), /*port=*/0));
+  }
+  absl::ConsumePrefix(&a, "redis://");
+  const size_t colon = a.rfind(':');
+  int port = 0;
+  if (colon == absl::string_view::npos || colon == 0 ||
+      !absl::SimpleAtoi(a.substr(colon + 1), &port) || port <= 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "redis address '%s': expected unix:/path, redis://host:port or "
+        "host:port",
+        options.address));
+  }
+  IgnoreSigpipeUnlessSet();
+  return std::unique_ptr<RedisBlockStore>(new RedisBlockStore(
+      options, Transport::kTcp, std::string(a.substr(0, colon)), port));
+}
+
+RedisBlockStore::RedisBlockStore(const Options& options, Transport transport,
+                                 std::string host, int port)
+    : options_(options),
+      transport_(transport),
+      host_(std::move(host)),
+      port_(port),
+      backoff_(options.backoff_initial) {}
+
+RedisBlockStore::~RedisBlockStore() {
+  if (ctx_ != nullptr) redisFree(ctx_);
+}
+
+bool RedisBlockStore::EnsureConnected() {
+  if (ctx_ != nullptr) return true;
+  const absl::Time now = absl::Now();
+  if (now < next_attempt_) {
+    ++stats_.skipped_while_down;
+    return false;
+  }
+  const timeval tv = SocketTimeout(options_.connect_timeout);
+  redisContext* c = transport_ == Transport::kUnix
+                        ? redisConnectUnixWithTimeout(host_.c_str(), tv)
+                        : redisConnectWithTimeout(host_.c_str(), port_, tv);
+  if (c == nullptr || c->err != 0) {
+    if (c != nullptr) redisFree(c);
+    ++stats_.connect_failures;
+    next_attempt_ = now + backoff_;
+    backoff_ = std::min(backoff_ * 2, options_.backoff_max);
+    return false;
+  }
+  ctx_ = c;
+  ++stats_.connects;
+  return true;
+}
+
+bool RedisBlockStore::ArmTimeout(absl::Time deadline) {
+  const absl::Duration left = deadline - absl::Now();
+  if (left <= absl::ZeroDuration()) {
+    Fail(/*timeout=*/true);
+    return false;
+  }
+  if (redisSetTimeout(ctx_, SocketTimeout(left)) != REDIS_OK) {
+    Fail(/*timeout=*/false);
+    return false;
+  }
+  return true;
+}
+
+void* RedisBlockStore::ReadReply(absl::Time deadline) {
+  if (!ArmTimeout(deadline)) return nullptr;
+  void* reply = nullptr;
+  errno = 0;
+  if (redisGetReply(ctx_, &reply) != REDIS_OK || reply == nullptr) {
+    const bool timeout =
+        ctx_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+    Fail(timeout);
+    return nullptr;
+  }
+  return reply;
+}
+
+void RedisBlockStore::Fail(bool timeout) {
+  if (timeout) {
+    ++stats_.timeouts;
+  } else {
+    ++stats_.errors;
+  }
+  if (ctx_ != nullptr) {
+    redisFree(ctx_);
+    ctx_ = nullptr;
+  }
+  next_attempt_ = absl::Now() + backoff_;
+  backoff_ = std::min(backoff_ * 2, options_.backoff_max);
+}
+
+void RedisBlockStore::Succeeded() { backoff_ = options_.backoff_initial; }
+
+int32_t RedisBlockStore::CountLeadingHits(absl::Span<const std::string> keys) {
+  ++stats_.calls;
+  if (keys.empty() || !EnsureConnected()) return 0;
+  const absl::Time deadline = absl::Now() + options_.call_timeout;
+  for (const std::string& k : keys) {
+    const char* argv[2] = {"EXISTS", k.data()};
+    const size_t argvlen[2] = {6, k.size()};
+    if (redisAppendCommandArgv(ctx_, 2, argv, argvlen) != REDIS_OK) {
+      Fail(/*timeout=*/false);
+      return 0;
+    }
+  }
+  int32_t hits = 0;
+  bool leading = true;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    Reply r(static_cast<redisReply*>(ReadReply(deadline)));
+    if (r == nullptr) return hits;
+    if (r->type != REDIS_REPLY_INTEGER) {
+      // An error reply (e.g. a server loading its data): a miss, and the
+      // rest of the pipeline is read to keep the connection in step.
+      ++stats_.errors;
+      leading = false;
+      continue;
+    }
+    if (leading && r->integer == 1) {
+      ++hits;
+    } else {
+      leading = false;
+    }
+  }
+  Succeeded();
+  return hits;
+}
+
+int32_t RedisBlockStore::CountLeadingHitsOneByOne(
+    absl::Span<const std::string> keys) {
+  ++stats_.calls;
+  if (keys.empty() || !EnsureConnected()) return 0;
+  const absl::Time deadline = absl::Now() + options_.call_timeout;
+  int32_t hits = 0;
+  for (const std::string& k : keys) {
+    const char* argv[2] = {"EXISTS", k.data()};
+    const size_t argvlen[2] = {6, k.size()};
+    if (redisAppendCommandArgv(ctx_, 2, argv, argvlen) != REDIS_OK) {
+      Fail(/*timeout=*/false);
+      return hits;
+    }
+    Reply r(static_cast<redisReply*>(ReadReply(deadline)));
+    if (r == nullptr) return hits;
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) break;
+    ++hits;
+  }
+  Succeeded();
+  return hits;
+}
+
+int32_t RedisBlockStore::Fetch(absl::Span<const std::string> keys,
+                               FetchSink& sink) {
+  ++stats_.calls;
+  if (keys.empty() || !EnsureConnected()) return 0;
+  const absl::Time deadline = absl::Now() + options_.call_timeout;
+  for (const std::string& k : keys) {
+    const char* argv[2] = {"GET", k.data()};
+    const size_t argvlen[2] = {3, k.size()};
+    if (redisAppendCommandArgv(ctx_, 2, argv, argvlen) != REDIS_OK) {
+      Fail(/*timeout=*/false);
+      return 0;
+    }
+  }
+  int32_t accepted = 0;
+  bool leading = true;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    // Replies after the first miss are still read (and dropped): the
+    // connection stays in step, and the lookup just before made misses
+    // rare (a key evicted in between).
+    Reply r(static_cast<redisReply*>(ReadReply(deadline)));
+    if (r == nullptr) return accepted;
+    if (!leading) continue;
+    if (r->type != REDIS_REPLY_STRING) {
+      if (r->type != REDIS_REPLY_NIL) ++stats_.errors;
+      leading = false;
+      continue;
+    }
+    stats_.bytes_received += static_cast<int64_t>(r->len);
+    if (!sink.OnValue(static_cast<int32_t>(i),
+                      std::string_view(r->str, r->len))) {
+      leading = false;
+      continue;
+    }
+    ++accepted;
+  }
+  Succeeded();
+  return accepted;
+}
+
+absl::Status RedisBlockStore::Put(std::string_view key,
+                                  std::string_view value) {
+  ++stats_.calls;
+  if (!EnsureConnected()) {
+    return absl::UnavailableError(absl::StrFormat(
+        "redis %s: not connected (reconnect in %s)", options_.address,
+        absl::FormatDuration(next_attempt_ - absl::Now())));
+  }
+  const absl::Time deadline = absl::Now() + options_.call_timeout;
+  const std::string ttl =
+      absl::StrFormat("%d", absl::ToInt64Milliseconds(options_.key_ttl));
+  const char* argv[5] = {"SET", key.data(), value.data(), "PX", ttl.data()};
+  const size_t argvlen[5] = {3, key.size(), value.size(), 2, ttl.size()};
+  const int argc = options_.key_ttl > absl::ZeroDuration() ? 5 : 3;
+  if (redisAppendCommandArgv(ctx_, argc, argv, argvlen) != REDIS_OK) {
+    Fail(/*timeout=*/false);
+    return absl::InternalError("redis: could not format SET");
+  }
+  const int64_t timeouts = stats_.timeouts;
+  Reply r(static_cast<redisReply*>(ReadReply(deadline)));
+  if (r == nullptr) {
+    if (stats_.timeouts > timeouts) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "redis %s: SET of %d bytes took over %s", options_.address,
+          value.size(), absl::FormatDuration(options_.call_timeout)));
+    }
+    return absl::UnavailableError(
+        absl::StrFormat("redis %s: connection lost", options_.address));
+  }
+  if (r->type == REDIS_REPLY_ERROR) {
+    const std::string message(r->str, r->len);
+    if (absl::StartsWith(message, "OOM")) {
+      Succeeded();  // The connection is fine; the server is full.
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("redis %s: %s", options_.address, message));
+    }
+    ++stats_.errors;
+    return absl::InternalError(
+        absl::StrFormat("redis %s: %s", options_.address, message));
+  }
+  stats_.bytes_sent += static_cast<int64_t>(value.size());
+  Succeeded();
+  return absl::OkStatus();
+}
+
+}  // namespace pagedkv

@@ -1,0 +1,93 @@
+#include "cache/remote/write_behind_queue.h"
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "base/check.h"
+
+namespace pagedkv {
+
+WriteBehindQueue::WriteBehindQueue(RemoteBlockStore* store,
+                                   const Options& options)
+    : store_(store), options_(options) {
+  PKV_CHECK(store != nullptr, "WriteBehindQueue needs a store");
+  PKV_CHECK(options.max_values > 0 && options.max_bytes > 0,
+            "WriteBehindQueue bounds must be > 0 (values %d, bytes %d)",
+            options.max_values, options.max_bytes);
+  worker_ = std::thread([this] { Run(); });
+}
+
+WriteBehindQueue::~WriteBehindQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  worker_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.dropped += static_cast<int64_t>(queue_.size());
+  stats_.pending = 0;
+  queue_.clear();
+}
+
+bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stop_ || queue_.size() >= static_cast<size_t>(options_.max_values) ||
+      queued_bytes_ + value.size() > options_.max_bytes) {
+    ++stats_.dropped;
+    return false;
+  }
+  queued_bytes_ += value.size();
+  queue_.push_back(Item{std::move(key), std::move(value)});
+  ++stats_.enqueued;
+  ++stats_.pending;
+  lock.unlock();
+  changed_.notify_all();
+  return true;
+}
+
+void WriteBehindQueue::Flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [this] { return (queue_.empty() && !busy_) || stop_; });
+}
+
+WriteBehindStats WriteBehindQueue::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void WriteBehindQueue::Run() {
+  for (;;) {
+    Item item;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      changed_.wait(lock, [this] { return !queue_.empty() || stop_; });
+      if (stop_) return;
+      item = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= item.value.size();
+      busy_ = true;
+    }
+    // The network I/O, with no lock held.
+    const absl::Status status = store_->Put(item.key, item.value);
+    const RemoteStoreStats store_stats = store_->stats();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.store = store_stats;
+      busy_ = false;
+      --stats_.pending;
+      if (status.ok()) {
+        ++stats_.stored;
+        stats_.stored_bytes += static_cast<int64_t>(item.value.size());
+      } else {
+        ++stats_.failed;
+      }
+    }
+    changed_.notify_all();
+  }
+}
+
+}  // namespace pagedkv

@@ -1,0 +1,92 @@
+// cache/remote/write_behind_queue.h
+//
+// WriteBehindQueue puts values into a RemoteBlockStore from a worker thread
+// of its own, so the step loop never waits on the network: Enqueue copies
+// nothing more than it is given (the caller moves in the key and the
+// encoded value), never blocks, and when the queue is full (by count or by
+// bytes) drops the value and counts it. A slow or dead server therefore
+// costs dropped stores (the blocks are simply not shared), never a stall.
+//
+//   WriteBehindQueue queue(&store, {.max_values = 64});
+//   if (!queue.Enqueue(std::move(key), std::move(value))) {
+//     // Dropped (counted in stats().dropped).
+//   }
+//   queue.Flush();  // Tests: wait until everything queued was tried.
+//
+// The destructor stops the worker after the put in progress; values still
+// queued are dropped (counted).
+//
+// Thread safety: Enqueue, Flush and stats may be called from any thread.
+// The store is used by the worker only (it must outlive the queue).
+#ifndef PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_
+#define PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "cache/remote/remote_block_store.h"
+
+namespace pagedkv {
+
+struct WriteBehindStats {
+  int64_t enqueued = 0;
+  int64_t stored = 0;        // Puts that succeeded.
+  int64_t stored_bytes = 0;  // Their value bytes.
+  int64_t failed = 0;        // Puts that returned an error.
+  int64_t dropped = 0;       // Not queued (full) or left at shutdown.
+  int64_t pending = 0;       // Queued now (or being put).
+  RemoteStoreStats store;    // The store's counters after the last put.
+};
+
+class WriteBehindQueue {
+ public:
+  struct Options {
+    int32_t max_values = 64;               // > 0.
+    size_t max_bytes = size_t{256} << 20;  // Queued value bytes.
+  };
+
+  // REQUIRES: store != nullptr, outliving the queue; options' bounds > 0.
+  WriteBehindQueue(RemoteBlockStore* store, const Options& options);
+  WriteBehindQueue(const WriteBehindQueue&) = delete;
+  WriteBehindQueue& operator=(const WriteBehindQueue&) = delete;
+  ~WriteBehindQueue();
+
+  // Queues one put; false (counted as dropped) when full. Never blocks on
+  // the worker's I/O (one short lock).
+  bool Enqueue(std::string key, std::string value);
+
+  // Waits until every value enqueued before the call was put or failed.
+  void Flush();
+
+  WriteBehindStats stats() const;
+
+ private:
+  struct Item {
+    std::string key;
+    std::string value;
+  };
+  void Run();
+
+  RemoteBlockStore* const store_;
+  const Options options_;
+  // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan,
+  // which would not see absl's happens-before edges (base/maybe_lock.h).
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<Item> queue_;
+  size_t queued_bytes_ = 0;
+  bool busy_ = false;  // The worker holds an item.
+  bool stop_ = false;
+  WriteBehindStats stats_;
+  std::thread worker_;  // Last: starts after the members it reads.
+};
+
+}  // namespace pagedkv
+
+#endif  // PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_

@@ -1,0 +1,224 @@
+// RedisBlockStore and RemoteTier against a real redis-server that the test
+// starts (tests/testing/redis_server.h) and damages: killed with kill -9
+// and restarted, paused with SIGSTOP, values corrupted under valid keys,
+// keys evicted by maxmemory. Through all of it calls return within their
+// deadlines, misses are counted, and every loaded byte is right.
+#include "cache/remote/redis_block_store.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cache/remote/remote_tier.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cache/remote/remote_testing.h"
+#include "tests/testing/redis_server.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pagedkv {
+namespace {
+
+using ::pagedkv::testing::Destinations;
+using ::pagedkv::testing::IsOk;
+using ::pagedkv::testing::RedisServer;
+using ::pagedkv::testing::RemoteTestLayout;
+using ::pagedkv::testing::StatusIs;
+using ::pagedkv::testing::TestChain;
+
+class RedisTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!RedisServer::Available()) GTEST_SKIP() << RedisServer::kSkipMessage;
+    absl::StatusOr<std::unique_ptr<RedisServer>> s = RedisServer::Start(opts_);
+    ASSERT_THAT(s.status(), IsOk());
+    redis_ = std::move(*s);
+  }
+
+  RedisBlockStore::Options StoreOptions() const {
+    RedisBlockStore::Options o;
+    o.address = redis_->address();
+    o.call_timeout = absl::Milliseconds(100);
+    o.connect_timeout = absl::Milliseconds(100);
+    o.backoff_initial = absl::Milliseconds(5);
+    o.backoff_max = absl::Milliseconds(40);
+    return o;
+  }
+  std::unique_ptr<RedisBlockStore> MakeStore() const {
+    return *RedisBlockStore::Create(StoreOptions());
+  }
+  std::unique_ptr<RemoteTier> MakeTier(const KVLayout& layout) const {
+    RemoteTier::Options o;
+    o.layout = layout;
+    return *RemoteTier::Create(o, MakeStore(), MakeStore());
+  }
+  void StoreAll(RemoteTier& tier, const TestChain& c) {
+    for (size_t i = 0; i < c.size(); ++i) {
+      tier.Store(c.chain(), i, c.Bytes(i));
+    }
+    tier.Flush();
+  }
+  // Loads the chain with a fresh tier; checks every loaded byte.
+  int32_t LoadChecked(const TestChain& c, const KVLayout& layout) {
+    std::unique_ptr<RemoteTier> reader = MakeTier(layout);
+    Destinations d(c.size(), layout.block_bytes());
+    const int32_t n = reader->LookupAndLoad(c.chain(), d.ptrs);
+    for (int32_t i = 0; i < n; ++i) {
+      EXPECT_EQ(d.bufs[i], c.Bytes(i)) << "block " << i;
+    }
+    last_stats_ = reader->stats();
+    return n;
+  }
+
+  RedisServer::Options opts_;
+  std::unique_ptr<RedisServer> redis_;
+  RemoteTierStats last_stats_;
+};
+
+TEST_F(RedisTest, CreateValidatesTheAddress) {
+  EXPECT_THAT(RedisBlockStore::Create({.address = "nowhere"}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(RedisBlockStore::Create({.address = "redis://h:0"}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(RedisBlockStore::Create({.address = "redis://127.0.0.1:6379"}),
+              IsOk());
+}
+
+TEST_F(RedisTest, PutThenLookupAndFetchPipelined) {
+  std::unique_ptr<RedisBlockStore> s = MakeStore();
+  ASSERT_THAT(s->Put("a", "1"), IsOk());
+  ASSERT_THAT(s->Put("b", std::string(100000, 'x')), IsOk());
+  const std::vector<std::string> keys = {"a", "b", "c", "a"};
+  EXPECT_EQ(s->CountLeadingHits(keys), 2);
+  EXPECT_EQ(s->CountLeadingHitsOneByOne(keys), 2);
+  EXPECT_EQ(s->stats().connects, 1);
+}
+
+TEST_F(RedisTest, ReplicasShareBlocksThroughRedis) {
+  const KVLayout layout = RemoteTestLayout();
+  const TestChain c(layout, 16, 100, /*salt=*/7);
+  std::unique_ptr<RemoteTier> writer = MakeTier(layout);
+  StoreAll(*writer, c);
+  EXPECT_EQ(writer->stats().writes.stored, 16);
+  EXPECT_EQ(LoadChecked(c, layout), 16);
+  EXPECT_EQ(last_stats_.loaded_blocks, 16);
+  // Another tenant's chain of the same tokens shares nothing.
+  EXPECT_EQ(LoadChecked(TestChain(layout, 16, 100, /*salt=*/8), layout), 0);
+}
+
+TEST_F(RedisTest, KilledServerGivesFastMissesThenReconnectsAfterRestart) {
+  const KVLayout layout = RemoteTestLayout();
+  const TestChain c(layout, 8, 100);
+  std::unique_ptr<RemoteTier> tier = MakeTier(layout);
+  StoreAll(*tier, c);
+  Destinations d(8, layout.block_bytes());
+  ASSERT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 8);
+
+  redis_->Kill();  // kill -9 with the connection open.
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 0);
+  }
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  const TestChain more(layout, 4, 5000);
+  StoreAll(*tier, more);  // Fails (counted), never hangs.
+  RemoteTierStats s = tier->stats();
+  EXPECT_GE(s.read_store.errors + s.read_store.connect_failures, 1);
+  EXPECT_GE(s.read_store.skipped_while_down, 1);
+  EXPECT_EQ(s.writes.failed, 4);
+
+  ASSERT_THAT(redis_->Restart(), IsOk());  // Empty: no persistence.
+  absl::SleepFor(absl::Milliseconds(50));  // Past the backoff.
+  EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 0);
+  const TestChain fresh(layout, 4, 9000);
+  StoreAll(*tier, fresh);
+  EXPECT_EQ(tier->stats().writes.stored, 8 + 4);
+  EXPECT_EQ(LoadChecked(fresh, layout), 4);
+}
+
+TEST_F(RedisTest, PausedServerTimesOutWithinTheDeadline) {
+  const KVLayout layout = RemoteTestLayout();
+  const TestChain c(layout, 8, 100);
+  std::unique_ptr<RemoteTier> tier = MakeTier(layout);
+  StoreAll(*tier, c);
+  redis_->Pause();  // SIGSTOP: connections stay open, nothing answers.
+  Destinations d(8, layout.block_bytes());
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 0);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_LT(took, absl::Milliseconds(600));
+  EXPECT_EQ(tier->stats().read_store.timeouts, 1);
+  // While it stays paused, later calls are skipped or time out: bounded.
+  for (int i = 0; i < 3; ++i) tier->LookupAndLoad(c.chain(), d.ptrs);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  redis_->Resume();
+  absl::SleepFor(absl::Milliseconds(60));
+  EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 8);
+  for (size_t i = 0; i < 8; ++i) EXPECT_EQ(d.bufs[i], c.Bytes(i));
+}
+
+TEST_F(RedisTest, CorruptedValuesUnderValidKeysAreNeverServed) {
+  const KVLayout layout = RemoteTestLayout();
+  const TestChain c(layout, 6, 100);
+  std::unique_ptr<RemoteTier> tier = MakeTier(layout);
+  StoreAll(*tier, c);
+  const std::string key2 = tier->KeyOf(c.chain(), 2);
+  absl::StatusOr<std::string> v = redis_->Command({"GET", key2});
+  ASSERT_THAT(v.status(), IsOk());
+  std::string bad = *v;
+  bad[bad.size() - 1] ^= 0x01;  // One bit of the KV bytes.
+  ASSERT_THAT(redis_->Command({"SET", key2, bad}).status(), IsOk());
+  EXPECT_EQ(LoadChecked(c, layout), 2);
+  EXPECT_EQ(last_stats_.verify_failures_by_kind[static_cast<size_t>(
+                BlockValueCheck::kBadChecksum)],
+            1);
+  ASSERT_THAT(redis_->Command({"SET", key2, "garbage"}).status(), IsOk());
+  EXPECT_EQ(LoadChecked(c, layout), 2);
+  EXPECT_EQ(last_stats_.verify_failures, 1);
+  ASSERT_THAT(redis_->Command({"SET", key2, *v}).status(), IsOk());
+  EXPECT_EQ(LoadChecked(c, layout), 6);
+}
+
+class RedisEvictionTest : public RedisTest {
+ protected:
+  RedisEvictionTest() {
+    opts_.maxmemory = "3mb";
+    opts_.maxmemory_policy = "allkeys-lru";
+  }
+};
+
+TEST_F(RedisEvictionTest, MaxmemoryEvictionMidChainIsAMissFromThere) {
+  // 64 KiB blocks: 48 of them (3 MiB) do not all fit in maxmemory 3mb.
+  const KVLayout layout = RemoteTestLayout(/*head_dim=*/512);
+  ASSERT_EQ(layout.block_bytes(), size_t{64} << 10);
+  const TestChain c(layout, 48, 100);
+  std::unique_ptr<RemoteTier> tier = MakeTier(layout);
+  StoreAll(*tier, c);
+  int32_t present = 0;
+  std::unique_ptr<RedisBlockStore> probe = MakeStore();
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < c.size(); ++i)
+    keys.push_back(tier->KeyOf(c.chain(), i));
+  for (const std::string& k : keys) {
+    present += probe->CountLeadingHits(absl::MakeConstSpan(&k, 1));
+  }
+  EXPECT_LT(present, 48) << "nothing was evicted";
+  // Whatever survived, the load is the leading run, every byte right.
+  const int32_t leading = probe->CountLeadingHits(keys);
+  EXPECT_EQ(LoadChecked(c, layout), leading);
+  // A key evicted in the middle of a surviving run: a miss from there.
+  const TestChain small(RemoteTestLayout(), 8, 70000);
+  std::unique_ptr<RemoteTier> small_tier = MakeTier(RemoteTestLayout());
+  StoreAll(*small_tier, small);
+  ASSERT_THAT(
+      redis_->Command({"DEL", small_tier->KeyOf(small.chain(), 5)}).status(),
+      IsOk());
+  EXPECT_EQ(LoadChecked(small, RemoteTestLayout()), 5);
+}
+
+}  // namespace
+}  // namespace pagedkv

@@ -1,0 +1,212 @@
+// RemoteTier on the in-memory store: blocks stored write-behind by one tier
+// are loaded, verified, by another; every bad value is a counted miss that
+// stops the chain; a store that is down gives misses; a full queue drops.
+#include "cache/remote/remote_tier.h"
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cache/remote/block_value.h"
+#include "cache/remote/in_memory_block_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cache/remote/remote_testing.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pagedkv {
+namespace {
+
+using ::pagedkv::testing::Destinations;
+using ::pagedkv::testing::IsOk;
+using ::pagedkv::testing::RemoteTestLayout;
+using ::pagedkv::testing::StatusIs;
+using ::pagedkv::testing::TestChain;
+
+std::unique_ptr<RemoteTier> MakeTier(InMemoryBlockStore* store,
+                                     int32_t max_values = 64) {
+  RemoteTier::Options o;
+  o.layout = RemoteTestLayout();
+  o.write_behind.max_values = max_values;
+  return *RemoteTier::Create(o, store, store);
+}
+
+void StoreAll(RemoteTier& tier, const TestChain& c) {
+  for (size_t i = 0; i < c.size(); ++i) {
+    ASSERT_TRUE(tier.Store(c.chain(), i, c.Bytes(i))) << i;
+  }
+  tier.Flush();
+}
+
+TEST(RemoteTierTest, ABlockStoredByOneReplicaLoadsVerifiedInAnother) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> a = MakeTier(&store);
+  std::unique_ptr<RemoteTier> b = MakeTier(&store);
+  const TestChain c(RemoteTestLayout(), 6, 100);
+  StoreAll(*a, c);
+  EXPECT_EQ(a->stats().writes.stored, 6);
+  Destinations d(6, a->block_bytes());
+  ASSERT_EQ(b->LookupAndLoad(c.chain(), d.ptrs), 6);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(d.bufs[i], c.Bytes(i)) << i;
+  const RemoteTierStats s = b->stats();
+  EXPECT_EQ(s.lookups, 1);
+  EXPECT_EQ(s.hit_blocks, 6);
+  EXPECT_EQ(s.loaded_blocks, 6);
+  EXPECT_EQ(s.loaded_bytes, 6 * static_cast<int64_t>(a->block_bytes()));
+  EXPECT_EQ(s.verify_failures, 0);
+  // Loaded blocks are known remote: storing them again sends nothing.
+  EXPECT_FALSE(b->Store(c.chain(), 0, c.Bytes(0)));
+  EXPECT_EQ(b->stats().stores_skipped, 1);
+}
+
+TEST(RemoteTierTest, TheChainStopsAtTheFirstMissingBlock) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> tier = MakeTier(&store);
+  const TestChain c(RemoteTestLayout(), 6, 100);
+  StoreAll(*tier, c);
+  ASSERT_TRUE(store.Erase(tier->KeyOf(c.chain(), 3)));  // Evicted.
+  std::unique_ptr<RemoteTier> reader = MakeTier(&store);
+  Destinations d(6, tier->block_bytes());
+  EXPECT_EQ(reader->LookupAndLoad(c.chain(), d.ptrs), 3);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(d.bufs[i], c.Bytes(i));
+}
+
+TEST(RemoteTierTest, EveryBadValueIsACountedMissThatStopsTheChain) {
+  const TestChain c(RemoteTestLayout(), 4, 100);
+  const TestChain other(RemoteTestLayout(), 4, 900);
+  const KVLayout wider = RemoteTestLayout(/*head_dim=*/4);
+  // What replaces block 1's value, and the verdict it must get.
+  struct Case {
+    const char* name;
+    BlockValueCheck want;
+  };
+  for (const Case& k : {Case{"short", BlockValueCheck::kTruncated},
+                        Case{"garbage", BlockValueCheck::kBadMagic},
+                        Case{"version", BlockValueCheck::kUnknownVersion},
+                        Case{"layout", BlockValueCheck::kOtherLayout},
+                        Case{"block", BlockValueCheck::kOtherBlock},
+                        Case{"flipped", BlockValueCheck::kBadChecksum}}) {
+    SCOPED_TRACE(k.name);
+    InMemoryBlockStore store;
+    std::unique_ptr<RemoteTier> tier = MakeTier(&store);
+    StoreAll(*tier, c);
+    const std::string key = tier->KeyOf(c.chain(), 1);
+    std::string good;
+    EncodeBlockValue(tier->IdentityOf(c.chain(), 1), c.Bytes(1), &good);
+    std::string bad;
+    if (k.want == BlockValueCheck::kTruncated) {
+      bad = good.substr(0, good.size() / 2);
+    } else if (k.want == BlockValueCheck::kBadMagic) {
+      bad = std::string(good.size(), '\x5a');
+    } else if (k.want == BlockValueCheck::kUnknownVersion) {
+      bad = good;
+      bad[4] = 9;
+    } else if (k.want == BlockValueCheck::kOtherLayout) {
+      RemoteTier::Options o;
+      o.layout = wider;
+      InMemoryBlockStore scratch;
+      std::unique_ptr<RemoteTier> t =
+          *RemoteTier::Create(o, &scratch, &scratch);
+      const TestChain w(wider, 4, 100);
+      EncodeBlockValue(t->IdentityOf(w.chain(), 1), w.Bytes(1), &bad);
+    } else if (k.want == BlockValueCheck::kOtherBlock) {
+      EncodeBlockValue(tier->IdentityOf(other.chain(), 1), other.Bytes(1),
+                       &bad);
+    } else {
+      bad = good;
+      bad[bad.size() - 10] ^= 0x10;
+    }
+    store.Corrupt(key, bad);
+    std::unique_ptr<RemoteTier> reader = MakeTier(&store);
+    Destinations d(4, tier->block_bytes());
+    EXPECT_EQ(reader->LookupAndLoad(c.chain(), d.ptrs), 1);
+    EXPECT_EQ(d.bufs[0], c.Bytes(0));
+    const RemoteTierStats s = reader->stats();
+    EXPECT_EQ(s.verify_failures, 1);
+    EXPECT_EQ(s.verify_failures_by_kind[static_cast<size_t>(k.want)], 1);
+    EXPECT_EQ(s.loaded_blocks, 1);
+  }
+}
+
+TEST(RemoteTierTest, AStoreThatIsDownGivesMissesAndFailedStores) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> tier = MakeTier(&store);
+  const TestChain c(RemoteTestLayout(), 3, 100);
+  store.set_down(true);
+  StoreAll(*tier, c);
+  EXPECT_EQ(tier->stats().writes.failed, 3);
+  Destinations d(3, tier->block_bytes());
+  EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 0);
+  store.set_down(false);
+  std::unique_ptr<RemoteTier> fresh = MakeTier(&store);  // Knows nothing.
+  StoreAll(*fresh, c);
+  EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 3);
+}
+
+// A store whose Put waits until released: the queue fills behind it.
+class BlockingStore final : public RemoteBlockStore {
+ public:
+  int32_t CountLeadingHits(absl::Span<const std::string>) override { return 0; }
+  int32_t Fetch(absl::Span<const std::string>, FetchSink&) override {
+    return 0;
+  }
+  absl::Status Put(std::string_view, std::string_view) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return open_; });
+    return absl::OkStatus();
+  }
+  RemoteStoreStats stats() const override { return {}; }
+  void Open() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+TEST(RemoteTierTest, AFullWriteBehindQueueDropsAndCountsWithoutBlocking) {
+  BlockingStore store;
+  RemoteTier::Options o;
+  o.layout = RemoteTestLayout();
+  o.write_behind.max_values = 2;
+  std::unique_ptr<RemoteTier> tier = *RemoteTier::Create(o, &store, &store);
+  const TestChain c(RemoteTestLayout(), 8, 100);
+  int32_t queued = 0;
+  for (size_t i = 0; i < c.size(); ++i) {
+    queued += tier->Store(c.chain(), i, c.Bytes(i)) ? 1 : 0;
+  }
+  // The worker holds at most one, the queue two: the rest were dropped.
+  EXPECT_LE(queued, 3);
+  EXPECT_GE(queued, 2);
+  EXPECT_EQ(tier->stats().writes.dropped, 8 - queued);
+  store.Open();
+  tier->Flush();
+  EXPECT_EQ(tier->stats().writes.stored, queued);
+}
+
+TEST(RemoteTierTest, CreateValidatesItsOptions) {
+  InMemoryBlockStore store;
+  RemoteTier::Options o;
+  o.layout = RemoteTestLayout();
+  EXPECT_THAT(RemoteTier::Create(o, nullptr, &store),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  o.write_behind.max_values = 0;
+  EXPECT_THAT(RemoteTier::Create(o, &store, &store),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  o = RemoteTier::Options();
+  EXPECT_THAT(RemoteTier::Create(o, &store, &store),
+              StatusIs(absl::StatusCode::kInvalidArgument));  // No layout.
+}
+
+}  // namespace
+}  // namespace pagedkv
