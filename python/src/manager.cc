@@ -10,6 +10,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "allocator/prefix/block_hash.h"
+#include "allocator/prefix/prefix_event.h"
 #include "cache/serving/block_table_export.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/serving/step_output.h"
@@ -36,7 +38,28 @@ struct PyKVCacheManager {
   StepOutput out;                           // The last step's output.
   std::vector<SlotRequest> requests;        // Scratch, reused every step.
   std::vector<SequenceId> batch;            // Scratch for exports.
+  std::vector<int32_t> token_ids;           // Scratch: the step's token ids.
 };
+
+// A 1-D integer array of token ids as int32 (ValueError past int32).
+std::vector<int32_t> ToTokenIds(py::handle obj, const char* name) {
+  const py::array_t<int64_t> a = ToInt64Array(obj, name);
+  std::vector<int32_t> ids(static_cast<size_t>(a.size()));
+  for (py::ssize_t i = 0; i < a.size(); ++i) {
+    const int64_t v = a.data()[i];
+    if (v < INT32_MIN || v > INT32_MAX) {
+      throw py::value_error(
+          absl::StrCat(name, "[", i, "]: ", v, " is past int32"));
+    }
+    ids[static_cast<size_t>(i)] = static_cast<int32_t>(v);
+  }
+  return ids;
+}
+
+bool IsSequence(py::handle obj) {
+  return py::isinstance<py::array>(obj) || py::isinstance<py::list>(obj) ||
+         py::isinstance<py::tuple>(obj);
+}
 
 int32_t ToInt32(py::handle obj, const char* name) {
   const int64_t v = ToInt64(obj, name);
@@ -50,7 +73,8 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
     py::handle num_layers, py::handle num_kv_heads, py::handle head_dim,
     py::handle dtype, py::handle num_blocks, py::handle block_tokens,
     const std::string& storage, const std::string& admission, double watermark,
-    py::handle num_host_blocks) {
+    py::handle num_host_blocks, bool prefix_caching, const std::string& hasher,
+    py::handle max_pending_events) {
   KVCacheManager::Options options;
   options.layout.num_layers = ToInt32(num_layers, "num_layers");
   options.layout.num_kv_heads = ToInt32(num_kv_heads, "num_kv_heads");
@@ -78,6 +102,17 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
   }
   options.watermark = watermark;
   options.num_host_blocks = ToInt32(num_host_blocks, "num_host_blocks");
+  options.prefix_caching.enabled = prefix_caching;
+  if (hasher == "xxh3") {
+    options.prefix_caching.hasher = &Xxh3BlockHasher();
+  } else if (hasher == "sha256") {
+    options.prefix_caching.hasher = &Sha256BlockHasher();
+  } else {
+    throw py::value_error(
+        absl::StrCat("hasher: '", hasher, "' (xxh3 or sha256)"));
+  }
+  options.prefix_caching.max_pending_events =
+      ToInt32(max_pending_events, "max_pending_events");
   auto holder = std::make_unique<PyKVCacheManager>();
   holder->manager = ValueOrThrow(KVCacheManager::Create(options));
   return holder;
@@ -134,7 +169,8 @@ void LoadBatch(PyKVCacheManager& c, py::handle seqs) {
 }
 
 py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
-                      py::handle num_tokens, py::handle out_array) {
+                      py::handle num_tokens, py::handle out_array,
+                      py::handle token_ids, py::handle commit) {
   BusyGuard guard(c.busy, kKind);
   CheckSlotBuffer(out_array);
   const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
@@ -167,6 +203,29 @@ py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
   for (const SlotRequest& r : c.requests)
     total += r.num_tokens > 0 ? r.num_tokens : 0;
   CheckRoom(out_array, static_cast<size_t>(total));
+  // Prefix caching: every request's token ids, concatenated in order, and
+  // a commit point per sequence (-1: leave it).
+  if (!token_ids.is_none()) {
+    c.token_ids = ToTokenIds(token_ids, "token_ids");
+    if (static_cast<int64_t>(c.token_ids.size()) != total) {
+      throw py::value_error(absl::StrCat("token_ids: ", c.token_ids.size(),
+                                         " ids for ", total, " new tokens"));
+    }
+    size_t at = 0;
+    for (SlotRequest& r : c.requests) {
+      const size_t k = static_cast<size_t>(std::max(r.num_tokens, 0));
+      r.token_ids = absl::MakeConstSpan(c.token_ids.data() + at, k);
+      at += k;
+    }
+  }
+  if (!commit.is_none()) {
+    const py::array_t<int64_t> points = ToInt64Array(commit, "commit");
+    if (points.size() != n) {
+      throw py::value_error(absl::StrCat("commit: ", points.size(),
+                                         " entries for ", n, " sequences"));
+    }
+    for (int64_t i = 0; i < n; ++i) c.requests[i].commit = points.data()[i];
+  }
   absl::Status status;
   {
     py::gil_scoped_release release;
@@ -205,29 +264,54 @@ caller-owned int32 arrays.
 KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
                block_tokens=16, storage="host"|"books_only",
                admission="watermark"|"reservation", watermark=0.01,
-               num_host_blocks=0)
+               num_host_blocks=0, prefix_caching=False,
+               hasher="xxh3"|"sha256", max_pending_events=0)
 )doc")
       .def(py::init(&MakeManager), py::kw_only(), py::arg("num_layers"),
            py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("dtype"),
            py::arg("num_blocks"), py::arg("block_tokens") = 16,
            py::arg("storage") = "host", py::arg("admission") = "watermark",
-           py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0)
+           py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0,
+           py::arg("prefix_caching") = false, py::arg("hasher") = "xxh3",
+           py::arg("max_pending_events") = 0)
       .def(
           "can_admit",
-          [](PyKVCacheManager& c, py::handle prompt, py::handle max_new) {
+          [](PyKVCacheManager& c, py::handle prompt, py::handle max_new,
+             py::handle salt) {
             BusyGuard guard(c.busy, kKind);
+            if (IsSequence(prompt)) {
+              const std::vector<int32_t> ids =
+                  ToTokenIds(prompt, "prompt_tokens");
+              const PrefixKeys keys{.tenant_salt = static_cast<uint64_t>(
+                                        ToInt64(salt, "tenant_salt"))};
+              return AdmissionName(c.manager->CanAdmit(
+                  ids, ToInt64(max_new, "max_new_tokens"), keys));
+            }
             return AdmissionName(
                 c.manager->CanAdmit(ToInt64(prompt, "prompt_tokens"),
                                     ToInt64(max_new, "max_new_tokens")));
           },
           py::arg("prompt_tokens"), py::arg("max_new_tokens") = 0,
-          "'admit', 'later' or 'never'.")
+          py::kw_only(), py::arg("tenant_salt") = 0,
+          "'admit', 'later' or 'never'. prompt_tokens: a count, or the "
+          "prompt's token ids (prefix caching counts its cached blocks).")
       .def(
           "add_sequence",
           [](PyKVCacheManager& c, py::handle seq, py::handle prompt,
-             py::handle max_new, py::handle out_array) {
+             py::handle max_new, py::handle out_array, py::handle salt) {
             BusyGuard guard(c.busy, kKind);
             CheckSlotBuffer(out_array);
+            if (IsSequence(prompt)) {
+              const std::vector<int32_t> ids =
+                  ToTokenIds(prompt, "prompt_tokens");
+              const PrefixKeys keys{.tenant_salt = static_cast<uint64_t>(
+                                        ToInt64(salt, "tenant_salt"))};
+              CheckRoom(out_array, ids.size());
+              ThrowIfError(c.manager->AddSequence(
+                  ToInt64(seq, "seq"), ids, ToInt64(max_new, "max_new_tokens"),
+                  &c.out, keys));
+              return SlotsResult(c.out, out_array);
+            }
             const int64_t prompt_tokens = ToInt64(prompt, "prompt_tokens");
             CheckRoom(out_array,
                       static_cast<size_t>(std::max<int64_t>(prompt_tokens, 0)));
@@ -238,14 +322,83 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
           },
           py::arg("seq"), py::arg("prompt_tokens"),
           py::arg("max_new_tokens") = 0, py::kw_only(),
-          py::arg("out") = py::none(),
-          "Admits seq; returns its prompt's int64 slot mapping.")
+          py::arg("out") = py::none(), py::arg("tenant_salt") = 0,
+          "Admits seq; returns the int64 slots of the prompt tokens to "
+          "compute. prompt_tokens: a count, or the token ids (prefix "
+          "caching: the first num_cached_tokens come from the cache and "
+          "get no slots).")
+      .def_property_readonly(
+          "num_cached_tokens",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kKind);
+            return c.out.num_cached_tokens;
+          },
+          "Leading tokens the last add_sequence / readmit served from the "
+          "prefix cache.")
+      .def(
+          "commit_tokens",
+          [](PyKVCacheManager& c, py::handle seqs, py::handle num_tokens) {
+            BusyGuard guard(c.busy, kKind);
+            const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
+            const py::array_t<int64_t> counts =
+                ToInt64Array(num_tokens, "num_tokens");
+            if (counts.size() != ids.size()) {
+              throw py::value_error(absl::StrCat("num_tokens: ", counts.size(),
+                                                 " entries for ", ids.size(),
+                                                 " sequences"));
+            }
+            std::vector<TokenCommit> commits(static_cast<size_t>(ids.size()));
+            for (py::ssize_t i = 0; i < ids.size(); ++i) {
+              commits[i] = {ids.data()[i], counts.data()[i]};
+            }
+            ThrowIfError(c.manager->CommitTokens(commits));
+          },
+          py::arg("seqs"), py::arg("num_tokens"),
+          "Prefix caching: tokens [0, n) of each sequence are written and "
+          "final; their full blocks become matchable.")
+      .def(
+          "take_events",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kKind);
+            py::list out;
+            for (const PrefixEvent& e : c.manager->TakeEvents()) {
+              py::dict d;
+              d["kind"] = e.kind == PrefixEvent::Kind::kBlockStored
+                              ? "BlockStored"
+                          : e.kind == PrefixEvent::Kind::kBlockRemoved
+                              ? "BlockRemoved"
+                              : "AllBlocksCleared";
+              d["sequence_number"] = e.sequence_number;
+              py::list hashes;
+              for (BlockHash h : e.block_hashes) hashes.append(h);
+              d["block_hashes"] = hashes;
+              d["parent_hash"] = e.parent_hash;
+              py::list tokens;
+              for (int32_t t : e.token_ids) tokens.append(t);
+              d["token_ids"] = tokens;
+              d["block_size"] = e.block_size;
+              out.append(std::move(d));
+            }
+            return out;
+          },
+          "Prefix caching: the events since the last call (dicts shaped "
+          "like vLLM's KV events).")
+      .def(
+          "reset_prefix_cache",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kKind);
+            c.manager->ResetPrefixCache();
+          },
+          "Prefix caching: makes every cached block unmatchable.")
       .def("append_slots", &AppendSlots, py::arg("seqs"),
            py::arg("num_tokens") = 1, py::kw_only(),
-           py::arg("out") = py::none(),
+           py::arg("out") = py::none(), py::arg("token_ids") = py::none(),
+           py::arg("commit") = py::none(),
            R"doc(Slots for every sequence's new tokens in one call (all or
 nothing). seqs: 1-D integer array; num_tokens: an int for all or one per
-sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
+sequence. Returns the int64 slot mapping (block * block_tokens + offset).
+Prefix caching: token_ids, every request's new token ids concatenated;
+commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def_property_readonly(
           "request_offsets",
           [](PyKVCacheManager& c) {
@@ -485,6 +638,18 @@ sequence. Returns the int64 slot mapping (block * block_tokens + offset).)doc")
              d["cow_copies"] = s.cow_copies;
              d["host_blocks"] = s.host_blocks;
              d["host_used_blocks"] = s.host_used_blocks;
+             py::dict p;
+             p["queries"] = s.prefix.queries;
+             p["query_tokens"] = s.prefix.query_tokens;
+             p["hit_tokens"] = s.prefix.hit_tokens;
+             p["hit_rate"] = s.prefix.hit_rate();
+             p["hit_blocks"] = s.prefix.hit_blocks;
+             p["rehit_blocks"] = s.prefix.rehit_blocks;
+             p["switched_blocks"] = s.prefix.switched_blocks;
+             p["cached_blocks"] = s.prefix.cached_blocks;
+             p["evictable_blocks"] = s.prefix.evictable_blocks;
+             p["evicted_blocks"] = s.prefix.evicted_blocks;
+             d["prefix"] = p;
              return d;
            })
       .def("check_invariants", [](PyKVCacheManager& c) {

@@ -16,6 +16,52 @@ def make_manager(**kwargs):
 
 
 class ManagerTest(unittest.TestCase):
+    def test_prefix_caching_serves_committed_prefixes(self):
+        m = make_manager(prefix_caching=True, num_blocks=32,
+                         max_pending_events=16)
+        prompt = np.arange(100, 110)
+        slots = m.add_sequence(1, prompt, 8)
+        self.assertEqual(m.num_cached_tokens, 0)
+        self.assertEqual(len(slots), 10)
+        # Not committed: nothing to hit.
+        m.add_sequence(2, prompt, 8)
+        self.assertEqual(m.num_cached_tokens, 0)
+        m.commit_tokens([1], [10])
+        slots = m.add_sequence(3, prompt, 8)
+        self.assertEqual(m.num_cached_tokens, 8)  # Two 4-token blocks.
+        self.assertEqual(len(slots), 2)
+        self.assertEqual(m.can_admit(prompt, 8), "admit")
+        # Another tenant shares nothing.
+        m.add_sequence(4, prompt, 8, tenant_salt=7)
+        self.assertEqual(m.num_cached_tokens, 0)
+        # A decode step: one id per new token, and the commit points.
+        m.append_slots([1, 3], token_ids=[5, 6], commit=[10, 10])
+        stats = m.stats()["prefix"]
+        self.assertEqual(stats["hit_tokens"], 8)
+        self.assertEqual(stats["queries"], 4)
+        events = m.take_events()
+        self.assertEqual(events[0]["kind"], "BlockStored")
+        self.assertEqual(events[0]["token_ids"], list(range(100, 108)))
+        m.check_invariants()
+
+    def test_prefix_caching_bad_input_changes_nothing(self):
+        m = make_manager(prefix_caching=True)
+        m.add_sequence(1, np.arange(6), 4)
+        before = m.stats()
+        with self.assertRaises(ValueError):  # Two ids for one token.
+            m.append_slots([1], token_ids=[1, 2])
+        with self.assertRaises(IndexError):  # Past its 6 tokens.
+            m.append_slots([1], token_ids=[1], commit=[9])
+        with self.assertRaises(ValueError):
+            m.add_sequence(2, [1, 2**40], 4)
+        with self.assertRaises(KeyError):
+            m.commit_tokens([5], [1])
+        self.assertEqual(m.stats(), before)
+        with self.assertRaises(RuntimeError):  # No prefix caching.
+            make_manager().commit_tokens([1], [1])
+        with self.assertRaises(ValueError):
+            make_manager(hasher="md5")
+
     def test_block_table_export_worked_example(self):
         # block_table_export.h's worked example, number by number.
         m = make_manager()
