@@ -327,6 +327,17 @@ Admission KVCacheManager::AdmitWithHits(int64_t prompt_tokens,
                                              : Admission::kLater;
 }
 
+absl::Status KVCacheManager::NotAdmitted(SequenceId seq, int64_t prompt_tokens,
+                                         int64_t max_new_tokens,
+                                         Admission admission) const {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "sequence %d (%d prompt + %d new tokens) %s: %d of %d blocks free "
+      "and unreserved",
+      seq, prompt_tokens, max_new_tokens,
+      admission == Admission::kNever ? "can never fit" : "does not fit now",
+      books_->num_unreserved_free_blocks(), books_->num_blocks()));
+}
+
 absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
                                          int64_t max_new_tokens,
                                          StepOutput* out) {
@@ -345,12 +356,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
   }
   const Admission admission = CanAdmit(prompt_tokens, max_new_tokens);
   if (admission != Admission::kAdmit) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "sequence %d (%d prompt + %d new tokens) %s: %d of %d blocks free "
-        "and unreserved",
-        seq, prompt_tokens, max_new_tokens,
-        admission == Admission::kNever ? "can never fit" : "does not fit now",
-        books_->num_unreserved_free_blocks(), books_->num_blocks()));
+    return NotAdmitted(seq, prompt_tokens, max_new_tokens, admission);
   }
   auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
   PKV_CHECK(inserted, "sequence %d appeared", seq);
@@ -396,12 +402,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   const Admission admission = AdmitWithHits(prompt_tokens, max_new_tokens,
                                             match.blocks - match.revived);
   if (admission != Admission::kAdmit) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "sequence %d (%d prompt + %d new tokens) %s: %d of %d blocks free "
-        "and unreserved",
-        seq, prompt_tokens, max_new_tokens,
-        admission == Admission::kNever ? "can never fit" : "does not fit now",
-        books_->num_unreserved_free_blocks(), books_->num_blocks()));
+    return NotAdmitted(seq, prompt_tokens, max_new_tokens, admission);
   }
   auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
   PKV_CHECK(inserted, "sequence %d appeared", seq);

@@ -495,6 +495,9 @@ class KVCacheManager {
                  std::unique_ptr<BlockPool> host_books);
 
   int64_t BlocksFor(int64_t tokens) const;
+  // AddSequence's RESOURCE_EXHAUSTED for a request CanAdmit did not admit.
+  absl::Status NotAdmitted(SequenceId seq, int64_t prompt_tokens,
+                           int64_t max_new_tokens, Admission admission) const;
   // CanAdmit for a prompt of which hits_in_use leading blocks are cached
   // blocks in use (held already: they cost no free block).
   Admission AdmitWithHits(int64_t prompt_tokens, int64_t max_new_tokens,
