@@ -145,6 +145,30 @@ absl::Status KVView::GatherQuantized(KV kv, TensorView out) const {
   const int64_t bt = layout.block_tokens;
   const bool contiguous = out.strides()[3] == 1;
   std::vector<float> staging(contiguous ? 0 : head_dim_);
+  if (contiguous && out.strides()[2] == head_dim_) {
+    // The fast path: per (row, head, block) one DequantizeVectors of the
+    // block's run of visible tokens, straight into the output.
+    for (int64_t b = 0; b < batch(); ++b) {
+      const BlockTable& table = tables_[b];
+      for (int64_t h = 0; h < heads_; ++h) {
+        const int32_t head = static_cast<int32_t>(h);
+        for (int64_t t = 0; t < length_;) {
+          const int64_t q = start_ + t;
+          const int32_t slot = static_cast<int32_t>(q % bt);
+          const int64_t run = std::min(bt - slot, length_ - t);
+          const std::byte* block =
+              pool_->BlockData(table[static_cast<int32_t>(q / bt)]);
+          const int64_t idx[4] = {b, h, t, 0};
+          DequantizeVectors(type,
+                            block + layout.DataOffset(layer_, kv, head, slot),
+                            block + layout.ScaleOffset(layer_, kv, head, slot),
+                            run, head_dim_, out.dtype(), out.ElementPtr(idx));
+          t += run;
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
   for (int64_t b = 0; b < batch(); ++b) {
     const BlockTable& table = tables_[b];
     for (int64_t h = 0; h < heads_; ++h) {

@@ -11,6 +11,11 @@
 #include "base/check.h"
 #include "tensor/dtype.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define PKV_QUANTIZE_X86 1
+#endif
+
 namespace pagedkv {
 namespace {
 
@@ -82,6 +87,11 @@ inline float RoundEven(float y) {
   return (y + kMagic) - kMagic;
 }
 
+#ifdef PKV_QUANTIZE_X86
+bool HasAvx2F16c();
+uint32_t HalfAbsMaxAvx2(const std::byte* src, int64_t n, int64_t* done);
+#endif
+
 // The largest |x| bit pattern of a vector, as a float's magnitude bits
 // (NaN patterns sort above infinity's, so one integer max finds both).
 uint32_t AbsMaxBits(DType dtype, const std::byte* src, int64_t n) {
@@ -96,7 +106,11 @@ uint32_t AbsMaxBits(DType dtype, const std::byte* src, int64_t n) {
     }
     case DType::kFloat16: {
       uint32_t m = 0;
-      for (int64_t i = 0; i < n; ++i) {
+      int64_t i = 0;
+#ifdef PKV_QUANTIZE_X86
+      if (HasAvx2F16c()) m = HalfAbsMaxAvx2(src, n, &i);
+#endif
+      for (; i < n; ++i) {
         const uint32_t a = Load16(src, i) & 0x7FFFu;
         m = a > m ? a : m;
       }
@@ -128,10 +142,15 @@ inline float Widen(DType dtype, const std::byte* src, int64_t i) {
   return 0.0f;
 }
 
+// |y| <= 127 up to rounding (the scale was rounded up), so the clamp only
+// catches a last-ulp overshoot. It clamps the integer: a float clamp would
+// not vectorize (gcc keeps the NaN and signed-zero semantics of ?: and
+// emits compares and branches).
 inline int8_t Int8Code(float y) {
-  y = y < -127.0f ? -127.0f : y;
-  y = y > 127.0f ? 127.0f : y;
-  return static_cast<int8_t>(static_cast<int32_t>(RoundEven(y)));
+  int32_t code = static_cast<int32_t>(RoundEven(y));
+  code = code < -127 ? -127 : code;
+  code = code > 127 ? 127 : code;
+  return static_cast<int8_t>(code);
 }
 
 // One loop per (source dtype, multiply or divide): the dtype switch is
@@ -185,6 +204,133 @@ void QuantizeE4M3(DType dtype, const std::byte* src, int64_t n, float scale,
                                                          out);
   }
 }
+
+#ifdef PKV_QUANTIZE_X86
+// AVX2 + F16C kernels for the int8 hot paths (decode append from float16 or
+// float32, gather to float16 or float32), chosen at run time: the generic
+// loops above vectorize only to SSE2, and gcc cannot vectorize the float16
+// rounding without F16C. vcvtps2ph with round-to-nearest-even is IEEE
+// rounding, bit-identical to FloatToHalf for non-NaN values (tested through
+// DequantizeTest.NarrowOutputsMatchScalarRounding on this machine).
+bool HasAvx2F16c() {
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return has;
+}
+
+// Codes of 8 floats, multiplied by `inverse`, rounded to even, clamped.
+__attribute__((target("avx2,f16c"))) inline void StoreInt8x8(__m256 y,
+                                                             int8_t* out) {
+  __m256i code = _mm256_cvtps_epi32(
+      _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  code = _mm256_min_epi32(_mm256_max_epi32(code, _mm256_set1_epi32(-127)),
+                          _mm256_set1_epi32(127));
+  const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(code),
+                                        _mm256_extracti128_si256(code, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
+                   _mm_packs_epi16(words, words));
+}
+
+// Quantizes the first n - n % 8 elements; returns how many it did.
+__attribute__((target("avx2,f16c"))) int64_t QuantizeInt8Avx2(
+    DType dtype, const std::byte* src, int64_t n, float inverse, int8_t* out) {
+  const __m256 inv = _mm256_set1_ps(inverse);
+  int64_t i = 0;
+  if (dtype == DType::kFloat16) {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i h =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+      StoreInt8x8(_mm256_mul_ps(_mm256_cvtph_ps(h), inv), out + i);
+    }
+  } else if (dtype == DType::kFloat32) {
+    for (; i + 8 <= n; i += 8) {
+      const __m256 x =
+          _mm256_loadu_ps(reinterpret_cast<const float*>(src + 4 * i));
+      StoreInt8x8(_mm256_mul_ps(x, inv), out + i);
+    }
+  }
+  return i;
+}
+
+// Dequantizes the first n - n % 8 codes to float16 or float32; returns how
+// many it did (0 for other dtypes).
+__attribute__((target("avx2,f16c"))) int64_t DequantizeInt8Avx2(
+    const int8_t* in, float scale, int64_t n, DType dtype, std::byte* out) {
+  const __m256 s = _mm256_set1_ps(scale);
+  int64_t i = 0;
+  if (dtype == DType::kFloat16) {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i codes =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i));
+      const __m256 y =
+          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), s);
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(out + 2 * i),
+          _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+  } else if (dtype == DType::kFloat32) {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i codes =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i));
+      _mm256_storeu_ps(
+          reinterpret_cast<float*>(out + 4 * i),
+          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), s));
+    }
+  }
+  return i;
+}
+// The largest |x| bits of n float16 values (as AbsMaxBits's float16 loop
+// before widening), 16 at a time; the tail is the caller's.
+__attribute__((target("avx2,f16c"))) uint32_t HalfAbsMaxAvx2(
+    const std::byte* src, int64_t n, int64_t* done) {
+  __m256i m = _mm256_setzero_si256();
+  const __m256i mask = _mm256_set1_epi16(0x7FFF);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i));
+    m = _mm256_max_epu16(m, _mm256_and_si256(h, mask));
+  }
+  alignas(32) uint16_t lanes[16];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), m);
+  uint32_t best = 0;
+  for (uint16_t lane : lanes) best = lane > best ? lane : best;
+  *done = i;
+  return best;
+}
+
+// Dequantizes num_vectors int8 vectors of n codes (scales unaligned floats)
+// to contiguous float16 or float32 output. Returns false (nothing written)
+// when it does not apply: another dtype, or a NaN scale somewhere.
+__attribute__((target("avx2,f16c"))) bool DequantizeInt8VectorsAvx2(
+    const int8_t* in, const std::byte* scales, int64_t num_vectors, int64_t n,
+    DType dtype, std::byte* out) {
+  if (dtype != DType::kFloat16 && dtype != DType::kFloat32) return false;
+  for (int64_t v = 0; v < num_vectors; ++v) {
+    float scale;
+    std::memcpy(&scale, scales + v * sizeof(float), sizeof(scale));
+    if (std::isnan(scale)) return false;
+  }
+  const size_t elem = SizeOf(dtype);
+  for (int64_t v = 0; v < num_vectors; ++v) {
+    float scale;
+    std::memcpy(&scale, scales + v * sizeof(float), sizeof(scale));
+    const int8_t* codes = in + v * n;
+    std::byte* dst = out + v * n * elem;
+    const int64_t done = DequantizeInt8Avx2(codes, scale, n, dtype, dst);
+    for (int64_t i = done; i < n; ++i) {
+      const float y = static_cast<float>(codes[i]) * scale;
+      if (dtype == DType::kFloat32) {
+        std::memcpy(dst + 4 * i, &y, 4);
+      } else {
+        const uint16_t h = FloatToHalfNonNaN(y);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+    }
+  }
+  return true;
+}
+#endif  // PKV_QUANTIZE_X86
 
 float E4M3Value(uint8_t code) {
   const int exponent = (code >> 3) & 0xF;
@@ -302,6 +448,15 @@ float QuantizeVector(QuantType type, DType src_dtype, const void* src,
   const bool divide = std::isinf(inverse);  // Tiny scales: divide instead.
   if (type == QuantType::kInt8) {
     int8_t* out = static_cast<int8_t*>(codes);
+#ifdef PKV_QUANTIZE_X86
+    if (!divide && HasAvx2F16c()) {
+      const int64_t done = QuantizeInt8Avx2(src_dtype, in, n, inverse, out);
+      in += done * static_cast<int64_t>(SizeOf(src_dtype));
+      out += done;
+      n -= done;
+      if (n == 0) return scale;
+    }
+#endif
     if (divide) {
       QuantizeInt8<true>(src_dtype, in, n, scale, inverse, out);
     } else {
@@ -332,6 +487,15 @@ void DequantizeVector(QuantType type, const void* codes, float scale, int64_t n,
   }
   if (type == QuantType::kInt8) {
     const int8_t* in = static_cast<const int8_t*>(codes);
+#ifdef PKV_QUANTIZE_X86
+    if (HasAvx2F16c()) {
+      const int64_t done = DequantizeInt8Avx2(in, scale, n, dst_dtype, out);
+      in += done;
+      out += done * static_cast<int64_t>(SizeOf(dst_dtype));
+      n -= done;
+      if (n == 0) return;
+    }
+#endif
     StoreAll(dst_dtype, n, out,
              [&](int64_t i) { return static_cast<float>(in[i]) * scale; });
   } else {
@@ -367,6 +531,28 @@ void AccumulateQuantized(QuantType type, float weight, const void* codes,
     const uint8_t* in = static_cast<const uint8_t*>(codes);
     const float* table = E4M3DecodeTable();
     for (int64_t d = 0; d < n; ++d) acc[d] += w * table[in[d]];
+  }
+}
+
+void DequantizeVectors(QuantType type, const void* codes, const void* scales,
+                       int64_t num_vectors, int64_t n, DType dst_dtype,
+                       void* dst) {
+  const std::byte* in = static_cast<const std::byte*>(codes);
+  const std::byte* scale_bytes = static_cast<const std::byte*>(scales);
+  std::byte* out = static_cast<std::byte*>(dst);
+#ifdef PKV_QUANTIZE_X86
+  if (type == QuantType::kInt8 && HasAvx2F16c() &&
+      DequantizeInt8VectorsAvx2(reinterpret_cast<const int8_t*>(in),
+                                scale_bytes, num_vectors, n, dst_dtype, out)) {
+    return;
+  }
+#endif
+  const size_t elem = SizeOf(dst_dtype);
+  for (int64_t v = 0; v < num_vectors; ++v) {
+    float scale;
+    std::memcpy(&scale, scale_bytes + v * sizeof(float), sizeof(scale));
+    DequantizeVector(type, in + v * n, scale, n, dst_dtype,
+                     out + v * n * static_cast<int64_t>(elem));
   }
 }
 
