@@ -38,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "cache/cache_limits.h"
 #include "cache/paged_kv_cache_facade.h"
+#include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
 
 namespace pagedkv {
@@ -50,6 +51,11 @@ class DynamicKVCache final : public internal::PagedKVCacheFacade {
     int32_t block_tokens = 16;
     // The cap on the bytes of the private pool's blocks, > 0.
     int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
+    // How the private pool stores K/V: in the dtype of the first update
+    // (kSame), or quantized to int8 / fp8 e4m3 (kv_layout.h); Update still
+    // takes and Get/Gather still return the first update's dtype. A cache on
+    // a shared pool uses that pool's layout().storage instead.
+    KVStorage storage = KVStorage::kSame;
   };
 
   // Standalone with default Options: a private pool made at the first update.

@@ -20,6 +20,10 @@
 // (Update, ReorderCache, BatchSelectIndices, BatchRepeatInterleave, Crop,
 // Reset) or on its pool's layout (a standalone cache's growth).
 //
+// On a quantized pool (KVLayout::storage int8 or fp8_e4m3) dtype() is still
+// the compute dtype: Gather and GatherInto dequantize (tensor/quantize.h),
+// and kernels read the codes and scales in place through QuantizedSlabAt.
+//
 // Thread safety: read-only; safe to read from several threads while nobody
 // mutates the cache.
 #ifndef PAGEDKV_CACHE_KV_VIEW_H_
@@ -35,6 +39,7 @@
 #include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
 #include "tensor/dtype.h"
+#include "tensor/quantize.h"
 #include "tensor/shape.h"
 #include "tensor/tensor.h"
 
@@ -70,11 +75,27 @@ class KVView {
   int32_t block_tokens() const;
   absl::Span<const BlockTable> tables() const { return tables_; }
   const KVPool* pool() const { return pool_; }
+  // The pool's storage: kSame, or a quantized format (kv_layout.h).
+  KVStorage storage() const { return pool_->layout().storage; }
   // Returns the (block_tokens, head_dim) slab of (row, head) in the table's
   // block `block_index`, keys or values.
-  // REQUIRES: indices in range.
+  // REQUIRES: indices in range; storage() == kSame (a quantized pool has no
+  // element of dtype() to point at: use QuantizedSlab).
   ConstTensorView Slab(KV kv, int64_t row, int64_t head,
                        int32_t block_index) const;
+
+  // One (row, head, block) of a quantized pool: block_tokens vectors of
+  // head_dim one-byte codes, token slot s at codes + s * head_dim, and its
+  // float32 scale at scales + s * 4 (read with memcpy or as float: the
+  // offset is 4-byte aligned).
+  struct QuantizedSlab {
+    QuantType type;
+    const std::byte* codes;
+    const std::byte* scales;
+  };
+  // REQUIRES: indices in range; storage() != kSame.
+  QuantizedSlab QuantizedSlabAt(KV kv, int64_t row, int64_t head,
+                                int32_t block_index) const;
 
   // Returns contiguous (batch, heads, length, head_dim) copies of keys and
   // values. ResourceExhausted if memory runs out.
@@ -85,6 +106,7 @@ class KVView {
 
  private:
   absl::Status GatherOne(KV kv, TensorView out) const;
+  absl::Status GatherQuantized(KV kv, TensorView out) const;
 
   const KVPool* pool_;
   absl::Span<const BlockTable> tables_;

@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
+#include "tensor/quantize.h"
 
 namespace pagedkv {
 namespace {
@@ -16,6 +19,12 @@ namespace {
 float Load(ConstTensorView t, int64_t i, int64_t j, int64_t k) {
   const int64_t index[3] = {i, j, k};
   return LoadAsFloat(t.dtype(), t.ElementPtr(index));
+}
+
+float ScaleAt(const KVView::QuantizedSlab& slab, int64_t slot) {
+  float scale;
+  std::memcpy(&scale, slab.scales + slot * sizeof(float), sizeof(scale));
+  return scale;
 }
 
 }  // namespace
@@ -44,23 +53,42 @@ absl::Status PagedDecodeAttention(ConstTensorView query, const KVView& kv,
   const int64_t bt = kv.block_tokens();
   std::vector<float> scores(static_cast<size_t>(kv.length()));
   std::vector<float> acc(static_cast<size_t>(head_dim));
+  const bool quantized = kv.storage() != KVStorage::kSame;
+  std::vector<float> query_row(quantized ? static_cast<size_t>(head_dim) : 0);
   for (int64_t b = 0; b < kv.batch(); ++b) {
     for (int64_t h = 0; h < query_heads; ++h) {
       const int64_t kv_head = h / group;
-      // Scores, block by block: each block's slab holds block_tokens rows.
       float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t t = 0; t < kv.length(); ++t) {
-        const int64_t q = kv.start() + t;
-        const ConstTensorView keys =
-            kv.Slab(KV::kKey, b, kv_head, static_cast<int32_t>(q / bt));
-        float dot = 0;
-        for (int64_t d = 0; d < head_dim; ++d) {
-          const int64_t index[2] = {q % bt, d};
-          dot += Load(query, b, h, d) *
-                 LoadAsFloat(keys.dtype(), keys.ElementPtr(index));
+      if (quantized) {
+        // Quantized blocks, read in place: score = scale * (q . codes), and
+        // V accumulates weight * scale * codes (tensor/quantize.h).
+        for (int64_t d = 0; d < head_dim; ++d)
+          query_row[d] = Load(query, b, h, d);
+        for (int64_t t = 0; t < kv.length(); ++t) {
+          const int64_t q = kv.start() + t;
+          const KVView::QuantizedSlab keys = kv.QuantizedSlabAt(
+              KV::kKey, b, kv_head, static_cast<int32_t>(q / bt));
+          scores[t] = DotQuantized(keys.type, query_row.data(),
+                                   keys.codes + (q % bt) * head_dim,
+                                   ScaleAt(keys, q % bt), head_dim) *
+                      scale;
+          max_score = std::max(max_score, scores[t]);
         }
-        scores[t] = dot * scale;
-        max_score = std::max(max_score, scores[t]);
+      } else {
+        // Scores, block by block: each block's slab holds block_tokens rows.
+        for (int64_t t = 0; t < kv.length(); ++t) {
+          const int64_t q = kv.start() + t;
+          const ConstTensorView keys =
+              kv.Slab(KV::kKey, b, kv_head, static_cast<int32_t>(q / bt));
+          float dot = 0;
+          for (int64_t d = 0; d < head_dim; ++d) {
+            const int64_t index[2] = {q % bt, d};
+            dot += Load(query, b, h, d) *
+                   LoadAsFloat(keys.dtype(), keys.ElementPtr(index));
+          }
+          scores[t] = dot * scale;
+          max_score = std::max(max_score, scores[t]);
+        }
       }
       float total = 0;
       for (float& s : scores) {
@@ -68,7 +96,15 @@ absl::Status PagedDecodeAttention(ConstTensorView query, const KVView& kv,
         total += s;
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t t = 0; t < kv.length(); ++t) {
+      for (int64_t t = 0; quantized && t < kv.length(); ++t) {
+        const int64_t q = kv.start() + t;
+        const KVView::QuantizedSlab values = kv.QuantizedSlabAt(
+            KV::kValue, b, kv_head, static_cast<int32_t>(q / bt));
+        AccumulateQuantized(values.type, scores[t],
+                            values.codes + (q % bt) * head_dim,
+                            ScaleAt(values, q % bt), head_dim, acc.data());
+      }
+      for (int64_t t = 0; !quantized && t < kv.length(); ++t) {
         const int64_t q = kv.start() + t;
         const ConstTensorView values =
             kv.Slab(KV::kValue, b, kv_head, static_cast<int32_t>(q / bt));

@@ -9,7 +9,10 @@
 //       softmax_t(scale * q[b, h, :] . K[b, kv(h), t, :]) @ V[b, kv(h), t, :]
 //
 // over the view's visible tokens t in [0, length). Accumulates in float, so it
-// serves float32, float16 and bfloat16 caches alike. It is a correctness
+// serves float32, float16 and bfloat16 caches alike. On a quantized pool
+// (int8 / fp8 e4m3, kv_layout.h) it reads the codes and scales in place
+// (KVView::QuantizedSlabAt): a score is scale * (q . codes), so nothing is
+// dequantized into a buffer. It is a correctness
 // reference (tests check it against attention over KVView::Gather()), not a
 // fast kernel.
 //

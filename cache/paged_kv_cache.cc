@@ -283,8 +283,9 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
     pool_ = nullptr;
   }
   if (owned_pool_ == nullptr) {
-    const KVLayout layout{wanted_layers, heads, head_dim, key.dtype(),
-                          options_.block_tokens};
+    const KVLayout layout{
+        wanted_layers,         heads,           head_dim, key.dtype(),
+        options_.block_tokens, options_.storage};
     PKV_RETURN_IF_ERROR(layout.Validate());
     // Chunks of 16 blocks, or fewer when the cap allows fewer.
     const int64_t blocks = std::min<int64_t>(16, MaxPrivateBlocks(layout));

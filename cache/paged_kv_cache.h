@@ -68,6 +68,8 @@ class PagedKVCache : public KVCache {
     // actually allocated); an update or batch operation that would need more
     // returns ResourceExhausted and changes nothing.
     int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
+    // Storage of a private pool (kv_layout.h); ignored with a shared pool.
+    KVStorage storage = KVStorage::kSame;
   };
 
   explicit PagedKVCache(const Options& options);

@@ -21,6 +21,7 @@ std::unique_ptr<internal::PagedKVCache> MakeCore(
   core.pool = options.pool;
   core.block_tokens = options.block_tokens;
   core.max_private_pool_bytes = options.max_private_pool_bytes;
+  core.storage = options.storage;
   return std::make_unique<internal::PagedKVCache>(core);
 }
 

@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "cache/cache_limits.h"
 #include "cache/paged_kv_cache_facade.h"
+#include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
 
 namespace pagedkv {
@@ -51,6 +52,8 @@ class StaticKVCache final : public internal::PagedKVCacheFacade {
     // bytes of its blocks (> 0).
     int32_t block_tokens = 16;
     int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
+    // Private pool only: int8 / fp8 e4m3 storage (DynamicKVCache::Options).
+    KVStorage storage = KVStorage::kSame;
   };
 
   // Returns InvalidArgument unless max_cache_len is in [1, kMaxCacheTokens],

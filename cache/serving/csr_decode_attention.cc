@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -146,6 +147,13 @@ absl::Status CsrDecodeAttention(ConstTensorView query, const KVPool& pool,
     return s;
   }
 
+  if (layout.quantized()) {
+    // TODO(#15): read int8 / fp8 pages in place, as PagedDecodeAttention
+    // does; until then refuse rather than misread the codes as elements.
+    return absl::UnimplementedError(absl::StrFormat(
+        "CsrDecodeAttention does not read %s KV blocks yet (pool %s)",
+        std::string(KVStorageName(layout.storage)), layout.ToString()));
+  }
   const int64_t query_heads = query.dim(1);
   const int32_t kv_heads = layout.num_kv_heads;
   const int64_t group = query_heads / kv_heads;

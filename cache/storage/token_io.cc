@@ -3,10 +3,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "base/check.h"
 #include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
+#include "tensor/quantize.h"
 
 namespace pagedkv {
 namespace {
@@ -21,6 +23,42 @@ void CheckRun(const KVLayout& layout, int32_t layer, int32_t slot,
       layout.block_tokens);
 }
 
+// The quantized write: per (K|V, head, token) one QuantizeVector of the
+// head_dim source elements into the codes and one float into the scales.
+void WriteQuantizedRun(KVPool& pool, BlockId block, int32_t layer, int32_t slot,
+                       int32_t num_tokens, const TokenSource& key,
+                       const TokenSource& value) {
+  const KVLayout& layout = pool.layout();
+  const QuantType type = layout.quant_type();
+  const int64_t elem = static_cast<int64_t>(SizeOf(layout.dtype));
+  const int64_t head_dim = layout.head_dim;
+  std::byte* base = pool.BlockData(block);
+  std::vector<std::byte> staging;  // Strided sources only.
+  for (const KV kv : {KV::kKey, KV::kValue}) {
+    const TokenSource& src = kv == KV::kKey ? key : value;
+    if (src.dim_stride != 1) staging.resize(head_dim * elem);
+    for (int32_t h = 0; h < layout.num_kv_heads; ++h) {
+      std::byte* codes = base + layout.DataOffset(layer, kv, h, slot);
+      std::byte* scales = base + layout.ScaleOffset(layer, kv, h, slot);
+      for (int32_t t = 0; t < num_tokens; ++t) {
+        const std::byte* from =
+            src.data + (h * src.head_stride + t * src.token_stride) * elem;
+        if (src.dim_stride != 1) {
+          for (int64_t d = 0; d < head_dim; ++d) {
+            std::memcpy(staging.data() + d * elem,
+                        from + d * src.dim_stride * elem,
+                        static_cast<size_t>(elem));
+          }
+          from = staging.data();
+        }
+        const float scale = QuantizeVector(type, layout.dtype, from, head_dim,
+                                           codes + t * head_dim);
+        std::memcpy(scales + t * sizeof(float), &scale, sizeof(float));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void WriteTokenRun(KVPool& pool, BlockId block, int32_t layer, int32_t slot,
@@ -28,6 +66,10 @@ void WriteTokenRun(KVPool& pool, BlockId block, int32_t layer, int32_t slot,
                    const TokenSource& value) {
   const KVLayout& layout = pool.layout();
   CheckRun(layout, layer, slot, num_tokens);
+  if (layout.quantized()) {
+    WriteQuantizedRun(pool, block, layer, slot, num_tokens, key, value);
+    return;
+  }
   const int64_t elem = static_cast<int64_t>(SizeOf(layout.dtype));
   const int64_t head_dim = layout.head_dim;
   const int64_t token_bytes = head_dim * elem;
@@ -61,6 +103,22 @@ size_t ZeroTokenRun(KVPool& pool, BlockId block, int32_t layer, int32_t slot,
                     int32_t num_slots) {
   const KVLayout& layout = pool.layout();
   CheckRun(layout, layer, slot, num_slots);
+  if (layout.quantized()) {
+    // Codes 0 with scale 0 dequantize to zeros.
+    std::byte* base = pool.BlockData(block);
+    const size_t code_bytes = static_cast<size_t>(num_slots) * layout.head_dim;
+    const size_t scale_bytes = static_cast<size_t>(num_slots) * sizeof(float);
+    for (const KV kv : {KV::kKey, KV::kValue}) {
+      for (int32_t h = 0; h < layout.num_kv_heads; ++h) {
+        std::memset(base + layout.DataOffset(layer, kv, h, slot), 0,
+                    code_bytes);
+        std::memset(base + layout.ScaleOffset(layer, kv, h, slot), 0,
+                    scale_bytes);
+      }
+    }
+    return 2 * static_cast<size_t>(layout.num_kv_heads) *
+           (code_bytes + scale_bytes);
+  }
   const size_t elem = SizeOf(layout.dtype);
   const size_t run_bytes =
       static_cast<size_t>(num_slots) * layout.head_dim * elem;

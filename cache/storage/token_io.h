@@ -16,6 +16,12 @@
 //                 v);
 //   ZeroTokenRun(pool, block, /*layer=*/0, /*slot=*/6, /*num_slots=*/10);
 //
+// On a quantized pool (KVLayout::storage kInt8 / kFp8E4M3) the sources are
+// still in the layout's dtype; WriteTokenRun quantizes each (K|V, head,
+// token) vector of head_dim elements and stores its scale next to the codes
+// (tensor/quantize.h has the formats, bounds and NaN rules), and
+// ZeroTokenRun writes codes 0 with scale 0.
+//
 // Thread safety: the caller holds references to the blocks and is their only
 // writer; no lock is taken.
 #ifndef PAGEDKV_CACHE_STORAGE_TOKEN_IO_H_
@@ -31,7 +37,7 @@ namespace pagedkv {
 
 // Where one row's tokens come from: element (head h, token t, dim d) is at
 // data + (h * head_stride + t * token_stride + d * dim_stride) elements, in
-// the pool's dtype.
+// the pool's dtype (layout().dtype, also for a quantized pool).
 struct TokenSource {
   const std::byte* data = nullptr;
   int64_t head_stride = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -58,20 +59,70 @@ void CompareValue(const std::string& path, const json& expected,
   if (expected != actual) diffs->Add(path, expected, actual);
 }
 
+// The number of elements of a summary's shape (0 if it is not a list of
+// non-negative integers).
+double NumElements(const json& shape) {
+  if (!shape.is_array()) return 0;
+  double n = 1;
+  for (const json& d : shape) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0) return 0;
+    n *= static_cast<double>(d.get<int64_t>());
+  }
+  return n;
+}
+
+// The sum of the wsum weights ((i mod 1009) + 1) over n elements.
+double WeightSum(double n) {
+  const double cycles = std::floor(n / 1009);
+  const double rest = n - cycles * 1009;
+  return cycles * (1009.0 * 1010 / 2) + rest * (rest + 1) / 2;
+}
+
+// Compares `key` ("sum" or "wsum") within the tolerance (compare.h).
+void CompareWithin(const std::string& path, const json& expected,
+                   const json& actual, double tolerance, double slack,
+                   Differences* diffs) {
+  if (!expected.is_number() || !actual.is_number()) {
+    CompareValue(path, expected, actual, diffs);
+    return;
+  }
+  const double e = expected.get<double>();
+  const double a = actual.get<double>();
+  if (std::fabs(a - e) > tolerance * std::fabs(e) + slack) {
+    diffs->AddText(absl::StrCat(path, ": expected ", Render(expected),
+                                " within ", tolerance, " (+", slack, "), got ",
+                                Render(actual)));
+  }
+}
+
 // Compares the five compared fields of two SUMMARY objects.
 void CompareSummary(const std::string& path, const json& expected,
-                    const json& actual, Differences* diffs) {
+                    const json& actual, const CompareOptions& options,
+                    Differences* diffs) {
   if (!actual.is_object()) {
     diffs->Add(path, "a summary", actual);
     return;
   }
-  for (const char* key : {"shape", "sum", "wsum"}) {
-    CompareValue(absl::StrCat(path, ".", key), Field(expected, key),
-                 Field(actual, key), diffs);
+  if (options.tolerance > 0) {
+    CompareValue(path + ".shape", Field(expected, "shape"),
+                 Field(actual, "shape"), diffs);
+    const double n = NumElements(Field(expected, "shape"));
+    CompareWithin(path + ".sum", Field(expected, "sum"), Field(actual, "sum"),
+                  options.tolerance, n, diffs);
+    CompareWithin(path + ".wsum", Field(expected, "wsum"),
+                  Field(actual, "wsum"), options.tolerance, WeightSum(n),
+                  diffs);
+  } else {
+    for (const char* key : {"shape", "sum", "wsum"}) {
+      CompareValue(absl::StrCat(path, ".", key), Field(expected, key),
+                   Field(actual, key), diffs);
+    }
   }
   const json& e_fnv = Field(expected, "fnv1a64");
   const json& a_fnv = Field(actual, "fnv1a64");
-  if (e_fnv.is_string() && a_fnv.is_string()) {
+  if (options.tolerance > 0) {
+    // Not bit-exact within a tolerance: the hash is not compared.
+  } else if (e_fnv.is_string() && a_fnv.is_string()) {
     if (Lower(e_fnv.get<std::string>()) != Lower(a_fnv.get<std::string>())) {
       diffs->Add(path + ".fnv1a64", e_fnv, a_fnv);
     }
@@ -92,7 +143,8 @@ void CompareSummary(const std::string& path, const json& expected,
 
 // Compares a {"k", "v"} pair or null.
 void CompareKV(const std::string& path, const json& expected,
-               const json& actual, Differences* diffs) {
+               const json& actual, const CompareOptions& options,
+               Differences* diffs) {
   if (expected.is_null() || actual.is_null()) {
     if (!(expected.is_null() && actual.is_null())) {
       diffs->Add(path,
@@ -101,8 +153,10 @@ void CompareKV(const std::string& path, const json& expected,
     }
     return;
   }
-  CompareSummary(path + ".k", Field(expected, "k"), Field(actual, "k"), diffs);
-  CompareSummary(path + ".v", Field(expected, "v"), Field(actual, "v"), diffs);
+  CompareSummary(path + ".k", Field(expected, "k"), Field(actual, "k"), options,
+                 diffs);
+  CompareSummary(path + ".v", Field(expected, "v"), Field(actual, "v"), options,
+                 diffs);
 }
 
 // Returns true when a layer entry is present (allocated).
@@ -119,7 +173,8 @@ json SeqLen(const json* layer) {
 
 // Compares the state of one Dynamic/Static cache.
 void CompareKVState(const std::string& path, const json& expected,
-                    const json& actual, Differences* diffs) {
+                    const json& actual, const CompareOptions& options,
+                    Differences* diffs) {
   const json& e_layers = Field(expected, "layers");
   const json& a_layers = Field(actual, "layers");
   if (!a_layers.is_array()) {
@@ -138,7 +193,7 @@ void CompareKVState(const std::string& path, const json& expected,
     CompareValue(lpath + ".seq_len", SeqLen(e), SeqLen(a), diffs);
     if (e_alloc && a_alloc) {
       CompareKV(lpath + ".visible", Field(*e, "visible"), Field(*a, "visible"),
-                diffs);
+                options, diffs);
     }
   }
 }
@@ -157,19 +212,19 @@ std::set<std::string> UpdatedLayers(const json& state) {
 }
 
 void CompareState(const json& expected, const json& actual,
-                  Differences* diffs) {
+                  const CompareOptions& options, Differences* diffs) {
   if (!actual.is_object()) {
     diffs->Add("state", "an object", actual);
     return;
   }
   if (FindField(expected, "self") == nullptr) {
-    CompareKVState("state", expected, actual, diffs);
+    CompareKVState("state", expected, actual, options, diffs);
     return;
   }
   CompareKVState("state.self", Field(expected, "self"), Field(actual, "self"),
-                 diffs);
+                 options, diffs);
   CompareKVState("state.cross", Field(expected, "cross"),
-                 Field(actual, "cross"), diffs);
+                 Field(actual, "cross"), options, diffs);
   const std::set<std::string> e_updated = UpdatedLayers(expected);
   const std::set<std::string> a_updated = UpdatedLayers(actual);
   if (e_updated != a_updated) {
@@ -190,7 +245,8 @@ json ErrorSummary(const json& error) {
                           : ""));
 }
 
-void CompareOp(const json& expected, const json& actual, Differences* diffs) {
+void CompareOp(const json& expected, const json& actual,
+               const CompareOptions& options, Differences* diffs) {
   const json& e_error = Field(expected, "error");
   const json& a_error = Field(actual, "error");
   const bool both_ok = e_error.is_null() && a_error.is_null();
@@ -203,13 +259,14 @@ void CompareOp(const json& expected, const json& actual, Differences* diffs) {
                                           op.get<std::string>() == "get");
     if (is_kv) {
       CompareKV("result", Field(expected, "result"), Field(actual, "result"),
-                diffs);
+                options, diffs);
     } else {
       CompareValue("result", Field(expected, "result"), Field(actual, "result"),
                    diffs);
     }
   }
-  CompareState(Field(expected, "state"), Field(actual, "state"), diffs);
+  CompareState(Field(expected, "state"), Field(actual, "state"), options,
+               diffs);
 }
 
 std::string NameOf(const json& scenario) {
@@ -235,7 +292,8 @@ std::string NormalizeDTypeName(const std::string& name) {
   return lower;
 }
 
-ScenarioComparison CompareScenario(const json& expected, const json* actual) {
+ScenarioComparison CompareScenario(const json& expected, const json* actual,
+                                   const CompareOptions& options) {
   ScenarioComparison cmp;
   cmp.name = NameOf(expected);
   if (actual == nullptr) {
@@ -261,7 +319,7 @@ ScenarioComparison CompareScenario(const json& expected, const json* actual) {
       break;
     }
     Differences diffs;
-    CompareOp(e_op, a_ops[i], &diffs);
+    CompareOp(e_op, a_ops[i], options, &diffs);
     if (!diffs.empty()) {
       cmp.passed = false;
       cmp.mismatch_lines.push_back(absl::StrCat(prefix, diffs.Join()));
@@ -270,7 +328,8 @@ ScenarioComparison CompareScenario(const json& expected, const json* actual) {
   return cmp;
 }
 
-TraceComparison CompareTraces(const json& expected, const json& actual) {
+TraceComparison CompareTraces(const json& expected, const json& actual,
+                              const CompareOptions& options) {
   TraceComparison result;
   const json& e_scenarios = Field(expected, "scenarios");
   const json& a_scenarios = Field(actual, "scenarios");
@@ -286,7 +345,7 @@ TraceComparison CompareTraces(const json& expected, const json& actual) {
         }
       }
     }
-    ScenarioComparison cmp = CompareScenario(e, match);
+    ScenarioComparison cmp = CompareScenario(e, match, options);
     (cmp.passed ? result.num_passed : result.num_failed) += 1;
     result.mismatch_lines.insert(result.mismatch_lines.end(),
                                  cmp.mismatch_lines.begin(),

@@ -12,6 +12,16 @@
 // is_updated true). storage_shape, num_slots, max_cache_shape, cls and probe
 // are ignored.
 //
+// With CompareOptions::tolerance R > 0 (replays on quantized pools, issue
+// #15), a summary's shape and dtype must still match exactly, its fnv1a64
+// is not compared, and its sum and wsum match when
+//   |actual - expected| <= R * |expected| + W,
+// W being the number of elements (sum) or the sum of their weights (wsum):
+// each element may be off by R times its magnitude plus one unit of the
+// integer rounding the summaries apply. The traces' vectors hold values of
+// one sign close to their largest, so a per-vector error of amax/254 (int8)
+// or amax/16 (fp8) fits R = 0.004 / 0.0625 (see README "Quantized KV").
+//
 // Example:
 //
 //   TraceComparison cmp = CompareTraces(expected, actual);
@@ -29,6 +39,12 @@
 #include "nlohmann/json.hpp"
 
 namespace pagedkv::kv_replay {
+
+struct CompareOptions {
+  // 0: exact (FORMAT.md section 11). > 0: summaries within this relative
+  // tolerance, as described above.
+  double tolerance = 0;
+};
 
 struct ScenarioComparison {
   std::string name;
@@ -55,12 +71,14 @@ std::string NormalizeDTypeName(const std::string& name);
 // Compares one expected scenario with the actual one of the same name.
 // `actual` may be nullptr (missing from the output: the scenario fails).
 ScenarioComparison CompareScenario(const nlohmann::json& expected,
-                                   const nlohmann::json* actual);
+                                   const nlohmann::json* actual,
+                                   const CompareOptions& options = {});
 
 // Compares every scenario of `expected` with the scenario of the same name
 // in `actual`. Scenarios only in `actual` are ignored.
 TraceComparison CompareTraces(const nlohmann::json& expected,
-                              const nlohmann::json& actual);
+                              const nlohmann::json& actual,
+                              const CompareOptions& options = {});
 
 }  // namespace pagedkv::kv_replay
 

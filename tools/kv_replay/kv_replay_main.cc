@@ -10,6 +10,9 @@
 //       replays each file and compares it with the answers recorded in it;
 //       prints one line per mismatching op and a final "N passed, M failed"
 //       (scenarios). Exit 0 only if every scenario passes.
+//   kv_replay --check --kv_dtype=int8 --tolerance=0.004 FILE.json
+//       the same on int8 KV blocks (issue #15), summaries within the
+//       tolerance (tools/kv_replay/compare.h).
 //
 // Relative FILE paths are resolved against the directory `bazel run` was
 // started in (BUILD_WORKING_DIRECTORY, see tools/common/paths.h), so
@@ -40,6 +43,14 @@
 ABSL_FLAG(bool, check, false,
           "Compare each replayed trace with the answers recorded in it; exit 0 "
           "only if every scenario matches.");
+ABSL_FLAG(std::string, kv_dtype, "same",
+          "Storage of the caches' pools: same (the traces' dtype, exact), int8 "
+          "or fp8_e4m3 (quantized KV blocks; combine with --tolerance).");
+ABSL_FLAG(
+    double, tolerance, 0.0,
+    "With --check: compare summaries' sum and wsum within this relative "
+    "tolerance and skip fnv1a64 (0: exact). README \"Quantized KV\" gives "
+    "the values for int8 (0.004) and fp8_e4m3 (0.0625).");
 
 namespace pagedkv::kv_replay {
 namespace {
@@ -57,6 +68,9 @@ constexpr char kUsage[] =
     "  kv_replay --check FILE.json [FILE2.json ...]\n"
     "      compares each replay with the answers recorded in the file; prints\n"
     "      one line per mismatching op, then \"N passed, M failed\".\n"
+    "  kv_replay --check --kv_dtype=int8 --tolerance=0.004 FILE.json\n"
+    "      the same on quantized (int8 or fp8_e4m3) KV blocks, summaries\n"
+    "      within a relative tolerance.\n"
     "\n"
     "Under `bazel run //tools/kv_replay -- ...` relative paths are taken from\n"
     "the directory bazel was started in.\n"
@@ -81,13 +95,14 @@ absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
 // Reads the trace in `path` and replays it; on failure prints why and
 // returns nullopt. Fills *trace with the input document.
 std::optional<nlohmann::json> LoadAndRun(const std::string& path,
+                                         const ReplayOptions& options,
                                          nlohmann::json* trace) {
   absl::StatusOr<nlohmann::json> in = ReadJson(path);
   if (!in.ok()) {
     std::cerr << "kv_replay: " << in.status().message() << "\n";
     return std::nullopt;
   }
-  absl::StatusOr<nlohmann::json> out = RunTrace(*in);
+  absl::StatusOr<nlohmann::json> out = RunTrace(*in, options);
   if (!out.ok()) {
     std::cerr << "kv_replay: " << path << ": " << out.status().message()
               << "\n";
@@ -97,9 +112,9 @@ std::optional<nlohmann::json> LoadAndRun(const std::string& path,
   return std::move(*out);
 }
 
-int Replay(const std::string& path) {
+int Replay(const std::string& path, const ReplayOptions& options) {
   nlohmann::json trace;
-  std::optional<nlohmann::json> out = LoadAndRun(path, &trace);
+  std::optional<nlohmann::json> out = LoadAndRun(path, options, &trace);
   if (!out.has_value()) return kExitUsage;
   std::cout << out->dump(-1, ' ', false,
                          nlohmann::json::error_handler_t::replace)
@@ -107,14 +122,15 @@ int Replay(const std::string& path) {
   return 0;
 }
 
-int Check(const std::vector<std::string>& paths) {
+int Check(const std::vector<std::string>& paths, const ReplayOptions& options,
+          const CompareOptions& compare) {
   int passed = 0;
   int failed = 0;
   for (const std::string& path : paths) {
     nlohmann::json trace;
-    std::optional<nlohmann::json> out = LoadAndRun(path, &trace);
+    std::optional<nlohmann::json> out = LoadAndRun(path, options, &trace);
     if (!out.has_value()) return kExitUsage;
-    const TraceComparison cmp = CompareTraces(trace, *out);
+    const TraceComparison cmp = CompareTraces(trace, *out, compare);
     for (const std::string& line : cmp.mismatch_lines) {
       std::cout << line << "\n";
     }
@@ -137,17 +153,32 @@ int main(int argc, char** argv) {
   for (auto it = args.begin() + 1; it != args.end(); ++it) {
     paths.push_back(pagedkv::tools::UserPath(*it));
   }
+  pagedkv::kv_replay::ReplayOptions options;
+  const std::optional<pagedkv::KVStorage> storage =
+      pagedkv::ParseKVStorage(absl::GetFlag(FLAGS_kv_dtype));
+  if (!storage.has_value()) {
+    std::cerr << "kv_replay: --kv_dtype must be same, int8 or fp8_e4m3, got '"
+              << absl::GetFlag(FLAGS_kv_dtype) << "'\n";
+    return pagedkv::kv_replay::kExitUsage;
+  }
+  options.storage = *storage;
+  const double tolerance = absl::GetFlag(FLAGS_tolerance);
+  if (!(tolerance >= 0)) {
+    std::cerr << "kv_replay: --tolerance must be >= 0, got " << tolerance
+              << "\n";
+    return pagedkv::kv_replay::kExitUsage;
+  }
   if (absl::GetFlag(FLAGS_check)) {
     if (paths.empty()) {
       std::cerr << "usage: kv_replay --check FILE.json [FILE2.json ...]\n";
       return pagedkv::kv_replay::kExitUsage;
     }
-    return pagedkv::kv_replay::Check(paths);
+    return pagedkv::kv_replay::Check(paths, options, {.tolerance = tolerance});
   }
   if (paths.size() != 1) {
     std::cerr << "usage: kv_replay FILE.json | kv_replay --check FILE.json "
                  "[FILE2.json ...]\n";
     return pagedkv::kv_replay::kExitUsage;
   }
-  return pagedkv::kv_replay::Replay(paths[0]);
+  return pagedkv::kv_replay::Replay(paths[0], options);
 }

@@ -239,16 +239,22 @@ json KVStateToJson(const KVCache& cache) {
 }
 
 // Builds a standalone Dynamic or Static cache from a ctor object.
-absl::StatusOr<std::unique_ptr<KVCache>> MakeKVCache(const json& ctor) {
+absl::StatusOr<std::unique_ptr<KVCache>> MakeKVCache(
+    const json& ctor, const ReplayOptions& replay) {
   const json* cls_field = FindField(ctor, "cls");
   if (cls_field == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("ctor without cls: ", Render(ctor)));
   }
   PKV_ASSIGN_OR_RETURN(const std::string cls, ToString(*cls_field, "cls"));
-  if (cls == kDynamic) return std::make_unique<DynamicKVCache>();
+  if (cls == kDynamic) {
+    PKV_ASSIGN_OR_RETURN(std::unique_ptr<DynamicKVCache> cache,
+                         DynamicKVCache::Create({.storage = replay.storage}));
+    return std::unique_ptr<KVCache>(std::move(cache));
+  }
   if (cls == kStatic) {
     StaticKVCache::Options options;
+    options.storage = replay.storage;
     PKV_ASSIGN_OR_RETURN(options.max_cache_len,
                          RequiredInt(ctor, "max_cache_len"));
     PKV_ASSIGN_OR_RETURN(options.num_layers, RequiredInt(ctor, "num_layers"));
@@ -264,7 +270,8 @@ absl::StatusOr<std::unique_ptr<KVCache>> MakeKVCache(const json& ctor) {
 // EncoderDecoderCache. Exactly one of kv_ and edc_ is set.
 class CacheUnderTest {
  public:
-  static absl::StatusOr<CacheUnderTest> Create(const json& ctor) {
+  static absl::StatusOr<CacheUnderTest> Create(const json& ctor,
+                                               const ReplayOptions& replay) {
     CacheUnderTest cut;
     const json* cls_field = FindField(ctor, "cls");
     if (cls_field != nullptr && cls_field->is_string() &&
@@ -273,14 +280,19 @@ class CacheUnderTest {
       const char* names[2] = {"self", "cross"};
       for (int i = 0; i < 2; ++i) {
         const json* half = FindField(ctor, names[i]);
-        if (half == nullptr || half->is_null()) continue;  // New dynamic.
-        PKV_ASSIGN_OR_RETURN(halves[i], MakeKVCache(*half));
+        if (half == nullptr || half->is_null()) {
+          if (replay.storage == KVStorage::kSame) continue;  // New dynamic.
+          PKV_ASSIGN_OR_RETURN(halves[i],
+                               MakeKVCache(json{{"cls", kDynamic}}, replay));
+          continue;
+        }
+        PKV_ASSIGN_OR_RETURN(halves[i], MakeKVCache(*half, replay));
       }
       cut.edc_ = std::make_unique<EncoderDecoderCache>(std::move(halves[0]),
                                                        std::move(halves[1]));
       return cut;
     }
-    PKV_ASSIGN_OR_RETURN(cut.kv_, MakeKVCache(ctor));
+    PKV_ASSIGN_OR_RETURN(cut.kv_, MakeKVCache(ctor, replay));
     return cut;
   }
 
@@ -487,7 +499,8 @@ absl::StatusOr<OpOutcome> RunOp(CacheUnderTest& cut, const std::string& name,
 
 }  // namespace
 
-absl::StatusOr<json> RunScenario(const json& scenario) {
+absl::StatusOr<json> RunScenario(const json& scenario,
+                                 const ReplayOptions& options) {
   if (!scenario.is_object()) {
     return absl::InvalidArgumentError("scenario is not an object");
   }
@@ -499,7 +512,8 @@ absl::StatusOr<json> RunScenario(const json& scenario) {
     return absl::InvalidArgumentError(
         "scenario needs 'name', 'ctor' and an 'ops' list");
   }
-  PKV_ASSIGN_OR_RETURN(CacheUnderTest cut, CacheUnderTest::Create(*ctor));
+  PKV_ASSIGN_OR_RETURN(CacheUnderTest cut,
+                       CacheUnderTest::Create(*ctor, options));
 
   json out_ops = json::array();
   int64_t i = 0;
@@ -543,14 +557,14 @@ absl::StatusOr<json> RunScenario(const json& scenario) {
   return out;
 }
 
-absl::StatusOr<json> RunTrace(const json& trace) {
+absl::StatusOr<json> RunTrace(const json& trace, const ReplayOptions& options) {
   const json* scenarios = FindField(trace, "scenarios");
   if (scenarios == nullptr || !scenarios->is_array()) {
     return absl::InvalidArgumentError("trace has no 'scenarios' list");
   }
   json out_scenarios = json::array();
   for (const json& scenario : *scenarios) {
-    absl::StatusOr<json> out = RunScenario(scenario);
+    absl::StatusOr<json> out = RunScenario(scenario, options);
     if (!out.ok()) {
       const json* name = FindField(scenario, "name");
       return absl::InvalidArgumentError(
@@ -562,6 +576,9 @@ absl::StatusOr<json> RunTrace(const json& trace) {
   json meta = json::object();
   meta["generator"] = "pagedkv tools/kv_replay";
   meta["profile"] = "pagedkv";
+  if (options.storage != KVStorage::kSame) {
+    meta["storage"] = std::string(KVStorageName(options.storage));
+  }
   json out = json::object();
   out["meta"] = std::move(meta);
   out["scenarios"] = std::move(out_scenarios);

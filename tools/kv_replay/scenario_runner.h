@@ -26,21 +26,33 @@
 #define PAGEDKV_TOOLS_KV_REPLAY_SCENARIO_RUNNER_H_
 
 #include "absl/status/statusor.h"
+#include "cache/storage/kv_layout.h"
 #include "nlohmann/json.hpp"
 
 namespace pagedkv::kv_replay {
+
+struct ReplayOptions {
+  // The storage of every cache's private pool: kSame replays the traces
+  // exactly; kInt8 / kFp8E4M3 replay them on quantized pools (issue #15),
+  // whose results match the recorded ones only within a tolerance
+  // (CompareOptions::tolerance in compare.h).
+  KVStorage storage = KVStorage::kSame;
+};
 
 // Runs one scenario ({"name", "ctor", "ops", ...}) on a fresh cache and
 // returns the output scenario: name, ctor, about (when present) and one
 // output op per input op. INVALID_ARGUMENT when the scenario is malformed
 // (not an object, missing or ill-typed fields, an unknown ctor); an unknown
 // op name is not a tool error but is recorded on that op as UNIMPLEMENTED.
-absl::StatusOr<nlohmann::json> RunScenario(const nlohmann::json& scenario);
+absl::StatusOr<nlohmann::json> RunScenario(const nlohmann::json& scenario,
+                                           const ReplayOptions& options = {});
 
 // Runs every scenario of a trace ({"meta", "scenarios"}) and returns the
 // output trace with a kv_replay `meta`. INVALID_ARGUMENT as for RunScenario
 // (naming the scenario) or when `scenarios` is missing.
-absl::StatusOr<nlohmann::json> RunTrace(const nlohmann::json& trace);
+// With a quantized storage the output's meta says so ("storage": "int8").
+absl::StatusOr<nlohmann::json> RunTrace(const nlohmann::json& trace,
+                                        const ReplayOptions& options = {});
 
 }  // namespace pagedkv::kv_replay
 
