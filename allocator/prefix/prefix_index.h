@@ -29,7 +29,7 @@
 //   BlockHash h = Xxh3BlockHasher().Hash(kRootBlockHash, tokens, {});
 //   index.Insert(/*block=*/3, h, /*parent=*/-1, tokens, {});
 //   int32_t hit = index.Find(h, /*parent=*/-1, tokens, {});  // 3
-//   index.RemoveSubtree(3, [](int32_t removed) {});
+//   index.RemoveSubtree(3, /*evicted=*/true, [](int32_t) {});
 //
 // Thread safety: none; the owning BlockPool's lock guards it.
 #ifndef PAGEDKV_ALLOCATOR_PREFIX_PREFIX_INDEX_H_

@@ -38,6 +38,8 @@ REQUIRED_HEADERS = (
     "allocator/block_table.h",
     "allocator/copy_on_write.h",
     "allocator/free_list.h",
+    "allocator/prefix/block_hash.h",
+    "allocator/prefix/prefix_index.h",
     "allocator/pool_stats.h",
     "base/check.h",
     "base/maybe_lock.h",

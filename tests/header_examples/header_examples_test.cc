@@ -27,6 +27,8 @@
 #include "allocator/copy_on_write.h"
 #include "allocator/free_list.h"
 #include "allocator/pool_stats.h"
+#include "allocator/prefix/block_hash.h"
+#include "allocator/prefix/prefix_index.h"
 #include "base/check.h"
 #include "base/maybe_lock.h"
 #include "base/status_macros.h"
@@ -822,6 +824,71 @@ absl::Status PrivatePoolOptionsExample() {
 
 TEST(HeaderExamplesTest, PrivatePoolOptions) {
   EXPECT_THAT(PrivatePoolOptionsExample(), IsOk());
+}
+
+void BlockHashExample() {
+  // clang-format off
+  // BEGIN allocator/prefix/block_hash.h
+  const BlockHasher& hasher = Xxh3BlockHasher();
+  const int32_t tokens[4] = {1, 2, 3, 4};
+  BlockExtraKeys keys;
+  keys.tenant_salt = 42;  // Tenants with different salts share nothing.
+  BlockHash first = hasher.Hash(kRootBlockHash, tokens, keys);
+  BlockHash second = hasher.Hash(first, tokens, keys);  // Chained.
+  // END allocator/prefix/block_hash.h
+  // clang-format on
+  EXPECT_NE(first, second);
+  EXPECT_NE(first, hasher.Hash(kRootBlockHash, tokens, {}));
+}
+
+TEST(HeaderExamplesTest, BlockHash) { BlockHashExample(); }
+
+void PrefixIndexExample() {
+  // clang-format off
+  // BEGIN allocator/prefix/prefix_index.h
+  PrefixIndex index(/*num_blocks=*/8, /*block_tokens=*/2);
+  const int32_t tokens[2] = {5, 6};
+  BlockHash h = Xxh3BlockHasher().Hash(kRootBlockHash, tokens, {});
+  index.Insert(/*block=*/3, h, /*parent=*/-1, tokens, {});
+  int32_t hit = index.Find(h, /*parent=*/-1, tokens, {});  // 3
+  index.RemoveSubtree(3, /*evicted=*/true, [](int32_t) {});
+  // END allocator/prefix/prefix_index.h
+  // clang-format on
+  EXPECT_EQ(hit, 3);
+  EXPECT_FALSE(index.is_published(3));
+  EXPECT_EQ(index.Find(h, -1, tokens, {}), -1);
+}
+
+TEST(HeaderExamplesTest, PrefixIndex) { PrefixIndexExample(); }
+
+absl::Status PrefixCachingManagerExample() {
+  const KVLayout layout{.num_layers = 2,
+                        .num_kv_heads = 1,
+                        .head_dim = 4,
+                        .dtype = DType::kFloat32,
+                        .block_tokens = 4};
+  // clang-format off
+  // BEGIN cache/serving/kv_cache_manager.h
+  KVCacheManager::Options options{.layout = layout, .num_blocks = 4096};
+  options.prefix_caching.enabled = true;
+  std::unique_ptr<KVCacheManager> cm = *KVCacheManager::Create(options);
+  const int32_t prompt[] = {101, 7592, 2088, 102};
+  PrefixKeys keys{.tenant_salt = 42};            // One salt per tenant.
+  StepOutput step;
+  PKV_RETURN_IF_ERROR(cm->AddSequence(/*seq=*/1, prompt, 16, &step, keys));
+  // ... prefill tokens [step.num_cached_tokens, 4) into step's slots ...
+  const int32_t sampled[] = {2023};
+  const SlotRequest decode[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = sampled, .commit = 4}};
+  PKV_RETURN_IF_ERROR(cm->AppendSlots(decode, &step));  // Commits 4.
+  // END cache/serving/kv_cache_manager.h
+  // clang-format on
+  EXPECT_EQ(cm->stats().prefix.cached_blocks, 1);
+  return absl::OkStatus();
+}
+
+TEST(HeaderExamplesTest, PrefixCachingManager) {
+  EXPECT_THAT(PrefixCachingManagerExample(), IsOk());
 }
 
 }  // namespace
