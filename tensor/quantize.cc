@@ -12,6 +12,7 @@
 #include "tensor/dtype.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define PKV_QUANTIZE_X86 1
 #endif
@@ -213,8 +214,13 @@ void QuantizeE4M3(DType dtype, const std::byte* src, int64_t n, float scale,
 // rounding, bit-identical to FloatToHalf for non-NaN values (tested through
 // DequantizeTest.NarrowOutputsMatchScalarRounding on this machine).
 bool HasAvx2F16c() {
-  static const bool has =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  // F16C through CPUID: clang 14's __builtin_cpu_supports has no "f16c".
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 &&
+                      (ecx & bit_F16C) != 0;
+    return __builtin_cpu_supports("avx2") && f16c;
+  }();
   return has;
 }
 

@@ -207,10 +207,14 @@ TEST_F(RedisEvictionTest, MaxmemoryEvictionMidChainIsAMissFromThere) {
     present += probe->CountLeadingHits(absl::MakeConstSpan(&k, 1));
   }
   EXPECT_LT(present, 48) << "nothing was evicted";
-  // Whatever survived, the load is the leading run, every byte right.
+  // Whatever survived, the load stops inside the leading run, every byte
+  // right (LoadChecked). Not equal: under allkeys-lru Redis may evict again
+  // between the probe and the load (seen once under ASan).
   const int32_t leading = probe->CountLeadingHits(keys);
-  EXPECT_EQ(LoadChecked(c, layout), leading);
-  // A key evicted in the middle of a surviving run: a miss from there.
+  EXPECT_LE(LoadChecked(c, layout), leading);
+  // A key evicted in the middle of a surviving run: a miss from there (on
+  // an emptied server, so maxmemory evicts none of these).
+  ASSERT_THAT(redis_->Command({"FLUSHALL"}).status(), IsOk());
   const TestChain small(RemoteTestLayout(), 8, 70000);
   std::unique_ptr<RemoteTier> small_tier = MakeTier(RemoteTestLayout());
   StoreAll(*small_tier, small);
