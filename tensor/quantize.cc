@@ -217,8 +217,8 @@ bool HasAvx2F16c() {
   // F16C through CPUID: clang 14's __builtin_cpu_supports has no "f16c".
   static const bool has = [] {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 &&
-                      (ecx & bit_F16C) != 0;
+    const bool f16c =
+        __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
     return __builtin_cpu_supports("avx2") && f16c;
   }();
   return has;
