@@ -203,16 +203,51 @@ void BlockPool::Release(BlockId id) {
   ReleaseLocked(id);
 }
 
+// What ReleaseLocked does per block, for a batch (a dropped row, a freed
+// sequence: hundreds of blocks): the blocks that become plain free are
+// gathered in a small buffer and pushed onto the free list in one
+// PushFrontN, so the list's head stays in a register instead of being
+// reloaded after every link store. The order is ReleaseLocked's, one id
+// after another; nothing else runs under the lock in between.
+template <typename Next>
+void BlockPool::ReleaseBatchLocked(size_t n, Next next_id) {
+  constexpr int32_t kBuffer = 64;
+  BlockId freed[kBuffer];
+  int32_t num_freed = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const BlockId id = next_id(k);
+    CheckId(id);
+    const int32_t i = id.value();
+    int32_t& rc = ref_counts_[i];
+    PKV_CHECK(rc > 0, "Release of free block %d", i);
+    --rc;
+    if (rc == 1) --num_shared_;
+    if (rc > 0) continue;
+    if (prefix_ != nullptr && prefix_->is_published(i)) {
+      prefix_->evictable().PushFront(id);  // Cached: the LRU's newest.
+    } else {
+      freed[num_freed++] = id;
+      if (num_freed == kBuffer) {
+        free_list_.PushFrontN(freed, num_freed);
+        num_freed = 0;
+      }
+    }
+    if (owner_[i] >= 0) UnchargeLocked(i);
+  }
+  free_list_.PushFrontN(freed, num_freed);
+}
+
 void BlockPool::ReleaseAll(absl::Span<const BlockId> ids) {
   if (ids.empty()) return;
   MaybeLock lock(&mu_);
-  for (BlockId id : ids) ReleaseLocked(id);
+  ReleaseBatchLocked(ids.size(), [ids](size_t k) { return ids[k]; });
 }
 
 void BlockPool::ReleaseAllTailFirst(absl::Span<const BlockId> ids) {
   if (ids.empty()) return;
   MaybeLock lock(&mu_);
-  for (size_t k = ids.size(); k-- > 0;) ReleaseLocked(ids[k]);
+  const size_t n = ids.size();
+  ReleaseBatchLocked(n, [ids, n](size_t k) { return ids[n - 1 - k]; });
 }
 
 absl::Status BlockPool::Grow(int32_t extra_blocks) {

@@ -301,6 +301,10 @@ class BlockPool {
   void NoteAllocatedLocked(int32_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddRefLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ReleaseLocked(next_id(0)), ..., ReleaseLocked(next_id(n - 1)), batched.
+  template <typename Next>
+  void ReleaseBatchLocked(size_t n, Next next_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The freed block i was charged to a reservation: ends the charge.
   void UnchargeLocked(int32_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
