@@ -147,14 +147,15 @@ std::string FormatReplicaTable(const ReplicaRunResult& r) {
   if (!r.key_namespace.empty() && c.remote != "memory") {
     out += fmt::format("  keys under namespace {}\n", r.key_namespace);
   }
-  const std::string line(96, '-');
+  const std::string line(110, '-');
   out += line + "\n";
-  out += fmt::format("{:<8}{:>9}{:>12}{:>14}{:>14}{:>14}{:>12}{:>13}\n",
-                     "replica", "requests", "prompt blk", "local hit",
-                     "remote hit", "tier saved", "computed", "stamps(rem)");
+  out +=
+      fmt::format("{:<8}{:>9}{:>12}{:>16}{:>17}{:>13}{:>13}{:>22}\n", "replica",
+                  "requests", "prompt blk", "local hit", "remote hit",
+                  "tier saved", "computed", "remote stamps ok");
   auto row = [&](const std::string& name, const ReplicaStats& s) {
     out += fmt::format(
-        "{:<8}{:>9}{:>12}{:>14}{:>14}{:>14}{:>12}{:>13}\n", name, s.requests,
+        "{:<8}{:>9}{:>12}{:>16}{:>17}{:>13}{:>13}{:>22}\n", name, s.requests,
         s.prompt_blocks,
         fmt::format("{} {}", s.local_hit_blocks,
                     Percent(Ratio(s.local_hit_blocks, s.prompt_blocks))),
