@@ -192,10 +192,10 @@ ABSL_FLAG(std::string, remote, "",
           "redis://HOST:PORT | unix:/PATH/redis.sock (a running redis-server; "
           "README \"kv_stress with replicas\") [\"\": none]. Needs prefix "
           "caching; books-only configs run in host mode with a small block");
-ABSL_FLAG(std::string, compare_remote, "",
-          "true|false: also run the replicas with the remote tier off (each "
-          "alone) and report what it saved [false; with --remote, "
-          "--compare_prefix_caching=true implies it]");
+ABSL_FLAG(bool, compare_remote, false,
+          "Also run the replicas with the remote tier off (each alone) and "
+          "report what it saved (with --remote, --compare_prefix_caching=true "
+          "implies it)");
 ABSL_FLAG(std::string, pool_sweep, "",
           "Also replay the workload at each of these pool sizes (comma-"
           "separated; 16GiB, 0.5G or a bare number of blocks) and report the "
@@ -373,9 +373,7 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
         absl::StrCat("unknown --remote=", c.remote,
                      " (memory|redis://HOST:PORT|unix:/PATH)"));
   }
-  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_compare_remote, "compare_remote",
-                                 "true|false", ParseBool,
-                                 &c.compare_without_remote));
+  c.compare_without_remote = absl::GetFlag(FLAGS_compare_remote);
   if (const std::string sweep = absl::GetFlag(FLAGS_pool_sweep);
       !sweep.empty()) {
     PKV_ASSIGN_OR_RETURN(c.pool_sweep,
