@@ -403,7 +403,24 @@ int MainReplicas(const SimConfig& config) {
                  "kv_stress: --svg_out is not drawn in multi-replica mode\n");
     return 2;
   }
-  absl::StatusOr<ReplicaRunResult> result = RunReplicas(config);
+  const bool tty = isatty(fileno(stderr)) != 0;
+  double last_print = -1;
+  auto progress = [&](const Progress& p) {
+    if (p.elapsed_s - last_print < 0.2 && p.step != p.steps) return;
+    last_print = p.elapsed_s;
+    const std::string of =
+        p.steps > 0 ? fmt::format("/{}", p.steps) : std::string();
+    std::fputs(
+        fmt::format("\r[{:6.1f}s] step {}{}  running {}  waiting {}  "
+                    "util {:5.1f}%  (all {} replicas)   ",
+                    p.elapsed_s, p.step, of, p.paged_running, p.paged_waiting,
+                    100 * p.paged_utilization, config.replicas)
+            .c_str(),
+        stderr);
+  };
+  absl::StatusOr<ReplicaRunResult> result =
+      tty ? RunReplicas(config, progress) : RunReplicas(config);
+  if (tty) std::fputs("\n", stderr);
   if (!result.ok()) {
     std::fprintf(stderr, "kv_stress: %s\n", result.status().ToString().c_str());
     return 2;

@@ -157,6 +157,19 @@ ReplicaStats StatsOf(const ModelReport& r, const RemoteTier* tier,
   return s;
 }
 
+// Checks every replica; its failure messages say which one.
+void CheckAll(std::vector<std::unique_ptr<ManagedServer>>& servers,
+              Checker& checker) {
+  for (size_t i = 0; i < servers.size(); ++i) {
+    const size_t before = checker.messages.size();
+    servers[i]->Check(checker);
+    for (size_t m = before; m < checker.messages.size(); ++m) {
+      checker.messages[m] =
+          absl::StrCat("replica ", i, ": ", checker.messages[m]);
+    }
+  }
+}
+
 // One run of the replicas (no comparison). `config` is already in host
 // mode when it has a tier.
 absl::StatusOr<ReplicaRunResult> RunOnce(
@@ -215,14 +228,14 @@ absl::StatusOr<ReplicaRunResult> RunOnce(
       p.preemptions += reports[i].preemptions;
     }
     if (config.check_every > 0 && (step + 1) % config.check_every == 0) {
-      for (auto& s : servers) s->Check(checker);
+      CheckAll(servers, checker);
     }
     if (progress) {
       p.elapsed_s = elapsed();
       progress(p);
     }
   }
-  for (auto& s : servers) s->Check(checker);
+  CheckAll(servers, checker);
   ReplicaRunResult result;
   result.config = config;
   result.key_namespace = tiers.tiers.empty() ? "" : key_namespace;
