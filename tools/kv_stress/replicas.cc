@@ -48,6 +48,7 @@ ReplicaStats& ReplicaStats::operator+=(const ReplicaStats& o) {
   local_hit_blocks += o.local_hit_blocks;
   remote_hit_blocks += o.remote_hit_blocks;
   prefill_tokens_computed += o.prefill_tokens_computed;
+  prefill_tokens_remote += o.prefill_tokens_remote;
   tokens_decoded += o.tokens_decoded;
   hit_stamp_checks += o.hit_stamp_checks;
   remote_stamp_checks += o.remote_stamp_checks;
@@ -131,6 +132,7 @@ ReplicaStats StatsOf(const ModelReport& r, const RemoteTier* tier,
   s.prompt_tokens = r.prefix.query_tokens;
   s.prompt_blocks = r.prefix.query_blocks;
   s.prefill_tokens_computed = r.prefill_tokens_computed;
+  s.prefill_tokens_remote = r.prefill_tokens_remote;
   s.tokens_decoded = r.tokens_decoded;
   s.hit_stamp_checks = r.hit_stamp_checks;
   s.remote_stamp_checks = r.remote_hit_stamp_checks;

@@ -80,6 +80,9 @@ struct ReplicaStats {
   int64_t local_hit_blocks = 0;
   int64_t remote_hit_blocks = 0;
   int64_t prefill_tokens_computed = 0;  // Recomputes included.
+  // Prompt tokens the server saw loaded at its admissions (it counts them
+  // itself: equal to loaded_blocks * block_tokens).
+  int64_t prefill_tokens_remote = 0;
   int64_t tokens_decoded = 0;
   int64_t hit_stamp_checks = 0;  // Of every hit block, local or remote.
   int64_t remote_stamp_checks = 0;

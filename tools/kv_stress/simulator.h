@@ -149,8 +149,9 @@ struct SimConfig {
   // (none: each replica alone), "memory" (an InMemoryBlockStore in this
   // process), "redis://HOST:PORT" or "unix:/PATH/redis.sock" (a Redis
   // server; each replica opens its own read and write connections).
-  // Either makes RunExperiment run the replicas (RunReplicas) instead of
-  // the paged/contiguous comparison.
+  // Either makes the config replicated(): kv_stress runs it with
+  // RunReplicas instead of the paged/contiguous comparison, and
+  // RunSimulation refuses it.
   int32_t replicas = 1;
   std::string remote;
   // Also run the replicas with the remote tier off (each replica alone) and

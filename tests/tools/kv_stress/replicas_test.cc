@@ -82,6 +82,9 @@ TEST(ReplicasTest, ReplicasHitBlocksAnotherReplicaComputedAndEveryStampChecks) {
   EXPECT_EQ(t.loaded_bytes,
             t.loaded_blocks * int64_t(r.config.layout.block_bytes()));
   EXPECT_LE(t.local_hit_blocks + t.remote_hit_blocks, t.prompt_blocks);
+  // The servers' own count of loaded tokens agrees with the tiers'.
+  EXPECT_EQ(t.prefill_tokens_remote,
+            t.loaded_blocks * r.config.layout.block_tokens);
   // Every replica both served and stored blocks through the tier.
   for (const ReplicaStats& s : r.replicas) {
     EXPECT_GT(s.remote_hit_blocks, 0);
