@@ -48,6 +48,8 @@
 // written for it, and the contiguous model never reserves past capacity.
 //
 // Not a benchmark: timings are reported for orientation, never asserted.
+// Several paged servers behind a router, sharing a remote tier, are
+// replicas.h's (SimConfig::replicas, SimConfig::remote).
 //
 //   absl::StatusOr<SimConfig> config = PresetConfig("tiny");
 //   config->steps = 200;
