@@ -12,6 +12,9 @@
 //   bazel run -c opt //tools/kv_stress -- --preset=mooncake
 //     --pool_sweep=4GiB,8GiB,16GiB,32GiB,64GiB --svg_out=sweep.svg
 //
+//   bazel run -c opt //tools/kv_stress -- --preset=shared_prefix
+//     --replicas=4 --remote=unix:/tmp/pkv.sock   # README: starting Redis
+//
 // With prefix caching the table ends in a prefix-cache section (hit rate,
 // blocks saved, evictions, prefill tokens computed; with
 // --compare_prefix_caching the same without caching; for a trace its
@@ -39,6 +42,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "cache/serving/kv_cache_manager.h"
@@ -50,6 +54,8 @@
 #include "tools/kv_stress/model_presets.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/pool_sweep.h"
+#include "tools/kv_stress/replica_report.h"
+#include "tools/kv_stress/replicas.h"
 #include "tools/kv_stress/report.h"
 #include "tools/kv_stress/simulator.h"
 #include "tools/kv_stress/workload.h"
@@ -177,6 +183,19 @@ ABSL_FLAG(std::string, compare_prefix_caching, "",
           PresetFlagHelp("true|false: also run the workload with prefix "
                          "caching off and report both",
                          "compare_prefix_caching"));
+ABSL_FLAG(int32_t, replicas, 1,
+          "Simulated server replicas, each with its own pool and manager; "
+          "requests are routed round-robin (the contiguous model does not "
+          "run with more than one)");
+ABSL_FLAG(std::string, remote, "",
+          "Remote tier shared by the replicas: memory (in this process) | "
+          "redis://HOST:PORT | unix:/PATH/redis.sock (a running redis-server; "
+          "README \"kv_stress with replicas\") [\"\": none]. Needs prefix "
+          "caching; books-only configs run in host mode with a small block");
+ABSL_FLAG(bool, compare_remote, false,
+          "Also run the replicas with the remote tier off (each alone) and "
+          "report what it saved (with --remote, --compare_prefix_caching=true "
+          "implies it)");
 ABSL_FLAG(std::string, pool_sweep, "",
           "Also replay the workload at each of these pool sizes (comma-"
           "separated; 16GiB, 0.5G or a bare number of blocks) and report the "
@@ -341,6 +360,20 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_compare_prefix_caching,
                                  "compare_prefix_caching", "true|false",
                                  ParseBool, &c.compare_without_prefix_caching));
+  c.replicas = absl::GetFlag(FLAGS_replicas);
+  if (c.replicas < 1 || c.replicas > kMaxReplicas) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--replicas=", c.replicas, " must be in [1, ", kMaxReplicas, "]"));
+  }
+  c.remote = absl::GetFlag(FLAGS_remote);
+  if (!c.remote.empty() && c.remote != "memory" &&
+      !absl::StartsWith(c.remote, "redis://") &&
+      !absl::StartsWith(c.remote, "unix:")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --remote=", c.remote,
+                     " (memory|redis://HOST:PORT|unix:/PATH)"));
+  }
+  c.compare_without_remote = absl::GetFlag(FLAGS_compare_remote);
   if (const std::string sweep = absl::GetFlag(FLAGS_pool_sweep);
       !sweep.empty()) {
     PKV_ASSIGN_OR_RETURN(c.pool_sweep,
@@ -350,12 +383,71 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   return c;
 }
 
+// Writes `contents` to the --json_out path (if any); false on failure.
+bool WriteJson(const std::string& contents) {
+  const std::string path = tools::UserPath(absl::GetFlag(FLAGS_json_out));
+  if (path.empty()) return true;
+  if (absl::Status s = WriteFile(path, contents); !s.ok()) {
+    std::fprintf(stderr, "kv_stress: %s\n", s.ToString().c_str());
+    return false;
+  }
+  std::fprintf(stderr, "kv_stress: wrote the JSON report to %s\n",
+               path.c_str());
+  return true;
+}
+
+// The multi-replica mode (replicas.h): its own table and JSON, no SVG.
+int MainReplicas(const SimConfig& config) {
+  if (!absl::GetFlag(FLAGS_svg_out).empty()) {
+    std::fprintf(stderr,
+                 "kv_stress: --svg_out is not drawn in multi-replica mode\n");
+    return 2;
+  }
+  const bool tty = isatty(fileno(stderr)) != 0;
+  double last_print = -1;
+  auto progress = [&](const Progress& p) {
+    if (p.elapsed_s - last_print < 0.2 && p.step != p.steps) return;
+    last_print = p.elapsed_s;
+    const std::string of =
+        p.steps > 0 ? fmt::format("/{}", p.steps) : std::string();
+    std::fputs(
+        fmt::format("\r[{:6.1f}s] step {}{}  running {}  waiting {}  "
+                    "util {:5.1f}%  (all {} replicas)   ",
+                    p.elapsed_s, p.step, of, p.paged_running, p.paged_waiting,
+                    100 * p.paged_utilization, config.replicas)
+            .c_str(),
+        stderr);
+  };
+  absl::StatusOr<ReplicaRunResult> result =
+      tty ? RunReplicas(config, progress) : RunReplicas(config);
+  if (tty) std::fputs("\n", stderr);
+  if (!result.ok()) {
+    std::fprintf(stderr, "kv_stress: %s\n", result.status().ToString().c_str());
+    return 2;
+  }
+  std::fputs(FormatReplicaTable(*result).c_str(), stdout);
+  std::fflush(stdout);
+  if (!WriteJson(ReplicaRunToJson(*result).dump(2) + "\n")) return 2;
+  if (result->invariant_failures > 0) {
+    std::fprintf(stderr,
+                 "kv_stress: %lld invariant failure(s), first at step %lld\n",
+                 static_cast<long long>(result->invariant_failures),
+                 static_cast<long long>(result->first_failure_step));
+    for (const std::string& m : result->failure_messages) {
+      std::fprintf(stderr, "  %s\n", m.c_str());
+    }
+    return 1;
+  }
+  return 0;
+}
+
 int Main() {
   absl::StatusOr<SimConfig> config = ConfigFromFlags();
   if (!config.ok()) {
     std::fprintf(stderr, "kv_stress: %s\n", config.status().ToString().c_str());
     return 2;
   }
+  if (config->replicated()) return MainReplicas(*config);
   const bool tty = isatty(fileno(stderr)) != 0;
   double last_print = -1;
   auto progress = [&](const Progress& p) {
@@ -383,16 +475,7 @@ int Main() {
   std::fflush(stdout);
   // Under `bazel run` the tool runs in its runfiles tree: relative paths are
   // meant from where the user stands (tools/common/paths.h).
-  if (const std::string path = tools::UserPath(absl::GetFlag(FLAGS_json_out));
-      !path.empty()) {
-    if (absl::Status s = WriteFile(path, ToJson(*result).dump(2) + "\n");
-        !s.ok()) {
-      std::fprintf(stderr, "kv_stress: %s\n", s.ToString().c_str());
-      return 2;
-    }
-    std::fprintf(stderr, "kv_stress: wrote the JSON report to %s\n",
-                 path.c_str());
-  }
+  if (!WriteJson(ToJson(*result).dump(2) + "\n")) return 2;
   if (const std::string path = tools::UserPath(absl::GetFlag(FLAGS_svg_out));
       !path.empty()) {
     const std::string svg =

@@ -28,7 +28,7 @@
 namespace pagedkv::kv_stress::internal {
 
 absl::StatusOr<std::unique_ptr<ManagedServer>> ManagedServer::Create(
-    const SimConfig& config, ModelReport* report) {
+    const SimConfig& config, ModelReport* report, RemoteTier* remote) {
   KVCacheManager::Options options{.layout = config.layout,
                                   .num_blocks = config.pool_blocks,
                                   .storage = config.storage,
@@ -36,17 +36,20 @@ absl::StatusOr<std::unique_ptr<ManagedServer>> ManagedServer::Create(
                                   .watermark = config.watermark_pct / 100.0,
                                   .num_host_blocks = config.swap_tier_blocks()};
   options.prefix_caching.enabled = config.prefix_caching;
+  options.prefix_caching.remote = remote;
   PKV_ASSIGN_OR_RETURN(std::unique_ptr<KVCacheManager> manager,
                        KVCacheManager::Create(options));
   return std::unique_ptr<ManagedServer>(
-      new ManagedServer(config, report, std::move(manager)));
+      new ManagedServer(config, report, std::move(manager), remote));
 }
 
 ManagedServer::ManagedServer(const SimConfig& config, ModelReport* report,
-                             std::unique_ptr<KVCacheManager> manager)
+                             std::unique_ptr<KVCacheManager> manager,
+                             RemoteTier* remote)
     : config_(config),
       report_(report),
       manager_(std::move(manager)),
+      remote_(remote),
       beam_rng_(config.workload.seed ^ 0x9e3779b97f4a7c15ULL),
       check_rng_(config.workload.seed ^ 0x5851f42d4c957f2dULL),
       waiting_(config.max_waiting) {
@@ -59,23 +62,34 @@ ManagedServer::ManagedServer(const SimConfig& config, ModelReport* report,
   }
 }
 
+int64_t ManagedServer::remote_loaded_blocks() const {
+  return remote_ == nullptr ? 0 : remote_->stats().loaded_blocks;
+}
+
 void ManagedServer::VerifyHits(const Group& g, const Row& row,
-                               int64_t cached_tokens) {
+                               int64_t cached_tokens, int64_t remote_blocks) {
   if (!host() || cached_tokens == 0) return;
   absl::StatusOr<absl::Span<const BlockId>> table =
       manager_->block_table(row.id);
   if (!table.ok()) return;
   const int64_t bt = manager_->block_tokens();
-  for (int64_t b = 0; b < cached_tokens / bt; ++b) {
+  const int64_t hit_blocks = cached_tokens / bt;
+  // The manager loads remote blocks right after the local hits.
+  const int64_t first_remote = hit_blocks - remote_blocks;
+  for (int64_t b = 0; b < hit_blocks; ++b) {
+    const bool from_remote = b >= first_remote;
     for (const int64_t pos : {b * bt, b * bt + bt - 1}) {
       ++report_->hit_stamp_checks;
+      if (from_remote) ++report_->remote_hit_stamp_checks;
       if (stamper_->Verify(*table, pos, row.history)) continue;
       ++num_hit_failures_;
+      if (from_remote) ++report_->remote_hit_stamp_failures;
       if (hit_failures_.size() < 10) {
         hit_failures_.push_back(absl::StrFormat(
-            "request %d row %d: prefix-cache hit block %d (block id %d) does "
-            "not hold this row's KV at position %d",
-            g.request.id, row.id, b, (*table)[b].value(), pos));
+            "request %d row %d: %s hit block %d (block id %d) does not hold "
+            "this row's KV at position %d",
+            g.request.id, row.id, from_remote ? "remote-tier" : "prefix-cache",
+            b, (*table)[b].value(), pos));
       }
     }
   }
@@ -196,6 +210,7 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
       break;
   }
   const SequenceId id = next_seq_id_++;
+  const int64_t loaded_before = remote_loaded_blocks();
   absl::Status st = Timed(kOpAddSequence, [&] {
     return prefix()
                ? manager_->AddSequence(id, g.prompt_ids, r.output_tokens, &out_)
@@ -204,6 +219,7 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
   });
   if (!st.ok()) return Unexpected("AddSequence after kAdmit", st);
   const int64_t cached = out_.num_cached_tokens;
+  const int64_t remote_blocks = remote_loaded_blocks() - loaded_before;
   Row first;
   first.id = id;
   first.length = r.prompt_tokens;
@@ -214,7 +230,7 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
   }
   std::vector<int32_t>().swap(g.prompt_ids);
   g.rows.push_back(std::move(first));
-  VerifyHits(g, g.rows.front(), cached);
+  VerifyHits(g, g.rows.front(), cached, remote_blocks);
   // The prompt's KV is written: its full blocks become matchable.
   PKV_RETURN_IF_ERROR(CommitRows(g));
   for (int32_t k = 1; k < r.width; ++k) {
@@ -233,6 +249,7 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
   }
   report_->tokens_prefilled += r.prompt_tokens;
   report_->prefill_tokens_cached += cached;
+  report_->prefill_tokens_remote += remote_blocks * manager_->block_tokens();
   report_->prefill_tokens_computed += r.prompt_tokens - cached;
   report_->ledger_written += g.row_tokens();
   return Verdict::kAdmitted;
@@ -256,7 +273,7 @@ absl::StatusOr<Verdict> ManagedServer::Readmit(Group& g) {
     // blocks the cache still had are not recomputed.
     const int64_t cached = out_.num_cached_tokens;
     if (host()) stamper_->Write(out_.slot_mapping, cached, row.history);
-    VerifyHits(g, row, cached);
+    VerifyHits(g, row, cached, /*remote_blocks=*/0);  // No remote rehits.
     report_->tokens_recomputed += row.length - cached;
     report_->prefill_tokens_cached += cached;
     report_->prefill_tokens_computed += row.length - cached;

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cache/remote/remote_tier.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/serving/step_output.h"
 #include "tools/kv_stress/kv_stamps.h"
@@ -31,10 +32,13 @@ namespace pagedkv::kv_stress::internal {
 
 class ManagedServer {
  public:
-  // Makes the manager (and, in host mode, its KV bytes). ResourceExhausted
-  // when the memory cannot be had; InvalidArgument for a bad config.
+  // Makes the manager (and, in host mode, its KV bytes), with `remote` (or
+  // nullptr) as its remote tier: borrowed, it must outlive the server.
+  // ResourceExhausted when the memory cannot be had; InvalidArgument for a
+  // bad config (a remote tier without host storage and prefix caching).
   static absl::StatusOr<std::unique_ptr<ManagedServer>> Create(
-      const SimConfig& config, ModelReport* report);
+      const SimConfig& config, ModelReport* report,
+      RemoteTier* remote = nullptr);
 
   void Arrive(const Request& r);
   // Admits, reorders beams, gives every running row its decode slot
@@ -79,14 +83,19 @@ class ManagedServer {
   using GroupPtr = std::unique_ptr<Group>;
 
   ManagedServer(const SimConfig& config, ModelReport* report,
-                std::unique_ptr<KVCacheManager> manager);
+                std::unique_ptr<KVCacheManager> manager, RemoteTier* remote);
 
   bool host() const { return stamper_.has_value(); }
   bool prefix() const { return manager_->prefix_caching(); }
   // Host mode: reads back the first and last stamp of each of the row's
   // leading cached_tokens / block_tokens blocks (a prefix-cache hit must
-  // hold the KV of this row's tokens); mismatches wait for Check.
-  void VerifyHits(const Group& g, const Row& row, int64_t cached_tokens);
+  // hold the KV of this row's tokens); mismatches wait for Check. The last
+  // remote_blocks of those were loaded from the remote tier (another
+  // replica wrote them), and are also counted apart.
+  void VerifyHits(const Group& g, const Row& row, int64_t cached_tokens,
+                  int64_t remote_blocks);
+  // Blocks the remote tier has loaded so far (0 without one).
+  int64_t remote_loaded_blocks() const;
   // Prefix caching: commits every token of the rows (all written).
   absl::Status CommitRows(const Group& g);
   template <typename F>
@@ -121,6 +130,7 @@ class ManagedServer {
   const SimConfig& config_;
   ModelReport* report_;
   std::unique_ptr<KVCacheManager> manager_;
+  RemoteTier* remote_;                // Borrowed, or nullptr.
   std::optional<KVStamper> stamper_;  // Host mode.
   Rng beam_rng_;
   Rng check_rng_;

@@ -215,6 +215,9 @@ json ConfigToJson(const SimConfig& c) {
   j["trace_max_requests"] = c.trace_max_requests;
   j["prefix_caching"] = c.prefix_caching;
   j["compare_without_prefix_caching"] = c.compare_without_prefix_caching;
+  j["replicas"] = c.replicas;
+  j["remote"] = c.remote;
+  j["compare_without_remote"] = c.compare_without_remote;
   json sweep = json::array();
   for (int32_t b : c.pool_sweep) sweep.push_back(b);
   j["pool_sweep"] = sweep;

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
@@ -96,6 +97,34 @@ absl::Status SimConfig::Validate() const {
           absl::StrFormat("max_len %d is below a session's longest request %d",
                           max_len, o.max_request_tokens()));
     }
+  }
+  if (replicas < 1 || replicas > kMaxReplicas) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "replicas %d must be in [1, %d]", replicas, kMaxReplicas));
+  }
+  if (!remote.empty()) {
+    if (remote != "memory" && !absl::StartsWith(remote, "redis://") &&
+        !absl::StartsWith(remote, "unix:")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("remote \"", remote,
+                       "\" is not memory, redis://HOST:PORT or unix:/PATH"));
+    }
+    if (!prefix_caching) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("remote \"", remote,
+                       "\" needs prefix caching (the tier shares "
+                       "prefix-cache blocks)"));
+    }
+  }
+  if (replicated() && !pool_sweep.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "pool_sweep runs one server; it does not combine with %d replicas "
+        "or remote \"%s\"",
+        replicas, remote));
+  }
+  if (compare_without_remote && remote.empty()) {
+    return absl::InvalidArgumentError(
+        "compare_without_remote needs a remote tier to compare against");
   }
   for (int32_t blocks : pool_sweep) {
     if (blocks <= 0) {
@@ -220,7 +249,9 @@ using internal::ContiguousModel;
 using internal::ManagedServer;
 using internal::Sampler;
 
-absl::StatusOr<std::unique_ptr<RequestSource>> MakeSource(
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RequestSource>> MakeRequestSource(
     const SimConfig& config) {
   if (config.trace_path.empty()) {
     if (config.sessions.has_value()) {
@@ -237,14 +268,18 @@ absl::StatusOr<std::unique_ptr<RequestSource>> MakeSource(
   return std::make_unique<MooncakeTrace>(std::move(trace));
 }
 
-}  // namespace
-
 absl::StatusOr<SimResult> RunSimulation(
     const SimConfig& config,
     const std::function<void(const Progress&)>& progress) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (config.replicated()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "RunSimulation runs one server; %d replicas with remote \"%s\" run "
+        "in RunReplicas (replicas.h)",
+        config.replicas, config.remote));
+  }
   PKV_ASSIGN_OR_RETURN(std::unique_ptr<RequestSource> source,
-                       MakeSource(config));
+                       MakeRequestSource(config));
   SimResult result;
   result.config = config;
   PKV_ASSIGN_OR_RETURN(std::unique_ptr<ManagedServer> server,

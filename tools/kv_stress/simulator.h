@@ -48,6 +48,8 @@
 // written for it, and the contiguous model never reserves past capacity.
 //
 // Not a benchmark: timings are reported for orientation, never asserted.
+// Several paged servers behind a router, sharing a remote tier, are
+// replicas.h's (SimConfig::replicas, SimConfig::remote).
 //
 //   absl::StatusOr<SimConfig> config = PresetConfig("tiny");
 //   config->steps = 200;
@@ -68,6 +70,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -79,11 +82,15 @@
 #include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
 #include "tools/kv_stress/policy.h"
+#include "tools/kv_stress/request_source.h"
 #include "tools/kv_stress/shared_prefix_workload.h"
 #include "tools/kv_stress/trace_bound.h"
 #include "tools/kv_stress/workload.h"
 
 namespace pagedkv::kv_stress {
+
+// The most replicas a run may simulate (each has its own pool).
+inline constexpr int32_t kMaxReplicas = 64;
 
 struct SimConfig {
   std::string preset = "chat";
@@ -138,6 +145,21 @@ struct SimConfig {
   // Pool sizes in blocks to replay the workload at as well (RunExperiment),
   // each reporting its prefix-cache hit rate.
   std::vector<int32_t> pool_sweep;
+  // Simulated server replicas (replicas.h): requests are routed round-robin
+  // over `replicas` paged servers, each with its own pool and manager, all
+  // stepping on one clock. With `remote` they share a remote tier: ""
+  // (none: each replica alone), "memory" (an InMemoryBlockStore in this
+  // process), "redis://HOST:PORT" or "unix:/PATH/redis.sock" (a Redis
+  // server; each replica opens its own read and write connections).
+  // Either makes the config replicated(): kv_stress runs it with
+  // RunReplicas instead of the paged/contiguous comparison, and
+  // RunSimulation refuses it.
+  int32_t replicas = 1;
+  std::string remote;
+  // Also run the replicas with the remote tier off (each replica alone) and
+  // report what the tier saved as a same-run ratio.
+  bool compare_without_remote = false;
+  bool replicated() const { return replicas > 1 || !remote.empty(); }
   // Host mode: random stamp positions read back per running row at each
   // check (besides the first and last).
   int32_t stamp_samples = 4;
@@ -214,12 +236,18 @@ struct ModelReport {
   int64_t prefill_tokens_cached = 0;
   int64_t prefill_tokens_computed = 0;
   int64_t hit_stamp_checks = 0;  // Host mode: hit blocks' stamps read.
-  PrefixCacheStats prefix;       // The manager's, at the end.
-  int64_t tokens_decoded = 0;    // Decode tokens, all rows.
-  double tokens_per_step = 0;    // (prefilled + decoded) / steps.
-  double tokens_per_s = 0;       // (prefilled + decoded) / run wall time.
-  int64_t ops = 0;               // Cache operations (paged only).
-  double ops_per_s = 0;          // ops / run wall time.
+  // With a remote tier (replicas.h): of prefill_tokens_cached, the tokens
+  // loaded from the tier at admission, and of hit_stamp_checks, the stamps
+  // of those blocks read back and how many were wrong.
+  int64_t prefill_tokens_remote = 0;
+  int64_t remote_hit_stamp_checks = 0;
+  int64_t remote_hit_stamp_failures = 0;
+  PrefixCacheStats prefix;     // The manager's, at the end.
+  int64_t tokens_decoded = 0;  // Decode tokens, all rows.
+  double tokens_per_step = 0;  // (prefilled + decoded) / steps.
+  double tokens_per_s = 0;     // (prefilled + decoded) / run wall time.
+  int64_t ops = 0;             // Cache operations (paged only).
+  double ops_per_s = 0;        // ops / run wall time.
   int64_t cow_copies = 0;
   int64_t cow_bytes = 0;
   int64_t kv_bytes_written = 0;
@@ -292,10 +320,16 @@ struct Progress {
   int64_t swap_preemptions = 0;
 };
 
-// Runs the simulation. Returns InvalidArgument for a bad config,
-// ResourceExhausted if the pool's memory cannot be allocated, and Internal if
-// a cache operation fails for another reason than a full pool (a bug).
-// Invariant failures are not errors: they are counted in the result.
+// Returns the workload of `config`: its trace, its sessions or the
+// generator. Errors as MooncakeTrace::Load's.
+absl::StatusOr<std::unique_ptr<RequestSource>> MakeRequestSource(
+    const SimConfig& config);
+
+// Runs the simulation (one paged server; a replicated() config is
+// InvalidArgument: RunReplicas runs it). Returns InvalidArgument for a bad
+// config, ResourceExhausted if the pool's memory cannot be allocated, and
+// Internal if a cache operation fails for another reason than a full pool (a
+// bug). Invariant failures are not errors: they are counted in the result.
 absl::StatusOr<SimResult> RunSimulation(
     const SimConfig& config,
     const std::function<void(const Progress&)>& progress = nullptr);

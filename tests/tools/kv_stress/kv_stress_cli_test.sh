@@ -32,9 +32,9 @@ entries="$(printf '%s\n' "$help" | awk '
   { if (e != "") print e; e = "" }
   END { if (e != "") print e }')"
 # --json_out and --svg_out default to "" meaning "no file", --pool_sweep
-# to "" meaning "no sweep".
+# to "" meaning "no sweep", --remote to "" meaning "no remote tier".
 preset_backed="$(printf '%s\n' "$entries" | grep -E 'default: (-1|"");$' |
-  grep -vE '^    --(json_out|svg_out|pool_sweep) ' || true)"
+  grep -vE '^    --(json_out|svg_out|pool_sweep|remote) ' || true)"
 count="$(printf '%s\n' "$preset_backed" | grep -c . || true)"
 [ "$count" -ge 20 ] || fail "only ${count} flags default to -1 or \"\""
 undocumented="$(printf '%s\n' "$preset_backed" |
@@ -67,5 +67,28 @@ grep -qxF "kv_stress: wrote the SVG plot to ${user}/kv.svg" "${tmp}/stderr" ||
 [ -s "${tmp}/elsewhere/kv.json" ] || fail "no ${tmp}/elsewhere/kv.json"
 grep -qF "to $(cd "${tmp}/elsewhere" && pwd)/kv.json" "${tmp}/stderr" ||
   fail "JSON path not printed: $(cat "${tmp}/stderr")"
+
+# Multi-replica mode: a bad --remote is named (exit 2); replicas on the
+# in-process store write their JSON (replicas and the tier's figures).
+if "$kv_stress" --preset=shared_prefix --replicas=2 --remote=bogus \
+  >/dev/null 2>"${tmp}/stderr"; then
+  fail "--remote=bogus was accepted"
+else
+  rc=$?
+  [ "$rc" -eq 2 ] || fail "--remote=bogus exited ${rc}, not 2"
+fi
+grep -qF -- "--remote=bogus" "${tmp}/stderr" ||
+  fail "--remote=bogus not named: $(cat "${tmp}/stderr")"
+(cd "${tmp}/elsewhere" &&
+  env -u BUILD_WORKING_DIRECTORY "$kv_stress" --preset=shared_prefix \
+    --replicas=2 --remote=memory --steps=40 --layers=1 --kv_heads=1 \
+    --pool_blocks=256 --json_out=replicas.json >"${tmp}/stdout" \
+    2>"${tmp}/stderr") ||
+  fail "kv_stress --replicas failed: $(cat "${tmp}/stderr")"
+grep -q '"replicas": \[' "${tmp}/elsewhere/replicas.json" ||
+  fail "no replicas in the JSON"
+grep -q '"key_namespace"' "${tmp}/elsewhere/replicas.json" ||
+  fail "no remote section in the JSON"
+grep -q '^total ' "${tmp}/stdout" || fail "no total line: $(cat "${tmp}/stdout")"
 
 echo "PASS"
