@@ -404,20 +404,16 @@ class KVCacheManager {
   // Loads. When AddSequence or Readmit find blocks in the remote tier past
   // the local hits, out->remote_load lists them with their destination
   // blocks (already the sequence's), the sequence is kLoading and
-  // out->slot_mapping is empty. The caller fetches, verifies and copies
-  // them (RemoteTier::Load of remote_load.chain() into staging memory, then
-  // an upload), and reports how many leading blocks it loaded. Until then
+  // out->slot_mapping is empty (out->num_cached_tokens counts the local
+  // hits only). The caller fetches, verifies and copies them
+  // (RemoteTier::Load of remote_load.chain() into staging memory, then an
+  // upload), and reports how many leading blocks it loaded. Until then
   // the sequence owns the blocks and nothing else can take them: Free,
   // AppendSlots, Preempt, Fork, ... of a loading sequence are
   // FAILED_PRECONDITION; a caller that gives up waits for its copies to
-  // stop and completes with 0.
-  //
-  //   PKV_RETURN_IF_ERROR(m.AddSequence(seq, prompt, 16, &out));
-  //   if (!out.remote_load.empty()) {
-  //     const int32_t n = LoadAndUpload(tier, out.remote_load);
-  //     PKV_RETURN_IF_ERROR(m.CompleteRemoteLoads(seq, n, &out));
-  //   }
-  //   // Prefill tokens [out.num_cached_tokens, prompt) into out's slots.
+  // stop and completes with 0. The example is remote_load.h's. The tier is
+  // used by one thread at a time: load on the manager's thread, or through
+  // a second RemoteTier over its own store connection.
   //
   // Blocks [0, num_loaded_blocks) of the list hold their verified KV: they
   // are published as local cached blocks and served (num_cached_tokens);
@@ -432,7 +428,9 @@ class KVCacheManager {
   // Stores. Blocks published since the last call, for the caller to copy
   // out and hand to RemoteTier::Store; each stays pinned (never reused)
   // until the returned list's MarkDone() or destruction
-  // (pending_remote_stores.h). Empty in host mode (the manager stores
+  // (pending_remote_stores.h). Pinned blocks count as used, so take them
+  // every step; past Options::prefix_caching.max_pending_remote_stores new
+  // ones are dropped (counted). Empty in host mode (the manager stores
   // itself) and without a tier. REQUIRES: the result does not outlive the
   // manager.
   PendingRemoteStores TakeRemoteStores();

@@ -99,6 +99,36 @@ TEST(PendingRemoteStoresTest, MovingHandsOverThePinsAndDestroyingReleases) {
 TEST(PendingRemoteStoresDeathTest, AnEntryPastTheEndAborts) {
   PendingRemoteStores stores;
   EXPECT_DEATH(stores.block(0), "store entry 0 of 0");
+  EXPECT_DEATH(stores.chain(-1), "store entry -1 of 0");
+}
+
+TEST(PendingRemoteStoresDeathTest, EntriesFromTwoPoolsAbort) {
+  std::unique_ptr<BlockPool> p1 = *BlockPool::Create({.num_blocks = 4});
+  std::unique_ptr<BlockPool> p2 = *BlockPool::Create({.num_blocks = 4});
+  const BlockId a = *p1->TryAllocate();
+  const BlockId b = *p2->TryAllocate();
+  const Chain c;
+  const RemoteChain one{.parent = 10,
+                        .hashes = absl::MakeConstSpan(c.hashes).subspan(0, 1),
+                        .keys = absl::MakeConstSpan(c.keys).subspan(0, 1),
+                        .tokens = absl::MakeConstSpan(c.tokens).subspan(0, 2)};
+  PendingRemoteStores stores;
+  stores.Add(p1.get(), absl::MakeConstSpan(&a, 1), one);
+  EXPECT_DEATH(stores.Add(p2.get(), absl::MakeConstSpan(&b, 1), one),
+               "two pools");
+  stores.MarkDone();
+  p1->Release(a);
+  p2->Release(b);
+}
+
+TEST(PendingRemoteStoresDeathTest, AChainOfAnotherLengthAborts) {
+  std::unique_ptr<BlockPool> pool = *BlockPool::Create({.num_blocks = 4});
+  const BlockId a = *pool->TryAllocate();
+  const Chain c;  // Three blocks.
+  PendingRemoteStores stores;
+  EXPECT_DEATH(stores.Add(pool.get(), absl::MakeConstSpan(&a, 1), c.chain()),
+               "store list of 1 blocks from a chain of 3 hashes");
+  pool->Release(a);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
+#include "base/status_macros.h"
 #include "cache/remote/in_memory_block_store.h"
 #include "cache/remote/remote_tier.h"
 #include "cache/serving/kv_cache_manager.h"
@@ -734,6 +735,171 @@ TEST_P(RemoteBooksOnlyRandomTest, EveryServedTokenHasItsBytes) {
 
 INSTANTIATE_TEST_SUITE_P(Seeds, RemoteBooksOnlyRandomTest,
                          ::testing::Range<uint32_t>(0, 16));
+
+// ------------------------------------------------ header and README examples
+
+namespace examples {
+
+// A books-only replica next to a host one that stored an 18-token prompt;
+// the "device" is a KVPool's bytes.
+struct World {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> host_tier = MemoryTier(&store);
+  std::unique_ptr<RemoteTier> tier_ptr = MemoryTier(&store);
+  RemoteTier& tier = *tier_ptr;
+  CheckedManager host = Make(host_tier.get(), {.storage = StorageMode::kHost});
+  CheckedManager books = Make(tier_ptr.get());
+  KVCacheManager& manager = *books;
+  Device device{64};
+  std::vector<int32_t> prompt = Ids(18, 100);
+  std::vector<std::vector<std::byte>> buffers;
+
+  World() { StoreOnA(host, *host_tier, 1, prompt); }
+  std::vector<std::byte*> HostBuffers(int32_t n) {
+    buffers.assign(n, std::vector<std::byte>(tier.block_bytes()));
+    std::vector<std::byte*> p;
+    for (std::vector<std::byte>& b : buffers) p.push_back(b.data());
+    return p;
+  }
+  void UploadToDevice(const std::byte* src, BlockId dst) {
+    std::memcpy(device.bytes().BlockData(dst), src, tier.block_bytes());
+  }
+  void CopyFromDevice(BlockId src, std::vector<std::byte>& dst) {
+    std::memcpy(dst.data(), device.bytes().BlockData(src), dst.size());
+  }
+};
+
+absl::Status RemoteLoadExample() {
+  World w;
+  KVCacheManager& manager = w.manager;
+  RemoteTier& tier = w.tier;
+  const auto HostBuffers = [&](int32_t n) { return w.HostBuffers(n); };
+  const auto UploadToDevice = [&](const std::byte* src, BlockId dst) {
+    w.UploadToDevice(src, dst);
+  };
+  const SequenceId seq = 7;
+  StepOutput out;
+  PKV_RETURN_IF_ERROR(manager.AddSequence(seq, w.prompt, 8, &out));
+  const std::vector<BlockId> listed = out.remote_load.blocks;
+  // clang-format off
+  // BEGIN cache/serving/remote_load.h
+  const RemoteLoad& load = out.remote_load;        // After AddSequence.
+  std::vector<std::byte*> staging = HostBuffers(load.num_blocks());
+  int32_t verified = tier.Load(load.chain(), staging);  // Leading ones.
+  for (int32_t i = 0; i < verified; ++i) {
+    UploadToDevice(staging[i], load.blocks[i]);
+  }
+  PKV_RETURN_IF_ERROR(manager.CompleteRemoteLoads(seq, verified, &out));
+  // out.slot_mapping now starts at token out.num_cached_tokens.
+  // END cache/serving/remote_load.h
+  // clang-format on
+  EXPECT_EQ(verified, 4);
+  EXPECT_EQ(out.num_cached_tokens, 16);
+  EXPECT_EQ(out.slot_mapping[0], SlotOf(TableOf(manager, seq), kBt, 16));
+  EXPECT_EQ(Head(w.books, seq, 4), listed);
+  ExpectBytes(w.device.bytes(), TableOf(manager, seq), w.prompt, 16);
+  return absl::OkStatus();
+}
+
+TEST(RemoteBooksOnlyExamplesTest, RemoteLoad) {
+  EXPECT_THAT(RemoteLoadExample(), IsOk());
+}
+
+absl::Status PendingRemoteStoresExample() {
+  World w;
+  KVCacheManager& manager = w.manager;
+  RemoteTier& tier = w.tier;
+  std::vector<std::byte> staging(tier.block_bytes());
+  const auto CopyFromDevice = [&](BlockId src, std::vector<std::byte>& dst) {
+    w.CopyFromDevice(src, dst);
+  };
+  const std::vector<int32_t> other = Ids(9, 5000);  // Not in the store.
+  StepOutput out;
+  PKV_RETURN_IF_ERROR(manager.AddSequence(1, other, 8, &out));
+  Compute(w.device.bytes(), out, other);
+  const TokenCommit c{.seq = 1, .num_tokens = 9};
+  PKV_RETURN_IF_ERROR(manager.CommitTokens(absl::MakeConstSpan(&c, 1)));
+  // clang-format off
+  // BEGIN cache/serving/pending_remote_stores.h
+  PendingRemoteStores stores = manager.TakeRemoteStores();
+  for (int32_t i = 0; i < stores.size(); ++i) {
+    CopyFromDevice(stores.block(i), staging);       // block_bytes.
+    tier.Store(stores.chain(i), /*index=*/0, staging);  // Copies them.
+  }
+  stores.MarkDone();  // The pins go; the blocks may be reused.
+  // END cache/serving/pending_remote_stores.h
+  // clang-format on
+  tier.Flush();
+  EXPECT_EQ(tier.stats().writes.stored, 2);  // The 2 full blocks.
+  // The host replica now serves them.
+  StepOutput host_out;
+  PKV_RETURN_IF_ERROR(w.host->AddSequence(2, other, 8, &host_out));
+  EXPECT_EQ(host_out.num_cached_tokens, 8);
+  ExpectBytes(*w.host->kv_pool(), TableOf(*w.host, 2), other, 8);
+  return absl::OkStatus();
+}
+
+TEST(RemoteBooksOnlyExamplesTest, PendingRemoteStores) {
+  EXPECT_THAT(PendingRemoteStoresExample(), IsOk());
+}
+
+// The README's books-only loop ("Remote tier on Redis"), as written there.
+absl::Status ReadmeBooksOnlyExample() {
+  World w;
+  std::unique_ptr<RemoteTier>& tier = w.tier_ptr;
+  KVCacheManager::Options options{.layout = SmallLayout(), .num_blocks = 64};
+  options.prefix_caching.enabled = true;
+  options.prefix_caching.remote = tier.get();
+  const SequenceId id = 3;
+  const std::vector<int32_t>& prompt_ids = w.prompt;
+  const int64_t max_new = 8;
+  StepOutput out;
+  const auto HostBuffers = [&](int32_t n) { return w.HostBuffers(n); };
+  const auto Upload = [&](const std::byte* src, BlockId dst) {
+    w.UploadToDevice(src, dst);
+  };
+  const auto Prefill = [&](const StepOutput& o) {
+    Compute(w.device.bytes(), o, prompt_ids);
+  };
+  const TokenCommit commits[] = {{.seq = id, .num_tokens = 18}};
+  std::vector<std::byte> block(tier->block_bytes());
+  const auto Download = [&](BlockId src, std::vector<std::byte>& dst) {
+    w.CopyFromDevice(src, dst);
+  };
+  // clang-format off
+  options.storage = pagedkv::StorageMode::kBooksOnly;
+  auto manager = *pagedkv::KVCacheManager::Create(options);
+  PKV_RETURN_IF_ERROR(manager->AddSequence(id, prompt_ids, max_new, &out));
+  if (!out.remote_load.empty()) {  // kLoading: load, then complete.
+    const pagedkv::RemoteLoad& load = out.remote_load;
+    std::vector<std::byte*> staging = HostBuffers(load.num_blocks());
+    const int32_t verified = tier->Load(load.chain(), staging);  // Leading run.
+    for (int32_t i = 0; i < verified; ++i) Upload(staging[i], load.blocks[i]);
+    PKV_RETURN_IF_ERROR(manager->CompleteRemoteLoads(id, verified, &out));
+  }
+  Prefill(out);  // Tokens [out.num_cached_tokens, prompt size) at out's slots.
+  PKV_RETURN_IF_ERROR(manager->CommitTokens(commits));
+  pagedkv::PendingRemoteStores stores = manager->TakeRemoteStores();
+  for (int32_t i = 0; i < stores.size(); ++i) {
+    Download(stores.block(i), block);  // block_bytes of host memory.
+    tier->Store(stores.chain(i), /*index=*/0, block);  // Copied: returns at once.
+  }
+  stores.MarkDone();  // The pins go.
+  // clang-format on
+  EXPECT_EQ(out.num_cached_tokens, 16);  // All 4 blocks loaded.
+  tier->Flush();
+  EXPECT_EQ(tier->stats().writes.enqueued, 0);  // Nothing new to send back.
+  const absl::Span<const BlockId> table = *manager->block_table(id);
+  ExpectBytes(w.device.bytes(), table, prompt_ids, 18);
+  manager->CheckInvariants();
+  return absl::OkStatus();
+}
+
+TEST(RemoteBooksOnlyExamplesTest, TheReadmeLoopLoadsStoresAndServes) {
+  EXPECT_THAT(ReadmeBooksOnlyExample(), IsOk());
+}
+
+}  // namespace examples
 
 }  // namespace
 }  // namespace pagedkv
