@@ -551,17 +551,18 @@ class KVCacheManager {
     bool may_share = false;
     // The AppendSlots call that last named it (catches an id given twice).
     uint64_t step_stamp = 0;
-    // kLoading: the pending remote load is chain blocks [load_first,
-    // load_first + load_blocks) of its table (load_blocks > 0 exactly while
-    // kLoading), found at admission or at readmission.
-    int32_t load_first = 0;
-    int32_t load_blocks = 0;
-    bool load_at_admission = false;
     // Set when added with token ids to a prefix-caching manager. Inline,
     // not behind a pointer: the decode step reads its commit point and
     // appends a token id for every sequence (a pointer chase per sequence
     // cost 8% of the step, measured).
     std::optional<PrefixState> prefix;
+    // kLoading: the pending remote load is chain blocks [load_first,
+    // load_first + load_blocks) of its table (load_blocks > 0 exactly while
+    // kLoading), found at admission or at readmission. Last: the decode
+    // step's fields above keep their places.
+    int32_t load_first = 0;
+    int32_t load_blocks = 0;
+    bool load_at_admission = false;
   };
 
   KVCacheManager(const Options& options, std::unique_ptr<KVPool> owned_pool,
