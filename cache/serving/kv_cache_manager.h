@@ -68,6 +68,12 @@
 //       {.seq = 1, .num_tokens = 1, .token_ids = sampled, .commit = 4}};
 //   PKV_RETURN_IF_ERROR(cm->AppendSlots(decode, &step));  // Commits 4.
 //
+// Remote tier (Options::prefix_caching.remote, cache/remote/): on a local
+// miss AddSequence and Readmit look the rest of the chain up in the store
+// shared with other replicas. Host mode loads and stores itself; books-only
+// returns a load list (StepOutput::remote_load; the sequence is kLoading
+// until CompleteRemoteLoads) and a pinned store list (TakeRemoteStores).
+//
 // Thread safety: a manager is used by one thread at a time. Several managers
 // may share one KVPool made with PoolConcurrency::kShared (Options::pool),
 // each on its own thread with its own sequences.
