@@ -40,20 +40,11 @@
 #include "allocator/prefix/block_hash.h"
 #include "cache/remote/block_value.h"
 #include "cache/remote/remote_block_store.h"
+#include "cache/remote/remote_chain.h"
 #include "cache/remote/write_behind_queue.h"
 #include "cache/storage/kv_layout.h"
 
 namespace pagedkv {
-
-// A run of consecutive full blocks of one sequence: block i has hash
-// hashes[i], extra keys keys[i] and tokens [i * block_tokens, (i + 1) *
-// block_tokens) of `tokens`; block 0's parent is `parent`.
-struct RemoteChain {
-  BlockHash parent = kRootBlockHash;
-  absl::Span<const BlockHash> hashes;
-  absl::Span<const BlockExtraKeys> keys;
-  absl::Span<const int32_t> tokens;
-};
 
 struct RemoteTierStats {
   int64_t lookups = 0;          // Lookup calls with at least one block.

@@ -29,6 +29,8 @@ const char* SequenceStateName(SequenceState state) {
       return "swapping out";
     case SequenceState::kSwappingIn:
       return "swapping in";
+    case SequenceState::kLoading:
+      return "loading";
   }
   return "?";
 }
@@ -79,6 +81,11 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
   if (options.num_host_blocks < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "num_host_blocks must be >= 0, got %d", options.num_host_blocks));
+  }
+  if (options.prefix_caching.max_pending_remote_stores <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prefix_caching.max_pending_remote_stores must be > 0, got %d",
+        options.prefix_caching.max_pending_remote_stores));
   }
   if (options.pool == nullptr && options.num_blocks <= 0) {
     return absl::InvalidArgumentError(
@@ -157,13 +164,16 @@ KVCacheManager::KVCacheManager(const Options& options,
       books_(pool_ != nullptr ? &pool_->books() : owned_books_.get()),
       host_pool_(std::move(host_pool)),
       host_books_(host_pool_ != nullptr ? std::unique_ptr<BlockPool>()
-                                        : std::move(host_books)) {}
+                                        : std::move(host_books)),
+      max_pending_remote_stores_(
+          options.prefix_caching.max_pending_remote_stores) {}
 
 KVCacheManager::~KVCacheManager() {
   for (auto& [id, s] : sequences_) {
     if (!s.host_blocks.empty()) host_books().ReleaseAll(s.host_blocks);
   }
   sequences_.clear();  // Tables release before the reservation and pools.
+  pending_stores_.MarkDone();
   reservation_.reset();
 }
 
@@ -184,7 +194,8 @@ int64_t KVCacheManager::BlocksFor(int64_t tokens) const {
 
 int64_t KVCacheManager::ReserveNeed(const Sequence& s) const {
   const int64_t held = s.state == SequenceState::kRunning ||
-                               s.state == SequenceState::kSwappingIn
+                               s.state == SequenceState::kSwappingIn ||
+                               s.state == SequenceState::kLoading
                            ? s.table.num_blocks()
                            : 0;
   return std::max<int64_t>(0, BlocksFor(s.max_tokens) - held) +
@@ -425,11 +436,20 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   const int32_t bt = layout_.block_tokens;
   p.committed = int64_t{hits} * bt;
   p.published = hits;
-  hits += FillFromRemote(s, hits, out);  // Publishes what it loads.
   ++prefix_stats_.queries;
   prefix_stats_.query_tokens += prompt_tokens;
-  prefix_stats_.hit_tokens += int64_t{hits} * bt;
   prefix_stats_.query_blocks += prompt_tokens / bt;
+  if (storage_ == StorageMode::kBooksOnly) {
+    if (BeginRemoteLoad(s, hits, out)) {
+      s.load_at_admission = true;  // Its hits count at completion.
+      prefix_stats_.hit_tokens += int64_t{hits} * bt;
+      prefix_stats_.hit_blocks += hits;
+      return absl::OkStatus();
+    }
+  } else {
+    hits += FillFromRemote(s, hits, out);  // Publishes what it loads.
+  }
+  prefix_stats_.hit_tokens += int64_t{hits} * bt;
   prefix_stats_.hit_blocks += hits;
   ++num_running_;
   return absl::OkStatus();
@@ -660,6 +680,12 @@ absl::Status KVCacheManager::Free(SequenceId seq) {
         "Free of sequence %d while a swap is pending (CompleteSwap first)",
         seq));
   }
+  if (s.state == SequenceState::kLoading) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Free of sequence %d while a remote load of %d blocks is pending "
+        "(CompleteRemoteLoads first, with 0 to give it up)",
+        seq, s.load_blocks));
+  }
   if (s.state == SequenceState::kRunning) --num_running_;
   s.table.ClearTailFirst();
   if (!s.host_blocks.empty()) host_books().ReleaseAll(s.host_blocks);
@@ -760,6 +786,15 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
     p.epoch = books_->prefix_epoch();
     p.stopped = false;
     prefix_stats_.rehit_blocks += hits;
+    // What the local cache lost may be in the remote tier.
+    if (storage_ == StorageMode::kBooksOnly) {
+      if (BeginRemoteLoad(*s, hits, out)) {
+        s->load_at_admission = false;
+        return absl::OkStatus();
+      }
+    } else {
+      FillFromRemote(*s, hits, out);
+    }
   }
   ++num_running_;
   return absl::OkStatus();
@@ -937,6 +972,8 @@ ManagerStats KVCacheManager::stats() const {
     m.prefix.evicted_blocks = index.evicted_blocks;
     m.prefix.dropped_blocks = index.dropped_blocks;
   }
+  m.remote = remote_stats_;
+  m.remote.pending_store_blocks = pending_stores_.size();
   if (has_host_tier()) {
     const BlockPool& host =
         host_pool_ != nullptr ? host_pool_->books() : *host_books_;
@@ -961,7 +998,8 @@ void KVCacheManager::CheckInvariants() const {
     const int64_t blocks = BlocksFor(s.num_tokens);
     const bool holds_device = s.state == SequenceState::kRunning ||
                               s.state == SequenceState::kSwappingOut ||
-                              s.state == SequenceState::kSwappingIn;
+                              s.state == SequenceState::kSwappingIn ||
+                              s.state == SequenceState::kLoading;
     const bool holds_host = s.state == SequenceState::kSwappedOut ||
                             s.state == SequenceState::kSwappingOut ||
                             s.state == SequenceState::kSwappingIn;
@@ -973,6 +1011,18 @@ void KVCacheManager::CheckInvariants() const {
         "sequence %d (%s, %d tokens) holds %d host blocks", id,
         SequenceStateName(s.state), s.num_tokens, s.host_blocks.size());
     PKV_CHECK(s.num_tokens >= 0, "sequence %d has %d tokens", id, s.num_tokens);
+    if (s.state == SequenceState::kLoading) {
+      PKV_CHECK(s.prefix.has_value() && s.load_blocks > 0 &&
+                    s.load_first >= 0 &&
+                    s.load_first + s.load_blocks <=
+                        (s.num_tokens - 1) / layout_.block_tokens,
+                "sequence %d (%d tokens) loads blocks [%d, %d + %d)", id,
+                s.num_tokens, s.load_first, s.load_first, s.load_blocks);
+    } else {
+      PKV_CHECK(s.load_blocks == 0,
+                "sequence %d is %s with a load of %d blocks pending", id,
+                SequenceStateName(s.state), s.load_blocks);
+    }
     s.table.CheckInvariants();
     if (s.prefix.has_value()) {
       const PrefixState& p = *s.prefix;
@@ -1008,7 +1058,8 @@ void KVCacheManager::CheckInvariants() const {
                 "sequence %d has %d tokens past its %d", id, s.num_tokens,
                 s.max_tokens);
       const bool shares = s.state == SequenceState::kRunning ||
-                          s.state == SequenceState::kSwappingIn;
+                          s.state == SequenceState::kSwappingIn ||
+                          s.state == SequenceState::kLoading;
       PKV_CHECK(s.reserved == (shares ? ReserveNeed(s) : 0),
                 "sequence %d reserves %d blocks, needs %d", id, s.reserved,
                 shares ? ReserveNeed(s) : 0);

@@ -68,6 +68,12 @@
 //       {.seq = 1, .num_tokens = 1, .token_ids = sampled, .commit = 4}};
 //   PKV_RETURN_IF_ERROR(cm->AppendSlots(decode, &step));  // Commits 4.
 //
+// Remote tier (Options::prefix_caching.remote, cache/remote/): on a local
+// miss AddSequence and Readmit look the rest of the chain up in the store
+// shared with other replicas. Host mode loads and stores itself; books-only
+// returns a load list (StepOutput::remote_load; the sequence is kLoading
+// until CompleteRemoteLoads) and a pinned store list (TakeRemoteStores).
+//
 // Thread safety: a manager is used by one thread at a time. Several managers
 // may share one KVPool made with PoolConcurrency::kShared (Options::pool),
 // each on its own thread with its own sequences.
@@ -89,6 +95,7 @@
 #include "allocator/copy_on_write.h"
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_event.h"
+#include "cache/serving/pending_remote_stores.h"
 #include "cache/serving/step_output.h"
 #include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
@@ -118,10 +125,11 @@ enum class SequenceState {
   kSwappedOut,   // Its blocks are in the host tier.
   kSwappingOut,  // Books-only: device -> host copies pending (CompleteSwap).
   kSwappingIn,   // Books-only: host -> device copies pending (CompleteSwap).
+  kLoading,      // Books-only: remote loads pending (CompleteRemoteLoads).
 };
 
-// "running", "preempted", "swapped out", "swapping out", "swapping in": the
-// words the manager's error messages use.
+// "running", "preempted", "swapped out", "swapping out", "swapping in",
+// "loading": the words the manager's error messages use.
 const char* SequenceStateName(SequenceState state);
 
 // One sequence's share of a batched AppendSlots.
@@ -186,6 +194,26 @@ struct PrefixCacheStats {
   }
 };
 
+// The manager's remote-tier counters (the tier's own, RemoteTier::stats(),
+// count round trips, bytes, verify failures by kind, timeouts and dropped
+// write-behind stores). All zero without a tier.
+struct RemoteManagerStats {
+  // Blocks loaded and published as local cached blocks (host mode: by the
+  // manager; books-only: reported by CompleteRemoteLoads), at admission and
+  // at readmission.
+  int64_t loaded_blocks = 0;
+  // Books-only: load lists handed out, their blocks, and the listed blocks
+  // the caller did not load (failed, timed out or refused: recomputed).
+  int64_t load_lists = 0;
+  int64_t listed_blocks = 0;
+  int64_t failed_blocks = 0;
+  // Books-only: published blocks put on the store list, and those left off
+  // because the list was full (max_pending_remote_stores).
+  int64_t store_listed_blocks = 0;
+  int64_t store_dropped_blocks = 0;
+  int32_t pending_store_blocks = 0;  // Listed, not yet taken.
+};
+
 // Block copies a swap needs: src block of one tier -> dst block of the other.
 struct SwapPlan {
   std::vector<BlockId> src;  // Device blocks (out) or host blocks (in).
@@ -209,6 +237,7 @@ struct ManagerStats {
   int32_t host_blocks = 0;  // Host tier size (0: no swap tier).
   int32_t host_used_blocks = 0;
   PrefixCacheStats prefix = {};  // All zero without prefix caching.
+  RemoteManagerStats remote = {};
 };
 
 class KVCacheManager {
@@ -243,11 +272,19 @@ class KVCacheManager {
       // queue is the pool's: drain it from one manager.
       int32_t max_pending_events = 0;
       // The remote tier shared with other replicas (cache/remote/
-      // remote_tier.h; host mode; must outlive the manager), or nullptr.
-      // On a local miss AddSequence looks the rest of the prompt's chain up
-      // there and loads the verified hits (counted as cached tokens); every
-      // newly published block is stored write-behind.
+      // remote_tier.h; must outlive the manager), or nullptr. On a local
+      // miss AddSequence and Readmit look the rest of the chain up there.
+      // Host mode: they load the verified hits (counted as cached tokens)
+      // and every newly published block is stored write-behind. Books-only:
+      // they hand the caller a load list (StepOutput::remote_load, then
+      // CompleteRemoteLoads), and published blocks go on a store list
+      // (TakeRemoteStores). SwapIn needs no tier: the host tier holds the
+      // sequence's own blocks.
       RemoteTier* remote = nullptr;
+      // Books-only with a remote tier: blocks the store list may hold (each
+      // pinned until taken and marked done); past it, stores are dropped
+      // and counted. > 0.
+      int32_t max_pending_remote_stores = 1024;
     };
     PrefixCaching prefix_caching = {};
   };
@@ -324,7 +361,7 @@ class KVCacheManager {
 
   // Drops the sequence, releasing its blocks tail first (and its host blocks
   // and reservation). NOT_FOUND for an unknown id; FAILED_PRECONDITION while
-  // a books-only swap is pending.
+  // a books-only swap or remote load is pending.
   absl::Status Free(SequenceId seq);
 
   // Speculative-decoding rollback: keeps the first new_length tokens and
@@ -344,7 +381,9 @@ class KVCacheManager {
   // server recomputes their KV into out->slot_mapping). With prefix
   // caching, blocks still cached are pinned instead (out->num_cached_tokens,
   // always leaving the last token) and its commit point drops to them: the
-  // server commits the recomputed tokens again. FAILED_PRECONDITION
+  // server commits the recomputed tokens again. With a remote tier, the
+  // blocks past the local hits are looked up there as AddSequence does
+  // (host mode: loaded; books-only: a load list, kLoading). FAILED_PRECONDITION
   // unless preempted; RESOURCE_EXHAUSTED (still preempted) when it does not
   // fit (kReservation: its reservation too).
   absl::Status Readmit(SequenceId seq, StepOutput* out);
@@ -365,6 +404,42 @@ class KVCacheManager {
   // Books-only: the caller ran the copies of the pending swap; releases the
   // source tier's blocks. FAILED_PRECONDITION unless a swap is pending.
   absl::Status CompleteSwap(SequenceId seq);
+
+  // --- Books-only remote tier -----------------------------------------
+  //
+  // Loads. When AddSequence or Readmit find blocks in the remote tier past
+  // the local hits, out->remote_load lists them with their destination
+  // blocks (already the sequence's), the sequence is kLoading and
+  // out->slot_mapping is empty (out->num_cached_tokens counts the local
+  // hits only). The caller fetches, verifies and copies them
+  // (RemoteTier::Load of remote_load.chain() into staging memory, then an
+  // upload), and reports how many leading blocks it loaded. Until then
+  // the sequence owns the blocks and nothing else can take them: Free,
+  // AppendSlots, Preempt, Fork, ... of a loading sequence are
+  // FAILED_PRECONDITION; a caller that gives up waits for its copies to
+  // stop and completes with 0. The example is remote_load.h's. The tier is
+  // used by one thread at a time: load on the manager's thread, or through
+  // a second RemoteTier over its own store connection.
+  //
+  // Blocks [0, num_loaded_blocks) of the list hold their verified KV: they
+  // are published as local cached blocks and served (num_cached_tokens);
+  // the rest, and the rest of the prompt, are computed into out's slots
+  // (as AddSequence's). The sequence is running again. NOT_FOUND;
+  // FAILED_PRECONDITION unless kLoading (also a second completion);
+  // OUT_OF_RANGE unless 0 <= num_loaded_blocks <= the listed blocks.
+  // Nothing changes on error.
+  absl::Status CompleteRemoteLoads(SequenceId seq, int32_t num_loaded_blocks,
+                                   StepOutput* out);
+
+  // Stores. Blocks published since the last call, for the caller to copy
+  // out and hand to RemoteTier::Store; each stays pinned (never reused)
+  // until the returned list's MarkDone() or destruction
+  // (pending_remote_stores.h). Pinned blocks count as used, so take them
+  // every step; past Options::prefix_caching.max_pending_remote_stores new
+  // ones are dropped (counted). Empty in host mode (the manager stores
+  // itself) and without a tier. REQUIRES: the result does not outlive the
+  // manager.
+  PendingRemoteStores TakeRemoteStores();
 
   // --- Reading the books ----------------------------------------------
 
@@ -487,6 +562,13 @@ class KVCacheManager {
     // appends a token id for every sequence (a pointer chase per sequence
     // cost 8% of the step, measured).
     std::optional<PrefixState> prefix;
+    // kLoading: the pending remote load is chain blocks [load_first,
+    // load_first + load_blocks) of its table (load_blocks > 0 exactly while
+    // kLoading), found at admission or at readmission. Last: the decode
+    // step's fields above keep their places.
+    int32_t load_first = 0;
+    int32_t load_blocks = 0;
+    bool load_at_admission = false;
   };
 
   KVCacheManager(const Options& options, std::unique_ptr<KVPool> owned_pool,
@@ -538,8 +620,11 @@ class KVCacheManager {
   // (empty). Returns the hits. known_hits >= 0: a match just made said so
   // (its keys are computed); pins at most that many without matching again.
   int32_t PinHits(Sequence& s, int64_t max_blocks, int64_t known_hits = -1);
-  // Publishes s's committed full blocks not yet published.
-  void PublishCommitted(Sequence& s);
+  // Publishes s's committed full blocks not yet published; kStore also
+  // sends them to the remote tier (kAlreadyRemote: they came from it).
+  enum class RemoteStore { kStore, kAlreadyRemote };
+  void PublishCommitted(Sequence& s,
+                        RemoteStore remote_store = RemoteStore::kStore);
   // --- Remote tier (kv_cache_manager_remote.cc) ---
   // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT).
   absl::Status AttachRemote(RemoteTier* remote);
@@ -547,7 +632,12 @@ class KVCacheManager {
   // remote tier into its fresh blocks, publishes them, and drops their
   // slots from *out. Returns the blocks loaded (0 without a tier).
   int32_t FillFromRemote(Sequence& s, int32_t local_hits, StepOutput* out);
-  // Queues blocks [first, first + n) of s, just published, for the store.
+  // Books-only, after Place: looks blocks [local_hits, ...) of s's chain up
+  // in the tier; on hits lists them in out->remote_load, empties out's
+  // slots and makes s kLoading. Returns whether it did.
+  bool BeginRemoteLoad(Sequence& s, int32_t local_hits, StepOutput* out);
+  // Queues blocks [first, first + n) of s, just published, for the store
+  // (host mode: to the tier; books-only: on the store list).
   void StoreToRemote(const Sequence& s, int64_t first, int64_t n);
   // Validates a commit point for s (OUT_OF_RANGE).
   absl::Status CheckCommit(SequenceId seq, const Sequence& s,
@@ -589,6 +679,9 @@ class KVCacheManager {
   //    their sum, and SyncReservation() keeps the reservation's free part
   //    equal to it after every call;
   //  - num_running_ == #{kRunning};
+  //  - a kLoading sequence holds device blocks for all its tokens, and
+  //    load_blocks > 0 with load_first + load_blocks <= its matchable
+  //    blocks ((num_tokens - 1) / block_tokens); others have load_blocks 0;
   //  - every entry number is distinct and in [1, next_entry_] (so a
   //    TableVersion never names two sequences).
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
@@ -606,8 +699,13 @@ class KVCacheManager {
 
   // Prefix caching (null hasher_: off).
   const BlockHasher* hasher_ = nullptr;
-  RemoteTier* remote_ = nullptr;        // Borrowed; host mode only.
-  PrefixCacheStats prefix_stats_;       // The manager's own counters.
+  RemoteTier* remote_ = nullptr;     // Borrowed.
+  PrefixCacheStats prefix_stats_;    // The manager's own counters.
+  RemoteManagerStats remote_stats_;  // (pending_store_blocks unused.)
+  int32_t max_pending_remote_stores_ = 0;
+  // Books-only: published blocks for TakeRemoteStores, each pinned. After
+  // the pools: released before them.
+  PendingRemoteStores pending_stores_;
   mutable PrefixState scratch_prefix_;  // CanAdmit / AddSequence.
   std::vector<BlockId> scratch_blocks_;
   std::vector<BlockPool::PrefixSwitch> scratch_switches_;

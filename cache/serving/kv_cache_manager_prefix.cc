@@ -99,7 +99,7 @@ int32_t KVCacheManager::PinHits(Sequence& s, int64_t max_blocks,
   return m.blocks;
 }
 
-void KVCacheManager::PublishCommitted(Sequence& s) {
+void KVCacheManager::PublishCommitted(Sequence& s, RemoteStore remote_store) {
   PrefixState& p = *s.prefix;
   const uint64_t epoch = books_->prefix_epoch();
   if (p.epoch != epoch) {  // A reset unpublished everything: start again.
@@ -123,7 +123,17 @@ void KVCacheManager::PublishCommitted(Sequence& s) {
     s.table.Replace(p.published + sw.index, sw.cached);
     ++prefix_stats_.switched_blocks;
   }
-  if (remote_ != nullptr) StoreToRemote(s, p.published, done);
+  if (remote_ != nullptr && remote_store == RemoteStore::kStore) {
+    // A block switched to an equal cached one was stored (or loaded) by
+    // whoever published that one: store the runs between switches only.
+    int64_t run = p.published;
+    for (const BlockPool::PrefixSwitch& sw : scratch_switches_) {
+      const int64_t at = p.published + sw.index;  // In order, below done.
+      StoreToRemote(s, run, at - run);
+      run = at + 1;
+    }
+    StoreToRemote(s, run, p.published + done - run);
+  }
   p.published += done;
   if (done < n) p.stopped = true;
 }

@@ -1,13 +1,16 @@
 // KVCacheManager's remote tier (Options::prefix_caching.remote): on a local
-// prefix miss, the rest of the prompt's chain is looked up in the store
-// shared with other replicas and the verified hits are loaded into the
-// sequence's fresh blocks, which are then published like committed local
-// blocks; every block the manager publishes is stored write-behind. The
+// prefix miss (AddSequence, Readmit), the rest of the chain is looked up in
+// the store shared with other replicas and the verified hits are loaded
+// into the sequence's fresh blocks, which are then published like committed
+// local blocks; every block the manager publishes is stored write-behind.
+// Host mode does the loads and stores itself; books-only hands them to the
+// caller (a load list and CompleteRemoteLoads; a pinned store list). The
 // tier (cache/remote/remote_tier.h) does the I/O with deadlines and no lock
 // of the pool held; this file only says which blocks.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -15,9 +18,13 @@
 #include "absl/types/span.h"
 #include "allocator/prefix/block_hash.h"
 #include "base/check.h"
+#include "base/status_macros.h"
 #include "cache/remote/remote_key.h"
 #include "cache/remote/remote_tier.h"
 #include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/pending_remote_stores.h"
+#include "cache/serving/remote_load.h"
+#include "cache/serving/step_output.h"
 
 namespace pagedkv {
 namespace {
@@ -41,11 +48,6 @@ absl::Status KVCacheManager::AttachRemote(RemoteTier* remote) {
   if (!prefix_caching()) {
     return absl::InvalidArgumentError(
         "a remote tier needs prefix_caching.enabled");
-  }
-  if (storage_ != StorageMode::kHost) {
-    return absl::InvalidArgumentError(
-        "a remote tier needs host storage (books-only load lists are not "
-        "implemented yet, #13)");
   }
   const uint64_t fingerprint = LayoutFingerprint(layout_, *hasher_);
   if (remote->layout_fingerprint() != fingerprint) {
@@ -79,10 +81,12 @@ int32_t KVCacheManager::FillFromRemote(Sequence& s, int32_t local_hits,
   }
   const int32_t loaded = remote_->LookupAndLoad(chain, dst);
   if (loaded == 0) return 0;
+  remote_stats_.loaded_blocks += loaded;
   // The loaded blocks are committed KV like the local hits: publish them
-  // (an equal block published meanwhile is switched to, as for any commit).
+  // (an equal block published meanwhile is switched to, as for any commit),
+  // and do not send them back.
   p.committed = int64_t{local_hits + loaded} * bt;
-  PublishCommitted(s);
+  PublishCommitted(s, RemoteStore::kAlreadyRemote);
   // Their tokens are served, not computed: drop their slots.
   const int64_t served = int64_t{loaded} * bt;
   PKV_CHECK(static_cast<int64_t>(out->slot_mapping.size()) > served &&
@@ -96,11 +100,115 @@ int32_t KVCacheManager::FillFromRemote(Sequence& s, int32_t local_hits,
   return loaded;
 }
 
+bool KVCacheManager::BeginRemoteLoad(Sequence& s, int32_t local_hits,
+                                     StepOutput* out) {
+  if (remote_ == nullptr) return false;
+  PrefixState& p = *s.prefix;
+  const int32_t bt = layout_.block_tokens;
+  const int64_t matchable = (s.num_tokens - 1) / bt;  // As FillFromRemote.
+  if (local_hits >= matchable) return false;
+  EnsureHashes(p, matchable);
+  const RemoteChain chain = ChainFrom(p.hashes, p.keys, p.tokens, local_hits,
+                                      matchable - local_hits, bt);
+  // One pipelined round trip on this thread; the pool's lock is not held.
+  const int32_t hits = remote_->Lookup(chain);
+  if (hits == 0) return false;
+  // Place gave s fresh blocks past the local hits; the first `hits` of them
+  // are the destinations. They are s's alone, and stay so until the caller
+  // completes (kLoading can be neither freed nor written).
+  RemoteLoad& load = out->remote_load;
+  load.Clear();
+  const absl::Span<const BlockId> dst =
+      s.table.blocks().subspan(local_hits, hits);
+  load.blocks.assign(dst.begin(), dst.end());
+  load.parent = chain.parent;
+  load.hashes.assign(chain.hashes.begin(), chain.hashes.begin() + hits);
+  load.keys.assign(chain.keys.begin(), chain.keys.begin() + hits);
+  load.tokens.assign(chain.tokens.begin(),
+                     chain.tokens.begin() + int64_t{hits} * bt);
+  load.first_token = int64_t{local_hits} * bt;
+  // No slots until the loads are over: the prefill attends to the loaded
+  // blocks.
+  out->slot_mapping.clear();
+  out->request_offsets.assign({0, 0});
+  s.state = SequenceState::kLoading;
+  s.load_first = local_hits;
+  s.load_blocks = hits;
+  ++remote_stats_.load_lists;
+  remote_stats_.listed_blocks += hits;
+  return true;
+}
+
+absl::Status KVCacheManager::CompleteRemoteLoads(SequenceId seq,
+                                                 int32_t num_loaded_blocks,
+                                                 StepOutput* out) {
+  PKV_CHECK(out != nullptr, "CompleteRemoteLoads needs an output");
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kLoading) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "CompleteRemoteLoads of sequence %d, which is %s: no remote load is "
+        "pending",
+        seq, SequenceStateName(s->state)));
+  }
+  if (num_loaded_blocks < 0 || num_loaded_blocks > s->load_blocks) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "CompleteRemoteLoads of sequence %d: %d blocks loaded, must be in "
+        "[0, %d] (the blocks listed)",
+        seq, num_loaded_blocks, s->load_blocks));
+  }
+  const int32_t bt = layout_.block_tokens;
+  const int32_t hits = s->load_first + num_loaded_blocks;
+  PrefixState& p = *s->prefix;
+  p.committed = int64_t{hits} * bt;
+  // Verified KV now: published like local hits (an equal block published
+  // meanwhile is switched to), and not sent back.
+  PublishCommitted(*s, RemoteStore::kAlreadyRemote);
+  remote_stats_.loaded_blocks += num_loaded_blocks;
+  remote_stats_.failed_blocks += s->load_blocks - num_loaded_blocks;
+  if (s->load_at_admission) {
+    prefix_stats_.hit_tokens += int64_t{num_loaded_blocks} * bt;
+    prefix_stats_.hit_blocks += num_loaded_blocks;
+  }
+  s->state = SequenceState::kRunning;
+  s->load_first = 0;
+  s->load_blocks = 0;
+  s->load_at_admission = false;
+  ++num_running_;
+  SyncReservation().IgnoreError();  // Switched blocks only shrink it.
+  // The rest is computed: slots from the first block not loaded (the
+  // failed ones' destinations are the sequence's own blocks).
+  out->Clear();
+  const int64_t served = int64_t{hits} * bt;
+  out->num_cached_tokens = served;
+  out->request_offsets.push_back(0);
+  AddSlots(s->table, served, s->num_tokens - served, out);
+  out->request_offsets.push_back(
+      static_cast<int32_t>(out->slot_mapping.size()));
+  return absl::OkStatus();
+}
+
+PendingRemoteStores KVCacheManager::TakeRemoteStores() {
+  return std::move(pending_stores_);
+}
+
 void KVCacheManager::StoreToRemote(const Sequence& s, int64_t first,
                                    int64_t n) {
   if (n <= 0) return;
   const PrefixState& p = *s.prefix;
   const int32_t bt = layout_.block_tokens;
+  if (storage_ == StorageMode::kBooksOnly) {
+    // The caller copies the bytes out (TakeRemoteStores); each block is
+    // pinned until it says it has.
+    const int64_t room = std::max<int64_t>(
+        0, max_pending_remote_stores_ - pending_stores_.size());
+    const int64_t listed = std::min(n, room);
+    pending_stores_.Add(
+        books_, s.table.blocks().subspan(static_cast<size_t>(first), listed),
+        ChainFrom(p.hashes, p.keys, p.tokens, first, listed, bt));
+    remote_stats_.store_listed_blocks += listed;
+    remote_stats_.store_dropped_blocks += n - listed;
+    return;
+  }
   const RemoteChain chain = ChainFrom(p.hashes, p.keys, p.tokens, first, n, bt);
   for (int64_t i = 0; i < n; ++i) {
     const std::byte* bytes =

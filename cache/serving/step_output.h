@@ -1,8 +1,9 @@
 // cache/serving/step_output.h
 //
-// StepOutput is what KVCacheManager::AddSequence, AppendSlots and Readmit
-// fill in: where each new token's K/V goes and which block copies must run
-// before it is written. A server keeps one and reuses it every step (its
+// StepOutput is what KVCacheManager::AddSequence, AppendSlots, Readmit and
+// CompleteRemoteLoads fill in: where each new token's K/V goes, which block
+// copies must run before it is written, and (books-only with a remote tier)
+// which blocks to load first. A server keeps one and reuses it every step (its
 // vectors keep their capacity, so a step allocates nothing).
 //
 // Slots are flat, as vLLM's slot_mapping: slot = block * block_tokens +
@@ -25,6 +26,7 @@
 
 #include "allocator/block_id.h"
 #include "allocator/copy_on_write.h"
+#include "cache/serving/remote_load.h"
 
 namespace pagedkv {
 
@@ -40,6 +42,11 @@ struct StepOutput {
   // AddSequence and Readmit with prefix caching: leading tokens whose KV
   // came from the cache (slot_mapping starts after them); else 0.
   int64_t num_cached_tokens = 0;
+  // Books-only with a remote tier, AddSequence and Readmit: blocks the
+  // caller loads from the tier before the sequence runs (remote_load.h).
+  // Non-empty means the sequence is kLoading and slot_mapping is empty:
+  // KVCacheManager::CompleteRemoteLoads gives the slots.
+  RemoteLoad remote_load;
 
   // Empties the output, keeping capacity. Copies still pending are dropped
   // (their sources released): run them first.
@@ -48,6 +55,7 @@ struct StepOutput {
     request_offsets.clear();
     copies.MarkDone();
     num_cached_tokens = 0;
+    remote_load.Clear();
   }
 
   static BlockId BlockOf(int64_t slot, int32_t block_tokens) {

@@ -1334,6 +1334,9 @@ class ManagerFuzzer {
           break;
         case SequenceState::kPreempted:
           break;
+        case SequenceState::kLoading:  // Needs a remote tier: never here.
+          Divergence(history_, absl::StrFormat("sequence %d is loading", id));
+          break;
       }
     }
     for (const PendingCopies& copies : deferred_) {

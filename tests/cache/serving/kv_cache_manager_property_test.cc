@@ -600,6 +600,8 @@ class KVCacheManagerRandomOpsTest : public ::testing::TestWithParam<Param> {
           break;
         case SequenceState::kPreempted:
           break;
+        case SequenceState::kLoading:  // Needs a remote tier: never here.
+          FAIL() << "sequence " << id << " is loading";
       }
     }
     for (const PendingCopies& copies : deferred_) {

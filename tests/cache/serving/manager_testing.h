@@ -117,6 +117,12 @@ class CheckedManager {
   absl::Status CompleteSwap(SequenceId seq) {
     return Checked(m_->CompleteSwap(seq));
   }
+  absl::Status CompleteRemoteLoads(SequenceId seq, int32_t num_loaded_blocks,
+                                   StepOutput* out = nullptr) {
+    StepOutput local;
+    return Checked(m_->CompleteRemoteLoads(seq, num_loaded_blocks,
+                                           out != nullptr ? out : &local));
+  }
 
  private:
   absl::Status Checked(absl::Status status) {
@@ -142,6 +148,16 @@ inline bool PrefixStatsEqual(const PrefixCacheStats& a,
          a.dropped_blocks == b.dropped_blocks;
 }
 
+inline bool RemoteStatsEqual(const RemoteManagerStats& a,
+                             const RemoteManagerStats& b) {
+  return a.loaded_blocks == b.loaded_blocks && a.load_lists == b.load_lists &&
+         a.listed_blocks == b.listed_blocks &&
+         a.failed_blocks == b.failed_blocks &&
+         a.store_listed_blocks == b.store_listed_blocks &&
+         a.store_dropped_blocks == b.store_dropped_blocks &&
+         a.pending_store_blocks == b.pending_store_blocks;
+}
+
 inline bool StatsEqual(const ManagerStats& a, const ManagerStats& b) {
   return a.num_blocks == b.num_blocks && a.used_blocks == b.used_blocks &&
          a.free_blocks == b.free_blocks &&
@@ -154,7 +170,8 @@ inline bool StatsEqual(const ManagerStats& a, const ManagerStats& b) {
          a.swapped_bytes == b.swapped_bytes && a.cow_copies == b.cow_copies &&
          a.host_blocks == b.host_blocks &&
          a.host_used_blocks == b.host_used_blocks &&
-         PrefixStatsEqual(a.prefix, b.prefix);
+         PrefixStatsEqual(a.prefix, b.prefix) &&
+         RemoteStatsEqual(a.remote, b.remote);
 }
 
 inline std::string StatsString(const ManagerStats& s) {
@@ -163,14 +180,18 @@ inline std::string StatsString(const ManagerStats& s) {
       "preemptions=%d swap_outs=%d swap_ins=%d swapped_blocks=%d "
       "swapped_bytes=%d cow=%d host=%d host_used=%d prefix{queries=%d "
       "hit_tokens=%d rehit=%d switched=%d cached=%d evictable=%d "
-      "evicted=%d dropped=%d}}",
+      "evicted=%d dropped=%d} remote{loaded=%d lists=%d listed=%d failed=%d "
+      "store_listed=%d store_dropped=%d pending=%d}}",
       s.num_blocks, s.used_blocks, s.free_blocks, s.reserved_blocks,
       s.shared_blocks, s.num_sequences, s.running_sequences, s.preemptions,
       s.swap_outs, s.swap_ins, s.swapped_blocks, s.swapped_bytes, s.cow_copies,
       s.host_blocks, s.host_used_blocks, s.prefix.queries, s.prefix.hit_tokens,
       s.prefix.rehit_blocks, s.prefix.switched_blocks, s.prefix.cached_blocks,
       s.prefix.evictable_blocks, s.prefix.evicted_blocks,
-      s.prefix.dropped_blocks);
+      s.prefix.dropped_blocks, s.remote.loaded_blocks, s.remote.load_lists,
+      s.remote.listed_blocks, s.remote.failed_blocks,
+      s.remote.store_listed_blocks, s.remote.store_dropped_blocks,
+      s.remote.pending_store_blocks);
 }
 
 struct SequenceSnapshot {
