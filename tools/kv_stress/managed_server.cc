@@ -258,6 +258,7 @@ absl::StatusOr<Verdict> ManagedServer::AdmitNew(Group& g) {
 absl::StatusOr<Verdict> ManagedServer::Readmit(Group& g) {
   for (size_t i = 0; i < g.rows.size(); ++i) {
     Row& row = g.rows[i];
+    const int64_t loaded_before = remote_loaded_blocks();
     absl::Status st =
         Timed(kOpReadmit, [&] { return manager_->Readmit(row.id, &out_); });
     if (absl::IsResourceExhausted(st)) {
@@ -271,11 +272,15 @@ absl::StatusOr<Verdict> ManagedServer::Readmit(Group& g) {
     if (!st.ok()) return Unexpected("Readmit", st);
     // Recompute writes the very KV it wrote before: the same stamps. The
     // blocks the cache still had are not recomputed.
+    // Readmit consults the remote tier after the local re-hits, as
+    // admission does: those blocks are checked and counted the same way.
     const int64_t cached = out_.num_cached_tokens;
+    const int64_t remote_blocks = remote_loaded_blocks() - loaded_before;
     if (host()) stamper_->Write(out_.slot_mapping, cached, row.history);
-    VerifyHits(g, row, cached, /*remote_blocks=*/0);  // No remote rehits.
+    VerifyHits(g, row, cached, remote_blocks);
     report_->tokens_recomputed += row.length - cached;
     report_->prefill_tokens_cached += cached;
+    report_->prefill_tokens_remote += remote_blocks * manager_->block_tokens();
     report_->prefill_tokens_computed += row.length - cached;
     if (prefix()) {
       const TokenCommit commit{row.id, row.length};
