@@ -302,7 +302,8 @@ class BadInputTableTest(unittest.TestCase):
         self.assertEqual(m.can_admit(0, 1), "never")
         self.assertEqual(m.can_admit(4, -1), "never")
         self.assertEqual(m.can_admit(1 << 40, 0), "never")
-        bad, oor, pre = "INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"
+        bad, oor = "INVALID_ARGUMENT", "OUT_OF_RANGE"
+        pre = "FAILED_PRECONDITION"
         rows = [
             ("add an empty prompt", ValueError, bad, [0],
              lambda: m.add_sequence(3, 0)),
