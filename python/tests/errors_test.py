@@ -227,6 +227,15 @@ class BadInputTableTest(unittest.TestCase):
         ]
         for label, cache, exc, code, numbers, fn in rows:
             self.check(label, lambda: snapshot(cache), exc, code, numbers, fn)
+        empty = pagedkv.DynamicKVCache()
+        huge = np.ones(((1 << 20) + 1, 1, 1, 1), np.float32)  # 4 MB.
+        self.check("batch past kMaxCacheBatch", lambda: snapshot(empty),
+                   ValueError, bad, [(1 << 20) + 1, 1 << 20],
+                   lambda: empty.update(huge, huge, 0))
+        self.check("position past kMaxCacheTokens", lambda: snapshot(empty),
+                   IndexError, "OUT_OF_RANGE", [1 << 24],
+                   lambda: empty.update(huge[:1], huge[:1], 0,
+                                        cache_position=1 << 24))
         dyn.check_invariants()
         static.check_invariants()
 
