@@ -373,6 +373,24 @@ class BadInputTableTest(unittest.TestCase):
              lambda: m.export_csr(np.array([1]), np.zeros(2, np.int32),
                                   np.zeros(1, np.int32),
                                   np.zeros(1, np.int32))),
+            ("export a too-small kv_indptr", ValueError, bad, [1, 2],
+             lambda: m.export_csr(np.array([1]), np.zeros(1, np.int32),
+                                  np.zeros(4, np.int32),
+                                  np.zeros(1, np.int32))),
+            ("export a too-small seq_lens", ValueError, bad, [0, 1],
+             lambda: m.export_dense(np.array([1]), np.zeros((1, 4), np.int32),
+                                    np.zeros(0, np.int32))),
+            ("export with max_blocks 0", ValueError, bad, [0],
+             lambda: m.export_dense(np.array([1]), np.zeros((1, 0), np.int32),
+                                    np.zeros(1, np.int32))),
+            ("swap out an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.swap_out(9)),
+            ("swap in an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.swap_in(9)),
+            ("readmit an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.readmit(9)),
+            ("complete a swap of an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.complete_swap(9)),
         ]
         for label, exc, code, numbers, fn in rows:
             self.check(label, before, exc, code, numbers, fn)
@@ -383,6 +401,21 @@ class BadInputTableTest(unittest.TestCase):
         self.check("swap out without a host tier",
                    lambda: manager_snapshot(no_host, [1]), RuntimeError, pre,
                    [0], lambda: no_host.swap_out(1))
+        # Books-only: a swap stays pending until complete_swap (host
+        # storage copies at once).
+        pending = make(storage="books_only", num_host_blocks=4)
+        pending.add_sequence(4, 3)
+        pending.swap_out(4)
+        self.assertEqual(pending.state(4), "swapping out")
+        for label, fn in [("free during a pending swap",
+                           lambda: pending.free(4)),
+                          ("swap out during a pending swap",
+                           lambda: pending.swap_out(4)),
+                          ("swap in during a pending swap",
+                           lambda: pending.swap_in(4))]:
+            self.check(label, lambda: manager_snapshot(pending, [4]),
+                       RuntimeError, pre, [4], fn)
+        pending.check_invariants()
         reserved = make(admission="reservation")
         reserved.add_sequence(1, 10, 6)
         self.check("append past the reservation",
