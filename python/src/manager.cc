@@ -377,12 +377,32 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
               for (int32_t t : e.token_ids) tokens.append(t);
               d["token_ids"] = tokens;
               d["block_size"] = e.block_size;
+              // vLLM's shape: one entry per block, None when the block has
+              // no extra keys, else a dict of the three.
+              py::list extra;
+              for (const BlockExtraKeys& k : e.extra_keys) {
+                if (k.is_zero()) {
+                  extra.append(py::none());
+                  continue;
+                }
+                py::dict keys;
+                keys["tenant_salt"] = k.tenant_salt;
+                keys["adapter_id"] = k.adapter_id;
+                keys["multimodal_digest"] = k.multimodal_digest;
+                extra.append(std::move(keys));
+              }
+              d["extra_keys"] = extra;
               out.append(std::move(d));
             }
             return out;
           },
-          "Prefix caching: the events since the last call (dicts shaped "
-          "like vLLM's KV events).")
+          R"doc(Prefix caching: the events since the last call, dicts
+shaped like vLLM's KV events: kind ("BlockStored", "BlockRemoved",
+"AllBlocksCleared"), sequence_number, block_hashes, parent_hash,
+token_ids (block_size per block, concatenated), block_size and extra_keys:
+per stored block None (no salt, adapter or multimodal input) or
+{"tenant_salt", "adapter_id", "multimodal_digest"} as unsigned 64-bit
+ints (a negative tenant_salt comes back modulo 2**64).)doc")
       .def(
           "reset_prefix_cache",
           [](PyKVCacheManager& c) {

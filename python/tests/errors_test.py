@@ -149,6 +149,308 @@ class StatusMappingTest(unittest.TestCase):
                          ValueError)
 
 
+def manager_snapshot(m, seqs):
+    """The manager's counters and each sequence's state, length and table."""
+    per_seq = {}
+    for seq in seqs:
+        try:
+            state = m.state(seq)
+        except KeyError:
+            per_seq[seq] = None
+            continue
+        table = (m.block_table(seq).tolist() if state == "running" else None)
+        per_seq[seq] = (state, m.num_tokens(seq), table)
+    return m.stats(), per_seq
+
+
+class BadInputTableTest(unittest.TestCase):
+    """One case per row of docs/bad-input-table.md's Python section: the
+    exception, the canonical code, the numbers in the message, and nothing
+    changed."""
+
+    def check(self, label, before_fn, exc, code, numbers, fn):
+        before = before_fn()
+        with self.assertRaises(exc, msg=label) as ctx:
+            fn()
+        self.assertEqual(getattr(ctx.exception, "status_code", None), code,
+                         label)
+        for n in numbers:
+            self.assertIn(str(n), str(ctx.exception), label)
+        self.assertEqual(before_fn(), before, label)
+
+    def test_cache_rows(self):
+        full = np.ones((2, 2, 5, 4), np.float32)
+        dyn = pagedkv.DynamicKVCache()
+        dyn.update(full, full, 0)
+        static = pagedkv.StaticKVCache(max_cache_len=6, num_layers=2)
+        static.update(full, full, 0)
+        x = np.ones((2, 2, 1, 4), np.float32)
+        two = np.ones((2, 2, 2, 4), np.float32)
+        wide = np.ones((2, 3, 1, 4), np.float32)
+        deep = np.ones((2, 2, 1, 8), np.float32)
+        bad = "INVALID_ARGUMENT"
+        rows = [
+            ("static layer", static, ValueError, bad, [2],
+             lambda: static.update(x, x, 2)),
+            ("dynamic layer past the limit", dyn, ValueError, bad, [100000],
+             lambda: dyn.update(x, x, 100000)),
+            ("rank 3 key", dyn, ValueError, bad, [],
+             lambda: dyn.update(x[0], x[0], 0)),
+            ("key/value dtypes differ", dyn, ValueError, bad,
+             ["float16", "float32"],
+             lambda: dyn.update(x, x.astype(np.float16), 0)),
+            ("heads differ", dyn, ValueError, bad, [3],
+             lambda: dyn.update(wide, wide, 0)),
+            ("head_dim differs", dyn, ValueError, bad, [8],
+             lambda: dyn.update(deep, deep, 0)),
+            ("static zero tokens", static, ValueError, bad, [],
+             lambda: static.update(x[:, :, :0], x[:, :, :0], 0)),
+            ("0-D position, seq 2", dyn, ValueError, bad, [2],
+             lambda: dyn.update(two, two, 0, cache_position=5)),
+            ("1-D position of 3 for seq 2", dyn, ValueError, bad, [3, 2],
+             lambda: dyn.update(two, two, 0, cache_position=[5, 6, 7])),
+            ("2-D position 3 x 2", dyn, ValueError, bad, ["(3, 2)", "(2, 2)"],
+             lambda: dyn.update(two, two, 0,
+                                cache_position=np.zeros((3, 2), np.int64))),
+            ("empty position list", dyn, ValueError, bad, [0],
+             lambda: dyn.update(two, two, 0, cache_position=[])),
+            ("negative wins over out of range", static, ValueError, bad, [-1],
+             lambda: static.update(two, two, 0, cache_position=[9, -1])),
+            ("get of a negative layer", dyn, ValueError, bad, [-1],
+             lambda: dyn.get(-1)),
+            ("static get of num_layers", static, ValueError, bad, [2],
+             lambda: static.get(2)),
+            ("get_seq_length of a negative layer", dyn, ValueError, bad, [-1],
+             lambda: dyn.get_seq_length(-1)),
+            ("negative select index", dyn, IndexError, "OUT_OF_RANGE", [-1],
+             lambda: dyn.reorder_cache([0, -1])),
+        ]
+        for label, cache, exc, code, numbers, fn in rows:
+            self.check(label, lambda: snapshot(cache), exc, code, numbers, fn)
+        empty = pagedkv.DynamicKVCache()
+        huge = np.ones(((1 << 20) + 1, 1, 1, 1), np.float32)  # 4 MB.
+        self.check("batch past kMaxCacheBatch", lambda: snapshot(empty),
+                   ValueError, bad, [(1 << 20) + 1, 1 << 20],
+                   lambda: empty.update(huge, huge, 0))
+        self.check("position past kMaxCacheTokens", lambda: snapshot(empty),
+                   IndexError, "OUT_OF_RANGE", [1 << 24],
+                   lambda: empty.update(huge[:1], huge[:1], 0,
+                                        cache_position=1 << 24))
+        dyn.check_invariants()
+        static.check_invariants()
+
+    def test_encoder_decoder_checks_both_halves_first(self):
+        full = np.ones((2, 2, 5, 4), np.float32)
+        self_half = pagedkv.DynamicKVCache()
+        self_half.update(full, full, 0)
+        cross = pagedkv.DynamicKVCache()
+        cross.update(full[:1], full[:1], 0)  # Batch 1: index 1 is past it.
+        edc = pagedkv.EncoderDecoderCache(self_half, cross)
+        halves = lambda: (snapshot(edc.self_attention_cache),
+                          snapshot(edc.cross_attention_cache))
+        self.check("reorder past the cross half", halves, IndexError,
+                   "OUT_OF_RANGE", [1], lambda: edc.reorder_cache([0, 1]))
+
+    def test_create_rows(self):
+        pool = pagedkv.KVPool(num_layers=1, num_kv_heads=2, head_dim=4,
+                              dtype="float32", num_blocks=4, block_tokens=4)
+        free = lambda: pool.num_free_blocks
+        bad = "INVALID_ARGUMENT"
+        rows = [
+            ("dynamic block_tokens 0", ValueError, bad, [0],
+             lambda: pagedkv.DynamicKVCache(block_tokens=0)),
+            ("dynamic block_tokens 70000", ValueError, bad, [70000],
+             lambda: pagedkv.DynamicKVCache(block_tokens=70000)),
+            ("dynamic max_private_pool_bytes 0", ValueError, bad, [0],
+             lambda: pagedkv.DynamicKVCache(max_private_pool_bytes=0)),
+            ("static max_cache_len 0", ValueError, bad, [0],
+             lambda: pagedkv.StaticKVCache(max_cache_len=0, num_layers=1)),
+            ("static num_layers 0", ValueError, bad, [0],
+             lambda: pagedkv.StaticKVCache(max_cache_len=4, num_layers=0)),
+            ("static: more layers than the pool", ValueError, bad, [2, 1],
+             lambda: pagedkv.StaticKVCache(max_cache_len=4, num_layers=2,
+                                           pool=pool)),
+            ("pool num_blocks 0", ValueError, bad, [0],
+             lambda: pagedkv.KVPool(num_layers=1, num_kv_heads=2, head_dim=4,
+                                    dtype="float32", num_blocks=0)),
+            ("pool num_kv_heads 0", ValueError, bad, ["kv_heads=0"],
+             lambda: pagedkv.KVPool(num_layers=1, num_kv_heads=0, head_dim=4,
+                                    dtype="float32", num_blocks=4)),
+        ]
+        for label, exc, code, numbers, fn in rows:
+            self.check(label, free, exc, code, numbers, fn)
+        cache = pagedkv.DynamicKVCache(pool)
+        three = np.ones((1, 3, 1, 4), np.float32)
+        self.check("geometry the pool was not built for",
+                   lambda: (snapshot(cache), free()), ValueError, bad,
+                   ["kv_heads=2", "(1, 3, 1, 4)"],
+                   lambda: cache.update(three, three, 0))
+        pool.check_invariants()
+
+    def test_manager_rows(self):
+        def make(**kwargs):
+            options = dict(num_layers=1, num_kv_heads=1, head_dim=4,
+                           dtype="float32", num_blocks=8, block_tokens=4,
+                           watermark=0.0)
+            options.update(kwargs)
+            return pagedkv.KVCacheManager(**options)
+
+        for kwargs, number in [({"num_blocks": 0}, 0), ({"watermark": 1.0}, 1),
+                               ({"num_host_blocks": -1}, -1)]:
+            with self.assertRaises(ValueError) as ctx:
+                make(**kwargs)
+            self.assertEqual(ctx.exception.status_code, "INVALID_ARGUMENT")
+            self.assertIn(str(number), str(ctx.exception))
+
+        m = make(num_host_blocks=4)
+        m.add_sequence(1, 5, 3)
+        m.add_sequence(2, 3, 1)
+        m.preempt(2)
+        seqs = [1, 2, 3, 9]
+        before = lambda: manager_snapshot(m, seqs)
+        self.assertEqual(m.can_admit(0, 1), "never")
+        self.assertEqual(m.can_admit(4, -1), "never")
+        self.assertEqual(m.can_admit(1 << 40, 0), "never")
+        bad, oor = "INVALID_ARGUMENT", "OUT_OF_RANGE"
+        pre = "FAILED_PRECONDITION"
+        rows = [
+            ("add an empty prompt", ValueError, bad, [0],
+             lambda: m.add_sequence(3, 0)),
+            ("add negative max_new_tokens", ValueError, bad, [-1],
+             lambda: m.add_sequence(3, 3, -1)),
+            ("add a prompt past the limit", ValueError, bad, [1 << 40],
+             lambda: m.add_sequence(3, 1 << 40)),
+            ("add a preempted id", ValueError, "ALREADY_EXISTS", [2],
+             lambda: m.add_sequence(2, 3)),
+            ("append zero tokens", ValueError, bad, [0],
+             lambda: m.append_slots([1], 0)),
+            ("append negative tokens", ValueError, bad, [-1],
+             lambda: m.append_slots([1], -1)),
+            ("fork an unknown parent", KeyError, "NOT_FOUND", [9],
+             lambda: m.fork(9, 3)),
+            ("fork onto itself", ValueError, "ALREADY_EXISTS", [1],
+             lambda: m.fork(1, 1)),
+            ("fork a preempted parent", RuntimeError, pre, [2],
+             lambda: m.fork(2, 3)),
+            ("free an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.free(9)),
+            ("truncate past the length", IndexError, oor, [9, 5],
+             lambda: m.truncate(1, 9)),
+            ("truncate to a negative length", IndexError, oor, [-1, 5],
+             lambda: m.truncate(1, -1)),
+            ("truncate an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.truncate(9, 1)),
+            ("truncate a preempted sequence", RuntimeError, pre, [2],
+             lambda: m.truncate(2, 1)),
+            ("preempt an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.preempt(9)),
+            ("preempt a preempted sequence", RuntimeError, pre, [2],
+             lambda: m.preempt(2)),
+            ("readmit a running sequence", RuntimeError, pre, [1],
+             lambda: m.readmit(1)),
+            ("swap in a running sequence", RuntimeError, pre, [1],
+             lambda: m.swap_in(1)),
+            ("complete a swap nothing pends", RuntimeError, pre, [1],
+             lambda: m.complete_swap(1)),
+            ("state of an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.state(9)),
+            ("length of an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.num_tokens(9)),
+            ("table of an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.block_table(9)),
+            ("table of a preempted sequence", RuntimeError, pre, [2],
+             lambda: m.block_table(2)),
+            ("export a too-narrow dense table", ValueError, bad, [2, 1],
+             lambda: m.export_dense(np.array([1]), np.zeros((1, 1), np.int32),
+                                    np.zeros(1, np.int32))),
+            ("export an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.export_dense(np.array([9]), np.zeros((1, 4), np.int32),
+                                    np.zeros(1, np.int32))),
+            ("export a preempted id", RuntimeError, pre, [2],
+             lambda: m.export_dense(np.array([2]), np.zeros((1, 4), np.int32),
+                                    np.zeros(1, np.int32))),
+            ("export a too-small CSR", ValueError, bad, [1, 2],
+             lambda: m.export_csr(np.array([1]), np.zeros(2, np.int32),
+                                  np.zeros(1, np.int32),
+                                  np.zeros(1, np.int32))),
+            ("export a too-small kv_indptr", ValueError, bad, [1, 2],
+             lambda: m.export_csr(np.array([1]), np.zeros(1, np.int32),
+                                  np.zeros(4, np.int32),
+                                  np.zeros(1, np.int32))),
+            ("export a too-small seq_lens", ValueError, bad, [0, 1],
+             lambda: m.export_dense(np.array([1]), np.zeros((1, 4), np.int32),
+                                    np.zeros(0, np.int32))),
+            ("export with max_blocks 0", ValueError, bad, [0],
+             lambda: m.export_dense(np.array([1]), np.zeros((1, 0), np.int32),
+                                    np.zeros(1, np.int32))),
+            ("swap out an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.swap_out(9)),
+            ("swap in an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.swap_in(9)),
+            ("readmit an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.readmit(9)),
+            ("complete a swap of an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.complete_swap(9)),
+        ]
+        for label, exc, code, numbers, fn in rows:
+            self.check(label, before, exc, code, numbers, fn)
+        m.check_invariants()
+
+        no_host = make()
+        no_host.add_sequence(1, 3)
+        self.check("swap out without a host tier",
+                   lambda: manager_snapshot(no_host, [1]), RuntimeError, pre,
+                   [0], lambda: no_host.swap_out(1))
+        # Books-only: a swap stays pending until complete_swap (host
+        # storage copies at once).
+        pending = make(storage="books_only", num_host_blocks=4)
+        pending.add_sequence(4, 3)
+        pending.swap_out(4)
+        self.assertEqual(pending.state(4), "swapping out")
+        for label, fn in [("free during a pending swap",
+                           lambda: pending.free(4)),
+                          ("swap out during a pending swap",
+                           lambda: pending.swap_out(4)),
+                          ("swap in during a pending swap",
+                           lambda: pending.swap_in(4))]:
+            self.check(label, lambda: manager_snapshot(pending, [4]),
+                       RuntimeError, pre, [4], fn)
+        pending.check_invariants()
+        reserved = make(admission="reservation")
+        reserved.add_sequence(1, 10, 6)
+        self.check("append past the reservation",
+                   lambda: manager_snapshot(reserved, [1]), IndexError, oor,
+                   [10, 7, 16], lambda: reserved.append_slots([1], 7))
+
+    def test_prefix_rows(self):
+        m = pagedkv.KVCacheManager(num_layers=1, num_kv_heads=1, head_dim=4,
+                                   dtype="float32", num_blocks=8,
+                                   block_tokens=4, watermark=0.0,
+                                   prefix_caching=True)
+        m.add_sequence(1, np.arange(6), 4)
+        m.commit_tokens([1], [4])
+        m.add_sequence(2, 3)  # By count: no token ids.
+        before = lambda: manager_snapshot(m, [1, 2, 9])
+        oor = "OUT_OF_RANGE"
+        rows = [
+            ("one id too many", ValueError, None, [2, 1],
+             lambda: m.append_slots([1], token_ids=[1, 2])),
+            ("commit past the tokens", IndexError, oor, [9],
+             lambda: m.append_slots([1], token_ids=[1], commit=[9])),
+            ("commit below the last commit", IndexError, oor, [2, 4, 6],
+             lambda: m.commit_tokens([1], [2])),
+            ("commit past the tokens", IndexError, oor, [7, 4, 6],
+             lambda: m.commit_tokens([1], [7])),
+            ("commit an unknown id", KeyError, "NOT_FOUND", [9],
+             lambda: m.commit_tokens([9], [1])),
+            ("commit a sequence added by count", RuntimeError,
+             "FAILED_PRECONDITION", [2], lambda: m.commit_tokens([2], [1])),
+        ]
+        for label, exc, code, numbers, fn in rows:
+            self.check(label, before, exc, code, numbers, fn)
+        m.check_invariants()
+
+
 class TypeErrorTest(unittest.TestCase):
     def test_wrong_python_types(self):
         cache = filled_dynamic()

@@ -39,9 +39,27 @@ class ManagerTest(unittest.TestCase):
         stats = m.stats()["prefix"]
         self.assertEqual(stats["hit_tokens"], 8)
         self.assertEqual(stats["queries"], 4)
+        m.commit_tokens([4], [10])  # The salted prompt's two blocks.
         events = m.take_events()
         self.assertEqual(events[0]["kind"], "BlockStored")
         self.assertEqual(events[0]["token_ids"], list(range(100, 108)))
+        # Unsalted blocks carry no extra keys; the salted ones carry salt 7,
+        # one entry per block, and hash apart from the unsalted ones.
+        self.assertEqual(events[0]["extra_keys"], [None, None])
+        salted = [e for e in events if e["kind"] == "BlockStored"
+                  and e["parent_hash"] == events[0]["parent_hash"]
+                  and e is not events[0]]
+        self.assertEqual(len(salted), 1)
+        self.assertEqual(salted[0]["token_ids"], list(range(100, 108)))
+        self.assertEqual(salted[0]["extra_keys"],
+                         [{"tenant_salt": 7, "adapter_id": 0,
+                           "multimodal_digest": 0}] * 2)
+        self.assertTrue(set(salted[0]["block_hashes"]).isdisjoint(
+            events[0]["block_hashes"]))
+        for e in events:
+            self.assertEqual(len(e["extra_keys"]),
+                             len(e["block_hashes"]) if e["kind"] ==
+                             "BlockStored" else 0)
         m.check_invariants()
 
     def test_prefix_caching_bad_input_changes_nothing(self):
