@@ -4,6 +4,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "base/check.h"
@@ -14,9 +15,11 @@ WriteBehindQueue::WriteBehindQueue(RemoteBlockStore* store,
                                    const Options& options)
     : store_(store), options_(options) {
   PKV_CHECK(store != nullptr, "WriteBehindQueue needs a store");
-  PKV_CHECK(options.max_values > 0 && options.max_bytes > 0,
-            "WriteBehindQueue bounds must be > 0 (values %d, bytes %d)",
-            options.max_values, options.max_bytes);
+  PKV_CHECK(options.max_values > 0 && options.max_bytes > 0 &&
+                options.max_spare_values >= 0,
+            "WriteBehindQueue bounds must be > 0 (values %d, bytes %d) and "
+            "spares >= 0 (%d)",
+            options.max_values, options.max_bytes, options.max_spare_values);
   worker_ = std::thread([this] { Run(); });
 }
 
@@ -47,6 +50,14 @@ bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
   lock.unlock();
   changed_.notify_all();
   return true;
+}
+
+std::string WriteBehindQueue::TakeSpare() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (spares_.empty()) return std::string();
+  std::string spare = std::move(spares_.back());
+  spares_.pop_back();
+  return spare;
 }
 
 void WriteBehindQueue::Flush() {
@@ -84,6 +95,9 @@ void WriteBehindQueue::Run() {
         stats_.stored_bytes += static_cast<int64_t>(item.value.size());
       } else {
         ++stats_.failed;
+      }
+      if (spares_.size() < static_cast<size_t>(options_.max_spare_values)) {
+        spares_.push_back(std::move(item.value));
       }
     }
     changed_.notify_all();
