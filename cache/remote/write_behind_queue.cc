@@ -28,7 +28,8 @@ WriteBehindQueue::~WriteBehindQueue() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
-  changed_.notify_all();
+  work_.notify_all();
+  drained_.notify_all();
   worker_.join();
   std::lock_guard<std::mutex> lock(mu_);
   stats_.dropped += static_cast<int64_t>(queue_.size());
@@ -48,7 +49,7 @@ bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
   ++stats_.enqueued;
   ++stats_.pending;
   lock.unlock();
-  changed_.notify_all();
+  work_.notify_one();
   return true;
 }
 
@@ -62,7 +63,7 @@ std::string WriteBehindQueue::TakeSpare() {
 
 void WriteBehindQueue::Flush() {
   std::unique_lock<std::mutex> lock(mu_);
-  changed_.wait(lock, [this] { return (queue_.empty() && !busy_) || stop_; });
+  drained_.wait(lock, [this] { return (queue_.empty() && !busy_) || stop_; });
 }
 
 WriteBehindStats WriteBehindQueue::stats() const {
@@ -75,7 +76,7 @@ void WriteBehindQueue::Run() {
     Item item;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      changed_.wait(lock, [this] { return !queue_.empty() || stop_; });
+      work_.wait(lock, [this] { return !queue_.empty() || stop_; });
       if (stop_) return;
       item = std::move(queue_.front());
       queue_.pop_front();
@@ -85,10 +86,12 @@ void WriteBehindQueue::Run() {
     // The network I/O, with no lock held.
     const absl::Status status = store_->Put(item.key, item.value);
     const RemoteStoreStats store_stats = store_->stats();
+    bool drained = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.store = store_stats;
       busy_ = false;
+      drained = queue_.empty();
       --stats_.pending;
       if (status.ok()) {
         ++stats_.stored;
@@ -100,7 +103,9 @@ void WriteBehindQueue::Run() {
         spares_.push_back(std::move(item.value));
       }
     }
-    changed_.notify_all();
+    // Flush waits for the queue to drain: waking it after every put would
+    // cost a context switch per value on a busy machine.
+    if (drained) drained_.notify_all();
   }
 }
 

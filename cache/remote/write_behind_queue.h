@@ -94,7 +94,8 @@ class WriteBehindQueue {
   // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan,
   // which would not see absl's happens-before edges (base/maybe_lock.h).
   mutable std::mutex mu_;
-  std::condition_variable changed_;
+  std::condition_variable work_;     // The worker: an item or stop_.
+  std::condition_variable drained_;  // Flush: queue_ empty and !busy_.
   std::deque<Item> queue_;
   size_t queued_bytes_ = 0;
   std::vector<std::string> spares_;  // size() <= options_.max_spare_values.
