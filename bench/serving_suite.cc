@@ -19,10 +19,17 @@
 namespace pagedkv::bench {
 namespace {
 
-constexpr const char* kBinaries[] = {
-    "bench/serving/kv_cache_manager_benchmark",
-    "bench/serving/block_table_export_benchmark",
-    "bench/serving/csr_decode_attention_benchmark",
+struct Binary {
+  const char* rel;
+  // Optional: a failure (no Redis on the machine: the remote tier's binary
+  // then prints no report) leaves its rows out and its targets unmet.
+  bool optional;
+};
+constexpr Binary kBinaries[] = {
+    {"bench/serving/kv_cache_manager_benchmark", false},
+    {"bench/serving/block_table_export_benchmark", false},
+    {"bench/serving/csr_decode_attention_benchmark", false},
+    {"bench/remote/remote_tier_benchmark", true},
 };
 
 bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
@@ -46,9 +53,12 @@ std::optional<std::string> Runfile(const std::string& rel) {
   return std::nullopt;
 }
 
-// Runs one binary and returns run name -> median ns per iteration.
+// Runs one binary and returns run name -> median ns per iteration; adds the
+// medians of its ratio counters (ratio_*, speedup_*) to *counters as
+// "<run name> <counter>".
 absl::StatusOr<std::map<std::string, double>> RunBinary(
-    const std::string& path, const ServingSuiteOptions& o) {
+    const std::string& path, const ServingSuiteOptions& o,
+    std::map<std::string, double>* counters) {
   const std::string cmd = fmt::format(
       "'{}' --benchmark_format=json --benchmark_repetitions={} "
       "--benchmark_report_aggregates_only=true --benchmark_min_time={} "
@@ -93,6 +103,12 @@ absl::StatusOr<std::map<std::string, double>> RunBinary(
     if (unit == "ms") t *= 1e6;
     if (unit == "s") t *= 1e9;
     medians[name] = t;
+    for (const auto& [key, value] : b.items()) {
+      if (value.is_number() &&
+          (key.rfind("ratio_", 0) == 0 || key.rfind("speedup_", 0) == 0)) {
+        (*counters)[absl::StrCat(name, " ", key)] = value.get<double>();
+      }
+    }
   }
   return medians;
 }
@@ -138,19 +154,61 @@ constexpr Pair kPairs[] = {
      "BM_GatherThenAttend/dtype:2"},
 };
 
+// bench/remote/remote_tier_benchmark.cc's rows: `counter` is ours over
+// the baseline (> 1: faster), checked against `target` when > 0.
+struct RemoteRow {
+  const char* prefix;
+  const char* what;
+  const char* counter;
+  const char* baseline;
+  double target;
+};
+constexpr RemoteRow kRemoteRows[] = {
+    {"BM_StorePut/value_bytes:65536/", "RedisBlockStore Put, 64 KiB",
+     "ratio_to_redis_set", "redis-benchmark SET -P 1", 0.8},
+    {"BM_StorePut/value_bytes:2097152/", "RedisBlockStore Put, 2 MiB",
+     "ratio_to_redis_set", "redis-benchmark SET -P 1", 0.8},
+    {"BM_StoreFetch/value_bytes:65536/keys:1/",
+     "RedisBlockStore Fetch of 1, 64 KiB", "ratio_to_redis_get",
+     "redis-benchmark GET -P 1", 0.8},
+    {"BM_StoreFetch/value_bytes:2097152/keys:1/",
+     "RedisBlockStore Fetch of 1, 2 MiB", "ratio_to_redis_get",
+     "redis-benchmark GET -P 1", 0.8},
+    {"BM_TierStore/value_bytes:65536/",
+     "RemoteTier Store of 64 + Flush, 64 KiB", "ratio_to_redis_set",
+     "redis-benchmark SET -P 1", 0.8},
+    {"BM_TierStore/value_bytes:2097152/",
+     "RemoteTier Store of 8 + Flush, 2 MiB", "ratio_to_redis_set",
+     "redis-benchmark SET -P 1", 0.8},
+    {"BM_TierLookupAndLoad/value_bytes:65536/",
+     "RemoteTier LookupAndLoad of 8, 64 KiB", "ratio_to_redis_get",
+     "redis-benchmark GET -P 8", 0.8},
+    {"BM_TierLookupAndLoad/value_bytes:2097152/",
+     "RemoteTier LookupAndLoad of 8, 2 MiB", "ratio_to_redis_get",
+     "redis-benchmark GET -P 8", 0.8},
+    {"BM_TierLookup/blocks:128/", "RemoteTier Lookup of 128 (pipelined)",
+     "speedup_vs_one_by_one", "128 one-by-one EXISTS", 0},
+};
+
 }  // namespace
 
 absl::StatusOr<ServingSuite> RunServingSuite(
     const ServingSuiteOptions& options) {
   std::map<std::string, double> medians;
-  for (const char* rel : kBinaries) {
-    const std::optional<std::string> path = Runfile(rel);
+  std::map<std::string, double> counters;
+  for (const Binary& bin : kBinaries) {
+    const std::optional<std::string> path = Runfile(bin.rel);
     if (!path.has_value()) {
       return absl::NotFoundError(absl::StrCat(
-          rel, " is not in the runfiles (bazel run //bench:summary)"));
+          bin.rel, " is not in the runfiles (bazel run //bench:summary)"));
     }
-    fmt::print(stderr, "running {} ...\n", rel);
-    absl::StatusOr<std::map<std::string, double>> m = RunBinary(*path, options);
+    fmt::print(stderr, "running {} ...\n", bin.rel);
+    absl::StatusOr<std::map<std::string, double>> m =
+        RunBinary(*path, options, &counters);
+    if (!m.ok() && bin.optional) {
+      fmt::print(stderr, "skipped: {}\n", m.status().ToString());
+      continue;
+    }
     if (!m.ok()) return m.status();
     medians.insert(m->begin(), m->end());
   }
@@ -169,6 +227,26 @@ absl::StatusOr<ServingSuite> RunServingSuite(
       row.ratio = *b / *t;
     }
     suite.rows.push_back(std::move(row));
+  }
+  // The remote tier's rows: their ratios are counters of the binary, each
+  // against redis-benchmark run interleaved with it (names are matched by
+  // prefix: the iteration counts are the binary's).
+  auto remote = [&](const char* prefix,
+                    const char* counter) -> std::optional<ServingRow> {
+    for (const auto& [name, ns] : medians) {
+      if (name.rfind(prefix, 0) != 0) continue;
+      const auto it = counters.find(absl::StrCat(name, " ", counter));
+      if (it == counters.end()) return std::nullopt;
+      return ServingRow{name, "", ns, "", it->second};
+    }
+    return std::nullopt;
+  };
+  for (const RemoteRow& r : kRemoteRows) {
+    std::optional<ServingRow> row = remote(r.prefix, r.counter);
+    if (!row.has_value()) continue;
+    row->what = r.what;
+    row->baseline = r.baseline;
+    suite.rows.push_back(std::move(*row));
   }
   // A target whose benchmark is missing is reported unmet, never skipped.
   auto at_most = [&](const char* target, const char* name, double limit_ns) {
@@ -213,6 +291,14 @@ absl::StatusOr<ServingSuite> RunServingSuite(
          "dense export",
          "BM_DeltaExport/changed_rows:0", floor, 0.5,
          floor >= 0 && floor <= 0.5});
+  }
+  for (const RemoteRow& r : kRemoteRows) {
+    if (r.target <= 0) continue;
+    const std::optional<ServingRow> row = remote(r.prefix, r.counter);
+    const double v = row.has_value() ? *row->ratio : -1;
+    suite.targets.push_back(
+        {absl::StrCat(r.what, " >= ", r.target, " of ", r.baseline), r.prefix,
+         v, r.target, v >= r.target});
   }
   return suite;
 }

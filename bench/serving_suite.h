@@ -2,9 +2,11 @@
 //
 // The serving part of //bench:summary: runs the three serving benchmark
 // binaries (bench/serving/, Google Benchmark, each with its baselines in the
-// same binary) as child processes with repetitions, reads their JSON, and
-// returns the medians, each case's ratio to its baseline and the issue's
-// serving targets checked against them. The binaries are the summary's data
+// same binary) and the remote tier's (bench/remote/, against redis-benchmark
+// in the same run; skipped when the machine has no Redis) as child
+// processes with repetitions, reads their JSON, and returns the medians,
+// each case's ratio to its baseline and the issues' serving and remote-tier
+// targets checked against them. The binaries are the summary's data
 // dependencies, found in its runfiles.
 //
 //   absl::StatusOr<ServingSuite> s = RunServingSuite({.repetitions = 5});

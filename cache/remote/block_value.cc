@@ -85,13 +85,18 @@ void EncodeBlockValue(const BlockIdentity& id,
   if (token_bytes > 0) {
     std::memcpy(v + kBlockValueHeaderBytes, id.tokens.data(), token_bytes);
   }
-  char* bytes = v + kBlockValueHeaderBytes + token_bytes;
-  if (!block.empty()) std::memcpy(bytes, block.data(), block.size());
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
   XXH3_64bits_update(&state, v, kChecksumOffset);
-  XXH3_64bits_update(&state, v + kBlockValueHeaderBytes,
-                     out->size() - kBlockValueHeaderBytes);
+  XXH3_64bits_update(&state, v + kBlockValueHeaderBytes, token_bytes);
+  // Copied and hashed piece by piece, as DecodeBlockValue does: each piece
+  // is hashed while it is still in cache.
+  char* bytes = v + kBlockValueHeaderBytes + token_bytes;
+  for (size_t done = 0; done < block.size(); done += kPieceBytes) {
+    const size_t n = std::min(kPieceBytes, block.size() - done);
+    std::memcpy(bytes + done, block.data() + done, n);
+    XXH3_64bits_update(&state, bytes + done, n);
+  }
   Put<uint64_t>(v, kChecksumOffset, XXH3_64bits_digest(&state));
 }
 

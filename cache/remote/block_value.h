@@ -78,7 +78,9 @@ const char* BlockValueCheckName(BlockValueCheck check);
 // Bytes of a value for a block of num_tokens tokens and block_bytes bytes.
 size_t BlockValueBytes(size_t num_tokens, size_t block_bytes);
 
-// Writes the value of block `id` with contents `block` to *out (resized).
+// Writes the value of block `id` with contents `block` to *out (resized: a
+// buffer of a value of the same layout is overwritten in place, with no
+// allocation).
 void EncodeBlockValue(const BlockIdentity& id,
                       absl::Span<const std::byte> block, std::string* out);
 

@@ -80,7 +80,7 @@ class RedisBlockStore final : public RemoteBlockStore {
   RemoteStoreStats stats() const override { return stats_; }
 
   // One round trip per key (EXISTS, wait, next): the baseline the pipelined
-  // lookup is measured against (bench/cache/remote_benchmark.cc).
+  // lookup is measured against (bench/remote/remote_tier_benchmark.cc).
   int32_t CountLeadingHitsOneByOne(absl::Span<const std::string> keys);
 
   bool connected() const { return ctx_ != nullptr; }
@@ -95,6 +95,10 @@ class RedisBlockStore final : public RemoteBlockStore {
   // Sets the socket timeout to what is left until `deadline`; false when
   // nothing is left (counted as a timeout, connection dropped).
   bool ArmTimeout(absl::Time deadline);
+  // Writes a SET of value under key (and the TTL) to the socket, straight
+  // from `value`; false on failure (counted, connection dropped).
+  bool SendSet(std::string_view key, std::string_view value,
+               absl::Time deadline);
   // Reads one reply; nullptr on failure (counted, connection dropped).
   void* ReadReply(absl::Time deadline);
   // Drops the connection after a failure and schedules the reconnect.

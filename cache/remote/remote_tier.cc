@@ -55,12 +55,14 @@ absl::StatusOr<std::unique_ptr<RemoteTier>> RemoteTier::Create(
     return absl::InvalidArgumentError("remote tier: a store is null");
   }
   if (options.write_behind.max_values <= 0 ||
-      options.write_behind.max_bytes == 0 || options.max_known_blocks <= 0) {
+      options.write_behind.max_bytes == 0 ||
+      options.write_behind.max_spare_values < 0 ||
+      options.max_known_blocks <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "remote tier: bounds must be > 0 (write-behind values %d, bytes %d; "
-        "known blocks %d)",
+        "known blocks %d) and spare values >= 0 (%d)",
         options.write_behind.max_values, options.write_behind.max_bytes,
-        options.max_known_blocks));
+        options.max_known_blocks, options.write_behind.max_spare_values));
   }
   const BlockHasher& hasher =
       options.hasher != nullptr ? *options.hasher : Xxh3BlockHasher();
@@ -159,13 +161,11 @@ bool RemoteTier::Store(const RemoteChain& chain, size_t index,
     ++stats_.stores_skipped;
     return false;
   }
-  EncodeBlockValue(IdentityOf(chain, index), bytes, &scratch_value_);
-  // The value is moved into the queue; scratch_value_ regrows next time.
-  if (!queue_->Enqueue(KeyOf(chain, index), std::move(scratch_value_))) {
-    scratch_value_.clear();
-    return false;
-  }
-  scratch_value_ = std::string();
+  // Into the buffer of a value already put, when there is one: no fresh
+  // allocation (page faults, zero-fill) per block.
+  std::string value = queue_->TakeSpare();
+  EncodeBlockValue(IdentityOf(chain, index), bytes, &value);
+  if (!queue_->Enqueue(KeyOf(chain, index), std::move(value))) return false;
   Remember(chain.hashes[index]);
   return true;
 }

@@ -135,7 +135,6 @@ class RemoteTier {
   RemoteBlockStore* const writes_;
   absl::flat_hash_set<BlockHash> known_;  // Caller's thread only.
   std::vector<std::string> scratch_keys_;
-  std::string scratch_value_;
   RemoteTierStats stats_;  // The caller's counters (not writes/stores).
   std::unique_ptr<WriteBehindQueue> queue_;  // Last: stops first.
 };

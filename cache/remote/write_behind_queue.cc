@@ -4,6 +4,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "base/check.h"
@@ -14,9 +15,11 @@ WriteBehindQueue::WriteBehindQueue(RemoteBlockStore* store,
                                    const Options& options)
     : store_(store), options_(options) {
   PKV_CHECK(store != nullptr, "WriteBehindQueue needs a store");
-  PKV_CHECK(options.max_values > 0 && options.max_bytes > 0,
-            "WriteBehindQueue bounds must be > 0 (values %d, bytes %d)",
-            options.max_values, options.max_bytes);
+  PKV_CHECK(options.max_values > 0 && options.max_bytes > 0 &&
+                options.max_spare_values >= 0,
+            "WriteBehindQueue bounds must be > 0 (values %d, bytes %d) and "
+            "spares >= 0 (%d)",
+            options.max_values, options.max_bytes, options.max_spare_values);
   worker_ = std::thread([this] { Run(); });
 }
 
@@ -25,7 +28,8 @@ WriteBehindQueue::~WriteBehindQueue() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
-  changed_.notify_all();
+  work_.notify_all();
+  drained_.notify_all();
   worker_.join();
   std::lock_guard<std::mutex> lock(mu_);
   stats_.dropped += static_cast<int64_t>(queue_.size());
@@ -45,13 +49,21 @@ bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
   ++stats_.enqueued;
   ++stats_.pending;
   lock.unlock();
-  changed_.notify_all();
+  work_.notify_one();
   return true;
+}
+
+std::string WriteBehindQueue::TakeSpare() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (spares_.empty()) return std::string();
+  std::string spare = std::move(spares_.back());
+  spares_.pop_back();
+  return spare;
 }
 
 void WriteBehindQueue::Flush() {
   std::unique_lock<std::mutex> lock(mu_);
-  changed_.wait(lock, [this] { return (queue_.empty() && !busy_) || stop_; });
+  drained_.wait(lock, [this] { return (queue_.empty() && !busy_) || stop_; });
 }
 
 WriteBehindStats WriteBehindQueue::stats() const {
@@ -64,7 +76,7 @@ void WriteBehindQueue::Run() {
     Item item;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      changed_.wait(lock, [this] { return !queue_.empty() || stop_; });
+      work_.wait(lock, [this] { return !queue_.empty() || stop_; });
       if (stop_) return;
       item = std::move(queue_.front());
       queue_.pop_front();
@@ -74,10 +86,12 @@ void WriteBehindQueue::Run() {
     // The network I/O, with no lock held.
     const absl::Status status = store_->Put(item.key, item.value);
     const RemoteStoreStats store_stats = store_->stats();
+    bool drained = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.store = store_stats;
       busy_ = false;
+      drained = queue_.empty();
       --stats_.pending;
       if (status.ok()) {
         ++stats_.stored;
@@ -85,8 +99,13 @@ void WriteBehindQueue::Run() {
       } else {
         ++stats_.failed;
       }
+      if (spares_.size() < static_cast<size_t>(options_.max_spare_values)) {
+        spares_.push_back(std::move(item.value));
+      }
     }
-    changed_.notify_all();
+    // Flush waits for the queue to drain: waking it after every put would
+    // cost a context switch per value on a busy machine.
+    if (drained) drained_.notify_all();
   }
 }
 

@@ -13,6 +13,12 @@
 //   }
 //   queue.Flush();  // Tests: wait until everything queued was tried.
 //
+// The buffers of values already put are kept (up to
+// Options::max_spare_values) for the caller's next value: TakeSpare() hands
+// one back, so encoding a block reuses memory that is already mapped rather
+// than a fresh allocation (for 2 MiB values the page faults and zero-filling
+// of new memory cost more than the encoding).
+//
 // The destructor stops the worker after the put in progress; values still
 // queued are dropped (counted).
 //
@@ -29,6 +35,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "cache/remote/remote_block_store.h"
 
@@ -49,9 +56,13 @@ class WriteBehindQueue {
   struct Options {
     int32_t max_values = 64;               // > 0.
     size_t max_bytes = size_t{256} << 20;  // Queued value bytes.
+    // Buffers of put values kept for TakeSpare (>= 0; 0: none kept). They
+    // hold their capacity: up to this many values' bytes stay allocated.
+    int32_t max_spare_values = 8;
   };
 
-  // REQUIRES: store != nullptr, outliving the queue; options' bounds > 0.
+  // REQUIRES: store != nullptr, outliving the queue; max_values and
+  // max_bytes > 0, max_spare_values >= 0.
   WriteBehindQueue(RemoteBlockStore* store, const Options& options);
   WriteBehindQueue(const WriteBehindQueue&) = delete;
   WriteBehindQueue& operator=(const WriteBehindQueue&) = delete;
@@ -60,6 +71,11 @@ class WriteBehindQueue {
   // Queues one put; false (counted as dropped) when full. Never blocks on
   // the worker's I/O (one short lock).
   bool Enqueue(std::string key, std::string value);
+
+  // The buffer of a value already put (size and bytes unspecified, capacity
+  // kept) for the caller to overwrite and enqueue, or an empty string when
+  // none is spare. Never blocks on the worker's I/O.
+  std::string TakeSpare();
 
   // Waits until every value enqueued before the call was put or failed.
   void Flush();
@@ -78,10 +94,12 @@ class WriteBehindQueue {
   // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan,
   // which would not see absl's happens-before edges (base/maybe_lock.h).
   mutable std::mutex mu_;
-  std::condition_variable changed_;
+  std::condition_variable work_;     // The worker: an item or stop_.
+  std::condition_variable drained_;  // Flush: queue_ empty and !busy_.
   std::deque<Item> queue_;
   size_t queued_bytes_ = 0;
-  bool busy_ = false;  // The worker holds an item.
+  std::vector<std::string> spares_;  // size() <= options_.max_spare_values.
+  bool busy_ = false;                // The worker holds an item.
   bool stop_ = false;
   WriteBehindStats stats_;
   std::thread worker_;  // Last: starts after the members it reads.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cache/remote/remote_tier.h"
@@ -96,6 +97,73 @@ TEST_F(RedisTest, PutThenLookupAndFetchPipelined) {
   EXPECT_EQ(s->CountLeadingHits(keys), 2);
   EXPECT_EQ(s->CountLeadingHitsOneByOne(keys), 2);
   EXPECT_EQ(s->stats().connects, 1);
+}
+
+// Every byte value, "\r\n" and NUL included: Put writes the command
+// itself, straight from the caller's bytes.
+std::string AllByteValues(size_t n) {
+  std::string v(n, '\0');
+  for (size_t i = 0; i < n; ++i)
+    v[i] = static_cast<char>((i * 7 + i / 256) & 0xff);
+  return v;
+}
+
+TEST_F(RedisTest, PutStoresTheExactBytesWithAndWithoutATtl) {
+  std::unique_ptr<RedisBlockStore> plain = MakeStore();
+  RedisBlockStore::Options o = StoreOptions();
+  o.key_ttl = absl::Seconds(60);
+  std::unique_ptr<RedisBlockStore> expiring = *RedisBlockStore::Create(o);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{300}, size_t{3} << 20}) {
+    const std::string v = AllByteValues(n);
+    const std::string k = "k\r\n" + std::to_string(n);
+    ASSERT_THAT(plain->Put(k, v), IsOk());
+    EXPECT_EQ(*redis_->Command({"GET", k}), v) << n;
+    EXPECT_EQ(*redis_->Command({"PTTL", k}), "-1") << n;
+    ASSERT_THAT(expiring->Put(k, v), IsOk());
+    EXPECT_EQ(*redis_->Command({"GET", k}), v) << n;
+    int64_t ttl_ms = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(*redis_->Command({"PTTL", k}), &ttl_ms));
+    EXPECT_GT(ttl_ms, 50000) << n;
+    EXPECT_LE(ttl_ms, 60000) << n;
+  }
+  EXPECT_EQ(plain->stats().bytes_sent, 1 + 300 + (3 << 20));
+  EXPECT_EQ(plain->stats().connects, 1);  // The connection stayed in step.
+}
+
+TEST_F(RedisTest, PutOfALargeValueToAPausedServerTimesOutWhileSending) {
+  std::unique_ptr<RedisBlockStore> s = MakeStore();
+  ASSERT_THAT(s->Put("warm", "1"), IsOk());
+  redis_->Pause();
+  // 64 MiB cannot fit in the socket buffers: the send itself blocks.
+  const std::string big(size_t{64} << 20, 'x');
+  const absl::Time start = absl::Now();
+  EXPECT_THAT(s->Put("big", big),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(600));
+  EXPECT_EQ(s->stats().timeouts, 1);
+  EXPECT_FALSE(s->connected());
+  redis_->Resume();
+  absl::SleepFor(absl::Milliseconds(60));  // Past the backoff.
+  ASSERT_THAT(s->Put("after", "2"), IsOk());
+  EXPECT_EQ(*redis_->Command({"GET", "after"}), "2");
+}
+
+TEST(RedisServerTest, LoopbackTcpServerServesAStoreOverTcp) {
+  if (!RedisServer::Available()) GTEST_SKIP() << RedisServer::kSkipMessage;
+  RedisServer::Options o;
+  o.loopback_tcp = true;
+  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start(o);
+  ASSERT_THAT(redis.status(), IsOk());
+  ASSERT_GT((*redis)->tcp_port(), 0);
+  EXPECT_EQ((*redis)->tcp_address(),
+            "127.0.0.1:" + std::to_string((*redis)->tcp_port()));
+  std::unique_ptr<RedisBlockStore> s =
+      *RedisBlockStore::Create({.address = (*redis)->tcp_address()});
+  const std::string v = AllByteValues(100000);
+  ASSERT_THAT(s->Put("tcp", v), IsOk());
+  EXPECT_EQ(*(*redis)->Command({"GET", "tcp"}), v);  // Over the socket.
+  const std::string keys[] = {"tcp"};
+  EXPECT_EQ(s->CountLeadingHits(keys), 1);
 }
 
 TEST_F(RedisTest, ReplicasShareBlocksThroughRedis) {

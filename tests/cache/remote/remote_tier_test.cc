@@ -203,6 +203,12 @@ TEST(RemoteTierTest, CreateValidatesItsOptions) {
   o.write_behind.max_values = 0;
   EXPECT_THAT(RemoteTier::Create(o, &store, &store),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  o.write_behind = WriteBehindQueue::Options();
+  o.write_behind.max_spare_values = -1;
+  EXPECT_THAT(RemoteTier::Create(o, &store, &store),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  o.write_behind.max_spare_values = 0;  // None kept: fine.
+  EXPECT_THAT(RemoteTier::Create(o, &store, &store), IsOk());
   o = RemoteTier::Options();
   EXPECT_THAT(RemoteTier::Create(o, &store, &store),
               StatusIs(absl::StatusCode::kInvalidArgument));  // No layout.
