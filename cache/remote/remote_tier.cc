@@ -30,7 +30,11 @@ class VerifyingSink final : public FetchSink {
                 std::array<int64_t, 9>& failures)
       : tier_(tier), chain_(chain), dst_(dst), failures_(failures) {}
 
+  // How many values the store had (the refused one included).
+  int32_t seen() const { return seen_; }
+
   bool OnValue(int32_t index, std::string_view value) override {
+    ++seen_;
     const BlockValueCheck check =
         DecodeBlockValue(value, tier_.IdentityOf(chain_, index),
                          absl::MakeSpan(dst_[index], tier_.block_bytes()));
@@ -44,6 +48,7 @@ class VerifyingSink final : public FetchSink {
   const RemoteChain& chain_;
   absl::Span<std::byte* const> dst_;
   std::array<int64_t, 9>& failures_;
+  int32_t seen_ = 0;
 };
 
 }  // namespace
@@ -130,9 +135,16 @@ int32_t RemoteTier::Lookup(const RemoteChain& chain) {
 
 int32_t RemoteTier::Load(const RemoteChain& chain,
                          absl::Span<std::byte* const> dst) {
+  return FetchInto(chain, dst, /*present=*/nullptr);
+}
+
+int32_t RemoteTier::FetchInto(const RemoteChain& chain,
+                              absl::Span<std::byte* const> dst,
+                              int32_t* present) {
   PKV_CHECK(dst.size() <= chain.hashes.size(),
             "loading %d blocks of a chain of %d", dst.size(),
             chain.hashes.size());
+  if (present != nullptr) *present = 0;
   if (dst.empty()) return 0;
   scratch_keys_.clear();
   for (size_t i = 0; i < dst.size(); ++i) {
@@ -140,6 +152,7 @@ int32_t RemoteTier::Load(const RemoteChain& chain,
   }
   VerifyingSink sink(*this, chain, dst, stats_.verify_failures_by_kind);
   const int32_t loaded = reads_->Fetch(scratch_keys_, sink);
+  if (present != nullptr) *present = sink.seen();
   stats_.loaded_blocks += loaded;
   stats_.loaded_bytes += static_cast<int64_t>(loaded) * block_bytes_;
   for (int32_t i = 0; i < loaded; ++i) Remember(chain.hashes[i]);
@@ -148,6 +161,17 @@ int32_t RemoteTier::Load(const RemoteChain& chain,
 
 int32_t RemoteTier::LookupAndLoad(const RemoteChain& chain,
                                   absl::Span<std::byte* const> dst) {
+  const size_t n = chain.hashes.size();
+  if (n > 0 && dst.size() == n &&
+      n * block_bytes_ <= options_.direct_fetch_bytes) {
+    // One round trip: the GETs' nil replies end the chain as EXISTS would.
+    ++stats_.lookups;
+    stats_.lookup_blocks += static_cast<int64_t>(n);
+    int32_t present = 0;
+    const int32_t loaded = FetchInto(chain, dst, &present);
+    stats_.hit_blocks += present;
+    return loaded;
+  }
   const int32_t hits = Lookup(chain);
   return Load(chain, dst.subspan(0, std::min<size_t>(hits, dst.size())));
 }

@@ -74,6 +74,11 @@ class RemoteTier {
     // Hashes remembered as already remote (loaded or queued for store), so
     // they are not sent again; cleared when it holds more.
     int32_t max_known_blocks = 1 << 16;
+    // LookupAndLoad of a chain of at most this many bytes fetches the
+    // values at once (one round trip) instead of asking which exist first
+    // (two); a missing block then costs the transfer of the values after
+    // it, at most this much. 0: always ask first.
+    size_t direct_fetch_bytes = size_t{1} << 20;
   };
 
   // Borrows the stores (they must outlive the tier). `reads` is used by the
@@ -103,7 +108,9 @@ class RemoteTier {
   // each), verifying each; returns how many leading blocks were loaded
   // (the rest of dst holds unspecified bytes and must be recomputed).
   int32_t Load(const RemoteChain& chain, absl::Span<std::byte* const> dst);
-  // Lookup, then Load of the hits: what a prefix miss does.
+  // Lookup, then Load of the hits: what a prefix miss does. A chain of at
+  // most Options::direct_fetch_bytes is fetched in one round trip (its
+  // values until the first absent or refused one), counted as one lookup.
   int32_t LookupAndLoad(const RemoteChain& chain,
                         absl::Span<std::byte* const> dst);
 
@@ -124,6 +131,10 @@ class RemoteTier {
   RemoteTier(const Options& options, uint64_t fingerprint,
              RemoteBlockStore* reads, RemoteBlockStore* writes);
   void Remember(BlockHash hash);
+  // Load, also telling how many leading values the store had (`present`,
+  // the refused one included) when asked.
+  int32_t FetchInto(const RemoteChain& chain, absl::Span<std::byte* const> dst,
+                    int32_t* present);
 
   const Options options_;
   const uint64_t fingerprint_;

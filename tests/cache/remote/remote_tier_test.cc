@@ -75,6 +75,36 @@ TEST(RemoteTierTest, TheChainStopsAtTheFirstMissingBlock) {
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(d.bufs[i], c.Bytes(i));
 }
 
+// A chain within direct_fetch_bytes is fetched in one round trip; a longer
+// one asks which blocks exist first. Both load the same blocks and count the
+// same hits, a missing block ending the chain either way.
+TEST(RemoteTierTest, AShortChainIsFetchedInOneRoundTripALongOneInTwo) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> writer = MakeTier(&store);
+  const TestChain c(RemoteTestLayout(), 6, 100);
+  StoreAll(*writer, c);
+  ASSERT_TRUE(store.Erase(writer->KeyOf(c.chain(), 4)));
+  const size_t chain_bytes = 6 * writer->block_bytes();
+  for (const size_t budget : {chain_bytes, chain_bytes - 1}) {
+    SCOPED_TRACE(budget);
+    RemoteTier::Options o;
+    o.layout = RemoteTestLayout();
+    o.direct_fetch_bytes = budget;
+    std::unique_ptr<RemoteTier> reader = *RemoteTier::Create(o, &store, &store);
+    const int64_t calls_before = store.stats().calls;
+    Destinations d(6, writer->block_bytes());
+    EXPECT_EQ(reader->LookupAndLoad(c.chain(), d.ptrs), 4);
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(d.bufs[i], c.Bytes(i)) << i;
+    EXPECT_EQ(store.stats().calls - calls_before,
+              budget == chain_bytes ? 1 : 2);
+    const RemoteTierStats s = reader->stats();
+    EXPECT_EQ(s.lookups, 1);
+    EXPECT_EQ(s.lookup_blocks, 6);
+    EXPECT_EQ(s.hit_blocks, 4);
+    EXPECT_EQ(s.loaded_blocks, 4);
+  }
+}
+
 TEST(RemoteTierTest, EveryBadValueIsACountedMissThatStopsTheChain) {
   const TestChain c(RemoteTestLayout(), 4, 100);
   const TestChain other(RemoteTestLayout(), 4, 900);
