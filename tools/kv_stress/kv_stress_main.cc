@@ -397,6 +397,21 @@ bool WriteJson(const std::string& contents) {
 }
 
 // The multi-replica mode (replicas.h): its own table and JSON, no SVG.
+// 1 after printing the first invariant failures of a run (SimResult or
+// ReplicaRun), else 0.
+template <typename Run>
+int ExitCodeOf(const Run& run) {
+  if (run.invariant_failures == 0) return 0;
+  std::fprintf(stderr,
+               "kv_stress: %lld invariant failure(s), first at step %lld\n",
+               static_cast<long long>(run.invariant_failures),
+               static_cast<long long>(run.first_failure_step));
+  for (const std::string& m : run.failure_messages) {
+    std::fprintf(stderr, "  %s\n", m.c_str());
+  }
+  return 1;
+}
+
 int MainReplicas(const SimConfig& config) {
   if (!absl::GetFlag(FLAGS_svg_out).empty()) {
     std::fprintf(stderr,
@@ -428,17 +443,7 @@ int MainReplicas(const SimConfig& config) {
   std::fputs(FormatReplicaTable(*result).c_str(), stdout);
   std::fflush(stdout);
   if (!WriteJson(ReplicaRunToJson(*result).dump(2) + "\n")) return 2;
-  if (result->invariant_failures > 0) {
-    std::fprintf(stderr,
-                 "kv_stress: %lld invariant failure(s), first at step %lld\n",
-                 static_cast<long long>(result->invariant_failures),
-                 static_cast<long long>(result->first_failure_step));
-    for (const std::string& m : result->failure_messages) {
-      std::fprintf(stderr, "  %s\n", m.c_str());
-    }
-    return 1;
-  }
-  return 0;
+  return ExitCodeOf(*result);
 }
 
 int Main() {
@@ -486,17 +491,7 @@ int Main() {
     }
     std::fprintf(stderr, "kv_stress: wrote the SVG plot to %s\n", path.c_str());
   }
-  if (result->invariant_failures > 0) {
-    std::fprintf(stderr,
-                 "kv_stress: %lld invariant failure(s), first at step %lld\n",
-                 static_cast<long long>(result->invariant_failures),
-                 static_cast<long long>(result->first_failure_step));
-    for (const std::string& m : result->failure_messages) {
-      std::fprintf(stderr, "  %s\n", m.c_str());
-    }
-    return 1;
-  }
-  return 0;
+  return ExitCodeOf(*result);
 }
 
 }  // namespace

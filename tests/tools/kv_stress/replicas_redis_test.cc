@@ -14,6 +14,7 @@
 #include "tensor/dtype.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/tools/kv_stress/small_replicas.h"
 #include "tools/kv_stress/replicas.h"
 #include "tools/kv_stress/simulator.h"
 
@@ -23,28 +24,8 @@ namespace {
 using ::pagedkv::testing::IsOk;
 using ::pagedkv::testing::RedisServer;
 
-// shared_prefix's sessions, small (as replicas_test.cc, fewer steps).
-SimConfig SmallReplicas(const std::string& remote) {
-  absl::StatusOr<SimConfig> c = PresetConfig("shared_prefix");
-  PKV_CHECK(c.ok(), "shared_prefix preset");
-  c->layout = {.num_layers = 2,
-               .num_kv_heads = 2,
-               .head_dim = 16,
-               .dtype = DType::kFloat16,
-               .block_tokens = 16};
-  c->sessions->system_prompt_tokens = 256;
-  c->sessions->user.max_tokens = 128;
-  c->sessions->output.max_tokens = 128;
-  c->sessions->think_steps = 30;
-  c->sessions->sessions_per_step = 0.3;
-  c->max_len = 2048;
-  c->pool_blocks = 256;
-  c->steps = 150;
-  c->check_every = 10;
-  c->compare_without_prefix_caching = false;
-  c->replicas = 3;
-  c->remote = remote;
-  return *c;
+SimConfig Small(const std::string& remote) {
+  return SmallReplicas(remote, /*steps=*/150);  // Fewer than replicas_test.
 }
 
 TEST(ReplicasRedisTest, ReplicasShareBlocksThroughRedisAndEveryStampChecks) {
@@ -52,7 +33,7 @@ TEST(ReplicasRedisTest, ReplicasShareBlocksThroughRedisAndEveryStampChecks) {
   absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
   ASSERT_THAT(redis.status(), IsOk());
   absl::StatusOr<ReplicaRunResult> r =
-      RunReplicas(SmallReplicas((*redis)->address()));
+      RunReplicas(Small((*redis)->address()));
   ASSERT_THAT(r.status(), IsOk());
   EXPECT_EQ(r->invariant_failures, 0);
   for (const std::string& m : r->failure_messages) ADD_FAILURE() << m;
@@ -68,7 +49,7 @@ TEST(ReplicasRedisTest, ReplicasShareBlocksThroughRedisAndEveryStampChecks) {
     GTEST_SKIP() << "Redis timed out or failed (" << t.timeouts << " timeouts, "
                  << t.errors << " errors): the comparison with memory is off";
   }
-  absl::StatusOr<ReplicaRunResult> m = RunReplicas(SmallReplicas("memory"));
+  absl::StatusOr<ReplicaRunResult> m = RunReplicas(Small("memory"));
   ASSERT_THAT(m.status(), IsOk());
   for (size_t i = 0; i < r->replicas.size(); ++i) {
     EXPECT_EQ(r->replicas[i].remote_hit_blocks,

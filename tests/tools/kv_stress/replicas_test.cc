@@ -19,6 +19,7 @@
 #include "nlohmann/json.hpp"
 #include "tensor/dtype.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/tools/kv_stress/small_replicas.h"
 #include "tools/kv_stress/replica_report.h"
 #include "tools/kv_stress/simulator.h"
 
@@ -29,34 +30,11 @@ using ::pagedkv::testing::IsOk;
 using ::pagedkv::testing::StatusIs;
 using ::testing::HasSubstr;
 
-// shared_prefix's sessions, small: tiny geometry, 256-token system prompts,
-// 3 replicas of 256 blocks, checked every 10 steps.
-SimConfig SmallReplicas() {
-  absl::StatusOr<SimConfig> c = PresetConfig("shared_prefix");
-  PKV_CHECK(c.ok(), "shared_prefix preset");
-  c->layout = {.num_layers = 2,
-               .num_kv_heads = 2,
-               .head_dim = 16,
-               .dtype = DType::kFloat16,
-               .block_tokens = 16};
-  c->sessions->system_prompt_tokens = 256;
-  c->sessions->user.max_tokens = 128;
-  c->sessions->output.max_tokens = 128;
-  c->sessions->think_steps = 30;
-  c->sessions->sessions_per_step = 0.3;
-  c->max_len = 2048;
-  c->pool_blocks = 256;
-  c->steps = 300;
-  c->check_every = 10;
-  c->compare_without_prefix_caching = false;
-  c->replicas = 3;
-  c->remote = "memory";
-  return *c;
-}
+SimConfig Small() { return SmallReplicas("memory", /*steps=*/300); }
 
 const ReplicaRunResult& MemoryRun() {
   static const ReplicaRunResult* result = [] {
-    SimConfig c = SmallReplicas();
+    SimConfig c = Small();
     c.compare_without_remote = true;
     absl::StatusOr<ReplicaRunResult> r = RunReplicas(c);
     PKV_CHECK(r.ok(), "replica run: %s", r.status().ToString());
@@ -122,7 +100,7 @@ TEST(ReplicasTest, WithoutTheTierNothingIsRemoteAndMoreIsComputed) {
 }
 
 TEST(ReplicasTest, AMemoryRunIsDeterministic) {
-  SimConfig c = SmallReplicas();
+  SimConfig c = Small();
   c.steps = 150;
   absl::StatusOr<ReplicaRunResult> a = RunReplicas(c);
   absl::StatusOr<ReplicaRunResult> b = RunReplicas(c);
@@ -137,7 +115,7 @@ TEST(ReplicasTest, AMemoryRunIsDeterministic) {
 }
 
 TEST(ReplicasTest, BooksOnlyRunsInHostModeWithTheSameBlocks) {
-  SimConfig c = SmallReplicas();
+  SimConfig c = Small();
   c.steps = 100;
   c.storage = StorageMode::kBooksOnly;
   absl::StatusOr<ReplicaRunResult> r = RunReplicas(c);
@@ -156,7 +134,7 @@ TEST(ReplicasTest, BooksOnlyRunsInHostModeWithTheSameBlocks) {
 }
 
 TEST(ReplicasTest, OneReplicaWithoutATierHasNoRemoteFigures) {
-  SimConfig c = SmallReplicas();
+  SimConfig c = Small();
   c.steps = 100;
   c.replicas = 1;
   c.remote = "";
@@ -191,33 +169,33 @@ TEST(ReplicasTest, JsonHoldsEachReplicaTheTotalAndTheSavings) {
 }
 
 TEST(ReplicasTest, BadConfigsAreRefusedNamingTheValue) {
-  SimConfig c = SmallReplicas();
+  SimConfig c = Small();
   c.remote = "tcp://x";
   EXPECT_THAT(
       RunReplicas(c).status(),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tcp://x")));
-  c = SmallReplicas();
+  c = Small();
   c.replicas = 0;
   EXPECT_THAT(RunReplicas(c).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("0")));
-  c = SmallReplicas();
+  c = Small();
   c.prefix_caching = false;
   EXPECT_THAT(RunReplicas(c).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("prefix caching")));
-  c = SmallReplicas();
+  c = Small();
   c.remote = "redis://localhost:notaport";
   EXPECT_THAT(RunReplicas(c).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("redis://localhost:notaport")));
-  c = SmallReplicas();
+  c = Small();
   c.pool_sweep = {64, 128};
   EXPECT_THAT(
       RunReplicas(c).status(),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pool_sweep")));
   // One server's runner refuses a replicated config.
   EXPECT_THAT(
-      RunSimulation(SmallReplicas()).status(),
+      RunSimulation(Small()).status(),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RunReplicas")));
 }
 
