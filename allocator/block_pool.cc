@@ -212,18 +212,28 @@ void BlockPool::Release(BlockId id) {
 template <typename Next>
 void BlockPool::ReleaseBatchLocked(size_t n, Next next_id) {
   constexpr int32_t kBuffer = 64;
+  // Locals, not members, in the loop: a store through rcs may alias any
+  // int32 member, which would otherwise be reloaded after every block.
+  int32_t* const rcs = ref_counts_.data();
+  const int32_t* const owner = owner_.data();
+  const uint32_t num_blocks = static_cast<uint32_t>(ref_counts_.size());
+  const bool cached = prefix_ != nullptr;
   BlockId freed[kBuffer];
   int32_t num_freed = 0;
+  int32_t unshared = 0;  // Blocks whose count went from 2 to 1.
   for (size_t k = 0; k < n; ++k) {
     const BlockId id = next_id(k);
-    CheckId(id);
     const int32_t i = id.value();
-    int32_t& rc = ref_counts_[i];
-    PKV_CHECK(rc > 0, "Release of free block %d", i);
-    --rc;
-    if (rc == 1) --num_shared_;
-    if (rc > 0) continue;
-    if (prefix_ != nullptr && prefix_->is_published(i)) {
+    PKV_CHECK(static_cast<uint32_t>(i) < num_blocks,
+              "block %d out of range [0, %d)", i, num_blocks);
+    const int32_t rc = rcs[i] - 1;
+    PKV_CHECK(rc >= 0, "Release of free block %d", i);
+    rcs[i] = rc;
+    if (rc > 0) {
+      unshared += rc == 1 ? 1 : 0;
+      continue;
+    }
+    if (cached && prefix_->is_published(i)) {
       prefix_->evictable().PushFront(id);  // Cached: the LRU's newest.
     } else {
       freed[num_freed++] = id;
@@ -232,9 +242,10 @@ void BlockPool::ReleaseBatchLocked(size_t n, Next next_id) {
         num_freed = 0;
       }
     }
-    if (owner_[i] >= 0) UnchargeLocked(i);
+    if (owner[i] >= 0) UnchargeLocked(i);  // Writes owner_[i] only.
   }
   free_list_.PushFrontN(freed, num_freed);
+  num_shared_ -= unshared;
 }
 
 void BlockPool::ReleaseAll(absl::Span<const BlockId> ids) {
