@@ -242,7 +242,8 @@ void BlockPool::ReleaseBatchLocked(size_t n, Next next_id) {
         num_freed = 0;
       }
     }
-    if (owner[i] >= 0) UnchargeLocked(i);  // Writes owner_[i] only.
+    // Touches none of the locals above (owner_[i], the reservation books).
+    if (owner[i] >= 0) UnchargeLocked(i);
   }
   free_list_.PushFrontN(freed, num_freed);
   num_shared_ -= unshared;

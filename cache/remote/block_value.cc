@@ -18,7 +18,9 @@
 // lives on the stack.
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
-#include <xxh_x86dispatch.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xxh_x86dispatch.h>  // Only x86 builds of libxxhash dispatch.
+#endif
 
 namespace pagedkv {
 namespace {

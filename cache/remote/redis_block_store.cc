@@ -55,11 +55,15 @@ absl::StatusOr<std::unique_ptr<RedisBlockStore>> RedisBlockStore::Create(
       options.call_timeout <= absl::ZeroDuration() ||
       options.backoff_initial <= absl::ZeroDuration() ||
       options.backoff_max < options.backoff_initial ||
-      options.key_ttl < absl::ZeroDuration()) {
+      options.key_ttl < absl::ZeroDuration() ||
+      (options.key_ttl > absl::ZeroDuration() &&
+       options.key_ttl < absl::Milliseconds(1))) {
+    // SET ... PX takes whole milliseconds > 0: a shorter TTL would be PX 0,
+    // which Redis refuses on every store.
     return absl::InvalidArgumentError(absl::StrFormat(
         "redis store: timeouts must be > 0 and backoff_max >= "
-        "backoff_initial, ttl >= 0 (connect %s, call %s, backoff %s..%s, "
-        "ttl %s)",
+        "backoff_initial, ttl 0 or >= 1ms (connect %s, call %s, backoff "
+        "%s..%s, ttl %s)",
         absl::FormatDuration(options.connect_timeout),
         absl::FormatDuration(options.call_timeout),
         absl::FormatDuration(options.backoff_initial),

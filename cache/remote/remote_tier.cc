@@ -116,11 +116,15 @@ BlockIdentity RemoteTier::IdentityOf(const RemoteChain& chain,
   return id;
 }
 
-int32_t RemoteTier::Lookup(const RemoteChain& chain) {
+void RemoteTier::CheckChain(const RemoteChain& chain) const {
   PKV_CHECK(chain.keys.size() == chain.hashes.size() &&
                 chain.tokens.size() == chain.hashes.size() * block_tokens_,
             "remote chain of %d hashes, %d keys, %d tokens",
             chain.hashes.size(), chain.keys.size(), chain.tokens.size());
+}
+
+int32_t RemoteTier::Lookup(const RemoteChain& chain) {
+  CheckChain(chain);
   if (chain.hashes.empty()) return 0;
   scratch_keys_.clear();
   for (size_t i = 0; i < chain.hashes.size(); ++i) {
@@ -141,6 +145,7 @@ int32_t RemoteTier::Load(const RemoteChain& chain,
 int32_t RemoteTier::FetchInto(const RemoteChain& chain,
                               absl::Span<std::byte* const> dst,
                               int32_t* present) {
+  CheckChain(chain);
   PKV_CHECK(dst.size() <= chain.hashes.size(),
             "loading %d blocks of a chain of %d", dst.size(),
             chain.hashes.size());

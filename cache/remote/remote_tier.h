@@ -47,9 +47,11 @@
 namespace pagedkv {
 
 struct RemoteTierStats {
-  int64_t lookups = 0;          // Lookup calls with at least one block.
-  int64_t lookup_blocks = 0;    // Blocks asked about.
-  int64_t hit_blocks = 0;       // Leading blocks the store had.
+  int64_t lookups = 0;        // Lookup calls with at least one block.
+  int64_t lookup_blocks = 0;  // Blocks asked about.
+  // Leading blocks the store had: present keys (EXISTS) or, on a direct
+  // fetch, values received up to and including the first refused one.
+  int64_t hit_blocks = 0;
   int64_t loaded_blocks = 0;    // Verified and copied into a block.
   int64_t loaded_bytes = 0;     // Their KV bytes.
   int64_t verify_failures = 0;  // Values refused (sum of by_kind).
@@ -131,6 +133,8 @@ class RemoteTier {
   RemoteTier(const Options& options, uint64_t fingerprint,
              RemoteBlockStore* reads, RemoteBlockStore* writes);
   void Remember(BlockHash hash);
+  // Aborts unless keys and tokens match hashes in number (a caller's bug).
+  void CheckChain(const RemoteChain& chain) const;
   // Load, also telling how many leading values the store had (`present`,
   // the refused one included) when asked.
   int32_t FetchInto(const RemoteChain& chain, absl::Span<std::byte* const> dst,

@@ -22,7 +22,8 @@
 // The destructor stops the worker after the put in progress; values still
 // queued are dropped (counted).
 //
-// Thread safety: Enqueue, Flush and stats may be called from any thread.
+// Thread safety: Enqueue, TakeSpare, Flush and stats may be called from any
+// thread.
 // The store is used by the worker only (it must outlive the queue).
 #ifndef PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_
 #define PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_

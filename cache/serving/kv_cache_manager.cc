@@ -1018,6 +1018,20 @@ void KVCacheManager::CheckInvariants() const {
                         (s.num_tokens - 1) / layout_.block_tokens,
                 "sequence %d (%d tokens) loads blocks [%d, %d + %d)", id,
                 s.num_tokens, s.load_first, s.load_first, s.load_blocks);
+      // Nothing past the local hits is published while the caller writes
+      // the destinations: no other sequence can match half-loaded KV.
+      PKV_CHECK(s.prefix->published == s.load_first &&
+                    s.prefix->committed ==
+                        int64_t{s.load_first} * layout_.block_tokens,
+                "loading sequence %d: %d blocks published, %d tokens "
+                "committed, load from block %d",
+                id, s.prefix->published, s.prefix->committed, s.load_first);
+      for (int32_t b = s.load_first; b < s.load_first + s.load_blocks; ++b) {
+        PKV_CHECK(!books_->is_cached(s.table[b]),
+                  "loading sequence %d: destination block %d (id %d) is "
+                  "matchable",
+                  id, b, s.table[b].value());
+      }
     } else {
       PKV_CHECK(s.load_blocks == 0,
                 "sequence %d is %s with a load of %d blocks pending", id,

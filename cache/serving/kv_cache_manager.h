@@ -281,9 +281,10 @@ class KVCacheManager {
       // (TakeRemoteStores). SwapIn needs no tier: the host tier holds the
       // sequence's own blocks.
       RemoteTier* remote = nullptr;
-      // Books-only with a remote tier: blocks the store list may hold (each
-      // pinned until taken and marked done); past it, stores are dropped
-      // and counted. > 0.
+      // Books-only with a remote tier: blocks the store list may hold
+      // between two TakeRemoteStores calls (each pinned until the list
+      // taken is marked done; lists taken and not yet done are not
+      // counted here); past it, stores are dropped and counted. > 0.
       int32_t max_pending_remote_stores = 1024;
     };
     PrefixCaching prefix_caching = {};
@@ -682,6 +683,8 @@ class KVCacheManager {
   //  - a kLoading sequence holds device blocks for all its tokens, and
   //    load_blocks > 0 with load_first + load_blocks <= its matchable
   //    blocks ((num_tokens - 1) / block_tokens); others have load_blocks 0;
+  //    it has published and committed exactly its local hits (load_first
+  //    blocks), and none of its destination blocks is matchable;
   //  - every entry number is distinct and in [1, next_entry_] (so a
   //    TableVersion never names two sequences).
   absl::flat_hash_map<SequenceId, Sequence> sequences_;

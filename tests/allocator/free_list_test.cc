@@ -1,5 +1,6 @@
 #include "allocator/free_list.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <list>
 #include <random>
@@ -111,7 +112,7 @@ TEST_P(FreeListRandomOpsTest, MatchesStdList) {
   for (int step = 0; step < 2000; ++step) {
     const int32_t id = static_cast<int32_t>(rng() % kCapacity);
     const bool in = list.Contains(BlockId(id));
-    switch (rng() % 6) {
+    switch (rng() % 7) {
       case 0:
         if (!in) {
           list.PushFront(BlockId(id));
@@ -152,6 +153,19 @@ TEST_P(FreeListRandomOpsTest, MatchesStdList) {
           model.pop_front();
         }
         ASSERT_EQ(out[n], BlockId(-7)) << "wrote past n";
+        break;
+      }
+      case 6: {
+        // A batch of absent ids back, as that many PushFront calls.
+        std::vector<BlockId> batch;
+        for (int32_t i = 0; i < kCapacity; ++i) {
+          if (!list.Contains(BlockId(i)) && rng() % 2 == 0) {
+            batch.push_back(BlockId(i));
+          }
+        }
+        std::shuffle(batch.begin(), batch.end(), rng);
+        list.PushFrontN(batch.data(), static_cast<int32_t>(batch.size()));
+        for (BlockId b : batch) model.push_front(b.value());
         break;
       }
     }
@@ -197,6 +211,37 @@ TEST(FreeListDeathTest, PopFrontNPastTheSizeAborts) {
   BlockId out[2];
   EXPECT_DEATH(list.PopFrontN(2, out), "PopFrontN\\(2\\) of a free list of 1");
   EXPECT_DEATH(list.PopFrontN(-1, out), "PopFrontN");
+}
+
+TEST(FreeListTest, PushFrontNPutsTheLastIdFirst) {
+  FreeList list(6);
+  list.PushFront(BlockId(5));
+  list.PushFrontN(nullptr, 0);  // Nothing.
+  EXPECT_EQ(list.size(), 1);
+  const BlockId batch[] = {BlockId(2), BlockId(0), BlockId(4)};
+  list.PushFrontN(batch, 3);
+  list.CheckInvariants();
+  BlockId out[4];
+  list.PopFrontN(4, out);
+  EXPECT_EQ(out[0], BlockId(4));
+  EXPECT_EQ(out[1], BlockId(0));
+  EXPECT_EQ(out[2], BlockId(2));
+  EXPECT_EQ(out[3], BlockId(5));
+  list.PushFrontN(batch, 3);  // Onto an empty list: the tail is set.
+  EXPECT_EQ(list.Back(), BlockId(2));
+  list.CheckInvariants();
+}
+
+TEST(FreeListDeathTest, PushFrontNOfAListedOrOutOfRangeIdAborts) {
+  FreeList list(3);
+  list.PushFront(BlockId(1));
+  const BlockId listed[] = {BlockId(0), BlockId(1)};
+  EXPECT_DEATH(list.PushFrontN(listed, 2),
+               "PushFrontN of block 1 .*already in the free list");
+  const BlockId twice[] = {BlockId(2), BlockId(2)};
+  EXPECT_DEATH(list.PushFrontN(twice, 2), "PushFrontN of block 2");
+  const BlockId far[] = {BlockId(3)};
+  EXPECT_DEATH(list.PushFrontN(far, 1), "PushFrontN of block 3");
 }
 
 TEST(FreeListDeathTest, DoublePushAborts) {

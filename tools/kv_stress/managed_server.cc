@@ -29,6 +29,13 @@ namespace pagedkv::kv_stress::internal {
 
 absl::StatusOr<std::unique_ptr<ManagedServer>> ManagedServer::Create(
     const SimConfig& config, ModelReport* report, RemoteTier* remote) {
+  // The manager takes a tier in books-only mode too (load lists), but this
+  // server plays no device: it would leave sequences loading forever.
+  if (remote != nullptr && config.storage != StorageMode::kHost) {
+    return absl::InvalidArgumentError(
+        "kv_stress: a remote tier needs host storage here (the simulated "
+        "server does not perform books-only load lists)");
+  }
   KVCacheManager::Options options{.layout = config.layout,
                                   .num_blocks = config.pool_blocks,
                                   .storage = config.storage,
@@ -280,7 +287,7 @@ absl::StatusOr<Verdict> ManagedServer::Readmit(Group& g) {
     VerifyHits(g, row, cached, remote_blocks);
     report_->tokens_recomputed += row.length - cached;
     report_->prefill_tokens_cached += cached;
-    report_->prefill_tokens_remote += remote_blocks * manager_->block_tokens();
+    report_->readmit_tokens_remote += remote_blocks * manager_->block_tokens();
     report_->prefill_tokens_computed += row.length - cached;
     if (prefix()) {
       const TokenCommit commit{row.id, row.length};

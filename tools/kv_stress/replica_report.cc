@@ -40,6 +40,7 @@ json ReplicaStatsToJson(const ReplicaStats& s, int32_t block_tokens) {
   j["prompt_blocks"] = s.prompt_blocks;
   j["prefill_tokens_computed"] = s.prefill_tokens_computed;
   j["prefill_tokens_remote"] = s.prefill_tokens_remote;
+  j["readmit_tokens_remote"] = s.readmit_tokens_remote;
   j["tokens_decoded"] = s.tokens_decoded;
   j["local"] = HitsToJson(s.local_hit_blocks, s, block_tokens);
   json remote = HitsToJson(s.remote_hit_blocks, s, block_tokens);

@@ -49,6 +49,7 @@ ReplicaStats& ReplicaStats::operator+=(const ReplicaStats& o) {
   remote_hit_blocks += o.remote_hit_blocks;
   prefill_tokens_computed += o.prefill_tokens_computed;
   prefill_tokens_remote += o.prefill_tokens_remote;
+  readmit_tokens_remote += o.readmit_tokens_remote;
   tokens_decoded += o.tokens_decoded;
   hit_stamp_checks += o.hit_stamp_checks;
   remote_stamp_checks += o.remote_stamp_checks;
@@ -124,7 +125,7 @@ absl::StatusOr<Tiers> MakeTiers(const SimConfig& config,
 }
 
 ReplicaStats StatsOf(const ModelReport& r, const RemoteTier* tier,
-                     int64_t requests) {
+                     int64_t requests, int32_t block_tokens) {
   ReplicaStats s;
   s.requests = requests;
   s.completed = r.completed;
@@ -133,6 +134,7 @@ ReplicaStats StatsOf(const ModelReport& r, const RemoteTier* tier,
   s.prompt_blocks = r.prefix.query_blocks;
   s.prefill_tokens_computed = r.prefill_tokens_computed;
   s.prefill_tokens_remote = r.prefill_tokens_remote;
+  s.readmit_tokens_remote = r.readmit_tokens_remote;
   s.tokens_decoded = r.tokens_decoded;
   s.hit_stamp_checks = r.hit_stamp_checks;
   s.remote_stamp_checks = r.remote_hit_stamp_checks;
@@ -153,9 +155,10 @@ ReplicaStats StatsOf(const ModelReport& r, const RemoteTier* tier,
     s.timeouts = t.read_store.timeouts + t.writes.store.timeouts;
     s.errors = t.read_store.errors + t.writes.store.errors;
   }
-  // The manager counts tier loads among its prompt hits.
-  s.remote_hit_blocks = s.loaded_blocks;
-  s.local_hit_blocks = r.prefix.hit_blocks - s.loaded_blocks;
+  // The manager counts an admission's tier loads among its prompt hits (a
+  // readmission's are rehits, not prompt hits).
+  s.remote_hit_blocks = r.prefill_tokens_remote / block_tokens;
+  s.local_hit_blocks = r.prefix.hit_blocks - s.remote_hit_blocks;
   return s;
 }
 
@@ -248,7 +251,8 @@ absl::StatusOr<ReplicaRunResult> RunOnce(
     const RemoteTier* tier =
         tiers.tiers.empty() ? nullptr : tiers.tiers[i].get();
     if (tier != nullptr) tiers.tiers[i]->Flush();
-    result.replicas.push_back(StatsOf(reports[i], tier, routed[i]));
+    result.replicas.push_back(
+        StatsOf(reports[i], tier, routed[i], config.layout.block_tokens));
     result.total += result.replicas.back();
   }
   result.wall_s = elapsed();

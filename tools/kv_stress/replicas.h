@@ -80,9 +80,11 @@ struct ReplicaStats {
   int64_t local_hit_blocks = 0;
   int64_t remote_hit_blocks = 0;
   int64_t prefill_tokens_computed = 0;  // Recomputes included.
-  // Prompt tokens the server saw loaded at its admissions (it counts them
-  // itself: equal to loaded_blocks * block_tokens).
+  // Prompt tokens the server saw loaded at its admissions, and at its
+  // readmissions after recompute preemption (it counts them itself: together
+  // loaded_blocks * block_tokens).
   int64_t prefill_tokens_remote = 0;
+  int64_t readmit_tokens_remote = 0;
   int64_t tokens_decoded = 0;
   int64_t hit_stamp_checks = 0;  // Of every hit block, local or remote.
   int64_t remote_stamp_checks = 0;
@@ -91,7 +93,7 @@ struct ReplicaStats {
   int64_t lookups = 0;
   int64_t lookup_blocks = 0;
   int64_t store_hit_blocks = 0;  // Leading blocks the store had.
-  int64_t loaded_blocks = 0;     // == remote_hit_blocks.
+  int64_t loaded_blocks = 0;     // Admissions' and readmissions' loads.
   int64_t loaded_bytes = 0;
   int64_t stored_blocks = 0;  // Puts that succeeded.
   int64_t stored_bytes = 0;

@@ -240,6 +240,9 @@ struct ModelReport {
   // loaded from the tier at admission, and of hit_stamp_checks, the stamps
   // of those blocks read back and how many were wrong.
   int64_t prefill_tokens_remote = 0;
+  // Tokens Readmit loaded from the tier (recompute preemption re-hits; in
+  // prefill_tokens_cached, not in prefill_tokens_remote).
+  int64_t readmit_tokens_remote = 0;
   int64_t remote_hit_stamp_checks = 0;
   int64_t remote_hit_stamp_failures = 0;
   PrefixCacheStats prefix;     // The manager's, at the end.

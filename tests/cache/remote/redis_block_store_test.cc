@@ -89,6 +89,20 @@ TEST_F(RedisTest, CreateValidatesTheAddress) {
               IsOk());
 }
 
+// SET ... PX takes whole milliseconds > 0: a TTL under 1 ms would be PX 0,
+// refused by the server on every store, so Create refuses it.
+TEST_F(RedisTest, CreateRefusesATtlItCannotSend) {
+  RedisBlockStore::Options o{.address = "redis://127.0.0.1:6379"};
+  o.key_ttl = absl::Microseconds(500);
+  EXPECT_THAT(RedisBlockStore::Create(o),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("ttl 500us")));
+  o.key_ttl = absl::Milliseconds(1);
+  EXPECT_THAT(RedisBlockStore::Create(o), IsOk());
+  o.key_ttl = absl::ZeroDuration();
+  EXPECT_THAT(RedisBlockStore::Create(o), IsOk());
+}
+
 TEST_F(RedisTest, PutThenLookupAndFetchPipelined) {
   std::unique_ptr<RedisBlockStore> s = MakeStore();
   ASSERT_THAT(s->Put("a", "1"), IsOk());

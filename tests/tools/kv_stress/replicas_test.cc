@@ -52,17 +52,23 @@ TEST(ReplicasTest, ReplicasHitBlocksAnotherReplicaComputedAndEveryStampChecks) {
   EXPECT_GT(t.remote_hit_blocks, 0);
   EXPECT_GT(t.local_hit_blocks, 0);
   // The first and last stamp of every loaded block, all right.
-  EXPECT_EQ(t.remote_stamp_checks, 2 * t.remote_hit_blocks);
+  EXPECT_EQ(t.remote_stamp_checks, 2 * t.loaded_blocks);  // Readmits too.
   EXPECT_EQ(t.remote_stamp_failures, 0);
   EXPECT_EQ(t.verify_failures, 0);
   EXPECT_EQ(t.store_dropped, 0);
-  EXPECT_EQ(t.loaded_blocks, t.remote_hit_blocks);
+  EXPECT_EQ(t.loaded_blocks * r.config.layout.block_tokens,
+            t.remote_hit_blocks * r.config.layout.block_tokens +
+                t.readmit_tokens_remote);
   EXPECT_EQ(t.loaded_bytes,
             t.loaded_blocks * int64_t(r.config.layout.block_bytes()));
   EXPECT_LE(t.local_hit_blocks + t.remote_hit_blocks, t.prompt_blocks);
   // The servers' own count of loaded tokens agrees with the tiers'.
-  EXPECT_EQ(t.prefill_tokens_remote,
+  EXPECT_EQ(t.prefill_tokens_remote + t.readmit_tokens_remote,
             t.loaded_blocks * r.config.layout.block_tokens);
+  // The small pools preempt by recompute, and readmissions re-hit the tier
+  // (their loads are not prompt hits: local + remote stay within prompts).
+  EXPECT_GT(t.preemptions, 0);
+  EXPECT_GT(t.readmit_tokens_remote, 0);
   // Every replica both served and stored blocks through the tier.
   for (const ReplicaStats& s : r.replicas) {
     EXPECT_GT(s.remote_hit_blocks, 0);
