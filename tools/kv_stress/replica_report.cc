@@ -84,14 +84,7 @@ json ReplicaRunToJson(const ReplicaRunResult& r) {
   } else {
     j["host_geometry"] = nullptr;
   }
-  j["steps_run"] = r.steps_run;
-  j["wall_s"] = r.wall_s;
-  j["invariant_checks"] = r.invariant_checks;
-  j["invariant_failures"] = r.invariant_failures;
-  j["first_failure_step"] = r.first_failure_step;
-  json messages = json::array();
-  for (const std::string& m : r.failure_messages) messages.push_back(m);
-  j["failure_messages"] = messages;
+  AddRunOutcome(r, j);
   json replicas = json::array();
   for (const ReplicaStats& s : r.replicas) {
     replicas.push_back(ReplicaStatsToJson(s, bt));

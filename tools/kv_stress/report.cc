@@ -252,14 +252,7 @@ json ToJson(const SimResult& r) {
   j["config"] = ConfigToJson(r.config);
   j["paged"] = ModelToJson(r.paged, true);
   j["contiguous"] = ModelToJson(r.contiguous, false);
-  j["steps_run"] = r.steps_run;
-  j["wall_s"] = r.wall_s;
-  j["invariant_checks"] = r.invariant_checks;
-  j["invariant_failures"] = r.invariant_failures;
-  j["first_failure_step"] = r.first_failure_step;
-  json messages = json::array();
-  for (const std::string& m : r.failure_messages) messages.push_back(m);
-  j["failure_messages"] = messages;
+  AddRunOutcome(r, j);
   j["capacity_ratio"] = r.capacity_ratio;
   j["prefix_cache"] = PrefixCacheToJson(r);
   return j;

@@ -42,6 +42,21 @@ nlohmann::json ToJson(const SimResult& result);
 // Returns the config alone as JSON (also the "config" key of ToJson).
 nlohmann::json ConfigToJson(const SimConfig& config);
 
+// Adds what every run reports about itself to `j` (steps_run, wall_s,
+// invariant_checks / _failures, first_failure_step, failure_messages):
+// a SimResult or a ReplicaRunResult (replicas.h).
+template <typename Run>
+void AddRunOutcome(const Run& r, nlohmann::json& j) {
+  j["steps_run"] = r.steps_run;
+  j["wall_s"] = r.wall_s;
+  j["invariant_checks"] = r.invariant_checks;
+  j["invariant_failures"] = r.invariant_failures;
+  j["first_failure_step"] = r.first_failure_step;
+  nlohmann::json messages = nlohmann::json::array();
+  for (const std::string& m : r.failure_messages) messages.push_back(m);
+  j["failure_messages"] = messages;
+}
+
 // Returns an SVG document (1000 x 680) of the time series.
 std::string RenderSvg(const SimResult& result);
 
