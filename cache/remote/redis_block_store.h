@@ -18,9 +18,10 @@
 //     (Options::backoff_initial .. backoff_max) after failures. Until then
 //     calls return misses at once (skipped_while_down). The backoff resets
 //     after a call that succeeds.
-//   - fetched values are read into hiredis's buffers, never into the
-//     caller's blocks; a call that timed out wrote nothing anywhere, so no
-//     destination can be written after its owner moved on.
+//   - fetched values are read into the store's own buffer (RespReader: a
+//     recv of up to 1 MiB at a time, values handed to the sink in place),
+//     never into the caller's blocks; a call that timed out wrote nothing
+//     anywhere, so no destination can be written after its owner moved on.
 //
 // Creating a store with a default SIGPIPE disposition sets it to SIG_IGN
 // (hiredis writes with write(2): a server that died would otherwise kill
@@ -45,6 +46,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "cache/remote/remote_block_store.h"
+#include "cache/remote/resp_reader.h"
 
 struct redisContext;
 
@@ -101,6 +103,9 @@ class RedisBlockStore final : public RemoteBlockStore {
                absl::Time deadline);
   // Reads one reply; nullptr on failure (counted, connection dropped).
   void* ReadReply(absl::Time deadline);
+  // Sends `bytes` (whole commands) by deadline, without touching hiredis's
+  // output buffer (empty between calls).
+  bool SendAll(std::string_view bytes, absl::Time deadline);
   // Drops the connection after a failure and schedules the reconnect.
   void Fail(bool timeout);
   void Succeeded();
@@ -113,6 +118,10 @@ class RedisBlockStore final : public RemoteBlockStore {
   absl::Time next_attempt_ = absl::InfinitePast();
   absl::Duration backoff_;
   RemoteStoreStats stats_;
+  // Fetch's GET commands, and the reader of their replies (hiredis reads
+  // every other reply; both are empty between calls).
+  std::string commands_;
+  RespReader values_;
 };
 
 }  // namespace pagedkv
