@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "base/check.h"
 
 namespace pagedkv {
 namespace {
@@ -364,41 +365,77 @@ bool RedisBlockStore::SendAll(std::string_view bytes, absl::Time deadline) {
 
 absl::Status RedisBlockStore::Put(std::string_view key,
                                   std::string_view value) {
+  const KeyValue item{key, value};
+  absl::Status result;
+  PutMany(absl::MakeConstSpan(&item, 1), absl::MakeSpan(&result, 1));
+  return result;
+}
+
+void RedisBlockStore::PutMany(absl::Span<const KeyValue> items,
+                              absl::Span<absl::Status> results) {
+  PKV_CHECK(results.size() == items.size(), "PutMany of %d items, %d results",
+            items.size(), results.size());
   ++stats_.calls;
+  if (items.empty()) return;
   if (!EnsureConnected()) {
-    return absl::UnavailableError(absl::StrFormat(
-        "redis %s: not connected (reconnect in %s)", options_.address,
-        absl::FormatDuration(next_attempt_ - absl::Now())));
+    for (absl::Status& r : results) {
+      r = absl::UnavailableError(absl::StrFormat(
+          "redis %s: not connected (reconnect in %s)", options_.address,
+          absl::FormatDuration(next_attempt_ - absl::Now())));
+    }
+    return;
   }
   const absl::Time deadline = absl::Now() + options_.call_timeout;
   const int64_t timeouts = stats_.timeouts;
-  Reply r;
-  if (SendSet(key, value, deadline)) {
-    r.reset(static_cast<redisReply*>(ReadReply(deadline)));
+  // Every SET goes out before the first reply is read: one round trip.
+  size_t sent = 0;
+  while (sent < items.size() &&
+         SendSet(items[sent].key, items[sent].value, deadline)) {
+    ++sent;
   }
-  if (r == nullptr) {
+  size_t done = 0;  // Items with a reply.
+  if (sent == items.size()) {
+    for (; done < sent; ++done) {
+      RespReader::Reply r;
+      const RespReader::Result got = values_.Next(ctx_->fd, deadline, &r);
+      if (got != RespReader::Result::kOk) {
+        Fail(/*timeout=*/got == RespReader::Result::kTimeout);
+        break;
+      }
+      if (r.kind == RespReader::Kind::kSimple) {
+        stats_.bytes_sent += static_cast<int64_t>(items[done].value.size());
+        results[done] = absl::OkStatus();
+      } else if (r.kind == RespReader::Kind::kError &&
+                 absl::StartsWith(
+                     absl::string_view(r.text.data(), r.text.size()), "OOM")) {
+        // The connection is fine; the server is full.
+        results[done] = absl::ResourceExhaustedError(
+            absl::StrFormat("redis %s: %s", options_.address, r.text));
+      } else {
+        ++stats_.errors;
+        results[done] = absl::InternalError(absl::StrFormat(
+            "redis %s: SET answered %s", options_.address,
+            r.kind == RespReader::Kind::kError ? r.text : "not +OK"));
+      }
+    }
+  }
+  if (done == items.size() && values_.buffered() != 0) {
+    Fail(/*timeout=*/false);  // Bytes nobody asked for.
+  } else if (done == items.size()) {
+    Succeeded();
+    return;
+  }
+  // The connection is gone: what has no reply may or may not be stored.
+  for (size_t i = done; i < items.size(); ++i) {
     if (stats_.timeouts > timeouts) {
-      return absl::DeadlineExceededError(absl::StrFormat(
+      results[i] = absl::DeadlineExceededError(absl::StrFormat(
           "redis %s: SET of %d bytes took over %s", options_.address,
-          value.size(), absl::FormatDuration(options_.call_timeout)));
+          items[i].value.size(), absl::FormatDuration(options_.call_timeout)));
+    } else {
+      results[i] = absl::UnavailableError(
+          absl::StrFormat("redis %s: connection lost", options_.address));
     }
-    return absl::UnavailableError(
-        absl::StrFormat("redis %s: connection lost", options_.address));
   }
-  if (r->type == REDIS_REPLY_ERROR) {
-    const std::string message(r->str, r->len);
-    if (absl::StartsWith(message, "OOM")) {
-      Succeeded();  // The connection is fine; the server is full.
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("redis %s: %s", options_.address, message));
-    }
-    ++stats_.errors;
-    return absl::InternalError(
-        absl::StrFormat("redis %s: %s", options_.address, message));
-  }
-  stats_.bytes_sent += static_cast<int64_t>(value.size());
-  Succeeded();
-  return absl::OkStatus();
 }
 
 }  // namespace pagedkv

@@ -79,6 +79,9 @@ class RedisBlockStore final : public RemoteBlockStore {
   int32_t CountLeadingHits(absl::Span<const std::string> keys) override;
   int32_t Fetch(absl::Span<const std::string> keys, FetchSink& sink) override;
   absl::Status Put(std::string_view key, std::string_view value) override;
+  // Pipelined: every SET is sent, then every reply read (one round trip).
+  void PutMany(absl::Span<const KeyValue> items,
+               absl::Span<absl::Status> results) override;
   RemoteStoreStats stats() const override { return stats_; }
 
   // One round trip per key (EXISTS, wait, next): the baseline the pipelined

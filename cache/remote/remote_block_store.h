@@ -71,6 +71,21 @@ class RemoteBlockStore {
   // memory and evicts nothing) or INTERNAL (a protocol error).
   virtual absl::Status Put(std::string_view key, std::string_view value) = 0;
 
+  // One value of PutMany.
+  struct KeyValue {
+    std::string_view key;
+    std::string_view value;
+  };
+  // Stores every item, results[i] saying what Put would of items[i]. A store
+  // that can pipelines them (one round trip for all); this default puts
+  // them one by one. REQUIRES: results.size() == items.size().
+  virtual void PutMany(absl::Span<const KeyValue> items,
+                       absl::Span<absl::Status> results) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      results[i] = Put(items[i].key, items[i].value);
+    }
+  }
+
   virtual RemoteStoreStats stats() const = 0;
 };
 

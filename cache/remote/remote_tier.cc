@@ -61,13 +61,18 @@ absl::StatusOr<std::unique_ptr<RemoteTier>> RemoteTier::Create(
   }
   if (options.write_behind.max_values <= 0 ||
       options.write_behind.max_bytes == 0 ||
+      options.write_behind.max_batch_values <= 0 ||
+      options.write_behind.max_batch_bytes == 0 ||
       options.write_behind.max_spare_values < 0 ||
       options.max_known_blocks <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "remote tier: bounds must be > 0 (write-behind values %d, bytes %d; "
-        "known blocks %d) and spare values >= 0 (%d)",
+        "remote tier: bounds must be > 0 (write-behind values %d, bytes %d, "
+        "batch values %d, batch bytes %d; known blocks %d) and spare values "
+        ">= 0 (%d)",
         options.write_behind.max_values, options.write_behind.max_bytes,
-        options.max_known_blocks, options.write_behind.max_spare_values));
+        options.write_behind.max_batch_values,
+        options.write_behind.max_batch_bytes, options.max_known_blocks,
+        options.write_behind.max_spare_values));
   }
   const BlockHasher& hasher =
       options.hasher != nullptr ? *options.hasher : Xxh3BlockHasher();

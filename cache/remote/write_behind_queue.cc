@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "base/check.h"
 
 namespace pagedkv {
@@ -16,10 +17,12 @@ WriteBehindQueue::WriteBehindQueue(RemoteBlockStore* store,
     : store_(store), options_(options) {
   PKV_CHECK(store != nullptr, "WriteBehindQueue needs a store");
   PKV_CHECK(options.max_values > 0 && options.max_bytes > 0 &&
+                options.max_batch_values > 0 && options.max_batch_bytes > 0 &&
                 options.max_spare_values >= 0,
-            "WriteBehindQueue bounds must be > 0 (values %d, bytes %d) and "
-            "spares >= 0 (%d)",
-            options.max_values, options.max_bytes, options.max_spare_values);
+            "WriteBehindQueue bounds must be > 0 (values %d, bytes %d, batch "
+            "values %d, batch bytes %d) and spares >= 0 (%d)",
+            options.max_values, options.max_bytes, options.max_batch_values,
+            options.max_batch_bytes, options.max_spare_values);
   worker_ = std::thread([this] { Run(); });
 }
 
@@ -72,19 +75,32 @@ WriteBehindStats WriteBehindQueue::stats() const {
 }
 
 void WriteBehindQueue::Run() {
+  std::vector<Item> batch;
+  std::vector<RemoteBlockStore::KeyValue> items;
+  std::vector<absl::Status> results;
   for (;;) {
-    Item item;
+    batch.clear();
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_.wait(lock, [this] { return !queue_.empty() || stop_; });
       if (stop_) return;
-      item = std::move(queue_.front());
-      queue_.pop_front();
-      queued_bytes_ -= item.value.size();
+      size_t bytes = 0;
+      while (!queue_.empty() &&
+             batch.size() < static_cast<size_t>(options_.max_batch_values) &&
+             (batch.empty() || bytes + queue_.front().value.size() <=
+                                   options_.max_batch_bytes)) {
+        bytes += queue_.front().value.size();
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      queued_bytes_ -= bytes;
       busy_ = true;
     }
     // The network I/O, with no lock held.
-    const absl::Status status = store_->Put(item.key, item.value);
+    items.clear();
+    for (const Item& item : batch) items.push_back({item.key, item.value});
+    results.assign(batch.size(), absl::OkStatus());
+    store_->PutMany(items, absl::MakeSpan(results));
     const RemoteStoreStats store_stats = store_->stats();
     bool drained = false;
     {
@@ -92,19 +108,21 @@ void WriteBehindQueue::Run() {
       stats_.store = store_stats;
       busy_ = false;
       drained = queue_.empty();
-      --stats_.pending;
-      if (status.ok()) {
-        ++stats_.stored;
-        stats_.stored_bytes += static_cast<int64_t>(item.value.size());
-      } else {
-        ++stats_.failed;
-      }
-      if (spares_.size() < static_cast<size_t>(options_.max_spare_values)) {
-        spares_.push_back(std::move(item.value));
+      stats_.pending -= static_cast<int64_t>(batch.size());
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (results[i].ok()) {
+          ++stats_.stored;
+          stats_.stored_bytes += static_cast<int64_t>(batch[i].value.size());
+        } else {
+          ++stats_.failed;
+        }
+        if (spares_.size() < static_cast<size_t>(options_.max_spare_values)) {
+          spares_.push_back(std::move(batch[i].value));
+        }
       }
     }
-    // Flush waits for the queue to drain: waking it after every put would
-    // cost a context switch per value on a busy machine.
+    // Flush waits for the queue to drain: waking it after every batch would
+    // cost a context switch per batch on a busy machine.
     if (drained) drained_.notify_all();
   }
 }

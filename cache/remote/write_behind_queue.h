@@ -19,7 +19,10 @@
 // than a fresh allocation (for 2 MiB values the page faults and zero-filling
 // of new memory cost more than the encoding).
 //
-// The destructor stops the worker after the put in progress; values still
+// The worker takes the queued values in batches (Options::max_batch_values
+// and max_batch_bytes) and puts each batch in one pipelined round trip.
+//
+// The destructor stops the worker after the batch in progress; values still
 // queued are dropped (counted).
 //
 // Thread safety: Enqueue, TakeSpare, Flush and stats may be called from any
@@ -60,10 +63,16 @@ class WriteBehindQueue {
     // Buffers of put values kept for TakeSpare (>= 0; 0: none kept). They
     // hold their capacity: up to this many values' bytes stay allocated.
     int32_t max_spare_values = 8;
+    // The worker puts what is queued in batches of up to this many values
+    // and bytes (at least one value), one pipelined round trip each
+    // (RemoteBlockStore::PutMany). > 0.
+    int32_t max_batch_values = 16;
+    size_t max_batch_bytes = size_t{4} << 20;
   };
 
-  // REQUIRES: store != nullptr, outliving the queue; max_values and
-  // max_bytes > 0, max_spare_values >= 0.
+  // REQUIRES: store != nullptr, outliving the queue; max_values,
+  // max_bytes, max_batch_values and max_batch_bytes > 0,
+  // max_spare_values >= 0.
   WriteBehindQueue(RemoteBlockStore* store, const Options& options);
   WriteBehindQueue(const WriteBehindQueue&) = delete;
   WriteBehindQueue& operator=(const WriteBehindQueue&) = delete;
@@ -100,7 +109,7 @@ class WriteBehindQueue {
   std::deque<Item> queue_;
   size_t queued_bytes_ = 0;
   std::vector<std::string> spares_;  // size() <= options_.max_spare_values.
-  bool busy_ = false;                // The worker holds an item.
+  bool busy_ = false;                // The worker holds a batch.
   bool stop_ = false;
   WriteBehindStats stats_;
   std::thread worker_;  // Last: starts after the members it reads.

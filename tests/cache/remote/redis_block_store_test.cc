@@ -144,6 +144,103 @@ TEST_F(RedisTest, PutStoresTheExactBytesWithAndWithoutATtl) {
   EXPECT_EQ(plain->stats().connects, 1);  // The connection stayed in step.
 }
 
+TEST_F(RedisTest, PutManyStoresEveryValueInOneRoundTrip) {
+  std::unique_ptr<RedisBlockStore> s = MakeStore();
+  const std::vector<size_t> sizes = {0, 1, 300, 65536, size_t{3} << 20, 7};
+  std::vector<std::string> keys;
+  std::vector<std::string> values;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    keys.push_back("many\r\n" + std::to_string(i));
+    values.push_back(AllByteValues(sizes[i]));
+  }
+  std::vector<RemoteBlockStore::KeyValue> items;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    items.push_back({keys[i], values[i]});
+  }
+  std::vector<absl::Status> results(items.size(),
+                                    absl::UnknownError("not set"));
+  s->PutMany(items, absl::MakeSpan(results));
+  int64_t bytes = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_THAT(results[i], IsOk()) << i;
+    EXPECT_EQ(*redis_->Command({"GET", keys[i]}), values[i]) << i;
+    bytes += static_cast<int64_t>(sizes[i]);
+  }
+  EXPECT_EQ(s->stats().calls, 1);
+  EXPECT_EQ(s->stats().bytes_sent, bytes);
+  // Replies and values stayed in step: the connection serves on.
+  EXPECT_EQ(s->CountLeadingHits(keys), static_cast<int32_t>(keys.size()));
+  EXPECT_EQ(s->stats().connects, 1);
+  s->PutMany({}, {});  // Nothing: fine.
+}
+
+TEST_F(RedisTest, PutManyToAFullServerRefusesWhatDoesNotFitAndStaysInStep) {
+  std::unique_ptr<RedisBlockStore> s = MakeStore();
+  ASSERT_TRUE(
+      redis_->Command({"CONFIG", "SET", "maxmemory-policy", "noeviction"})
+          .ok());
+  // 4 MiB above what the server uses now: of eight 1 MiB values some fit,
+  // the rest are refused with OOM.
+  const std::string info = *redis_->Command({"INFO", "memory"});
+  const size_t at = info.find("used_memory:");
+  ASSERT_NE(at, std::string::npos) << info;
+  int64_t used = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      info.substr(at + 12, info.find('\r', at) - at - 12), &used));
+  ASSERT_TRUE(redis_
+                  ->Command({"CONFIG", "SET", "maxmemory",
+                             std::to_string(used + (int64_t{4} << 20))})
+                  .ok());
+  std::vector<std::string> keys;
+  const std::string value(size_t{1} << 20, 'm');
+  std::vector<RemoteBlockStore::KeyValue> items;
+  for (int i = 0; i < 8; ++i) keys.push_back("full" + std::to_string(i));
+  for (const std::string& k : keys) items.push_back({k, value});
+  std::vector<absl::Status> results(items.size());
+  s->PutMany(items, absl::MakeSpan(results));
+  int32_t stored = 0;
+  int32_t refused = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (results[i].ok()) {
+      ++stored;
+      EXPECT_EQ(*redis_->Command({"STRLEN", keys[i]}), "1048576") << i;
+    } else {
+      EXPECT_THAT(results[i], StatusIs(absl::StatusCode::kResourceExhausted,
+                                       ::testing::HasSubstr("OOM")))
+          << i;
+      EXPECT_EQ(*redis_->Command({"EXISTS", keys[i]}), "0") << i;
+      ++refused;
+    }
+  }
+  EXPECT_GT(stored, 0);
+  EXPECT_GT(refused, 0);
+  EXPECT_TRUE(s->connected());
+  EXPECT_EQ(s->stats().errors, 0);
+  EXPECT_EQ(s->stats().bytes_sent, int64_t{stored} << 20);
+  ASSERT_TRUE(redis_->Command({"CONFIG", "SET", "maxmemory", "0"}).ok());
+  EXPECT_THAT(s->Put("after", "1"), IsOk());
+  EXPECT_EQ(s->stats().connects, 1);
+}
+
+TEST_F(RedisTest, PutManyToAPausedServerTimesOutEveryValue) {
+  std::unique_ptr<RedisBlockStore> s = MakeStore();
+  ASSERT_THAT(s->Put("warm", "1"), IsOk());
+  redis_->Pause();
+  const std::string small = "s";
+  const std::vector<RemoteBlockStore::KeyValue> items = {
+      {"p0", small}, {"p1", small}, {"p2", small}};
+  std::vector<absl::Status> results(items.size());
+  const absl::Time start = absl::Now();
+  s->PutMany(items, absl::MakeSpan(results));  // Sent; no reply comes.
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(600));
+  for (const absl::Status& r : results) {
+    EXPECT_THAT(r, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  }
+  EXPECT_EQ(s->stats().timeouts, 1);
+  EXPECT_FALSE(s->connected());
+  redis_->Resume();
+}
+
 TEST_F(RedisTest, PutOfALargeValueToAPausedServerTimesOutWhileSending) {
   std::unique_ptr<RedisBlockStore> s = MakeStore();
   ASSERT_THAT(s->Put("warm", "1"), IsOk());

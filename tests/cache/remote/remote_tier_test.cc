@@ -209,6 +209,7 @@ TEST(RemoteTierTest, AFullWriteBehindQueueDropsAndCountsWithoutBlocking) {
   RemoteTier::Options o;
   o.layout = RemoteTestLayout();
   o.write_behind.max_values = 2;
+  o.write_behind.max_batch_values = 1;  // The worker holds one at a time.
   std::unique_ptr<RemoteTier> tier = *RemoteTier::Create(o, &store, &store);
   const TestChain c(RemoteTestLayout(), 8, 100);
   int32_t queued = 0;
@@ -238,6 +239,17 @@ TEST(RemoteTierTest, CreateValidatesItsOptions) {
   EXPECT_THAT(RemoteTier::Create(o, &store, &store),
               StatusIs(absl::StatusCode::kInvalidArgument));
   o.write_behind.max_spare_values = 0;  // None kept: fine.
+  EXPECT_THAT(RemoteTier::Create(o, &store, &store), IsOk());
+  o.write_behind.max_batch_values = 0;
+  EXPECT_THAT(RemoteTier::Create(o, &store, &store),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("batch values 0")));
+  o.write_behind = WriteBehindQueue::Options();
+  o.write_behind.max_batch_bytes = 0;
+  EXPECT_THAT(RemoteTier::Create(o, &store, &store),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("batch bytes 0")));
+  o.write_behind = WriteBehindQueue::Options();
   EXPECT_THAT(RemoteTier::Create(o, &store, &store), IsOk());
   o = RemoteTier::Options();
   EXPECT_THAT(RemoteTier::Create(o, &store, &store),
