@@ -1,18 +1,22 @@
 // cache/remote/redis_block_store.h
 //
-// RedisBlockStore is a RemoteBlockStore on one Redis connection (hiredis,
-// blocking I/O with socket timeouts). Redis is the shared tier of several
+// RedisBlockStore is a RemoteBlockStore on one Redis connection (hiredis
+// connects and formats; values go out with sendmsg and come back through
+// RespReader, cache/remote/resp_reader.h). Redis is the shared tier of several
 // server replicas: it keeps the blocks, evicts them by its own policy
 // (maxmemory + allkeys-lru or allkeys-lfu; an optional TTL per key from
 // Options::key_ttl), and survives replica restarts.
 //
 // It never stalls its caller for long and never fails it:
-//   - every call has a deadline (Options::call_timeout): the socket timeout
-//     is the call's remaining time before each read, and a call that runs
-//     out counts a timeout and returns what it has (fewer hits);
-//   - lookups and fetches of a chain are pipelined: all commands go out
-//     before the first reply is read (one round trip), and only the leading
-//     run of hits counts;
+//   - every call has a deadline (Options::call_timeout): replies of Fetch
+//     and PutMany are read without blocking and waited for in poll() with
+//     the call's remaining time (RespReader), lookups' with the socket
+//     timeout set to it; a call that runs out counts a timeout and returns
+//     what it has (fewer hits);
+//   - lookups and fetches of a chain, and batches of puts (PutMany), are
+//     pipelined: all commands go out before the first reply is read (one
+//     round trip); of lookups and fetches only the leading run of hits
+//     counts;
 //   - a failed or timed-out call drops the connection (its pending replies
 //     cannot be trusted); the next call reconnects, with exponential backoff
 //     (Options::backoff_initial .. backoff_max) after failures. Until then
