@@ -139,6 +139,7 @@ int32_t RemoteTier::Lookup(const RemoteChain& chain) {
   stats_.lookup_blocks += static_cast<int64_t>(chain.hashes.size());
   const int32_t hits = reads_->CountLeadingHits(scratch_keys_);
   stats_.hit_blocks += hits;
+  Forget(chain, static_cast<size_t>(hits), chain.hashes.size());
   return hits;
 }
 
@@ -166,6 +167,7 @@ int32_t RemoteTier::FetchInto(const RemoteChain& chain,
   stats_.loaded_blocks += loaded;
   stats_.loaded_bytes += static_cast<int64_t>(loaded) * block_bytes_;
   for (int32_t i = 0; i < loaded; ++i) Remember(chain.hashes[i]);
+  Forget(chain, static_cast<size_t>(loaded), dst.size());
   return loaded;
 }
 
@@ -209,6 +211,11 @@ void RemoteTier::Remember(BlockHash hash) {
     known_.clear();
   }
   known_.insert(hash);
+}
+
+void RemoteTier::Forget(const RemoteChain& chain, size_t first, size_t last) {
+  if (known_.empty()) return;
+  for (size_t i = first; i < last; ++i) known_.erase(chain.hashes[i]);
 }
 
 void RemoteTier::Flush() { queue_->Flush(); }

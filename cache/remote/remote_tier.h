@@ -74,7 +74,10 @@ class RemoteTier {
     std::string key_namespace = "pkv";
     WriteBehindQueue::Options write_behind;
     // Hashes remembered as already remote (loaded or queued for store), so
-    // they are not sent again; cleared when it holds more.
+    // they are not sent again; cleared when it holds more. A lookup or load
+    // that misses a block forgets it and the chain's blocks after it (the
+    // server evicted them, or a put failed): their recomputed KV is stored
+    // again.
     int32_t max_known_blocks = 1 << 16;
     // LookupAndLoad of a chain of at most this many bytes fetches the
     // values at once (one round trip) instead of asking which exist first
@@ -122,6 +125,10 @@ class RemoteTier {
   bool Store(const RemoteChain& chain, size_t index,
              absl::Span<const std::byte> bytes);
 
+  // Whether `hash` is remembered as remote (Store would skip it): a
+  // books-only server need not copy such a block out of the device.
+  bool Knows(BlockHash hash) const { return known_.contains(hash); }
+
   // Waits for the write-behind queue to drain (tests, shutdown).
   void Flush();
 
@@ -133,6 +140,8 @@ class RemoteTier {
   RemoteTier(const Options& options, uint64_t fingerprint,
              RemoteBlockStore* reads, RemoteBlockStore* writes);
   void Remember(BlockHash hash);
+  // Forgets chain blocks [first, last): asked for, not found.
+  void Forget(const RemoteChain& chain, size_t first, size_t last);
   // Aborts unless keys and tokens match hashes in number (a caller's bug).
   void CheckChain(const RemoteChain& chain) const;
   // Load, also telling how many leading values the store had (`present`,

@@ -207,10 +207,12 @@ struct RemoteManagerStats {
   int64_t load_lists = 0;
   int64_t listed_blocks = 0;
   int64_t failed_blocks = 0;
-  // Books-only: published blocks put on the store list, and those left off
-  // because the list was full (max_pending_remote_stores).
+  // Books-only: published blocks put on the store list, those left off
+  // because the list was full (max_pending_remote_stores), and those left
+  // off because the tier has them already (RemoteTier::Knows).
   int64_t store_listed_blocks = 0;
   int64_t store_dropped_blocks = 0;
+  int64_t store_known_blocks = 0;
   int32_t pending_store_blocks = 0;  // Listed, not yet taken.
 };
 

@@ -198,15 +198,31 @@ void KVCacheManager::StoreToRemote(const Sequence& s, int64_t first,
   const int32_t bt = layout_.block_tokens;
   if (storage_ == StorageMode::kBooksOnly) {
     // The caller copies the bytes out (TakeRemoteStores); each block is
-    // pinned until it says it has.
-    const int64_t room = std::max<int64_t>(
-        0, max_pending_remote_stores_ - pending_stores_.size());
-    const int64_t listed = std::min(n, room);
-    pending_stores_.Add(
-        books_, s.table.blocks().subspan(static_cast<size_t>(first), listed),
-        ChainFrom(p.hashes, p.keys, p.tokens, first, listed, bt));
-    remote_stats_.store_listed_blocks += listed;
-    remote_stats_.store_dropped_blocks += n - listed;
+    // pinned until it says it has. Blocks the tier has already (loaded or
+    // stored before) are left off: their device copy would be skipped.
+    for (int64_t i = first; i < first + n;) {
+      if (remote_->Knows(p.hashes[static_cast<size_t>(i)])) {
+        ++remote_stats_.store_known_blocks;
+        ++i;
+        continue;
+      }
+      int64_t run = 1;  // Blocks [i, i + run) are not known.
+      while (i + run < first + n &&
+             !remote_->Knows(p.hashes[static_cast<size_t>(i + run)])) {
+        ++run;
+      }
+      const int64_t room = std::max<int64_t>(
+          0, max_pending_remote_stores_ - pending_stores_.size());
+      const int64_t listed = std::min(run, room);
+      if (listed > 0) {
+        pending_stores_.Add(
+            books_, s.table.blocks().subspan(static_cast<size_t>(i), listed),
+            ChainFrom(p.hashes, p.keys, p.tokens, i, listed, bt));
+      }
+      remote_stats_.store_listed_blocks += listed;
+      remote_stats_.store_dropped_blocks += run - listed;
+      i += run;
+    }
     return;
   }
   const RemoteChain chain = ChainFrom(p.hashes, p.keys, p.tokens, first, n, bt);

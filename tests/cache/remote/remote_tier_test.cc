@@ -75,6 +75,40 @@ TEST(RemoteTierTest, TheChainStopsAtTheFirstMissingBlock) {
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(d.bufs[i], c.Bytes(i));
 }
 
+// A block the store lost (evicted, or its put failed) is forgotten by the
+// lookup or load that missed it, it and the chain after it: this replica
+// stores their recomputed KV again instead of skipping it forever. Both
+// LookupAndLoad paths (one round trip, and lookup then load) and Lookup.
+TEST(RemoteTierTest, AMissForgetsTheLostBlocksSoTheyAreStoredAgain) {
+  const TestChain c(RemoteTestLayout(), 6, 100);
+  for (int path = 0; path < 3; ++path) {
+    SCOPED_TRACE(path);
+    InMemoryBlockStore store;
+    RemoteTier::Options o;
+    o.layout = RemoteTestLayout();
+    if (path == 1) o.direct_fetch_bytes = 0;  // Lookup, then Load.
+    std::unique_ptr<RemoteTier> tier = *RemoteTier::Create(o, &store, &store);
+    StoreAll(*tier, c);
+    for (size_t i = 0; i < c.size(); ++i)
+      EXPECT_TRUE(tier->Knows(c.chain().hashes[i]));
+    ASSERT_TRUE(store.Erase(tier->KeyOf(c.chain(), 2)));  // Evicted.
+    Destinations d(6, tier->block_bytes());
+    const int32_t found = path == 2 ? tier->Lookup(c.chain())
+                                    : tier->LookupAndLoad(c.chain(), d.ptrs);
+    EXPECT_EQ(found, 2);
+    for (size_t i = 0; i < c.size(); ++i) {
+      EXPECT_EQ(tier->Knows(c.chain().hashes[i]), i < 2) << i;
+    }
+    // Recomputed and stored again, not skipped: the chain is whole again.
+    const int64_t skipped = tier->stats().stores_skipped;
+    EXPECT_TRUE(tier->Store(c.chain(), 2, c.Bytes(2)));
+    tier->Flush();
+    EXPECT_EQ(tier->stats().stores_skipped, skipped);
+    EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 6);
+    for (size_t i = 0; i < 6; ++i) EXPECT_EQ(d.bufs[i], c.Bytes(i)) << i;
+  }
+}
+
 // A chain within direct_fetch_bytes is fetched in one round trip; a longer
 // one asks which blocks exist first. Both load the same blocks and count the
 // same hits, a missing block ending the chain either way.

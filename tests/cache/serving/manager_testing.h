@@ -155,6 +155,7 @@ inline bool RemoteStatsEqual(const RemoteManagerStats& a,
          a.failed_blocks == b.failed_blocks &&
          a.store_listed_blocks == b.store_listed_blocks &&
          a.store_dropped_blocks == b.store_dropped_blocks &&
+         a.store_known_blocks == b.store_known_blocks &&
          a.pending_store_blocks == b.pending_store_blocks;
 }
 
@@ -181,7 +182,7 @@ inline std::string StatsString(const ManagerStats& s) {
       "swapped_bytes=%d cow=%d host=%d host_used=%d prefix{queries=%d "
       "hit_tokens=%d rehit=%d switched=%d cached=%d evictable=%d "
       "evicted=%d dropped=%d} remote{loaded=%d lists=%d listed=%d failed=%d "
-      "store_listed=%d store_dropped=%d pending=%d}}",
+      "store_listed=%d store_dropped=%d store_known=%d pending=%d}}",
       s.num_blocks, s.used_blocks, s.free_blocks, s.reserved_blocks,
       s.shared_blocks, s.num_sequences, s.running_sequences, s.preemptions,
       s.swap_outs, s.swap_ins, s.swapped_blocks, s.swapped_bytes, s.cow_copies,
@@ -191,7 +192,7 @@ inline std::string StatsString(const ManagerStats& s) {
       s.prefix.dropped_blocks, s.remote.loaded_blocks, s.remote.load_lists,
       s.remote.listed_blocks, s.remote.failed_blocks,
       s.remote.store_listed_blocks, s.remote.store_dropped_blocks,
-      s.remote.pending_store_blocks);
+      s.remote.store_known_blocks, s.remote.pending_store_blocks);
 }
 
 struct SequenceSnapshot {

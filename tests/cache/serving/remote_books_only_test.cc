@@ -508,6 +508,37 @@ TEST(RemoteBooksOnlyTest, StoresArePinnedUntilTheCallerTookTheBytes) {
   ExpectEveryBlockFree(b->books());
 }
 
+// Blocks the tier has already are left off the store list (their device
+// copy would be skipped): here every block, republished after a reset of
+// the local prefix cache, was stored once before.
+TEST(RemoteBooksOnlyTest, BlocksTheTierHasAreLeftOffTheStoreList) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> tb = MemoryTier(&store);
+  CheckedManager b = Make(tb.get());
+  Device device(64);
+  const std::vector<int32_t> prompt = Ids(21, 100);  // 5 full blocks.
+  StepOutput out;
+  ASSERT_THAT(b->AddSequence(1, prompt, 8, &out), IsOk());
+  Compute(device.bytes(), out, prompt);
+  Commit(b, 1, 16);  // Blocks 0..3 listed.
+  ASSERT_EQ(device.Store(*tb, b->TakeRemoteStores()), 4);
+  EXPECT_EQ(b->stats().remote.store_listed_blocks, 4);
+  b->ResetPrefixCache();  // Republished at the next commit.
+  Commit(b, 1, 21);       // 0..3 known to the tier, block 4 new.
+  EXPECT_EQ(b->stats().remote.store_known_blocks, 4);
+  EXPECT_EQ(b->stats().remote.store_listed_blocks, 5);
+  PendingRemoteStores stores = b->TakeRemoteStores();
+  ASSERT_EQ(stores.size(), 1);
+  EXPECT_EQ(stores.block(0), Head(b, 1, 5)[4]);
+  EXPECT_EQ(stores.chain(0).hashes.size(), 1u);
+  ASSERT_EQ(device.Store(*tb, std::move(stores)), 1);
+  tb->Flush();
+  EXPECT_EQ(tb->stats().stores_skipped, 0);  // Nothing was sent twice.
+  EXPECT_EQ(store.num_keys(), 5);
+  ASSERT_THAT(b.Free(1), IsOk());
+  ExpectEveryBlockFree(b->books());
+}
+
 TEST(RemoteBooksOnlyTest, AFullStoreListDropsAndCountsTheRest) {
   InMemoryBlockStore store;
   std::unique_ptr<RemoteTier> tb = MemoryTier(&store);
