@@ -61,6 +61,7 @@ std::string WriteBehindQueue::TakeSpare() {
   if (spares_.empty()) return std::string();
   std::string spare = std::move(spares_.back());
   spares_.pop_back();
+  spare_bytes_ -= spare.capacity();
   return spare;
 }
 
@@ -116,7 +117,10 @@ void WriteBehindQueue::Run() {
         } else {
           ++stats_.failed;
         }
-        if (spares_.size() < static_cast<size_t>(options_.max_spare_values)) {
+        const size_t capacity = batch[i].value.capacity();
+        if (spares_.size() < static_cast<size_t>(options_.max_spare_values) &&
+            spare_bytes_ + capacity <= options_.max_spare_bytes) {
+          spare_bytes_ += capacity;
           spares_.push_back(std::move(batch[i].value));
         }
       }

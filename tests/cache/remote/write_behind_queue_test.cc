@@ -88,6 +88,27 @@ TEST(WriteBehindQueueTest, KeepsAtMostMaxSpareValues) {
   }
 }
 
+TEST(WriteBehindQueueTest, KeepsAtMostMaxSpareBytes) {
+  const size_t capacity = std::string(1000, 'x').capacity();
+  for (size_t max_bytes : {size_t{0}, capacity - 1, 2 * capacity + 10}) {
+    RecordingStore store;
+    WriteBehindQueue queue(&store, {.max_spare_bytes = max_bytes});
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(queue.Enqueue("k", std::string(1000, 'x')));
+    }
+    queue.Flush();
+    size_t spares = 0;
+    for (int i = 0; i < 5; ++i) {
+      spares += queue.TakeSpare().capacity() >= 1000 ? 1 : 0;
+    }
+    EXPECT_EQ(spares, max_bytes / capacity) << max_bytes;
+    // Taken spares free their share: put values are kept again.
+    ASSERT_TRUE(queue.Enqueue("k", std::string(1000, 'y')));
+    queue.Flush();
+    EXPECT_EQ(queue.TakeSpare().capacity() >= 1000, max_bytes >= capacity);
+  }
+}
+
 // Records every PutMany batch; the first waits until released, so the rest
 // queue up behind it. Values starting with "fail" fail.
 class BatchRecordingStore final : public RemoteBlockStore {
