@@ -1,6 +1,7 @@
 #include "tensor/quantize.h"
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -88,11 +89,6 @@ inline float RoundEven(float y) {
   return (y + kMagic) - kMagic;
 }
 
-#ifdef PKV_QUANTIZE_X86
-bool HasAvx2F16c();
-uint32_t HalfAbsMaxAvx2(const std::byte* src, int64_t n, int64_t* done);
-#endif
-
 // The largest |x| bit pattern of a vector, as a float's magnitude bits
 // (NaN patterns sort above infinity's, so one integer max finds both).
 uint32_t AbsMaxBits(DType dtype, const std::byte* src, int64_t n) {
@@ -107,11 +103,7 @@ uint32_t AbsMaxBits(DType dtype, const std::byte* src, int64_t n) {
     }
     case DType::kFloat16: {
       uint32_t m = 0;
-      int64_t i = 0;
-#ifdef PKV_QUANTIZE_X86
-      if (HasAvx2F16c()) m = HalfAbsMaxAvx2(src, n, &i);
-#endif
-      for (; i < n; ++i) {
+      for (int64_t i = 0; i < n; ++i) {
         const uint32_t a = Load16(src, i) & 0x7FFFu;
         m = a > m ? a : m;
       }
@@ -206,13 +198,55 @@ void QuantizeE4M3(DType dtype, const std::byte* src, int64_t n, float scale,
   }
 }
 
+// How a vector with largest magnitude bits `amax_bits` is scaled.
+enum class ScaleKind { kPoison, kZero, kMultiply, kDivide };
+struct ScaleChoice {
+  ScaleKind kind;
+  float scale;    // NaN for kPoison, 0 for kZero.
+  float inverse;  // 1 / scale for kMultiply.
+};
+
+// The scale rule of quantize.h, shared by the scalar and the AVX2 paths so
+// that both give the same scale bit for bit.
+inline ScaleChoice ChooseScale(QuantType type, uint32_t amax_bits) {
+  if (amax_bits >= 0x7F800000u) {  // A NaN or an infinity: poison.
+    return {ScaleKind::kPoison, std::numeric_limits<float>::quiet_NaN(), 0};
+  }
+  if (amax_bits == 0) return {ScaleKind::kZero, 0.0f, 0.0f};
+  const float amax = FromBits(amax_bits);
+  const float qmax = QuantMax(type);
+  float scale = amax / qmax;
+  // A subnormal scale may have rounded down by more than the code range
+  // allows; round it up so that |x| / scale <= qmax for every element.
+  if (scale * qmax < amax) {
+    scale = std::nextafter(scale, std::numeric_limits<float>::infinity());
+  }
+  // Near the largest float the opposite can happen: qmax * scale must stay
+  // finite so that the largest code dequantizes to a finite value (the
+  // element at amax then clamps to qmax, an error of an ulp of amax).
+  while (std::isinf(scale * qmax)) scale = std::nextafter(scale, 0.0f);
+  const float inverse = 1.0f / scale;
+  // Tiny scales: divide instead (the reciprocal overflows).
+  return {std::isinf(inverse) ? ScaleKind::kDivide : ScaleKind::kMultiply,
+          scale, inverse};
+}
+
+// Whether tests asked for the portable loops (see quantize.h).
+std::atomic<bool> force_scalar{false};
+
 #ifdef PKV_QUANTIZE_X86
-// AVX2 + F16C kernels for the int8 hot paths (decode append from float16 or
-// float32, gather to float16 or float32), chosen at run time: the generic
-// loops above vectorize only to SSE2, and gcc cannot vectorize the float16
-// rounding without F16C. vcvtps2ph with round-to-nearest-even is IEEE
-// rounding, bit-identical to FloatToHalf for non-NaN values (tested through
-// DequantizeTest.NarrowOutputsMatchScalarRounding on this machine).
+// AVX2 + F16C kernels, chosen at run time (HasAvx2F16c): the generic loops
+// vectorize only to SSE2 and cannot vectorize the float16 rounding without
+// F16C. Every kernel gives the portable loops' results bit for bit:
+// vcvtps2ph and vroundps with round-to-nearest-even are IEEE rounding, as
+// FloatToHalfNonNaN and RoundEven (tests/tensor/quantize_test.cc compares
+// both paths on every dtype, head_dim and special input).
+//
+// Each function carries the target attribute itself (no pragma), which gcc
+// and clang both accept; templates are instantiated per source or output
+// dtype so that the per-element loops have no switch.
+#define PKV_AVX2 __attribute__((target("avx2,f16c")))
+
 bool HasAvx2F16c() {
   // F16C through CPUID: clang 14's __builtin_cpu_supports has no "f16c".
   static const bool has = [] {
@@ -224,118 +258,345 @@ bool HasAvx2F16c() {
   return has;
 }
 
-// Codes of 8 floats, multiplied by `inverse`, rounded to even, clamped.
-__attribute__((target("avx2,f16c"))) inline void StoreInt8x8(__m256 y,
-                                                             int8_t* out) {
-  __m256i code = _mm256_cvtps_epi32(
-      _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  code = _mm256_min_epi32(_mm256_max_epi32(code, _mm256_set1_epi32(-127)),
-                          _mm256_set1_epi32(127));
-  const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(code),
-                                        _mm256_extracti128_si256(code, 1));
-  _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
-                   _mm_packs_epi16(words, words));
+bool UseAvx2() {
+  return HasAvx2F16c() && !force_scalar.load(std::memory_order_relaxed);
 }
 
-// Quantizes the first n - n % 8 elements; returns how many it did.
-__attribute__((target("avx2,f16c"))) int64_t QuantizeInt8Avx2(
-    DType dtype, const std::byte* src, int64_t n, float inverse, int8_t* out) {
+// Elements [i, i + 8) of a source of dtype kSrc, widened to float.
+template <DType kSrc>
+PKV_AVX2 inline __m256 Load8(const std::byte* src, int64_t i) {
+  if constexpr (kSrc == DType::kFloat32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(src + 4 * i));
+  } else {
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+    if constexpr (kSrc == DType::kFloat16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+// AbsMaxBits for one dtype: 8 (float32) or 16 (16-bit) lanes at a time,
+// an integer max of the magnitude bits, the tail scalar.
+template <DType kSrc>
+PKV_AVX2 inline uint32_t AbsMaxBitsAvx2(const std::byte* src, int64_t n) {
+  int64_t i = 0;
+  uint32_t m;
+  if constexpr (kSrc == DType::kFloat32) {
+    const __m256i mask = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i acc = _mm256_setzero_si256();
+    for (; i + 8 <= n; i += 8) {
+      const __m256i x =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 4 * i));
+      acc = _mm256_max_epu32(acc, _mm256_and_si256(x, mask));
+    }
+    __m128i x = _mm_max_epu32(_mm256_castsi256_si128(acc),
+                              _mm256_extracti128_si256(acc, 1));
+    x = _mm_max_epu32(x, _mm_shuffle_epi32(x, 0x4E));
+    x = _mm_max_epu32(x, _mm_shuffle_epi32(x, 0xB1));
+    m = static_cast<uint32_t>(_mm_cvtsi128_si32(x));
+    for (; i < n; ++i) {
+      const uint32_t a = Load32(src, i) & 0x7FFFFFFFu;
+      m = a > m ? a : m;
+    }
+    return m;
+  } else {
+    const __m256i mask = _mm256_set1_epi16(0x7FFF);
+    __m256i acc = _mm256_setzero_si256();
+    for (; i + 16 <= n; i += 16) {
+      const __m256i x =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i));
+      acc = _mm256_max_epu16(acc, _mm256_and_si256(x, mask));
+    }
+    __m128i x = _mm_max_epu16(_mm256_castsi256_si128(acc),
+                              _mm256_extracti128_si256(acc, 1));
+    if (i + 8 <= n) {
+      const __m128i y =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+      x = _mm_max_epu16(x, _mm_and_si128(y, _mm256_castsi256_si128(mask)));
+      i += 8;
+    }
+    // The largest lane is the smallest of the complements (phminposuw).
+    x = _mm_minpos_epu16(_mm_xor_si128(x, _mm_set1_epi32(-1)));
+    m = ~static_cast<uint32_t>(_mm_cvtsi128_si32(x)) & 0xFFFFu;
+    for (; i < n; ++i) {
+      const uint32_t a = Load16(src, i) & 0x7FFFu;
+      m = a > m ? a : m;
+    }
+    if constexpr (kSrc == DType::kBFloat16) return m << 16;
+    if (m >= 0x7C00u) return m > 0x7C00u ? 0x7FC00000u : 0x7F800000u;
+    return Bits(HalfToFloatFinite(static_cast<uint16_t>(m)));
+  }
+}
+
+// int8 codes of 8 scaled values: rounded to even, as 32-bit lanes.
+PKV_AVX2 inline __m256i Int8Lanes(__m256 y) {
+  return _mm256_cvtps_epi32(
+      _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+// e4m3 codes of 8 finite values, as 32-bit lanes: FloatToE4M3 without
+// branches (the NaN case cannot occur: poisoned vectors never get here).
+PKV_AVX2 inline __m256i E4M3Lanes(__m256 y) {
+  const __m256i bits = _mm256_castps_si256(y);
+  const __m256i sign =
+      _mm256_srli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(INT32_MIN)),
+                        24);
+  const __m256i mag = _mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF));
+  // Below 2^-6: steps of 2^-9, rounded to even.
+  const __m256i sub = _mm256_cvtps_epi32(_mm256_round_ps(
+      _mm256_mul_ps(_mm256_castsi256_ps(mag), _mm256_set1_ps(512.0f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  // Normal: rebias, round 20 mantissa bits away (ties to even), saturate.
+  const __m256i rebiased =
+      _mm256_sub_epi32(mag, _mm256_set1_epi32((127 - 7) << 23));
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(rebiased, 20),
+                                       _mm256_set1_epi32(1));
+  __m256i normal = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(rebiased, _mm256_set1_epi32(0x7FFFF)),
+                       odd),
+      20);
+  normal = _mm256_min_epi32(normal, _mm256_set1_epi32(0x7E));
+  const __m256i is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3C800000), mag);
+  return _mm256_or_si256(_mm256_blendv_epi8(normal, sub, is_sub), sign);
+}
+
+// 32 codes from four vectors of 8 lanes, in order: the two packs work per
+// 128-bit half, the permute puts the 4-byte groups back in order.
+template <QuantType kType>
+PKV_AVX2 inline void Store32Codes(__m256i a, __m256i b, __m256i c, __m256i d,
+                                  std::byte* out) {
+  __m256i bytes;
+  if constexpr (kType == QuantType::kInt8) {
+    bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b),
+                               _mm256_packs_epi32(c, d));
+  } else {
+    bytes = _mm256_packus_epi16(_mm256_packus_epi32(a, b),
+                                _mm256_packus_epi32(c, d));
+  }
+  bytes = _mm256_permutevar8x32_epi32(bytes,
+                                      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  // int8: -128 (an overshoot that packs saturated) clamps to -127.
+  if constexpr (kType == QuantType::kInt8) {
+    bytes = _mm256_max_epi8(bytes, _mm256_set1_epi8(-127));
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+}
+
+template <QuantType kType>
+PKV_AVX2 inline void Store8Codes(__m256i a, std::byte* out) {
+  const __m128i lo = _mm256_castsi256_si128(a);
+  const __m128i hi = _mm256_extracti128_si256(a, 1);
+  __m128i bytes;
+  if constexpr (kType == QuantType::kInt8) {
+    const __m128i words = _mm_packs_epi32(lo, hi);
+    bytes = _mm_max_epi8(_mm_packs_epi16(words, words), _mm_set1_epi8(-127));
+  } else {
+    const __m128i words = _mm_packus_epi32(lo, hi);
+    bytes = _mm_packus_epi16(words, words);
+  }
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), bytes);
+}
+
+template <QuantType kType>
+PKV_AVX2 inline __m256i CodeLanes(__m256 y) {
+  if constexpr (kType == QuantType::kInt8) return Int8Lanes(y);
+  return E4M3Lanes(y);
+}
+
+// The codes of x * inverse for the n elements at src: 32, then 8 at a time,
+// the tail through the scalar rounding.
+template <QuantType kType, DType kSrc>
+PKV_AVX2 inline void QuantizeScaledAvx2(const std::byte* src, int64_t n,
+                                        float inverse, std::byte* out) {
   const __m256 inv = _mm256_set1_ps(inverse);
   int64_t i = 0;
-  if (dtype == DType::kFloat16) {
-    for (; i + 8 <= n; i += 8) {
-      const __m128i h =
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-      StoreInt8x8(_mm256_mul_ps(_mm256_cvtph_ps(h), inv), out + i);
-    }
-  } else if (dtype == DType::kFloat32) {
-    for (; i + 8 <= n; i += 8) {
-      const __m256 x =
-          _mm256_loadu_ps(reinterpret_cast<const float*>(src + 4 * i));
-      StoreInt8x8(_mm256_mul_ps(x, inv), out + i);
+  for (; i + 32 <= n; i += 32) {
+    const __m256i a = CodeLanes<kType>(_mm256_mul_ps(Load8<kSrc>(src, i), inv));
+    const __m256i b =
+        CodeLanes<kType>(_mm256_mul_ps(Load8<kSrc>(src, i + 8), inv));
+    const __m256i c =
+        CodeLanes<kType>(_mm256_mul_ps(Load8<kSrc>(src, i + 16), inv));
+    const __m256i d =
+        CodeLanes<kType>(_mm256_mul_ps(Load8<kSrc>(src, i + 24), inv));
+    Store32Codes<kType>(a, b, c, d, out + i);
+  }
+  for (; i + 8 <= n; i += 8) {
+    Store8Codes<kType>(
+        CodeLanes<kType>(_mm256_mul_ps(Load8<kSrc>(src, i), inv)), out + i);
+  }
+  for (; i < n; ++i) {
+    const float y = Widen(kSrc, src, i) * inverse;
+    if constexpr (kType == QuantType::kInt8) {
+      out[i] = static_cast<std::byte>(Int8Code(y));
+    } else {
+      out[i] = static_cast<std::byte>(FloatToE4M3(y));
     }
   }
-  return i;
 }
 
-// Dequantizes the first n - n % 8 codes to float16 or float32; returns how
-// many it did (0 for other dtypes).
-__attribute__((target("avx2,f16c"))) int64_t DequantizeInt8Avx2(
-    const int8_t* in, float scale, int64_t n, DType dtype, std::byte* out) {
-  const __m256 s = _mm256_set1_ps(scale);
-  int64_t i = 0;
-  if (dtype == DType::kFloat16) {
-    for (; i + 8 <= n; i += 8) {
-      const __m128i codes =
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i));
-      const __m256 y =
-          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), s);
-      _mm_storeu_si128(
-          reinterpret_cast<__m128i*>(out + 2 * i),
-          _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    }
-  } else if (dtype == DType::kFloat32) {
-    for (; i + 8 <= n; i += 8) {
-      const __m128i codes =
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i));
-      _mm256_storeu_ps(
-          reinterpret_cast<float*>(out + 4 * i),
-          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), s));
-    }
-  }
-  return i;
-}
-// The largest |x| bits of n float16 values (as AbsMaxBits's float16 loop
-// before widening), 16 at a time; the tail is the caller's.
-__attribute__((target("avx2,f16c"))) uint32_t HalfAbsMaxAvx2(
-    const std::byte* src, int64_t n, int64_t* done) {
-  __m256i m = _mm256_setzero_si256();
-  const __m256i mask = _mm256_set1_epi16(0x7FFF);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256i h =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i));
-    m = _mm256_max_epu16(m, _mm256_and_si256(h, mask));
-  }
-  alignas(32) uint16_t lanes[16];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), m);
-  uint32_t best = 0;
-  for (uint16_t lane : lanes) best = lane > best ? lane : best;
-  *done = i;
-  return best;
-}
-
-// Dequantizes num_vectors int8 vectors of n codes (scales unaligned floats)
-// to contiguous float16 or float32 output. Returns false (nothing written)
-// when it does not apply: another dtype, or a NaN scale somewhere.
-__attribute__((target("avx2,f16c"))) bool DequantizeInt8VectorsAvx2(
-    const int8_t* in, const std::byte* scales, int64_t num_vectors, int64_t n,
-    DType dtype, std::byte* out) {
-  if (dtype != DType::kFloat16 && dtype != DType::kFloat32) return false;
+template <QuantType kType, DType kSrc>
+PKV_AVX2 void QuantizeVectorsAvx2(const std::byte* src, int64_t src_stride,
+                                  int64_t num_vectors, int64_t n,
+                                  std::byte* codes, int64_t codes_stride,
+                                  std::byte* scales, int64_t scales_stride) {
   for (int64_t v = 0; v < num_vectors; ++v) {
-    float scale;
-    std::memcpy(&scale, scales + v * sizeof(float), sizeof(scale));
-    if (std::isnan(scale)) return false;
-  }
-  const size_t elem = SizeOf(dtype);
-  for (int64_t v = 0; v < num_vectors; ++v) {
-    float scale;
-    std::memcpy(&scale, scales + v * sizeof(float), sizeof(scale));
-    const int8_t* codes = in + v * n;
-    std::byte* dst = out + v * n * elem;
-    const int64_t done = DequantizeInt8Avx2(codes, scale, n, dtype, dst);
-    for (int64_t i = done; i < n; ++i) {
-      const float y = static_cast<float>(codes[i]) * scale;
-      if (dtype == DType::kFloat32) {
-        std::memcpy(dst + 4 * i, &y, 4);
+    const std::byte* in = src + v * src_stride;
+    std::byte* out = codes + v * codes_stride;
+    const ScaleChoice choice = ChooseScale(kType, AbsMaxBitsAvx2<kSrc>(in, n));
+    if (choice.kind == ScaleKind::kMultiply) {
+      QuantizeScaledAvx2<kType, kSrc>(in, n, choice.inverse, out);
+    } else if (choice.kind == ScaleKind::kDivide) {
+      if constexpr (kType == QuantType::kInt8) {
+        QuantizeInt8Loop<kSrc, true>(in, n, choice.scale, choice.inverse,
+                                     reinterpret_cast<int8_t*>(out));
       } else {
-        const uint16_t h = FloatToHalfNonNaN(y);
-        std::memcpy(dst + 2 * i, &h, 2);
+        QuantizeE4M3Loop<kSrc, true>(in, n, choice.scale, choice.inverse,
+                                     reinterpret_cast<uint8_t*>(out));
+      }
+    } else {
+      std::memset(out, 0, static_cast<size_t>(n));
+    }
+    std::memcpy(scales + v * scales_stride, &choice.scale, sizeof(float));
+  }
+}
+
+template <QuantType kType>
+PKV_AVX2 void QuantizeVectorsAvx2(DType dtype, const std::byte* src,
+                                  int64_t src_stride, int64_t num_vectors,
+                                  int64_t n, std::byte* codes,
+                                  int64_t codes_stride, std::byte* scales,
+                                  int64_t scales_stride) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return QuantizeVectorsAvx2<kType, DType::kFloat32>(
+          src, src_stride, num_vectors, n, codes, codes_stride, scales,
+          scales_stride);
+    case DType::kFloat16:
+      return QuantizeVectorsAvx2<kType, DType::kFloat16>(
+          src, src_stride, num_vectors, n, codes, codes_stride, scales,
+          scales_stride);
+    case DType::kBFloat16:
+      return QuantizeVectorsAvx2<kType, DType::kBFloat16>(
+          src, src_stride, num_vectors, n, codes, codes_stride, scales,
+          scales_stride);
+  }
+  PKV_CHECK(false, "invalid DType %d", static_cast<int>(dtype));
+}
+
+// 8 dequantized values (codes [i, i + 8) times the scale) as floats. e4m3
+// goes through float16: code bits (s eeee mmm) placed as float16 bits
+// (s 0eeee mmm0000000) are the code's value times 2^-8, subnormals
+// included, and vcvtph2ps widens them exactly; the NaN codes 0x7F/0xFF get
+// an all-ones float16 exponent, so they stay NaN as in the table.
+template <QuantType kType>
+PKV_AVX2 inline __m256 Dequant8(const std::byte* in, int64_t i, __m256 scale) {
+  const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i));
+  if constexpr (kType == QuantType::kInt8) {
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c)), scale);
+  } else {
+    const __m128i w = _mm_cvtepu8_epi16(c);
+    const __m128i low7 = _mm_and_si128(w, _mm_set1_epi16(0x7F));
+    __m128i h = _mm_or_si128(
+        _mm_slli_epi16(low7, 7),
+        _mm_slli_epi16(_mm_and_si128(w, _mm_set1_epi16(0x80)), 8));
+    h = _mm_or_si128(h, _mm_and_si128(_mm_cmpeq_epi16(low7, _mm_set1_epi16(0x7F)),
+                                      _mm_set1_epi16(0x7C00)));
+    const __m256 value =
+        _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));  // Exact.
+    return _mm256_mul_ps(value, scale);
+  }
+}
+
+// Stores 8 floats as dtype kDst at element i of out (non-NaN rounding for
+// the 16-bit dtypes, as StoreAll).
+template <DType kDst>
+PKV_AVX2 inline void Store8(__m256 y, std::byte* out, int64_t i) {
+  if constexpr (kDst == DType::kFloat32) {
+    _mm256_storeu_ps(reinterpret_cast<float*>(out + 4 * i), y);
+  } else if constexpr (kDst == DType::kFloat16) {
+    _mm_storeu_si128(
+        reinterpret_cast<__m128i*>(out + 2 * i),
+        _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  } else {
+    const __m256i bits = _mm256_castps_si256(y);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16),
+                                         _mm256_set1_epi32(1));
+    const __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)),
+                         odd),
+        16);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i),
+                     _mm_packus_epi32(_mm256_castsi256_si128(r),
+                                      _mm256_extracti128_si256(r, 1)));
+  }
+}
+
+template <QuantType kType, DType kDst>
+PKV_AVX2 void DequantizeVectorsAvx2(const std::byte* codes,
+                                    const std::byte* scales,
+                                    int64_t num_vectors, int64_t n,
+                                    std::byte* dst) {
+  constexpr int64_t kElem = kDst == DType::kFloat32 ? 4 : 2;
+  for (int64_t v = 0; v < num_vectors; ++v) {
+    float scale;
+    std::memcpy(&scale, scales + v * sizeof(float), sizeof(scale));
+    const std::byte* in = codes + v * n;
+    std::byte* out = dst + v * n * kElem;
+    if (std::isnan(scale)) {
+      for (int64_t i = 0; i < n; ++i) {
+        StoreFromFloat(kDst, std::numeric_limits<float>::quiet_NaN(),
+                       out + i * kElem);
+      }
+      continue;
+    }
+    const __m256 s = _mm256_set1_ps(scale);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      const __m256 a = Dequant8<kType>(in, i, s);
+      const __m256 b = Dequant8<kType>(in, i + 8, s);
+      const __m256 c = Dequant8<kType>(in, i + 16, s);
+      const __m256 d = Dequant8<kType>(in, i + 24, s);
+      Store8<kDst>(a, out, i);
+      Store8<kDst>(b, out, i + 8);
+      Store8<kDst>(c, out, i + 16);
+      Store8<kDst>(d, out, i + 24);
+    }
+    for (; i + 8 <= n; i += 8) Store8<kDst>(Dequant8<kType>(in, i, s), out, i);
+    for (; i < n; ++i) {
+      const uint8_t code = static_cast<uint8_t>(in[i]);
+      const float y = kType == QuantType::kInt8
+                          ? static_cast<float>(static_cast<int8_t>(code)) * scale
+                          : E4M3ToFloat(code) * scale;
+      if constexpr (kDst == DType::kFloat32) {
+        std::memcpy(out + 4 * i, &y, 4);
+      } else {
+        const uint16_t h = kDst == DType::kFloat16 ? FloatToHalfNonNaN(y)
+                                                   : FloatToBFloat16NonNaN(y);
+        std::memcpy(out + 2 * i, &h, 2);
       }
     }
   }
-  return true;
 }
+
+template <QuantType kType>
+PKV_AVX2 void DequantizeVectorsAvx2(const std::byte* codes,
+                                    const std::byte* scales,
+                                    int64_t num_vectors, int64_t n, DType dtype,
+                                    std::byte* dst) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return DequantizeVectorsAvx2<kType, DType::kFloat32>(codes, scales,
+                                                           num_vectors, n, dst);
+    case DType::kFloat16:
+      return DequantizeVectorsAvx2<kType, DType::kFloat16>(codes, scales,
+                                                           num_vectors, n, dst);
+    case DType::kBFloat16:
+      return DequantizeVectorsAvx2<kType, DType::kBFloat16>(
+          codes, scales, num_vectors, n, dst);
+  }
+  PKV_CHECK(false, "invalid DType %d", static_cast<int>(dtype));
+}
+#undef PKV_AVX2
 #endif  // PKV_QUANTIZE_X86
 
 float E4M3Value(uint8_t code) {
@@ -425,64 +686,36 @@ float E4M3ToFloat(uint8_t code) { return DecodeTable()[code]; }
 
 const float* E4M3DecodeTable() { return DecodeTable().data(); }
 
-float QuantizeVector(QuantType type, DType src_dtype, const void* src,
-                     int64_t n, void* codes) {
-  PKV_DCHECK(n >= 1, "QuantizeVector of %d elements", n);
-  const std::byte* in = static_cast<const std::byte*>(src);
-  const uint32_t amax_bits = AbsMaxBits(src_dtype, in, n);
-  if (amax_bits >= 0x7F800000u) {  // A NaN or an infinity: poison.
+namespace {
+
+// The portable path of QuantizeVectors for one vector.
+float QuantizeOneScalar(QuantType type, DType dtype, const std::byte* in,
+                        int64_t n, void* codes) {
+  const ScaleChoice choice = ChooseScale(type, AbsMaxBits(dtype, in, n));
+  const bool divide = choice.kind == ScaleKind::kDivide;
+  if (!divide && choice.kind != ScaleKind::kMultiply) {
     std::memset(codes, 0, static_cast<size_t>(n));
-    return std::numeric_limits<float>::quiet_NaN();
-  }
-  if (amax_bits == 0) {
-    std::memset(codes, 0, static_cast<size_t>(n));
-    return 0.0f;
-  }
-  const float amax = FromBits(amax_bits);
-  const float qmax = QuantMax(type);
-  float scale = amax / qmax;
-  // A subnormal scale may have rounded down by more than the code range
-  // allows; round it up so that |x| / scale <= qmax for every element.
-  if (scale * qmax < amax) {
-    scale = std::nextafter(scale, std::numeric_limits<float>::infinity());
-  }
-  // Near the largest float the opposite can happen: qmax * scale must stay
-  // finite so that the largest code dequantizes to a finite value (the
-  // element at amax then clamps to qmax, an error of an ulp of amax).
-  while (std::isinf(scale * qmax)) scale = std::nextafter(scale, 0.0f);
-  const float inverse = 1.0f / scale;
-  const bool divide = std::isinf(inverse);  // Tiny scales: divide instead.
-  if (type == QuantType::kInt8) {
+  } else if (type == QuantType::kInt8) {
     int8_t* out = static_cast<int8_t*>(codes);
-#ifdef PKV_QUANTIZE_X86
-    if (!divide && HasAvx2F16c()) {
-      const int64_t done = QuantizeInt8Avx2(src_dtype, in, n, inverse, out);
-      in += done * static_cast<int64_t>(SizeOf(src_dtype));
-      out += done;
-      n -= done;
-      if (n == 0) return scale;
-    }
-#endif
     if (divide) {
-      QuantizeInt8<true>(src_dtype, in, n, scale, inverse, out);
+      QuantizeInt8<true>(dtype, in, n, choice.scale, choice.inverse, out);
     } else {
-      QuantizeInt8<false>(src_dtype, in, n, scale, inverse, out);
+      QuantizeInt8<false>(dtype, in, n, choice.scale, choice.inverse, out);
     }
   } else {
     uint8_t* out = static_cast<uint8_t*>(codes);
     if (divide) {
-      QuantizeE4M3<true>(src_dtype, in, n, scale, inverse, out);
+      QuantizeE4M3<true>(dtype, in, n, choice.scale, choice.inverse, out);
     } else {
-      QuantizeE4M3<false>(src_dtype, in, n, scale, inverse, out);
+      QuantizeE4M3<false>(dtype, in, n, choice.scale, choice.inverse, out);
     }
   }
-  return scale;
+  return choice.scale;
 }
 
-void DequantizeVector(QuantType type, const void* codes, float scale, int64_t n,
-                      DType dst_dtype, void* dst) {
-  PKV_DCHECK(n >= 1, "DequantizeVector of %d elements", n);
-  std::byte* out = static_cast<std::byte*>(dst);
+// The portable path of DequantizeVectors for one vector.
+void DequantizeOneScalar(QuantType type, const void* codes, float scale,
+                         int64_t n, DType dst_dtype, std::byte* out) {
   if (std::isnan(scale)) {
     const size_t size = SizeOf(dst_dtype);
     for (int64_t i = 0; i < n; ++i) {
@@ -493,24 +726,74 @@ void DequantizeVector(QuantType type, const void* codes, float scale, int64_t n,
   }
   if (type == QuantType::kInt8) {
     const int8_t* in = static_cast<const int8_t*>(codes);
-#ifdef PKV_QUANTIZE_X86
-    if (HasAvx2F16c()) {
-      const int64_t done = DequantizeInt8Avx2(in, scale, n, dst_dtype, out);
-      in += done;
-      out += done * static_cast<int64_t>(SizeOf(dst_dtype));
-      n -= done;
-      if (n == 0) return;
-    }
-#endif
     StoreAll(dst_dtype, n, out,
              [&](int64_t i) { return static_cast<float>(in[i]) * scale; });
   } else {
     const uint8_t* in = static_cast<const uint8_t*>(codes);
     const float* table = E4M3DecodeTable();
-    // Codes come from FloatToE4M3 of finite values, never the NaN codes.
     StoreAll(dst_dtype, n, out,
              [&](int64_t i) { return table[in[i]] * scale; });
   }
+}
+
+}  // namespace
+
+namespace internal {
+void UseScalarQuantizeKernelsForTesting(bool scalar) {
+  force_scalar.store(scalar, std::memory_order_relaxed);
+}
+bool QuantizeUsesAvx2() {
+#ifdef PKV_QUANTIZE_X86
+  return UseAvx2();
+#else
+  return false;
+#endif
+}
+}  // namespace internal
+
+void QuantizeVectors(QuantType type, DType src_dtype, const void* src,
+                     int64_t src_stride, int64_t num_vectors, int64_t n,
+                     void* codes, int64_t codes_stride, void* scales,
+                     int64_t scales_stride) {
+  PKV_DCHECK(n >= 1 && num_vectors >= 0, "QuantizeVectors of %d x %d",
+             num_vectors, n);
+  const std::byte* in = static_cast<const std::byte*>(src);
+  std::byte* out = static_cast<std::byte*>(codes);
+  std::byte* scale_out = static_cast<std::byte*>(scales);
+  const int64_t src_stride_bytes =
+      src_stride * static_cast<int64_t>(SizeOf(src_dtype));
+#ifdef PKV_QUANTIZE_X86
+  if (UseAvx2()) {
+    if (type == QuantType::kInt8) {
+      QuantizeVectorsAvx2<QuantType::kInt8>(src_dtype, in, src_stride_bytes,
+                                            num_vectors, n, out, codes_stride,
+                                            scale_out, scales_stride);
+    } else {
+      QuantizeVectorsAvx2<QuantType::kFp8E4M3>(
+          src_dtype, in, src_stride_bytes, num_vectors, n, out, codes_stride,
+          scale_out, scales_stride);
+    }
+    return;
+  }
+#endif
+  for (int64_t v = 0; v < num_vectors; ++v) {
+    const float scale = QuantizeOneScalar(
+        type, src_dtype, in + v * src_stride_bytes, n, out + v * codes_stride);
+    std::memcpy(scale_out + v * scales_stride, &scale, sizeof(scale));
+  }
+}
+
+float QuantizeVector(QuantType type, DType src_dtype, const void* src,
+                     int64_t n, void* codes) {
+  float scale;
+  QuantizeVectors(type, src_dtype, src, n, 1, n, codes, n, &scale,
+                  sizeof(scale));
+  return scale;
+}
+
+void DequantizeVector(QuantType type, const void* codes, float scale, int64_t n,
+                      DType dst_dtype, void* dst) {
+  DequantizeVectors(type, codes, &scale, 1, n, dst_dtype, dst);
 }
 
 float DotQuantized(QuantType type, const float* query, const void* codes,
@@ -543,22 +826,29 @@ void AccumulateQuantized(QuantType type, float weight, const void* codes,
 void DequantizeVectors(QuantType type, const void* codes, const void* scales,
                        int64_t num_vectors, int64_t n, DType dst_dtype,
                        void* dst) {
+  PKV_DCHECK(n >= 1 && num_vectors >= 0, "DequantizeVectors of %d x %d",
+             num_vectors, n);
   const std::byte* in = static_cast<const std::byte*>(codes);
   const std::byte* scale_bytes = static_cast<const std::byte*>(scales);
   std::byte* out = static_cast<std::byte*>(dst);
 #ifdef PKV_QUANTIZE_X86
-  if (type == QuantType::kInt8 && HasAvx2F16c() &&
-      DequantizeInt8VectorsAvx2(reinterpret_cast<const int8_t*>(in),
-                                scale_bytes, num_vectors, n, dst_dtype, out)) {
+  if (UseAvx2()) {
+    if (type == QuantType::kInt8) {
+      DequantizeVectorsAvx2<QuantType::kInt8>(in, scale_bytes, num_vectors, n,
+                                              dst_dtype, out);
+    } else {
+      DequantizeVectorsAvx2<QuantType::kFp8E4M3>(in, scale_bytes, num_vectors,
+                                                 n, dst_dtype, out);
+    }
     return;
   }
 #endif
-  const size_t elem = SizeOf(dst_dtype);
+  const int64_t elem = static_cast<int64_t>(SizeOf(dst_dtype));
   for (int64_t v = 0; v < num_vectors; ++v) {
     float scale;
     std::memcpy(&scale, scale_bytes + v * sizeof(float), sizeof(scale));
-    DequantizeVector(type, in + v * n, scale, n, dst_dtype,
-                     out + v * n * static_cast<int64_t>(elem));
+    DequantizeOneScalar(type, in + v * n, scale, n, dst_dtype,
+                        out + v * n * elem);
   }
 }
 

@@ -30,11 +30,13 @@
 //   - values up to the largest float: no overflow (x / scale <= 127 or 448).
 //
 // The conversions from float16 and bfloat16 inputs and to float16/bfloat16
-// outputs round to nearest even, bit-identical to tensor/dtype.h. The loops are
-// written branch-free over contiguous vectors so gcc -O2 vectorizes them (the
-// target compiles with the dynamic vectorizer cost model); on CPUs with AVX2
-// and F16C (checked at run time) the int8 paths from and to float16/float32
-// use hand-written AVX2 kernels with identical results.
+// outputs round to nearest even, bit-identical to tensor/dtype.h. The
+// portable loops are branch-free over contiguous vectors; on CPUs with AVX2
+// and F16C (checked once at run time through CPUID) every quantize and
+// dequantize path, int8 and e4m3, from and to float32/float16/bfloat16, runs
+// hand-written AVX2 kernels with bit-identical results: one pass for the
+// amax, one for the codes (a multiply by the reciprocal of the scale), 32
+// elements a step.
 //
 // Example:
 //
@@ -85,6 +87,19 @@ const float* E4M3DecodeTable();
 float QuantizeVector(QuantType type, DType src_dtype, const void* src,
                      int64_t n, void* codes);
 
+// QuantizeVector of num_vectors vectors of n elements each: vector v's
+// source at src + v * src_stride ELEMENTS of src_dtype, its n codes at
+// codes + v * codes_stride BYTES, its float32 scale at
+// scales + v * scales_stride BYTES (need not be aligned). What a write of
+// one token's heads (or one head's tokens) into a block calls once, so the
+// dispatch is paid per call, not per vector. Results equal QuantizeVector's
+// per vector, bit for bit.
+// REQUIRES: n >= 1; num_vectors >= 0; IsValidDType(src_dtype).
+void QuantizeVectors(QuantType type, DType src_dtype, const void* src,
+                     int64_t src_stride, int64_t num_vectors, int64_t n,
+                     void* codes, int64_t codes_stride, void* scales,
+                     int64_t scales_stride);
+
 // Writes the n dequantized values of `codes` with `scale` to `dst`, n
 // contiguous elements of `dst_dtype` (rounded to nearest even). A NaN scale
 // gives n NaNs. REQUIRES: n >= 1; IsValidDType(dst_dtype).
@@ -107,6 +122,16 @@ float DotQuantized(QuantType type, const float* query, const void* codes,
 // acc[d] += weight * dequantized(codes[d]) for d < n.
 void AccumulateQuantized(QuantType type, float weight, const void* codes,
                          float scale, int64_t n, float* acc);
+
+namespace internal {
+// For tests: true makes every function above take the portable loops even
+// where AVX2 is available (the results must not change); false restores
+// the run-time choice.
+void UseScalarQuantizeKernelsForTesting(bool scalar);
+// Whether the AVX2 kernels are in use (the CPU has AVX2 and F16C and tests
+// did not ask for the portable loops).
+bool QuantizeUsesAvx2();
+}  // namespace internal
 
 }  // namespace pagedkv
 

@@ -15,6 +15,7 @@
 #include "base/check.h"
 #include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
+#include "tensor/quantize.h"
 
 namespace pagedkv {
 namespace {
@@ -147,13 +148,6 @@ absl::Status CsrDecodeAttention(ConstTensorView query, const KVPool& pool,
     return s;
   }
 
-  if (layout.quantized()) {
-    // TODO(#15): read int8 / fp8 pages in place, as PagedDecodeAttention
-    // does; until then refuse rather than misread the codes as elements.
-    return absl::UnimplementedError(absl::StrFormat(
-        "CsrDecodeAttention does not read %s KV blocks yet (pool %s)",
-        std::string(KVStorageName(layout.storage)), layout.ToString()));
-  }
   const int64_t query_heads = query.dim(1);
   const int32_t kv_heads = layout.num_kv_heads;
   const int64_t group = query_heads / kv_heads;
@@ -188,13 +182,25 @@ absl::Status CsrDecodeAttention(ConstTensorView query, const KVPool& pool,
       for (int32_t p = begin; p < end; ++p) {
         const int32_t tokens = p == end - 1 ? kv_last_page_len[b] : bt;
         const std::byte* block = pool.BlockData(BlockId(kv_indices[p]));
-        WidenRun(layout.dtype,
-                 block + layout.ElementOffset(layer, KV::kKey, g, 0) * element,
-                 tokens * head_dim, keys.data());
-        WidenRun(
-            layout.dtype,
-            block + layout.ElementOffset(layer, KV::kValue, g, 0) * element,
-            tokens * head_dim, values.data());
+        if (layout.quantized()) {
+          // The page's codes and scales, in place, to float once per run.
+          for (const KV kv : {KV::kKey, KV::kValue}) {
+            DequantizeVectors(layout.quant_type(),
+                              block + layout.DataOffset(layer, kv, g, 0),
+                              block + layout.ScaleOffset(layer, kv, g, 0),
+                              tokens, head_dim, DType::kFloat32,
+                              kv == KV::kKey ? keys.data() : values.data());
+          }
+        } else {
+          WidenRun(
+              layout.dtype,
+              block + layout.ElementOffset(layer, KV::kKey, g, 0) * element,
+              tokens * head_dim, keys.data());
+          WidenRun(
+              layout.dtype,
+              block + layout.ElementOffset(layer, KV::kValue, g, 0) * element,
+              tokens * head_dim, values.data());
+        }
         for (int64_t j = 0; j < group; ++j) {
           const float* qj = &q[j * head_dim];
           float* sj = &scores[j * bt];

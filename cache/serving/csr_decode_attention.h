@@ -16,7 +16,10 @@
 // float once and serves every query head of its group. The softmax is the
 // online (running maximum) form a decode kernel uses, so one pass reads each
 // page once; all arithmetic is float, for float32, float16 and bfloat16
-// pools alike. It is a correctness reference and the proof that the CSR
+// pools alike. On a quantized pool (int8 / fp8 e4m3, kv_layout.h) each run
+// of codes is dequantized with its scales, in place, into the same float
+// scratch (tensor/quantize.h's DequantizeVectors), so the result is that of
+// the kernel on a float32 pool holding the dequantized values. It is a correctness reference and the proof that the CSR
 // export addresses the pool right, not a fast kernel. A row without pages
 // gives zeros.
 //

@@ -23,8 +23,12 @@ void CheckRun(const KVLayout& layout, int32_t layer, int32_t slot,
       layout.block_tokens);
 }
 
-// The quantized write: per (K|V, head, token) one QuantizeVector of the
-// head_dim source elements into the codes and one float into the scales.
+// The quantized write: each (K|V, head, token) vector of head_dim source
+// elements becomes head_dim codes plus one scale, written straight into the
+// block. A contiguous head_dim axis takes one QuantizeVectors call per K|V
+// for a decode token (the heads are the vectors: the codes one head run
+// apart, the scales block_tokens apart) and one per (K|V, head) for a run
+// of tokens; a strided head_dim axis goes through a staging vector.
 void WriteQuantizedRun(KVPool& pool, BlockId block, int32_t layer, int32_t slot,
                        int32_t num_tokens, const TokenSource& key,
                        const TokenSource& value) {
@@ -32,28 +36,51 @@ void WriteQuantizedRun(KVPool& pool, BlockId block, int32_t layer, int32_t slot,
   const QuantType type = layout.quant_type();
   const int64_t elem = static_cast<int64_t>(SizeOf(layout.dtype));
   const int64_t head_dim = layout.head_dim;
+  const int64_t heads = layout.num_kv_heads;
   std::byte* base = pool.BlockData(block);
-  std::vector<std::byte> staging;  // Strided sources only.
+  // Consecutive heads' codes and scales are evenly spaced; the layout's
+  // offsets say how far ([PKV_TAG_BLOCK_LAYOUT]).
+  const int64_t code_head_stride =
+      static_cast<int64_t>(layout.DataOffset(layer, KV::kKey, 1, slot)) -
+      static_cast<int64_t>(layout.DataOffset(layer, KV::kKey, 0, slot));
+  const int64_t scale_head_stride =
+      static_cast<int64_t>(layout.ScaleOffset(layer, KV::kKey, 1, slot)) -
+      static_cast<int64_t>(layout.ScaleOffset(layer, KV::kKey, 0, slot));
   for (const KV kv : {KV::kKey, KV::kValue}) {
     const TokenSource& src = kv == KV::kKey ? key : value;
-    if (src.dim_stride != 1) staging.resize(head_dim * elem);
-    for (int32_t h = 0; h < layout.num_kv_heads; ++h) {
-      std::byte* codes = base + layout.DataOffset(layer, kv, h, slot);
-      std::byte* scales = base + layout.ScaleOffset(layer, kv, h, slot);
+    std::byte* codes = base + layout.DataOffset(layer, kv, 0, slot);
+    std::byte* scales = base + layout.ScaleOffset(layer, kv, 0, slot);
+    if (src.dim_stride == 1 && num_tokens == 1) {
+      QuantizeVectors(type, layout.dtype, src.data, src.head_stride, heads,
+                      head_dim, codes, code_head_stride, scales,
+                      scale_head_stride);
+      continue;
+    }
+    if (src.dim_stride == 1) {
+      for (int64_t h = 0; h < heads; ++h) {
+        QuantizeVectors(type, layout.dtype,
+                        src.data + h * src.head_stride * elem,
+                        src.token_stride, num_tokens, head_dim,
+                        codes + h * code_head_stride, head_dim,
+                        scales + h * scale_head_stride, sizeof(float));
+      }
+      continue;
+    }
+    std::vector<std::byte> staging(static_cast<size_t>(head_dim * elem));
+    for (int64_t h = 0; h < heads; ++h) {
       for (int32_t t = 0; t < num_tokens; ++t) {
         const std::byte* from =
             src.data + (h * src.head_stride + t * src.token_stride) * elem;
-        if (src.dim_stride != 1) {
-          for (int64_t d = 0; d < head_dim; ++d) {
-            std::memcpy(staging.data() + d * elem,
-                        from + d * src.dim_stride * elem,
-                        static_cast<size_t>(elem));
-          }
-          from = staging.data();
+        for (int64_t d = 0; d < head_dim; ++d) {
+          std::memcpy(staging.data() + d * elem,
+                      from + d * src.dim_stride * elem,
+                      static_cast<size_t>(elem));
         }
-        const float scale = QuantizeVector(type, layout.dtype, from, head_dim,
-                                           codes + t * head_dim);
-        std::memcpy(scales + t * sizeof(float), &scale, sizeof(float));
+        const float scale =
+            QuantizeVector(type, layout.dtype, staging.data(), head_dim,
+                           codes + h * code_head_stride + t * head_dim);
+        std::memcpy(scales + h * scale_head_stride + t * sizeof(float), &scale,
+                    sizeof(float));
       }
     }
   }

@@ -6,6 +6,9 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
+#include <tuple>
+#include <algorithm>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -300,6 +303,125 @@ TEST(DequantizeTest, DotAndAccumulateMatchDequantizedValues) {
       EXPECT_NEAR(acc[d], 1.0f + 0.5f * back[d], 1e-5);
     EXPECT_TRUE(
         std::isnan(DotQuantized(type, q.data(), codes.data(), kNaN, 96)));
+  }
+}
+
+// The AVX2 kernels (when this CPU has them) against the portable loops, bit
+// for bit: every format, source and output dtype, lengths around the 8- and
+// 32-element steps, and inputs with zeros, spikes, subnormals, ties,
+// infinities and NaNs; through QuantizeVectors with strides.
+class ScalarKernels {
+ public:
+  explicit ScalarKernels(bool scalar) {
+    internal::UseScalarQuantizeKernelsForTesting(scalar);
+  }
+  ~ScalarKernels() { internal::UseScalarQuantizeKernelsForTesting(false); }
+};
+
+std::vector<float> AdversarialVector(std::mt19937& rng, int64_t n, int kind) {
+  std::normal_distribution<float> dist;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  switch (kind % 8) {
+    case 1:
+      std::fill(v.begin(), v.end(), 0.0f);
+      break;
+    case 2:
+      v[rng() % v.size()] = 1e4f;  // One spike.
+      break;
+    case 3:
+      for (float& x : v) x = std::ldexp(x, -140);  // Float32 subnormals.
+      break;
+    case 4:
+      for (float& x : v) x = std::round(x * 20) / 2;  // Many ties.
+      v[0] = 127;
+      break;
+    case 5:
+      v[rng() % v.size()] = (rng() % 2) ? kInf : -kInf;
+      break;
+    case 6:
+      v[rng() % v.size()] = kNaN;
+      break;
+    case 7:
+      for (float& x : v) x = std::ldexp(x, -20);  // Float16 subnormals.
+      break;
+  }
+  return v;
+}
+
+TEST(QuantizeKernelsTest, Avx2MatchesThePortableLoopsBitForBit) {
+  if (!internal::QuantizeUsesAvx2()) GTEST_SKIP() << "no AVX2 + F16C here";
+  std::mt19937 rng(11);
+  for (QuantType type : {QuantType::kInt8, QuantType::kFp8E4M3}) {
+    for (DType src : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      for (int64_t n : {1, 7, 8, 9, 31, 32, 33, 64, 100, 128, 256}) {
+        for (int kind = 0; kind < 16; ++kind) {
+          const int64_t vectors = 3, stride = n + 5;  // Elements apart.
+          std::vector<float> values;
+          for (int64_t v = 0; v < vectors; ++v) {
+            std::vector<float> one = AdversarialVector(rng, n, kind + v);
+            one.resize(static_cast<size_t>(stride), 0.0f);
+            values.insert(values.end(), one.begin(), one.end());
+          }
+          const std::vector<std::byte> in = Encode(src, values);
+          std::vector<uint8_t> codes[2];
+          std::vector<float> scales[2];
+          for (int scalar = 0; scalar < 2; ++scalar) {
+            ScalarKernels mode(scalar == 1);
+            codes[scalar].assign(static_cast<size_t>(vectors * (n + 3)), 0xAB);
+            scales[scalar].assign(static_cast<size_t>(vectors * 2), -1.0f);
+            QuantizeVectors(type, src, in.data(), stride, vectors, n,
+                            codes[scalar].data(), n + 3, scales[scalar].data(),
+                            2 * sizeof(float));
+          }
+          const std::string where = ::testing::PrintToString(
+              std::make_tuple(QuantTypeName(type), DTypeName(src), n, kind));
+          ASSERT_EQ(codes[0], codes[1]) << where;
+          for (size_t i = 0; i < scales[0].size(); ++i) {
+            uint32_t a, b;
+            std::memcpy(&a, &scales[0][i], 4);
+            std::memcpy(&b, &scales[1][i], 4);
+            ASSERT_EQ(a, b) << where << " scale " << i;
+          }
+          // Dequantize the (dense) codes of the first vector to every dtype.
+          for (DType dst : {DType::kFloat32, DType::kFloat16,
+                            DType::kBFloat16}) {
+            std::vector<std::byte> out[2];
+            for (int scalar = 0; scalar < 2; ++scalar) {
+              ScalarKernels mode(scalar == 1);
+              out[scalar].assign(static_cast<size_t>(2 * n) * SizeOf(dst),
+                                 std::byte{0x5A});
+              std::vector<uint8_t> dense(codes[0].begin(),
+                                         codes[0].begin() + n);
+              dense.insert(dense.end(), codes[0].begin() + (n + 3),
+                           codes[0].begin() + (n + 3) + n);
+              const float two[2] = {scales[0][0], scales[0][2]};
+              DequantizeVectors(type, dense.data(), two, 2, n, dst,
+                                out[scalar].data());
+            }
+            ASSERT_EQ(out[0], out[1]) << where << " to " << DTypeName(dst);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Every e4m3 code, the NaN codes included, decodes through the AVX2 path
+// as the table says.
+TEST(QuantizeKernelsTest, EveryE4M3CodeDecodesAsTheTable) {
+  std::vector<uint8_t> codes(256);
+  for (int c = 0; c < 256; ++c) codes[c] = static_cast<uint8_t>(c);
+  std::vector<float> out(256);
+  DequantizeVector(QuantType::kFp8E4M3, codes.data(), 1.0f, 256,
+                   DType::kFloat32, out.data());
+  for (int c = 0; c < 256; ++c) {
+    const float want = E4M3ToFloat(static_cast<uint8_t>(c));
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(out[c])) << c;
+    } else {
+      EXPECT_EQ(out[c], want) << c;
+    }
   }
 }
 

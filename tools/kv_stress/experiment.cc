@@ -1,11 +1,15 @@
 // tools/kv_stress/experiment.cc
 #include "tools/kv_stress/experiment.h"
 
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "base/status_macros.h"
+#include "cache/storage/kv_layout.h"
 #include "tools/kv_stress/mooncake_trace.h"
 #include "tools/kv_stress/pool_sweep.h"
 #include "tools/kv_stress/simulator.h"
@@ -28,6 +32,34 @@ absl::StatusOr<SimResult> RunExperiment(
     result.invariant_failures += r.invariant_failures;
     for (const std::string& m : r.failure_messages) {
       result.failure_messages.push_back("(prefix caching off) " + m);
+    }
+    if (result.first_failure_step < 0) {
+      result.first_failure_step = r.first_failure_step;
+    }
+  }
+  if (config.layout.quantized() && !config.replicated()) {
+    SimConfig base = config;
+    base.layout.storage = KVStorage::kSame;
+    const size_t bytes = base.layout.block_bytes();
+    base.pool_blocks = static_cast<int32_t>(config.pool_bytes() / bytes);
+    if (config.host_blocks > 0) {  // The same host tier bytes, too.
+      base.host_blocks = std::max<int32_t>(
+          1, static_cast<int32_t>(int64_t{config.host_blocks} *
+                                  static_cast<int64_t>(
+                                      config.layout.block_bytes()) /
+                                  static_cast<int64_t>(bytes)));
+    }
+    base.compare_without_prefix_caching = false;
+    base.pool_sweep.clear();
+    PKV_ASSIGN_OR_RETURN(SimResult r, RunSimulation(base));
+    result.unquantized = r.paged;
+    result.unquantized_pool_blocks = base.pool_blocks;
+    result.unquantized_block_bytes = bytes;
+    result.unquantized_steps = r.steps_run;
+    result.invariant_checks += r.invariant_checks;
+    result.invariant_failures += r.invariant_failures;
+    for (const std::string& m : r.failure_messages) {
+      result.failure_messages.push_back("(unquantized) " + m);
     }
     if (result.first_failure_step < 0) {
       result.first_failure_step = r.first_failure_step;

@@ -7,7 +7,10 @@
 //    (SimResult::without_prefix_caching), so hit rate, prefill tokens
 //    computed and tokens per step can be set side by side;
 //  - a trace: its infinite-cache bound (trace_bound.h, SimResult::bound);
-//  - pool_sweep: the run at each pool size (pool_sweep.h, SimResult::sweep).
+//  - pool_sweep: the run at each pool size (pool_sweep.h, SimResult::sweep);
+//  - a quantized layout (layout.storage int8 or fp8): the paged server again
+//    on the same pool bytes in unquantized blocks (SimResult::unquantized),
+//    so the capacity the 8-bit blocks buy is a same-run ratio.
 //
 //   absl::StatusOr<SimConfig> config = PresetConfig("shared_prefix");
 //   absl::StatusOr<SimResult> r = RunExperiment(*config);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/check.h"
+#include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/simulator.h"
@@ -133,6 +134,12 @@ constexpr PresetField kFields[] = {
        return std::string(c.prefix_caching ? "true" : "false");
      },
      kEmpty},
+    {"kv_dtype",
+     [](const SimConfig& c) {
+       return c.layout.quantized()
+                  ? std::string(KVStorageName(c.layout.storage))
+                  : std::string(DTypeName(c.layout.dtype));
+     }},
     {"compare_prefix_caching",
      [](const SimConfig& c) {
        return std::string(c.compare_without_prefix_caching ? "true" : "false");

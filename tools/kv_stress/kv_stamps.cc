@@ -59,8 +59,14 @@ int64_t ExactIntegers(DType dtype) {
 
 }  // namespace
 
+// On a quantized pool (KVLayout::storage int8 or fp8) the stamp is the raw
+// code byte of that element, 0..126 (finite codes in both formats): the
+// bytes prove the books, and a code is stored exactly.
 KVStamper::KVStamper(KVPool* pool)
-    : pool_(pool), modulus_(ExactIntegers(pool->layout().dtype)) {
+    : pool_(pool),
+      modulus_(pool->layout().quantized()
+                   ? 127
+                   : ExactIntegers(pool->layout().dtype)) {
   const KVLayout& l = pool_->layout();
   const size_t elements =
       static_cast<size_t>(l.num_kv_heads) * l.block_tokens * l.head_dim;
@@ -79,6 +85,9 @@ float KVStamper::StampOf(uint64_t key) const {
 
 std::byte* KVStamper::StampAddress(BlockId block, int32_t offset) const {
   const KVLayout& l = pool_->layout();
+  if (l.quantized()) {
+    return pool_->BlockData(block) + l.DataOffset(0, KV::kKey, 0, offset);
+  }
   return pool_->BlockData(block) +
          static_cast<size_t>(l.ElementOffset(0, KV::kKey, 0, offset)) *
              SizeOf(l.dtype);
@@ -110,11 +119,20 @@ void KVStamper::Write(absl::Span<const int64_t> slots, int64_t first_position,
     }
     for (size_t t = 0; t < n; ++t) {
       const int64_t position = first_position + static_cast<int64_t>(i + t);
-      StoreFromFloat(l.dtype, StampOf(history.KeyAt(position)),
-                     StampAddress(block, offset + static_cast<int32_t>(t)));
+      const float stamp = StampOf(history.KeyAt(position));
+      std::byte* at = StampAddress(block, offset + static_cast<int32_t>(t));
+      if (l.quantized()) {
+        *at = static_cast<std::byte>(static_cast<uint8_t>(stamp));
+      } else {
+        StoreFromFloat(l.dtype, stamp, at);
+      }
     }
+    // Stored bytes per token: codes and scales when quantized.
+    const int64_t per_vector =
+        l.quantized() ? l.head_dim + int64_t{sizeof(float)}
+                      : l.head_dim * static_cast<int64_t>(SizeOf(l.dtype));
     bytes_written_ += static_cast<int64_t>(n) * 2 * l.num_layers *
-                      l.num_kv_heads * l.head_dim * SizeOf(l.dtype);
+                      l.num_kv_heads * per_vector;
     i += n;
   }
 }
@@ -125,9 +143,12 @@ bool KVStamper::Verify(absl::Span<const BlockId> table, int64_t position,
   const size_t index = static_cast<size_t>(position / bt);
   PKV_CHECK(index < table.size(), "position %d past a table of %d blocks",
             position, table.size());
-  const float got = LoadAsFloat(
-      pool_->layout().dtype,
-      StampAddress(table[index], static_cast<int32_t>(position % bt)));
+  const std::byte* at =
+      StampAddress(table[index], static_cast<int32_t>(position % bt));
+  const float got =
+      pool_->layout().quantized()
+          ? static_cast<float>(static_cast<uint8_t>(*at))
+          : LoadAsFloat(pool_->layout().dtype, at);
   return got == StampOf(history.KeyAt(position));
 }
 

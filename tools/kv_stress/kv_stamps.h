@@ -4,7 +4,8 @@
 // every token it writes carries a stamp, a small integer derived from what a
 // real model's KV at that position depends on, the token ids up to and
 // including it, stored exactly (an integer the pool's dtype represents
-// exactly) in the first element of layer 0's key, head 0. A RowHistory keeps
+// exactly; on a quantized pool, the raw code byte, 0..126) in the first
+// element of layer 0's key, head 0. A RowHistory keeps
 // one key per position of a row, a chained hash of its token ids, through
 // forks (a child starts with its parent's history), truncation and
 // recompute (the same tokens give the same stamps). Rows that hold the same

@@ -46,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "cache/serving/kv_cache_manager.h"
+#include "cache/storage/kv_layout.h"
 #include "fmt/format.h"
 #include "tensor/dtype.h"
 #include "tools/common/paths.h"
@@ -95,6 +96,14 @@ ABSL_FLAG(int32_t, kv_heads, -1, PresetFlagHelp("KV heads", "kv_heads"));
 ABSL_FLAG(int32_t, head_dim, -1, PresetFlagHelp("Head dimension", "head_dim"));
 ABSL_FLAG(std::string, dtype, "",
           PresetFlagHelp("float32|float16|bfloat16", "dtype"));
+ABSL_FLAG(std::string, kv_dtype, "",
+          PresetFlagHelp("How blocks store K/V: the dtype (float16, ...: "
+                         "unquantized), int8 or fp8 (e4m3): 8-bit codes plus "
+                         "a float32 scale per token and head; the same pool "
+                         "bytes then hold more blocks, and the run is "
+                         "repeated unquantized to report the capacity "
+                         "gained",
+                         "kv_dtype"));
 ABSL_FLAG(int32_t, block_tokens, -1,
           PresetFlagHelp("Tokens per block", "block_tokens"));
 ABSL_FLAG(int32_t, max_len, -1,
@@ -284,6 +293,9 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
     }
     c.layout.dtype = *dtype;
   }
+  PKV_RETURN_IF_ERROR(ParseNamed(FLAGS_kv_dtype, "kv_dtype",
+                                 "float16|bfloat16|float32|int8|fp8",
+                                 ParseKVStorage, &c.layout.storage));
   if (absl::Status s = c.layout.Validate(); !s.ok()) return s;
   // The memory budget stays the preset's unless a pool flag says otherwise.
   size_t pool_bytes = preset_pool_bytes;
@@ -374,6 +386,12 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
                      " (memory|redis://HOST:PORT|unix:/PATH)"));
   }
   c.compare_without_remote = absl::GetFlag(FLAGS_compare_remote);
+  if (c.layout.quantized() && c.replicated()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_dtype=", std::string(KVStorageName(c.layout.storage)),
+        " is not supported with --replicas or --remote (replicas=",
+        c.replicas, ", remote=", c.remote, ")"));
+  }
   if (const std::string sweep = absl::GetFlag(FLAGS_pool_sweep);
       !sweep.empty()) {
     PKV_ASSIGN_OR_RETURN(c.pool_sweep,

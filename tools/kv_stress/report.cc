@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "cache/storage/kv_layout.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "tensor/dtype.h"
@@ -182,7 +183,80 @@ json PrefixCacheToJson(const SimResult& r) {
   return j;
 }
 
+constexpr double kGiB = 1073741824.0;
+
+// The kv_storage object: how blocks store K/V and how many a GiB holds, and
+// on a quantized layout the unquantized run of the same pool bytes with the
+// ratios (quantized / unquantized) of blocks, peak running requests and
+// tokens per step.
+json KVStorageToJson(const SimResult& r) {
+  const KVLayout& l = r.config.layout;
+  json j = json::object();
+  j["storage"] = std::string(KVStorageName(l.storage));
+  j["block_bytes"] = l.block_bytes();
+  j["blocks_per_gib"] = std::floor(kGiB / double(l.block_bytes()));
+  if (!r.unquantized.has_value()) return j;
+  const ModelReport& u = *r.unquantized;
+  json o = json::object();
+  o["dtype"] = std::string(DTypeName(l.dtype));
+  o["block_bytes"] = r.unquantized_block_bytes;
+  o["blocks_per_gib"] = std::floor(kGiB / double(r.unquantized_block_bytes));
+  o["pool_blocks"] = r.unquantized_pool_blocks;
+  o["peak_running"] = u.peak_running;
+  o["mean_running"] = u.mean_running;
+  o["tokens_per_step"] = u.tokens_per_step;
+  o["completed"] = u.completed;
+  o["preemptions"] = u.preemptions;
+  o["steps_run"] = r.unquantized_steps;
+  j["unquantized"] = o;
+  j["blocks_ratio"] =
+      Ratio(double(r.config.pool_blocks), double(r.unquantized_pool_blocks));
+  j["peak_running_ratio"] =
+      Ratio(double(r.paged.peak_running), double(u.peak_running));
+  j["mean_running_ratio"] = Ratio(r.paged.mean_running, u.mean_running);
+  j["throughput_ratio"] = Ratio(r.paged.tokens_per_step, u.tokens_per_step);
+  return j;
+}
+
 }  // namespace
+
+std::string FormatKVStorageTable(const SimResult& r) {
+  if (!r.unquantized.has_value()) return "";
+  const KVLayout& l = r.config.layout;
+  const ModelReport& p = r.paged;
+  const ModelReport& u = *r.unquantized;
+  std::string out = "\n";
+  const std::string line(62, '-');
+  auto row = [&out](const std::string& name, const std::string& a,
+                    const std::string& b) {
+    out += fmt::format("{:<34}{:>14}{:>14}\n", name, a, b);
+  };
+  auto num = [](auto v) { return fmt::format("{}", v); };
+  row("KV blocks (paged, same bytes)", std::string(KVStorageName(l.storage)),
+      std::string(DTypeName(l.dtype)));
+  out += line + "\n";
+  row("block bytes", num(l.block_bytes()), num(r.unquantized_block_bytes));
+  row("blocks per GiB", num(std::floor(kGiB / double(l.block_bytes()))),
+      num(std::floor(kGiB / double(r.unquantized_block_bytes))));
+  row("pool blocks", num(r.config.pool_blocks),
+      num(r.unquantized_pool_blocks));
+  row("peak running", num(p.peak_running), num(u.peak_running));
+  row("mean running", fmt::format("{:.1f}", p.mean_running),
+      fmt::format("{:.1f}", u.mean_running));
+  row("tokens / step", fmt::format("{:.1f}", p.tokens_per_step),
+      fmt::format("{:.1f}", u.tokens_per_step));
+  row("completed", num(p.completed), num(u.completed));
+  row("preemptions", num(p.preemptions), num(u.preemptions));
+  out += line + "\n";
+  out += fmt::format(
+      "capacity {} / {}: blocks {:.2f}x  peak running {:.2f}x  tokens / "
+      "step {:.2f}x\n",
+      KVStorageName(l.storage), DTypeName(l.dtype),
+      Ratio(double(r.config.pool_blocks), double(r.unquantized_pool_blocks)),
+      Ratio(double(p.peak_running), double(u.peak_running)),
+      Ratio(p.tokens_per_step, u.tokens_per_step));
+  return out;
+}
 
 json ConfigToJson(const SimConfig& c) {
   json j = json::object();
@@ -194,6 +268,7 @@ json ConfigToJson(const SimConfig& c) {
   j["kv_heads"] = c.layout.num_kv_heads;
   j["head_dim"] = c.layout.head_dim;
   j["dtype"] = std::string(DTypeName(c.layout.dtype));
+  j["kv_dtype"] = std::string(KVStorageName(c.layout.storage));
   j["block_tokens"] = c.layout.block_tokens;
   j["block_bytes"] = c.layout.block_bytes();
   j["pool_blocks"] = c.pool_blocks;
@@ -255,6 +330,7 @@ json ToJson(const SimResult& r) {
   AddRunOutcome(r, j);
   j["capacity_ratio"] = r.capacity_ratio;
   j["prefix_cache"] = PrefixCacheToJson(r);
+  j["kv_storage"] = KVStorageToJson(r);
   return j;
 }
 
@@ -413,6 +489,7 @@ std::string FormatTable(const SimResult& r) {
   }
   out += "\n";
   out += FormatPrefixTable(r);
+  out += FormatKVStorageTable(r);
   out += "\n";
   out += fmt::format("{:<20}{:>12}{:>12}{:>12}{:>12}\n", "paged op latency",
                      "count", "p50 us", "p99 us", "mean us");

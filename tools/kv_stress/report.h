@@ -66,6 +66,12 @@ std::string RenderSvg(const SimResult& result);
 // the result has them.
 std::string FormatPrefixTable(const SimResult& result);
 
+// Returns the quantized-KV section of FormatTable ("" unless the result has
+// an unquantized run, SimResult::unquantized): block bytes, blocks per GiB,
+// pool blocks, peak and mean running, tokens per step for both storages,
+// and their ratios.
+std::string FormatKVStorageTable(const SimResult& result);
+
 // Returns an SVG document (1000 x 560) of a pool sweep: the measured hit
 // rate at each pool size, with the trace's infinite-cache bounds as dashed
 // lines, pool size on a log axis. REQUIRES: !result.sweep.empty().

@@ -308,6 +308,14 @@ struct SimResult {
   int64_t without_prefix_caching_steps = 0;
   std::optional<PrefixBound> bound;
   std::vector<SweepPoint> sweep;
+  // On a quantized layout (config.layout.storage int8 or fp8), RunExperiment
+  // also runs the paged server on the same workload and the same pool bytes
+  // in unquantized blocks of the layout's dtype: the capacity the 8-bit
+  // blocks bought, measured in the same invocation.
+  std::optional<ModelReport> unquantized;
+  int32_t unquantized_pool_blocks = 0;
+  size_t unquantized_block_bytes = 0;
+  int64_t unquantized_steps = 0;
 };
 
 // What the progress callback sees after each step.

@@ -91,4 +91,27 @@ grep -q '"key_namespace"' "${tmp}/elsewhere/replicas.json" ||
   fail "no remote section in the JSON"
 grep -q '^total ' "${tmp}/stdout" || fail "no total line: $(cat "${tmp}/stdout")"
 
+# --kv_dtype: an unknown storage is named with the choices (exit 2), and a
+# quantized pool is refused with replicas (their remote tier is untested
+# on it); int8 on the tiny preset prints the capacity against float16.
+for bad in "--kv_dtype=int4" "--kv_dtype=int8 --replicas=2"; do
+  # shellcheck disable=SC2086
+  if "$kv_stress" --preset=tiny --steps=20 $bad >/dev/null \
+    2>"${tmp}/stderr"; then
+    fail "${bad} was accepted"
+  else
+    rc=$?
+    [ "$rc" -eq 2 ] || fail "${bad} exited ${rc}, not 2"
+  fi
+  grep -qF -- "--kv_dtype" "${tmp}/stderr" ||
+    fail "${bad} not named: $(cat "${tmp}/stderr")"
+done
+grep -qF "int8 is not supported with --replicas" "${tmp}/stderr" ||
+  fail "no replicas message: $(cat "${tmp}/stderr")"
+"$kv_stress" --preset=tiny --steps=50 --head_dim=128 --pool_mb=6 --kv_dtype=int8 \
+  >"${tmp}/stdout" 2>"${tmp}/stderr" ||
+  fail "--kv_dtype=int8 failed: $(cat "${tmp}/stderr")"
+grep -q '^capacity int8 / float16: blocks 1\.9[0-9]x' "${tmp}/stdout" ||
+  fail "no int8 capacity line: $(cat "${tmp}/stdout")"
+
 echo "PASS"
