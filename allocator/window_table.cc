@@ -45,7 +45,7 @@ void WindowTable::AppendHole() {
   ++generation_;
 }
 
-int32_t WindowTable::ReleaseBefore(int64_t block_index) {
+int32_t WindowTable::ReleaseBeforeSlow(int64_t block_index) {
   PKV_CHECK(block_index >= 0, "ReleaseBefore(%d)", block_index);
   const int32_t end = block_index < num_entries()
                           ? static_cast<int32_t>(block_index)

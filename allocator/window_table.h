@@ -92,7 +92,11 @@ class WindowTable {
   // num_entries()) and makes it a hole. Returns the blocks released.
   // Amortised O(1) per entry over the table's life.
   // REQUIRES: block_index >= 0.
-  int32_t ReleaseBefore(int64_t block_index);
+  int32_t ReleaseBefore(int64_t block_index) {
+    // The decode step's common case, inline: nothing new out of the window.
+    if (block_index <= first_unpassed_) return 0;
+    return ReleaseBeforeSlow(block_index);
+  }
 
   // Releases the last n entries (live ones; the last first) and drops them.
   // REQUIRES: 0 <= n <= num_entries().
@@ -114,6 +118,8 @@ class WindowTable {
   void CheckInvariants() const;
 
  private:
+  int32_t ReleaseBeforeSlow(int64_t block_index);
+
   // Invariants: pool_ != nullptr; 0 <= first_unpassed_ <= entries_.size()
   // (it only moves back when DropBack removes entries); every entry below
   // first_unpassed_ is a hole; num_live_ == #{valid entries}; this table

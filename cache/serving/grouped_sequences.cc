@@ -32,6 +32,21 @@ GroupedSequences::GroupedSequences(Config config)
       instance_id_(config.instance_id) {
   PKV_CHECK(books_ != nullptr && block_tokens_ > 0 && !groups_.empty(),
             "GroupedSequences needs books, block_tokens and groups");
+  if ((block_tokens_ & (block_tokens_ - 1)) == 0) {
+    block_shift_ = 0;
+    while ((1 << block_shift_) < block_tokens_) ++block_shift_;
+  }
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    if (!groups_[g].is_window()) continue;
+    const auto it = std::find(windows_.begin(), windows_.end(),
+                              groups_[g].sliding_window);
+    if (it == windows_.end()) {
+      windows_.push_back(groups_[g].sliding_window);
+      window_groups_.push_back({g});
+    } else {
+      window_groups_[it - windows_.begin()].push_back(g);
+    }
+  }
 }
 
 GroupedSequences::~GroupedSequences() = default;
@@ -76,10 +91,13 @@ Admission GroupedSequences::CanAdmit(int64_t prompt_tokens,
 
 int32_t GroupedSequences::ReleaseOutOfWindow(Sequence& s) {
   int32_t released = 0;
-  for (int32_t g = 0; g < num_groups(); ++g) {
-    if (!groups_[g].is_window()) continue;
-    released += s.tables[g].ReleaseBefore(WindowFirstNeededBlock(
-        s.computed, groups_[g].sliding_window, block_tokens_));
+  for (size_t w = 0; w < windows_.size(); ++w) {
+    // WindowFirstNeededBlock, with the manager's block arithmetic.
+    const int64_t first_token = s.computed - windows_[w] + 1;
+    const int64_t first = first_token > 0 ? BlockOf(first_token) : 0;
+    for (int32_t g : window_groups_[w]) {
+      released += s.tables[g].ReleaseBefore(first);
+    }
   }
   window_released_ += released;
   return released;
@@ -101,13 +119,24 @@ void GroupedSequences::WriteSlots(const Sequence& s, int64_t first, int64_t k,
                                   int64_t stride, int64_t at,
                                   StepOutput* out) const {
   const int64_t bt = block_tokens_;
+  int64_t* const base = out->slot_mapping.data() + at;
+  if (k == 1) {  // Decode: one block and offset for all groups.
+    const int64_t block = BlockOf(first);
+    const int64_t offset = OffsetOf(first);
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      const BlockId b = s.tables[g].entries()[block];
+      PKV_DCHECK(b.is_valid(), "slot of token %d in a hole", first);
+      base[g * stride] = int64_t{b.value()} * bt + offset;
+    }
+    return;
+  }
   for (int32_t g = 0; g < num_groups(); ++g) {
     const BlockId* entries = s.tables[g].entries().data();
-    int64_t* dst = out->slot_mapping.data() + g * stride + at;
+    int64_t* dst = base + g * stride;
     for (int64_t t = first; t < first + k; ++t) {
-      const BlockId b = entries[t / bt];
+      const BlockId b = entries[BlockOf(t)];
       PKV_DCHECK(b.is_valid(), "slot of token %d in a hole", t);
-      *dst++ = int64_t{b.value()} * bt + t % bt;
+      *dst++ = int64_t{b.value()} * bt + OffsetOf(t);
     }
   }
 }

@@ -113,8 +113,18 @@ class GroupedSequences {
     uint64_t step_stamp = 0;
   };
 
+  // Token -> block arithmetic; a shift and a mask when block_tokens is a
+  // power of two (a 64-bit divide per group per token was a third of the
+  // decode step, measured).
+  int64_t BlockOf(int64_t token) const {
+    return block_shift_ >= 0 ? token >> block_shift_ : token / block_tokens_;
+  }
+  int64_t OffsetOf(int64_t token) const {
+    return block_shift_ >= 0 ? token & (block_tokens_ - 1)
+                             : token % block_tokens_;
+  }
   int64_t BlocksFor(int64_t tokens) const {
-    return (tokens + block_tokens_ - 1) / block_tokens_;
+    return BlockOf(tokens + block_tokens_ - 1);
   }
   absl::StatusOr<Sequence*> Find(SequenceId seq);
   absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
@@ -139,6 +149,12 @@ class GroupedSequences {
   const std::vector<LayerGroup> groups_;
   const double watermark_;
   const uint64_t instance_id_;
+  int32_t block_shift_ = -1;  // log2(block_tokens_), or -1.
+  // The distinct windows of the window groups, and per distinct window the
+  // groups that have it (most models have one window: one division per
+  // sequence per step for all their window groups).
+  std::vector<int32_t> windows_;
+  std::vector<std::vector<int32_t>> window_groups_;
 
   // Invariants (CheckInvariants):
   //  - a kRunning sequence has, per group, exactly BlocksFor(num_tokens)

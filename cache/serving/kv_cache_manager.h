@@ -462,7 +462,10 @@ class KVCacheManager {
 
   // --- Reading the books ----------------------------------------------
 
-  bool contains(SequenceId seq) const { return sequences_.contains(seq); }
+  bool contains(SequenceId seq) const {
+    return windows_ == nullptr ? sequences_.contains(seq)
+                               : GroupedContains(seq);
+  }
   // NOT_FOUND for an unknown id.
   absl::StatusOr<SequenceState> state(SequenceId seq) const;
   absl::StatusOr<int64_t> num_tokens(SequenceId seq) const;
@@ -658,6 +661,7 @@ class KVCacheManager {
   // --- Layer groups (kv_cache_manager_window.cc) ---
   // Create's check of Options::layer_groups; makes windows_.
   absl::Status AttachLayerGroups(const Options& options);
+  bool GroupedContains(SequenceId seq) const;
   // UNIMPLEMENTED for `op` on a manager with layer groups.
   absl::Status GroupsUnimplemented(const char* op) const;
   // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT).

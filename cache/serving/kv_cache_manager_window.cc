@@ -47,6 +47,10 @@ absl::Status KVCacheManager::GroupsUnimplemented(const char* op) const {
       windows_->num_groups()));
 }
 
+bool KVCacheManager::GroupedContains(SequenceId seq) const {
+  return windows_->contains(seq);
+}
+
 int32_t KVCacheManager::num_layer_groups() const {
   return windows_ != nullptr ? windows_->num_groups() : 0;
 }

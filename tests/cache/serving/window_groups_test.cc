@@ -137,6 +137,7 @@ TEST(LayerGroupsTest, CallsNotSupportedYetAreUnimplementedAndChangeNothing) {
   EXPECT_THAT(m->CommitTokens(commit),
               StatusIs(absl::StatusCode::kUnimplemented));
   EXPECT_EQ(m->stats().used_blocks, used);
+  EXPECT_TRUE(m->contains(1));
   EXPECT_FALSE(m->contains(2));
   EXPECT_FALSE(m->contains(3));
   m->CheckInvariants();
@@ -408,6 +409,7 @@ TEST_P(WindowGroupsPropertyTest, MatchesAReferenceModel) {
     std::set<int32_t> live_blocks;
     int64_t live = 0;
     for (const auto& [id, md] : model) {
+      ASSERT_TRUE(m->contains(id));
       ASSERT_EQ(*m->num_tokens(id), md.tokens);
       if (!md.running) continue;
       for (int32_t g = 0; g < num_groups; ++g) {
@@ -428,6 +430,7 @@ TEST_P(WindowGroupsPropertyTest, MatchesAReferenceModel) {
     ASSERT_EQ(m->stats().used_blocks, live);
   }
   for (const auto& [id, md] : model) ASSERT_THAT(m->Free(id), IsOk());
+  EXPECT_EQ(m->stats().num_sequences, 0);
   m->CheckInvariants();
   EXPECT_EQ(m->stats().used_blocks, 0);  // Every block returned.
   EXPECT_EQ(m->stats().free_blocks, num_blocks);
