@@ -15,6 +15,8 @@
 #include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/status_macros.h"
+#include "cache/serving/grouped_sequences.h"
+#include "cache/serving/layer_groups.h"
 
 namespace pagedkv {
 const char* SequenceStateName(SequenceState state) {
@@ -73,6 +75,7 @@ absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
 
 absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
     const Options& options) {
+  PKV_RETURN_IF_ERROR(ValidateLayerGroups(options.layout, options.layer_groups));
   PKV_RETURN_IF_ERROR(options.layout.Validate());
   if (!(options.watermark >= 0 && options.watermark < 1)) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -141,6 +144,7 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
                            : &Xxh3BlockHasher();
   }
   PKV_RETURN_IF_ERROR(manager->AttachRemote(options.prefix_caching.remote));
+  PKV_RETURN_IF_ERROR(manager->AttachLayerGroups(options));
   if (manager->admission_ == AdmissionMode::kReservation) {
     PKV_ASSIGN_OR_RETURN(Reservation r, manager->books_->Reserve(0));
     manager->reservation_.emplace(std::move(r));
@@ -275,12 +279,14 @@ void KVCacheManager::FinishCopies(StepOutput* out) {
 
 Admission KVCacheManager::CanAdmit(int64_t prompt_tokens,
                                    int64_t max_new_tokens) const {
+  if (windows_ != nullptr) return windows_->CanAdmit(prompt_tokens, max_new_tokens);
   return AdmitWithHits(prompt_tokens, max_new_tokens, 0);
 }
 
 Admission KVCacheManager::CanAdmit(absl::Span<const int32_t> prompt,
                                    int64_t max_new_tokens,
                                    const PrefixKeys& keys) const {
+  if (windows_ != nullptr) return windows_->CanAdmit(prompt.size(), max_new_tokens);
   const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
   if (!prefix_caching() || prompt_tokens <= 0 ||
       prompt_tokens > kMaxSequenceTokens) {
@@ -352,6 +358,7 @@ absl::Status KVCacheManager::NotAdmitted(SequenceId seq, int64_t prompt_tokens,
 absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
                                          int64_t max_new_tokens,
                                          StepOutput* out) {
+  if (windows_ != nullptr) return windows_->AddSequence(seq, prompt_tokens, max_new_tokens, out);
   PKV_CHECK(out != nullptr, "AddSequence needs an output");
   if (prompt_tokens <= 0 || max_new_tokens < 0 ||
       prompt_tokens > kMaxSequenceTokens ||
@@ -387,6 +394,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
                                          int64_t max_new_tokens,
                                          StepOutput* out,
                                          const PrefixKeys& keys) {
+  if (windows_ != nullptr) return GroupsUnimplemented("AddSequence with token ids");
   const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
   if (!prefix_caching()) {
     return AddSequence(seq, prompt_tokens, max_new_tokens, out);
@@ -503,6 +511,7 @@ absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
 
 absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
                                          StepOutput* out) {
+  if (windows_ != nullptr) return windows_->AppendSlots(requests, out);
   PKV_CHECK(out != nullptr, "AppendSlots needs an output");
   out->Clear();
   // 1. Validate everything; 2. one PrepareWrite for all (all or nothing);
@@ -625,6 +634,7 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
 }
 
 absl::Status KVCacheManager::Fork(SequenceId parent, SequenceId child) {
+  if (windows_ != nullptr) return GroupsUnimplemented("Fork");
   PKV_ASSIGN_OR_RETURN(Sequence * p, Find(parent));
   if (p->state != SequenceState::kRunning) {
     return NotRunning(parent, p->state, "Fork");
@@ -668,6 +678,7 @@ void KVCacheManager::DropShare(Sequence& s) {
 }
 
 absl::Status KVCacheManager::Free(SequenceId seq) {
+  if (windows_ != nullptr) return windows_->Free(seq);
   // One lookup: the entry is erased through the iterator found here.
   auto it = sequences_.find(seq);
   if (it == sequences_.end()) {
@@ -695,6 +706,7 @@ absl::Status KVCacheManager::Free(SequenceId seq) {
 }
 
 absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
+  if (windows_ != nullptr) return windows_->Truncate(seq, new_length);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kRunning) {
     return NotRunning(seq, s->state, "Truncate");
@@ -748,6 +760,7 @@ absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
 // Preemption
 
 absl::Status KVCacheManager::Preempt(SequenceId seq) {
+  if (windows_ != nullptr) return windows_->Preempt(seq);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kRunning) {
     return NotRunning(seq, s->state, "Preempt");
@@ -762,6 +775,7 @@ absl::Status KVCacheManager::Preempt(SequenceId seq) {
 }
 
 absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
+  if (windows_ != nullptr) return windows_->Readmit(seq, out);
   PKV_CHECK(out != nullptr, "Readmit needs an output");
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kPreempted) {
@@ -801,6 +815,7 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
 }
 
 absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
+  if (windows_ != nullptr) return GroupsUnimplemented("SwapOut");
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kRunning) {
     return NotRunning(seq, s->state, "SwapOut");
@@ -839,6 +854,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
 }
 
 absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
+  if (windows_ != nullptr) return GroupsUnimplemented("SwapIn");
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kSwappedOut) {
     return absl::FailedPreconditionError(
@@ -893,6 +909,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
 }
 
 absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
+  if (windows_ != nullptr) return GroupsUnimplemented("CompleteSwap");
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state == SequenceState::kSwappingOut) {
     s->table.ClearTailFirst();
@@ -917,17 +934,20 @@ absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
 // Reading
 
 absl::StatusOr<SequenceState> KVCacheManager::state(SequenceId seq) const {
+  if (windows_ != nullptr) return windows_->state(seq);
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
   return s->state;
 }
 
 absl::StatusOr<int64_t> KVCacheManager::num_tokens(SequenceId seq) const {
+  if (windows_ != nullptr) return windows_->num_tokens(seq);
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
   return s->num_tokens;
 }
 
 absl::StatusOr<absl::Span<const BlockId>> KVCacheManager::block_table(
     SequenceId seq) const {
+  if (windows_ != nullptr) return GroupsUnimplemented("block_table (use group_table)");
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
   if (s->state != SequenceState::kRunning) {
     return NotRunning(seq, s->state, "block_table");
@@ -937,6 +957,7 @@ absl::StatusOr<absl::Span<const BlockId>> KVCacheManager::block_table(
 
 absl::StatusOr<KVCacheManager::RunningTable> KVCacheManager::running_table(
     SequenceId seq) const {
+  if (windows_ != nullptr) return GroupsUnimplemented("running_table (use group_table)");
   RunningTable t;
   if (FindRunningTable(seq, &t)) return t;
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
@@ -958,6 +979,11 @@ ManagerStats KVCacheManager::stats() const {
   m.num_sequences = static_cast<int32_t>(sequences_.size());
   m.running_sequences = num_running_;
   m.preemptions = preemptions_;
+  if (windows_ != nullptr) {
+    m.num_sequences = windows_->num_sequences();
+    m.running_sequences = windows_->num_running();
+    m.preemptions = windows_->preemptions();
+  }
   m.swap_outs = swap_outs_;
   m.swap_ins = swap_ins_;
   m.swapped_blocks = swapped_blocks_;
@@ -984,6 +1010,7 @@ ManagerStats KVCacheManager::stats() const {
 }
 
 void KVCacheManager::CheckInvariants() const {
+  if (windows_ != nullptr) windows_->CheckInvariants();
   books_->CheckInvariants();
   int32_t running = 0;
   int64_t reserved = 0;

@@ -95,6 +95,7 @@
 #include "allocator/copy_on_write.h"
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_event.h"
+#include "cache/serving/layer_groups.h"
 #include "cache/serving/pending_remote_stores.h"
 #include "cache/serving/step_output.h"
 #include "cache/storage/kv_layout.h"
@@ -104,6 +105,9 @@
 namespace pagedkv {
 
 class RemoteTier;  // cache/remote/remote_tier.h
+namespace internal {
+class GroupedSequences;  // cache/serving/grouped_sequences.h
+}  // namespace internal
 
 // The server's id for a sequence (a request, or one sample or beam of it).
 using SequenceId = int64_t;
@@ -290,11 +294,25 @@ class KVCacheManager {
       int32_t max_pending_remote_stores = 1024;
     };
     PrefixCaching prefix_caching = {};
+
+    // Layer groups (layer_groups.h; docs/design-notes.md "Sliding-window
+    // layer groups"): empty, one table per sequence for all layers; else
+    // one table per group per sequence, and a block holds one group's
+    // layers (GroupBlockLayout). Window groups return the blocks that fall
+    // out of their window. AppendSlots' and AddSequence's slots are then
+    // group-major (StepOutput::group_stride); tables are read per group
+    // (group_table, ExportDenseGroupBlockTables). For now groups need
+    // kBooksOnly, kWatermark, no host tier and no prefix caching (else
+    // UNIMPLEMENTED); Fork, SwapOut/SwapIn, CommitTokens and the token-id
+    // AddSequence are UNIMPLEMENTED with groups.
+    std::vector<LayerGroup> layer_groups = {};
   };
 
   // InvalidArgument for a bad layout, num_blocks <= 0 (without a pool), a
   // watermark outside [0, 1), num_host_blocks < 0, a pool in books-only
-  // mode or with another layout; ResourceExhausted when memory runs out.
+  // mode or with another layout, bad layer_groups; Unimplemented for layer
+  // groups with a mode they do not support yet; ResourceExhausted when
+  // memory runs out.
   static absl::StatusOr<std::unique_ptr<KVCacheManager>> Create(
       const Options& options);
 
@@ -446,7 +464,10 @@ class KVCacheManager {
 
   // --- Reading the books ----------------------------------------------
 
-  bool contains(SequenceId seq) const { return sequences_.contains(seq); }
+  bool contains(SequenceId seq) const {
+    return windows_ == nullptr ? sequences_.contains(seq)
+                               : GroupedContains(seq);
+  }
   // NOT_FOUND for an unknown id.
   absl::StatusOr<SequenceState> state(SequenceId seq) const;
   absl::StatusOr<int64_t> num_tokens(SequenceId seq) const;
@@ -498,6 +519,16 @@ class KVCacheManager {
     out->version = TableVersion{instance_id_, s.entry, s.table.generation()};
     return true;
   }
+
+  // Layer groups: how many (0 without), and one group's table of a running
+  // sequence: entries (blocks that fell out of a window are holes, invalid
+  // ids), length and version (TableVersion::table is that group table's
+  // generation). NOT_FOUND, FAILED_PRECONDITION if not running or the
+  // manager has no groups, OUT_OF_RANGE for a bad group.
+  int32_t num_layer_groups() const;
+  absl::StatusOr<RunningTable> group_table(SequenceId seq, int32_t group) const;
+  // Window groups: blocks their windows released, in all.
+  int64_t window_released_blocks() const;
 
   // Unique among the managers of this process (never 0, never reused).
   uint64_t instance_id() const { return instance_id_; }
@@ -629,6 +660,12 @@ class KVCacheManager {
   void PublishCommitted(Sequence& s,
                         RemoteStore remote_store = RemoteStore::kStore);
   // --- Remote tier (kv_cache_manager_remote.cc) ---
+  // --- Layer groups (kv_cache_manager_window.cc) ---
+  // Create's check of Options::layer_groups; makes windows_.
+  absl::Status AttachLayerGroups(const Options& options);
+  bool GroupedContains(SequenceId seq) const;
+  // UNIMPLEMENTED for `op` on a manager with layer groups.
+  absl::Status GroupsUnimplemented(const char* op) const;
   // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT).
   absl::Status AttachRemote(RemoteTier* remote);
   // After Place: loads blocks [local_hits, ...) of s's prompt from the
@@ -701,6 +738,9 @@ class KVCacheManager {
   int64_t swapped_blocks_ = 0;
   int64_t swapped_bytes_ = 0;
   int64_t cow_copies_ = 0;
+
+  // Layer groups: every sequence lives there (sequences_ stays empty).
+  std::unique_ptr<internal::GroupedSequences> windows_;
 
   // Prefix caching (null hasher_: off).
   const BlockHasher* hasher_ = nullptr;

@@ -152,6 +152,7 @@ absl::Status KVCacheManager::CheckCommit(SequenceId seq, const Sequence& s,
 
 absl::Status KVCacheManager::CommitTokens(
     absl::Span<const TokenCommit> commits) {
+  if (windows_ != nullptr) return GroupsUnimplemented("CommitTokens");
   if (!prefix_caching()) {
     return absl::FailedPreconditionError(
         "CommitTokens on a manager without prefix caching");

@@ -142,6 +142,7 @@ bool KVCacheManager::BeginRemoteLoad(Sequence& s, int32_t local_hits,
 absl::Status KVCacheManager::CompleteRemoteLoads(SequenceId seq,
                                                  int32_t num_loaded_blocks,
                                                  StepOutput* out) {
+  if (windows_ != nullptr) return GroupsUnimplemented("CompleteRemoteLoads");
   PKV_CHECK(out != nullptr, "CompleteRemoteLoads needs an output");
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kLoading) {

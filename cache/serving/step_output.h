@@ -47,6 +47,12 @@ struct StepOutput {
   // Non-empty means the sequence is kLoading and slot_mapping is empty:
   // KVCacheManager::CompleteRemoteLoads gives the slots.
   RemoteLoad remote_load;
+  // With layer groups (KVCacheManager::Options::layer_groups, G of them)
+  // slot_mapping is group-major: G runs of group_stride slots, and group
+  // g's slot of request i's token j is slot_mapping[g * group_stride +
+  // request_offsets[i] + j] (request_offsets count within one group). 0
+  // without groups.
+  int64_t group_stride = 0;
 
   // Empties the output, keeping capacity. Copies still pending are dropped
   // (their sources released): run them first.
@@ -56,6 +62,7 @@ struct StepOutput {
     copies.MarkDone();
     num_cached_tokens = 0;
     remote_load.Clear();
+    group_stride = 0;
   }
 
   static BlockId BlockOf(int64_t slot, int32_t block_tokens) {

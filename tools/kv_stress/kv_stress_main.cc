@@ -53,6 +53,7 @@
 #include "tools/kv_stress/experiment.h"
 #include "tools/kv_stress/flag_help.h"
 #include "tools/kv_stress/model_presets.h"
+#include "tools/kv_stress/window_capacity.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/pool_sweep.h"
 #include "tools/kv_stress/replica_report.h"
@@ -210,6 +211,15 @@ ABSL_FLAG(std::string, pool_sweep, "",
           "separated; 16GiB, 0.5G or a bare number of blocks) and report the "
           "prefix-cache hit rate of each; --svg_out then plots them [\"\": "
           "no sweep]");
+ABSL_FLAG(std::string, window_model, "",
+          "Instead of the workload: the capacity of a sliding-window model's "
+          "layer groups against all-full float16 attention in the same pool "
+          "(gemma-3-12b-style|mistral-7b-swa) [\"\": no]");
+ABSL_FLAG(int64_t, window_context, 32768,
+          "--window_model: tokens per sequence");
+ABSL_FLAG(int64_t, window_pool_mb, 65536, "--window_model: pool in MiB");
+ABSL_FLAG(int32_t, window_chunk, 2048,
+          "--window_model: prefill chunk in tokens");
 ABSL_FLAG(std::string, json_out, "",
           "Write the JSON report to this file (none if empty); a relative "
           "path is taken from the directory `bazel run` was started in");
@@ -464,7 +474,30 @@ int MainReplicas(const SimConfig& config) {
   return ExitCodeOf(*result);
 }
 
+// --window_model: the capacity comparison (window_capacity.h).
+int MainWindowCapacity() {
+  absl::StatusOr<WindowModel> model =
+      FindWindowModel(absl::GetFlag(FLAGS_window_model));
+  if (!model.ok()) {
+    std::fprintf(stderr, "kv_stress: %s\n", model.status().ToString().c_str());
+    return 2;
+  }
+  const WindowCapacityConfig config{
+      .pool_bytes = absl::GetFlag(FLAGS_window_pool_mb) << 20,
+      .context_tokens = absl::GetFlag(FLAGS_window_context),
+      .chunk_tokens = absl::GetFlag(FLAGS_window_chunk)};
+  absl::StatusOr<WindowCapacity> c = MeasureWindowCapacity(*model, config);
+  if (!c.ok()) {
+    std::fprintf(stderr, "kv_stress: %s\n", c.status().ToString().c_str());
+    return 2;
+  }
+  std::printf("%s\n%s\n", FormatWindowCapacity(*model, config, *c).c_str(),
+              WindowCapacityJson(*model, config, *c).c_str());
+  return 0;
+}
+
 int Main() {
+  if (!absl::GetFlag(FLAGS_window_model).empty()) return MainWindowCapacity();
   absl::StatusOr<SimConfig> config = ConfigFromFlags();
   if (!config.ok()) {
     std::fprintf(stderr, "kv_stress: %s\n", config.status().ToString().c_str());

@@ -32,9 +32,10 @@ entries="$(printf '%s\n' "$help" | awk '
   { if (e != "") print e; e = "" }
   END { if (e != "") print e }')"
 # --json_out and --svg_out default to "" meaning "no file", --pool_sweep
-# to "" meaning "no sweep", --remote to "" meaning "no remote tier".
+# to "" meaning "no sweep", --remote to "" meaning "no remote tier",
+# --window_model to "" meaning "run the workload".
 preset_backed="$(printf '%s\n' "$entries" | grep -E 'default: (-1|"");$' |
-  grep -vE '^    --(json_out|svg_out|pool_sweep|remote) ' || true)"
+  grep -vE '^    --(json_out|svg_out|pool_sweep|remote|window_model) ' || true)"
 count="$(printf '%s\n' "$preset_backed" | grep -c . || true)"
 [ "$count" -ge 20 ] || fail "only ${count} flags default to -1 or \"\""
 undocumented="$(printf '%s\n' "$preset_backed" |

@@ -1,0 +1,123 @@
+// Decode steps of a books-only KVCacheManager with layer groups
+// (Options::layer_groups), against the plain (ungrouped) decode step in the
+// same run:
+//
+//   BM_PlainDecodeStep        one AppendSlots of 1 token for each of 256
+//                             sequences, no groups (the baseline).
+//   BM_GroupedDecodeStep      the same step with 6 layer groups: windows:0
+//                             all full (six tables, no window), windows:5
+//                             Gemma-3 style (1 full + 5 window groups of
+//                             1,024 tokens). Their difference per sequence is
+//                             the window maintenance (the release of blocks
+//                             that fell out of the windows); context:1024 vs
+//                             32768 shows it does not grow with the length.
+//
+// Every kSteps iterations the sequences are freed and admitted again at
+// `context` tokens (untimed), so the pool never runs out.
+//
+//   bazel run -c opt //bench/serving:window_groups_benchmark -- \
+//     --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/check.h"
+#include "benchmark/benchmark.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/layer_groups.h"
+#include "cache/serving/step_output.h"
+#include "cache/storage/kv_layout.h"
+#include "tensor/dtype.h"
+
+namespace pagedkv {
+namespace {
+
+constexpr int32_t kBlockTokens = 16;
+constexpr int32_t kSteps = 64;  // Decode steps between resets.
+constexpr int32_t kGroups = 6;
+
+int32_t BlocksFor(int64_t tokens) {
+  return static_cast<int32_t>((tokens + kBlockTokens - 1) / kBlockTokens);
+}
+
+// 48 layers (Gemma-3-12B's KV geometry), grouped or not.
+std::unique_ptr<KVCacheManager> Manager(int32_t num_blocks,
+                                        std::vector<LayerGroup> groups) {
+  KVCacheManager::Options o{.layout = {.num_layers = 48,
+                                       .num_kv_heads = 8,
+                                       .head_dim = 256,
+                                       .dtype = DType::kFloat16,
+                                       .block_tokens = kBlockTokens},
+                            .num_blocks = num_blocks,
+                            .storage = StorageMode::kBooksOnly,
+                            .watermark = 0};
+  o.layer_groups = std::move(groups);
+  absl::StatusOr<std::unique_ptr<KVCacheManager>> m = KVCacheManager::Create(o);
+  PKV_CHECK(m.ok(), "%s", m.status().ToString());
+  return *std::move(m);
+}
+
+void Admit(KVCacheManager& m, int32_t seqs, int64_t context, StepOutput* out) {
+  for (int32_t s = 0; s < seqs; ++s) {
+    if (m.contains(s)) PKV_CHECK(m.Free(s).ok(), "free");
+  }
+  for (int32_t s = 0; s < seqs; ++s) {
+    const absl::Status st = m.AddSequence(s, context, 1 << 20, out);
+    PKV_CHECK(st.ok(), "add: %s", st.ToString());
+  }
+  // One step so every window group is at its decode bound before timing.
+  std::vector<SlotRequest> step;
+  for (int32_t s = 0; s < seqs; ++s) step.push_back({.seq = s, .num_tokens = 1});
+  PKV_CHECK(m.AppendSlots(step, out).ok(), "append");
+}
+
+void RunDecode(benchmark::State& state, KVCacheManager& m, int32_t seqs,
+               int64_t context) {
+  StepOutput out;
+  Admit(m, seqs, context, &out);
+  std::vector<SlotRequest> step;
+  for (int32_t s = 0; s < seqs; ++s) step.push_back({.seq = s, .num_tokens = 1});
+  int32_t done = 0;
+  for (auto _ : state) {
+    PKV_CHECK(m.AppendSlots(step, &out).ok(), "append");
+    benchmark::DoNotOptimize(out.slot_mapping.data());
+    if (++done == kSteps) {
+      state.PauseTiming();
+      Admit(m, seqs, context, &out);
+      done = 0;
+      state.ResumeTiming();
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * seqs);
+}
+
+void BM_PlainDecodeStep(benchmark::State& state) {
+  const int32_t seqs = static_cast<int32_t>(state.range(0));
+  const int64_t context = state.range(1);
+  std::unique_ptr<KVCacheManager> m =
+      Manager(seqs * (BlocksFor(context + kSteps + 1) + 1), {});
+  RunDecode(state, *m, seqs, context);
+}
+BENCHMARK(BM_PlainDecodeStep)
+    ->ArgsProduct({{256}, {1024, 32768}})
+    ->ArgNames({"seqs", "context"});
+
+void BM_GroupedDecodeStep(benchmark::State& state) {
+  const int32_t seqs = static_cast<int32_t>(state.range(0));
+  const int64_t context = state.range(1);
+  const int32_t windows = static_cast<int32_t>(state.range(2));
+  std::vector<LayerGroup> groups(kGroups, LayerGroup{.num_layers = 8});
+  for (int32_t g = 1; g <= windows; ++g) groups[g].sliding_window = 1024;
+  std::unique_ptr<KVCacheManager> m = Manager(
+      seqs * kGroups * (BlocksFor(context + kSteps + 1) + 1), groups);
+  RunDecode(state, *m, seqs, context);
+  state.counters["released"] =
+      static_cast<double>(m->window_released_blocks());
+}
+BENCHMARK(BM_GroupedDecodeStep)
+    ->ArgsProduct({{256}, {1024, 32768}, {0, 5}})
+    ->ArgNames({"seqs", "context", "windows"});
+
+}  // namespace
+}  // namespace pagedkv

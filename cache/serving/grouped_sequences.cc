@@ -1,0 +1,432 @@
+#include "cache/serving/grouped_sequences.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/status_macros.h"
+
+namespace pagedkv {
+namespace internal {
+
+namespace {
+
+absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
+  return absl::FailedPreconditionError(
+      absl::StrFormat("%s of sequence %d, which is %s, not running", op, seq,
+                      SequenceStateName(s)));
+}
+
+}  // namespace
+
+GroupedSequences::GroupedSequences(Config config)
+    : books_(config.books),
+      block_tokens_(config.block_tokens),
+      groups_(std::move(config.groups)),
+      watermark_(config.watermark),
+      instance_id_(config.instance_id) {
+  PKV_CHECK(books_ != nullptr && block_tokens_ > 0 && !groups_.empty(),
+            "GroupedSequences needs books, block_tokens and groups");
+  if ((block_tokens_ & (block_tokens_ - 1)) == 0) {
+    block_shift_ = 0;
+    while ((1 << block_shift_) < block_tokens_) ++block_shift_;
+  }
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    if (!groups_[g].is_window()) continue;
+    const auto it = std::find(windows_.begin(), windows_.end(),
+                              groups_[g].sliding_window);
+    if (it == windows_.end()) {
+      windows_.push_back(groups_[g].sliding_window);
+      window_groups_.push_back({g});
+    } else {
+      window_groups_[it - windows_.begin()].push_back(g);
+    }
+  }
+}
+
+GroupedSequences::~GroupedSequences() = default;
+
+absl::StatusOr<GroupedSequences::Sequence*> GroupedSequences::Find(
+    SequenceId seq) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<const GroupedSequences::Sequence*> GroupedSequences::Find(
+    SequenceId seq) const {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
+  }
+  return &it->second;
+}
+
+int64_t GroupedSequences::PlaceNeed(int64_t tokens) const {
+  return BlocksFor(tokens) * num_groups();
+}
+
+Admission GroupedSequences::CanAdmit(int64_t prompt_tokens,
+                                     int64_t max_new_tokens) const {
+  if (prompt_tokens <= 0 || max_new_tokens < 0 ||
+      prompt_tokens > KVCacheManager::kMaxSequenceTokens - max_new_tokens) {
+    return Admission::kNever;
+  }
+  // Every prompt token gets a slot in every group; the windows release
+  // only from the next step on.
+  const int64_t need = PlaceNeed(prompt_tokens);
+  if (need > books_->num_blocks()) return Admission::kNever;
+  const int64_t keep =
+      static_cast<int64_t>(watermark_ * books_->num_blocks());
+  return need + keep <= books_->num_unreserved_free_blocks() ? Admission::kAdmit
+                                                             : Admission::kLater;
+}
+
+int32_t GroupedSequences::ReleaseOutOfWindow(Sequence& s) {
+  int32_t released = 0;
+  for (size_t w = 0; w < windows_.size(); ++w) {
+    // WindowFirstNeededBlock, with the manager's block arithmetic.
+    const int64_t first_token = s.computed - windows_[w] + 1;
+    const int64_t first = first_token > 0 ? BlockOf(first_token) : 0;
+    for (int32_t g : window_groups_[w]) {
+      released += s.tables[g].ReleaseBefore(first);
+    }
+  }
+  window_released_ += released;
+  return released;
+}
+
+int64_t GroupedSequences::GrowNeed(const Sequence& s, int64_t k) const {
+  return (BlocksFor(s.num_tokens + k) - BlocksFor(s.num_tokens)) *
+         num_groups();
+}
+
+void GroupedSequences::Grow(Sequence& s, int64_t k, const BlockId** blocks) {
+  const int64_t add = BlocksFor(s.num_tokens + k) - BlocksFor(s.num_tokens);
+  for (WindowTable& t : s.tables) {
+    for (int64_t i = 0; i < add; ++i) t.Append(*(*blocks)++);
+  }
+}
+
+void GroupedSequences::WriteSlots(const Sequence& s, int64_t first, int64_t k,
+                                  int64_t stride, int64_t at,
+                                  StepOutput* out) const {
+  const int64_t bt = block_tokens_;
+  int64_t* const base = out->slot_mapping.data() + at;
+  if (k == 1) {  // Decode: one block and offset for all groups.
+    const int64_t block = BlockOf(first);
+    const int64_t offset = OffsetOf(first);
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      const BlockId b = s.tables[g].entries()[block];
+      PKV_DCHECK(b.is_valid(), "slot of token %d in a hole", first);
+      base[g * stride] = int64_t{b.value()} * bt + offset;
+    }
+    return;
+  }
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    const BlockId* entries = s.tables[g].entries().data();
+    int64_t* dst = base + g * stride;
+    for (int64_t t = first; t < first + k; ++t) {
+      const BlockId b = entries[BlockOf(t)];
+      PKV_DCHECK(b.is_valid(), "slot of token %d in a hole", t);
+      *dst++ = int64_t{b.value()} * bt + OffsetOf(t);
+    }
+  }
+}
+
+absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
+                                     StepOutput* out) {
+  const int64_t need = PlaceNeed(tokens);
+  if (need > books_->num_unreserved_free_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "need %d blocks (%d per group, %d groups), %d free", need,
+        BlocksFor(tokens), num_groups(), books_->num_unreserved_free_blocks()));
+  }
+  PKV_ASSIGN_OR_RETURN(step_blocks_,
+                       books_->Allocate(static_cast<int32_t>(need)));
+  s.tables.clear();
+  for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
+  s.num_tokens = 0;
+  s.computed = 0;
+  const BlockId* next = step_blocks_.data();
+  Grow(s, tokens, &next);
+  s.num_tokens = tokens;
+  out->slot_mapping.resize(tokens * num_groups());
+  out->request_offsets = {0, static_cast<int32_t>(tokens)};
+  out->group_stride = tokens;
+  WriteSlots(s, 0, tokens, tokens, 0, out);
+  s.state = SequenceState::kRunning;
+  ++num_running_;
+  return absl::OkStatus();
+}
+
+absl::Status GroupedSequences::AddSequence(SequenceId seq,
+                                           int64_t prompt_tokens,
+                                           int64_t max_new_tokens,
+                                           StepOutput* out) {
+  PKV_CHECK(out != nullptr, "AddSequence needs an output");
+  out->Clear();
+  if (sequences_.contains(seq)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("sequence %d already exists", seq));
+  }
+  if (prompt_tokens <= 0 || max_new_tokens < 0 ||
+      prompt_tokens > KVCacheManager::kMaxSequenceTokens - max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sequence %d: prompt_tokens %d must be > 0, max_new_tokens %d >= 0, "
+        "at most %d in all",
+        seq, prompt_tokens, max_new_tokens, KVCacheManager::kMaxSequenceTokens));
+  }
+  const Admission a = CanAdmit(prompt_tokens, max_new_tokens);
+  if (a != Admission::kAdmit) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "sequence %d: a prompt of %d tokens needs %d blocks (%d groups), %d "
+        "free, watermark %g: %s",
+        seq, prompt_tokens, PlaceNeed(prompt_tokens), num_groups(),
+        books_->num_unreserved_free_blocks(), watermark_,
+        a == Admission::kNever ? "never fits" : "fits later"));
+  }
+  Sequence s;
+  s.max_tokens = prompt_tokens + max_new_tokens;
+  PKV_RETURN_IF_ERROR(Place(s, prompt_tokens, out));
+  s.entry = ++next_entry_;
+  sequences_.emplace(seq, std::move(s));
+  return absl::OkStatus();
+}
+
+absl::Status GroupedSequences::AppendSlots(
+    absl::Span<const SlotRequest> requests, StepOutput* out) {
+  PKV_CHECK(out != nullptr, "AppendSlots needs an output");
+  out->Clear();
+  // 1. Validate; 2. release what the windows no longer read; 3. take every
+  // new block in one Allocate (all or nothing); 4. hand out the slots.
+  ++step_stamp_;
+  step_sequences_.clear();
+  int64_t total_tokens = 0;
+  for (const SlotRequest& r : requests) {
+    auto it = sequences_.find(r.seq);
+    if (it == sequences_.end()) {
+      return absl::NotFoundError(absl::StrFormat("no sequence %d", r.seq));
+    }
+    Sequence& s = it->second;
+    if (s.state != SequenceState::kRunning) {
+      return NotRunning(r.seq, s.state, "AppendSlots");
+    }
+    if (r.num_tokens <= 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "sequence %d: num_tokens must be > 0, got %d", r.seq, r.num_tokens));
+    }
+    if (s.step_stamp == step_stamp_) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("sequence %d named twice in one step", r.seq));
+    }
+    if (r.num_tokens > KVCacheManager::kMaxSequenceTokens - s.num_tokens) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "sequence %d: %d + %d tokens is past the limit of %d", r.seq,
+          s.num_tokens, r.num_tokens, KVCacheManager::kMaxSequenceTokens));
+    }
+    s.step_stamp = step_stamp_;
+    step_sequences_.push_back(&s);
+    total_tokens += r.num_tokens;
+  }
+  // Blocks wholly before every window are read by no later token: they go
+  // back even if the step then fails (no token or readable KV changes).
+  int64_t need = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Sequence& s = *step_sequences_[i];
+    s.computed = s.num_tokens;
+    ReleaseOutOfWindow(s);
+    need += GrowNeed(s, requests[i].num_tokens);
+  }
+  if (need > books_->num_unreserved_free_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "the step needs %d blocks, %d free", need,
+        books_->num_unreserved_free_blocks()));
+  }
+  PKV_ASSIGN_OR_RETURN(step_blocks_,
+                       books_->Allocate(static_cast<int32_t>(need)));
+  const BlockId* next = step_blocks_.data();
+  out->slot_mapping.resize(total_tokens * num_groups());
+  out->request_offsets.resize(requests.size() + 1);
+  out->group_stride = total_tokens;
+  int64_t at = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Sequence& s = *step_sequences_[i];
+    const int64_t k = requests[i].num_tokens;
+    Grow(s, k, &next);
+    out->request_offsets[i] = static_cast<int32_t>(at);
+    WriteSlots(s, s.num_tokens, k, total_tokens, at, out);
+    s.num_tokens += k;
+    at += k;
+  }
+  out->request_offsets[requests.size()] = static_cast<int32_t>(at);
+  return absl::OkStatus();
+}
+
+absl::Status GroupedSequences::Free(SequenceId seq) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
+  }
+  if (it->second.state == SequenceState::kRunning) --num_running_;
+  for (WindowTable& t : it->second.tables) t.Clear();  // Tail first.
+  sequences_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status GroupedSequences::Truncate(SequenceId seq, int64_t new_length) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "Truncate");
+  }
+  if (new_length < 0 || new_length > s->num_tokens) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "truncate sequence %d to %d tokens: must be in [0, %d]", seq,
+        new_length, s->num_tokens));
+  }
+  // The next token (position new_length) reads its window: those blocks
+  // must still be held.
+  const int64_t keep = BlocksFor(new_length);
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    if (!groups_[g].is_window()) continue;
+    const int64_t first = WindowFirstNeededBlock(
+        new_length, groups_[g].sliding_window, block_tokens_);
+    if (first < s->tables[g].first_unpassed() && first < keep) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "truncate sequence %d to %d tokens: group %d's window (%d tokens) "
+          "then reads block %d, released already (blocks below %d are)",
+          seq, new_length, g, groups_[g].sliding_window, first,
+          s->tables[g].first_unpassed()));
+    }
+  }
+  for (WindowTable& t : s->tables) {
+    t.DropBack(t.num_entries() - static_cast<int32_t>(keep));
+  }
+  s->num_tokens = new_length;
+  s->computed = std::min(s->computed, new_length);
+  return absl::OkStatus();
+}
+
+absl::Status GroupedSequences::Preempt(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "Preempt");
+  }
+  for (WindowTable& t : s->tables) t.Clear();
+  s->state = SequenceState::kPreempted;
+  s->computed = 0;
+  --num_running_;
+  ++preemptions_;
+  return absl::OkStatus();
+}
+
+absl::Status GroupedSequences::Readmit(SequenceId seq, StepOutput* out) {
+  PKV_CHECK(out != nullptr, "Readmit needs an output");
+  out->Clear();
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kPreempted) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Readmit of sequence %d, which is %s, not preempted", seq,
+        SequenceStateName(s->state)));
+  }
+  return Place(*s, s->num_tokens, out);
+}
+
+absl::StatusOr<SequenceState> GroupedSequences::state(SequenceId seq) const {
+  PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
+  return s->state;
+}
+
+absl::StatusOr<int64_t> GroupedSequences::num_tokens(SequenceId seq) const {
+  PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
+  return s->num_tokens;
+}
+
+bool GroupedSequences::FindGroupTable(SequenceId seq, int32_t g,
+                                      GroupTable* out) const {
+  if (g < 0 || g >= num_groups()) return false;
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end() || it->second.state != SequenceState::kRunning) {
+    return false;
+  }
+  const Sequence& s = it->second;
+  out->entries = s.tables[g].entries();
+  out->num_tokens = s.num_tokens;
+  out->sequence_entry = s.entry;
+  out->generation = s.tables[g].generation();
+  return true;
+}
+
+absl::Status GroupedSequences::GroupTableError(SequenceId seq,
+                                               int32_t g) const {
+  if (g < 0 || g >= num_groups()) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "layer group %d of a manager with %d groups", g, num_groups()));
+  }
+  PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "group_table");
+  }
+  return absl::OkStatus();
+}
+
+void GroupedSequences::CheckInvariants() const {
+  int32_t running = 0;
+  std::vector<const WindowTable*> tables;
+  std::vector<uint64_t> entries;
+  for (const auto& [id, s] : sequences_) {
+    PKV_CHECK(s.entry >= 1 && s.entry <= next_entry_,
+              "sequence %d: entry %d out of [1, %d]", id, s.entry, next_entry_);
+    entries.push_back(s.entry);
+    PKV_CHECK(0 <= s.computed && s.computed <= s.num_tokens &&
+                  s.num_tokens <= KVCacheManager::kMaxSequenceTokens,
+              "sequence %d: computed %d, num_tokens %d", id, s.computed,
+              s.num_tokens);
+    if (s.state != SequenceState::kRunning) {
+      for (const WindowTable& t : s.tables) {
+        PKV_CHECK(t.num_entries() == 0, "sequence %d (%s) holds entries", id,
+                  SequenceStateName(s.state));
+      }
+      continue;
+    }
+    ++running;
+    PKV_CHECK(s.tables.size() == groups_.size(), "sequence %d: %d tables", id,
+              s.tables.size());
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      const WindowTable& t = s.tables[g];
+      tables.push_back(&t);
+      PKV_CHECK(t.num_entries() == BlocksFor(s.num_tokens),
+                "sequence %d group %d: %d entries for %d tokens", id, g,
+                t.num_entries(), s.num_tokens);
+      const int64_t first =
+          groups_[g].is_window()
+              ? WindowFirstNeededBlock(s.computed, groups_[g].sliding_window,
+                                       block_tokens_)
+              : 0;
+      for (int32_t i = 0; i < t.num_entries(); ++i) {
+        PKV_CHECK(t.entries()[i].is_valid() == (i >= first),
+                  "sequence %d group %d: entry %d is %s, the window starts at "
+                  "block %d (computed %d)",
+                  id, g, i, t.entries()[i].is_valid() ? "live" : "a hole",
+                  first, s.computed);
+      }
+    }
+  }
+  PKV_CHECK(running == num_running_, "%d running, counted %d", running,
+            num_running_);
+  std::sort(entries.begin(), entries.end());
+  PKV_CHECK(std::adjacent_find(entries.begin(), entries.end()) ==
+                entries.end(),
+            "two sequences share an entry number");
+  CheckWindowRefCounts(*books_, tables);
+}
+
+}  // namespace internal
+}  // namespace pagedkv

@@ -1,0 +1,180 @@
+// cache/serving/grouped_sequences.h
+//
+// GroupedSequences is the part of KVCacheManager that runs when the manager
+// has layer groups (KVCacheManager::Options::layer_groups,
+// cache/serving/layer_groups.h): each sequence keeps one WindowTable per
+// group (allocator/window_table.h) on the manager's single pool of equal
+// blocks. Full groups hold a block for every token; a window group releases
+// the blocks that fell wholly out of the window of the next token at the
+// start of each step (O(1) per sequence per decode step), so after a
+// decode step it holds at most WindowBlockBound(W, block_tokens) =
+// ceil(W / block_tokens) + 1 blocks.
+//
+// Every new token gets a slot in every group (a chunk's own attention may
+// read the chunk from the cache, as vLLM's kernels do), so a prefill chunk
+// of k tokens holds up to ceil((W - 1 + k) / block_tokens) + 1 blocks of a
+// window group until the next step: chunk long prompts to get the
+// window's saving during prefill too.
+//
+// KVCacheManager forwards its calls here (one line each); users never name
+// this class. Not supported with groups yet, and refused with UNIMPLEMENTED
+// (at Create or by the call): host storage, swap, prefix caching and the
+// remote tier, kReservation admission, and Fork.
+//
+// Thread safety: as KVCacheManager (one thread at a time).
+#ifndef PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
+#define PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "allocator/block_id.h"
+#include "allocator/block_pool.h"
+#include "allocator/window_table.h"
+#include "cache/serving/layer_groups.h"
+#include "cache/serving/kv_cache_manager.h"  // SequenceId, SlotRequest, ...
+#include "cache/serving/step_output.h"
+
+namespace pagedkv {
+namespace internal {
+
+class GroupedSequences {
+ public:
+  struct Config {
+    BlockPool* books = nullptr;  // Borrowed; outlives this.
+    int32_t block_tokens = 0;
+    std::vector<LayerGroup> groups;  // Validated.
+    double watermark = 0.0;
+    uint64_t instance_id = 0;  // The manager's (TableVersion::manager).
+  };
+  explicit GroupedSequences(Config config);
+  ~GroupedSequences();
+
+  int32_t num_groups() const { return static_cast<int32_t>(groups_.size()); }
+  const LayerGroup& group(int32_t g) const { return groups_[g]; }
+
+  // KVCacheManager's calls of the same names, with its contracts (and its
+  // error codes and messages).
+  Admission CanAdmit(int64_t prompt_tokens, int64_t max_new_tokens) const;
+  absl::Status AddSequence(SequenceId seq, int64_t prompt_tokens,
+                           int64_t max_new_tokens, StepOutput* out);
+  absl::Status AppendSlots(absl::Span<const SlotRequest> requests,
+                           StepOutput* out);
+  absl::Status Free(SequenceId seq);
+  absl::Status Truncate(SequenceId seq, int64_t new_length);
+  absl::Status Preempt(SequenceId seq);
+  absl::Status Readmit(SequenceId seq, StepOutput* out);
+  bool contains(SequenceId seq) const { return sequences_.contains(seq); }
+  absl::StatusOr<SequenceState> state(SequenceId seq) const;
+  absl::StatusOr<int64_t> num_tokens(SequenceId seq) const;
+
+  // One group's table of a running sequence: entries (holes invalid, value
+  // -1), its length, and a version as KVCacheManager::TableVersion's
+  // (manager, sequence entry, table generation). Valid until the next
+  // mutating call.
+  struct GroupTable {
+    absl::Span<const BlockId> entries;
+    int64_t num_tokens = 0;
+    uint64_t sequence_entry = 0;
+    uint64_t generation = 0;
+  };
+  // Returns true and writes *out for a running sequence; false otherwise.
+  bool FindGroupTable(SequenceId seq, int32_t g, GroupTable* out) const;
+  // The Status FindGroupTable's false stands for (NOT_FOUND,
+  // FAILED_PRECONDITION, OUT_OF_RANGE for a bad group).
+  absl::Status GroupTableError(SequenceId seq, int32_t g) const;
+
+  int32_t num_sequences() const {
+    return static_cast<int32_t>(sequences_.size());
+  }
+  int32_t num_running() const { return num_running_; }
+  int64_t preemptions() const { return preemptions_; }
+  // Blocks held by window groups' tables now, and released by windows in
+  // all (stats and kv_stress).
+  int64_t window_released_blocks() const { return window_released_; }
+
+  // Aborts unless the invariants below hold (refcounts against the tables).
+  void CheckInvariants() const;
+
+ private:
+  struct Sequence {
+    std::vector<WindowTable> tables;  // One per group.
+    SequenceState state = SequenceState::kRunning;
+    int64_t num_tokens = 0;
+    int64_t max_tokens = 0;
+    // Tokens before the last call that gave slots: their KV is computed,
+    // and the window of the step's first new token starts from them.
+    int64_t computed = 0;
+    uint64_t entry = 0;
+    uint64_t step_stamp = 0;
+  };
+
+  // Token -> block arithmetic; a shift and a mask when block_tokens is a
+  // power of two (a 64-bit divide per group per token was a third of the
+  // decode step, measured).
+  int64_t BlockOf(int64_t token) const {
+    return block_shift_ >= 0 ? token >> block_shift_ : token / block_tokens_;
+  }
+  int64_t OffsetOf(int64_t token) const {
+    return block_shift_ >= 0 ? token & (block_tokens_ - 1)
+                             : token % block_tokens_;
+  }
+  int64_t BlocksFor(int64_t tokens) const {
+    return BlockOf(tokens + block_tokens_ - 1);
+  }
+  absl::StatusOr<Sequence*> Find(SequenceId seq);
+  absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
+  // Admission: blocks a fresh placement of `tokens` takes in all groups.
+  int64_t PlaceNeed(int64_t tokens) const;
+  // Releases what the windows of s no longer read (s.computed tokens are
+  // computed). Returns the blocks released.
+  int32_t ReleaseOutOfWindow(Sequence& s);
+  // New blocks s needs for k more tokens (after ReleaseOutOfWindow).
+  int64_t GrowNeed(const Sequence& s, int64_t k) const;
+  // Appends BlocksFor(num_tokens + k) - entries blocks per group from
+  // `blocks` (advancing it), then the group-major slots of tokens
+  // [num_tokens, num_tokens + k) at out->slot_mapping[g * stride + at].
+  void Grow(Sequence& s, int64_t k, const BlockId** blocks);
+  void WriteSlots(const Sequence& s, int64_t first, int64_t k, int64_t stride,
+                  int64_t at, StepOutput* out) const;
+  // Places s (no blocks) for `tokens` tokens, all new: slots into out.
+  absl::Status Place(Sequence& s, int64_t tokens, StepOutput* out);
+
+  BlockPool* const books_;
+  const int32_t block_tokens_;
+  const std::vector<LayerGroup> groups_;
+  const double watermark_;
+  const uint64_t instance_id_;
+  int32_t block_shift_ = -1;  // log2(block_tokens_), or -1.
+  // The distinct windows of the window groups, and per distinct window the
+  // groups that have it (most models have one window: one division per
+  // sequence per step for all their window groups).
+  std::vector<int32_t> windows_;
+  std::vector<std::vector<int32_t>> window_groups_;
+
+  // Invariants (CheckInvariants):
+  //  - a kRunning sequence has, per group, exactly BlocksFor(num_tokens)
+  //    entries; in a full group all live; in a window group of window W,
+  //    the entries below WindowFirstNeededBlock(computed, W) are holes and
+  //    the rest live; a kPreempted one holds no entries;
+  //  - 0 <= computed <= num_tokens <= max_tokens;
+  //  - every block's ref_count is the number of live entries naming it;
+  //  - num_running_ == #{kRunning}; entries distinct, in [1, next_entry_].
+  absl::flat_hash_map<SequenceId, Sequence> sequences_;
+  uint64_t next_entry_ = 0;
+  int32_t num_running_ = 0;
+  int64_t preemptions_ = 0;
+  int64_t window_released_ = 0;
+  uint64_t step_stamp_ = 0;
+  std::vector<Sequence*> step_sequences_;  // AppendSlots scratch.
+  std::vector<BlockId> step_blocks_;
+};
+
+}  // namespace internal
+}  // namespace pagedkv
+
+#endif  // PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_

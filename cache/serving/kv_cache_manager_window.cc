@@ -1,0 +1,78 @@
+// KVCacheManager's layer groups: Create's checks and the per-group reads.
+// The books are GroupedSequences' (grouped_sequences.h); the manager's
+// calls forward to it with one line each in kv_cache_manager.cc.
+#include <memory>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "cache/serving/grouped_sequences.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/layer_groups.h"
+
+namespace pagedkv {
+
+absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
+  if (options.layer_groups.empty()) return absl::OkStatus();
+  PKV_RETURN_IF_ERROR(ValidateLayerGroups(options.layout, options.layer_groups));
+  const auto unimplemented = [](const char* what) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "layer groups with %s are not implemented yet", what));
+  };
+  if (options.storage != StorageMode::kBooksOnly) {
+    return unimplemented("host storage (use StorageMode::kBooksOnly)");
+  }
+  if (options.admission != AdmissionMode::kWatermark) {
+    return unimplemented("kReservation admission");
+  }
+  if (options.num_host_blocks > 0) return unimplemented("a host swap tier");
+  if (options.prefix_caching.enabled) return unimplemented("prefix caching");
+  if (options.prefix_caching.remote != nullptr) {
+    return unimplemented("a remote tier");
+  }
+  windows_ = std::make_unique<internal::GroupedSequences>(
+      internal::GroupedSequences::Config{
+          .books = books_,
+          .block_tokens = options.layout.block_tokens,
+          .groups = options.layer_groups,
+          .watermark = options.watermark,
+          .instance_id = instance_id_});
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::GroupsUnimplemented(const char* op) const {
+  return absl::UnimplementedError(absl::StrFormat(
+      "%s is not implemented yet for a manager with %d layer groups", op,
+      windows_->num_groups()));
+}
+
+bool KVCacheManager::GroupedContains(SequenceId seq) const {
+  return windows_->contains(seq);
+}
+
+int32_t KVCacheManager::num_layer_groups() const {
+  return windows_ != nullptr ? windows_->num_groups() : 0;
+}
+
+int64_t KVCacheManager::window_released_blocks() const {
+  return windows_ != nullptr ? windows_->window_released_blocks() : 0;
+}
+
+absl::StatusOr<KVCacheManager::RunningTable> KVCacheManager::group_table(
+    SequenceId seq, int32_t group) const {
+  if (windows_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "group_table of a manager without layer groups (use running_table)");
+  }
+  internal::GroupedSequences::GroupTable t;
+  if (!windows_->FindGroupTable(seq, group, &t)) {
+    return windows_->GroupTableError(seq, group);
+  }
+  return RunningTable{.blocks = t.entries,
+                      .num_tokens = t.num_tokens,
+                      .version = TableVersion{instance_id_, t.sequence_entry,
+                                              t.generation}};
+}
+
+}  // namespace pagedkv
