@@ -200,33 +200,7 @@ bool RedisBlockStore::SendSet(std::string_view key, std::string_view value,
   iovec iov[3] = {{const_cast<char*>(head.data()), head.size()},
                   {const_cast<char*>(value.data()), value.size()},
                   {tail.data(), tail.size()}};
-  iovec* next = iov;
-  int left = 3;
-  while (left > 0) {
-    if (!ArmTimeout(deadline)) return false;
-    msghdr msg{};
-    msg.msg_iov = next;
-    msg.msg_iovlen = static_cast<size_t>(left);
-    // MSG_NOSIGNAL: a dead server is an EPIPE here, never a SIGPIPE.
-    const ssize_t n = sendmsg(ctx_->fd, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) continue;  // Re-armed.
-      Fail(/*timeout=*/false);
-      return false;
-    }
-    size_t sent = static_cast<size_t>(n);
-    while (left > 0 && sent >= next->iov_len) {
-      sent -= next->iov_len;
-      ++next;
-      --left;
-    }
-    if (left > 0) {
-      next->iov_base = static_cast<char*>(next->iov_base) + sent;
-      next->iov_len -= sent;
-    }
-  }
-  return true;
+  return SendAll(iov, deadline);
 }
 
 int32_t RedisBlockStore::CountLeadingHits(absl::Span<const std::string> keys) {
@@ -334,16 +308,38 @@ int32_t RedisBlockStore::Fetch(absl::Span<const std::string> keys,
 }
 
 bool RedisBlockStore::SendAll(std::string_view bytes, absl::Time deadline) {
-  while (!bytes.empty()) {
+  iovec iov[1] = {{const_cast<char*>(bytes.data()), bytes.size()}};
+  return SendAll(iov, deadline);
+}
+
+bool RedisBlockStore::SendAll(absl::Span<iovec> iov, absl::Time deadline) {
+  iovec* next = iov.data();
+  size_t left = iov.size();
+  while (left > 0 && next->iov_len == 0) {
+    ++next;
+    --left;
+  }
+  while (left > 0) {
     if (absl::Now() >= deadline) {
       Fail(/*timeout=*/true);
       return false;
     }
+    msghdr msg{};
+    msg.msg_iov = next;
+    msg.msg_iovlen = left;
     // MSG_NOSIGNAL: a dead server is an EPIPE here, never a SIGPIPE.
-    const ssize_t n =
-        send(ctx_->fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = sendmsg(ctx_->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
-      bytes.remove_prefix(static_cast<size_t>(n));
+      size_t sent = static_cast<size_t>(n);
+      while (left > 0 && sent >= next->iov_len) {
+        sent -= next->iov_len;
+        ++next;
+        --left;
+      }
+      if (left > 0) {
+        next->iov_base = static_cast<char*>(next->iov_base) + sent;
+        next->iov_len -= sent;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

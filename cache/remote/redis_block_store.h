@@ -52,6 +52,7 @@
 #include "cache/remote/remote_block_store.h"
 #include "cache/remote/resp_reader.h"
 
+struct iovec;
 struct redisContext;
 
 namespace pagedkv {
@@ -110,9 +111,12 @@ class RedisBlockStore final : public RemoteBlockStore {
                absl::Time deadline);
   // Reads one reply; nullptr on failure (counted, connection dropped).
   void* ReadReply(absl::Time deadline);
-  // Sends `bytes` (whole commands) by deadline, without touching hiredis's
-  // output buffer (empty between calls).
+  // Sends `bytes` (whole commands), or the iovecs in order (consumed), by
+  // deadline: non-blocking sends, poll() while the socket is full. Never
+  // touches hiredis's output buffer (empty between calls). False: failed
+  // (counted, connection dropped).
   bool SendAll(std::string_view bytes, absl::Time deadline);
+  bool SendAll(absl::Span<iovec> iov, absl::Time deadline);
   // Drops the connection after a failure and schedules the reconnect.
   void Fail(bool timeout);
   void Succeeded();
