@@ -17,11 +17,17 @@
 //   BM_Evict                  allocating blocks that are all cached and free
 //                             (each evicted: O(1), <= 20 ns per block),
 //                             against BM_AllocatePlain from the plain list
-//   BM_DecodeStep/caching:0|1 one AppendSlots of 1 token for each of 256
-//                             sequences, token ids and commit given, prompts
-//                             all distinct (a 0% hit rate; decode blocks are
-//                             keyed and published as they fill): caching on
-//                             must cost < 2% more than off
+//   BM_DecodeStep/ids:M/caching:0|1
+//                             one AppendSlots of 1 token for each of 256
+//                             sequences, prompts all distinct (a 0% hit
+//                             rate): caching on must cost < 2% more than
+//                             off. ids:1 gives each step's token id and
+//                             commit (decode blocks are keyed and published
+//                             as they fill); ids:0 gives none (the server
+//                             keeps them and publishes at the end, below)
+//   BM_PublishAtEnd           ids:0's deferred cost: one CommitTokens giving
+//                             256 sequences' 64 decoded ids each, keying and
+//                             publishing their 4 blocks (per block)
 //
 //   bazel run -c opt //bench/serving:prefix_cache_benchmark --
 //       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
@@ -240,7 +246,8 @@ constexpr int64_t kContext = 1024;
 constexpr int32_t kSteps = 64;  // Decode steps between resets.
 
 void BM_DecodeStep(benchmark::State& state) {
-  const bool caching = state.range(0) != 0;
+  const bool per_step_ids = state.range(0) != 0;
+  const bool caching = state.range(1) != 0;
   constexpr int32_t kSeqs = 256;
   std::unique_ptr<KVCacheManager> m =
       BooksOnly(kSeqs * ((kContext + kSteps) / kBlockTokens + 2), caching);
@@ -252,24 +259,27 @@ void BM_DecodeStep(benchmark::State& state) {
     const std::vector<int32_t> prompt = Tokens(kContext, s * 100000);
     PKV_CHECK(m->AddSequence(s, prompt, 4096, &out).ok(), "add");
     next[s] = s;
-    step.push_back({.seq = s,
-                    .num_tokens = 1,
-                    .token_ids = absl::MakeConstSpan(&next[s], 1),
-                    .commit = kContext});
+    step.push_back({.seq = s, .num_tokens = 1});
+    if (per_step_ids) {
+      step.back().token_ids = absl::MakeConstSpan(&next[s], 1);
+      step.back().commit = kContext;
+    }
   }
   int32_t done = 0;
   for (auto _ : state) {
     PKV_CHECK(m->AppendSlots(step, &out).ok(), "append");
     benchmark::DoNotOptimize(out.slot_mapping.data());
-    // What the step wrote is final; the next tokens are new ones (a block
-    // is never computed twice, so nothing is deduplicated).
-    for (SlotRequest& r : step) ++r.commit;
-    for (int32_t& t : next) t += kSeqs;
+    if (per_step_ids) {
+      // What the step wrote is final; the next tokens are new ones (a block
+      // is never computed twice, so nothing is deduplicated).
+      for (SlotRequest& r : step) ++r.commit;
+      for (int32_t& t : next) t += kSeqs;
+    }
     if (++done == kSteps) {
       state.PauseTiming();
       for (int32_t s = 0; s < kSeqs; ++s) {
         PKV_CHECK(m->Truncate(s, kContext).ok(), "truncate");
-        step[s].commit = kContext;
+        if (per_step_ids) step[s].commit = kContext;
       }
       done = 0;
       state.ResumeTiming();
@@ -279,7 +289,47 @@ void BM_DecodeStep(benchmark::State& state) {
   state.counters["hit_tokens"] =
       static_cast<double>(m->stats().prefix.hit_tokens);
 }
-BENCHMARK(BM_DecodeStep)->Arg(0)->Arg(1)->ArgName("caching");
+BENCHMARK(BM_DecodeStep)
+    ->ArgsProduct({{1, 0}, {0, 1}})
+    ->ArgNames({"ids", "caching"});
+
+void BM_PublishAtEnd(benchmark::State& state) {
+  constexpr int32_t kSeqs = 256;
+  std::unique_ptr<KVCacheManager> m =
+      BooksOnly(kSeqs * ((kContext + kSteps) / kBlockTokens + 2), true);
+  StepOutput out;
+  std::vector<SlotRequest> step;
+  for (int32_t s = 0; s < kSeqs; ++s) {
+    const std::vector<int32_t> prompt = Tokens(kContext, s * 100000);
+    PKV_CHECK(m->AddSequence(s, prompt, 4096, &out).ok(), "add");
+    const TokenCommit prefill{.seq = s, .num_tokens = kContext};
+    PKV_CHECK(m->CommitTokens(absl::MakeConstSpan(&prefill, 1)).ok(), "commit");
+    step.push_back({.seq = s, .num_tokens = 1});
+  }
+  std::vector<int32_t> ids(static_cast<size_t>(kSeqs) * kSteps);
+  std::vector<TokenCommit> commits(kSeqs);
+  int32_t fresh = 1 << 30;  // Never a prompt's id: nothing deduplicates.
+  for (auto _ : state) {
+    state.PauseTiming();
+    for (int32_t s = 0; s < kSeqs; ++s) {
+      PKV_CHECK(m->Truncate(s, kContext).ok(), "truncate");
+    }
+    for (int32_t i = 0; i < kSteps; ++i) {
+      PKV_CHECK(m->AppendSlots(step, &out).ok(), "append");
+    }
+    for (int32_t& id : ids) id = fresh++;
+    for (int32_t s = 0; s < kSeqs; ++s) {
+      commits[s] = {.seq = s,
+                    .num_tokens = kContext + kSteps,
+                    .token_ids = absl::MakeConstSpan(ids).subspan(
+                        static_cast<size_t>(s) * kSteps, kSteps)};
+    }
+    state.ResumeTiming();
+    PKV_CHECK(m->CommitTokens(commits).ok(), "commit");
+  }
+  state.SetItemsProcessed(state.iterations() * kSeqs * kSteps / kBlockTokens);
+}
+BENCHMARK(BM_PublishAtEnd)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace pagedkv

@@ -552,11 +552,15 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
           r.num_tokens, kMaxSequenceTokens));
     }
     if (s.prefix.has_value()) {
-      if (static_cast<int64_t>(r.token_ids.size()) != r.num_tokens) {
+      if (!r.token_ids.empty() &&
+          (static_cast<int64_t>(r.token_ids.size()) != r.num_tokens ||
+           static_cast<int64_t>(s.prefix->tokens.size()) != s.num_tokens)) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "AppendSlots of %d tokens to sequence %d with %d token ids "
-            "(prefix caching needs one per token)",
-            r.num_tokens, r.seq, r.token_ids.size()));
+            "(prefix caching takes one per token or none; it has the ids "
+            "of %d of its %d tokens, CommitTokens gives the rest)",
+            r.num_tokens, r.seq, r.token_ids.size(), s.prefix->tokens.size(),
+            s.num_tokens));
       }
       // Inline: the decode step's common case is a commit in range.
       if (r.commit != -1 &&
@@ -606,9 +610,9 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     s.num_tokens += requests[i].num_tokens;
     if (s.prefix.has_value()) {
       const SlotRequest& r = requests[i];
-      if (r.num_tokens == 1) {
+      if (r.token_ids.size() == 1) {
         s.prefix->tokens.push_back(r.token_ids[0]);  // No memmove call.
-      } else {
+      } else if (!r.token_ids.empty()) {
         s.prefix->tokens.insert(s.prefix->tokens.end(), r.token_ids.begin(),
                                 r.token_ids.end());
       }
@@ -786,7 +790,8 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
   int32_t hits = 0;
   if (s->prefix.has_value()) {
     // Recompute only what the cache lost (always the last token).
-    hits = PinHits(*s, (s->num_tokens - 1) / layout_.block_tokens);
+    hits = PinHits(*s, std::min((s->num_tokens - 1) / layout_.block_tokens,
+                                BlocksWithIds(*s->prefix)));
   }
   if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
     s->table.ClearTailFirst();
@@ -865,7 +870,8 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
   // Blocks still cached come back without a copy.
   int32_t hits = 0;
   if (s->prefix.has_value()) {
-    hits = PinHits(*s, num_tokens / layout_.block_tokens);
+    hits = PinHits(*s, std::min(num_tokens / layout_.block_tokens,
+                                BlocksWithIds(*s->prefix)));
   }
   StepOutput unused;
   if (absl::Status st = Place(*s, num_tokens, &unused); !st.ok()) {
@@ -1068,20 +1074,22 @@ void KVCacheManager::CheckInvariants() const {
     if (s.prefix.has_value()) {
       const PrefixState& p = *s.prefix;
       const int32_t bt = layout_.block_tokens;
-      PKV_CHECK(static_cast<int64_t>(p.tokens.size()) == s.num_tokens,
+      PKV_CHECK(static_cast<int64_t>(p.tokens.size()) <= s.num_tokens,
                 "sequence %d keeps %d token ids for %d tokens", id,
                 p.tokens.size(), s.num_tokens);
       PKV_CHECK(p.hashes.size() == p.keys.size() &&
-                    static_cast<int64_t>(p.hashes.size()) <= s.num_tokens / bt,
-                "sequence %d: %d hashes, %d keys, %d tokens", id,
-                p.hashes.size(), p.keys.size(), s.num_tokens);
+                    static_cast<int64_t>(p.hashes.size()) <= BlocksWithIds(p),
+                "sequence %d: %d hashes, %d keys, ids of %d tokens", id,
+                p.hashes.size(), p.keys.size(), p.tokens.size());
       PKV_CHECK(p.committed >= 0 && p.committed <= s.num_tokens,
                 "sequence %d committed %d of %d tokens", id, p.committed,
                 s.num_tokens);
       if (s.state == SequenceState::kRunning) {
-        PKV_CHECK(p.published >= 0 && p.published <= p.committed / bt,
-                  "sequence %d: %d blocks published, %d committed", id,
-                  p.published, p.committed);
+        PKV_CHECK(p.published >= 0 && p.published <= p.committed / bt &&
+                      p.published <= BlocksWithIds(p),
+                  "sequence %d: %d blocks published, %d tokens committed, "
+                  "ids of %d",
+                  id, p.published, p.committed, p.tokens.size());
         // What it published is still matchable, unless a reset came.
         if (p.epoch == books_->prefix_epoch() && !p.stopped) {
           for (int32_t i = 0; i < p.published; ++i) {

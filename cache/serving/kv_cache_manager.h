@@ -141,7 +141,13 @@ struct SlotRequest {
   SequenceId seq = 0;
   int32_t num_tokens = 0;  // New tokens; > 0.
   // Prefix caching, for a sequence added with its token ids: the new
-  // tokens' ids (num_tokens of them). Ignored otherwise.
+  // tokens' ids (num_tokens of them), or none. A server that keeps the ids
+  // itself may leave them out from some step on and give them later with
+  // TokenCommit::token_ids (at the sequence's end, say): its decode steps
+  // then cost what they cost without prefix caching, and its blocks become
+  // matchable only when their ids arrive. Once ids are missing, a step that
+  // gives ids again is INVALID_ARGUMENT until CommitTokens has caught up.
+  // Ignored for other sequences.
   absl::Span<const int32_t> token_ids = {};
   // Prefix caching: tokens [0, commit) of the sequence have their KV written
   // and are final (at most the tokens it held before this call; never less
@@ -154,6 +160,10 @@ struct SlotRequest {
 struct TokenCommit {
   SequenceId seq = 0;
   int64_t num_tokens = 0;
+  // The ids of the tokens that follow the last id the manager has (steps
+  // that left SlotRequest::token_ids out), appended before the commit; at
+  // most up to the sequence's tokens. Empty: none.
+  absl::Span<const int32_t> token_ids = {};
 };
 
 // A multimodal input whose placeholder tokens are [start, start + length)
@@ -349,9 +359,20 @@ class KVCacheManager {
                            const PrefixKeys& keys = {});
 
   // Prefix caching: commits tokens of running sequences (see
-  // SlotRequest::commit), publishing their newly final full blocks. All or
+  // SlotRequest::commit), first appending the ids each entry gives,
+  // publishing their newly final full blocks whose ids are known. All or
   // nothing: NOT_FOUND, FAILED_PRECONDITION (not running), OUT_OF_RANGE
-  // for a count past the sequence's tokens or below its last commit.
+  // for a count past the sequence's tokens or below its last commit,
+  // INVALID_ARGUMENT for ids past its tokens or a sequence given ids twice
+  // in one call.
+  //
+  // A server that keeps the token ids (decode steps without them) publishes
+  // a finished sequence's blocks this way before freeing it:
+  //
+  //   const TokenCommit done{.seq = id, .num_tokens = written,
+  //                          .token_ids = generated_ids};
+  //   PKV_RETURN_IF_ERROR(manager->CommitTokens(absl::MakeConstSpan(&done, 1)));
+  //   PKV_RETURN_IF_ERROR(manager->Free(id));
   absl::Status CommitTokens(absl::Span<const TokenCommit> commits);
 
   // Prefix caching: the events queued since the last call (prefix_event.h),
@@ -557,7 +578,9 @@ class KVCacheManager {
     // Leading table blocks done publishing (published, or switched to an
     // equal cached block) in `epoch`.
     int32_t published = 0;
-    std::vector<int32_t> tokens;       // Every token with a slot.
+    // The ids of tokens [0, tokens.size()) of the sequence's num_tokens:
+    // all of them, unless steps left their ids out (SlotRequest).
+    std::vector<int32_t> tokens;
     std::vector<BlockHash> hashes;     // Of full blocks [0, hashes.size()).
     std::vector<BlockExtraKeys> keys;  // One per hash.
     uint64_t tenant_salt = 0;
@@ -642,6 +665,11 @@ class KVCacheManager {
   absl::Status Place(Sequence& s, int64_t num_tokens, StepOutput* out);
 
   // --- Prefix caching (kv_cache_manager_prefix.cc) ---
+  // Full blocks of p whose token ids it has (all full blocks unless steps
+  // left their ids out): the most it can match or publish.
+  int64_t BlocksWithIds(const PrefixState& p) const {
+    return static_cast<int64_t>(p.tokens.size()) / layout_.block_tokens;
+  }
   // Hashes of full blocks [0, n) of p (computes the missing ones).
   void EnsureHashes(PrefixState& p, int64_t n) const;
   // The chain of blocks [first, first + n) of p.

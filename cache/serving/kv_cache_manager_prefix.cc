@@ -109,8 +109,8 @@ void KVCacheManager::PublishCommitted(Sequence& s, RemoteStore remote_store) {
   }
   if (p.stopped) return;
   const int32_t bt = layout_.block_tokens;
-  const int64_t full =
-      std::min<int64_t>(p.committed / bt, s.table.num_blocks());
+  const int64_t full = std::min<int64_t>(
+      std::min(p.committed / bt, BlocksWithIds(p)), s.table.num_blocks());
   if (full <= p.published) return;
   EnsureHashes(p, full);
   const int64_t n = full - p.published;
@@ -157,9 +157,9 @@ absl::Status KVCacheManager::CommitTokens(
     return absl::FailedPreconditionError(
         "CommitTokens on a manager without prefix caching");
   }
+  ++step_stamp_;  // Marks the sequences given ids in this call.
   for (const TokenCommit& c : commits) {
-    PKV_ASSIGN_OR_RETURN(const Sequence* s,
-                         static_cast<const KVCacheManager*>(this)->Find(c.seq));
+    PKV_ASSIGN_OR_RETURN(Sequence * s, Find(c.seq));
     if (s->state != SequenceState::kRunning) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "CommitTokens of sequence %d, which is %s, not running", c.seq,
@@ -171,9 +171,25 @@ absl::Status KVCacheManager::CommitTokens(
           c.seq));
     }
     PKV_RETURN_IF_ERROR(CheckCommit(c.seq, *s, c.num_tokens));
+    if (c.token_ids.empty()) continue;
+    const int64_t known = static_cast<int64_t>(s->prefix->tokens.size());
+    if (static_cast<int64_t>(c.token_ids.size()) > s->num_tokens - known) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "CommitTokens of sequence %d with %d token ids: it has the ids of "
+          "%d of its %d tokens, so at most %d more",
+          c.seq, c.token_ids.size(), known, s->num_tokens,
+          s->num_tokens - known));
+    }
+    if (s->step_stamp == step_stamp_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "CommitTokens gives token ids of sequence %d twice", c.seq));
+    }
+    s->step_stamp = step_stamp_;
   }
   for (const TokenCommit& c : commits) {
     Sequence& s = sequences_.find(c.seq)->second;
+    s.prefix->tokens.insert(s.prefix->tokens.end(), c.token_ids.begin(),
+                            c.token_ids.end());
     s.prefix->committed = std::max(s.prefix->committed, c.num_tokens);
     PublishCommitted(s);
   }
@@ -185,7 +201,9 @@ void KVCacheManager::TruncatePrefix(Sequence& s, int64_t new_length) {
   PrefixState& p = *s.prefix;
   const int32_t bt = layout_.block_tokens;
   const int64_t full = new_length / bt;
-  p.tokens.resize(new_length);
+  if (static_cast<int64_t>(p.tokens.size()) > new_length) {
+    p.tokens.resize(new_length);
+  }
   if (static_cast<int64_t>(p.hashes.size()) > full) {
     p.hashes.resize(full);
     p.keys.resize(full);

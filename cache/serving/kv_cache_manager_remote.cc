@@ -66,8 +66,10 @@ int32_t KVCacheManager::FillFromRemote(Sequence& s, int32_t local_hits,
   if (remote_ == nullptr) return 0;
   PrefixState& p = *s.prefix;
   const int32_t bt = layout_.block_tokens;
-  // As PinHits: whole blocks, leaving at least the last prompt token.
-  const int64_t matchable = (s.num_tokens - 1) / bt;
+  // As PinHits: whole blocks with ids, leaving at least the last prompt
+  // token.
+  const int64_t matchable =
+      std::min((s.num_tokens - 1) / bt, BlocksWithIds(p));
   if (local_hits >= matchable) return 0;
   EnsureHashes(p, matchable);
   const RemoteChain chain = ChainFrom(p.hashes, p.keys, p.tokens, local_hits,
@@ -105,7 +107,8 @@ bool KVCacheManager::BeginRemoteLoad(Sequence& s, int32_t local_hits,
   if (remote_ == nullptr) return false;
   PrefixState& p = *s.prefix;
   const int32_t bt = layout_.block_tokens;
-  const int64_t matchable = (s.num_tokens - 1) / bt;  // As FillFromRemote.
+  const int64_t matchable =  // As FillFromRemote.
+      std::min((s.num_tokens - 1) / bt, BlocksWithIds(p));
   if (local_hits >= matchable) return false;
   EnsureHashes(p, matchable);
   const RemoteChain chain = ChainFrom(p.hashes, p.keys, p.tokens, local_hits,

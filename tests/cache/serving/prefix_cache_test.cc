@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -463,6 +464,169 @@ TEST(PrefixCacheTest, BadInputChangesNothing) {
   std::unique_ptr<KVCacheManager> off = *KVCacheManager::Create(plain);
   EXPECT_THAT(off->CommitTokens({}), StatusIs(Code::kFailedPrecondition));
   EXPECT_FALSE(off->prefix_caching());
+}
+
+// --- Token ids kept by the server (SlotRequest::token_ids left out) ---
+
+// One decode step of `seq` without token ids, committing what it held.
+void DecodeWithoutIds(CheckedManager& m, SequenceId seq) {
+  const int64_t held = *m->num_tokens(seq);
+  const SlotRequest r[] = {{.seq = seq, .num_tokens = 1, .commit = held}};
+  ASSERT_THAT(m.Append(r), IsOk());
+}
+
+TEST(PrefixCacheTest, IdsGivenAtTheEndPublishTheDecodedBlocksThen) {
+  CheckedManager m = Make({});
+  const std::vector<int32_t> prompt = Ids(8);
+  const std::vector<int32_t> generated = Ids(9, 900);
+  Add(m, 1, prompt, {}, 32);
+  Commit(m, 1, 8);
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 2);
+  for (int i = 0; i < 9; ++i) DecodeWithoutIds(m, 1);
+  // Committed through token 16, but the ids past the prompt are unknown:
+  // nothing more is matchable.
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 2);
+  const std::vector<int32_t> all = Concat(prompt, generated);
+  EXPECT_EQ(Add(m, 2, all).num_cached_tokens, 8);
+  ASSERT_THAT(m.Free(2), IsOk());
+  const TokenCommit done{.seq = 1, .num_tokens = 17, .token_ids = generated};
+  ASSERT_THAT(m->CommitTokens(absl::MakeConstSpan(&done, 1)), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 4);  // Tokens [0, 16).
+  ASSERT_THAT(m.Free(1), IsOk());
+  EXPECT_EQ(Add(m, 3, all).num_cached_tokens, 16);  // (17 - 1) / 4 blocks.
+}
+
+TEST(PrefixCacheTest, IdsAtTheEndCacheWhatIdsPerStepCache) {
+  // The same random decode runs twice: with ids in every step, and with
+  // none and all of them in one CommitTokens at the end. Then both caches
+  // hold the same blocks and every sequence's whole history hits.
+  std::mt19937 rng(20261202);
+  for (int trial = 0; trial < 20; ++trial) {
+    CheckedManager per_step = Make({.num_blocks = 512});
+    CheckedManager at_end = Make({.num_blocks = 512});
+    constexpr SequenceId kSeqs = 4;
+    std::vector<std::vector<int32_t>> tokens(kSeqs);
+    std::vector<int64_t> prompt_size(kSeqs), committed(kSeqs, 0);
+    for (SequenceId seq = 0; seq < kSeqs; ++seq) {
+      // Half the sequences share their first block, so publishing meets
+      // equal blocks too.
+      const std::vector<int32_t> prompt =
+          Concat(seq % 2 == 0 ? Ids(4, 7) : Ids(4, 1000 * (seq + 1)),
+                 Ids(1 + static_cast<int32_t>(rng() % 9), 100 * (seq + 1)));
+      Add(per_step, seq, prompt, {}, 160);
+      Add(at_end, seq, prompt, {}, 160);
+      tokens[seq] = prompt;
+      prompt_size[seq] = static_cast<int64_t>(prompt.size());
+    }
+    for (int step = 0; step < 40; ++step) {
+      const SequenceId seq = static_cast<SequenceId>(rng() % kSeqs);
+      std::vector<int32_t>& t = tokens[seq];
+      const int64_t held = static_cast<int64_t>(t.size());
+      const int32_t k = 1 + static_cast<int32_t>(rng() % 3);
+      const std::vector<int32_t> ids =
+          Ids(k, 10000 * (seq + 1) + static_cast<int32_t>(held));
+      int64_t commit = -1;
+      if (rng() % 2 == 0) {
+        commit = committed[seq] +
+                 static_cast<int64_t>(rng() % (held - committed[seq] + 1));
+        committed[seq] = commit;
+      }
+      const SlotRequest with{
+          .seq = seq, .num_tokens = k, .token_ids = ids, .commit = commit};
+      const SlotRequest without{.seq = seq, .num_tokens = k, .commit = commit};
+      ASSERT_THAT(per_step.Append(absl::MakeConstSpan(&with, 1)), IsOk());
+      ASSERT_THAT(at_end.Append(absl::MakeConstSpan(&without, 1)), IsOk());
+      t.insert(t.end(), ids.begin(), ids.end());
+    }
+    for (SequenceId seq = 0; seq < kSeqs; ++seq) {
+      const std::vector<int32_t>& t = tokens[seq];
+      const int64_t n = static_cast<int64_t>(t.size());
+      const TokenCommit all{.seq = seq, .num_tokens = n};
+      ASSERT_THAT(per_step->CommitTokens(absl::MakeConstSpan(&all, 1)), IsOk());
+      const TokenCommit late{
+          .seq = seq,
+          .num_tokens = n,
+          .token_ids = absl::MakeConstSpan(t).subspan(prompt_size[seq])};
+      ASSERT_THAT(at_end->CommitTokens(absl::MakeConstSpan(&late, 1)), IsOk());
+      at_end->CheckInvariants();
+    }
+    ASSERT_EQ(per_step->stats().prefix.cached_blocks,
+              at_end->stats().prefix.cached_blocks);
+    for (SequenceId seq = 0; seq < kSeqs; ++seq) {
+      const std::vector<int32_t> probe = Concat(tokens[seq], {1});
+      const int64_t whole = static_cast<int64_t>(tokens[seq].size()) / kBt * kBt;
+      EXPECT_EQ(Add(per_step, 100 + seq, probe).num_cached_tokens, whole);
+      EXPECT_EQ(Add(at_end, 100 + seq, probe).num_cached_tokens, whole)
+          << "trial " << trial << " sequence " << seq;
+    }
+  }
+}
+
+TEST(PrefixCacheTest, LateIdsBadInputChangesNothing) {
+  CheckedManager m = Make({});
+  Add(m, 1, Ids(8), {}, 32);
+  Add(m, 2, Ids(8, 300), {}, 32);
+  // Sequence 1: 12 tokens, 12 committed, ids of 8 (its prompt's two blocks
+  // are published).
+  for (int i = 0; i < 4; ++i) DecodeWithoutIds(m, 1);
+  const TokenCommit prompt_done{.seq = 1, .num_tokens = 12};
+  ASSERT_THAT(m->CommitTokens(absl::MakeConstSpan(&prompt_done, 1)), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 2);
+  const std::vector<SequenceId> ids = {1, 2};
+  const ManagerSnapshot before = TakeSnapshot(*m, ids);
+  // Ids again while four are missing.
+  const int32_t one[] = {5};
+  const SlotRequest lagging[] = {{.seq = 1, .num_tokens = 1, .token_ids = one}};
+  EXPECT_THAT(m.Append(lagging), StatusIs(Code::kInvalidArgument));
+  // Five ids for the four missing; the valid entry before it is not applied.
+  const int32_t five[] = {5, 6, 7, 8, 9};
+  const TokenCommit too_many[] = {
+      {.seq = 2, .num_tokens = 8},
+      {.seq = 1, .num_tokens = 12, .token_ids = five}};
+  EXPECT_THAT(m->CommitTokens(too_many), StatusIs(Code::kInvalidArgument));
+  // The same sequence's ids twice in one call.
+  const TokenCommit twice[] = {{.seq = 1, .num_tokens = 12, .token_ids = one},
+                               {.seq = 1, .num_tokens = 12, .token_ids = one}};
+  EXPECT_THAT(m->CommitTokens(twice), StatusIs(Code::kInvalidArgument));
+  EXPECT_EQ(TakeSnapshot(*m, ids), before);
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 2);
+  // Exactly the four missing ids are still taken, and publish block 2.
+  const int32_t four[] = {5, 6, 7, 8};
+  const TokenCommit right{.seq = 1, .num_tokens = 12, .token_ids = four};
+  ASSERT_THAT(m->CommitTokens(absl::MakeConstSpan(&right, 1)), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 3);
+  // Caught up: ids per step are taken again.
+  const SlotRequest again[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = one, .commit = 12}};
+  EXPECT_THAT(m.Append(again), IsOk());
+}
+
+TEST(PrefixCacheTest, LateIdsWithPreemptionAndTruncation) {
+  CheckedManager m = Make({});
+  const std::vector<int32_t> prompt = Ids(8);
+  Add(m, 1, prompt, {}, 32);
+  Commit(m, 1, 8);
+  for (int i = 0; i < 6; ++i) DecodeWithoutIds(m, 1);  // 14 tokens, ids of 8.
+  ASSERT_THAT(m.Preempt(1), IsOk());
+  StepOutput out;
+  ASSERT_THAT(m.Readmit(1, &out), IsOk());
+  // Only blocks with ids can hit; the rest is recomputed.
+  EXPECT_EQ(out.num_cached_tokens, 8);
+  EXPECT_THAT(out.slot_mapping, SizeIs(6));
+  // Truncating past the ids keeps them; below them drops the rest.
+  ASSERT_THAT(m.Truncate(1, 12), IsOk());
+  const int32_t four[] = {40, 41, 42, 43};
+  const TokenCommit late{.seq = 1, .num_tokens = 12, .token_ids = four};
+  ASSERT_THAT(m->CommitTokens(absl::MakeConstSpan(&late, 1)), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 3);
+  EXPECT_EQ(Add(m, 2, Concat(prompt, {40, 41, 42, 43, 9})).num_cached_tokens,
+            12);
+  ASSERT_THAT(m.Free(2), IsOk());
+  ASSERT_THAT(m.Truncate(1, 6), IsOk());
+  const int32_t one[] = {7};
+  const SlotRequest step[] = {{.seq = 1, .num_tokens = 1, .token_ids = one}};
+  EXPECT_THAT(m.Append(step), IsOk());  // The ids of all 6 kept: caught up.
 }
 
 }  // namespace
