@@ -476,6 +476,10 @@ int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
       // The same KV, computed twice (two sequences prefilled the prefix
       // before either committed it).
       if (ref_counts_[found] > 0) {
+        // A block another table holds too (a fork's) cannot be switched:
+        // that table would keep it while our next blocks were published
+        // under `found`, a parent it does not hold. Stop the chain.
+        if (ref_counts_[b] > 1) break;
         AddRefLocked(BlockId(found));
         switches->push_back(
             PrefixSwitch{static_cast<int32_t>(i), BlockId(found)});

@@ -204,7 +204,9 @@ class BlockPool {
   // id: chain block 0 is a sequence's first block). For each block, in
   // order: an equal cached entry that is in use is switched to (appended to
   // *switches); one that is free gives its entry, children included, to
-  // blocks[i]; a hash held by other tokens (a collision) stops the chain.
+  // blocks[i]; a hash held by other tokens (a collision) stops the chain,
+  // and so does an equal entry in use when blocks[i] has another holder
+  // too (a fork's table, which would keep blocks[i] below our next blocks).
   // Returns how many blocks were done (published, already published, or
   // switched); the caller retries none of the rest.
   // Returns 0 if `parent` is valid but not published (nothing to chain to).

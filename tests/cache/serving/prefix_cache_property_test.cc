@@ -107,6 +107,10 @@ class PrefixWorkload {
   struct Seq {
     std::vector<int32_t> tokens;  // Every token with a slot.
     int64_t committed = 0;
+    // Tokens whose ids the manager has: a late sequence's decode steps
+    // leave them out, and CatchUp gives them later (TokenCommit::token_ids).
+    int64_t known = 0;
+    bool late = false;
   };
 
   static CheckedManager MakeManager(const Case& c) {
@@ -149,9 +153,10 @@ class PrefixWorkload {
     return std::string(reinterpret_cast<const char*>(p.data()),
                        blocks * kBt * sizeof(int32_t));
   }
+  // Only blocks whose ids the manager has are published.
   void NoteCommit(Seq& s, int64_t n) {
     s.committed = std::max(s.committed, n);
-    for (int64_t k = 1; k <= s.committed / kBt; ++k) {
+    for (int64_t k = 1; k <= std::min(s.committed, s.known) / kBt; ++k) {
       committed_.insert(Key(s.tokens, k));
     }
   }
@@ -208,6 +213,8 @@ class PrefixWorkload {
     Seq& s = seqs_[id];
     s.tokens = p;
     s.committed = hits * kBt;
+    s.known = static_cast<int64_t>(p.size());
+    s.late = rng_() % 3 == 0;
     CheckBytes(id, s, out.num_cached_tokens);
     WriteSlots(out.slot_mapping, s, out.num_cached_tokens);
     // The prefill is written: commit it (sometimes later).
@@ -229,8 +236,23 @@ class PrefixWorkload {
     for (int32_t& t : ids) t = 1 + rng_() % 3;
     const int64_t before = static_cast<int64_t>(s.tokens.size());
     const int64_t commit = rng_() % 4 == 0 ? -1 : before;
-    const SlotRequest r{
-        .seq = id, .num_tokens = n, .token_ids = ids, .commit = commit};
+    if (s.late && rng_() % 4 == 0) {
+      CatchUp(id, s);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    const bool lagging = s.known < before;
+    if (lagging && rng_() % 8 == 0) {
+      // Ids after a gap would key the wrong positions: refused (or the
+      // step passes the sequence's reserved tokens, checked first).
+      const SlotRequest r{.seq = id, .num_tokens = n, .token_ids = ids};
+      StepOutput out;
+      const absl::Status st = m_->AppendSlots(absl::MakeConstSpan(&r, 1), &out);
+      ASSERT_TRUE(absl::IsInvalidArgument(st) || absl::IsOutOfRange(st)) << st;
+      m_->CheckInvariants();
+    }
+    const bool give_ids = !s.late && !lagging;
+    SlotRequest r{.seq = id, .num_tokens = n, .commit = commit};
+    if (give_ids) r.token_ids = ids;
     StepOutput out;
     const absl::Status st = m_->AppendSlots(absl::MakeConstSpan(&r, 1), &out);
     m_->CheckInvariants();
@@ -240,9 +262,25 @@ class PrefixWorkload {
       if (absl::IsResourceExhausted(st)) PreemptOne();
       return;
     }
+    if (give_ids) s.known += n;
     if (commit >= 0) NoteCommit(s, commit);
     s.tokens.insert(s.tokens.end(), ids.begin(), ids.end());
     WriteSlots(out.slot_mapping, s, before);
+  }
+
+  // A late sequence's missing ids, with a commit of what was written before
+  // its last step (and sometimes per-step ids again from now on).
+  void CatchUp(SequenceId id, Seq& s) {
+    const int64_t held = static_cast<int64_t>(s.tokens.size());
+    const TokenCommit c{
+        .seq = id,
+        .num_tokens = std::max(s.committed, held - 1),
+        .token_ids = absl::MakeConstSpan(s.tokens).subspan(s.known)};
+    ASSERT_TRUE(m_->CommitTokens(absl::MakeConstSpan(&c, 1)).ok());
+    m_->CheckInvariants();
+    s.known = held;
+    NoteCommit(s, c.num_tokens);
+    if (rng_() % 2 == 0) s.late = false;
   }
 
   void FreeOne() {
@@ -290,6 +328,7 @@ class PrefixWorkload {
     if (!m_.Truncate(id, len).ok()) return;  // kReservation may refuse.
     s.tokens.resize(len);
     s.committed = std::min(s.committed, len);
+    s.known = std::min(s.known, len);
   }
 
   void PreemptOne() {

@@ -431,6 +431,26 @@ TEST(PrefixCacheTest, EventsAndResets) {
   EXPECT_EQ(Add(m, 3, p).num_cached_tokens, 8);
 }
 
+TEST(PrefixCacheTest, AForkedBlockIsNotSwitchedUnderItsOtherHolder) {
+  // Sequences 1 and 2 (a fork) share two uncommitted blocks; sequence 3
+  // commits an equal first block. Switching 1's first block to 3's would
+  // publish the shared second block under a parent 2 does not hold, and
+  // freeing 1 and 3 would leave 2 holding a block whose parent is free.
+  CheckedManager m = Make({});
+  const std::vector<int32_t> prompt = Ids(8);
+  Add(m, 1, prompt);
+  ASSERT_THAT(m.Fork(1, 2), IsOk());
+  Add(m, 3, Concat(Ids(4), Ids(4, 900)));
+  Commit(m, 3, 8);
+  Commit(m, 1, 8);  // Block 0 is shared with 2: the chain stops.
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 2);
+  ASSERT_THAT(m.Free(3), IsOk());
+  ASSERT_THAT(m.Free(1), IsOk());  // CheckedManager checks the parents.
+  // Now 2 holds its blocks alone: its commit takes over 3's cached entry.
+  Commit(m, 2, 8);
+  EXPECT_EQ(Add(m, 4, Concat(prompt, {1})).num_cached_tokens, 8);
+}
+
 TEST(PrefixCacheTest, BadInputChangesNothing) {
   CheckedManager m = Make({});
   Add(m, 1, Ids(6));
