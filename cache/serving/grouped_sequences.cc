@@ -103,6 +103,47 @@ int32_t GroupedSequences::ReleaseOutOfWindow(Sequence& s) {
   return released;
 }
 
+int64_t GroupedSequences::CountWindowFrees(const Sequence& s) {
+  int64_t freed = 0;
+  for (size_t w = 0; w < windows_.size(); ++w) {
+    // As ReleaseOutOfWindow, after s.computed = s.num_tokens.
+    const int64_t first_token = s.num_tokens - windows_[w] + 1;
+    const int64_t first = first_token > 0 ? BlockOf(first_token) : 0;
+    for (int32_t g : window_groups_[w]) {
+      const WindowTable& t = s.tables[g];
+      if (first <= t.first_unpassed()) continue;  // Decode: usually.
+      const int64_t end = std::min<int64_t>(first, t.num_entries());
+      for (int64_t i = t.first_unpassed(); i < end; ++i) {
+        const BlockId b = t.entries()[i];
+        if (!b.is_valid()) continue;
+        if (!s.may_share) {
+          PKV_DCHECK(books_->ref_count(b) == 1,
+                     "block %d of an unshared table has %d holders",
+                     b.value(), books_->ref_count(b));
+          ++freed;
+        } else if (books_->ref_count(b) == 1) {
+          ++freed;
+        } else {
+          step_released_.push_back(b);  // Freed if all holders release.
+        }
+      }
+    }
+  }
+  return freed;
+}
+
+int64_t GroupedSequences::CountSharedFrees() {
+  if (step_released_.empty()) return 0;
+  std::sort(step_released_.begin(), step_released_.end());
+  int64_t freed = 0;
+  for (auto it = step_released_.begin(); it != step_released_.end();) {
+    const auto run = std::upper_bound(it, step_released_.end(), *it);
+    if (run - it == books_->ref_count(*it)) ++freed;
+    it = run;
+  }
+  return freed;
+}
+
 int64_t GroupedSequences::GrowNeed(const Sequence& s, int64_t k) const {
   return (BlocksFor(s.num_tokens + k) - BlocksFor(s.num_tokens)) *
          num_groups();
@@ -155,6 +196,7 @@ absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
   for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
   s.num_tokens = 0;
   s.computed = 0;
+  s.may_share = false;  // Fresh blocks only.
   const BlockId* next = step_blocks_.data();
   Grow(s, tokens, &next);
   s.num_tokens = tokens;
@@ -205,8 +247,10 @@ absl::Status GroupedSequences::AppendSlots(
     absl::Span<const SlotRequest> requests, StepOutput* out) {
   PKV_CHECK(out != nullptr, "AppendSlots needs an output");
   out->Clear();
-  // 1. Validate; 2. release what the windows no longer read; 3. take every
-  // new block in one Allocate (all or nothing); 4. hand out the slots.
+  // 1. Validate; 2. count the new blocks against the free ones and those
+  // the windows would release (fail here, nothing changed); 3. release
+  // what the windows no longer read and take every new block in one
+  // Allocate; 4. hand out the slots.
   ++step_stamp_;
   step_sequences_.clear();
   int64_t total_tokens = 0;
@@ -236,22 +280,33 @@ absl::Status GroupedSequences::AppendSlots(
     step_sequences_.push_back(&s);
     total_tokens += r.num_tokens;
   }
-  // Blocks wholly before every window are read by no later token: they go
-  // back even if the step then fails (no token or readable KV changes).
+  // What the step needs, with nothing changed yet: the blocks its windows
+  // release are free for it when no other table holds them.
   int64_t need = 0;
+  int64_t freed = 0;
+  step_released_.clear();
   for (size_t i = 0; i < requests.size(); ++i) {
-    Sequence& s = *step_sequences_[i];
-    s.computed = s.num_tokens;
-    ReleaseOutOfWindow(s);
+    const Sequence& s = *step_sequences_[i];
+    freed += CountWindowFrees(s);
     need += GrowNeed(s, requests[i].num_tokens);
   }
-  if (need > books_->num_unreserved_free_blocks()) {
+  freed += CountSharedFrees();
+  const int64_t free_blocks = books_->num_unreserved_free_blocks();
+  if (need > free_blocks + freed) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "the step needs %d blocks, %d free", need,
-        books_->num_unreserved_free_blocks()));
+        "the step needs %d blocks, %d free and %d the windows would release",
+        need, free_blocks, freed));
   }
-  PKV_ASSIGN_OR_RETURN(step_blocks_,
-                       books_->Allocate(static_cast<int32_t>(need)));
+  // It fits: the windows release, then one Allocate takes the rest.
+  for (Sequence* s : step_sequences_) {
+    s->computed = s->num_tokens;
+    ReleaseOutOfWindow(*s);
+  }
+  absl::StatusOr<std::vector<BlockId>> taken =
+      books_->Allocate(static_cast<int32_t>(need));
+  PKV_CHECK(taken.ok(), "a step counted to fit failed: %s",
+            taken.status().ToString());
+  step_blocks_ = *std::move(taken);
   const BlockId* next = step_blocks_.data();
   out->slot_mapping.resize(total_tokens * num_groups());
   out->request_offsets.resize(requests.size() + 1);

@@ -8,7 +8,9 @@
 // the blocks that fell wholly out of the window of the next token at the
 // start of each step (O(1) per sequence per decode step), so after a
 // decode step it holds at most WindowBlockBound(W, block_tokens) =
-// ceil(W / block_tokens) + 1 blocks.
+// ceil(W / block_tokens) + 1 blocks. A step counts first (the blocks its
+// windows would release count as free) and fails with nothing changed;
+// only a step that fits releases and allocates.
 //
 // Every new token gets a slot in every group (a chunk's own attention may
 // read the chunk from the cache, as vLLM's kernels do), so a prefill chunk
@@ -111,6 +113,10 @@ class GroupedSequences {
     int64_t computed = 0;
     uint64_t entry = 0;
     uint64_t step_stamp = 0;
+    // Some of its blocks may have other holders (set by Fork on both
+    // sides, cleared when Place rebuilds the tables); else every live
+    // entry's ref_count is 1.
+    bool may_share = false;
   };
 
   // Token -> block arithmetic; a shift and a mask when block_tokens is a
@@ -133,6 +139,13 @@ class GroupedSequences {
   // Releases what the windows of s no longer read (s.computed tokens are
   // computed). Returns the blocks released.
   int32_t ReleaseOutOfWindow(Sequence& s);
+  // AppendSlots' count, before anything changes: the blocks
+  // ReleaseOutOfWindow(s) would free once s.computed = s.num_tokens. A
+  // block with other holders goes to step_released_ instead; then
+  // CountSharedFrees() counts those whose every holder releases them in
+  // this step (sorts step_released_).
+  int64_t CountWindowFrees(const Sequence& s);
+  int64_t CountSharedFrees();
   // New blocks s needs for k more tokens (after ReleaseOutOfWindow).
   int64_t GrowNeed(const Sequence& s, int64_t k) const;
   // Appends BlocksFor(num_tokens + k) - entries blocks per group from
@@ -172,6 +185,7 @@ class GroupedSequences {
   uint64_t step_stamp_ = 0;
   std::vector<Sequence*> step_sequences_;  // AppendSlots scratch.
   std::vector<BlockId> step_blocks_;
+  std::vector<BlockId> step_released_;  // CountWindowFrees' shared blocks.
 };
 
 }  // namespace internal
