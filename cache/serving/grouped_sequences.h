@@ -18,10 +18,15 @@
 // window group until the next step: chunk long prompts to get the
 // window's saving during prefill too.
 //
+// Fork shares every group's table (holes included); the first write into
+// a shared partial last block copies it in each group (StepOutput::copies,
+// as the ungrouped manager), and a window release of a block another
+// table holds frees nothing.
+//
 // KVCacheManager forwards its calls here (one line each); users never name
 // this class. Not supported with groups yet, and refused with UNIMPLEMENTED
 // (at Create or by the call): host storage, swap, prefix caching and the
-// remote tier, kReservation admission, and Fork.
+// remote tier, kReservation admission.
 //
 // Thread safety: as KVCacheManager (one thread at a time).
 #ifndef PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
@@ -66,6 +71,11 @@ class GroupedSequences {
                            int64_t max_new_tokens, StepOutput* out);
   absl::Status AppendSlots(absl::Span<const SlotRequest> requests,
                            StepOutput* out);
+  // The child gets the parent's tables in every group, holes included
+  // (one reference more on each live block) and its length and window; the
+  // partial last block each group shares is copied at the first write of
+  // either (AppendSlots' StepOutput::copies). Never takes a block.
+  absl::Status Fork(SequenceId parent, SequenceId child);
   absl::Status Free(SequenceId seq);
   absl::Status Truncate(SequenceId seq, int64_t new_length);
   absl::Status Preempt(SequenceId seq);
@@ -98,6 +108,8 @@ class GroupedSequences {
   // Blocks held by window groups' tables now, and released by windows in
   // all (stats and kv_stress).
   int64_t window_released_blocks() const { return window_released_; }
+  // Copy-on-write copies handed out (StepOutput::copies), in all.
+  int64_t cow_copies() const { return cow_copies_; }
 
   // Aborts unless the invariants below hold (refcounts against the tables).
   void CheckInvariants() const;
@@ -146,6 +158,25 @@ class GroupedSequences {
   // this step (sorts step_released_).
   int64_t CountWindowFrees(const Sequence& s);
   int64_t CountSharedFrees();
+  // A shared partial last block a step writes into: request's table of
+  // `group`, entry `index`, holding `block`.
+  struct CowTarget {
+    int32_t request;
+    int32_t group;
+    int32_t index;
+    BlockId block;
+  };
+  // Adds the step's copy-on-write targets of s (request i) to step_cow_.
+  void FindCowTargets(const Sequence& s, int32_t i);
+  // The copies step_cow_ needs once the step's windows released their
+  // blocks (REQUIRES: CountSharedFrees() ran): a block keeps
+  // ref_count - (its releases in this step) holders, and when k targets
+  // share a block no one else holds, k - 1 copy and the last writes in
+  // place (PrepareWrite's rule).
+  int64_t CountCopies();
+  // After the releases: unshares what CountCopies counted, taking the
+  // fresh blocks from *blocks (advancing it); the copies go to out.
+  void Unshare(const BlockId** blocks, StepOutput* out);
   // New blocks s needs for k more tokens (after ReleaseOutOfWindow).
   int64_t GrowNeed(const Sequence& s, int64_t k) const;
   // Appends BlocksFor(num_tokens + k) - entries blocks per group from
@@ -175,17 +206,25 @@ class GroupedSequences {
   //    the entries below WindowFirstNeededBlock(computed, W) are holes and
   //    the rest live; a kPreempted one holds no entries;
   //  - 0 <= computed <= num_tokens <= max_tokens;
-  //  - every block's ref_count is the number of live entries naming it;
+  //  - every block's ref_count is the number of live entries naming it
+  //    plus the copy sources handed out and not yet marked done (at most
+  //    cow_copies_ in all); a sequence without may_share holds only blocks
+  //    of ref_count 1;
   //  - num_running_ == #{kRunning}; entries distinct, in [1, next_entry_].
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
   uint64_t next_entry_ = 0;
   int32_t num_running_ = 0;
   int64_t preemptions_ = 0;
   int64_t window_released_ = 0;
+  int64_t cow_copies_ = 0;
   uint64_t step_stamp_ = 0;
   std::vector<Sequence*> step_sequences_;  // AppendSlots scratch.
   std::vector<BlockId> step_blocks_;
   std::vector<BlockId> step_released_;  // CountWindowFrees' shared blocks.
+  std::vector<CowTarget> step_cow_;
+  // Per block, the references moved from entries to copies so far (the
+  // copy-on-write count and Unshare).
+  absl::flat_hash_map<BlockId, int32_t> step_holds_;
 };
 
 }  // namespace internal
