@@ -266,6 +266,16 @@ void PendingCopies::Append(PendingCopies&& other) {
   other.pool_ = nullptr;
 }
 
+void PendingCopies::Adopt(BlockPool* pool, CopyOp op) {
+  PKV_CHECK(pool != nullptr && (ops_.empty() || pool_ == pool),
+            "PendingCopies::Adopt across pools");
+  PKV_DCHECK(pool->ref_count(op.src) > 0 && pool->ref_count(op.dst) > 0,
+             "adopting a copy %d -> %d of a free block", op.src.value(),
+             op.dst.value());
+  pool_ = pool;
+  ops_.push_back(op);
+}
+
 absl::StatusOr<PendingCopies> PrepareWrite(BlockPool& pool,
                                            const WriteRequest& request) {
   return internal::CopyOnWriteBooks::PrepareWrite(pool, request);

@@ -122,6 +122,14 @@ class PendingCopies {
   // REQUIRES: both on the same pool, or one of them empty.
   void Append(PendingCopies&& other);
 
+  // Adds a copy decided outside PrepareWrite (the window tables of layer
+  // groups, cache/serving/grouped_sequences.cc, unshare with
+  // WindowTable::Replace), taking over one reference the caller holds on
+  // op.src; op.dst is the entry's new block.
+  // REQUIRES: ref_count(op.src) > 0 and ref_count(op.dst) > 0 in `pool`;
+  // this list empty or on `pool`.
+  void Adopt(BlockPool* pool, CopyOp op);
+
  private:
   friend struct internal::CopyOnWriteBooks;
   PendingCopies(BlockPool* pool, Ops ops) : pool_(pool), ops_(std::move(ops)) {}

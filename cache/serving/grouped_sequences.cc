@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "allocator/copy_on_write.h"
 #include "base/check.h"
 #include "base/status_macros.h"
 
@@ -103,6 +104,89 @@ int32_t GroupedSequences::ReleaseOutOfWindow(Sequence& s) {
   return released;
 }
 
+int64_t GroupedSequences::CountWindowFrees(const Sequence& s) {
+  int64_t freed = 0;
+  for (size_t w = 0; w < windows_.size(); ++w) {
+    // As ReleaseOutOfWindow, after s.computed = s.num_tokens.
+    const int64_t first_token = s.num_tokens - windows_[w] + 1;
+    const int64_t first = first_token > 0 ? BlockOf(first_token) : 0;
+    for (int32_t g : window_groups_[w]) {
+      const WindowTable& t = s.tables[g];
+      if (first <= t.first_unpassed()) continue;  // Decode: usually.
+      const int64_t end = std::min<int64_t>(first, t.num_entries());
+      for (int64_t i = t.first_unpassed(); i < end; ++i) {
+        const BlockId b = t.entries()[i];
+        if (!b.is_valid()) continue;
+        if (!s.may_share) {
+          PKV_DCHECK(books_->ref_count(b) == 1,
+                     "block %d of an unshared table has %d holders",
+                     b.value(), books_->ref_count(b));
+          ++freed;
+        } else if (books_->ref_count(b) == 1) {
+          ++freed;
+        } else {
+          step_released_.push_back(b);  // Freed if all holders release.
+        }
+      }
+    }
+  }
+  return freed;
+}
+
+int64_t GroupedSequences::CountSharedFrees() {
+  if (step_released_.empty()) return 0;
+  std::sort(step_released_.begin(), step_released_.end());
+  int64_t freed = 0;
+  for (auto it = step_released_.begin(); it != step_released_.end();) {
+    const auto run = std::upper_bound(it, step_released_.end(), *it);
+    if (run - it == books_->ref_count(*it)) ++freed;
+    it = run;
+  }
+  return freed;
+}
+
+void GroupedSequences::FindCowTargets(const Sequence& s, int32_t i) {
+  if (OffsetOf(s.num_tokens) == 0) return;  // New tokens start a block.
+  const int32_t last = static_cast<int32_t>(BlockOf(s.num_tokens));
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    const BlockId b = s.tables[g].entries()[last];
+    PKV_DCHECK(b.is_valid(), "the last block of group %d is a hole", g);
+    if (books_->ref_count(b) > 1) step_cow_.push_back({i, g, last, b});
+  }
+}
+
+int64_t GroupedSequences::CountCopies() {
+  if (step_cow_.empty()) return 0;
+  step_holds_.clear();
+  int64_t copies = 0;
+  for (const CowTarget& t : step_cow_) {
+    const auto [lo, hi] = std::equal_range(step_released_.begin(),
+                                           step_released_.end(), t.block);
+    int32_t& holds = step_holds_[t.block];
+    if (books_->ref_count(t.block) - (hi - lo) - holds > 1) {
+      ++copies;
+      ++holds;
+    }
+  }
+  return copies;
+}
+
+void GroupedSequences::Unshare(const BlockId** blocks, StepOutput* out) {
+  // The releases ran, so ref_count says who still holds each block.
+  step_holds_.clear();
+  for (const CowTarget& t : step_cow_) {
+    int32_t& holds = step_holds_[t.block];
+    if (books_->ref_count(t.block) - holds <= 1) continue;  // In place.
+    ++holds;
+    const BlockId fresh = *(*blocks)++;
+    // The entry's reference on the source moves to the pending copy.
+    books_->AddRef(t.block);
+    step_sequences_[t.request]->tables[t.group].Replace(t.index, fresh);
+    out->copies.Adopt(books_, CopyOp{t.block, fresh});
+  }
+  cow_copies_ += out->copies.size();
+}
+
 int64_t GroupedSequences::GrowNeed(const Sequence& s, int64_t k) const {
   return (BlocksFor(s.num_tokens + k) - BlocksFor(s.num_tokens)) *
          num_groups();
@@ -155,6 +239,7 @@ absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
   for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
   s.num_tokens = 0;
   s.computed = 0;
+  s.may_share = false;  // Fresh blocks only.
   const BlockId* next = step_blocks_.data();
   Grow(s, tokens, &next);
   s.num_tokens = tokens;
@@ -205,8 +290,10 @@ absl::Status GroupedSequences::AppendSlots(
     absl::Span<const SlotRequest> requests, StepOutput* out) {
   PKV_CHECK(out != nullptr, "AppendSlots needs an output");
   out->Clear();
-  // 1. Validate; 2. release what the windows no longer read; 3. take every
-  // new block in one Allocate (all or nothing); 4. hand out the slots.
+  // 1. Validate; 2. count the new blocks against the free ones and those
+  // the windows would release (fail here, nothing changed); 3. release
+  // what the windows no longer read and take every new block in one
+  // Allocate; 4. hand out the slots.
   ++step_stamp_;
   step_sequences_.clear();
   int64_t total_tokens = 0;
@@ -236,23 +323,42 @@ absl::Status GroupedSequences::AppendSlots(
     step_sequences_.push_back(&s);
     total_tokens += r.num_tokens;
   }
-  // Blocks wholly before every window are read by no later token: they go
-  // back even if the step then fails (no token or readable KV changes).
-  int64_t need = 0;
+  // What the step needs, with nothing changed yet: the blocks its windows
+  // release are free for it when no other table holds them.
+  int64_t grow = 0;
+  int64_t freed = 0;
+  step_released_.clear();
+  step_cow_.clear();
   for (size_t i = 0; i < requests.size(); ++i) {
-    Sequence& s = *step_sequences_[i];
-    s.computed = s.num_tokens;
-    ReleaseOutOfWindow(s);
-    need += GrowNeed(s, requests[i].num_tokens);
+    const Sequence& s = *step_sequences_[i];
+    freed += CountWindowFrees(s);
+    if (s.may_share) FindCowTargets(s, static_cast<int32_t>(i));
+    grow += GrowNeed(s, requests[i].num_tokens);
   }
-  if (need > books_->num_unreserved_free_blocks()) {
+  freed += CountSharedFrees();
+  const int64_t copies = CountCopies();
+  const int64_t need = grow + copies;
+  const int64_t free_blocks = books_->num_unreserved_free_blocks();
+  if (need > free_blocks + freed) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "the step needs %d blocks, %d free", need,
-        books_->num_unreserved_free_blocks()));
+        "the step needs %d blocks (%d copies), %d free and %d the windows "
+        "would release",
+        need, copies, free_blocks, freed));
   }
-  PKV_ASSIGN_OR_RETURN(step_blocks_,
-                       books_->Allocate(static_cast<int32_t>(need)));
+  // It fits: the windows release, then one Allocate takes the rest.
+  for (Sequence* s : step_sequences_) {
+    s->computed = s->num_tokens;
+    ReleaseOutOfWindow(*s);
+  }
+  absl::StatusOr<std::vector<BlockId>> taken =
+      books_->Allocate(static_cast<int32_t>(need));
+  PKV_CHECK(taken.ok(), "a step counted to fit failed: %s",
+            taken.status().ToString());
+  step_blocks_ = *std::move(taken);
   const BlockId* next = step_blocks_.data();
+  if (copies > 0) Unshare(&next, out);
+  PKV_CHECK(out->copies.size() == copies, "%d copies counted, %d made",
+            copies, out->copies.size());
   out->slot_mapping.resize(total_tokens * num_groups());
   out->request_offsets.resize(requests.size() + 1);
   out->group_stride = total_tokens;
@@ -267,6 +373,29 @@ absl::Status GroupedSequences::AppendSlots(
     at += k;
   }
   out->request_offsets[requests.size()] = static_cast<int32_t>(at);
+  return absl::OkStatus();
+}
+
+absl::Status GroupedSequences::Fork(SequenceId parent, SequenceId child) {
+  PKV_ASSIGN_OR_RETURN(Sequence * p, Find(parent));
+  if (p->state != SequenceState::kRunning) {
+    return NotRunning(parent, p->state, "Fork");
+  }
+  if (sequences_.contains(child)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("Fork onto sequence %d, which exists", child));
+  }
+  Sequence c;
+  c.tables.reserve(groups_.size());
+  for (const WindowTable& t : p->tables) c.tables.push_back(t.Fork());
+  c.num_tokens = p->num_tokens;
+  c.max_tokens = p->max_tokens;
+  c.computed = p->computed;  // The same window: the same holes.
+  c.may_share = true;
+  p->may_share = true;
+  c.entry = ++next_entry_;
+  sequences_.emplace(child, std::move(c));  // May move *p: not used after.
+  ++num_running_;
   return absl::OkStatus();
 }
 
@@ -425,7 +554,39 @@ void GroupedSequences::CheckInvariants() const {
   PKV_CHECK(std::adjacent_find(entries.begin(), entries.end()) ==
                 entries.end(),
             "two sequences share an entry number");
-  CheckWindowRefCounts(*books_, tables);
+  // Every reference is a live entry's or a pending copy's source (the
+  // caller marks those done): CheckWindowRefCounts' rule, with room for
+  // at most cow_copies_ references held by copies.
+  books_->CheckInvariants();
+  std::vector<int32_t> refs(books_->num_blocks(), 0);
+  for (const WindowTable* t : tables) {
+    PKV_CHECK(t->pool() == books_, "a table on another pool");
+    t->CheckInvariants();
+    for (BlockId e : t->entries()) {
+      if (e.is_valid()) ++refs[e.value()];
+    }
+  }
+  int64_t copy_refs = 0;
+  for (int32_t b = 0; b < books_->num_blocks(); ++b) {
+    const int32_t held = books_->ref_count(BlockId(b));
+    PKV_CHECK(held >= refs[b], "block %d: ref_count %d, %d entries name it", b,
+              held, refs[b]);
+    copy_refs += held - refs[b];
+  }
+  PKV_CHECK(copy_refs <= cow_copies_,
+            "%d references held by no table, %d copies handed out", copy_refs,
+            cow_copies_);
+  for (const auto& [id, s] : sequences_) {
+    if (s.may_share || s.state != SequenceState::kRunning) continue;
+    for (const WindowTable& t : s.tables) {
+      for (BlockId e : t.entries()) {
+        PKV_CHECK(!e.is_valid() || books_->ref_count(e) == 1,
+                  "sequence %d shares nothing but holds block %d of "
+                  "ref_count %d",
+                  id, e.value(), books_->ref_count(e));
+      }
+    }
+  }
 }
 
 }  // namespace internal

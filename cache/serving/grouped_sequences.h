@@ -8,7 +8,9 @@
 // the blocks that fell wholly out of the window of the next token at the
 // start of each step (O(1) per sequence per decode step), so after a
 // decode step it holds at most WindowBlockBound(W, block_tokens) =
-// ceil(W / block_tokens) + 1 blocks.
+// ceil(W / block_tokens) + 1 blocks. A step counts first (the blocks its
+// windows would release count as free) and fails with nothing changed;
+// only a step that fits releases and allocates.
 //
 // Every new token gets a slot in every group (a chunk's own attention may
 // read the chunk from the cache, as vLLM's kernels do), so a prefill chunk
@@ -16,10 +18,15 @@
 // window group until the next step: chunk long prompts to get the
 // window's saving during prefill too.
 //
+// Fork shares every group's table (holes included); the first write into
+// a shared partial last block copies it in each group (StepOutput::copies,
+// as the ungrouped manager), and a window release of a block another
+// table holds frees nothing.
+//
 // KVCacheManager forwards its calls here (one line each); users never name
 // this class. Not supported with groups yet, and refused with UNIMPLEMENTED
 // (at Create or by the call): host storage, swap, prefix caching and the
-// remote tier, kReservation admission, and Fork.
+// remote tier, kReservation admission.
 //
 // Thread safety: as KVCacheManager (one thread at a time).
 #ifndef PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
@@ -64,6 +71,11 @@ class GroupedSequences {
                            int64_t max_new_tokens, StepOutput* out);
   absl::Status AppendSlots(absl::Span<const SlotRequest> requests,
                            StepOutput* out);
+  // The child gets the parent's tables in every group, holes included
+  // (one reference more on each live block) and its length and window; the
+  // partial last block each group shares is copied at the first write of
+  // either (AppendSlots' StepOutput::copies). Never takes a block.
+  absl::Status Fork(SequenceId parent, SequenceId child);
   absl::Status Free(SequenceId seq);
   absl::Status Truncate(SequenceId seq, int64_t new_length);
   absl::Status Preempt(SequenceId seq);
@@ -96,6 +108,8 @@ class GroupedSequences {
   // Blocks held by window groups' tables now, and released by windows in
   // all (stats and kv_stress).
   int64_t window_released_blocks() const { return window_released_; }
+  // Copy-on-write copies handed out (StepOutput::copies), in all.
+  int64_t cow_copies() const { return cow_copies_; }
 
   // Aborts unless the invariants below hold (refcounts against the tables).
   void CheckInvariants() const;
@@ -111,6 +125,10 @@ class GroupedSequences {
     int64_t computed = 0;
     uint64_t entry = 0;
     uint64_t step_stamp = 0;
+    // Some of its blocks may have other holders (set by Fork on both
+    // sides, cleared when Place rebuilds the tables); else every live
+    // entry's ref_count is 1.
+    bool may_share = false;
   };
 
   // Token -> block arithmetic; a shift and a mask when block_tokens is a
@@ -133,6 +151,32 @@ class GroupedSequences {
   // Releases what the windows of s no longer read (s.computed tokens are
   // computed). Returns the blocks released.
   int32_t ReleaseOutOfWindow(Sequence& s);
+  // AppendSlots' count, before anything changes: the blocks
+  // ReleaseOutOfWindow(s) would free once s.computed = s.num_tokens. A
+  // block with other holders goes to step_released_ instead; then
+  // CountSharedFrees() counts those whose every holder releases them in
+  // this step (sorts step_released_).
+  int64_t CountWindowFrees(const Sequence& s);
+  int64_t CountSharedFrees();
+  // A shared partial last block a step writes into: request's table of
+  // `group`, entry `index`, holding `block`.
+  struct CowTarget {
+    int32_t request;
+    int32_t group;
+    int32_t index;
+    BlockId block;
+  };
+  // Adds the step's copy-on-write targets of s (request i) to step_cow_.
+  void FindCowTargets(const Sequence& s, int32_t i);
+  // The copies step_cow_ needs once the step's windows released their
+  // blocks (REQUIRES: CountSharedFrees() ran): a block keeps
+  // ref_count - (its releases in this step) holders, and when k targets
+  // share a block no one else holds, k - 1 copy and the last writes in
+  // place (PrepareWrite's rule).
+  int64_t CountCopies();
+  // After the releases: unshares what CountCopies counted, taking the
+  // fresh blocks from *blocks (advancing it); the copies go to out.
+  void Unshare(const BlockId** blocks, StepOutput* out);
   // New blocks s needs for k more tokens (after ReleaseOutOfWindow).
   int64_t GrowNeed(const Sequence& s, int64_t k) const;
   // Appends BlocksFor(num_tokens + k) - entries blocks per group from
@@ -162,16 +206,25 @@ class GroupedSequences {
   //    the entries below WindowFirstNeededBlock(computed, W) are holes and
   //    the rest live; a kPreempted one holds no entries;
   //  - 0 <= computed <= num_tokens <= max_tokens;
-  //  - every block's ref_count is the number of live entries naming it;
+  //  - every block's ref_count is the number of live entries naming it
+  //    plus the copy sources handed out and not yet marked done (at most
+  //    cow_copies_ in all); a sequence without may_share holds only blocks
+  //    of ref_count 1;
   //  - num_running_ == #{kRunning}; entries distinct, in [1, next_entry_].
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
   uint64_t next_entry_ = 0;
   int32_t num_running_ = 0;
   int64_t preemptions_ = 0;
   int64_t window_released_ = 0;
+  int64_t cow_copies_ = 0;
   uint64_t step_stamp_ = 0;
   std::vector<Sequence*> step_sequences_;  // AppendSlots scratch.
   std::vector<BlockId> step_blocks_;
+  std::vector<BlockId> step_released_;  // CountWindowFrees' shared blocks.
+  std::vector<CowTarget> step_cow_;
+  // Per block, the references moved from entries to copies so far (the
+  // copy-on-write count and Unshare).
+  absl::flat_hash_map<BlockId, int32_t> step_holds_;
 };
 
 }  // namespace internal

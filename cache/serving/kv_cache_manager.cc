@@ -638,7 +638,7 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
 }
 
 absl::Status KVCacheManager::Fork(SequenceId parent, SequenceId child) {
-  if (windows_ != nullptr) return GroupsUnimplemented("Fork");
+  if (windows_ != nullptr) return windows_->Fork(parent, child);
   PKV_ASSIGN_OR_RETURN(Sequence * p, Find(parent));
   if (p->state != SequenceState::kRunning) {
     return NotRunning(parent, p->state, "Fork");
@@ -994,7 +994,7 @@ ManagerStats KVCacheManager::stats() const {
   m.swap_ins = swap_ins_;
   m.swapped_blocks = swapped_blocks_;
   m.swapped_bytes = swapped_bytes_;
-  m.cow_copies = cow_copies_;
+  m.cow_copies = windows_ != nullptr ? windows_->cow_copies() : cow_copies_;
   if (prefix_caching()) {
     m.prefix = prefix_stats_;
     const PrefixIndexStats index = books_->prefix_stats();

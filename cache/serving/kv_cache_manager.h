@@ -311,10 +311,12 @@ class KVCacheManager {
     // layers (GroupBlockLayout). Window groups return the blocks that fall
     // out of their window. AppendSlots' and AddSequence's slots are then
     // group-major (StepOutput::group_stride); tables are read per group
-    // (group_table, ExportDenseGroupBlockTables). For now groups need
-    // kBooksOnly, kWatermark, no host tier and no prefix caching (else
-    // UNIMPLEMENTED); Fork, SwapOut/SwapIn, CommitTokens and the token-id
-    // AddSequence are UNIMPLEMENTED with groups.
+    // (group_table, ExportDenseGroupBlockTables). Fork shares every
+    // group's table, with copy-on-write of the shared last block per group
+    // (StepOutput::copies). For now groups need kBooksOnly, kWatermark, no
+    // host tier and no prefix caching (else UNIMPLEMENTED); SwapOut/SwapIn,
+    // CommitTokens and the token-id AddSequence are UNIMPLEMENTED with
+    // groups.
     std::vector<LayerGroup> layer_groups = {};
   };
 

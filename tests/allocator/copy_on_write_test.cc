@@ -671,6 +671,40 @@ TEST(PendingCopiesTest, MoveAssignmentReleasesTheOverwrittenCopies) {
   EXPECT_EQ(pool->ref_count(BlockId(1)), 1);
 }
 
+TEST(PendingCopiesTest, AdoptTakesOverTheSourceReference) {
+  auto pool = MakePool(8);
+  BlockTable table = MakeTable(pool.get(), 2);  // {0, 1}
+  std::vector<std::unique_ptr<BlockTable>> forks;
+  PendingCopies copies = CopyOfForkedTail(*pool, table, &forks);  // 1 -> 2.
+  // A copy unshared by hand: the caller's reference on block 0 moves in.
+  pool->AddRef(BlockId(0));
+  const BlockId fresh = *pool->TryAllocate();
+  copies.Adopt(pool.get(), CopyOp{BlockId(0), fresh});
+  ASSERT_EQ(copies.size(), 2);
+  EXPECT_EQ(copies.ops()[1], (CopyOp{BlockId(0), fresh}));
+  // Block 0: the table, its fork and the adopted copy.
+  EXPECT_EQ(pool->ref_count(BlockId(0)), 3);
+  copies.MarkDone();
+  EXPECT_EQ(pool->ref_count(BlockId(0)), 2);  // Released with the others.
+  EXPECT_EQ(pool->ref_count(BlockId(1)), 1);
+  PendingCopies empty;
+  pool->AddRef(BlockId(0));
+  empty.Adopt(pool.get(), CopyOp{BlockId(0), fresh});  // Into an empty list.
+  EXPECT_EQ(empty.size(), 1);
+  empty.MarkDone();
+  EXPECT_EQ(pool->ref_count(BlockId(0)), 2);
+}
+
+TEST(PendingCopiesDeathTest, AdoptAcrossPoolsAborts) {
+  auto pool = MakePool(8);
+  auto other = MakePool(8);
+  BlockTable table = MakeTable(pool.get(), 1);
+  std::vector<std::unique_ptr<BlockTable>> forks;
+  PendingCopies copies = CopyOfForkedTail(*pool, table, &forks);
+  const BlockId a = *other->TryAllocate();
+  EXPECT_DEATH(copies.Adopt(other.get(), CopyOp{a, a}), "across pools");
+}
+
 TEST(PendingCopiesTest, AppendMovesCopiesAndTheirReferences) {
   auto pool = MakePool(16);
   BlockTable first = MakeTable(pool.get(), 1);   // {0}

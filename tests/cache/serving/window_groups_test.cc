@@ -119,8 +119,6 @@ TEST(LayerGroupsTest, CallsNotSupportedYetAreUnimplementedAndChangeNothing) {
   StepOutput out;
   ASSERT_THAT(m->AddSequence(1, 6, 10, &out), IsOk());
   const int32_t used = m->stats().used_blocks;
-  EXPECT_THAT(m->Fork(1, 2), StatusIs(absl::StatusCode::kUnimplemented,
-                                      HasSubstr("Fork")));
   EXPECT_THAT(m->SwapOut(1).status(),
               StatusIs(absl::StatusCode::kUnimplemented));
   EXPECT_THAT(m->SwapIn(1).status(),
@@ -138,7 +136,6 @@ TEST(LayerGroupsTest, CallsNotSupportedYetAreUnimplementedAndChangeNothing) {
               StatusIs(absl::StatusCode::kUnimplemented));
   EXPECT_EQ(m->stats().used_blocks, used);
   EXPECT_TRUE(m->contains(1));
-  EXPECT_FALSE(m->contains(2));
   EXPECT_FALSE(m->contains(3));
   m->CheckInvariants();
 }
@@ -331,8 +328,7 @@ TEST_P(WindowGroupsPropertyTest, MatchesAReferenceModel) {
       const absl::Status s = m->AppendSlots(reqs, &out);
       if (!s.ok()) {
         ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
-        // Lengths unchanged; the windows moved to the computed tokens.
-        for (const SlotRequest& r : reqs) model[r.seq].computed = model[r.seq].tokens;
+        // Nothing changed (the windows did not move either).
         // Preempt one to make room.
         for (auto& [id, md] : model) {
           if (md.running) {

@@ -1,0 +1,610 @@
+// The books of KVCacheManager with layer groups (Options::layer_groups):
+// a step that cannot get its blocks changes nothing (tables, versions,
+// ref_counts, free counts, stats), a step counts the blocks its windows
+// release as free, and Fork shares every group's table with copy-on-write
+// of the shared last block per group, checked directly and against a
+// seeded reference model that names every block.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <random>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "allocator/block_id.h"
+#include "allocator/copy_on_write.h"
+#include "allocator/window_table.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/layer_groups.h"
+#include "cache/serving/step_output.h"
+#include "cache/storage/kv_layout.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cache/serving/manager_testing.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pagedkv {
+namespace {
+
+using ::pagedkv::testing::IsOk;
+using ::pagedkv::testing::StatsEqual;
+using ::pagedkv::testing::StatsString;
+using ::pagedkv::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// `full` full groups, then `windows` window groups of `window` tokens, 2
+// layers each, books only, no watermark.
+KVCacheManager::Options Options(int32_t num_blocks, int32_t block_tokens,
+                                int32_t windows, int32_t window,
+                                int32_t full = 1) {
+  KVCacheManager::Options o{
+      .layout = {.num_layers = 2 * (full + windows),
+                 .num_kv_heads = 1,
+                 .head_dim = 4,
+                 .dtype = DType::kFloat16,
+                 .block_tokens = block_tokens},
+      .num_blocks = num_blocks,
+      .storage = StorageMode::kBooksOnly,
+      .watermark = 0.0};
+  for (int32_t i = 0; i < full; ++i) {
+    o.layer_groups.push_back({.num_layers = 2});
+  }
+  for (int32_t i = 0; i < windows; ++i) {
+    o.layer_groups.push_back({.num_layers = 2, .sliding_window = window});
+  }
+  return o;
+}
+
+// All a caller can see of a grouped manager: stats, the windows' release
+// count, every block's ref_count, and per named sequence its state, length
+// and every group's table with its version.
+struct GroupedSnapshot {
+  ManagerStats stats;
+  int64_t window_released = 0;
+  std::vector<int32_t> ref_counts;
+  struct Table {
+    std::vector<BlockId> entries;
+    KVCacheManager::TableVersion version;
+    friend bool operator==(const Table& a, const Table& b) {
+      return a.entries == b.entries && a.version == b.version;
+    }
+  };
+  struct Sequence {
+    SequenceId id = 0;
+    bool present = false;
+    SequenceState state = SequenceState::kRunning;
+    int64_t num_tokens = 0;
+    std::vector<Table> tables;  // Running only.
+    friend bool operator==(const Sequence& a, const Sequence& b) {
+      return a.id == b.id && a.present == b.present && a.state == b.state &&
+             a.num_tokens == b.num_tokens && a.tables == b.tables;
+    }
+  };
+  std::vector<Sequence> sequences;
+
+  friend bool operator==(const GroupedSnapshot& a, const GroupedSnapshot& b) {
+    return StatsEqual(a.stats, b.stats) &&
+           a.window_released == b.window_released &&
+           a.ref_counts == b.ref_counts && a.sequences == b.sequences;
+  }
+  friend bool operator!=(const GroupedSnapshot& a, const GroupedSnapshot& b) {
+    return !(a == b);
+  }
+  friend std::ostream& operator<<(std::ostream& os, const GroupedSnapshot& s) {
+    os << StatsString(s.stats) << " window_released=" << s.window_released;
+    for (const Sequence& q : s.sequences) {
+      os << "\n  seq " << q.id << ": " << q.num_tokens << " tokens";
+      for (const Table& t : q.tables) {
+        os << " [";
+        for (BlockId b : t.entries) os << b.value() << " ";
+        os << "]";
+      }
+    }
+    return os;
+  }
+};
+
+GroupedSnapshot TakeGroupedSnapshot(const KVCacheManager& m,
+                                    const std::vector<SequenceId>& ids) {
+  GroupedSnapshot snap;
+  snap.stats = m.stats();
+  snap.window_released = m.window_released_blocks();
+  for (int32_t b = 0; b < m.books().num_blocks(); ++b) {
+    snap.ref_counts.push_back(m.books().ref_count(BlockId(b)));
+  }
+  for (SequenceId id : ids) {
+    GroupedSnapshot::Sequence q;
+    q.id = id;
+    q.present = m.contains(id);
+    if (q.present) {
+      q.state = *m.state(id);
+      q.num_tokens = *m.num_tokens(id);
+    }
+    if (q.present && q.state == SequenceState::kRunning) {
+      for (int32_t g = 0; g < m.num_layer_groups(); ++g) {
+        const KVCacheManager::RunningTable t = *m.group_table(id, g);
+        q.tables.push_back({{t.blocks.begin(), t.blocks.end()}, t.version});
+      }
+    }
+    snap.sequences.push_back(q);
+  }
+  return snap;
+}
+
+// A failed step must not release what its windows would have: the books,
+// the holes and the release count stay as they were, and the same step
+// succeeds once a Free makes room.
+TEST(GroupedStepTest, AFailedStepChangesNothingAndSucceedsWithRoom) {
+  // Block 4 tokens, window 4: after a step from n tokens the window group
+  // keeps the blocks from token n - 3 on.
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(/*num_blocks=*/12, 4, 1, 4));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 12, 100, &out), IsOk());  // 3 + 3 blocks.
+  ASSERT_THAT(m->AddSequence(2, 12, 100, &out), IsOk());  // 3 + 3 blocks.
+  ASSERT_EQ(m->stats().free_blocks, 0);
+  // Sequence 1's window would release blocks 0 and 1 (tokens 0..7) of its
+  // window group; 8 more tokens need 2 blocks per group: 4 > 0 + 2.
+  const SlotRequest step[] = {{.seq = 1, .num_tokens = 8}};
+  const GroupedSnapshot before = TakeGroupedSnapshot(*m, {1, 2});
+  EXPECT_THAT(m->AppendSlots(step, &out),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("needs 4 blocks (0 copies), 0 free and 2 "
+                                 "the windows would release")));
+  EXPECT_TRUE(out.slot_mapping.empty());
+  EXPECT_EQ(TakeGroupedSnapshot(*m, {1, 2}), before);
+  m->CheckInvariants();
+  // A smaller step fits with the released blocks alone: 4 tokens need one
+  // block per group, and nothing is free but what the window releases.
+  const SlotRequest fits[] = {{.seq = 2, .num_tokens = 4}};
+  ASSERT_THAT(m->AppendSlots(fits, &out), IsOk());
+  EXPECT_EQ(m->window_released_blocks(), 2);
+  EXPECT_EQ(m->stats().free_blocks, 0);
+  m->CheckInvariants();
+  // With sequence 2 gone the first step fits, and does what it would have.
+  ASSERT_THAT(m->Free(2), IsOk());
+  ASSERT_THAT(m->AppendSlots(step, &out), IsOk());
+  EXPECT_EQ(*m->num_tokens(1), 20);
+  EXPECT_EQ(out.group_stride, 8);
+  const KVCacheManager::RunningTable w = *m->group_table(1, 1);
+  ASSERT_EQ(w.blocks.size(), 5u);
+  EXPECT_FALSE(w.blocks[0].is_valid());
+  EXPECT_FALSE(w.blocks[1].is_valid());
+  EXPECT_TRUE(w.blocks[2].is_valid());
+  EXPECT_EQ(m->window_released_blocks(), 4);
+  EXPECT_EQ(m->stats().used_blocks, 5 + 3);
+  m->CheckInvariants();
+}
+
+// A decode step on a full pool gets its block from what the windows release
+// in the same step.
+TEST(GroupedStepTest, ADecodeStepOnAFullPoolUsesTheBlocksItsWindowsRelease) {
+  // Window 1: only the last token is read, so a step from n = 8 (a block
+  // boundary) releases blocks 0 and 1 and needs one new block per group.
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(/*num_blocks=*/4, 4, 1, 1));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 8, 100, &out), IsOk());
+  ASSERT_EQ(m->stats().free_blocks, 0);
+  const SlotRequest step[] = {{.seq = 1, .num_tokens = 1}};
+  const GroupedSnapshot before = TakeGroupedSnapshot(*m, {1});
+  // 2 new blocks (one per group), 2 released: fits exactly.
+  ASSERT_THAT(m->AppendSlots(step, &out), IsOk());
+  EXPECT_NE(TakeGroupedSnapshot(*m, {1}), before);
+  EXPECT_EQ(m->stats().used_blocks, 4);
+  EXPECT_EQ(m->window_released_blocks(), 2);
+  m->CheckInvariants();
+  // Next: tokens 9.. in block 2, nothing to release or take.
+  ASSERT_THAT(m->AppendSlots(step, &out), IsOk());
+  m->CheckInvariants();
+}
+
+std::vector<BlockId> Entries(const KVCacheManager& m, SequenceId seq,
+                             int32_t group) {
+  const KVCacheManager::RunningTable t = *m.group_table(seq, group);
+  return {t.blocks.begin(), t.blocks.end()};
+}
+
+// Fork shares every group's table; the first write into the shared
+// partial last block copies it in each group (one CopyOp per group, source
+// held until MarkDone), and the other holder then writes in place.
+TEST(GroupedForkTest, TheFirstWriteCopiesTheSharedLastBlockInEveryGroup) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(/*num_blocks=*/32, 4, 1, 4));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 6, 100, &out), IsOk());  // 2 + 2 blocks.
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 4);  // Fork takes no block.
+  EXPECT_EQ(m->stats().shared_blocks, 4);
+  EXPECT_EQ(m->stats().running_sequences, 2);
+  EXPECT_EQ(*m->num_tokens(2), 6);
+  const std::vector<BlockId> full = Entries(*m, 1, 0);
+  const std::vector<BlockId> window = Entries(*m, 1, 1);
+  EXPECT_EQ(Entries(*m, 2, 0), full);
+  EXPECT_EQ(Entries(*m, 2, 1), window);
+  EXPECT_NE(m->group_table(2, 0)->version, m->group_table(1, 0)->version);
+  m->CheckInvariants();
+
+  const SlotRequest parent[] = {{.seq = 1, .num_tokens = 1}};
+  ASSERT_THAT(m->AppendSlots(parent, &out), IsOk());
+  ASSERT_EQ(out.copies.size(), 2);
+  const std::vector<BlockId> full1 = Entries(*m, 1, 0);
+  const std::vector<BlockId> window1 = Entries(*m, 1, 1);
+  EXPECT_EQ(out.copies.ops()[0], (CopyOp{full[1], full1[1]}));
+  EXPECT_EQ(out.copies.ops()[1], (CopyOp{window[1], window1[1]}));
+  EXPECT_EQ(full1[0], full[0]);  // The full first block stays shared.
+  EXPECT_EQ(m->books().ref_count(full[0]), 2);
+  // Token 6 goes into the parent's private copies.
+  EXPECT_EQ(StepOutput::BlockOf(out.slot_mapping[0], 4), full1[1]);
+  EXPECT_EQ(StepOutput::BlockOf(out.slot_mapping[1], 4), window1[1]);
+  // The source is the child's and the pending copy's until MarkDone.
+  EXPECT_EQ(m->books().ref_count(full[1]), 2);
+  m->CheckInvariants();
+  out.copies.MarkDone();
+  EXPECT_EQ(m->books().ref_count(full[1]), 1);
+  EXPECT_EQ(m->stats().cow_copies, 2);
+  EXPECT_EQ(m->stats().used_blocks, 6);
+  m->CheckInvariants();
+
+  // The child's last blocks are private now: written in place.
+  const SlotRequest child[] = {{.seq = 2, .num_tokens = 1}};
+  ASSERT_THAT(m->AppendSlots(child, &out), IsOk());
+  EXPECT_TRUE(out.copies.empty());
+  EXPECT_EQ(Entries(*m, 2, 0), full);
+  EXPECT_EQ(m->stats().cow_copies, 2);
+  m->CheckInvariants();
+}
+
+// Two holders writing the shared block in one step: one copies, the last
+// writes in place (PrepareWrite's rule), per group.
+TEST(GroupedForkTest, HoldersWritingInOneStepMakeOneCopyPerGroup) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(/*num_blocks=*/32, 4, 2, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 5, 100, &out), IsOk());
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  const SlotRequest both[] = {{.seq = 1, .num_tokens = 2},
+                              {.seq = 2, .num_tokens = 2}};
+  ASSERT_THAT(m->AppendSlots(both, &out), IsOk());
+  ASSERT_EQ(out.copies.size(), 3);  // One per group.
+  for (int32_t g = 0; g < 3; ++g) {
+    EXPECT_EQ(out.copies.ops()[g].dst, Entries(*m, 1, g)[1]);
+    EXPECT_EQ(out.copies.ops()[g].src, Entries(*m, 2, g)[1]);
+  }
+  std::set<int64_t> slots(out.slot_mapping.begin(), out.slot_mapping.end());
+  EXPECT_EQ(slots.size(), out.slot_mapping.size());
+  out.copies.MarkDone();
+  EXPECT_EQ(m->stats().shared_blocks, 3);  // Block 0 of each group.
+  m->CheckInvariants();
+}
+
+// A window release of a block another table holds frees nothing: the
+// child's step alone does not fit, the parent's and child's together do
+// (they release the same blocks), and a failed step changes nothing.
+TEST(GroupedForkTest, SharedWindowBlocksFreeOnlyWhenEveryHolderReleases) {
+  // 3 window groups of window 1 and 4-token blocks: a step from 8 tokens
+  // releases blocks 0 and 1 of each and takes block 2 in every group.
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(
+      Options(/*num_blocks=*/10, 4, 3, 1, /*full=*/1));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 8, 100, &out), IsOk());  // 4 x 2 blocks.
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  const SlotRequest child[] = {{.seq = 2, .num_tokens = 1}};
+  const GroupedSnapshot before = TakeGroupedSnapshot(*m, {1, 2});
+  EXPECT_THAT(m->AppendSlots(child, &out),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("needs 4 blocks (0 copies), 2 free and 0 "
+                                 "the windows would release")));
+  EXPECT_EQ(TakeGroupedSnapshot(*m, {1, 2}), before);
+  m->CheckInvariants();
+  const SlotRequest both[] = {{.seq = 1, .num_tokens = 1},
+                              {.seq = 2, .num_tokens = 1}};
+  ASSERT_THAT(m->AppendSlots(both, &out), IsOk());  // 8 = 2 free + 6.
+  EXPECT_EQ(m->stats().free_blocks, 0);
+  for (SequenceId seq : {1, 2}) {
+    for (int32_t g = 1; g < 4; ++g) {
+      const std::vector<BlockId> t = Entries(*m, seq, g);
+      EXPECT_FALSE(t[0].is_valid());
+      EXPECT_FALSE(t[1].is_valid());
+    }
+  }
+  EXPECT_EQ(m->window_released_blocks(), 12);  // Entries, both tables.
+  m->CheckInvariants();
+}
+
+// The parent's window moves on; the child still reads the shared blocks,
+// which stay live for it.
+TEST(GroupedForkTest, AChildKeepsTheWindowBlocksItStillReads) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(/*num_blocks=*/64, 4, 1, 4));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 9, 100, &out), IsOk());
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  const std::vector<BlockId> window = Entries(*m, 2, 1);
+  const SlotRequest parent[] = {{.seq = 1, .num_tokens = 8}};
+  ASSERT_THAT(m->AppendSlots(parent, &out), IsOk());  // Reads from token 6.
+  out.copies.MarkDone();
+  EXPECT_FALSE(Entries(*m, 1, 1)[0].is_valid());
+  EXPECT_EQ(Entries(*m, 2, 1), window);  // The child's table is untouched.
+  EXPECT_EQ(m->books().ref_count(window[0]), 1);
+  m->CheckInvariants();
+  // The child's own step releases block 0 (then free) and copies block 2.
+  const SlotRequest child[] = {{.seq = 2, .num_tokens = 1}};
+  ASSERT_THAT(m->AppendSlots(child, &out), IsOk());
+  EXPECT_EQ(m->books().ref_count(window[0]), 0);
+  EXPECT_TRUE(out.copies.empty());  // The parent copied block 2 already.
+  m->CheckInvariants();
+  EXPECT_THAT(m->Fork(9, 3), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(m->Fork(1, 2), StatusIs(absl::StatusCode::kAlreadyExists));
+  ASSERT_THAT(m->Preempt(2), IsOk());
+  EXPECT_THAT(m->Fork(2, 3), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                      HasSubstr("preempted")));
+}
+
+// A seeded random workload (add, fork, steps, truncate, free, preempt,
+// readmit) on small pools against a model that names every block: each
+// live entry's model block maps to one real block for its whole life,
+// ref_counts are the model's holders, the step's copies and failures are
+// the model's, and every block is back at the end.
+class GroupedForkPropertyTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
+  std::mt19937 rng(GetParam());
+  const int32_t bt = 1 + rng() % 6;
+  const int32_t window = 1 + rng() % 20;
+  const int32_t num_windows = 1 + rng() % 3;
+  const int32_t num_full = rng() % 3 == 0 ? 0 : 1;
+  const int32_t num_groups = num_full + num_windows;
+  const int32_t num_blocks = 16 + rng() % 96;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(
+      Options(num_blocks, bt, num_windows, window, num_full));
+  const auto blocks_for = [&](int64_t n) { return (n + bt - 1) / bt; };
+  const auto first_needed = [&](int32_t g, int64_t computed) -> int64_t {
+    return g >= num_full ? WindowFirstNeededBlock(computed, window, bt) : 0;
+  };
+
+  struct Seq {
+    int64_t tokens = 0;
+    int64_t computed = 0;
+    bool running = true;
+    std::vector<std::vector<int64_t>> blocks;  // Per group: model ids, -1.
+  };
+  using Model = std::map<SequenceId, Seq>;
+  Model model;
+  int64_t next_block = 0;
+  std::map<int64_t, BlockId> real;  // Model block -> its real block.
+  const auto holders = [](const Model& md) {
+    std::map<int64_t, int32_t> h;
+    for (const auto& [id, q] : md) {
+      for (const auto& t : q.blocks) {
+        for (int64_t b : t) {
+          if (b >= 0) ++h[b];
+        }
+      }
+    }
+    return h;
+  };
+  const auto free_in = [&](const Model& md) {
+    return num_blocks - static_cast<int64_t>(holders(md).size());
+  };
+  const auto place = [&](Seq& q, int64_t tokens) {
+    q.tokens = tokens;
+    q.computed = 0;
+    q.running = true;
+    q.blocks.assign(num_groups, {});
+    for (auto& t : q.blocks) {
+      for (int64_t i = 0; i < blocks_for(tokens); ++i) {
+        t.push_back(next_block++);
+      }
+    }
+  };
+  SequenceId next_id = 1;
+  StepOutput out;
+  int64_t model_copies = 0;
+  for (int step = 0; step < 1200; ++step) {
+    const int op = rng() % 12;
+    std::vector<std::pair<int64_t, int64_t>> copies;  // Model src -> dst.
+    std::vector<SlotRequest> reqs;
+    if (op < 2 || model.empty()) {  // Admit.
+      const int64_t prompt = 1 + rng() % 24;
+      const bool fits = blocks_for(prompt) * num_groups <= free_in(model);
+      const absl::Status s = m->AddSequence(next_id, prompt, 200, &out);
+      ASSERT_EQ(s.ok(), fits) << s;
+      if (s.ok()) place(model[next_id], prompt);
+      ++next_id;
+    } else if (op < 4) {  // Fork one.
+      auto it = model.begin();
+      std::advance(it, rng() % model.size());
+      const absl::Status s = m->Fork(it->first, next_id);
+      ASSERT_EQ(s.ok(), it->second.running) << s;
+      if (s.ok()) model[next_id] = it->second;
+      ++next_id;
+    } else if (op < 8) {  // A step over some running sequences.
+      for (const auto& [id, q] : model) {
+        if (q.running && rng() % 2 == 0) {
+          reqs.push_back({.seq = id,
+                          .num_tokens = static_cast<int32_t>(
+                              rng() % 4 == 0 ? 1 + rng() % 10 : 1)});
+        }
+      }
+      if (reqs.empty()) continue;
+      // The model's step: every window releases, then the shared last
+      // blocks are copied in request and group order (a copy while another
+      // holder is left), then the tables grow.
+      Model after = model;
+      int64_t grow = 0;
+      for (const SlotRequest& r : reqs) {
+        Seq& q = after[r.seq];
+        q.computed = q.tokens;
+        for (int32_t g = 0; g < num_groups; ++g) {
+          for (int64_t i = 0; i < first_needed(g, q.computed) &&
+                              i < static_cast<int64_t>(q.blocks[g].size());
+               ++i) {
+            q.blocks[g][i] = -1;
+          }
+        }
+        grow += (blocks_for(q.tokens + r.num_tokens) - blocks_for(q.tokens)) *
+                num_groups;
+      }
+      for (const SlotRequest& r : reqs) {
+        Seq& q = after[r.seq];
+        if (q.tokens % bt == 0) continue;
+        for (int32_t g = 0; g < num_groups; ++g) {
+          int64_t& tail = q.blocks[g][q.tokens / bt];
+          if (holders(after)[tail] > 1) {
+            copies.push_back({tail, next_block});
+            tail = next_block++;
+          }
+        }
+      }
+      const int64_t need = grow + static_cast<int64_t>(copies.size());
+      // free_in(after) counts the copies' blocks as taken already.
+      const bool fits =
+          need <= free_in(after) + static_cast<int64_t>(copies.size());
+      const absl::Status s = m->AppendSlots(reqs, &out);
+      ASSERT_EQ(s.ok(), fits) << s << " need " << need;
+      if (!s.ok()) {
+        ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+        copies.clear();
+        reqs.clear();
+        // Make room: preempt a running one.
+        for (auto& [id, q] : model) {
+          if (!q.running) continue;
+          ASSERT_THAT(m->Preempt(id), IsOk());
+          q.running = false;
+          q.computed = 0;
+          q.blocks.clear();
+          break;
+        }
+      } else {
+        for (const SlotRequest& r : reqs) {
+          Seq& q = after[r.seq];
+          for (int32_t g = 0; g < num_groups; ++g) {
+            while (static_cast<int64_t>(q.blocks[g].size()) <
+                   blocks_for(q.tokens + r.num_tokens)) {
+              q.blocks[g].push_back(next_block++);
+            }
+          }
+          q.tokens += r.num_tokens;
+        }
+        ASSERT_EQ(out.copies.size(), static_cast<int32_t>(copies.size()));
+        for (size_t i = 0; i < copies.size(); ++i) {
+          ASSERT_EQ(out.copies.ops()[i].src, real.at(copies[i].first));
+          real[copies[i].second] = out.copies.ops()[i].dst;
+        }
+        model = std::move(after);
+        model_copies += static_cast<int64_t>(copies.size());
+      }
+    } else if (op == 8) {  // Free one.
+      auto it = model.begin();
+      std::advance(it, rng() % model.size());
+      ASSERT_THAT(m->Free(it->first), IsOk());
+      model.erase(it);
+    } else if (op == 9) {  // Preempt one.
+      auto it = model.begin();
+      std::advance(it, rng() % model.size());
+      const absl::Status s = m->Preempt(it->first);
+      ASSERT_EQ(s.ok(), it->second.running) << s;
+      it->second.running = false;
+      it->second.computed = 0;
+      it->second.blocks.clear();
+    } else if (op == 10) {  // Readmit a preempted one.
+      for (auto& [id, q] : model) {
+        if (q.running) continue;
+        const bool fits =
+            blocks_for(q.tokens) * num_groups <= free_in(model);
+        const absl::Status s = m->Readmit(id, &out);
+        ASSERT_EQ(s.ok(), fits) << s;
+        if (s.ok()) place(q, q.tokens);
+        break;
+      }
+    } else {  // Truncate one (refused when its window was released).
+      auto it = model.begin();
+      std::advance(it, rng() % model.size());
+      Seq& q = it->second;
+      if (!q.running) continue;
+      const int64_t len = q.tokens - rng() % (q.tokens + 1);
+      bool can = true;
+      for (int32_t g = 0; g < num_groups; ++g) {
+        const int64_t need = first_needed(g, len);
+        if (need < blocks_for(len) && need < first_needed(g, q.computed)) {
+          can = false;
+        }
+      }
+      ASSERT_EQ(m->Truncate(it->first, len).ok(), can);
+      if (can) {
+        q.tokens = len;
+        q.computed = std::min(q.computed, len);
+        for (auto& t : q.blocks) t.resize(blocks_for(len));
+      }
+    }
+    // The caller ran the copies.
+    out.copies.MarkDone();
+    m->CheckInvariants();
+
+    // The books against the model: each live model block has one real
+    // block for its life, ref_counts are holders, the slots of the step
+    // are in the tables and distinct.
+    const std::map<int64_t, int32_t> held = holders(model);
+    std::map<int32_t, int64_t> model_of;  // Real -> model, this step.
+    for (const auto& [id, q] : model) {
+      ASSERT_TRUE(m->contains(id));
+      ASSERT_EQ(*m->num_tokens(id), q.tokens);
+      ASSERT_EQ(*m->state(id), q.running ? SequenceState::kRunning
+                                         : SequenceState::kPreempted);
+      if (!q.running) continue;
+      for (int32_t g = 0; g < num_groups; ++g) {
+        const std::vector<BlockId> t = Entries(*m, id, g);
+        ASSERT_EQ(t.size(), q.blocks[g].size()) << "seq " << id;
+        for (size_t i = 0; i < t.size(); ++i) {
+          const int64_t b = q.blocks[g][i];
+          ASSERT_EQ(t[i].is_valid(), b >= 0)
+              << "seq " << id << " group " << g << " entry " << i;
+          if (b < 0) continue;
+          const auto [r, fresh] = real.try_emplace(b, t[i]);
+          ASSERT_EQ(r->second, t[i]) << "model block " << b << " moved";
+          const auto [mb, first] = model_of.try_emplace(t[i].value(), b);
+          ASSERT_EQ(mb->second, b) << "block " << t[i].value() << " twice";
+          ASSERT_EQ(m->books().ref_count(t[i]), held.at(b));
+        }
+      }
+    }
+    for (auto it = real.begin(); it != real.end();) {
+      it = held.count(it->first) > 0 ? std::next(it) : real.erase(it);
+    }
+    ASSERT_EQ(m->stats().used_blocks, static_cast<int32_t>(held.size()));
+    ASSERT_EQ(m->stats().cow_copies, model_copies);
+    std::set<int64_t> slots;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const Seq& q = model[reqs[i].seq];
+      for (int32_t g = 0; g < num_groups; ++g) {
+        const std::vector<BlockId> t = Entries(*m, reqs[i].seq, g);
+        for (int32_t j = 0; j < reqs[i].num_tokens; ++j) {
+          const int64_t slot = out.slot_mapping[g * out.group_stride +
+                                                out.request_offsets[i] + j];
+          const int64_t tok = q.tokens - reqs[i].num_tokens + j;
+          ASSERT_EQ(StepOutput::BlockOf(slot, bt), t[tok / bt]);
+          ASSERT_EQ(StepOutput::OffsetOf(slot, bt), tok % bt);
+          ASSERT_TRUE(slots.insert(slot).second) << "slot twice";
+        }
+      }
+    }
+  }
+  for (const auto& [id, q] : model) ASSERT_THAT(m->Free(id), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->stats().used_blocks, 0);  // Every block returned.
+  EXPECT_EQ(m->stats().free_blocks, num_blocks);
+  if (bt > 1) {  // With bt 1 no block is ever partial.
+    EXPECT_GT(m->stats().cow_copies, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, GroupedForkPropertyTest,
+                         ::testing::Range(1, 17));
+
+}  // namespace
+}  // namespace pagedkv
