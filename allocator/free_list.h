@@ -102,6 +102,13 @@ class FreeList {
     ++size_;
   }
 
+  // Hints that `id`'s links are about to be written (a batched release
+  // prefetches a few blocks ahead). REQUIRES: id in range.
+  void Prefetch(int32_t id) const {
+    __builtin_prefetch(prev_.data() + id, /*rw=*/1);
+    __builtin_prefetch(next_.data() + id, /*rw=*/1);
+  }
+
   // PushFront(ids[0]), ..., PushFront(ids[n - 1]) in one pass (ids[n - 1]
   // ends up first), keeping the head in a register: what a batched release
   // wants.

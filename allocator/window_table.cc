@@ -45,24 +45,35 @@ void WindowTable::AppendHole() {
   ++generation_;
 }
 
-int32_t WindowTable::ReleaseBeforeSlow(int64_t block_index) {
+template <typename OnLive>
+int32_t WindowTable::PassBefore(int64_t block_index, OnLive on_live) {
   PKV_CHECK(block_index >= 0, "ReleaseBefore(%d)", block_index);
   const int32_t end = block_index < num_entries()
                           ? static_cast<int32_t>(block_index)
                           : num_entries();
-  int32_t released = 0;
+  int32_t passed = 0;
   for (; first_unpassed_ < end; ++first_unpassed_) {
     BlockId& e = entries_[first_unpassed_];
     if (!e.is_valid()) continue;
-    pool_->Release(e);
+    on_live(e);
     e = BlockId();
-    ++released;
+    ++passed;
   }
-  if (released > 0) {
-    num_live_ -= released;
+  if (passed > 0) {
+    num_live_ -= passed;
     ++generation_;
   }
-  return released;
+  return passed;
+}
+
+int32_t WindowTable::ReleaseBeforeSlow(int64_t block_index) {
+  return PassBefore(block_index, [this](BlockId id) { pool_->Release(id); });
+}
+
+int32_t WindowTable::DetachBeforeSlow(int64_t block_index,
+                                      std::vector<BlockId>* out) {
+  PKV_CHECK(out != nullptr, "DetachBefore needs an output");
+  return PassBefore(block_index, [out](BlockId id) { out->push_back(id); });
 }
 
 void WindowTable::DropBack(int32_t n) {

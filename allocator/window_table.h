@@ -98,6 +98,17 @@ class WindowTable {
     return ReleaseBeforeSlow(block_index);
   }
 
+  // ReleaseBefore, but the released entries' references go to the caller:
+  // their ids are appended to *out (in entry order), for one
+  // BlockPool::ReleaseAll over a whole step's releases (a batch overlaps
+  // the cache misses of cold blocks' books; one Release at a time waits
+  // for each). Returns how many.
+  // REQUIRES: block_index >= 0; out != nullptr.
+  int32_t DetachBefore(int64_t block_index, std::vector<BlockId>* out) {
+    if (block_index <= first_unpassed_) return 0;
+    return DetachBeforeSlow(block_index, out);
+  }
+
   // Releases the last n entries (live ones; the last first) and drops them.
   // REQUIRES: 0 <= n <= num_entries().
   void DropBack(int32_t n);
@@ -119,6 +130,11 @@ class WindowTable {
 
  private:
   int32_t ReleaseBeforeSlow(int64_t block_index);
+  int32_t DetachBeforeSlow(int64_t block_index, std::vector<BlockId>* out);
+  // Makes the live entries in [first_unpassed_, block_index) holes, calling
+  // on_live(id) for each, and advances first_unpassed_. Returns how many.
+  template <typename OnLive>
+  int32_t PassBefore(int64_t block_index, OnLive on_live);
 
   // Invariants: pool_ != nullptr; 0 <= first_unpassed_ <= entries_.size()
   // (it only moves back when DropBack removes entries); every entry below

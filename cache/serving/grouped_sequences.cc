@@ -90,14 +90,14 @@ Admission GroupedSequences::CanAdmit(int64_t prompt_tokens,
                                                              : Admission::kLater;
 }
 
-int32_t GroupedSequences::ReleaseOutOfWindow(Sequence& s) {
+int32_t GroupedSequences::DetachOutOfWindow(Sequence& s) {
   int32_t released = 0;
   for (size_t w = 0; w < windows_.size(); ++w) {
     // WindowFirstNeededBlock, with the manager's block arithmetic.
     const int64_t first_token = s.computed - windows_[w] + 1;
     const int64_t first = first_token > 0 ? BlockOf(first_token) : 0;
     for (int32_t g : window_groups_[w]) {
-      released += s.tables[g].ReleaseBefore(first);
+      released += s.tables[g].DetachBefore(first, &step_detached_);
     }
   }
   window_released_ += released;
@@ -107,7 +107,7 @@ int32_t GroupedSequences::ReleaseOutOfWindow(Sequence& s) {
 int64_t GroupedSequences::CountWindowFrees(const Sequence& s) {
   int64_t freed = 0;
   for (size_t w = 0; w < windows_.size(); ++w) {
-    // As ReleaseOutOfWindow, after s.computed = s.num_tokens.
+    // As DetachOutOfWindow, after s.computed = s.num_tokens.
     const int64_t first_token = s.num_tokens - windows_[w] + 1;
     const int64_t first = first_token > 0 ? BlockOf(first_token) : 0;
     for (int32_t g : window_groups_[w]) {
@@ -345,11 +345,14 @@ absl::Status GroupedSequences::AppendSlots(
         "would release",
         need, copies, free_blocks, freed));
   }
-  // It fits: the windows release, then one Allocate takes the rest.
+  // It fits: the windows release (in one batch), then one Allocate takes
+  // the rest.
+  step_detached_.clear();
   for (Sequence* s : step_sequences_) {
     s->computed = s->num_tokens;
-    ReleaseOutOfWindow(*s);
+    DetachOutOfWindow(*s);
   }
+  books_->ReleaseAll(step_detached_);
   absl::StatusOr<std::vector<BlockId>> taken =
       books_->Allocate(static_cast<int32_t>(need));
   PKV_CHECK(taken.ok(), "a step counted to fit failed: %s",

@@ -148,11 +148,12 @@ class GroupedSequences {
   absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
   // Admission: blocks a fresh placement of `tokens` takes in all groups.
   int64_t PlaceNeed(int64_t tokens) const;
-  // Releases what the windows of s no longer read (s.computed tokens are
-  // computed). Returns the blocks released.
-  int32_t ReleaseOutOfWindow(Sequence& s);
+  // Moves what the windows of s no longer read (s.computed tokens are
+  // computed) out of its tables into step_detached_, whose references the
+  // caller releases in one batch. Returns the blocks moved.
+  int32_t DetachOutOfWindow(Sequence& s);
   // AppendSlots' count, before anything changes: the blocks
-  // ReleaseOutOfWindow(s) would free once s.computed = s.num_tokens. A
+  // DetachOutOfWindow(s) would free once s.computed = s.num_tokens. A
   // block with other holders goes to step_released_ instead; then
   // CountSharedFrees() counts those whose every holder releases them in
   // this step (sorts step_released_).
@@ -177,7 +178,7 @@ class GroupedSequences {
   // After the releases: unshares what CountCopies counted, taking the
   // fresh blocks from *blocks (advancing it); the copies go to out.
   void Unshare(const BlockId** blocks, StepOutput* out);
-  // New blocks s needs for k more tokens (after ReleaseOutOfWindow).
+  // New blocks s needs for k more tokens (after DetachOutOfWindow).
   int64_t GrowNeed(const Sequence& s, int64_t k) const;
   // Appends BlocksFor(num_tokens + k) - entries blocks per group from
   // `blocks` (advancing it), then the group-major slots of tokens
@@ -221,6 +222,7 @@ class GroupedSequences {
   std::vector<Sequence*> step_sequences_;  // AppendSlots scratch.
   std::vector<BlockId> step_blocks_;
   std::vector<BlockId> step_released_;  // CountWindowFrees' shared blocks.
+  std::vector<BlockId> step_detached_;  // DetachOutOfWindow's, to release.
   std::vector<CowTarget> step_cow_;
   // Per block, the references moved from entries to copies so far (the
   // copy-on-write count and Unshare).

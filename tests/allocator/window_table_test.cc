@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
 #include "gtest/gtest.h"
@@ -57,6 +58,34 @@ TEST(WindowTableTest, ForkSharesLiveEntriesAndKeepsHoles) {
   EXPECT_EQ(pool->num_free_blocks(), 7);
   b.Clear();
   EXPECT_EQ(pool->num_free_blocks(), 8);
+}
+
+TEST(WindowTableTest, DetachBeforeHandsTheReferencesToTheCaller) {
+  std::unique_ptr<BlockPool> pool = MakePool(8);
+  WindowTable a(pool.get());
+  std::vector<BlockId> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(*pool->TryAllocate());
+    a.Append(ids.back());
+  }
+  a.ReleaseBefore(1);
+  const uint64_t generation = a.generation();
+  std::vector<BlockId> out = {BlockId(7)};  // Appended to, not cleared.
+  EXPECT_EQ(a.DetachBefore(3, &out), 2);
+  EXPECT_EQ(out, (std::vector<BlockId>{BlockId(7), ids[1], ids[2]}));
+  EXPECT_GT(a.generation(), generation);
+  EXPECT_EQ(a.DetachBefore(3, &out), 0);  // Nothing new out of the window.
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_EQ(a.num_entries(), 5);
+  EXPECT_EQ(a.num_live(), 2);
+  EXPECT_EQ(a.first_unpassed(), 3);
+  a.CheckInvariants();
+  // The two detached blocks are still held, by the caller now.
+  const WindowTable* tables[] = {&a};
+  CheckWindowRefCounts(*pool, tables, absl::MakeConstSpan(out).subspan(1));
+  pool->ReleaseAll(absl::MakeConstSpan(out).subspan(1));
+  EXPECT_EQ(pool->num_free_blocks(), 6);
+  CheckWindowRefCounts(*pool, tables);
 }
 
 TEST(WindowTableTest, MovedFromTableIsEmptyAndUsable) {
