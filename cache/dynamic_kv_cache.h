@@ -28,12 +28,37 @@
 //       DynamicKVCache::Create({.block_tokens = 32,
 //                               .max_private_pool_bytes = int64_t{1} << 30});
 //
+// Sliding-window layers (HuggingFace's DynamicSlidingWindowLayer), with
+// Options::sliding_window[l] = W > 0 for layer l (0: full attention):
+//   - Update appends (a cache_position is UNIMPLEMENTED) and returns the
+//     kept past concatenated with this call's tokens: min(seen, W - 1) +
+//     seq tokens. The layer then keeps only its last W - 1 tokens;
+//   - Get returns those kept tokens (at most W - 1);
+//   - GetSeqLength counts every token the layer has seen (HF's
+//     cumulative_length), not the tokens kept;
+//   - Crop(m) keeps the last m positions, as for every layer: the layer's
+//     length becomes m and it keeps the last min(m, kept) tokens. What it
+//     keeps is always what the next token attends to, so it cannot fail;
+//   - ReorderCache, BatchSelectIndices, BatchRepeatInterleave and Reset act
+//     as for full layers (table remaps; Reset frees every block).
+// All layers share one block table per row (a block holds every layer's
+// K/V for its tokens), so the blocks wholly below every layer's kept
+// window return to the pool as the cache grows: with every layer windowed
+// (window W), a row holds at most ceil(W / block_tokens) + 1 blocks after
+// each single-token step of all layers. A full-attention layer keeps every
+// block (its tokens live in them), so mixed models save no memory yet.
+//
+//   absl::StatusOr<std::unique_ptr<DynamicKVCache>> mistral =
+//       DynamicKVCache::Create({.sliding_window = std::vector<int32_t>(32,
+//                                                                4096)});
+//
 // Thread safety: one thread at a time per cache (see cache.h).
 #ifndef PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_
 #define PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "cache/cache_limits.h"
@@ -56,6 +81,12 @@ class DynamicKVCache final : public internal::PagedKVCacheFacade {
     // takes and Get/Gather still return the first update's dtype. A cache on
     // a shared pool uses that pool's layout().storage instead.
     KVStorage storage = KVStorage::kSame;
+    // Per layer, a sliding window of that many tokens, in [0,
+    // kMaxCacheTokens] (0: full attention); see above. Empty: every layer
+    // is full. Non-empty: its size (at most kMaxCacheLayers) is the layer
+    // count: Update rejects layers past it (InvalidArgument; Get and
+    // GetSeqLength see them as never updated).
+    std::vector<int32_t> sliding_window;
   };
 
   // Standalone with default Options: a private pool made at the first update.

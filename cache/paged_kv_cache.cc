@@ -42,6 +42,8 @@ PagedKVCache::PagedKVCache(const Options& options) : options_(options) {
     pool_ = options_.pool;
     dtype_ = pool_->layout().dtype;
   }
+  PKV_CHECK(!is_static() || options_.sliding_window.empty(),
+            "static caches have no sliding windows");
   if (is_static()) layers_.resize(options_.num_layers);
 }
 
@@ -55,6 +57,24 @@ std::optional<int64_t> PagedKVCache::batch_size() const {
 bool PagedKVCache::is_present(int64_t layer_idx) const {
   return layer_idx >= 0 && layer_idx < num_layer_slots() &&
          layers_[layer_idx].present;
+}
+
+int32_t PagedKVCache::window_of(int64_t layer_idx) const {
+  return layer_idx < static_cast<int64_t>(options_.sliding_window.size())
+             ? options_.sliding_window[layer_idx]
+             : 0;
+}
+
+PagedKVCache::Layer PagedKVCache::TrimmedForAppend(int64_t layer_idx) const {
+  if (layer_idx >= num_layer_slots()) return Layer();
+  Layer layer = layers_[layer_idx];
+  const int32_t window = window_of(layer_idx);
+  if (window == 0 || layer.length <= window - 1) return layer;
+  const int64_t drop = layer.length - (window - 1);
+  layer.start += drop;
+  layer.length -= drop;
+  layer.released += drop;
+  return layer;
 }
 
 int64_t PagedKVCache::block_tokens() const {
@@ -102,6 +122,12 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
                                           const CachePosition& position,
                                           int64_t* new_length) const {
   PKV_RETURN_IF_ERROR(CheckLayerIndex(layer_idx));
+  const int64_t windowed = static_cast<int64_t>(options_.sliding_window.size());
+  if (windowed > 0 && layer_idx >= windowed) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_idx %d >= the %d layers of sliding_window",
+                        layer_idx, windowed));
+  }
   if (layer_idx >= kMaxCacheLayers) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "layer_idx %d exceeds the layer limit %d", layer_idx, kMaxCacheLayers));
@@ -167,8 +193,17 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
         DescribeShape(key), rows_.size(), heads_, head_dim_));
   }
 
-  const int64_t length =
-      layer_idx < num_layer_slots() ? layers_[layer_idx].length : 0;
+  // A window layer counts every token it saw against the capacity, and its
+  // append keeps only the last W - 1 of the tokens it holds.
+  const Layer layer = TrimmedForAppend(layer_idx);
+  const int64_t length = layer.released + layer.length;
+  const int32_t window = window_of(layer_idx);
+  if (window > 0 && !position.is_append()) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "layer %d has a sliding window of %d tokens: it only appends "
+        "(cache_position must be absent)",
+        layer_idx, window));
+  }
   const int64_t capacity =
       is_static() ? *options_.max_cache_len : kMaxCacheTokens;
   if (is_static() && seq == 0) {
@@ -182,7 +217,7 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
           "append of %d tokens to length %d exceeds capacity %d", seq, length,
           capacity));
     }
-    *new_length = length + seq;
+    *new_length = layer.length + seq;
     return CheckPrivatePoolSize(key, layer_idx, *new_length);
   }
 
@@ -236,8 +271,7 @@ absl::Status PagedKVCache::CheckPrivatePoolSize(ConstTensorView key,
   // Every row may end up with private copies of every table block, so the
   // pool may need rows * table blocks blocks of the (possibly wider) layout.
   // Doubles: the factors are bounded but their product may not fit int64.
-  const int64_t start =
-      layer_idx < num_layer_slots() ? layers_[layer_idx].start : 0;
+  const int64_t start = TrimmedForAppend(layer_idx).start;
   double layers = is_static() ? options_.num_layers : layer_idx + 1;
   if (pool_ != nullptr) {
     layers = std::max<double>(layers, pool_->layout().num_layers);
@@ -432,8 +466,7 @@ void PagedKVCache::Rollback(const Checkpoint& checkpoint) {
 PagedKVCache::WritePlan PagedKVCache::PlanWrite(int64_t layer_idx,
                                                 int64_t new_length) const {
   WritePlan plan;
-  const Layer layer =
-      layer_idx < num_layer_slots() ? layers_[layer_idx] : Layer();
+  const Layer layer = TrimmedForAppend(layer_idx);
   plan.start = layer.start;
   plan.old_end = layer.start + layer.length;
   plan.new_end = layer.start + new_length;
@@ -606,9 +639,16 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
   }
   WriteTokens(key, value, layer, plan, position);
 
+  // A window layer lets go of what its append trimmed; the leading blocks
+  // no layer reads any more return to the pool (after the write, so the
+  // write's plan stays in table coordinates).
+  const Layer trimmed = TrimmedForAppend(layer_idx);
+  const bool trims = trimmed.released != layers_[layer_idx].released;
   Layer& updated = layers_[layer_idx];
+  updated = trimmed;
   updated.present = true;
   updated.length = new_length;
+  if (trims) DropLeadingBlocks();
   return KVView(pool_, rows_, layer, updated.start, updated.length, heads_,
                 head_dim_);
 }
@@ -621,9 +661,15 @@ absl::StatusOr<std::optional<KVView>> PagedKVCache::Get(
   PKV_RETURN_IF_ERROR(CheckLayerIndex(layer_idx));
   if (!is_present(layer_idx)) return std::optional<KVView>();
   const Layer& layer = layers_[layer_idx];
-  return std::optional<KVView>(
-      KVView(pool_, rows_, static_cast<int32_t>(layer_idx), layer.start,
-             layer.length, heads_, head_dim_));
+  // A window layer shows what it keeps: its last W - 1 tokens (the rest of
+  // what the last Update returned is only read by that step).
+  const int32_t window = window_of(layer_idx);
+  const int64_t shown =
+      window > 0 ? std::min<int64_t>(layer.length, window - 1) : layer.length;
+  return std::optional<KVView>(KVView(pool_, rows_,
+                                      static_cast<int32_t>(layer_idx),
+                                      layer.start + layer.length - shown,
+                                      shown, heads_, head_dim_));
 }
 
 absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
@@ -632,7 +678,7 @@ absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
         absl::StrFormat("layer_idx %d is negative", layer_idx));
   }
   if (layer_idx >= num_layer_slots()) return int64_t{0};
-  return layers_[layer_idx].length;
+  return layers_[layer_idx].released + layers_[layer_idx].length;
 }
 
 // ---------------------------------------------------------------------------
@@ -725,11 +771,17 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
         absl::StrFormat("max_length %d is negative", max_length));
   }
   const int64_t copied_before = pool_ != nullptr ? pool_->bytes_copied() : 0;
+  // Every layer keeps the last max_length positions of its sequence. A
+  // window layer holds only the last ones of those: it keeps the held
+  // tokens among them, and the rest of the max_length stay released.
   for (Layer& layer : layers_) {
-    if (layer.present && layer.length > max_length) {
-      layer.start += layer.length - max_length;
-      layer.length = max_length;
+    if (!layer.present || layer.released + layer.length <= max_length) {
+      continue;
     }
+    const int64_t keep = std::min(layer.length, max_length);
+    layer.start += layer.length - keep;
+    layer.length = keep;
+    layer.released = max_length - keep;
   }
   DropLeadingBlocks();
   if (pool_ != nullptr) {
@@ -831,11 +883,18 @@ void PagedKVCache::CheckInvariants() const {
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     if (!layer.present) {
-      PKV_CHECK(layer.start == 0 && layer.length == 0,
-                "absent layer %d has start %d length %d", l, layer.start,
-                layer.length);
+      PKV_CHECK(layer.start == 0 && layer.length == 0 && layer.released == 0,
+                "absent layer %d has start %d length %d released %d", l,
+                layer.start, layer.length, layer.released);
       continue;
     }
+    const int32_t window = window_of(static_cast<int64_t>(l));
+    PKV_CHECK(layer.released >= 0 && (window > 0 || layer.released == 0),
+              "layer %d (window %d) released %d tokens", l, window,
+              layer.released);
+    PKV_CHECK(layer.released == 0 || layer.length >= window - 1,
+              "window layer %d (window %d) released %d tokens but holds %d",
+              l, window, layer.released, layer.length);
     PKV_CHECK(pool_ != nullptr, "present layer %d without a pool", l);
     PKV_CHECK(layer.start >= 0 && layer.length >= 0 &&
                   layer.start + layer.length <= num_table_blocks_ * bt,

@@ -15,7 +15,11 @@
 //   - a write into a block shared with another row (after
 //     BatchRepeatInterleave or ReorderCache duplicates) first copies that one
 //     block (copy-on-write);
-//   - every slot below a layer's length was written or zero-filled.
+//   - every slot below a layer's length was written or zero-filled;
+//   - a sliding-window layer of window W also counts `released` tokens that
+//     left its window: its sequence length is released + length, and its
+//     next append first drops all but the last W - 1 held tokens (moving
+//     `start`), so the blocks below every layer's start return to the pool.
 //
 // Every mutating method validates everything and takes every block it needs
 // before it changes anything, so an error leaves the cache as it was.
@@ -70,6 +74,11 @@ class PagedKVCache : public KVCache {
     int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
     // Storage of a private pool (kv_layout.h); ignored with a shared pool.
     KVStorage storage = KVStorage::kSame;
+    // Dynamic caches: per layer, a sliding window of that many tokens (0:
+    // full attention). Empty: every layer is full. Non-empty: it fixes the
+    // layer count (Update rejects layers past it). Validated by
+    // DynamicKVCache::Create; see dynamic_kv_cache.h for the semantics.
+    std::vector<int32_t> sliding_window;
   };
 
   explicit PagedKVCache(const Options& options);
@@ -136,6 +145,8 @@ class PagedKVCache : public KVCache {
     bool present = false;
     int64_t start = 0;
     int64_t length = 0;
+    // Window layers: tokens seen before `start` and no longer held.
+    int64_t released = 0;
   };
   // Where one Update writes, in table tokens, decided before anything
   // changes.
@@ -149,6 +160,12 @@ class PagedKVCache : public KVCache {
   // Whether layer `layer_idx` holds data (was updated since construction or
   // Reset); false past the last slot.
   bool is_present(int64_t layer_idx) const;
+  // The sliding window of layer `layer_idx`, or 0 for full attention.
+  int32_t window_of(int64_t layer_idx) const;
+  // Layer `layer_idx` as its next append sees it: a window layer keeps only
+  // its last W - 1 held tokens (the rest join `released`). A default Layer
+  // past the last slot.
+  Layer TrimmedForAppend(int64_t layer_idx) const;
   WritePlan PlanWrite(int64_t layer_idx, int64_t new_length) const;
   // Appends to `targets` the existing entries of `rows` the write touches
   // (those overlapping [old_end, new_end), and those holding positional
@@ -225,7 +242,10 @@ class PagedKVCache : public KVCache {
   //  - some layer holding tokens has start < block_tokens, or no layer holds
   //    tokens and num_table_blocks_ == 0 (Crop drops every leading block
   //    below the starts of the layers holding tokens);
-  //  - static: layers_.size() == num_layers and length <= max_cache_len.
+  //  - static: layers_.size() == num_layers and length <= max_cache_len;
+  //  - released == 0 unless the layer has a window W; released > 0 implies
+  //    length >= W - 1 (a layer that let tokens go still holds the W - 1
+  //    tokens its next token attends to).
   std::vector<BlockTable> rows_;
   int64_t num_table_blocks_ = 0;
   std::vector<Layer> layers_;
