@@ -334,6 +334,25 @@ TEST(SlidingWindowTest, DecodeHoldsAtMostTheWindowBlockBound) {
   }
 }
 
+// A full-attention layer pins every block of the shared table (a block
+// holds every layer's tokens), so a mixed cache keeps them all.
+TEST(SlidingWindowTest, AFullLayerKeepsEveryBlock) {
+  absl::StatusOr<std::unique_ptr<DynamicKVCache>> made =
+      DynamicKVCache::Create({.block_tokens = 2, .sliding_window = {4, 0}});
+  ASSERT_THAT(made.status(), IsOk());
+  DynamicKVCache& cache = **made;
+  const Tensor one = *FillPattern(DType::kFloat32, {1, 1, 1, 2}, 3);
+  for (int step = 0; step < 20; ++step) {
+    for (int64_t l = 0; l < 2; ++l) {
+      ASSERT_THAT(cache.Update(one.view(), one.view(), l).status(), IsOk());
+    }
+  }
+  cache.CheckInvariants();
+  EXPECT_EQ(cache.stats().blocks_in_use, 10);
+  EXPECT_EQ((*cache.Get(0))->shape(), Shape({1, 1, 3, 2}));
+  EXPECT_EQ((*cache.Get(1))->shape(), Shape({1, 1, 20, 2}));
+}
+
 // A prefill longer than the window returns it whole; the next step keeps
 // only W - 1 of it and frees the blocks before them.
 TEST(SlidingWindowTest, PrefillIsReturnedWholeAndTrimmedByTheNextStep) {
