@@ -41,16 +41,19 @@
 //     keeps is always what the next token attends to, so it cannot fail;
 //   - ReorderCache, BatchSelectIndices, BatchRepeatInterleave and Reset act
 //     as for full layers (table remaps; Reset frees every block).
-// All layers share one block table per row (a block holds every layer's
-// K/V for its tokens), so the blocks wholly below every layer's kept
-// window return to the pool as the cache grows: with every layer windowed
-// (window W), a row holds at most ceil(W / block_tokens) + 1 blocks after
-// each single-token step of all layers. A full-attention layer keeps every
-// block (its tokens live in them), so mixed models save no memory yet.
+// Layers with equal windows share block tables: the cache splits them into
+// groups of g layers (g = the gcd of the counts of each window value), each
+// group with one table per row and blocks of g layers, so no block byte is
+// unused. A window group's blocks wholly below its layers' kept tokens
+// return to the pool as the cache grows: after a single-token step of all
+// its layers, a window group holds at most ceil(W / block_tokens) + 1
+// blocks per row; a full group holds all of its tokens' blocks.
 //
-//   absl::StatusOr<std::unique_ptr<DynamicKVCache>> mistral =
-//       DynamicKVCache::Create({.sliding_window = std::vector<int32_t>(32,
-//                                                                4096)});
+//   std::vector<int32_t> windows(48, 1024);           // Gemma-3 style:
+//   for (int l = 5; l < 48; l += 6) windows[l] = 0;   // 5 window : 1 full.
+//   absl::StatusOr<std::unique_ptr<DynamicKVCache>> gemma =
+//       DynamicKVCache::Create({.sliding_window = windows});
+//   // 6 groups of 8 layers: 5 of window 1024, 1 full.
 //
 // Thread safety: one thread at a time per cache (see cache.h).
 #ifndef PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_
