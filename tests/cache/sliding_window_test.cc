@@ -16,11 +16,14 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "allocator/block_pool.h"
 #include "allocator/window_table.h"
 #include "cache/cache_limits.h"
 #include "cache/cache_position.h"
 #include "cache/dynamic_kv_cache.h"
 #include "cache/kv_view.h"
+#include "cache/paged_kv_cache.h"
+#include "cache/storage/kv_pool.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tensor/dtype.h"
@@ -397,6 +400,47 @@ TEST(SlidingWindowTest, PrefillIsReturnedWholeAndTrimmedByTheNextStep) {
   // Tokens 16..20 are held: table blocks 4 and 5.
   EXPECT_EQ(cache.stats().blocks_in_use, 2);
   cache.CheckInvariants();
+}
+
+// On a shared pool (the core, as DynamicKVCache has no shared-pool window
+// option) the window groups give their blocks back as they go, and every
+// block is back in the pool after Reset and after destruction.
+TEST(SlidingWindowTest, EveryBlockReturnsToASharedPool) {
+  absl::StatusOr<std::unique_ptr<KVPool>> pool = KVPool::Create(
+      {.layout = {/*num_layers=*/2, kHeads, kHeadDim, DType::kFloat32,
+                  /*block_tokens=*/4},
+       .num_blocks = 64});
+  ASSERT_THAT(pool.status(), IsOk());
+  const BlockPool& books = (*pool)->books();
+  std::mt19937 rng(11);
+  for (const bool reset_first : {true, false}) {
+    {
+      internal::PagedKVCache::Options options;
+      options.pool = pool->get();
+      // Groups of 2: window layers {0, 2}, full layers {1, 3}.
+      options.sliding_window = {5, 0, 5, 0};
+      internal::PagedKVCache cache(options);
+      for (int step = 0; step < 30; ++step) {
+        for (int64_t l = 0; l < 4; ++l) {
+          const Tokens input = RandomTokens(rng, 2, 1);
+          const Tensor key = *ToTensor(input, true);
+          const Tensor value = *ToTensor(input, false);
+          ASSERT_THAT(cache.Update(key.view(), value.view(), l).status(),
+                      IsOk());
+        }
+        cache.CheckInvariants();
+        // 2 rows: the full group's ceil((step + 1) / 4) blocks and at most
+        // WindowBlockBound(5, 4) = 3 of the window group.
+        EXPECT_LE(books.num_used_blocks(), 2 * ((step + 4) / 4 + 3));
+      }
+      EXPECT_EQ(books.num_used_blocks(), 2 * (30 / 4 + 1 + 2));
+      if (reset_first) {
+        cache.Reset();
+        EXPECT_EQ(books.num_free_blocks(), books.num_blocks());
+      }
+    }
+    EXPECT_EQ(books.num_free_blocks(), books.num_blocks());
+  }
 }
 
 TEST(SlidingWindowTest, BadOptionsAreInvalidArgumentWithTheNumbers) {
