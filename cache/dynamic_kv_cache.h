@@ -28,12 +28,40 @@
 //       DynamicKVCache::Create({.block_tokens = 32,
 //                               .max_private_pool_bytes = int64_t{1} << 30});
 //
+// Sliding-window layers (HuggingFace's DynamicSlidingWindowLayer), with
+// Options::sliding_window[l] = W > 0 for layer l (0: full attention):
+//   - Update appends (a cache_position is UNIMPLEMENTED) and returns the
+//     kept past concatenated with this call's tokens: min(seen, W - 1) +
+//     seq tokens. The layer then keeps only its last W - 1 tokens;
+//   - Get returns those kept tokens (at most W - 1);
+//   - GetSeqLength counts every token the layer has seen (HF's
+//     cumulative_length), not the tokens kept;
+//   - Crop(m) keeps the last m positions, as for every layer: the layer's
+//     length becomes m and it keeps the last min(m, kept) tokens. What it
+//     keeps is always what the next token attends to, so it cannot fail;
+//   - ReorderCache, BatchSelectIndices, BatchRepeatInterleave and Reset act
+//     as for full layers (table remaps; Reset frees every block).
+// Layers with equal windows share block tables: the cache splits them into
+// groups of g layers (g = the gcd of the counts of each window value), each
+// group with one table per row and blocks of g layers, so no block byte is
+// unused. A window group's blocks wholly below its layers' kept tokens
+// return to the pool as the cache grows: after a single-token step of all
+// its layers, a window group holds at most ceil(W / block_tokens) + 1
+// blocks per row; a full group holds all of its tokens' blocks.
+//
+//   std::vector<int32_t> windows(48, 1024);           // Gemma-3 style:
+//   for (int l = 5; l < 48; l += 6) windows[l] = 0;   // 5 window : 1 full.
+//   absl::StatusOr<std::unique_ptr<DynamicKVCache>> gemma =
+//       DynamicKVCache::Create({.sliding_window = windows});
+//   // 6 groups of 8 layers: 5 of window 1024, 1 full.
+//
 // Thread safety: one thread at a time per cache (see cache.h).
 #ifndef PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_
 #define PAGEDKV_CACHE_DYNAMIC_KV_CACHE_H_
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "cache/cache_limits.h"
@@ -56,6 +84,12 @@ class DynamicKVCache final : public internal::PagedKVCacheFacade {
     // takes and Get/Gather still return the first update's dtype. A cache on
     // a shared pool uses that pool's layout().storage instead.
     KVStorage storage = KVStorage::kSame;
+    // Per layer, a sliding window of that many tokens, in [0,
+    // kMaxCacheTokens] (0: full attention); see above. Empty: every layer
+    // is full. Non-empty: its size (at most kMaxCacheLayers) is the layer
+    // count: Update rejects layers past it (InvalidArgument; Get and
+    // GetSeqLength see them as never updated).
+    std::vector<int32_t> sliding_window;
   };
 
   // Standalone with default Options: a private pool made at the first update.

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <utility>
@@ -42,19 +43,93 @@ PagedKVCache::PagedKVCache(const Options& options) : options_(options) {
     pool_ = options_.pool;
     dtype_ = pool_->layout().dtype;
   }
+  PKV_CHECK(!is_static() || options_.sliding_window.empty(),
+            "static caches have no sliding windows");
   if (is_static()) layers_.resize(options_.num_layers);
+  GroupLayers();
+}
+
+void PagedKVCache::GroupLayers() {
+  const std::vector<int32_t>& windows = options_.sliding_window;
+  if (windows.empty()) {
+    groups_.resize(1);
+    return;
+  }
+  // The layers of each window value, in order of first appearance; the
+  // group size divides every count, so each group is full.
+  std::vector<int32_t> values;
+  std::vector<std::vector<int32_t>> layers_of;
+  for (size_t l = 0; l < windows.size(); ++l) {
+    const auto it = std::find(values.begin(), values.end(), windows[l]);
+    const size_t v = static_cast<size_t>(it - values.begin());
+    if (it == values.end()) {
+      values.push_back(windows[l]);
+      layers_of.emplace_back();
+    }
+    layers_of[v].push_back(static_cast<int32_t>(l));
+  }
+  size_t size = 0;
+  for (const std::vector<int32_t>& layers : layers_of) {
+    size = std::gcd(size, layers.size());
+  }
+  layers_per_group_ = static_cast<int32_t>(size);
+  group_of_.resize(windows.size());
+  slot_of_.resize(windows.size());
+  int32_t group = 0;
+  for (const std::vector<int32_t>& layers : layers_of) {
+    for (size_t i = 0; i < layers.size(); ++i) {
+      group_of_[layers[i]] = group + static_cast<int32_t>(i / size);
+      slot_of_[layers[i]] = static_cast<int32_t>(i % size);
+    }
+    group += static_cast<int32_t>(layers.size() / size);
+  }
+  groups_.resize(group);
 }
 
 PagedKVCache::~PagedKVCache() = default;
 
 std::optional<int64_t> PagedKVCache::batch_size() const {
   if (!has_geometry_) return std::nullopt;
-  return static_cast<int64_t>(rows_.size());
+  return num_rows();
+}
+
+int32_t PagedKVCache::group_of(int64_t layer_idx) const {
+  return group_of_.empty() ? 0 : group_of_[layer_idx];
+}
+
+int32_t PagedKVCache::PoolLayersFor(int64_t layer_idx) const {
+  if (is_static()) return options_.num_layers;
+  // A fixed layer count: every group's layers from the start.
+  if (layers_per_group_ > 0) return layers_per_group_;
+  return static_cast<int32_t>(layer_idx + 1);
+}
+
+int32_t PagedKVCache::slot_of(int64_t layer_idx) const {
+  return slot_of_.empty() ? static_cast<int32_t>(layer_idx)
+                          : slot_of_[layer_idx];
 }
 
 bool PagedKVCache::is_present(int64_t layer_idx) const {
   return layer_idx >= 0 && layer_idx < num_layer_slots() &&
          layers_[layer_idx].present;
+}
+
+int32_t PagedKVCache::window_of(int64_t layer_idx) const {
+  return layer_idx < static_cast<int64_t>(options_.sliding_window.size())
+             ? options_.sliding_window[layer_idx]
+             : 0;
+}
+
+PagedKVCache::Layer PagedKVCache::TrimmedForAppend(int64_t layer_idx) const {
+  if (layer_idx >= num_layer_slots()) return Layer();
+  Layer layer = layers_[layer_idx];
+  const int32_t window = window_of(layer_idx);
+  if (window == 0 || layer.length <= window - 1) return layer;
+  const int64_t drop = layer.length - (window - 1);
+  layer.start += drop;
+  layer.length -= drop;
+  layer.released += drop;
+  return layer;
 }
 
 int64_t PagedKVCache::block_tokens() const {
@@ -102,6 +177,12 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
                                           const CachePosition& position,
                                           int64_t* new_length) const {
   PKV_RETURN_IF_ERROR(CheckLayerIndex(layer_idx));
+  const int64_t windowed = static_cast<int64_t>(options_.sliding_window.size());
+  if (windowed > 0 && layer_idx >= windowed) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_idx %d >= the %d layers of sliding_window",
+                        layer_idx, windowed));
+  }
   if (layer_idx >= kMaxCacheLayers) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "layer_idx %d exceeds the layer limit %d", layer_idx, kMaxCacheLayers));
@@ -153,22 +234,31 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
           absl::StrFormat("key shape %s does not fit the pool (%s)",
                           DescribeShape(key), layout.ToString()));
     }
-    if (layer_idx >= layout.num_layers) {
+    if (slot_of(layer_idx) >= layout.num_layers) {
       return absl::InvalidArgumentError(
           absl::StrFormat("layer_idx %d >= the pool's %d layers", layer_idx,
                           layout.num_layers));
     }
   }
-  if (has_geometry_ && (batch != static_cast<int64_t>(rows_.size()) ||
-                        heads != heads_ || head_dim != head_dim_)) {
+  if (has_geometry_ &&
+      (batch != num_rows() || heads != heads_ || head_dim != head_dim_)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "key shape %s does not match the cache's (batch %d, heads %d, "
         "head_dim %d)",
-        DescribeShape(key), rows_.size(), heads_, head_dim_));
+        DescribeShape(key), num_rows(), heads_, head_dim_));
   }
 
-  const int64_t length =
-      layer_idx < num_layer_slots() ? layers_[layer_idx].length : 0;
+  // A window layer counts every token it saw against the capacity, and its
+  // append keeps only the last W - 1 of the tokens it holds.
+  const Layer layer = TrimmedForAppend(layer_idx);
+  const int64_t length = layer.released + layer.length;
+  const int32_t window = window_of(layer_idx);
+  if (window > 0 && !position.is_append()) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "layer %d has a sliding window of %d tokens: it only appends "
+        "(cache_position must be absent)",
+        layer_idx, window));
+  }
   const int64_t capacity =
       is_static() ? *options_.max_cache_len : kMaxCacheTokens;
   if (is_static() && seq == 0) {
@@ -182,7 +272,7 @@ absl::Status PagedKVCache::ValidateUpdate(ConstTensorView key,
           "append of %d tokens to length %d exceeds capacity %d", seq, length,
           capacity));
     }
-    *new_length = length + seq;
+    *new_length = layer.length + seq;
     return CheckPrivatePoolSize(key, layer_idx, *new_length);
   }
 
@@ -236,14 +326,19 @@ absl::Status PagedKVCache::CheckPrivatePoolSize(ConstTensorView key,
   // Every row may end up with private copies of every table block, so the
   // pool may need rows * table blocks blocks of the (possibly wider) layout.
   // Doubles: the factors are bounded but their product may not fit int64.
-  const int64_t start =
-      layer_idx < num_layer_slots() ? layers_[layer_idx].start : 0;
-  double layers = is_static() ? options_.num_layers : layer_idx + 1;
+  const int64_t start = TrimmedForAppend(layer_idx).start;
+  double layers = PoolLayersFor(layer_idx);
   if (pool_ != nullptr) {
     layers = std::max<double>(layers, pool_->layout().num_layers);
   }
-  double table_blocks =
-      std::max<double>(num_table_blocks_, BlocksFor(start + new_length));
+  const int32_t updated = group_of(layer_idx);
+  double table_blocks = 0;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const int64_t blocks = groups_[g].num_table_blocks;
+    table_blocks += static_cast<int32_t>(g) == updated
+                        ? std::max(blocks, BlocksFor(start + new_length))
+                        : blocks;
+  }
   if (is_static()) {
     table_blocks = std::max<double>(table_blocks, blocks_per_row_reserved());
   }
@@ -268,15 +363,14 @@ absl::Status PagedKVCache::EnsurePool(ConstTensorView key, int64_t layer_idx) {
   if (options_.pool != nullptr) return absl::OkStatus();
   const int32_t heads = static_cast<int32_t>(key.dim(1));
   const int32_t head_dim = static_cast<int32_t>(key.dim(3));
-  const int32_t wanted_layers =
-      static_cast<int32_t>(is_static() ? options_.num_layers : layer_idx + 1);
+  const int32_t wanted_layers = PoolLayersFor(layer_idx);
   if (owned_pool_ != nullptr && (owned_pool_->layout().num_kv_heads != heads ||
                                  owned_pool_->layout().head_dim != head_dim ||
                                  owned_pool_->layout().dtype != key.dtype())) {
     // Only reachable when no geometry is fixed (after Reset, or after a
     // first update that failed once the pool existed): no block is in use,
     // so the private pool is rebuilt for the new shape and dtype.
-    PKV_CHECK(rows_.empty() && !reservation_.has_value(),
+    PKV_CHECK(num_rows() == 0 && !reservation_.has_value(),
               "rebuilding a pool that is in use");
     // Kept until the update succeeds: a failed one puts it back.
     retired_pool_ = std::move(owned_pool_);
@@ -369,8 +463,7 @@ absl::Status PagedKVCache::GrowReservation(int64_t batch) {
 
 void PagedKVCache::TrimReservation() {
   if (!reservation_.has_value()) return;
-  const int64_t want =
-      static_cast<int64_t>(rows_.size()) * blocks_per_row_reserved();
+  const int64_t want = num_rows() * blocks_per_row_reserved();
   const int32_t capacity = static_cast<int32_t>(
       std::max<int64_t>(reservation_->num_charged(),
                         std::min<int64_t>(reservation_->capacity(), want)));
@@ -408,7 +501,7 @@ void PagedKVCache::Rollback(const Checkpoint& checkpoint) {
   if (owned_pool_.get() != checkpoint.private_pool) {
     // The update made a private pool (the first one, or a rebuild for a new
     // shape after Reset): drop it, and put back the one it replaced.
-    PKV_CHECK(rows_.empty() && !reservation_.has_value(),
+    PKV_CHECK(num_rows() == 0 && !reservation_.has_value(),
               "rollback drops a private pool in use");
     owned_pool_ = std::move(retired_pool_);
     PKV_CHECK(owned_pool_.get() == checkpoint.private_pool,
@@ -432,13 +525,15 @@ void PagedKVCache::Rollback(const Checkpoint& checkpoint) {
 PagedKVCache::WritePlan PagedKVCache::PlanWrite(int64_t layer_idx,
                                                 int64_t new_length) const {
   WritePlan plan;
-  const Layer layer =
-      layer_idx < num_layer_slots() ? layers_[layer_idx] : Layer();
+  const Layer layer = TrimmedForAppend(layer_idx);
   plan.start = layer.start;
   plan.old_end = layer.start + layer.length;
   plan.new_end = layer.start + new_length;
+  plan.group = group_of(layer_idx);
+  plan.slot = slot_of(layer_idx);
+  plan.table_blocks = groups_[plan.group].num_table_blocks;
   plan.grow_blocks = static_cast<int32_t>(
-      std::max<int64_t>(0, BlocksFor(plan.new_end) - num_table_blocks_));
+      std::max<int64_t>(0, BlocksFor(plan.new_end) - plan.table_blocks));
   return plan;
 }
 
@@ -454,7 +549,7 @@ void PagedKVCache::AddWriteTargets(
   for (size_t b = 0; b < rows.size(); ++b) {
     blocks.clear();
     if (plan.new_end > plan.old_end) {
-      const int64_t last = std::min(num_table_blocks_, BlocksFor(plan.new_end));
+      const int64_t last = std::min(plan.table_blocks, BlocksFor(plan.new_end));
       for (int64_t i = plan.old_end / bt; i < last; ++i) {
         blocks.push_back(static_cast<int32_t>(i));
       }
@@ -464,7 +559,7 @@ void PagedKVCache::AddWriteTargets(
         const int64_t i =
             (plan.start + PositionOf(position, static_cast<int64_t>(b), t)) /
             bt;
-        if (i < num_table_blocks_) blocks.push_back(static_cast<int32_t>(i));
+        if (i < plan.table_blocks) blocks.push_back(static_cast<int32_t>(i));
       }
       std::sort(blocks.begin(), blocks.end());
       blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
@@ -473,13 +568,14 @@ void PagedKVCache::AddWriteTargets(
   }
 }
 
-void PagedKVCache::ZeroFill(int32_t layer, int64_t first, int64_t last) {
+void PagedKVCache::ZeroFill(const WritePlan& plan, int64_t first,
+                            int64_t last) {
   const int64_t bt = block_tokens();
-  for (const BlockTable& row : rows_) {
+  for (const BlockTable& row : groups_[plan.group].rows) {
     for (int64_t q = first; q < last;) {
       const int64_t run = std::min(bt - q % bt, last - q);
       bytes_zero_filled_ += static_cast<int64_t>(ZeroTokenRun(
-          *pool_, row[static_cast<int32_t>(q / bt)], layer,
+          *pool_, row[static_cast<int32_t>(q / bt)], plan.slot,
           static_cast<int32_t>(q % bt), static_cast<int32_t>(run)));
       q += run;
     }
@@ -487,7 +583,7 @@ void PagedKVCache::ZeroFill(int32_t layer, int64_t first, int64_t last) {
 }
 
 void PagedKVCache::WriteTokens(ConstTensorView key, ConstTensorView value,
-                               int32_t layer, const WritePlan& plan,
+                               const WritePlan& plan,
                                const CachePosition& position) {
   // The decode hot path: per (row, run of tokens in one block) one
   // WriteTokenRun, which is one memcpy per head for K and one for V.
@@ -504,8 +600,9 @@ void PagedKVCache::WriteTokens(ConstTensorView key, ConstTensorView value,
                 .head_stride = vs[1],
                 .token_stride = vs[2],
                 .dim_stride = vs[3]};
-  for (size_t b = 0; b < rows_.size(); ++b) {
-    const BlockTable& row = rows_[b];
+  const std::vector<BlockTable>& rows = groups_[plan.group].rows;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const BlockTable& row = rows[b];
     const int64_t row_index = static_cast<int64_t>(b);
     // Appends go in runs of consecutive slots of one block; positional
     // writes go token by token in input order (the last one wins).
@@ -518,7 +615,7 @@ void PagedKVCache::WriteTokens(ConstTensorView key, ConstTensorView value,
       }
       k.data = key.data() + (row_index * ks[0] + t * ks[2]) * elem;
       v.data = value.data() + (row_index * vs[0] + t * vs[2]) * elem;
-      WriteTokenRun(*pool_, row[static_cast<int32_t>(q / bt)], layer,
+      WriteTokenRun(*pool_, row[static_cast<int32_t>(q / bt)], plan.slot,
                     static_cast<int32_t>(q % bt), static_cast<int32_t>(run), k,
                     v);
       t += run;
@@ -543,17 +640,23 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
   const int64_t seq = key.dim(2);
 
   // The first update after construction or Reset fixes the batch (and a
-  // static cache's reservation); its rows are made here and kept only if it
-  // succeeds.
+  // static cache's reservation); every group's rows are made here and kept
+  // only if it succeeds.
   const bool fixes_geometry = !has_geometry_;
-  std::vector<BlockTable> new_rows;
+  const WritePlan plan = PlanWrite(layer_idx, new_length);
+  std::vector<std::vector<BlockTable>> new_rows;
   if (status.ok() && fixes_geometry) {
     status = GrowReservation(batch);
-    new_rows.reserve(batch);
-    for (int64_t b = 0; b < batch; ++b) new_rows.emplace_back(&pool_->books());
+    new_rows.resize(groups_.size());
+    for (std::vector<BlockTable>& group_rows : new_rows) {
+      group_rows.reserve(batch);
+      for (int64_t b = 0; b < batch; ++b) {
+        group_rows.emplace_back(&pool_->books());
+      }
+    }
   }
-  std::vector<BlockTable>& rows = fixes_geometry ? new_rows : rows_;
-  const WritePlan plan = PlanWrite(layer_idx, new_length);
+  std::vector<BlockTable>& rows =
+      fixes_geometry ? new_rows[plan.group] : groups_[plan.group].rows;
   absl::InlinedVector<WriteTarget, 8> targets;
   absl::InlinedVector<TableGrowth, 8> growth;
   Reservation* reservation =
@@ -588,29 +691,39 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
   copies->MarkDone();
 
   if (fixes_geometry) {
-    // A fresh or reset cache: no layer holds tokens, the table was empty.
-    PKV_CHECK(num_table_blocks_ == 0, "geometry fixed over %d blocks",
-              num_table_blocks_);
+    // A fresh or reset cache: no layer holds tokens, the tables were empty.
     has_geometry_ = true;
     heads_ = key.dim(1);
     head_dim_ = key.dim(3);
     dtype_ = key.dtype();
-    rows_ = std::move(new_rows);
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      PKV_CHECK(groups_[g].num_table_blocks == 0,
+                "geometry fixed over %d blocks of group %d",
+                groups_[g].num_table_blocks, g);
+      groups_[g].rows = std::move(new_rows[g]);
+    }
   }
-  num_table_blocks_ += plan.grow_blocks;
+  Group& group = groups_[plan.group];
+  group.num_table_blocks += plan.grow_blocks;
   if (layer_idx >= num_layer_slots()) layers_.resize(layer_idx + 1);
-  const int32_t layer = static_cast<int32_t>(layer_idx);
   // An append writes every slot it opens; a positional write may open a gap.
   if (!position.is_append() && plan.new_end > plan.old_end) {
-    ZeroFill(layer, plan.old_end, plan.new_end);
+    ZeroFill(plan, plan.old_end, plan.new_end);
   }
-  WriteTokens(key, value, layer, plan, position);
+  WriteTokens(key, value, plan, position);
 
+  // A window layer lets go of what its append trimmed; the leading blocks
+  // no layer of its group reads any more return to the pool (after the
+  // write, so the write's plan stays in table coordinates).
+  const Layer trimmed = TrimmedForAppend(layer_idx);
+  const bool trims = trimmed.released != layers_[layer_idx].released;
   Layer& updated = layers_[layer_idx];
+  updated = trimmed;
   updated.present = true;
   updated.length = new_length;
-  return KVView(pool_, rows_, layer, updated.start, updated.length, heads_,
-                head_dim_);
+  if (trims) DropLeadingBlocks(plan.group);
+  return KVView(pool_, group.rows, plan.slot, updated.start, updated.length,
+                heads_, head_dim_);
 }
 
 // ---------------------------------------------------------------------------
@@ -621,9 +734,14 @@ absl::StatusOr<std::optional<KVView>> PagedKVCache::Get(
   PKV_RETURN_IF_ERROR(CheckLayerIndex(layer_idx));
   if (!is_present(layer_idx)) return std::optional<KVView>();
   const Layer& layer = layers_[layer_idx];
+  // A window layer shows what it keeps: its last W - 1 tokens (the rest of
+  // what the last Update returned is only read by that step).
+  const int32_t window = window_of(layer_idx);
+  const int64_t shown =
+      window > 0 ? std::min<int64_t>(layer.length, window - 1) : layer.length;
   return std::optional<KVView>(
-      KVView(pool_, rows_, static_cast<int32_t>(layer_idx), layer.start,
-             layer.length, heads_, head_dim_));
+      KVView(pool_, groups_[group_of(layer_idx)].rows, slot_of(layer_idx),
+             layer.start + layer.length - shown, shown, heads_, head_dim_));
 }
 
 absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
@@ -632,7 +750,7 @@ absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
         absl::StrFormat("layer_idx %d is negative", layer_idx));
   }
   if (layer_idx >= num_layer_slots()) return int64_t{0};
-  return layers_[layer_idx].length;
+  return layers_[layer_idx].released + layers_[layer_idx].length;
 }
 
 // ---------------------------------------------------------------------------
@@ -640,7 +758,7 @@ absl::StatusOr<int64_t> PagedKVCache::GetSeqLength(int64_t layer_idx) const {
 
 absl::Status PagedKVCache::CheckSelect(
     absl::Span<const int64_t> indices) const {
-  const int64_t batch = static_cast<int64_t>(rows_.size());
+  const int64_t batch = num_rows();
   if (static_cast<int64_t>(indices.size()) > kMaxCacheBatch) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%d indices exceed the batch limit %d", indices.size(),
@@ -668,7 +786,7 @@ absl::Status PagedKVCache::CheckRepeat(int64_t repeats) const {
     return absl::InvalidArgumentError(
         absl::StrFormat("repeats must be >= 1, got %d", repeats));
   }
-  const int64_t batch = static_cast<int64_t>(rows_.size());
+  const int64_t batch = num_rows();
   if (batch > 0 && repeats > kMaxCacheBatch / batch) {
     return absl::InvalidArgumentError(
         absl::StrFormat("batch %d x repeats %d exceeds the batch limit %d",
@@ -678,18 +796,18 @@ absl::Status PagedKVCache::CheckRepeat(int64_t repeats) const {
 }
 
 absl::Status PagedKVCache::PrepareForBatch(int64_t batch) {
-  if (!has_geometry_ || batch <= static_cast<int64_t>(rows_.size())) {
+  if (!has_geometry_ || batch <= num_rows()) {
     return absl::OkStatus();
   }
   return GrowReservation(batch);
 }
 
 absl::Status PagedKVCache::Select(std::vector<int32_t> indices) {
-  const int64_t old_batch = static_cast<int64_t>(rows_.size());
+  const int64_t old_batch = num_rows();
   const int64_t new_batch = static_cast<int64_t>(indices.size());
   if (new_batch > old_batch) PKV_RETURN_IF_ERROR(GrowReservation(new_batch));
   const int64_t copied_before = pool_->bytes_copied();
-  ReorderTables(&rows_, indices);
+  for (Group& group : groups_) ReorderTables(&group.rows, indices);
   remap_bytes_copied_ += pool_->bytes_copied() - copied_before;
   TrimReservation();  // Gives back what fewer rows no longer need.
   return absl::OkStatus();
@@ -710,8 +828,8 @@ absl::Status PagedKVCache::BatchRepeatInterleave(int64_t repeats) {
   PKV_RETURN_IF_ERROR(CheckRepeat(repeats));
   if (repeats == 1 || !has_geometry_) return absl::OkStatus();
   std::vector<int32_t> indices;
-  indices.reserve(rows_.size() * repeats);
-  for (size_t r = 0; r < rows_.size(); ++r) {
+  indices.reserve(num_rows() * repeats);
+  for (int64_t r = 0; r < num_rows(); ++r) {
     for (int64_t k = 0; k < repeats; ++k) {
       indices.push_back(static_cast<int32_t>(r));
     }
@@ -725,13 +843,21 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
         absl::StrFormat("max_length %d is negative", max_length));
   }
   const int64_t copied_before = pool_ != nullptr ? pool_->bytes_copied() : 0;
+  // Every layer keeps the last max_length positions of its sequence. A
+  // window layer holds only the last ones of those: it keeps the held
+  // tokens among them, and the rest of the max_length stay released.
   for (Layer& layer : layers_) {
-    if (layer.present && layer.length > max_length) {
-      layer.start += layer.length - max_length;
-      layer.length = max_length;
+    if (!layer.present || layer.released + layer.length <= max_length) {
+      continue;
     }
+    const int64_t keep = std::min(layer.length, max_length);
+    layer.start += layer.length - keep;
+    layer.length = keep;
+    layer.released = max_length - keep;
   }
-  DropLeadingBlocks();
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    DropLeadingBlocks(static_cast<int32_t>(g));
+  }
   if (pool_ != nullptr) {
     remap_bytes_copied_ += pool_->bytes_copied() - copied_before;
   }
@@ -741,7 +867,7 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
     // full shared pool the crop still succeeds (crop never fails for
     // memory); the reservation then covers what it can and an update that
     // needs more returns ResourceExhausted, changing nothing.
-    if (!GrowReservation(static_cast<int64_t>(rows_.size())).ok()) {
+    if (!GrowReservation(num_rows()).ok()) {
       ++reservation_shortfalls_;
     }
     TrimReservation();  // Even crops may narrow the windows again.
@@ -749,13 +875,16 @@ absl::Status PagedKVCache::Crop(int64_t max_length) {
   return absl::OkStatus();
 }
 
-void PagedKVCache::DropLeadingBlocks() {
+void PagedKVCache::DropLeadingBlocks(int32_t g) {
   if (pool_ == nullptr) return;
   const int64_t bt = block_tokens();
+  Group& group = groups_[g];
   // Only layers holding tokens pin blocks; an empty layer's start is
   // arbitrary (its next write starts there), so it moves to 0.
-  int64_t min_start = num_table_blocks_ * bt;
-  for (Layer& layer : layers_) {
+  int64_t min_start = group.num_table_blocks * bt;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& layer = layers_[l];
+    if (group_of(static_cast<int64_t>(l)) != g) continue;
     if (layer.length > 0) {
       min_start = std::min(min_start, layer.start);
     } else {
@@ -764,16 +893,21 @@ void PagedKVCache::DropLeadingBlocks() {
   }
   const int64_t drop = min_start / bt;
   if (drop == 0) return;
-  for (BlockTable& row : rows_) row.DropFront(static_cast<int32_t>(drop));
-  num_table_blocks_ -= drop;
-  for (Layer& layer : layers_) {
-    if (layer.length > 0) layer.start -= drop * bt;
+  for (BlockTable& row : group.rows) row.DropFront(static_cast<int32_t>(drop));
+  group.num_table_blocks -= drop;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& layer = layers_[l];
+    if (group_of(static_cast<int64_t>(l)) == g && layer.length > 0) {
+      layer.start -= drop * bt;
+    }
   }
 }
 
 void PagedKVCache::Reset() {
-  rows_.clear();
-  num_table_blocks_ = 0;
+  for (Group& group : groups_) {
+    group.rows.clear();
+    group.num_table_blocks = 0;
+  }
   reservation_.reset();
   has_geometry_ = false;
   heads_ = 0;
@@ -791,10 +925,12 @@ void PagedKVCache::Reset() {
 CacheStats PagedKVCache::stats() const {
   CacheStats s;
   absl::flat_hash_set<BlockId> seen;
-  for (const BlockTable& row : rows_) {
-    for (BlockId id : row.blocks()) {
-      if (seen.insert(id).second && pool_->books().ref_count(id) > 1) {
-        ++s.blocks_shared;
+  for (const Group& group : groups_) {
+    for (const BlockTable& row : group.rows) {
+      for (BlockId id : row.blocks()) {
+        if (seen.insert(id).second && pool_->books().ref_count(id) > 1) {
+          ++s.blocks_shared;
+        }
       }
     }
   }
@@ -813,13 +949,24 @@ CacheStats PagedKVCache::stats() const {
 }
 
 void PagedKVCache::CheckInvariants() const {
-  PKV_CHECK(has_geometry_ || rows_.empty(), "%d rows without a batch",
-            rows_.size());
-  for (size_t b = 0; b < rows_.size(); ++b) {
-    PKV_CHECK(rows_[b].num_blocks() == num_table_blocks_,
-              "row %d has %d blocks, expected %d", b, rows_[b].num_blocks(),
-              num_table_blocks_);
-    rows_[b].CheckInvariants();
+  PKV_CHECK(!groups_.empty(), "a cache without a group");
+  PKV_CHECK(group_of_.size() == options_.sliding_window.size() &&
+                slot_of_.size() == group_of_.size(),
+            "%d layers grouped, %d windows", group_of_.size(),
+            options_.sliding_window.size());
+  PKV_CHECK(has_geometry_ || num_rows() == 0, "%d rows without a batch",
+            num_rows());
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const Group& group = groups_[g];
+    PKV_CHECK(static_cast<int64_t>(group.rows.size()) == num_rows(),
+              "group %d has %d rows, group 0 has %d", g, group.rows.size(),
+              num_rows());
+    for (size_t b = 0; b < group.rows.size(); ++b) {
+      PKV_CHECK(group.rows[b].num_blocks() == group.num_table_blocks,
+                "group %d row %d has %d blocks, expected %d", g, b,
+                group.rows[b].num_blocks(), group.num_table_blocks);
+      group.rows[b].CheckInvariants();
+    }
   }
   if (is_static()) {
     PKV_CHECK(num_layer_slots() == options_.num_layers,
@@ -827,40 +974,53 @@ void PagedKVCache::CheckInvariants() const {
               options_.num_layers);
   }
   const int64_t bt = pool_ != nullptr ? pool_->layout().block_tokens : 1;
-  std::optional<int64_t> min_start;
+  std::vector<std::optional<int64_t>> min_start(groups_.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
+    const int32_t g = group_of(static_cast<int64_t>(l));
+    const int64_t table_blocks = groups_[g].num_table_blocks;
     if (!layer.present) {
-      PKV_CHECK(layer.start == 0 && layer.length == 0,
-                "absent layer %d has start %d length %d", l, layer.start,
-                layer.length);
+      PKV_CHECK(layer.start == 0 && layer.length == 0 && layer.released == 0,
+                "absent layer %d has start %d length %d released %d", l,
+                layer.start, layer.length, layer.released);
       continue;
     }
+    const int32_t window = window_of(static_cast<int64_t>(l));
+    PKV_CHECK(layer.released >= 0 && (window > 0 || layer.released == 0),
+              "layer %d (window %d) released %d tokens", l, window,
+              layer.released);
+    PKV_CHECK(layer.released == 0 || layer.length >= window - 1,
+              "window layer %d (window %d) released %d tokens but holds %d", l,
+              window, layer.released, layer.length);
     PKV_CHECK(pool_ != nullptr, "present layer %d without a pool", l);
     PKV_CHECK(layer.start >= 0 && layer.length >= 0 &&
-                  layer.start + layer.length <= num_table_blocks_ * bt,
+                  layer.start + layer.length <= table_blocks * bt,
               "layer %d spans [%d, %d) beyond %d table blocks", l, layer.start,
-              layer.start + layer.length, num_table_blocks_);
+              layer.start + layer.length, table_blocks);
     if (is_static()) {
       PKV_CHECK(layer.length <= *options_.max_cache_len,
                 "layer %d length %d > max_cache_len %d", l, layer.length,
                 *options_.max_cache_len);
     }
     if (layer.length > 0) {
-      min_start = std::min(min_start.value_or(layer.start), layer.start);
+      min_start[g] = std::min(min_start[g].value_or(layer.start), layer.start);
     } else {
       PKV_CHECK(layer.start == 0, "empty layer %d starts at %d", l,
                 layer.start);
     }
   }
-  if (min_start.has_value()) {
-    PKV_CHECK(*min_start < bt,
-              "leading block below every layer's start (min start %d) not "
-              "dropped",
-              *min_start);
-  } else {
-    PKV_CHECK(num_table_blocks_ == 0,
-              "%d table blocks while no layer holds tokens", num_table_blocks_);
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    if (min_start[g].has_value()) {
+      PKV_CHECK(*min_start[g] < bt,
+                "leading block below every start of group %d's layers (min "
+                "start %d) not dropped",
+                g, *min_start[g]);
+    } else {
+      PKV_CHECK(groups_[g].num_table_blocks == 0,
+                "group %d has %d table blocks while none of its layers holds "
+                "tokens",
+                g, groups_[g].num_table_blocks);
+    }
   }
   if (pool_ == nullptr) return;
   if (has_geometry_) {
@@ -874,7 +1034,9 @@ void PagedKVCache::CheckInvariants() const {
   if (owned_pool_ != nullptr) {
     // A private pool's every reference is held by this cache's rows.
     std::vector<const BlockTable*> tables;
-    for (const BlockTable& row : rows_) tables.push_back(&row);
+    for (const Group& group : groups_) {
+      for (const BlockTable& row : group.rows) tables.push_back(&row);
+    }
     CheckRefCounts(owned_pool_->books(), tables);
   } else {
     pool_->books().CheckInvariants();

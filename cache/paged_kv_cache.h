@@ -8,14 +8,24 @@
 // EncoderDecoderCache reaches the extra methods below through the facade.
 //
 // Books of one cache (see the invariants next to the members):
-//   - one BlockTable per batch row, all with the same number of blocks;
+//   - the layers form groups (one, unless Options::sliding_window groups
+//     them by window); a group has one BlockTable per batch row, all with
+//     the same number of blocks, and its blocks hold its layers at slots
+//     0, 1, ... of the pool's layout;
 //   - per layer a `start` (table token of visible token 0) and a `length`;
-//     token t of a layer lives at table token start + t in every row;
-//   - a crop moves `start`, then drops the blocks below every layer's start;
+//     token t of a layer lives at table token start + t in every row of its
+//     group;
+//   - a crop moves `start`, then drops the blocks below every start of a
+//     group's layers;
 //   - a write into a block shared with another row (after
 //     BatchRepeatInterleave or ReorderCache duplicates) first copies that one
 //     block (copy-on-write);
-//   - every slot below a layer's length was written or zero-filled.
+//   - every slot below a layer's length was written or zero-filled;
+//   - a sliding-window layer of window W also counts `released` tokens that
+//     left its window: its sequence length is released + length, and its
+//     next append first drops all but the last W - 1 held tokens (moving
+//     `start`), so the blocks below every start of its group's layers
+//     return to the pool.
 //
 // Every mutating method validates everything and takes every block it needs
 // before it changes anything, so an error leaves the cache as it was.
@@ -70,6 +80,14 @@ class PagedKVCache : public KVCache {
     int64_t max_private_pool_bytes = kDefaultMaxPrivatePoolBytes;
     // Storage of a private pool (kv_layout.h); ignored with a shared pool.
     KVStorage storage = KVStorage::kSame;
+    // Dynamic caches: per layer, a sliding window of that many tokens (0:
+    // full attention). Empty: every layer is full. Non-empty: it fixes the
+    // layer count (Update rejects layers past it), and layers with equal
+    // windows share tables: groups of g layers each, g the gcd of the
+    // counts of each window value, so that every block of the pool (g
+    // layers) is used whole. Validated by DynamicKVCache::Create; see
+    // dynamic_kv_cache.h for the semantics.
+    std::vector<int32_t> sliding_window;
   };
 
   explicit PagedKVCache(const Options& options);
@@ -136,19 +154,42 @@ class PagedKVCache : public KVCache {
     bool present = false;
     int64_t start = 0;
     int64_t length = 0;
+    // Window layers: tokens seen before `start` and no longer held.
+    int64_t released = 0;
   };
   // Where one Update writes, in table tokens, decided before anything
   // changes.
   struct WritePlan {
-    int64_t start = 0;        // The layer's window start.
-    int64_t old_end = 0;      // start + length before the write.
-    int64_t new_end = 0;      // start + length after it.
-    int32_t grow_blocks = 0;  // Blocks appended to every row.
+    int64_t start = 0;         // The layer's window start.
+    int64_t old_end = 0;       // start + length before the write.
+    int64_t new_end = 0;       // start + length after it.
+    int32_t grow_blocks = 0;   // Blocks appended to every row.
+    int32_t group = 0;         // The layer's group (its tables).
+    int32_t slot = 0;          // The layer's slot in the group's blocks.
+    int64_t table_blocks = 0;  // The group's blocks before the write.
   };
 
   // Whether layer `layer_idx` holds data (was updated since construction or
   // Reset); false past the last slot.
   bool is_present(int64_t layer_idx) const;
+  // The group of layer `layer_idx` and its slot in the group's blocks (the
+  // pool's layer index).
+  int32_t group_of(int64_t layer_idx) const;
+  int32_t slot_of(int64_t layer_idx) const;
+  // The layers a private pool needs for an update of `layer_idx`.
+  int32_t PoolLayersFor(int64_t layer_idx) const;
+  // Sets groups_, group_of_, slot_of_ and layers_per_group_ from
+  // options_.sliding_window.
+  void GroupLayers();
+  int64_t num_rows() const {
+    return static_cast<int64_t>(groups_[0].rows.size());
+  }
+  // The sliding window of layer `layer_idx`, or 0 for full attention.
+  int32_t window_of(int64_t layer_idx) const;
+  // Layer `layer_idx` as its next append sees it: a window layer keeps only
+  // its last W - 1 held tokens (the rest join `released`). A default Layer
+  // past the last slot.
+  Layer TrimmedForAppend(int64_t layer_idx) const;
   WritePlan PlanWrite(int64_t layer_idx, int64_t new_length) const;
   // Appends to `targets` the existing entries of `rows` the write touches
   // (those overlapping [old_end, new_end), and those holding positional
@@ -157,9 +198,10 @@ class PagedKVCache : public KVCache {
                        const CachePosition& position,
                        std::vector<BlockTable>& rows,
                        absl::InlinedVector<WriteTarget, 8>* targets) const;
-  // Zeroes table tokens [first, last) of `layer` in every row, K and V.
-  void ZeroFill(int32_t layer, int64_t first, int64_t last);
-  void WriteTokens(ConstTensorView key, ConstTensorView value, int32_t layer,
+  // Zeroes table tokens [first, last) of the plan's layer in every row of
+  // its group, K and V.
+  void ZeroFill(const WritePlan& plan, int64_t first, int64_t last);
+  void WriteTokens(ConstTensorView key, ConstTensorView value,
                    const WritePlan& plan, const CachePosition& position);
 
   // InvalidArgument for a negative layer index, or (static) one past
@@ -195,7 +237,9 @@ class PagedKVCache : public KVCache {
   int64_t block_tokens() const;
   // Number of table blocks needed to hold table tokens [0, end).
   int64_t BlocksFor(int64_t end) const;
-  void DropLeadingBlocks();
+  // Drops the leading blocks of group `g` below the starts of its layers
+  // holding tokens (and moves empty layers' starts to 0).
+  void DropLeadingBlocks(int32_t g);
 
   Options options_;
   std::unique_ptr<GrowableKVPool> owned_pool_;
@@ -215,19 +259,36 @@ class PagedKVCache : public KVCache {
   int64_t heads_ = 0;
   int64_t head_dim_ = 0;
 
+  // One group's tables.
+  struct Group {
+    std::vector<BlockTable> rows;
+    int64_t num_table_blocks = 0;
+  };
+
   // Invariants:
-  //  - rows_.size() is the batch size when has_geometry_ (0 otherwise);
-  //  - every rows_[b].num_blocks() == num_table_blocks_;
-  //  - for every layer: 0 <= start, start + length <= num_table_blocks_ *
-  //    block_tokens; an absent layer has start == length == 0;
+  //  - groups_ is not empty; without sliding windows it has one group and
+  //    layer l is its slot l; otherwise group_of_/slot_of_ map each layer
+  //    (static: one group) into groups of layers_per_group_ slots;
+  //  - every group's rows.size() is the batch size when has_geometry_ (0
+  //    otherwise);
+  //  - every rows[b].num_blocks() == its group's num_table_blocks;
+  //  - for every layer: 0 <= start, start + length <= its group's
+  //    num_table_blocks * block_tokens; an absent layer has start == length
+  //    == 0;
   //  - a present layer holding no tokens has start == 0 (its start is
   //    arbitrary, and it must not pin leading blocks);
-  //  - some layer holding tokens has start < block_tokens, or no layer holds
-  //    tokens and num_table_blocks_ == 0 (Crop drops every leading block
-  //    below the starts of the layers holding tokens);
-  //  - static: layers_.size() == num_layers and length <= max_cache_len.
-  std::vector<BlockTable> rows_;
-  int64_t num_table_blocks_ = 0;
+  //  - in each group, some layer holding tokens has start < block_tokens,
+  //    or none holds tokens and num_table_blocks == 0 (Crop and window
+  //    appends drop every leading block below the starts of the layers
+  //    holding tokens);
+  //  - static: layers_.size() == num_layers and length <= max_cache_len;
+  //  - released == 0 unless the layer has a window W; released > 0 implies
+  //    length >= W - 1 (a layer that let tokens go still holds the W - 1
+  //    tokens its next token attends to).
+  std::vector<Group> groups_;
+  std::vector<int32_t> group_of_;
+  std::vector<int32_t> slot_of_;
+  int32_t layers_per_group_ = 0;  // With sliding windows; 0 otherwise.
   std::vector<Layer> layers_;
 
   // Crops after which a full shared pool could not extend the reservation.

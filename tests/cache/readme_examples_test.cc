@@ -112,6 +112,27 @@ TEST(ReadmeExamplesTest, SharedPoolAndStaticCacheWorkAsDescribed) {
   EXPECT_EQ(whisper.GetMaxCacheShape(), 448);
 }
 
+// README "Sliding-window layers", as written there.
+TEST(ReadmeExamplesTest, SlidingWindowLayersKeepTheirWindow) {
+  auto swa = *pagedkv::DynamicKVCache::Create(
+      {.block_tokens = 16, .sliding_window = std::vector<int32_t>(4, 64)});
+  pagedkv::Tensor prompt =
+      *pagedkv::Zeros(pagedkv::DType::kFloat32, {1, 2, 100, 8});
+  for (int64_t l = 0; l < 4; ++l) {
+    EXPECT_EQ(swa->Update(prompt.view(), prompt.view(), l)->shape(),
+              pagedkv::Shape({1, 2, 100, 8}));
+  }
+  EXPECT_EQ((*swa->Get(0))->shape(), pagedkv::Shape({1, 2, 63, 8}));
+  EXPECT_EQ(*swa->GetSeqLength(0), 100);
+  pagedkv::Tensor token =
+      *pagedkv::Zeros(pagedkv::DType::kFloat32, {1, 2, 1, 8});
+  for (int64_t l = 0; l < 4; ++l) {
+    EXPECT_EQ(swa->Update(token.view(), token.view(), l)->shape(),
+              pagedkv::Shape({1, 2, 64, 8}));
+  }
+  EXPECT_EQ(swa->stats().blocks_in_use, 5);
+}
+
 // README "Serving": the step loop's helpers. WriteKV writes a token's K/V
 // (every layer, a value derived from its slot) at each slot of `out`;
 // Attend runs the reference kernel over layer 0 for the batch.

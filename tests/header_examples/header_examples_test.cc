@@ -363,6 +363,20 @@ TEST(HeaderExamplesTest, DynamicKVCache) {
                               .max_private_pool_bytes = int64_t{1} << 30});
   // END cache/dynamic_kv_cache.h
   // clang-format on
+  // clang-format off
+  // BEGIN cache/dynamic_kv_cache.h
+  std::vector<int32_t> windows(48, 1024);           // Gemma-3 style:
+  for (int l = 5; l < 48; l += 6) windows[l] = 0;   // 5 window : 1 full.
+  absl::StatusOr<std::unique_ptr<DynamicKVCache>> gemma =
+      DynamicKVCache::Create({.sliding_window = windows});
+  // 6 groups of 8 layers: 5 of window 1024, 1 full.
+  // END cache/dynamic_kv_cache.h
+  // clang-format on
+  ASSERT_THAT(gemma.status(), IsOk());
+  const Tensor token = *FillPattern(DType::kFloat32, Shape({1, 1, 1, 2}), 1);
+  ASSERT_THAT((*gemma)->Update(token.view(), token.view(), 47), IsOk());
+  // A block holds one group's 8 layers.
+  EXPECT_EQ((*gemma)->pool()->layout().num_layers, 8);
   ASSERT_THAT(kv, IsOk());
   EXPECT_EQ(kv->shape(), Shape({2, 8, 1, 64}));
   EXPECT_EQ(*cache.GetSeqLength(0), 1);
