@@ -30,7 +30,9 @@ GroupedSequences::GroupedSequences(Config config)
       block_tokens_(config.block_tokens),
       groups_(std::move(config.groups)),
       watermark_(config.watermark),
-      instance_id_(config.instance_id) {
+      instance_id_(config.instance_id),
+      admission_(config.admission),
+      max_step_tokens_(config.max_step_tokens) {
   PKV_CHECK(books_ != nullptr && block_tokens_ > 0 && !groups_.empty(),
             "GroupedSequences needs books, block_tokens and groups");
   if ((block_tokens_ & (block_tokens_ - 1)) == 0) {
@@ -51,6 +53,96 @@ GroupedSequences::GroupedSequences(Config config)
 }
 
 GroupedSequences::~GroupedSequences() = default;
+
+absl::Status GroupedSequences::Init() {
+  if (admission_ != AdmissionMode::kReservation) return absl::OkStatus();
+  PKV_ASSIGN_OR_RETURN(Reservation r, books_->Reserve(0));
+  reservation_.emplace(std::move(r));
+  return absl::OkStatus();
+}
+
+int64_t GroupedSequences::GroupPeak(int32_t g, int64_t placed,
+                                    int64_t max_tokens) const {
+  const int64_t all = BlocksFor(max_tokens);
+  if (!groups_[g].is_window() || max_step_tokens_ == 0) return all;
+  const int64_t step = BlocksFor(int64_t{groups_[g].sliding_window} - 1 +
+                                 max_step_tokens_) +
+                       1;
+  return std::min(all, std::max(BlocksFor(placed), step));
+}
+
+int64_t GroupedSequences::ReservePeak(int64_t placed,
+                                      int64_t max_tokens) const {
+  int64_t peak = 0;
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    peak += GroupPeak(g, placed, max_tokens);
+  }
+  return peak;
+}
+
+absl::Status GroupedSequences::Reserve(SequenceId seq, int64_t placed,
+                                       int64_t max_tokens) {
+  if (!reservation_.has_value()) return absl::OkStatus();
+  const int64_t peak = ReservePeak(placed, max_tokens);
+  if (absl::Status st = ResizeReservation(reserved_total_ + peak); !st.ok()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "sequence %d: reserving its worst case of %d blocks (%d tokens at "
+        "most, %d placed) failed: %s",
+        seq, peak, max_tokens, placed, st.message()));
+  }
+  reserved_total_ += peak;
+  return absl::OkStatus();
+}
+
+void GroupedSequences::Unreserve(int64_t placed, int64_t max_tokens) {
+  if (!reservation_.has_value()) return;
+  reserved_total_ -= ReservePeak(placed, max_tokens);
+  PKV_CHECK(ResizeReservation(reserved_total_).ok(),
+            "shrinking a reservation failed");
+}
+
+void GroupedSequences::SyncReservation() {
+  if (!reservation_.has_value()) return;
+  PKV_CHECK(ResizeReservation(reserved_total_).ok(),
+            "shrinking a reservation failed");
+}
+
+absl::Status GroupedSequences::ResizeReservation(int64_t total) {
+  const int64_t want =
+      std::max<int64_t>(total, reservation_->num_charged());
+  if (want == reservation_->capacity()) return absl::OkStatus();
+  if (want > std::numeric_limits<int32_t>::max()) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("a reservation of %d blocks is too large", want));
+  }
+  return reservation_->Resize(static_cast<int32_t>(want));
+}
+
+int64_t GroupedSequences::Available() const {
+  return int64_t{books_->num_unreserved_free_blocks()} +
+         (reservation_.has_value() ? reservation_->num_reserved_free() : 0);
+}
+
+void GroupedSequences::TakeBlocks(int64_t n) {
+  const int64_t from_reservation =
+      reservation_.has_value()
+          ? std::min<int64_t>(n, reservation_->num_reserved_free())
+          : 0;
+  absl::StatusOr<std::vector<BlockId>> taken =
+      from_reservation > 0
+          ? reservation_->Allocate(static_cast<int32_t>(from_reservation))
+          : books_->Allocate(static_cast<int32_t>(n));
+  PKV_CHECK(taken.ok(), "taking %d blocks counted to fit failed: %s", n,
+            taken.status().ToString());
+  step_blocks_ = *std::move(taken);
+  if (from_reservation > 0 && from_reservation < n) {
+    absl::StatusOr<std::vector<BlockId>> rest =
+        books_->Allocate(static_cast<int32_t>(n - from_reservation));
+    PKV_CHECK(rest.ok(), "taking %d blocks counted to fit failed: %s", n,
+              rest.status().ToString());
+    step_blocks_.insert(step_blocks_.end(), rest->begin(), rest->end());
+  }
+}
 
 absl::StatusOr<GroupedSequences::Sequence*> GroupedSequences::Find(
     SequenceId seq) {
@@ -79,6 +171,18 @@ Admission GroupedSequences::CanAdmit(int64_t prompt_tokens,
   if (prompt_tokens <= 0 || max_new_tokens < 0 ||
       prompt_tokens > KVCacheManager::kMaxSequenceTokens - max_new_tokens) {
     return Admission::kNever;
+  }
+  if (reservation_.has_value()) {
+    // The reservation grows by what its capacity lacks for this one's
+    // worst case (it may hold more: copies' sources not yet done).
+    const int64_t peak =
+        ReservePeak(prompt_tokens, prompt_tokens + max_new_tokens);
+    if (peak > books_->num_blocks()) return Admission::kNever;
+    const int64_t grow =
+        std::max<int64_t>(reserved_total_ + peak, reservation_->num_charged()) -
+        reservation_->capacity();
+    return grow <= books_->num_unreserved_free_blocks() ? Admission::kAdmit
+                                                        : Admission::kLater;
   }
   // Every prompt token gets a slot in every group; the windows release
   // only from the next step on.
@@ -228,18 +332,18 @@ void GroupedSequences::WriteSlots(const Sequence& s, int64_t first, int64_t k,
 absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
                                      StepOutput* out) {
   const int64_t need = PlaceNeed(tokens);
-  if (need > books_->num_unreserved_free_blocks()) {
+  if (need > Available()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "need %d blocks (%d per group, %d groups), %d free", need,
-        BlocksFor(tokens), num_groups(), books_->num_unreserved_free_blocks()));
+        BlocksFor(tokens), num_groups(), Available()));
   }
-  PKV_ASSIGN_OR_RETURN(step_blocks_,
-                       books_->Allocate(static_cast<int32_t>(need)));
+  TakeBlocks(need);
   s.tables.clear();
   for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
   s.num_tokens = 0;
   s.computed = 0;
   s.may_share = false;  // Fresh blocks only.
+  s.placed = tokens;
   const BlockId* next = step_blocks_.data();
   Grow(s, tokens, &next);
   s.num_tokens = tokens;
@@ -270,6 +374,19 @@ absl::Status GroupedSequences::AddSequence(SequenceId seq,
         seq, prompt_tokens, max_new_tokens, KVCacheManager::kMaxSequenceTokens));
   }
   const Admission a = CanAdmit(prompt_tokens, max_new_tokens);
+  if (a != Admission::kAdmit && reservation_.has_value()) {
+    const int64_t peak =
+        ReservePeak(prompt_tokens, prompt_tokens + max_new_tokens);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "sequence %d: its worst case of %d blocks (%d + %d tokens, %d "
+        "groups, steps of up to %d tokens) %s: %d reserved for %d running, "
+        "%d free and unreserved, %d in the pool",
+        seq, peak, prompt_tokens, max_new_tokens, num_groups(),
+        max_step_tokens_,
+        a == Admission::kNever ? "never fits" : "fits later",
+        reservation_->capacity(), num_running_,
+        books_->num_unreserved_free_blocks(), books_->num_blocks()));
+  }
   if (a != Admission::kAdmit) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "sequence %d: a prompt of %d tokens needs %d blocks (%d groups), %d "
@@ -280,7 +397,11 @@ absl::Status GroupedSequences::AddSequence(SequenceId seq,
   }
   Sequence s;
   s.max_tokens = prompt_tokens + max_new_tokens;
-  PKV_RETURN_IF_ERROR(Place(s, prompt_tokens, out));
+  PKV_RETURN_IF_ERROR(Reserve(seq, prompt_tokens, s.max_tokens));
+  if (absl::Status st = Place(s, prompt_tokens, out); !st.ok()) {
+    Unreserve(prompt_tokens, s.max_tokens);
+    return st;
+  }
   s.entry = ++next_entry_;
   sequences_.emplace(seq, std::move(s));
   return absl::OkStatus();
@@ -319,6 +440,21 @@ absl::Status GroupedSequences::AppendSlots(
           "sequence %d: %d + %d tokens is past the limit of %d", r.seq,
           s.num_tokens, r.num_tokens, KVCacheManager::kMaxSequenceTokens));
     }
+    if (reservation_.has_value()) {
+      if (r.num_tokens > s.max_tokens - s.num_tokens) {
+        return absl::OutOfRangeError(absl::StrFormat(
+            "sequence %d: %d + %d tokens pass its reserved %d", r.seq,
+            s.num_tokens, r.num_tokens, s.max_tokens));
+      }
+      if (max_step_tokens_ > 0 && r.num_tokens > max_step_tokens_ &&
+          !windows_.empty()) {
+        return absl::OutOfRangeError(absl::StrFormat(
+            "sequence %d: a step of %d tokens is larger than the %d "
+            "(Options::max_step_tokens) its window groups' reservation "
+            "covers",
+            r.seq, r.num_tokens, max_step_tokens_));
+      }
+    }
     s.step_stamp = step_stamp_;
     step_sequences_.push_back(&s);
     total_tokens += r.num_tokens;
@@ -326,19 +462,25 @@ absl::Status GroupedSequences::AppendSlots(
   // What the step needs, with nothing changed yet: the blocks its windows
   // release are free for it when no other table holds them.
   int64_t grow = 0;
-  int64_t freed = 0;
   step_released_.clear();
   step_cow_.clear();
   for (size_t i = 0; i < requests.size(); ++i) {
     const Sequence& s = *step_sequences_[i];
-    freed += CountWindowFrees(s);
     if (s.may_share) FindCowTargets(s, static_cast<int32_t>(i));
     grow += GrowNeed(s, requests[i].num_tokens);
   }
-  freed += CountSharedFrees();
-  const int64_t copies = CountCopies();
+  const int64_t free_blocks = Available();
+  // The decode step's common case: nothing to copy and room without the
+  // released blocks, so they need no counting (a second walk of every
+  // window table cost ~7 ns per sequence, measured).
+  int64_t freed = 0;
+  int64_t copies = 0;
+  if (!step_cow_.empty() || grow > free_blocks) {
+    for (const Sequence* s : step_sequences_) freed += CountWindowFrees(*s);
+    freed += CountSharedFrees();
+    copies = CountCopies();
+  }
   const int64_t need = grow + copies;
-  const int64_t free_blocks = books_->num_unreserved_free_blocks();
   if (need > free_blocks + freed) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the step needs %d blocks (%d copies), %d free and %d the windows "
@@ -353,11 +495,7 @@ absl::Status GroupedSequences::AppendSlots(
     DetachOutOfWindow(*s);
   }
   books_->ReleaseAll(step_detached_);
-  absl::StatusOr<std::vector<BlockId>> taken =
-      books_->Allocate(static_cast<int32_t>(need));
-  PKV_CHECK(taken.ok(), "a step counted to fit failed: %s",
-            taken.status().ToString());
-  step_blocks_ = *std::move(taken);
+  TakeBlocks(need);
   const BlockId* next = step_blocks_.data();
   if (copies > 0) Unshare(&next, out);
   PKV_CHECK(out->copies.size() == copies, "%d copies counted, %d made",
@@ -376,6 +514,7 @@ absl::Status GroupedSequences::AppendSlots(
     at += k;
   }
   out->request_offsets[requests.size()] = static_cast<int32_t>(at);
+  SyncReservation();  // Shrinks only (capacity followed charged blocks).
   return absl::OkStatus();
 }
 
@@ -388,12 +527,15 @@ absl::Status GroupedSequences::Fork(SequenceId parent, SequenceId child) {
     return absl::AlreadyExistsError(
         absl::StrFormat("Fork onto sequence %d, which exists", child));
   }
+  // Its shared blocks may all be copied or diverge: its whole worst case.
+  PKV_RETURN_IF_ERROR(Reserve(child, p->placed, p->max_tokens));
   Sequence c;
   c.tables.reserve(groups_.size());
   for (const WindowTable& t : p->tables) c.tables.push_back(t.Fork());
   c.num_tokens = p->num_tokens;
   c.max_tokens = p->max_tokens;
   c.computed = p->computed;  // The same window: the same holes.
+  c.placed = p->placed;
   c.may_share = true;
   p->may_share = true;
   c.entry = ++next_entry_;
@@ -407,8 +549,12 @@ absl::Status GroupedSequences::Free(SequenceId seq) {
   if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
   }
-  if (it->second.state == SequenceState::kRunning) --num_running_;
-  for (WindowTable& t : it->second.tables) t.Clear();  // Tail first.
+  Sequence& s = it->second;
+  for (WindowTable& t : s.tables) t.Clear();  // Tail first.
+  if (s.state == SequenceState::kRunning) {
+    --num_running_;
+    Unreserve(s.placed, s.max_tokens);
+  }
   sequences_.erase(it);
   return absl::OkStatus();
 }
@@ -443,6 +589,7 @@ absl::Status GroupedSequences::Truncate(SequenceId seq, int64_t new_length) {
   }
   s->num_tokens = new_length;
   s->computed = std::min(s->computed, new_length);
+  SyncReservation();
   return absl::OkStatus();
 }
 
@@ -455,6 +602,7 @@ absl::Status GroupedSequences::Preempt(SequenceId seq) {
   s->state = SequenceState::kPreempted;
   s->computed = 0;
   --num_running_;
+  Unreserve(s->placed, s->max_tokens);
   ++preemptions_;
   return absl::OkStatus();
 }
@@ -468,7 +616,13 @@ absl::Status GroupedSequences::Readmit(SequenceId seq, StepOutput* out) {
         "Readmit of sequence %d, which is %s, not preempted", seq,
         SequenceStateName(s->state)));
   }
-  return Place(*s, s->num_tokens, out);
+  // Its window groups hold every token again until the next step.
+  PKV_RETURN_IF_ERROR(Reserve(seq, s->num_tokens, s->max_tokens));
+  if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
+    Unreserve(s->num_tokens, s->max_tokens);
+    return st;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SequenceState> GroupedSequences::state(SequenceId seq) const {
@@ -579,6 +733,33 @@ void GroupedSequences::CheckInvariants() const {
   PKV_CHECK(copy_refs <= cow_copies_,
             "%d references held by no table, %d copies handed out", copy_refs,
             cow_copies_);
+  if (reservation_.has_value()) {
+    // Every running sequence within the worst case it reserved, and the
+    // reservation their sum (or its charged blocks, if more).
+    int64_t total = 0;
+    for (const auto& [id, s] : sequences_) {
+      if (s.state != SequenceState::kRunning) continue;
+      PKV_CHECK(s.num_tokens <= s.max_tokens,
+                "sequence %d: %d tokens past its reserved %d", id,
+                s.num_tokens, s.max_tokens);
+      total += ReservePeak(s.placed, s.max_tokens);
+      for (int32_t g = 0; g < num_groups(); ++g) {
+        PKV_CHECK(s.tables[g].num_live() <=
+                      GroupPeak(g, s.placed, s.max_tokens),
+                  "sequence %d group %d: %d live blocks, %d reserved", id, g,
+                  s.tables[g].num_live(), GroupPeak(g, s.placed, s.max_tokens));
+      }
+    }
+    PKV_CHECK(total == reserved_total_, "sequences reserve %d, total says %d",
+              total, reserved_total_);
+    PKV_CHECK(reservation_->capacity() ==
+                  std::max<int64_t>(total, reservation_->num_charged()),
+              "reservation of %d blocks, %d charged, sequences reserve %d",
+              reservation_->capacity(), reservation_->num_charged(), total);
+  } else {
+    PKV_CHECK(reserved_total_ == 0, "%d reserved without a reservation",
+              reserved_total_);
+  }
   for (const auto& [id, s] : sequences_) {
     if (s.may_share || s.state != SequenceState::kRunning) continue;
     for (const WindowTable& t : s.tables) {

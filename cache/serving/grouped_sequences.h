@@ -23,16 +23,25 @@
 // as the ungrouped manager), and a window release of a block another
 // table holds frees nothing.
 //
+// kReservation: each running sequence reserves its worst case for its life
+// (ReservePeak below: BlocksFor(max_tokens) per full group; per window
+// group, what its placement holds or what a step of max_step_tokens holds,
+// whichever is more), and the reservation's capacity is the sum, so every
+// step of an admitted sequence up to max_tokens gets its blocks. A fork
+// reserves its whole worst case again (its shared blocks may all be
+// copied or diverge).
+//
 // KVCacheManager forwards its calls here (one line each); users never name
 // this class. Not supported with groups yet, and refused with UNIMPLEMENTED
 // (at Create or by the call): host storage, swap, prefix caching and the
-// remote tier, kReservation admission.
+// remote tier.
 //
 // Thread safety: as KVCacheManager (one thread at a time).
 #ifndef PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
 #define PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -57,9 +66,13 @@ class GroupedSequences {
     std::vector<LayerGroup> groups;  // Validated.
     double watermark = 0.0;
     uint64_t instance_id = 0;  // The manager's (TableVersion::manager).
+    AdmissionMode admission = AdmissionMode::kWatermark;
+    int32_t max_step_tokens = 0;  // kReservation: the step bound, 0 none.
   };
   explicit GroupedSequences(Config config);
   ~GroupedSequences();
+  // Takes the kReservation reservation (empty). Call once, before use.
+  absl::Status Init();
 
   int32_t num_groups() const { return static_cast<int32_t>(groups_.size()); }
   const LayerGroup& group(int32_t g) const { return groups_[g]; }
@@ -129,6 +142,10 @@ class GroupedSequences {
     // sides, cleared when Place rebuilds the tables); else every live
     // entry's ref_count is 1.
     bool may_share = false;
+    // Tokens of its last placement (AddSequence's prompt, Readmit's
+    // length; a fork's parent's): what a window group may hold until its
+    // next step (kReservation's ReservePeak).
+    int64_t placed = 0;
   };
 
   // Token -> block arithmetic; a shift and a mask when block_tokens is a
@@ -144,6 +161,28 @@ class GroupedSequences {
   int64_t BlocksFor(int64_t tokens) const {
     return BlockOf(tokens + block_tokens_ - 1);
   }
+  // kReservation: the most live entries group g of a sequence placed with
+  // `placed` tokens holds in its life (max_tokens in all), and their sum
+  // over the groups. A step from n tokens keeps entries
+  // [WindowFirstNeededBlock(n, W), BlocksFor(n + k)), which the tokens
+  // [n - W + 1, n + k) span: at most ceil((W - 1 + k) / bt) + 1 blocks.
+  int64_t GroupPeak(int32_t g, int64_t placed, int64_t max_tokens) const;
+  int64_t ReservePeak(int64_t placed, int64_t max_tokens) const;
+  // Grows or shrinks the reservation to max(total, its charged blocks).
+  // Growing may fail (RESOURCE_EXHAUSTED, nothing changed).
+  absl::Status ResizeReservation(int64_t total);
+  // kReservation (else no-ops): reserve a running sequence's worst case
+  // (RESOURCE_EXHAUSTED, nothing changed), give it up (a shrink), and
+  // shrink the capacity to what it must be after blocks were freed.
+  absl::Status Reserve(SequenceId seq, int64_t placed, int64_t max_tokens);
+  void Unreserve(int64_t placed, int64_t max_tokens);
+  void SyncReservation();
+  // Free blocks a step or placement may take: unreserved ones and the
+  // reservation's.
+  int64_t Available() const;
+  // step_blocks_ = n fresh blocks, the reservation's first.
+  // REQUIRES: n <= Available().
+  void TakeBlocks(int64_t n);
   absl::StatusOr<Sequence*> Find(SequenceId seq);
   absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
   // Admission: blocks a fresh placement of `tokens` takes in all groups.
@@ -194,7 +233,14 @@ class GroupedSequences {
   const std::vector<LayerGroup> groups_;
   const double watermark_;
   const uint64_t instance_id_;
+  const AdmissionMode admission_;
+  const int32_t max_step_tokens_;
   int32_t block_shift_ = -1;  // log2(block_tokens_), or -1.
+  // kReservation only. Destroyed after sequences_ (declared before).
+  // Invariant: capacity == max(reserved_total_, num_charged()), and
+  // reserved_total_ == the running sequences' ReservePeak sum.
+  std::optional<Reservation> reservation_;
+  int64_t reserved_total_ = 0;
   // The distinct windows of the window groups, and per distinct window the
   // groups that have it (most models have one window: one division per
   // sequence per step for all their window groups).

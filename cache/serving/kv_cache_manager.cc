@@ -145,7 +145,9 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
   }
   PKV_RETURN_IF_ERROR(manager->AttachRemote(options.prefix_caching.remote));
   PKV_RETURN_IF_ERROR(manager->AttachLayerGroups(options));
-  if (manager->admission_ == AdmissionMode::kReservation) {
+  // With layer groups the grouped books keep their own reservation.
+  if (manager->admission_ == AdmissionMode::kReservation &&
+      manager->windows_ == nullptr) {
     PKV_ASSIGN_OR_RETURN(Reservation r, manager->books_->Reserve(0));
     manager->reservation_.emplace(std::move(r));
   }

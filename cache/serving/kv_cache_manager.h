@@ -313,18 +313,26 @@ class KVCacheManager {
     // group-major (StepOutput::group_stride); tables are read per group
     // (group_table, ExportDenseGroupBlockTables). Fork shares every
     // group's table, with copy-on-write of the shared last block per group
-    // (StepOutput::copies). For now groups need kBooksOnly, kWatermark, no
-    // host tier and no prefix caching (else UNIMPLEMENTED); SwapOut/SwapIn,
-    // CommitTokens and the token-id AddSequence are UNIMPLEMENTED with
-    // groups.
+    // (StepOutput::copies). kReservation reserves each sequence's worst
+    // case per group (see max_step_tokens). For now groups need kBooksOnly,
+    // no host tier and no prefix caching (else UNIMPLEMENTED);
+    // SwapOut/SwapIn, CommitTokens and the token-id AddSequence are
+    // UNIMPLEMENTED with groups.
     std::vector<LayerGroup> layer_groups = {};
+    // Layer groups with kReservation: the most tokens one AppendSlots
+    // request may give a sequence (a prefill chunk, a speculative draft),
+    // which a window group's reservation covers: a step of k tokens holds
+    // up to ceil((W - 1 + k) / block_tokens) + 1 blocks of a window of W.
+    // A larger step is OUT_OF_RANGE. 0: no bound, and window groups
+    // reserve as full groups do. >= 0; ignored otherwise.
+    int32_t max_step_tokens = 0;
   };
 
   // InvalidArgument for a bad layout, num_blocks <= 0 (without a pool), a
   // watermark outside [0, 1), num_host_blocks < 0, a pool in books-only
-  // mode or with another layout, bad layer_groups; Unimplemented for layer
-  // groups with a mode they do not support yet; ResourceExhausted when
-  // memory runs out.
+  // mode or with another layout, bad layer_groups or a negative
+  // max_step_tokens with them; Unimplemented for layer groups with a mode
+  // they do not support yet; ResourceExhausted when memory runs out.
   static absl::StatusOr<std::unique_ptr<KVCacheManager>> Create(
       const Options& options);
 

@@ -23,8 +23,9 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
   if (options.storage != StorageMode::kBooksOnly) {
     return unimplemented("host storage (use StorageMode::kBooksOnly)");
   }
-  if (options.admission != AdmissionMode::kWatermark) {
-    return unimplemented("kReservation admission");
+  if (options.max_step_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_step_tokens must be >= 0, got %d", options.max_step_tokens));
   }
   if (options.num_host_blocks > 0) return unimplemented("a host swap tier");
   if (options.prefix_caching.enabled) return unimplemented("prefix caching");
@@ -37,8 +38,10 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
           .block_tokens = options.layout.block_tokens,
           .groups = options.layer_groups,
           .watermark = options.watermark,
-          .instance_id = instance_id_});
-  return absl::OkStatus();
+          .instance_id = instance_id_,
+          .admission = options.admission,
+          .max_step_tokens = options.max_step_tokens});
+  return windows_->Init();
 }
 
 absl::Status KVCacheManager::GroupsUnimplemented(const char* op) const {

@@ -102,9 +102,10 @@ TEST(LayerGroupsTest, ModesNotSupportedYetAreUnimplementedAtCreate) {
                        HasSubstr("host storage")));
   EXPECT_THAT(create_with([](auto& o) {
                 o.admission = AdmissionMode::kReservation;
+                o.max_step_tokens = -1;
               }),
-              StatusIs(absl::StatusCode::kUnimplemented,
-                       HasSubstr("kReservation")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("max_step_tokens must be >= 0, got -1")));
   EXPECT_THAT(create_with([](auto& o) { o.num_host_blocks = 8; }),
               StatusIs(absl::StatusCode::kUnimplemented,
                        HasSubstr("host swap tier")));
