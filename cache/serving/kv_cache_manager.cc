@@ -524,6 +524,10 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
   step_growth_.clear();
   step_tails_.clear();
   const int64_t bt = layout_.block_tokens;
+  // Whether any request gives token ids or a commit: a step of a server
+  // that keeps the ids skips the prefix work below (measured: the per
+  // sequence checks were most of caching's cost in such a step).
+  bool prefix_work = false;
   for (const SlotRequest& r : requests) {
     auto it = sequences_.find(r.seq);
     if (it == sequences_.end()) {
@@ -553,7 +557,10 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
           "sequence %d: %d + %d tokens pass the limit %d", r.seq, s.num_tokens,
           r.num_tokens, kMaxSequenceTokens));
     }
-    if (s.prefix.has_value()) {
+    // The request's fields first: they are in cache, the prefix state's
+    // flag may not be.
+    if ((!r.token_ids.empty() || r.commit != -1) && s.prefix.has_value()) {
+      prefix_work = true;
       if (!r.token_ids.empty() &&
           (static_cast<int64_t>(r.token_ids.size()) != r.num_tokens ||
            static_cast<int64_t>(s.prefix->tokens.size()) != s.num_tokens)) {
@@ -600,7 +607,7 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     // A partial tail written in place (nobody else holds it any more) may
     // still be a published block (a truncation left it shared, then the
     // other holder let go): its entry must go before its bytes change.
-    if (s.prefix.has_value() && step_tails_[i].is_valid() &&
+    if (step_tails_[i].is_valid() && s.prefix.has_value() &&
         s.table[static_cast<int32_t>(BlocksFor(s.num_tokens) - 1)] ==
             step_tails_[i] &&
         books_->is_cached(step_tails_[i])) {
@@ -610,7 +617,7 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     out->request_offsets.push_back(
         static_cast<int32_t>(out->slot_mapping.size()));
     s.num_tokens += requests[i].num_tokens;
-    if (s.prefix.has_value()) {
+    if (prefix_work && s.prefix.has_value()) {
       const SlotRequest& r = requests[i];
       if (r.token_ids.size() == 1) {
         s.prefix->tokens.push_back(r.token_ids[0]);  // No memmove call.
