@@ -47,7 +47,7 @@ void WindowTable::AppendHole() {
 
 template <typename OnLive>
 int32_t WindowTable::PassBefore(int64_t block_index, OnLive on_live) {
-  PKV_CHECK(block_index >= 0, "ReleaseBefore(%d)", block_index);
+  PKV_CHECK(block_index >= 0, "Release/DetachBefore(%d)", block_index);
   const int32_t end = block_index < num_entries()
                           ? static_cast<int32_t>(block_index)
                           : num_entries();

@@ -54,6 +54,31 @@ inline KVLayout SmallLayout(int32_t block_tokens = 4) {
                   .block_tokens = block_tokens};
 }
 
+// A books-only manager's options with `full` full layer groups, then
+// `windows` window groups of `window` tokens, 2 layers of SmallLayout-sized
+// heads each (float16), and the default admission and watermark.
+inline KVCacheManager::Options GroupedBooksOnlyOptions(int32_t num_blocks,
+                                                       int32_t block_tokens,
+                                                       int32_t full,
+                                                       int32_t windows,
+                                                       int32_t window) {
+  KVCacheManager::Options o{
+      .layout = {.num_layers = 2 * (full + windows),
+                 .num_kv_heads = 1,
+                 .head_dim = 4,
+                 .dtype = DType::kFloat16,
+                 .block_tokens = block_tokens},
+      .num_blocks = num_blocks,
+      .storage = StorageMode::kBooksOnly};
+  for (int32_t i = 0; i < full; ++i) {
+    o.layer_groups.push_back({.num_layers = 2});
+  }
+  for (int32_t i = 0; i < windows; ++i) {
+    o.layer_groups.push_back({.num_layers = 2, .sliding_window = window});
+  }
+  return o;
+}
+
 inline const char* StorageName(StorageMode m) {
   return m == StorageMode::kHost ? "Host" : "BooksOnly";
 }

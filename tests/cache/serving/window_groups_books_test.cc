@@ -41,21 +41,9 @@ using ::testing::HasSubstr;
 KVCacheManager::Options Options(int32_t num_blocks, int32_t block_tokens,
                                 int32_t windows, int32_t window,
                                 int32_t full = 1) {
-  KVCacheManager::Options o{
-      .layout = {.num_layers = 2 * (full + windows),
-                 .num_kv_heads = 1,
-                 .head_dim = 4,
-                 .dtype = DType::kFloat16,
-                 .block_tokens = block_tokens},
-      .num_blocks = num_blocks,
-      .storage = StorageMode::kBooksOnly,
-      .watermark = 0.0};
-  for (int32_t i = 0; i < full; ++i) {
-    o.layer_groups.push_back({.num_layers = 2});
-  }
-  for (int32_t i = 0; i < windows; ++i) {
-    o.layer_groups.push_back({.num_layers = 2, .sliding_window = window});
-  }
+  KVCacheManager::Options o = ::pagedkv::testing::GroupedBooksOnlyOptions(
+      num_blocks, block_tokens, full, windows, window);
+  o.watermark = 0.0;
   return o;
 }
 

@@ -19,6 +19,7 @@
 #include "cache/storage/kv_layout.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/cache/serving/manager_testing.h"
 #include "tests/testing/status_matchers.h"
 
 namespace pagedkv {
@@ -33,21 +34,9 @@ using ::testing::HasSubstr;
 KVCacheManager::Options Options(int32_t num_blocks, int32_t block_tokens,
                                 int32_t full, int32_t windows, int32_t window,
                                 int32_t max_step) {
-  KVCacheManager::Options o{
-      .layout = {.num_layers = 2 * (full + windows),
-                 .num_kv_heads = 1,
-                 .head_dim = 4,
-                 .dtype = DType::kFloat16,
-                 .block_tokens = block_tokens},
-      .num_blocks = num_blocks,
-      .storage = StorageMode::kBooksOnly,
-      .admission = AdmissionMode::kReservation};
-  for (int32_t i = 0; i < full; ++i) {
-    o.layer_groups.push_back({.num_layers = 2});
-  }
-  for (int32_t i = 0; i < windows; ++i) {
-    o.layer_groups.push_back({.num_layers = 2, .sliding_window = window});
-  }
+  KVCacheManager::Options o = ::pagedkv::testing::GroupedBooksOnlyOptions(
+      num_blocks, block_tokens, full, windows, window);
+  o.admission = AdmissionMode::kReservation;
   o.max_step_tokens = max_step;
   return o;
 }
