@@ -337,7 +337,8 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
           "prefix cache.")
       .def(
           "commit_tokens",
-          [](PyKVCacheManager& c, py::handle seqs, py::handle num_tokens) {
+          [](PyKVCacheManager& c, py::handle seqs, py::handle num_tokens,
+             py::handle token_ids) {
             BusyGuard guard(c.busy, kKind);
             const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
             const py::array_t<int64_t> counts =
@@ -347,15 +348,36 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
                                                  " entries for ", ids.size(),
                                                  " sequences"));
             }
+            // Per sequence, the ids the manager lacks (None: none).
+            std::vector<std::vector<int32_t>> late(
+                static_cast<size_t>(ids.size()));
+            if (!token_ids.is_none()) {
+              if (!py::isinstance<py::sequence>(token_ids) ||
+                  static_cast<py::ssize_t>(py::len(token_ids)) != ids.size()) {
+                throw py::value_error(absl::StrCat(
+                    "token_ids: a list of one id array (or None) per "
+                    "sequence, ",
+                    ids.size(), " of them"));
+              }
+              const py::sequence lists =
+                  py::reinterpret_borrow<py::sequence>(token_ids);
+              for (py::ssize_t i = 0; i < ids.size(); ++i) {
+                const py::object item = lists[static_cast<size_t>(i)];
+                if (!item.is_none()) late[i] = ToTokenIds(item, "token_ids");
+              }
+            }
             std::vector<TokenCommit> commits(static_cast<size_t>(ids.size()));
             for (py::ssize_t i = 0; i < ids.size(); ++i) {
-              commits[i] = {ids.data()[i], counts.data()[i]};
+              commits[i] = {ids.data()[i], counts.data()[i], late[i]};
             }
             ThrowIfError(c.manager->CommitTokens(commits));
           },
-          py::arg("seqs"), py::arg("num_tokens"),
+          py::arg("seqs"), py::arg("num_tokens"), py::kw_only(),
+          py::arg("token_ids") = py::none(),
           "Prefix caching: tokens [0, n) of each sequence are written and "
-          "final; their full blocks become matchable.")
+          "final; their full blocks whose ids are known become matchable. "
+          "token_ids: per sequence the ids its steps left out (a server "
+          "that keeps them gives them here, at the end), or None.")
       .def(
           "take_events",
           [](PyKVCacheManager& c) {

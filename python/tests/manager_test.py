@@ -16,6 +16,24 @@ def make_manager(**kwargs):
 
 
 class ManagerTest(unittest.TestCase):
+    def test_token_ids_kept_by_the_server_publish_at_the_end(self):
+        m = make_manager(prefix_caching=True, num_blocks=32)
+        prompt = np.arange(100, 108)
+        m.add_sequence(1, prompt, 16)
+        m.commit_tokens([1], [8])
+        for _ in range(5):  # Decode steps without ids.
+            m.append_slots([1])
+        self.assertEqual(m.stats()["prefix"]["cached_blocks"], 2)
+        generated = np.arange(500, 505)
+        with self.assertRaises(ValueError):  # Ids after a gap.
+            m.append_slots([1], token_ids=[7])
+        with self.assertRaises(ValueError):  # One list per sequence.
+            m.commit_tokens([1], [12], token_ids=[generated, generated])
+        m.commit_tokens([1], [12], token_ids=[generated])
+        self.assertEqual(m.stats()["prefix"]["cached_blocks"], 3)
+        m.add_sequence(2, np.concatenate([prompt, generated]), 4)
+        self.assertEqual(m.num_cached_tokens, 12)
+
     def test_prefix_caching_serves_committed_prefixes(self):
         m = make_manager(prefix_caching=True, num_blocks=32,
                          max_pending_events=16)
