@@ -644,10 +644,13 @@ absl::StatusOr<KVView> PagedKVCache::Update(ConstTensorView key,
   // only if it succeeds.
   const bool fixes_geometry = !has_geometry_;
   const WritePlan plan = PlanWrite(layer_idx, new_length);
-  std::vector<std::vector<BlockTable>> new_rows;
+  // One (possibly empty) row list per group whenever the update fixes the
+  // geometry, so `rows` below binds to a real vector even when the pool
+  // could not be made.
+  std::vector<std::vector<BlockTable>> new_rows(
+      fixes_geometry ? groups_.size() : 0);
   if (status.ok() && fixes_geometry) {
     status = GrowReservation(batch);
-    new_rows.resize(groups_.size());
     for (std::vector<BlockTable>& group_rows : new_rows) {
       group_rows.reserve(batch);
       for (int64_t b = 0; b < batch; ++b) {

@@ -69,6 +69,27 @@ TEST(LimitsTest, FailedFirstUpdateDoesNotFixTheDtypeOrLeaveAPool) {
   cache.CheckInvariants();
 }
 
+TEST(LimitsTest, FirstUpdateWhoseBlockExceedsThePoolLimitChangesNothing) {
+  // An empty update needs no block, so it passes the size check, but its
+  // pool's one block of 16 tokens x 8 heads x 64 fp16 x (key, value) is
+  // 32 KiB, past a 1 KiB cap: no pool can be made. (The cache fuzzer found
+  // this path binding a reference into an empty vector; the seed corpus
+  // keeps its input.)
+  for (const std::vector<int32_t>& windows :
+       {std::vector<int32_t>{}, std::vector<int32_t>{0, 8}}) {
+    std::unique_ptr<DynamicKVCache> cache = *DynamicKVCache::Create(
+        {.max_private_pool_bytes = 1024, .sliding_window = windows});
+    const Tensor key = Pattern(DType::kFloat16, {2, 8, 0, 64});
+    EXPECT_THAT(Put(*cache, key, 1),
+                StatusIs(absl::StatusCode::kResourceExhausted,
+                         HasSubstr("exceeds the private pool limit of 1024")));
+    EXPECT_EQ(cache->pool(), nullptr);
+    EXPECT_EQ(cache->batch_size(), std::nullopt);
+    EXPECT_EQ(cache->dtype(), std::nullopt);
+    cache->CheckInvariants();
+  }
+}
+
 TEST(LimitsTest, HugeBlockDemandOnASharedPoolIsResourceExhausted) {
   std::unique_ptr<KVPool> pool = *KVPool::Create(
       {.layout = KVLayout{1, 1, 1, DType::kFloat32, 16}, .num_blocks = 8});
