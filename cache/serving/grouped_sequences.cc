@@ -338,8 +338,16 @@ absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
         BlocksFor(tokens), num_groups(), Available()));
   }
   TakeBlocks(need);
-  s.tables.clear();
-  for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
+  // A readmitted sequence keeps its (emptied) tables: their generations
+  // only grow, so its TableVersion never repeats one an exporter saw
+  // (fresh tables would restart at 0 under the same sequence entry).
+  if (s.tables.empty()) {
+    for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
+  }
+  for (const WindowTable& t : s.tables) {
+    PKV_CHECK(t.num_entries() == 0, "placing over %d entries",
+              t.num_entries());
+  }
   s.num_tokens = 0;
   s.computed = 0;
   s.may_share = false;  // Fresh blocks only.
