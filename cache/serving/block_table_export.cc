@@ -184,6 +184,10 @@ absl::StatusOr<BlockTableDeltaExporter> BlockTableDeltaExporter::Create(
         absl::StrFormat("max_rows (%d) and max_blocks (%d) must be > 0",
                         options.max_rows, options.max_blocks));
   }
+  if (options.group < -1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "group must be >= 0 (or -1 for no groups), got %d", options.group));
+  }
   const int64_t entries = int64_t{options.max_rows} * options.max_blocks;
   if (entries > kMaxInt32) {
     return absl::InvalidArgumentError(
@@ -225,7 +229,10 @@ absl::StatusOr<absl::Span<const int32_t>> BlockTableDeltaExporter::Export(
   }
   // Validate every row before touching anything.
   for (size_t b = 0; b < batch.size(); ++b) {
-    if (!manager.FindRunningTable(batch[b], &tables_[b])) {
+    if (options_.group >= 0) {
+      PKV_ASSIGN_OR_RETURN(tables_[b],
+                           manager.group_table(batch[b], options_.group));
+    } else if (!manager.FindRunningTable(batch[b], &tables_[b])) {
       return manager.running_table(batch[b]).status();  // Says why.
     }
     if (tables_[b].blocks.size() > static_cast<size_t>(width)) {
@@ -259,7 +266,14 @@ absl::StatusOr<absl::Span<const int32_t>> BlockTableDeltaExporter::Export(
         continue;
       }
     }
-    WriteRow(t.blocks, width, options_.pad_id, &block_tables[b * width]);
+    int32_t* row = &block_tables[b * width];
+    WriteRow(t.blocks, width, options_.pad_id, row);
+    if (options_.hole_id != BlockId().value()) {
+      // Only a window group's leading entries are holes.
+      for (size_t i = 0; i < n && !t.blocks[i].is_valid(); ++i) {
+        row[i] = options_.hole_id;
+      }
+    }
     if (n > 0) std::memcpy(copy, t.blocks.data(), n * sizeof(BlockId));
     last_seq_[b] = batch[b];
     last_version_[b] = t.version;

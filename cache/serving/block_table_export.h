@@ -187,10 +187,16 @@ class BlockTableDeltaExporter {
     int32_t max_rows = 0;    // The largest batch; > 0.
     int32_t max_blocks = 0;  // Row width, as DenseExportOptions; > 0.
     int32_t pad_id = 0;
+    // A manager with layer groups: the group whose dense rows to keep (as
+    // ExportDenseGroupBlockTables, group_table_export.h), with hole_id for
+    // the entries its window released. -1: the ungrouped tables.
+    int32_t group = -1;
+    int32_t hole_id = -1;
   };
 
-  // INVALID_ARGUMENT unless max_rows > 0 and max_blocks > 0 and the copy
-  // (max_rows * max_blocks ids) stays below 2^31 entries.
+  // INVALID_ARGUMENT unless max_rows > 0 and max_blocks > 0, group >= -1
+  // and the copy (max_rows * max_blocks ids) stays below 2^31 entries. (A
+  // group the manager lacks is OUT_OF_RANGE at Export.)
   static absl::StatusOr<BlockTableDeltaExporter> Create(const Options& options);
 
   // Movable, not copyable: a copy would vouch for a buffer it never wrote.

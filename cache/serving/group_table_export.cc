@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "base/check.h"
 #include "base/status_macros.h"
 
 namespace pagedkv {
@@ -52,6 +53,83 @@ absl::Status ExportDenseGroupBlockTables(
     }
     for (; i < width; ++i) row[i] = options.pad_id;
     seq_lens[b] = static_cast<int32_t>(t.num_tokens);
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// The first live entry of a group table: entries below it are holes and
+// the rest live (GroupedSequences' invariant), so the live pages are a
+// suffix.
+int64_t FirstLive(SequenceId seq, absl::Span<const BlockId> entries) {
+  int64_t first = 0;
+  const int64_t n = static_cast<int64_t>(entries.size());
+  while (first < n && !entries[first].is_valid()) ++first;
+  for (int64_t i = first; i < n; ++i) {
+    PKV_CHECK(entries[i].is_valid(), "sequence %d: a hole at entry %d after "
+              "live entry %d", seq, i, first);
+  }
+  return first;
+}
+
+}  // namespace
+
+absl::Status ExportCsrGroupPageTable(const KVCacheManager& manager,
+                                     int32_t group,
+                                     absl::Span<const SequenceId> batch,
+                                     absl::Span<int32_t> kv_indptr,
+                                     absl::Span<int32_t> kv_indices,
+                                     absl::Span<int32_t> kv_last_page_len,
+                                     absl::Span<int32_t> first_page) {
+  const int64_t rows = static_cast<int64_t>(batch.size());
+  const auto too_small = [rows](const char* name, size_t given,
+                                int64_t needed) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s holds %d entries, needs %d (a batch of %d rows)", name, given,
+        needed, rows));
+  };
+  if (static_cast<int64_t>(kv_indptr.size()) < rows + 1) {
+    return too_small("kv_indptr", kv_indptr.size(), rows + 1);
+  }
+  if (static_cast<int64_t>(kv_last_page_len.size()) < rows) {
+    return too_small("kv_last_page_len", kv_last_page_len.size(), rows);
+  }
+  if (static_cast<int64_t>(first_page.size()) < rows) {
+    return too_small("first_page", first_page.size(), rows);
+  }
+  int64_t total = 0;
+  for (SequenceId seq : batch) {
+    PKV_ASSIGN_OR_RETURN(const KVCacheManager::RunningTable t,
+                         manager.group_table(seq, group));
+    total += static_cast<int64_t>(t.blocks.size()) - FirstLive(seq, t.blocks);
+  }
+  if (total > INT32_MAX) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "the batch of %d sequences holds %d pages in group %d, past an int32 "
+        "kv_indptr", rows, total, group));
+  }
+  if (static_cast<int64_t>(kv_indices.size()) < total) {
+    return too_small("kv_indices", kv_indices.size(), total);
+  }
+  const int64_t bt = manager.block_tokens();
+  int32_t offset = 0;
+  kv_indptr[0] = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    // Cannot fail: the loop above found every row.
+    const KVCacheManager::RunningTable t = *manager.group_table(batch[b], group);
+    const int64_t n = static_cast<int64_t>(t.blocks.size());
+    const int64_t first = FirstLive(batch[b], t.blocks);
+    for (int64_t i = first; i < n; ++i) {
+      kv_indices[offset++] = t.blocks[i].value();
+    }
+    kv_indptr[b + 1] = offset;
+    PKV_CHECK(t.num_tokens <= n * bt && (n == 0 || t.num_tokens > (n - 1) * bt),
+              "sequence %d: %d tokens in %d entries of %d", batch[b],
+              t.num_tokens, n, bt);
+    kv_last_page_len[b] =
+        n == first ? 0 : static_cast<int32_t>(t.num_tokens - (n - 1) * bt);
+    first_page[b] = static_cast<int32_t>(first);
   }
   return absl::OkStatus();
 }

@@ -31,6 +31,28 @@
 //       lens));
 //   // tables == {-1, b1, b2, 0}: entry 0 a hole, blocks 1 and 2, a pad.
 //
+// The CSR export of a group (FlashInfer's paged KV: kv_indptr, kv_indices,
+// kv_last_page_len, as ExportCsrPageTable) lists only the live pages: row
+// b's pages are the group's entries [first_page[b], entries) of batch[b],
+// in order, so a window group's row holds at most
+// WindowBlockBound(W, block_tokens) pages and no holes; a full group's
+// first_page is 0 and its row is the ungrouped one. kv_last_page_len is
+// the tokens of the last page, as ungrouped. Token t of the sequence lies
+// in page t / block_tokens - first_page[b] of the row. A kernel whose
+// window mask is aligned to the end of the KV (FlashInfer's window_left =
+// W - 1 with the queries at the end) needs nothing else; one that needs
+// absolute positions adds first_page[b] * block_tokens.
+//
+// Worked example, the same sequence as above (the test checks it):
+//
+//   int32_t indptr[2], indices[2], last[1], first[1];
+//   PKV_RETURN_IF_ERROR(ExportCsrGroupPageTable(
+//       manager, /*group=*/1, batch, indptr, indices, last, first));
+//   // indptr == {0, 2}, indices == {b1, b2}, last == {2}, first == {1}.
+//
+// BlockTableDeltaExporter (block_table_export.h) with Options::group = g
+// keeps group g's dense rows (holes as Options::hole_id) on the device.
+//
 // Thread safety: reads the manager; as KVCacheManager.
 #ifndef PAGEDKV_CACHE_SERVING_GROUP_TABLE_EXPORT_H_
 #define PAGEDKV_CACHE_SERVING_GROUP_TABLE_EXPORT_H_
@@ -59,6 +81,20 @@ absl::Status ExportDenseGroupBlockTables(
     const KVCacheManager& manager, int32_t group,
     absl::Span<const SequenceId> batch, const GroupDenseExportOptions& options,
     absl::Span<int32_t> block_tables, absl::Span<int32_t> seq_lens);
+
+// Writes group `group`'s CSR page table for `batch` (see above):
+// kv_indptr[0 .. batch.size()], kv_indices[0 .. live pages),
+// kv_last_page_len[0 .. batch.size()) and first_page[0 .. batch.size()).
+// INVALID_ARGUMENT for a buffer too small (with the entries needed);
+// OUT_OF_RANGE past an int32 kv_indptr or a bad group; FAILED_PRECONDITION
+// / NOT_FOUND as ExportDenseGroupBlockTables. Nothing is written on error.
+absl::Status ExportCsrGroupPageTable(const KVCacheManager& manager,
+                                     int32_t group,
+                                     absl::Span<const SequenceId> batch,
+                                     absl::Span<int32_t> kv_indptr,
+                                     absl::Span<int32_t> kv_indices,
+                                     absl::Span<int32_t> kv_last_page_len,
+                                     absl::Span<int32_t> first_page);
 
 }  // namespace pagedkv
 
