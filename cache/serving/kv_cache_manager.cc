@@ -161,6 +161,7 @@ KVCacheManager::KVCacheManager(const Options& options,
                                std::unique_ptr<BlockPool> host_books)
     : instance_id_(NextInstanceId()),
       layout_(options.layout),
+      blocks_of_(options.layout.block_tokens),
       storage_(options.storage),
       admission_(options.admission),
       watermark_(options.watermark),
@@ -195,7 +196,7 @@ bool KVCacheManager::has_host_tier() const {
 // Helpers
 
 int64_t KVCacheManager::BlocksFor(int64_t tokens) const {
-  return (tokens + layout_.block_tokens - 1) / layout_.block_tokens;
+  return blocks_of_.BlocksFor(tokens);
 }
 
 int64_t KVCacheManager::ReserveNeed(const Sequence& s) const {
@@ -255,10 +256,10 @@ void KVCacheManager::AddSlots(const BlockTable& table, int64_t first, int64_t n,
   }
   slots.resize(old_size + n);
   int64_t* dst = slots.data() + old_size;
-  const BlockId* block = table.blocks().data() + first / bt;
-  // One run of consecutive slots per block; the only division is the first
-  // block's (a 64-bit divide per block cost more than its 16 stores).
-  int64_t offset = first % bt;
+  const BlockId* block = table.blocks().data() + blocks_of_.BlockOf(first);
+  // One run of consecutive slots per block (a 64-bit divide per block cost
+  // more than its 16 stores).
+  int64_t offset = blocks_of_.OffsetOf(first);
   for (int64_t left = n; left > 0; ++block) {
     const int64_t run = std::min(left, bt - offset);
     const int64_t slot0 = int64_t{block->value()} * bt + offset;
@@ -581,7 +582,7 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
     const int32_t num_blocks = s.table.num_blocks();
     // The partly filled tail block is written: it must be private.
     BlockId tail;
-    if (s.may_share && s.num_tokens % bt != 0) {
+    if (s.may_share && blocks_of_.OffsetOf(s.num_tokens) != 0) {
       tail = s.table[num_blocks - 1];
       step_targets_.push_back(WriteTarget{&s.table, num_blocks - 1});
     }

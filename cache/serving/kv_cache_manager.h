@@ -95,6 +95,7 @@
 #include "allocator/copy_on_write.h"
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_event.h"
+#include "allocator/token_blocks.h"
 #include "cache/serving/layer_groups.h"
 #include "cache/serving/pending_remote_stores.h"
 #include "cache/serving/step_output.h"
@@ -735,6 +736,7 @@ class KVCacheManager {
 
   const uint64_t instance_id_;
   const KVLayout layout_;
+  const TokenBlocks blocks_of_;  // layout_.block_tokens' arithmetic.
   const StorageMode storage_;
   const AdmissionMode admission_;
   const double watermark_;

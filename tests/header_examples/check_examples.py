@@ -41,6 +41,7 @@ REQUIRED_HEADERS = (
     "allocator/prefix/block_hash.h",
     "allocator/prefix/prefix_index.h",
     "allocator/pool_stats.h",
+    "allocator/token_blocks.h",
     "base/check.h",
     "base/maybe_lock.h",
     "base/status_macros.h",

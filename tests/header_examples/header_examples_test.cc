@@ -29,6 +29,7 @@
 #include "allocator/pool_stats.h"
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_index.h"
+#include "allocator/token_blocks.h"
 #include "base/check.h"
 #include "base/maybe_lock.h"
 #include "base/status_macros.h"
@@ -903,6 +904,32 @@ absl::Status PrefixCachingManagerExample() {
 
 TEST(HeaderExamplesTest, PrefixCachingManager) {
   EXPECT_THAT(PrefixCachingManagerExample(), IsOk());
+}
+
+TEST(HeaderExamplesTest, TokenBlocks) {
+  // clang-format off
+  // BEGIN allocator/token_blocks.h
+  const TokenBlocks tb(16);
+  tb.BlockOf(37);    // 2
+  tb.OffsetOf(37);   // 5
+  tb.BlocksFor(37);  // 3
+  tb.BlocksFor(0);   // 0
+  // END allocator/token_blocks.h
+  // clang-format on
+  EXPECT_EQ(tb.BlockOf(37), 2);
+  EXPECT_EQ(tb.OffsetOf(37), 5);
+  EXPECT_EQ(tb.BlocksFor(37), 3);
+  EXPECT_EQ(tb.BlocksFor(0), 0);
+  // A size that is not a power of two divides, with the same answers as
+  // the shift for every size and token below 1,000.
+  for (int32_t bt = 1; bt <= 40; ++bt) {
+    const TokenBlocks t(bt);
+    for (int64_t token = 0; token < 1000; ++token) {
+      ASSERT_EQ(t.BlockOf(token), token / bt);
+      ASSERT_EQ(t.OffsetOf(token), token % bt);
+      ASSERT_EQ(t.BlocksFor(token), (token + bt - 1) / bt);
+    }
+  }
 }
 
 }  // namespace
