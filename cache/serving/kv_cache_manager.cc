@@ -98,6 +98,9 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
   std::unique_ptr<BlockPool> owned_books;
   std::unique_ptr<KVPool> host_pool;
   std::unique_ptr<BlockPool> host_books;
+  // A block holds one group's layers (the model's layout without groups).
+  const KVLayout block_layout =
+      GroupBlockLayout(options.layout, options.layer_groups);
   if (options.storage == StorageMode::kBooksOnly) {
     if (options.pool != nullptr) {
       return absl::InvalidArgumentError(
@@ -113,21 +116,21 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
     }
   } else {
     if (options.pool != nullptr) {
-      if (options.pool->layout() != options.layout) {
+      if (options.pool->layout() != block_layout) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "the pool's layout (%s) is not the manager's (%s)",
-            options.pool->layout().ToString(), options.layout.ToString()));
+            "the pool's layout (%s) is not the manager's block layout (%s)",
+            options.pool->layout().ToString(), block_layout.ToString()));
       }
     } else {
       PKV_ASSIGN_OR_RETURN(owned_pool,
-                           KVPool::Create({.layout = options.layout,
+                           KVPool::Create({.layout = block_layout,
                                            .num_blocks = options.num_blocks,
                                            .concurrency = options.concurrency,
                                            .memory = options.memory}));
     }
     if (options.num_host_blocks > 0) {
       PKV_ASSIGN_OR_RETURN(
-          host_pool, KVPool::Create({.layout = options.layout,
+          host_pool, KVPool::Create({.layout = block_layout,
                                      .num_blocks = options.num_host_blocks,
                                      .memory = options.memory}));
     }
@@ -514,7 +517,11 @@ absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
 
 absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
                                          StepOutput* out) {
-  if (windows_ != nullptr) return windows_->AppendSlots(requests, out);
+  if (windows_ != nullptr) {
+    PKV_RETURN_IF_ERROR(windows_->AppendSlots(requests, out));
+    FinishCopies(out);  // Host mode runs the step's copy-on-write.
+    return absl::OkStatus();
+  }
   PKV_CHECK(out != nullptr, "AppendSlots needs an output");
   out->Clear();
   // 1. Validate everything; 2. one PrepareWrite for all (all or nothing);
@@ -1026,8 +1033,14 @@ ManagerStats KVCacheManager::stats() const {
 }
 
 void KVCacheManager::CheckInvariants() const {
-  if (windows_ != nullptr) windows_->CheckInvariants();
   books_->CheckInvariants();
+  if (windows_ != nullptr) {
+    // The grouped books hold every sequence (and check the references).
+    PKV_CHECK(sequences_.empty(), "%d ungrouped sequences with layer groups",
+              sequences_.size());
+    windows_->CheckInvariants();
+    return;
+  }
   int32_t running = 0;
   int64_t reserved = 0;
   std::vector<const BlockTable*> tables;

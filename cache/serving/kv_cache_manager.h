@@ -315,10 +315,12 @@ class KVCacheManager {
     // (group_table, ExportDenseGroupBlockTables). Fork shares every
     // group's table, with copy-on-write of the shared last block per group
     // (StepOutput::copies). kReservation reserves each sequence's worst
-    // case per group (see max_step_tokens). For now groups need kBooksOnly,
-    // no host tier and no prefix caching (else UNIMPLEMENTED);
-    // SwapOut/SwapIn, CommitTokens and the token-id AddSequence are
-    // UNIMPLEMENTED with groups.
+    // case per group (see max_step_tokens). In kHost the manager's pool
+    // has GroupBlockLayout blocks (a given pool must too): the server writes
+    // group g's layers (0 .. layers per group) into group g's slots, and
+    // the manager runs the copies. For now groups need no host tier and no
+    // prefix caching (else UNIMPLEMENTED); SwapOut/SwapIn, CommitTokens and
+    // the token-id AddSequence are UNIMPLEMENTED with groups.
     std::vector<LayerGroup> layer_groups = {};
     // Layer groups with kReservation: the most tokens one AppendSlots
     // request may give a sequence (a prefill chunk, a speculative draft),

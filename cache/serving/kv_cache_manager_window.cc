@@ -20,9 +20,6 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
     return absl::UnimplementedError(absl::StrFormat(
         "layer groups with %s are not implemented yet", what));
   };
-  if (options.storage != StorageMode::kBooksOnly) {
-    return unimplemented("host storage (use StorageMode::kBooksOnly)");
-  }
   if (options.max_step_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_step_tokens must be >= 0, got %d", options.max_step_tokens));

@@ -97,9 +97,6 @@ TEST(LayerGroupsTest, ModesNotSupportedYetAreUnimplementedAtCreate) {
     edit(o);
     return KVCacheManager::Create(o).status();
   };
-  EXPECT_THAT(create_with([](auto& o) { o.storage = StorageMode::kHost; }),
-              StatusIs(absl::StatusCode::kUnimplemented,
-                       HasSubstr("host storage")));
   EXPECT_THAT(create_with([](auto& o) {
                 o.admission = AdmissionMode::kReservation;
                 o.max_step_tokens = -1;
