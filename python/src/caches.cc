@@ -122,17 +122,18 @@ std::vector<int32_t> SlidingWindowArg(py::handle value, KVPool* pool) {
   for (size_t l = 0; l < windows.size(); ++l) {
     if (windows[l] < std::numeric_limits<int32_t>::min() ||
         windows[l] > std::numeric_limits<int32_t>::max()) {
-      throw py::value_error(absl::StrCat("sliding_window[", l, "]: ",
-                                         windows[l], " is past int32"));
+      throw py::value_error(absl::StrCat("sliding_window[", l,
+                                         "]: ", windows[l], " is past int32"));
     }
     out[l] = static_cast<int32_t>(windows[l]);
   }
   return out;
 }
 
-std::unique_ptr<PyDynamicKVCache> MakeDynamic(
-    py::object pool, py::handle block_tokens, py::handle max_private_pool_bytes,
-    py::handle sliding_window) {
+std::unique_ptr<PyDynamicKVCache> MakeDynamic(py::object pool,
+                                              py::handle block_tokens,
+                                              py::handle max_private_pool_bytes,
+                                              py::handle sliding_window) {
   KVPool* shared = PoolArg(pool);
   auto holder = std::make_unique<PyDynamicKVCache>();
   holder->kind = "DynamicKVCache";
@@ -178,11 +179,11 @@ std::unique_ptr<PyStaticKVCache> MakeStatic(py::handle max_cache_len,
 std::unique_ptr<PyEncoderDecoderCache> MakeEncoderDecoder(
     py::object self_half, py::object cross_half) {
   if (self_half.is_none())
-    self_half = py::cast(
-        MakeDynamic(py::none(), py::none(), py::none(), py::none()));
+    self_half =
+        py::cast(MakeDynamic(py::none(), py::none(), py::none(), py::none()));
   if (cross_half.is_none())
-    cross_half = py::cast(
-        MakeDynamic(py::none(), py::none(), py::none(), py::none()));
+    cross_half =
+        py::cast(MakeDynamic(py::none(), py::none(), py::none(), py::none()));
   const char* names[2] = {"self_attention_cache", "cross_attention_cache"};
   py::object halves[2] = {self_half, cross_half};
   for (int i = 0; i < 2; ++i) {
