@@ -20,6 +20,8 @@
 #include "pybind11/pybind11.h"
 #include "python/src/arrays.h"
 #include "python/src/busy.h"
+#include "python/src/manager_groups.h"
+#include "python/src/manager_holder.h"
 #include "python/src/status.h"
 #include "python/src/views.h"
 #include "tensor/dtype.h"
@@ -30,16 +32,7 @@ namespace py = pybind11;
 
 namespace {
 
-constexpr char kKind[] = "KVCacheManager";
-
-struct PyKVCacheManager {
-  std::shared_ptr<BusyFlag> busy = std::make_shared<BusyFlag>();
-  std::unique_ptr<KVCacheManager> manager;  // Never null.
-  StepOutput out;                           // The last step's output.
-  std::vector<SlotRequest> requests;        // Scratch, reused every step.
-  std::vector<SequenceId> batch;            // Scratch for exports.
-  std::vector<int32_t> token_ids;           // Scratch: the step's token ids.
-};
+constexpr const char* kKind = kManagerKind;
 
 // A 1-D integer array of token ids as int32 (ValueError past int32).
 std::vector<int32_t> ToTokenIds(py::handle obj, const char* name) {
@@ -61,20 +54,13 @@ bool IsSequence(py::handle obj) {
          py::isinstance<py::tuple>(obj);
 }
 
-int32_t ToInt32(py::handle obj, const char* name) {
-  const int64_t v = ToInt64(obj, name);
-  if (v < INT32_MIN || v > INT32_MAX) {
-    throw py::value_error(absl::StrCat(name, ": ", v, " is past int32"));
-  }
-  return static_cast<int32_t>(v);
-}
-
 std::unique_ptr<PyKVCacheManager> MakeManager(
     py::handle num_layers, py::handle num_kv_heads, py::handle head_dim,
     py::handle dtype, py::handle num_blocks, py::handle block_tokens,
     const std::string& storage, const std::string& admission, double watermark,
     py::handle num_host_blocks, bool prefix_caching, const std::string& hasher,
-    py::handle max_pending_events) {
+    py::handle max_pending_events, py::handle layer_groups,
+    py::handle max_step_tokens) {
   KVCacheManager::Options options;
   options.layout.num_layers = ToInt32(num_layers, "num_layers");
   options.layout.num_kv_heads = ToInt32(num_kv_heads, "num_kv_heads");
@@ -113,6 +99,8 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
   }
   options.prefix_caching.max_pending_events =
       ToInt32(max_pending_events, "max_pending_events");
+  options.layer_groups = ToLayerGroups(layer_groups);
+  options.max_step_tokens = ToInt32(max_step_tokens, "max_step_tokens");
   auto holder = std::make_unique<PyKVCacheManager>();
   holder->manager = ValueOrThrow(KVCacheManager::Create(options));
   return holder;
@@ -199,10 +187,11 @@ py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
   }
   // The caller's buffer is checked before the call, so a small one changes
   // nothing (a negative count fails in C++ first, also changing nothing).
+  // With layer groups the step fills one run of `total` slots per group.
   int64_t total = 0;
   for (const SlotRequest& r : c.requests)
     total += r.num_tokens > 0 ? r.num_tokens : 0;
-  CheckRoom(out_array, static_cast<size_t>(total));
+  CheckRoom(out_array, static_cast<size_t>(c.SlotsFor(total)));
   // Prefix caching: every request's token ids, concatenated in order, and
   // a commit point per sequence (-1: leave it).
   if (!token_ids.is_none()) {
@@ -256,7 +245,7 @@ const char* AdmissionName(Admission a) {
 }  // namespace
 
 void RegisterManager(py::module_& m) {
-  py::class_<PyKVCacheManager>(m, "KVCacheManager", R"doc(
+  py::class_<PyKVCacheManager> cls(m, "KVCacheManager", R"doc(
 The serving block manager (vLLM-style): sequences keyed by int ids, one
 append_slots call per step for every running sequence, exports into
 caller-owned int32 arrays.
@@ -265,15 +254,21 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
                block_tokens=16, storage="host"|"books_only",
                admission="watermark"|"reservation", watermark=0.01,
                num_host_blocks=0, prefix_caching=False,
-               hasher="xxh3"|"sha256", max_pending_events=0)
-)doc")
-      .def(py::init(&MakeManager), py::kw_only(), py::arg("num_layers"),
-           py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("dtype"),
-           py::arg("num_blocks"), py::arg("block_tokens") = 16,
-           py::arg("storage") = "host", py::arg("admission") = "watermark",
-           py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0,
-           py::arg("prefix_caching") = false, py::arg("hasher") = "xxh3",
-           py::arg("max_pending_events") = 0)
+               hasher="xxh3"|"sha256", max_pending_events=0,
+               layer_groups=None, max_step_tokens=0)
+
+layer_groups (books_only): a list of (num_layers, sliding_window) pairs,
+0 for full attention (manager_groups.h); slots are then group-major and
+tables are read per group (group_table, export_dense_group).
+)doc");
+  cls.def(py::init(&MakeManager), py::kw_only(), py::arg("num_layers"),
+          py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("dtype"),
+          py::arg("num_blocks"), py::arg("block_tokens") = 16,
+          py::arg("storage") = "host", py::arg("admission") = "watermark",
+          py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0,
+          py::arg("prefix_caching") = false, py::arg("hasher") = "xxh3",
+          py::arg("max_pending_events") = 0,
+          py::arg("layer_groups") = py::none(), py::arg("max_step_tokens") = 0)
       .def(
           "can_admit",
           [](PyKVCacheManager& c, py::handle prompt, py::handle max_new,
@@ -306,7 +301,8 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
                   ToTokenIds(prompt, "prompt_tokens");
               const PrefixKeys keys{.tenant_salt = static_cast<uint64_t>(
                                         ToInt64(salt, "tenant_salt"))};
-              CheckRoom(out_array, ids.size());
+              CheckRoom(out_array, static_cast<size_t>(c.SlotsFor(
+                                       static_cast<int64_t>(ids.size()))));
               ThrowIfError(c.manager->AddSequence(
                   ToInt64(seq, "seq"), ids, ToInt64(max_new, "max_new_tokens"),
                   &c.out, keys));
@@ -314,7 +310,7 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
             }
             const int64_t prompt_tokens = ToInt64(prompt, "prompt_tokens");
             CheckRoom(out_array,
-                      static_cast<size_t>(std::max<int64_t>(prompt_tokens, 0)));
+                      static_cast<size_t>(c.SlotsFor(prompt_tokens)));
             ThrowIfError(c.manager->AddSequence(
                 ToInt64(seq, "seq"), prompt_tokens,
                 ToInt64(max_new, "max_new_tokens"), &c.out));
@@ -509,9 +505,8 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
             CheckSlotBuffer(out_array);
             const int64_t id = ToInt64(seq, "seq");
             if (!out_array.is_none()) {
-              CheckRoom(
-                  out_array,
-                  static_cast<size_t>(ValueOrThrow(c.manager->num_tokens(id))));
+              CheckRoom(out_array, static_cast<size_t>(c.SlotsFor(ValueOrThrow(
+                                       c.manager->num_tokens(id)))));
             }
             ThrowIfError(c.manager->Readmit(id, &c.out));
             return SlotsResult(c.out, out_array);
@@ -595,14 +590,8 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
              py::handle seq_lens, py::handle pad_id) {
             BusyGuard guard(c.busy, kKind);
             LoadBatch(c, seqs);
-            if (!py::isinstance<py::array>(block_tables) ||
-                py::reinterpret_borrow<py::array>(block_tables).ndim() != 2) {
-              throw py::type_error(
-                  "block_tables: expected a 2-D int32 numpy array "
-                  "(rows, max_blocks)");
-            }
-            const auto width =
-                py::reinterpret_borrow<py::array>(block_tables).shape(1);
+            const int64_t width =
+                CallerInt32RowWidth(block_tables, "block_tables", "max_blocks");
             DenseExportOptions options;
             options.max_blocks = ToInt32(py::int_(width), "max_blocks");
             options.pad_id = ToInt32(pad_id, "pad_id");
@@ -698,6 +687,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
         BusyGuard guard(c.busy, kKind);
         c.manager->CheckInvariants();
       });
+  AddLayerGroupMethods(cls);
 }
 
 }  // namespace pagedkv::python
