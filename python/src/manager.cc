@@ -32,8 +32,6 @@ namespace py = pybind11;
 
 namespace {
 
-constexpr const char* kKind = kManagerKind;
-
 // A 1-D integer array of token ids as int32 (ValueError past int32).
 std::vector<int32_t> ToTokenIds(py::handle obj, const char* name) {
   const py::array_t<int64_t> a = ToInt64Array(obj, name);
@@ -159,7 +157,7 @@ void LoadBatch(PyKVCacheManager& c, py::handle seqs) {
 py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
                       py::handle num_tokens, py::handle out_array,
                       py::handle token_ids, py::handle commit) {
-  BusyGuard guard(c.busy, kKind);
+  BusyGuard guard(c.busy, kManagerKind);
   CheckSlotBuffer(out_array);
   const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
   const int64_t n = ids.size();
@@ -273,7 +271,7 @@ tables are read per group (group_table, export_dense_group).
           "can_admit",
           [](PyKVCacheManager& c, py::handle prompt, py::handle max_new,
              py::handle salt) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             if (IsSequence(prompt)) {
               const std::vector<int32_t> ids =
                   ToTokenIds(prompt, "prompt_tokens");
@@ -294,7 +292,7 @@ tables are read per group (group_table, export_dense_group).
           "add_sequence",
           [](PyKVCacheManager& c, py::handle seq, py::handle prompt,
              py::handle max_new, py::handle out_array, py::handle salt) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             CheckSlotBuffer(out_array);
             if (IsSequence(prompt)) {
               const std::vector<int32_t> ids =
@@ -326,7 +324,7 @@ tables are read per group (group_table, export_dense_group).
       .def_property_readonly(
           "num_cached_tokens",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             return c.out.num_cached_tokens;
           },
           "Leading tokens the last add_sequence / readmit served from the "
@@ -335,7 +333,7 @@ tables are read per group (group_table, export_dense_group).
           "commit_tokens",
           [](PyKVCacheManager& c, py::handle seqs, py::handle num_tokens,
              py::handle token_ids) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
             const py::array_t<int64_t> counts =
                 ToInt64Array(num_tokens, "num_tokens");
@@ -377,7 +375,7 @@ tables are read per group (group_table, export_dense_group).
       .def(
           "take_events",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             py::list out;
             for (const PrefixEvent& e : c.manager->TakeEvents()) {
               py::dict d;
@@ -424,7 +422,7 @@ ints (a negative tenant_salt comes back modulo 2**64).)doc")
       .def(
           "reset_prefix_cache",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             c.manager->ResetPrefixCache();
           },
           "Prefix caching: makes every cached block unmatchable.")
@@ -440,7 +438,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def_property_readonly(
           "request_offsets",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             py::array_t<int32_t> a(
                 static_cast<py::ssize_t>(c.out.request_offsets.size()));
             std::copy(c.out.request_offsets.begin(),
@@ -451,7 +449,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def_property_readonly(
           "copies",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             absl::Span<const CopyOp> ops = c.out.copies.ops();
             py::array_t<int32_t> a(
                 {static_cast<py::ssize_t>(ops.size()), py::ssize_t{2}});
@@ -465,13 +463,13 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "(books-only: run them, then mark_copies_done()).")
       .def("mark_copies_done",
            [](PyKVCacheManager& c) {
-             BusyGuard guard(c.busy, kKind);
+             BusyGuard guard(c.busy, kManagerKind);
              c.out.copies.MarkDone();
            })
       .def(
           "fork",
           [](PyKVCacheManager& c, py::handle parent, py::handle child) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Fork(ToInt64(parent, "parent"),
                                          ToInt64(child, "child")));
           },
@@ -479,14 +477,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "free",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Free(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def(
           "truncate",
           [](PyKVCacheManager& c, py::handle seq, py::handle new_length) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Truncate(
                 ToInt64(seq, "seq"), ToInt64(new_length, "new_length")));
           },
@@ -494,14 +492,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "preempt",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Preempt(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def(
           "readmit",
           [](PyKVCacheManager& c, py::handle seq, py::handle out_array) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             CheckSlotBuffer(out_array);
             const int64_t id = ToInt64(seq, "seq");
             if (!out_array.is_none()) {
@@ -515,7 +513,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "swap_out",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapOut(ToInt64(seq, "seq")));
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
@@ -524,7 +522,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "swap_in",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapIn(ToInt64(seq, "seq")));
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
@@ -533,19 +531,19 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "complete_swap",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->CompleteSwap(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def("__contains__",
            [](PyKVCacheManager& c, py::handle seq) {
-             BusyGuard guard(c.busy, kKind);
+             BusyGuard guard(c.busy, kManagerKind);
              return c.manager->contains(ToInt64(seq, "seq"));
            })
       .def(
           "state",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             return std::string(SequenceStateName(
                 ValueOrThrow(c.manager->state(ToInt64(seq, "seq")))));
           },
@@ -553,14 +551,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "num_tokens",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             return ValueOrThrow(c.manager->num_tokens(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def(
           "block_table",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             absl::Span<const BlockId> blocks =
                 ValueOrThrow(c.manager->block_table(ToInt64(seq, "seq")));
             py::array_t<int32_t> a(static_cast<py::ssize_t>(blocks.size()));
@@ -573,7 +571,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "export_sizes",
           [](PyKVCacheManager& c, py::handle seqs) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             const ExportSizes s =
                 ValueOrThrow(ComputeExportSizes(*c.manager, c.batch));
@@ -588,7 +586,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "export_dense",
           [](PyKVCacheManager& c, py::handle seqs, py::handle block_tables,
              py::handle seq_lens, py::handle pad_id) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             const int64_t width =
                 CallerInt32RowWidth(block_tables, "block_tables", "max_blocks");
@@ -615,7 +613,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "export_csr",
           [](PyKVCacheManager& c, py::handle seqs, py::handle indptr,
              py::handle indices, py::handle last_page_len) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             absl::Span<int32_t> p = CallerInt32Buffer(indptr, "kv_indptr", 0);
             absl::Span<int32_t> i = CallerInt32Buffer(indices, "kv_indices", 0);
@@ -647,12 +645,12 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           [](PyKVCacheManager& c) { return c.manager->block_tokens(); })
       .def_property_readonly("num_free_blocks",
                              [](PyKVCacheManager& c) {
-                               BusyGuard guard(c.busy, kKind);
+                               BusyGuard guard(c.busy, kManagerKind);
                                return c.manager->books().num_free_blocks();
                              })
       .def("stats",
            [](PyKVCacheManager& c) {
-             BusyGuard guard(c.busy, kKind);
+             BusyGuard guard(c.busy, kManagerKind);
              const ManagerStats s = c.manager->stats();
              py::dict d;
              d["num_blocks"] = s.num_blocks;
@@ -684,7 +682,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
              return d;
            })
       .def("check_invariants", [](PyKVCacheManager& c) {
-        BusyGuard guard(c.busy, kKind);
+        BusyGuard guard(c.busy, kManagerKind);
         c.manager->CheckInvariants();
       });
   AddLayerGroupMethods(cls);
