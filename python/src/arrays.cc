@@ -199,6 +199,15 @@ int64_t ToInt64(py::handle obj, const char* name) {
   return static_cast<int64_t>(v);
 }
 
+int32_t ToInt32(py::handle obj, const char* name) {
+  const int64_t v = ToInt64(obj, name);
+  if (v < std::numeric_limits<int32_t>::min() ||
+      v > std::numeric_limits<int32_t>::max()) {
+    throw py::value_error(absl::StrCat(name, ": ", v, " is past int32"));
+  }
+  return static_cast<int32_t>(v);
+}
+
 CachePosition ToCachePosition(py::handle obj) {
   constexpr char kName[] = "cache_position";
   if (obj.is_none()) return CachePosition::None();
@@ -300,6 +309,18 @@ absl::Span<int32_t> CallerInt32Buffer(py::handle obj, const char* name,
   }
   return absl::MakeSpan(static_cast<int32_t*>(array.mutable_data()),
                         static_cast<size_t>(array.size()));
+}
+
+int64_t CallerInt32RowWidth(py::handle obj, const char* name,
+                            const char* width_name) {
+  if (!py::isinstance<py::array>(obj) ||
+      py::reinterpret_borrow<py::array>(obj).ndim() != 2) {
+    throw py::type_error(absl::StrCat(name,
+                                      ": expected a 2-D int32 numpy array "
+                                      "(rows, ",
+                                      width_name, ")"));
+  }
+  return py::reinterpret_borrow<py::array>(obj).shape(1);
 }
 
 }  // namespace pagedkv::python

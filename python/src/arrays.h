@@ -65,6 +65,9 @@ KVInput ToKVInput(pybind11::handle obj, const char* name,
 // TypeError for bool, float and other types; ValueError past int64.
 int64_t ToInt64(pybind11::handle obj, const char* name);
 
+// ToInt64, then ValueError past int32 (counts and ids are int32 in C++).
+int32_t ToInt32(pybind11::handle obj, const char* name);
+
 // cache_position: None (append), an int (0-D), or an integer array of rank
 // 0, 1 or 2 (or a list of ints / list of lists of ints, converted as numpy
 // would). TypeError for floats, bools and other types; ValueError for rank
@@ -96,6 +99,13 @@ TensorView WritableView(pybind11::array& array, DType dtype,
 // entries.
 absl::Span<int32_t> CallerInt32Buffer(pybind11::handle obj, const char* name,
                                       int64_t min_entries);
+
+// The row width (shape[1]) of a caller's 2-D table, such as a dense export's
+// (rows, max_blocks) block_tables; TypeError unless `obj` is a 2-D numpy
+// array (the message names `width_name`). Check its entries with
+// CallerInt32Buffer.
+int64_t CallerInt32RowWidth(pybind11::handle obj, const char* name,
+                            const char* width_name);
 
 }  // namespace pagedkv::python
 

@@ -1,6 +1,7 @@
 #include "python/src/caches.h"
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -105,18 +106,44 @@ T PrivateOption(py::handle value, const char* name, T fallback, KVPool* pool) {
   return static_cast<T>(v);
 }
 
-std::unique_ptr<PyDynamicKVCache> MakeDynamic(
-    py::object pool, py::handle block_tokens,
-    py::handle max_private_pool_bytes) {
+// The per-layer windows of a `sliding_window` argument (None: every layer
+// full). The C++ cache checks the values (INVALID_ARGUMENT, mapped); here
+// only what cannot reach it: the type, values past int32, and a shared
+// pool (DynamicKVCache(KVPool*) takes no windows).
+std::vector<int32_t> SlidingWindowArg(py::handle value, KVPool* pool) {
+  if (value.is_none()) return {};
+  if (pool != nullptr) {
+    throw py::value_error(
+        "sliding_window: only for a private pool (DynamicKVCache(pool) has "
+        "full layers only)");
+  }
+  const std::vector<int64_t> windows = ToIndexList(value, "sliding_window");
+  std::vector<int32_t> out(windows.size());
+  for (size_t l = 0; l < windows.size(); ++l) {
+    if (windows[l] < std::numeric_limits<int32_t>::min() ||
+        windows[l] > std::numeric_limits<int32_t>::max()) {
+      throw py::value_error(absl::StrCat("sliding_window[", l,
+                                         "]: ", windows[l], " is past int32"));
+    }
+    out[l] = static_cast<int32_t>(windows[l]);
+  }
+  return out;
+}
+
+std::unique_ptr<PyDynamicKVCache> MakeDynamic(py::object pool,
+                                              py::handle block_tokens,
+                                              py::handle max_private_pool_bytes,
+                                              py::handle sliding_window) {
   KVPool* shared = PoolArg(pool);
   auto holder = std::make_unique<PyDynamicKVCache>();
   holder->kind = "DynamicKVCache";
   holder->pool = pool;
+  DynamicKVCache::Options options;
+  options.sliding_window = SlidingWindowArg(sliding_window, shared);
   if (shared != nullptr) {
     holder->owned = std::make_unique<DynamicKVCache>(shared);
     return holder;
   }
-  DynamicKVCache::Options options;
   options.block_tokens = PrivateOption<int32_t>(block_tokens, "block_tokens",
                                                 options.block_tokens, shared);
   options.max_private_pool_bytes =
@@ -152,9 +179,11 @@ std::unique_ptr<PyStaticKVCache> MakeStatic(py::handle max_cache_len,
 std::unique_ptr<PyEncoderDecoderCache> MakeEncoderDecoder(
     py::object self_half, py::object cross_half) {
   if (self_half.is_none())
-    self_half = py::cast(MakeDynamic(py::none(), py::none(), py::none()));
+    self_half =
+        py::cast(MakeDynamic(py::none(), py::none(), py::none(), py::none()));
   if (cross_half.is_none())
-    cross_half = py::cast(MakeDynamic(py::none(), py::none(), py::none()));
+    cross_half =
+        py::cast(MakeDynamic(py::none(), py::none(), py::none(), py::none()));
   const char* names[2] = {"self_attention_cache", "cross_attention_cache"};
   py::object halves[2] = {self_half, cross_half};
   for (int i = 0; i < 2; ++i) {
@@ -386,10 +415,17 @@ get, the batch operations, len(cache), cache[i] and iteration over (k, v).
 A KV cache that grows with the sequence (lucid nn.DynamicKVCache), on paged
 memory. DynamicKVCache() makes a private pool at its first update;
 DynamicKVCache(pool) draws blocks from a shared KVPool.
+
+sliding_window (private pool only): per layer a window W of tokens, 0 for
+full attention (HF DynamicSlidingWindowLayer). A window layer appends only;
+update returns the kept past (at most W - 1 tokens) followed by the new
+tokens, get the last W - 1 tokens, get_seq_length every token seen. Its
+length is the layer count: later layers are ValueError.
 )doc")
       .def(py::init(&MakeDynamic), py::arg("pool") = py::none(), py::kw_only(),
            py::arg("block_tokens") = py::none(),
-           py::arg("max_private_pool_bytes") = py::none());
+           py::arg("max_private_pool_bytes") = py::none(),
+           py::arg("sliding_window") = py::none());
 
   py::class_<PyStaticKVCache, PyKVCache>(m, "StaticKVCache", R"doc(
 A KV cache of fixed capacity max_cache_len per layer (lucid

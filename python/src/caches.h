@@ -6,6 +6,7 @@
 //   cache = pagedkv.DynamicKVCache()
 //   k_all, v_all = cache.update(key, value, layer_idx=0)   # gathered copies
 //   cache.batch_repeat_interleave(4); cache.reorder_cache([3, 1, 0, 2])
+//   swa = pagedkv.DynamicKVCache(sliding_window=[0, 1024])  # full, W=1024
 //
 // Ownership: a Python cache object owns its C++ cache and holds a reference
 // to its KVPool (so the pool outlives it). EncoderDecoderCache(self, cross)

@@ -20,6 +20,8 @@
 #include "pybind11/pybind11.h"
 #include "python/src/arrays.h"
 #include "python/src/busy.h"
+#include "python/src/manager_groups.h"
+#include "python/src/manager_holder.h"
 #include "python/src/status.h"
 #include "python/src/views.h"
 #include "tensor/dtype.h"
@@ -29,17 +31,6 @@ namespace pagedkv::python {
 namespace py = pybind11;
 
 namespace {
-
-constexpr char kKind[] = "KVCacheManager";
-
-struct PyKVCacheManager {
-  std::shared_ptr<BusyFlag> busy = std::make_shared<BusyFlag>();
-  std::unique_ptr<KVCacheManager> manager;  // Never null.
-  StepOutput out;                           // The last step's output.
-  std::vector<SlotRequest> requests;        // Scratch, reused every step.
-  std::vector<SequenceId> batch;            // Scratch for exports.
-  std::vector<int32_t> token_ids;           // Scratch: the step's token ids.
-};
 
 // A 1-D integer array of token ids as int32 (ValueError past int32).
 std::vector<int32_t> ToTokenIds(py::handle obj, const char* name) {
@@ -61,20 +52,13 @@ bool IsSequence(py::handle obj) {
          py::isinstance<py::tuple>(obj);
 }
 
-int32_t ToInt32(py::handle obj, const char* name) {
-  const int64_t v = ToInt64(obj, name);
-  if (v < INT32_MIN || v > INT32_MAX) {
-    throw py::value_error(absl::StrCat(name, ": ", v, " is past int32"));
-  }
-  return static_cast<int32_t>(v);
-}
-
 std::unique_ptr<PyKVCacheManager> MakeManager(
     py::handle num_layers, py::handle num_kv_heads, py::handle head_dim,
     py::handle dtype, py::handle num_blocks, py::handle block_tokens,
     const std::string& storage, const std::string& admission, double watermark,
     py::handle num_host_blocks, bool prefix_caching, const std::string& hasher,
-    py::handle max_pending_events) {
+    py::handle max_pending_events, py::handle layer_groups,
+    py::handle max_step_tokens) {
   KVCacheManager::Options options;
   options.layout.num_layers = ToInt32(num_layers, "num_layers");
   options.layout.num_kv_heads = ToInt32(num_kv_heads, "num_kv_heads");
@@ -113,6 +97,8 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
   }
   options.prefix_caching.max_pending_events =
       ToInt32(max_pending_events, "max_pending_events");
+  options.layer_groups = ToLayerGroups(layer_groups);
+  options.max_step_tokens = ToInt32(max_step_tokens, "max_step_tokens");
   auto holder = std::make_unique<PyKVCacheManager>();
   holder->manager = ValueOrThrow(KVCacheManager::Create(options));
   return holder;
@@ -171,7 +157,7 @@ void LoadBatch(PyKVCacheManager& c, py::handle seqs) {
 py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
                       py::handle num_tokens, py::handle out_array,
                       py::handle token_ids, py::handle commit) {
-  BusyGuard guard(c.busy, kKind);
+  BusyGuard guard(c.busy, kManagerKind);
   CheckSlotBuffer(out_array);
   const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
   const int64_t n = ids.size();
@@ -199,10 +185,11 @@ py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
   }
   // The caller's buffer is checked before the call, so a small one changes
   // nothing (a negative count fails in C++ first, also changing nothing).
+  // With layer groups the step fills one run of `total` slots per group.
   int64_t total = 0;
   for (const SlotRequest& r : c.requests)
     total += r.num_tokens > 0 ? r.num_tokens : 0;
-  CheckRoom(out_array, static_cast<size_t>(total));
+  CheckRoom(out_array, static_cast<size_t>(c.SlotsFor(total)));
   // Prefix caching: every request's token ids, concatenated in order, and
   // a commit point per sequence (-1: leave it).
   if (!token_ids.is_none()) {
@@ -256,7 +243,7 @@ const char* AdmissionName(Admission a) {
 }  // namespace
 
 void RegisterManager(py::module_& m) {
-  py::class_<PyKVCacheManager>(m, "KVCacheManager", R"doc(
+  py::class_<PyKVCacheManager> cls(m, "KVCacheManager", R"doc(
 The serving block manager (vLLM-style): sequences keyed by int ids, one
 append_slots call per step for every running sequence, exports into
 caller-owned int32 arrays.
@@ -265,20 +252,26 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
                block_tokens=16, storage="host"|"books_only",
                admission="watermark"|"reservation", watermark=0.01,
                num_host_blocks=0, prefix_caching=False,
-               hasher="xxh3"|"sha256", max_pending_events=0)
-)doc")
-      .def(py::init(&MakeManager), py::kw_only(), py::arg("num_layers"),
-           py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("dtype"),
-           py::arg("num_blocks"), py::arg("block_tokens") = 16,
-           py::arg("storage") = "host", py::arg("admission") = "watermark",
-           py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0,
-           py::arg("prefix_caching") = false, py::arg("hasher") = "xxh3",
-           py::arg("max_pending_events") = 0)
+               hasher="xxh3"|"sha256", max_pending_events=0,
+               layer_groups=None, max_step_tokens=0)
+
+layer_groups (books_only): a list of (num_layers, sliding_window) pairs,
+0 for full attention (manager_groups.h); slots are then group-major and
+tables are read per group (group_table, export_dense_group).
+)doc");
+  cls.def(py::init(&MakeManager), py::kw_only(), py::arg("num_layers"),
+          py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("dtype"),
+          py::arg("num_blocks"), py::arg("block_tokens") = 16,
+          py::arg("storage") = "host", py::arg("admission") = "watermark",
+          py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0,
+          py::arg("prefix_caching") = false, py::arg("hasher") = "xxh3",
+          py::arg("max_pending_events") = 0,
+          py::arg("layer_groups") = py::none(), py::arg("max_step_tokens") = 0)
       .def(
           "can_admit",
           [](PyKVCacheManager& c, py::handle prompt, py::handle max_new,
              py::handle salt) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             if (IsSequence(prompt)) {
               const std::vector<int32_t> ids =
                   ToTokenIds(prompt, "prompt_tokens");
@@ -299,14 +292,15 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
           "add_sequence",
           [](PyKVCacheManager& c, py::handle seq, py::handle prompt,
              py::handle max_new, py::handle out_array, py::handle salt) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             CheckSlotBuffer(out_array);
             if (IsSequence(prompt)) {
               const std::vector<int32_t> ids =
                   ToTokenIds(prompt, "prompt_tokens");
               const PrefixKeys keys{.tenant_salt = static_cast<uint64_t>(
                                         ToInt64(salt, "tenant_salt"))};
-              CheckRoom(out_array, ids.size());
+              CheckRoom(out_array, static_cast<size_t>(c.SlotsFor(
+                                       static_cast<int64_t>(ids.size()))));
               ThrowIfError(c.manager->AddSequence(
                   ToInt64(seq, "seq"), ids, ToInt64(max_new, "max_new_tokens"),
                   &c.out, keys));
@@ -314,7 +308,7 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
             }
             const int64_t prompt_tokens = ToInt64(prompt, "prompt_tokens");
             CheckRoom(out_array,
-                      static_cast<size_t>(std::max<int64_t>(prompt_tokens, 0)));
+                      static_cast<size_t>(c.SlotsFor(prompt_tokens)));
             ThrowIfError(c.manager->AddSequence(
                 ToInt64(seq, "seq"), prompt_tokens,
                 ToInt64(max_new, "max_new_tokens"), &c.out));
@@ -330,7 +324,7 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
       .def_property_readonly(
           "num_cached_tokens",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             return c.out.num_cached_tokens;
           },
           "Leading tokens the last add_sequence / readmit served from the "
@@ -339,7 +333,7 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
           "commit_tokens",
           [](PyKVCacheManager& c, py::handle seqs, py::handle num_tokens,
              py::handle token_ids) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
             const py::array_t<int64_t> counts =
                 ToInt64Array(num_tokens, "num_tokens");
@@ -381,7 +375,7 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
       .def(
           "take_events",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             py::list out;
             for (const PrefixEvent& e : c.manager->TakeEvents()) {
               py::dict d;
@@ -428,7 +422,7 @@ ints (a negative tenant_salt comes back modulo 2**64).)doc")
       .def(
           "reset_prefix_cache",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             c.manager->ResetPrefixCache();
           },
           "Prefix caching: makes every cached block unmatchable.")
@@ -444,7 +438,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def_property_readonly(
           "request_offsets",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             py::array_t<int32_t> a(
                 static_cast<py::ssize_t>(c.out.request_offsets.size()));
             std::copy(c.out.request_offsets.begin(),
@@ -455,7 +449,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def_property_readonly(
           "copies",
           [](PyKVCacheManager& c) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             absl::Span<const CopyOp> ops = c.out.copies.ops();
             py::array_t<int32_t> a(
                 {static_cast<py::ssize_t>(ops.size()), py::ssize_t{2}});
@@ -469,13 +463,13 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "(books-only: run them, then mark_copies_done()).")
       .def("mark_copies_done",
            [](PyKVCacheManager& c) {
-             BusyGuard guard(c.busy, kKind);
+             BusyGuard guard(c.busy, kManagerKind);
              c.out.copies.MarkDone();
            })
       .def(
           "fork",
           [](PyKVCacheManager& c, py::handle parent, py::handle child) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Fork(ToInt64(parent, "parent"),
                                          ToInt64(child, "child")));
           },
@@ -483,14 +477,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "free",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Free(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def(
           "truncate",
           [](PyKVCacheManager& c, py::handle seq, py::handle new_length) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Truncate(
                 ToInt64(seq, "seq"), ToInt64(new_length, "new_length")));
           },
@@ -498,20 +492,19 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "preempt",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Preempt(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def(
           "readmit",
           [](PyKVCacheManager& c, py::handle seq, py::handle out_array) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             CheckSlotBuffer(out_array);
             const int64_t id = ToInt64(seq, "seq");
             if (!out_array.is_none()) {
-              CheckRoom(
-                  out_array,
-                  static_cast<size_t>(ValueOrThrow(c.manager->num_tokens(id))));
+              CheckRoom(out_array, static_cast<size_t>(c.SlotsFor(ValueOrThrow(
+                                       c.manager->num_tokens(id)))));
             }
             ThrowIfError(c.manager->Readmit(id, &c.out));
             return SlotsResult(c.out, out_array);
@@ -520,7 +513,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "swap_out",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapOut(ToInt64(seq, "seq")));
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
@@ -529,7 +522,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "swap_in",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapIn(ToInt64(seq, "seq")));
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
@@ -538,19 +531,19 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "complete_swap",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->CompleteSwap(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def("__contains__",
            [](PyKVCacheManager& c, py::handle seq) {
-             BusyGuard guard(c.busy, kKind);
+             BusyGuard guard(c.busy, kManagerKind);
              return c.manager->contains(ToInt64(seq, "seq"));
            })
       .def(
           "state",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             return std::string(SequenceStateName(
                 ValueOrThrow(c.manager->state(ToInt64(seq, "seq")))));
           },
@@ -558,14 +551,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "num_tokens",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             return ValueOrThrow(c.manager->num_tokens(ToInt64(seq, "seq")));
           },
           py::arg("seq"))
       .def(
           "block_table",
           [](PyKVCacheManager& c, py::handle seq) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             absl::Span<const BlockId> blocks =
                 ValueOrThrow(c.manager->block_table(ToInt64(seq, "seq")));
             py::array_t<int32_t> a(static_cast<py::ssize_t>(blocks.size()));
@@ -578,7 +571,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
       .def(
           "export_sizes",
           [](PyKVCacheManager& c, py::handle seqs) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             const ExportSizes s =
                 ValueOrThrow(ComputeExportSizes(*c.manager, c.batch));
@@ -593,16 +586,10 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "export_dense",
           [](PyKVCacheManager& c, py::handle seqs, py::handle block_tables,
              py::handle seq_lens, py::handle pad_id) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
-            if (!py::isinstance<py::array>(block_tables) ||
-                py::reinterpret_borrow<py::array>(block_tables).ndim() != 2) {
-              throw py::type_error(
-                  "block_tables: expected a 2-D int32 numpy array "
-                  "(rows, max_blocks)");
-            }
-            const auto width =
-                py::reinterpret_borrow<py::array>(block_tables).shape(1);
+            const int64_t width =
+                CallerInt32RowWidth(block_tables, "block_tables", "max_blocks");
             DenseExportOptions options;
             options.max_blocks = ToInt32(py::int_(width), "max_blocks");
             options.pad_id = ToInt32(pad_id, "pad_id");
@@ -626,7 +613,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "export_csr",
           [](PyKVCacheManager& c, py::handle seqs, py::handle indptr,
              py::handle indices, py::handle last_page_len) {
-            BusyGuard guard(c.busy, kKind);
+            BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             absl::Span<int32_t> p = CallerInt32Buffer(indptr, "kv_indptr", 0);
             absl::Span<int32_t> i = CallerInt32Buffer(indices, "kv_indices", 0);
@@ -658,12 +645,12 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           [](PyKVCacheManager& c) { return c.manager->block_tokens(); })
       .def_property_readonly("num_free_blocks",
                              [](PyKVCacheManager& c) {
-                               BusyGuard guard(c.busy, kKind);
+                               BusyGuard guard(c.busy, kManagerKind);
                                return c.manager->books().num_free_blocks();
                              })
       .def("stats",
            [](PyKVCacheManager& c) {
-             BusyGuard guard(c.busy, kKind);
+             BusyGuard guard(c.busy, kManagerKind);
              const ManagerStats s = c.manager->stats();
              py::dict d;
              d["num_blocks"] = s.num_blocks;
@@ -695,9 +682,10 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
              return d;
            })
       .def("check_invariants", [](PyKVCacheManager& c) {
-        BusyGuard guard(c.busy, kKind);
+        BusyGuard guard(c.busy, kManagerKind);
         c.manager->CheckInvariants();
       });
+  AddLayerGroupMethods(cls);
 }
 
 }  // namespace pagedkv::python

@@ -18,6 +18,10 @@
 // `copies` ((n, 2) int32 [src, dst] copy-on-write copies, books-only mode:
 // run them, then mark_copies_done()) describe the last such call.
 //
+// Layer groups (books-only): KVCacheManager(..., layer_groups=[(n, W), ...])
+// makes the slots group-major (group_stride) and tables per group
+// (group_table, export_dense_group); see manager_groups.h.
+//
 // Errors are the manager's Status codes (status.h: NOT_FOUND -> KeyError,
 // ALREADY_EXISTS -> ValueError, ...) and change nothing.
 //

@@ -19,14 +19,6 @@ namespace py = pybind11;
 
 namespace {
 
-int32_t ToInt32(py::handle obj, const char* name) {
-  const int64_t v = ToInt64(obj, name);
-  if (v < INT32_MIN || v > INT32_MAX) {
-    throw py::value_error(absl::StrCat(name, ": ", v, " is past int32"));
-  }
-  return static_cast<int32_t>(v);
-}
-
 std::unique_ptr<PyKVPool> MakePool(py::handle num_layers,
                                    py::handle num_kv_heads, py::handle head_dim,
                                    py::handle dtype, py::handle num_blocks,
