@@ -255,7 +255,7 @@ KVCacheManager(*, num_layers, num_kv_heads, head_dim, dtype, num_blocks,
                hasher="xxh3"|"sha256", max_pending_events=0,
                layer_groups=None, max_step_tokens=0)
 
-layer_groups (books_only): a list of (num_layers, sliding_window) pairs,
+layer_groups: a list of (num_layers, sliding_window) pairs,
 0 for full attention (manager_groups.h); slots are then group-major and
 tables are read per group (group_table, export_dense_group).
 )doc");

@@ -191,7 +191,8 @@ class LayerGroupsErrorsTest(unittest.TestCase):
                                [(2, 0), (2, -5)])
         self.assertIn("sliding_window is -5", str(e))
         self.assert_status(NotImplementedError, "UNIMPLEMENTED", make_manager,
-                           [(2, 0), (2, 8)], storage="host")
+                           [(2, 0), (2, 8)], storage="host",
+                           num_host_blocks=4)
         self.assert_status(ValueError, "INVALID_ARGUMENT", make_manager,
                            [(2, 0), (2, 8)], max_step_tokens=-1)
         for malformed in ([(2, 0), 8], [(2, 0, 1), (2, 8, 1)],
@@ -199,6 +200,29 @@ class LayerGroupsErrorsTest(unittest.TestCase):
             with self.assertRaises(TypeError) as ctx:
                 make_manager([], num_layers=4, layer_groups=malformed)
             self.assertIn("layer_groups", str(ctx.exception))
+
+    def test_host_storage_runs_the_forked_tail_copy(self):
+        # Host mode: kv_storage holds blocks of one group's 2 layers; a
+        # fork's shared tail is copied by the manager in each group, bytes
+        # included.
+        m = make_manager([(2, 0), (2, 8)], storage="host", num_blocks=32)
+        kv = m.kv_storage
+        self.assertEqual(kv.shape[1], 2)  # Layers per block.
+        slots = m.add_sequence(1, 5, 8).reshape(2, m.group_stride)
+        for g in range(2):
+            block, offset = divmod(int(slots[g, 4]), 4)
+            kv[block, 1, 0, 0, offset, :] = 10 + g  # Token 4, layer 1, K.
+        m.fork(1, 2)
+        m.append_slots([1, 2])
+        self.assertEqual(m.stats()["cow_copies"], 2)
+        for g in range(2):
+            a = m.group_table(1, g)[1]
+            b = m.group_table(2, g)[1]
+            self.assertNotEqual(a, b)
+            for block in (a, b):
+                np.testing.assert_array_equal(kv[block, 1, 0, 0, 0, :],
+                                              10 + g)
+        m.check_invariants()
 
     def test_a_manager_without_groups_says_so(self):
         m = make_manager([], num_layers=4, layer_groups=None)
