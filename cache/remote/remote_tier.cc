@@ -193,7 +193,7 @@ bool RemoteTier::Store(const RemoteChain& chain, size_t index,
   PKV_CHECK(index < chain.hashes.size() && bytes.size() == block_bytes_,
             "storing block %d of a chain of %d, %d bytes (block %d)", index,
             chain.hashes.size(), bytes.size(), block_bytes_);
-  if (known_.contains(chain.hashes[index])) {
+  if (Knows(chain.hashes[index])) {
     ++stats_.stores_skipped;
     return false;
   }
@@ -201,7 +201,10 @@ bool RemoteTier::Store(const RemoteChain& chain, size_t index,
   // allocation (page faults, zero-fill) per block.
   std::string value = queue_->TakeSpare();
   EncodeBlockValue(IdentityOf(chain, index), bytes, &value);
-  if (!queue_->Enqueue(KeyOf(chain, index), std::move(value))) return false;
+  if (!queue_->Enqueue(KeyOf(chain, index), std::move(value),
+                       chain.hashes[index])) {
+    return false;
+  }
   Remember(chain.hashes[index]);
   return true;
 }
@@ -211,6 +214,14 @@ void RemoteTier::Remember(BlockHash hash) {
     known_.clear();
   }
   known_.insert(hash);
+}
+
+void RemoteTier::ForgetFailedStores() {
+  if (!queue_->TakeFailedTags(&failed_scratch_)) {
+    known_.clear();  // Some failures went uncounted: trust nothing.
+    return;
+  }
+  for (uint64_t hash : failed_scratch_) known_.erase(hash);
 }
 
 void RemoteTier::Forget(const RemoteChain& chain, size_t first, size_t last) {

@@ -76,8 +76,8 @@ class RemoteTier {
     // Hashes remembered as already remote (loaded or queued for store), so
     // they are not sent again; cleared when it holds more. A lookup or load
     // that misses a block forgets it and the chain's blocks after it (the
-    // server evicted them, or a put failed): their recomputed KV is stored
-    // again.
+    // server evicted them), and a put the worker reports failed forgets its
+    // block: their recomputed KV is stored again.
     int32_t max_known_blocks = 1 << 16;
     // LookupAndLoad of a chain of at most this many bytes fetches the
     // values at once (one round trip) instead of asking which exist first
@@ -126,8 +126,13 @@ class RemoteTier {
              absl::Span<const std::byte> bytes);
 
   // Whether `hash` is remembered as remote (Store would skip it): a
-  // books-only server need not copy such a block out of the device.
-  bool Knows(BlockHash hash) const { return known_.contains(hash); }
+  // books-only server need not copy such a block out of the device. A
+  // block whose put failed is forgotten here (and by Store) once the
+  // worker has reported the failure, so it is stored again.
+  bool Knows(BlockHash hash) {
+    ForgetFailedStores();
+    return known_.contains(hash);
+  }
 
   // Waits for the write-behind queue to drain (tests, shutdown).
   void Flush();
@@ -140,6 +145,9 @@ class RemoteTier {
   RemoteTier(const Options& options, uint64_t fingerprint,
              RemoteBlockStore* reads, RemoteBlockStore* writes);
   void Remember(BlockHash hash);
+  // Forgets the blocks whose puts the queue reports failed (all it
+  // remembers, when it lost count).
+  void ForgetFailedStores();
   // Forgets chain blocks [first, last): asked for, not found.
   void Forget(const RemoteChain& chain, size_t first, size_t last);
   // Aborts unless keys and tokens match hashes in number (a caller's bug).
@@ -158,6 +166,7 @@ class RemoteTier {
   RemoteBlockStore* const reads_;
   RemoteBlockStore* const writes_;
   absl::flat_hash_set<BlockHash> known_;  // Caller's thread only.
+  std::vector<uint64_t> failed_scratch_;
   std::vector<std::string> scratch_keys_;
   RemoteTierStats stats_;  // The caller's counters (not writes/stores).
   std::unique_ptr<WriteBehindQueue> queue_;  // Last: stops first.

@@ -40,7 +40,8 @@ WriteBehindQueue::~WriteBehindQueue() {
   queue_.clear();
 }
 
-bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
+bool WriteBehindQueue::Enqueue(std::string key, std::string value,
+                               uint64_t tag) {
   std::unique_lock<std::mutex> lock(mu_);
   if (stop_ || queue_.size() >= static_cast<size_t>(options_.max_values) ||
       queued_bytes_ + value.size() > options_.max_bytes) {
@@ -48,12 +49,23 @@ bool WriteBehindQueue::Enqueue(std::string key, std::string value) {
     return false;
   }
   queued_bytes_ += value.size();
-  queue_.push_back(Item{std::move(key), std::move(value)});
+  queue_.push_back(Item{std::move(key), std::move(value), tag});
   ++stats_.enqueued;
   ++stats_.pending;
   lock.unlock();
   work_.notify_one();
   return true;
+}
+
+bool WriteBehindQueue::TakeFailedTags(std::vector<uint64_t>* tags) {
+  tags->clear();
+  if (!any_failed_.load(std::memory_order_acquire)) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  tags->swap(failed_tags_);
+  const bool whole = !failed_tags_lost_;
+  failed_tags_lost_ = false;
+  any_failed_.store(false, std::memory_order_relaxed);
+  return whole;
 }
 
 std::string WriteBehindQueue::TakeSpare() {
@@ -116,6 +128,12 @@ void WriteBehindQueue::Run() {
           stats_.stored_bytes += static_cast<int64_t>(batch[i].value.size());
         } else {
           ++stats_.failed;
+          if (failed_tags_.size() < static_cast<size_t>(options_.max_values)) {
+            failed_tags_.push_back(batch[i].tag);
+          } else {
+            failed_tags_lost_ = true;
+          }
+          any_failed_.store(true, std::memory_order_release);
         }
         const size_t capacity = batch[i].value.capacity();
         if (spares_.size() < static_cast<size_t>(options_.max_spare_values) &&

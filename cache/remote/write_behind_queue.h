@@ -31,6 +31,7 @@
 #ifndef PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_
 #define PAGEDKV_CACHE_REMOTE_WRITE_BEHIND_QUEUE_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -82,8 +83,16 @@ class WriteBehindQueue {
   ~WriteBehindQueue();
 
   // Queues one put; false (counted as dropped) when full. Never blocks on
-  // the worker's I/O (one short lock).
-  bool Enqueue(std::string key, std::string value);
+  // the worker's I/O (one short lock). `tag` is the caller's name for the
+  // value (RemoteTier: the block hash), returned by TakeFailedTags if the
+  // put fails.
+  bool Enqueue(std::string key, std::string value, uint64_t tag = 0);
+
+  // The tags of the puts that failed since the last call, in order, into
+  // *tags (cleared first). At most Options::max_values are kept; returns
+  // false when more failed and some were lost (the caller must assume any
+  // value it enqueued may be missing). Cheap when nothing failed (no lock).
+  bool TakeFailedTags(std::vector<uint64_t>* tags);
 
   // The buffer of a value already put (size and bytes unspecified, capacity
   // kept) for the caller to overwrite and enqueue, or an empty string when
@@ -99,6 +108,7 @@ class WriteBehindQueue {
   struct Item {
     std::string key;
     std::string value;
+    uint64_t tag = 0;
   };
   void Run();
 
@@ -116,6 +126,11 @@ class WriteBehindQueue {
   bool busy_ = false;                // The worker holds a batch.
   bool stop_ = false;
   WriteBehindStats stats_;
+  // Failed puts' tags not yet taken (size() <= options_.max_values), and
+  // whether more failed; any_failed_ is set with them (read without mu_).
+  std::vector<uint64_t> failed_tags_;
+  bool failed_tags_lost_ = false;
+  std::atomic<bool> any_failed_{false};
   std::thread worker_;  // Last: starts after the members it reads.
 };
 

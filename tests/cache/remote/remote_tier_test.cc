@@ -211,6 +211,51 @@ TEST(RemoteTierTest, AStoreThatIsDownGivesMissesAndFailedStores) {
   EXPECT_EQ(tier->LookupAndLoad(c.chain(), d.ptrs), 3);
 }
 
+// A put that fails is reported back by the worker: the tier forgets the
+// block (Knows says no, so a books-only server copies it out again) and the
+// next Store sends it, so a replica that was down loses no block for good.
+TEST(RemoteTierTest, ABlockWhosePutFailedIsStoredAgain) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> tier = MakeTier(&store);
+  const TestChain c(RemoteTestLayout(), 3, 100);
+  store.set_down(true);
+  StoreAll(*tier, c);
+  EXPECT_EQ(tier->stats().writes.failed, 3);
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_FALSE(tier->Knows(c.chain().hashes[i])) << i;
+  }
+  store.set_down(false);
+  StoreAll(*tier, c);  // Asserts each Store sends (not skipped).
+  EXPECT_EQ(tier->stats().stores_skipped, 0);
+  EXPECT_EQ(tier->stats().writes.stored, 3);
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_TRUE(tier->Knows(c.chain().hashes[i])) << i;
+  }
+  std::unique_ptr<RemoteTier> reader = MakeTier(&store);
+  Destinations d(3, tier->block_bytes());
+  EXPECT_EQ(reader->LookupAndLoad(c.chain(), d.ptrs), 3);
+}
+
+TEST(RemoteTierTest, AFailedPutForgetsOnlyItsBlock) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> tier = MakeTier(&store, /*max_values=*/2);
+  const TestChain c(RemoteTestLayout(), 5, 100);
+  ASSERT_TRUE(tier->Store(c.chain(), 0, c.Bytes(0)));
+  tier->Flush();
+  store.set_down(true);
+  for (size_t i = 1; i < c.size(); ++i) {
+    ASSERT_TRUE(tier->Store(c.chain(), i, c.Bytes(i))) << i;
+    tier->Flush();
+  }
+  EXPECT_EQ(tier->stats().writes.failed, 4);
+  // Each Store took the failures so far: more than the queue's two, in
+  // all, were named, none lost.
+  EXPECT_TRUE(tier->Knows(c.chain().hashes[0]));
+  for (size_t i = 1; i < c.size(); ++i) {
+    EXPECT_FALSE(tier->Knows(c.chain().hashes[i])) << i;
+  }
+}
+
 // A store whose Put waits until released: the queue fills behind it.
 class BlockingStore final : public RemoteBlockStore {
  public:

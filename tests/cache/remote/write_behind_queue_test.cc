@@ -43,6 +43,53 @@ class RecordingStore final : public RemoteBlockStore {
   std::vector<const char*> data;
 };
 
+// Fails the put of every key that starts with "x".
+class PickyStore final : public RemoteBlockStore {
+ public:
+  int32_t CountLeadingHits(absl::Span<const std::string>) override { return 0; }
+  int32_t Fetch(absl::Span<const std::string>, FetchSink&) override {
+    return 0;
+  }
+  absl::Status Put(std::string_view key, std::string_view) override {
+    if (!key.empty() && key[0] == 'x') {
+      return absl::UnavailableError("refused");
+    }
+    return absl::OkStatus();
+  }
+  RemoteStoreStats stats() const override { return {}; }
+};
+
+TEST(WriteBehindQueueTest, FailedPutsAreNamedByTheirTagsOnce) {
+  PickyStore store;
+  WriteBehindQueue queue(&store, {.max_values = 8});
+  std::vector<uint64_t> tags = {99};
+  EXPECT_TRUE(queue.TakeFailedTags(&tags));
+  EXPECT_TRUE(tags.empty());  // Cleared: nothing failed.
+  const char* keys[] = {"a", "x1", "b", "x2", "x3"};
+  for (uint64_t i = 0; i < 5; ++i) {
+    ASSERT_TRUE(queue.Enqueue(keys[i], "v", /*tag=*/100 + i));
+  }
+  queue.Flush();
+  EXPECT_EQ(queue.stats().failed, 3);
+  EXPECT_TRUE(queue.TakeFailedTags(&tags));
+  EXPECT_EQ(tags, (std::vector<uint64_t>{101, 103, 104}));
+  EXPECT_TRUE(queue.TakeFailedTags(&tags));  // Taken once.
+  EXPECT_TRUE(tags.empty());
+}
+
+TEST(WriteBehindQueueTest, MoreFailuresThanMaxValuesSayTheCountWasLost) {
+  PickyStore store;
+  WriteBehindQueue queue(&store, {.max_values = 2});
+  for (uint64_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(queue.Enqueue("x", "v", i));
+    queue.Flush();
+  }
+  std::vector<uint64_t> tags;
+  EXPECT_FALSE(queue.TakeFailedTags(&tags));
+  EXPECT_EQ(tags, (std::vector<uint64_t>{0, 1}));
+  EXPECT_TRUE(queue.TakeFailedTags(&tags));  // A fresh start.
+}
+
 TEST(WriteBehindQueueTest, TakeSpareIsEmptyUntilAValueWasPut) {
   RecordingStore store;
   WriteBehindQueue queue(&store, {});
