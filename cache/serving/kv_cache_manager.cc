@@ -829,7 +829,7 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
 }
 
 absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
-  if (windows_ != nullptr) return GroupsUnimplemented("SwapOut");
+  if (windows_ != nullptr) return windows_->SwapOut(seq);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kRunning) {
     return NotRunning(seq, s->state, "SwapOut");
@@ -868,7 +868,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
 }
 
 absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
-  if (windows_ != nullptr) return GroupsUnimplemented("SwapIn");
+  if (windows_ != nullptr) return windows_->SwapIn(seq);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kSwappedOut) {
     return absl::FailedPreconditionError(
@@ -924,7 +924,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
 }
 
 absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
-  if (windows_ != nullptr) return GroupsUnimplemented("CompleteSwap");
+  if (windows_ != nullptr) return windows_->CompleteSwap(seq);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state == SequenceState::kSwappingOut) {
     s->table.ClearTailFirst();
@@ -999,9 +999,10 @@ ManagerStats KVCacheManager::stats() const {
     m.running_sequences = windows_->num_running();
     m.preemptions = windows_->preemptions();
   }
-  m.swap_outs = swap_outs_;
-  m.swap_ins = swap_ins_;
-  m.swapped_blocks = swapped_blocks_;
+  m.swap_outs = windows_ != nullptr ? windows_->swap_outs() : swap_outs_;
+  m.swap_ins = windows_ != nullptr ? windows_->swap_ins() : swap_ins_;
+  m.swapped_blocks =
+      windows_ != nullptr ? windows_->swapped_blocks() : swapped_blocks_;
   m.swapped_bytes = swapped_bytes_;
   m.cow_copies = windows_ != nullptr ? windows_->cow_copies() : cow_copies_;
   if (prefix_caching()) {
@@ -1025,7 +1026,11 @@ ManagerStats KVCacheManager::stats() const {
 }
 
 void KVCacheManager::CheckInvariants() const {
-  if (windows_ != nullptr) windows_->CheckInvariants();
+  if (windows_ != nullptr) {
+    // Every sequence, device and host reference is the grouped books'.
+    windows_->CheckInvariants();
+    return;
+  }
   books_->CheckInvariants();
   int32_t running = 0;
   int64_t reserved = 0;

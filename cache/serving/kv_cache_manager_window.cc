@@ -27,7 +27,6 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_step_tokens must be >= 0, got %d", options.max_step_tokens));
   }
-  if (options.num_host_blocks > 0) return unimplemented("a host swap tier");
   if (options.prefix_caching.enabled) return unimplemented("prefix caching");
   if (options.prefix_caching.remote != nullptr) {
     return unimplemented("a remote tier");
@@ -35,6 +34,7 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
   windows_ = std::make_unique<internal::GroupedSequences>(
       internal::GroupedSequences::Config{
           .books = books_,
+          .host = has_host_tier() ? &host_books() : nullptr,
           .block_tokens = options.layout.block_tokens,
           .groups = options.layer_groups,
           .watermark = options.watermark,
