@@ -696,11 +696,15 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapOut(SequenceId seq) {
   s->host_tables.clear();
   for (int32_t g = 0; g < num_groups(); ++g) s->host_tables.emplace_back(host_);
   SwapPlan plan = MirrorTables(s->tables, host, &s->host_tables);
-  // The device tables stay held until CompleteSwap; the reservation goes
-  // as a preempted sequence's does (their blocks stay charged until then).
+  // The device tables stay held (and charged) until CompleteSwap: of its
+  // worst case it keeps reserved just those, and gives up the rest as
+  // Preempt does.
   s->state = SequenceState::kSwappingOut;
   --num_running_;
-  Unreserve(s->placed, s->max_tokens);
+  if (reservation_.has_value()) {
+    reserved_total_ -= ReservePeak(s->placed, s->max_tokens) - live;
+    SyncReservation();
+  }
   ++swap_outs_;
   swapped_blocks_ += live;
   return plan;
@@ -737,10 +741,14 @@ absl::Status GroupedSequences::CompleteSwap(SequenceId seq) {
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state == SequenceState::kSwappingOut) {
     // A block another table holds stays with it.
+    const int64_t held = LiveEntries(s->tables);
     for (WindowTable& t : s->tables) t.Clear();
     s->may_share = false;
     s->state = SequenceState::kSwappedOut;
-    SyncReservation();  // Its charged blocks went back.
+    if (reservation_.has_value()) {
+      reserved_total_ -= held;
+      SyncReservation();
+    }
     return absl::OkStatus();
   }
   if (s->state == SequenceState::kSwappingIn) {
@@ -896,6 +904,10 @@ void GroupedSequences::CheckInvariants() const {
     // more).
     int64_t total = 0;
     for (const auto& [id, s] : sequences_) {
+      if (s.state == SequenceState::kSwappingOut) {
+        total += LiveEntries(s.tables);  // What it holds until CompleteSwap.
+        continue;
+      }
       if (s.state != SequenceState::kRunning &&
           s.state != SequenceState::kSwappingIn) {
         continue;

@@ -37,8 +37,10 @@
 // the device tables stay held until CompleteSwap. SwapIn rebuilds the
 // device tables with the same holes on fresh blocks. A shared block is
 // copied by each holder's swap and stays held by the others. kReservation:
-// a swap gives up the reservation as Preempt does; SwapIn takes the same
-// worst case back (its window groups hold what they held at SwapOut).
+// SwapOut gives up the reservation as Preempt does, but for the device
+// blocks it holds until CompleteSwap (they stay charged, and the others'
+// reserved blocks must not pay for them); SwapIn takes the same worst
+// case back (its window groups hold what they held at SwapOut).
 //
 // KVCacheManager forwards its calls here (one line each); users never name
 // this class. Not supported with groups yet, and refused with UNIMPLEMENTED
@@ -270,7 +272,7 @@ class GroupedSequences {
   // kReservation only. Destroyed after sequences_ (declared before).
   // Invariant: capacity == max(reserved_total_, num_charged()), and
   // reserved_total_ == the ReservePeak sum of the kRunning and kSwappingIn
-  // sequences.
+  // sequences plus the live device entries of the kSwappingOut ones.
   std::optional<Reservation> reservation_;
   int64_t reserved_total_ = 0;
   // The distinct windows of the window groups, and per distinct window the
@@ -287,7 +289,8 @@ class GroupedSequences {
   //    kSwappingIn hold such device tables and host_tables of the same
   //    layout, kSwappedOut only the host_tables (one reference each on
   //    the host pool, no other);
-  //  - the reservation (kReservation) covers kRunning and kSwappingIn;
+  //  - the reservation (kReservation) covers the worst case of kRunning
+  //    and kSwappingIn sequences and the live entries of kSwappingOut;
   //  - 0 <= computed <= num_tokens <= max_tokens;
   //  - every block's ref_count is the number of live entries naming it
   //    plus the copy sources handed out and not yet marked done (at most
