@@ -339,8 +339,11 @@ absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
         BlocksFor(tokens), num_groups(), Available()));
   }
   TakeBlocks(need);
-  s.tables.clear();
-  for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
+  // Readmit refills the emptied tables: their generations keep growing,
+  // so the versions of the new rows differ from the old ones'.
+  if (s.tables.empty()) {
+    for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
+  }
   s.num_tokens = 0;
   s.computed = 0;
   s.may_share = false;  // Fresh blocks only.

@@ -466,6 +466,34 @@ TEST(GroupedSwapTest, RefusedCallsChangeNothing) {
   m->CheckInvariants();
 }
 
+// A table that comes back (Readmit, SwapIn) on other blocks has a new
+// version: equal versions mean equal blocks (a delta export skips the row).
+TEST(GroupedSwapTest, TablesThatComeBackHaveNewVersions) {
+  KVCacheManager::Options o = Options(/*num_blocks=*/16, 4, 1, 4);
+  o.num_host_blocks = 8;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 8, 10, &out), IsOk());
+  ASSERT_THAT(m->AddSequence(2, 8, 10, &out), IsOk());
+  const KVCacheManager::TableVersion v1 = m->group_table(1, 0)->version;
+  const std::vector<BlockId> b1 = Entries(*m, 1, 0);
+  const KVCacheManager::TableVersion v2 = m->group_table(2, 0)->version;
+  const std::vector<BlockId> b2 = Entries(*m, 2, 0);
+  // Both come back on other blocks: 2 frees its blocks first.
+  ASSERT_THAT(m->Preempt(1), IsOk());
+  ASSERT_THAT(m->SwapOut(2).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(2), IsOk());
+  ASSERT_THAT(m->AddSequence(3, 16, 0, &out), IsOk());  // Takes 8 blocks.
+  ASSERT_THAT(m->Readmit(1, &out), IsOk());
+  ASSERT_THAT(m->SwapIn(2).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(2), IsOk());
+  EXPECT_NE(Entries(*m, 1, 0), b1);
+  EXPECT_NE(m->group_table(1, 0)->version, v1);
+  EXPECT_NE(Entries(*m, 2, 0), b2);
+  EXPECT_NE(m->group_table(2, 0)->version, v2);
+  m->CheckInvariants();
+}
+
 // A swap of one holder of shared blocks copies them into its own host
 // blocks; the other holder keeps the device blocks, and writes its shared
 // last block in place once it is the only holder.
