@@ -478,7 +478,9 @@ class KVCacheManager {
   // blocks; with prefix caching, its blocks still cached are pinned and
   // only the others copied). Books-only: returns host -> device copies;
   // kSwappingIn until CompleteSwap. FAILED_PRECONDITION unless swapped out;
-  // RESOURCE_EXHAUSTED when the device pool is full.
+  // RESOURCE_EXHAUSTED (still swapped out) when the device pool is full
+  // (kReservation: when its reservation does not fit). With layer groups
+  // the tables come back with their holes, pairs split as SwapOut's.
   absl::StatusOr<SwapPlan> SwapIn(SequenceId seq);
   // Books-only: the caller ran the copies of the pending swap; releases the
   // source tier's blocks. FAILED_PRECONDITION unless a swap is pending.
