@@ -27,6 +27,7 @@ absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
 
 GroupedSequences::GroupedSequences(Config config)
     : books_(config.books),
+      host_(config.host),
       block_tokens_(config.block_tokens),
       groups_(std::move(config.groups)),
       watermark_(config.watermark),
@@ -558,7 +559,14 @@ absl::Status GroupedSequences::Free(SequenceId seq) {
     return absl::NotFoundError(absl::StrFormat("no sequence %d", seq));
   }
   Sequence& s = it->second;
+  if (s.state == SequenceState::kSwappingIn ||
+      s.state == SequenceState::kSwappingOut) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Free of sequence %d while a swap is pending (CompleteSwap first)",
+        seq));
+  }
   for (WindowTable& t : s.tables) t.Clear();  // Tail first.
+  s.host_tables.clear();
   if (s.state == SequenceState::kRunning) {
     --num_running_;
     Unreserve(s.placed, s.max_tokens);
@@ -633,6 +641,135 @@ absl::Status GroupedSequences::Readmit(SequenceId seq, StepOutput* out) {
   return absl::OkStatus();
 }
 
+int64_t GroupedSequences::LiveEntries(absl::Span<const WindowTable> tables) {
+  int64_t live = 0;
+  for (const WindowTable& t : tables) live += t.num_live();
+  return live;
+}
+
+SwapPlan GroupedSequences::MirrorTables(absl::Span<const WindowTable> from,
+                                        absl::Span<const BlockId> blocks,
+                                        std::vector<WindowTable>* to) const {
+  PKV_CHECK(from.size() == groups_.size() && to->size() == groups_.size(),
+            "mirroring %d tables onto %d, %d groups", from.size(), to->size(),
+            groups_.size());
+  SwapPlan plan;
+  plan.src.reserve(blocks.size());
+  plan.dst.reserve(blocks.size());
+  plan.group_offsets.reserve(groups_.size() + 1);
+  plan.group_offsets.push_back(0);
+  size_t next = 0;
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    const WindowTable& f = from[g];
+    WindowTable& t = (*to)[g];
+    PKV_CHECK(t.num_entries() == 0, "mirroring onto a table of %d entries",
+              t.num_entries());
+    for (BlockId e : f.entries()) {
+      if (!e.is_valid()) {
+        t.AppendHole();
+        continue;
+      }
+      PKV_CHECK(next < blocks.size(), "%d blocks for more live entries",
+                blocks.size());
+      const BlockId b = blocks[next++];
+      t.Append(b);
+      plan.src.push_back(e);
+      plan.dst.push_back(b);
+    }
+    // Below first_unpassed() all are holes: passing them releases nothing,
+    // and the next window release starts where the source's would.
+    PKV_CHECK(t.ReleaseBefore(f.first_unpassed()) == 0,
+              "a mirrored table released live entries");
+    plan.group_offsets.push_back(static_cast<int32_t>(plan.src.size()));
+  }
+  PKV_CHECK(next == blocks.size(), "%d blocks for %d live entries",
+            blocks.size(), next);
+  return plan;
+}
+
+absl::StatusOr<SwapPlan> GroupedSequences::SwapOut(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kRunning) {
+    return NotRunning(seq, s->state, "SwapOut");
+  }
+  if (host_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("SwapOut of sequence %d: the manager has no host tier "
+                        "(Options::num_host_blocks is 0)",
+                        seq));
+  }
+  const int64_t live = LiveEntries(s->tables);
+  PKV_ASSIGN_OR_RETURN(std::vector<BlockId> host,
+                       host_->Allocate(static_cast<int32_t>(live)));
+  s->host_tables.clear();
+  for (int32_t g = 0; g < num_groups(); ++g) s->host_tables.emplace_back(host_);
+  SwapPlan plan = MirrorTables(s->tables, host, &s->host_tables);
+  // The device tables stay held (and charged) until CompleteSwap: of its
+  // worst case it keeps reserved just those, and gives up the rest as
+  // Preempt does.
+  s->state = SequenceState::kSwappingOut;
+  --num_running_;
+  if (reservation_.has_value()) {
+    reserved_total_ -= ReservePeak(s->placed, s->max_tokens) - live;
+    SyncReservation();
+  }
+  ++swap_outs_;
+  swapped_blocks_ += live;
+  return plan;
+}
+
+absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state != SequenceState::kSwappedOut) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("SwapIn of sequence %d, which is %s, not swapped out",
+                        seq, SequenceStateName(s->state)));
+  }
+  // The tables come back as they left: the worst case of its placement.
+  PKV_RETURN_IF_ERROR(Reserve(seq, s->placed, s->max_tokens));
+  const int64_t live = LiveEntries(s->host_tables);
+  if (live > Available()) {
+    Unreserve(s->placed, s->max_tokens);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "SwapIn of sequence %d: need %d blocks (the live entries of %d "
+        "groups), %d free",
+        seq, live, num_groups(), Available()));
+  }
+  TakeBlocks(live);
+  // Its device tables, emptied by CompleteSwap, keep their generations.
+  SwapPlan plan = MirrorTables(s->host_tables, step_blocks_, &s->tables);
+  s->may_share = false;  // Fresh blocks only.
+  s->state = SequenceState::kSwappingIn;
+  ++swap_ins_;
+  swapped_blocks_ += live;
+  return plan;
+}
+
+absl::Status GroupedSequences::CompleteSwap(SequenceId seq) {
+  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->state == SequenceState::kSwappingOut) {
+    // A block another table holds stays with it.
+    const int64_t held = LiveEntries(s->tables);
+    for (WindowTable& t : s->tables) t.Clear();
+    s->may_share = false;
+    s->state = SequenceState::kSwappedOut;
+    if (reservation_.has_value()) {
+      reserved_total_ -= held;
+      SyncReservation();
+    }
+    return absl::OkStatus();
+  }
+  if (s->state == SequenceState::kSwappingIn) {
+    s->host_tables.clear();
+    s->state = SequenceState::kRunning;
+    ++num_running_;
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "CompleteSwap of sequence %d, which is %s: no swap is pending", seq,
+      SequenceStateName(s->state)));
+}
+
 absl::StatusOr<SequenceState> GroupedSequences::state(SequenceId seq) const {
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
   return s->state;
@@ -674,7 +811,28 @@ absl::Status GroupedSequences::GroupTableError(SequenceId seq,
 void GroupedSequences::CheckInvariants() const {
   int32_t running = 0;
   std::vector<const WindowTable*> tables;
+  std::vector<const WindowTable*> host_tables;
   std::vector<uint64_t> entries;
+  // A table of group g covering s's tokens, holes below its window.
+  const auto check_layout = [this](SequenceId id, const Sequence& s,
+                                   int32_t g, const WindowTable& t,
+                                   const char* tier) {
+    PKV_CHECK(t.num_entries() == BlocksFor(s.num_tokens),
+              "sequence %d group %d (%s): %d entries for %d tokens", id, g,
+              tier, t.num_entries(), s.num_tokens);
+    const int64_t first =
+        groups_[g].is_window()
+            ? WindowFirstNeededBlock(s.computed, groups_[g].sliding_window,
+                                     block_tokens_)
+            : 0;
+    for (int32_t i = 0; i < t.num_entries(); ++i) {
+      PKV_CHECK(t.entries()[i].is_valid() == (i >= first),
+                "sequence %d group %d (%s): entry %d is %s, the window starts "
+                "at block %d (computed %d)",
+                id, g, tier, i, t.entries()[i].is_valid() ? "live" : "a hole",
+                first, s.computed);
+    }
+  };
   for (const auto& [id, s] : sequences_) {
     PKV_CHECK(s.entry >= 1 && s.entry <= next_entry_,
               "sequence %d: entry %d out of [1, %d]", id, s.entry, next_entry_);
@@ -683,36 +841,43 @@ void GroupedSequences::CheckInvariants() const {
                   s.num_tokens <= KVCacheManager::kMaxSequenceTokens,
               "sequence %d: computed %d, num_tokens %d", id, s.computed,
               s.num_tokens);
-    if (s.state != SequenceState::kRunning) {
+    const bool holds_device = s.state == SequenceState::kRunning ||
+                              s.state == SequenceState::kSwappingOut ||
+                              s.state == SequenceState::kSwappingIn;
+    const bool holds_host = s.state == SequenceState::kSwappedOut ||
+                            s.state == SequenceState::kSwappingOut ||
+                            s.state == SequenceState::kSwappingIn;
+    if (s.state == SequenceState::kRunning) ++running;
+    if (holds_host) {
+      PKV_CHECK(host_ != nullptr && s.host_tables.size() == groups_.size(),
+                "sequence %d (%s): %d host tables", id,
+                SequenceStateName(s.state), s.host_tables.size());
+      for (int32_t g = 0; g < num_groups(); ++g) {
+        PKV_CHECK(s.host_tables[g].pool() == host_, "a host table elsewhere");
+        check_layout(id, s, g, s.host_tables[g], "host");
+        host_tables.push_back(&s.host_tables[g]);
+      }
+    } else {
+      PKV_CHECK(s.host_tables.empty(), "sequence %d (%s) holds host tables",
+                id, SequenceStateName(s.state));
+    }
+    if (!holds_device) {
       for (const WindowTable& t : s.tables) {
         PKV_CHECK(t.num_entries() == 0, "sequence %d (%s) holds entries", id,
                   SequenceStateName(s.state));
       }
       continue;
     }
-    ++running;
     PKV_CHECK(s.tables.size() == groups_.size(), "sequence %d: %d tables", id,
               s.tables.size());
     for (int32_t g = 0; g < num_groups(); ++g) {
-      const WindowTable& t = s.tables[g];
-      tables.push_back(&t);
-      PKV_CHECK(t.num_entries() == BlocksFor(s.num_tokens),
-                "sequence %d group %d: %d entries for %d tokens", id, g,
-                t.num_entries(), s.num_tokens);
-      const int64_t first =
-          groups_[g].is_window()
-              ? WindowFirstNeededBlock(s.computed, groups_[g].sliding_window,
-                                       block_tokens_)
-              : 0;
-      for (int32_t i = 0; i < t.num_entries(); ++i) {
-        PKV_CHECK(t.entries()[i].is_valid() == (i >= first),
-                  "sequence %d group %d: entry %d is %s, the window starts at "
-                  "block %d (computed %d)",
-                  id, g, i, t.entries()[i].is_valid() ? "live" : "a hole",
-                  first, s.computed);
-      }
+      tables.push_back(&s.tables[g]);
+      check_layout(id, s, g, s.tables[g], "device");
     }
   }
+  // The host tier's references are the host tables' live entries, one
+  // each.
+  if (host_ != nullptr) CheckWindowRefCounts(*host_, host_tables);
   PKV_CHECK(running == num_running_, "%d running, counted %d", running,
             num_running_);
   std::sort(entries.begin(), entries.end());
@@ -742,11 +907,19 @@ void GroupedSequences::CheckInvariants() const {
             "%d references held by no table, %d copies handed out", copy_refs,
             cow_copies_);
   if (reservation_.has_value()) {
-    // Every running sequence within the worst case it reserved, and the
-    // reservation their sum (or its charged blocks, if more).
+    // Every running (or swapping-in) sequence within the worst case it
+    // reserved, and the reservation their sum (or its charged blocks, if
+    // more).
     int64_t total = 0;
     for (const auto& [id, s] : sequences_) {
-      if (s.state != SequenceState::kRunning) continue;
+      if (s.state == SequenceState::kSwappingOut) {
+        total += LiveEntries(s.tables);  // What it holds until CompleteSwap.
+        continue;
+      }
+      if (s.state != SequenceState::kRunning &&
+          s.state != SequenceState::kSwappingIn) {
+        continue;
+      }
       PKV_CHECK(s.num_tokens <= s.max_tokens,
                 "sequence %d: %d tokens past its reserved %d", id,
                 s.num_tokens, s.max_tokens);
@@ -769,7 +942,7 @@ void GroupedSequences::CheckInvariants() const {
               reserved_total_);
   }
   for (const auto& [id, s] : sequences_) {
-    if (s.may_share || s.state != SequenceState::kRunning) continue;
+    if (s.may_share) continue;
     for (const WindowTable& t : s.tables) {
       for (BlockId e : t.entries()) {
         PKV_CHECK(!e.is_valid() || books_->ref_count(e) == 1,

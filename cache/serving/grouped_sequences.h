@@ -31,9 +31,20 @@
 // reserves its whole worst case again (its shared blocks may all be
 // copied or diverge).
 //
+// Swap (books only, Config::host): SwapOut gives each live entry of every
+// group a host block, in a host table per group with the device table's
+// holes, and returns the copies split per group (SwapPlan::group_offsets);
+// the device tables stay held until CompleteSwap. SwapIn rebuilds the
+// device tables with the same holes on fresh blocks. A shared block is
+// copied by each holder's swap and stays held by the others. kReservation:
+// SwapOut gives up the reservation as Preempt does, but for the device
+// blocks it holds until CompleteSwap (they stay charged, and the others'
+// reserved blocks must not pay for them); SwapIn takes the same worst
+// case back (its window groups hold what they held at SwapOut).
+//
 // KVCacheManager forwards its calls here (one line each); users never name
 // this class. Not supported with groups yet, and refused with UNIMPLEMENTED
-// (at Create or by the call): host storage, swap, prefix caching and the
+// (at Create or by the call): host storage (kHost), prefix caching and the
 // remote tier.
 //
 // Thread safety: as KVCacheManager (one thread at a time).
@@ -62,6 +73,7 @@ class GroupedSequences {
  public:
   struct Config {
     BlockPool* books = nullptr;  // Borrowed; outlives this.
+    BlockPool* host = nullptr;   // The swap tier's books (borrowed), or null.
     int32_t block_tokens = 0;
     std::vector<LayerGroup> groups;  // Validated.
     double watermark = 0.0;
@@ -93,6 +105,11 @@ class GroupedSequences {
   absl::Status Truncate(SequenceId seq, int64_t new_length);
   absl::Status Preempt(SequenceId seq);
   absl::Status Readmit(SequenceId seq, StepOutput* out);
+  // Books-only swap, with KVCacheManager's contracts; the plans' pairs are
+  // the live entries, group by group (SwapPlan::group_offsets).
+  absl::StatusOr<SwapPlan> SwapOut(SequenceId seq);
+  absl::StatusOr<SwapPlan> SwapIn(SequenceId seq);
+  absl::Status CompleteSwap(SequenceId seq);
   bool contains(SequenceId seq) const { return sequences_.contains(seq); }
   absl::StatusOr<SequenceState> state(SequenceId seq) const;
   absl::StatusOr<int64_t> num_tokens(SequenceId seq) const;
@@ -118,6 +135,9 @@ class GroupedSequences {
   }
   int32_t num_running() const { return num_running_; }
   int64_t preemptions() const { return preemptions_; }
+  int64_t swap_outs() const { return swap_outs_; }
+  int64_t swap_ins() const { return swap_ins_; }
+  int64_t swapped_blocks() const { return swapped_blocks_; }  // Both ways.
   // Blocks held by window groups' tables now, and released by windows in
   // all (stats and kv_stress).
   int64_t window_released_blocks() const { return window_released_; }
@@ -130,6 +150,9 @@ class GroupedSequences {
  private:
   struct Sequence {
     std::vector<WindowTable> tables;  // One per group.
+    // Swapped out or swapping: one per group on the host tier, with the
+    // device tables' layout (holes included); else empty.
+    std::vector<WindowTable> host_tables;
     SequenceState state = SequenceState::kRunning;
     int64_t num_tokens = 0;
     int64_t max_tokens = 0;
@@ -227,8 +250,18 @@ class GroupedSequences {
                   int64_t at, StepOutput* out) const;
   // Places s (no blocks) for `tokens` tokens, all new: slots into out.
   absl::Status Place(Sequence& s, int64_t tokens, StepOutput* out);
+  // Swap: fills `to` (one empty table per group, on the other tier's pool)
+  // with the layout of `from` (a hole where it has one, else the next of
+  // `blocks`, whose references it takes over; the same holes passed), and
+  // returns the copies from's live entries -> to's, split per group.
+  // REQUIRES: blocks.size() == the live entries of `from`.
+  SwapPlan MirrorTables(absl::Span<const WindowTable> from,
+                        absl::Span<const BlockId> blocks,
+                        std::vector<WindowTable>* to) const;
+  static int64_t LiveEntries(absl::Span<const WindowTable> tables);
 
   BlockPool* const books_;
+  BlockPool* const host_;  // Or null: no swap tier.
   const int32_t block_tokens_;
   const std::vector<LayerGroup> groups_;
   const double watermark_;
@@ -238,7 +271,8 @@ class GroupedSequences {
   int32_t block_shift_ = -1;  // log2(block_tokens_), or -1.
   // kReservation only. Destroyed after sequences_ (declared before).
   // Invariant: capacity == max(reserved_total_, num_charged()), and
-  // reserved_total_ == the running sequences' ReservePeak sum.
+  // reserved_total_ == the ReservePeak sum of the kRunning and kSwappingIn
+  // sequences plus the live device entries of the kSwappingOut ones.
   std::optional<Reservation> reservation_;
   int64_t reserved_total_ = 0;
   // The distinct windows of the window groups, and per distinct window the
@@ -251,7 +285,12 @@ class GroupedSequences {
   //  - a kRunning sequence has, per group, exactly BlocksFor(num_tokens)
   //    entries; in a full group all live; in a window group of window W,
   //    the entries below WindowFirstNeededBlock(computed, W) are holes and
-  //    the rest live; a kPreempted one holds no entries;
+  //    the rest live; a kPreempted one holds no entries; kSwappingOut and
+  //    kSwappingIn hold such device tables and host_tables of the same
+  //    layout, kSwappedOut only the host_tables (one reference each on
+  //    the host pool, no other);
+  //  - the reservation (kReservation) covers the worst case of kRunning
+  //    and kSwappingIn sequences and the live entries of kSwappingOut;
   //  - 0 <= computed <= num_tokens <= max_tokens;
   //  - every block's ref_count is the number of live entries naming it
   //    plus the copy sources handed out and not yet marked done (at most
@@ -262,6 +301,9 @@ class GroupedSequences {
   uint64_t next_entry_ = 0;
   int32_t num_running_ = 0;
   int64_t preemptions_ = 0;
+  int64_t swap_outs_ = 0;
+  int64_t swap_ins_ = 0;
+  int64_t swapped_blocks_ = 0;
   int64_t window_released_ = 0;
   int64_t cow_copies_ = 0;
   uint64_t step_stamp_ = 0;

@@ -837,7 +837,7 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
 }
 
 absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
-  if (windows_ != nullptr) return GroupsUnimplemented("SwapOut");
+  if (windows_ != nullptr) return GroupedSwap(seq, /*out=*/true);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kRunning) {
     return NotRunning(seq, s->state, "SwapOut");
@@ -876,7 +876,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
 }
 
 absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
-  if (windows_ != nullptr) return GroupsUnimplemented("SwapIn");
+  if (windows_ != nullptr) return GroupedSwap(seq, /*out=*/false);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kSwappedOut) {
     return absl::FailedPreconditionError(
@@ -932,7 +932,7 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
 }
 
 absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
-  if (windows_ != nullptr) return GroupsUnimplemented("CompleteSwap");
+  if (windows_ != nullptr) return windows_->CompleteSwap(seq);
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state == SequenceState::kSwappingOut) {
     s->table.ClearTailFirst();
@@ -1007,9 +1007,10 @@ ManagerStats KVCacheManager::stats() const {
     m.running_sequences = windows_->num_running();
     m.preemptions = windows_->preemptions();
   }
-  m.swap_outs = swap_outs_;
-  m.swap_ins = swap_ins_;
-  m.swapped_blocks = swapped_blocks_;
+  m.swap_outs = windows_ != nullptr ? windows_->swap_outs() : swap_outs_;
+  m.swap_ins = windows_ != nullptr ? windows_->swap_ins() : swap_ins_;
+  m.swapped_blocks =
+      windows_ != nullptr ? windows_->swapped_blocks() : swapped_blocks_;
   m.swapped_bytes = swapped_bytes_;
   m.cow_copies = windows_ != nullptr ? windows_->cow_copies() : cow_copies_;
   if (prefix_caching()) {

@@ -231,10 +231,34 @@ struct RemoteManagerStats {
   int32_t pending_store_blocks = 0;  // Listed, not yet taken.
 };
 
-// Block copies a swap needs: src block of one tier -> dst block of the other.
+// Block copies a swap needs: pair i copies src[i] of one tier into dst[i]
+// of the other.
+//
+// With layer groups (Options::layer_groups) a block holds one group's
+// layers, so the pairs are split by group: group_offsets has
+// num_layer_groups() + 1 entries, and the pairs of group g are
+// [group_offsets[g], group_offsets[g + 1]), in the order of that group's
+// table. Only live entries are copied: a window group's holes have no pair,
+// and the tables SwapIn rebuilds have the same holes. Without groups
+// group_offsets is empty and every pair copies a whole block.
+//
+// Example: block_tokens 4, group 0 full, group 1 a window of 4 tokens; a
+// sequence of 10 tokens whose last step started at token 9 reads tokens
+// [6, 9] in group 1, so that group released entry 0:
+//
+//   group_table(seq, 0).blocks == {3, 5, 8}
+//   group_table(seq, 1).blocks == {-1, 6, 9}        // -1: a hole.
+//   SwapOut(seq) == {.src = {3, 5, 8, 6, 9},
+//                    .dst = {h0, h1, h2, h3, h4},    // Host blocks.
+//                    .group_offsets = {0, 3, 5}}
+//
+// Pairs 0..2 copy group 0's KV tensor, pairs 3..4 group 1's. SwapIn then
+// returns {h0, ..., h4} -> five new device blocks d0..d4, split {0, 3, 5},
+// and group 1's table is {-1, d3, d4} again.
 struct SwapPlan {
   std::vector<BlockId> src;  // Device blocks (out) or host blocks (in).
   std::vector<BlockId> dst;  // Host blocks (out) or device blocks (in).
+  std::vector<int32_t> group_offsets;  // Layer groups only: G + 1 entries.
 };
 
 struct ManagerStats {
@@ -318,9 +342,10 @@ class KVCacheManager {
     // case per group (see max_step_tokens). In kHost the manager's pool
     // has GroupBlockLayout blocks (a given pool must too): the server writes
     // group g's layers (0 .. layers per group) into group g's slots, and
-    // the manager runs the copies. For now groups need no host tier and no
-    // prefix caching (else UNIMPLEMENTED); SwapOut/SwapIn, CommitTokens and
-    // the token-id AddSequence are UNIMPLEMENTED with groups.
+    // the manager runs the copies. The host swap tier copies each group's
+    // live entries (SwapPlan::group_offsets). For now groups need no prefix
+    // caching (else UNIMPLEMENTED); CommitTokens and the token-id
+    // AddSequence are UNIMPLEMENTED with groups.
     std::vector<LayerGroup> layer_groups = {};
     // Layer groups with kReservation: the most tokens one AppendSlots
     // request may give a sequence (a prefill chunk, a speculative draft),
@@ -448,13 +473,18 @@ class KVCacheManager {
   // Books-only: allocates the host blocks and returns the device -> host
   // copies for the caller; the sequence is kSwappingOut (its device blocks
   // held) until CompleteSwap. FAILED_PRECONDITION unless running (or with no
-  // host tier); RESOURCE_EXHAUSTED when the host tier is full.
+  // host tier); RESOURCE_EXHAUSTED when the host tier is full. kReservation:
+  // gives up its reservation as Preempt does (SwapIn takes it back). With
+  // layer groups: one host block per live entry, split per group
+  // (SwapPlan::group_offsets).
   absl::StatusOr<SwapPlan> SwapOut(SequenceId seq);
   // Brings a swapped-out sequence back with every byte intact (new device
   // blocks; with prefix caching, its blocks still cached are pinned and
   // only the others copied). Books-only: returns host -> device copies;
   // kSwappingIn until CompleteSwap. FAILED_PRECONDITION unless swapped out;
-  // RESOURCE_EXHAUSTED when the device pool is full.
+  // RESOURCE_EXHAUSTED (still swapped out) when the device pool is full
+  // (kReservation: when its reservation does not fit). With layer groups
+  // the tables come back with their holes, pairs split as SwapOut's.
   absl::StatusOr<SwapPlan> SwapIn(SequenceId seq);
   // Books-only: the caller ran the copies of the pending swap; releases the
   // source tier's blocks. FAILED_PRECONDITION unless a swap is pending.
@@ -707,6 +737,9 @@ class KVCacheManager {
   bool GroupedContains(SequenceId seq) const;
   // UNIMPLEMENTED for `op` on a manager with layer groups.
   absl::Status GroupsUnimplemented(const char* op) const;
+  // SwapOut (out) or SwapIn with layer groups; host mode copies the bytes
+  // and completes the swap, returning an empty plan.
+  absl::StatusOr<SwapPlan> GroupedSwap(SequenceId seq, bool out);
   // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT).
   absl::Status AttachRemote(RemoteTier* remote);
   // After Place: loads blocks [local_hits, ...) of s's prompt from the

@@ -6,10 +6,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "base/check.h"
 #include "base/status_macros.h"
 #include "cache/serving/grouped_sequences.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/serving/layer_groups.h"
+#include "cache/storage/kv_pool.h"
 
 namespace pagedkv {
 
@@ -24,7 +26,6 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_step_tokens must be >= 0, got %d", options.max_step_tokens));
   }
-  if (options.num_host_blocks > 0) return unimplemented("a host swap tier");
   if (options.prefix_caching.enabled) return unimplemented("prefix caching");
   if (options.prefix_caching.remote != nullptr) {
     return unimplemented("a remote tier");
@@ -32,6 +33,7 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
   windows_ = std::make_unique<internal::GroupedSequences>(
       internal::GroupedSequences::Config{
           .books = books_,
+          .host = has_host_tier() ? &host_books() : nullptr,
           .block_tokens = options.layout.block_tokens,
           .groups = options.layer_groups,
           .watermark = options.watermark,
@@ -39,6 +41,22 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
           .admission = options.admission,
           .max_step_tokens = options.max_step_tokens});
   return windows_->Init();
+}
+
+absl::StatusOr<SwapPlan> KVCacheManager::GroupedSwap(SequenceId seq,
+                                                     bool out) {
+  PKV_ASSIGN_OR_RETURN(SwapPlan plan,
+                       out ? windows_->SwapOut(seq) : windows_->SwapIn(seq));
+  if (storage_ != StorageMode::kHost) return plan;
+  // Host mode runs the copies and completes at once, as without groups.
+  KVPool& from = out ? *pool_ : *host_pool_;
+  KVPool& to = out ? *host_pool_ : *pool_;
+  PKV_CHECK(CopyBlocksBetween(from, plan.src, to, plan.dst).ok(),
+            "grouped swap copy between pools of one layout failed");
+  swapped_bytes_ += static_cast<int64_t>(plan.src.size() * pool_->block_bytes());
+  const absl::Status done = windows_->CompleteSwap(seq);
+  PKV_CHECK(done.ok(), "completing a grouped swap: %s", done.ToString());
+  return SwapPlan();
 }
 
 absl::Status KVCacheManager::GroupsUnimplemented(const char* op) const {

@@ -516,18 +516,35 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
             BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapOut(ToInt64(seq, "seq")));
+            c.swap_group_offsets = plan.group_offsets;
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
           },
-          py::arg("seq"), "(src, dst) int32 block copies (books-only).")
+          py::arg("seq"),
+          "(src, dst) int32 block copies (books-only; with layer groups "
+          "swap_group_offsets splits them per group).")
       .def(
           "swap_in",
           [](PyKVCacheManager& c, py::handle seq) {
             BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapIn(ToInt64(seq, "seq")));
+            c.swap_group_offsets = plan.group_offsets;
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
           },
           py::arg("seq"))
+      .def_property_readonly(
+          "swap_group_offsets",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kManagerKind);
+            py::array_t<int32_t> a(
+                static_cast<py::ssize_t>(c.swap_group_offsets.size()));
+            std::copy(c.swap_group_offsets.begin(), c.swap_group_offsets.end(),
+                      a.mutable_data());
+            return a;
+          },
+          "Layer groups: the last swap plan's split, G + 1 int32 offsets "
+          "(group g's pairs are [offsets[g], offsets[g + 1])); empty "
+          "without groups.")
       .def(
           "complete_swap",
           [](PyKVCacheManager& c, py::handle seq) {

@@ -34,6 +34,9 @@ struct PyKVCacheManager {
   std::vector<SlotRequest> requests;        // Scratch, reused every step.
   std::vector<SequenceId> batch;            // Scratch for exports.
   std::vector<int32_t> token_ids;           // Scratch: the step's token ids.
+  // The last swap_out / swap_in plan's SwapPlan::group_offsets (empty
+  // without layer groups).
+  std::vector<int32_t> swap_group_offsets;
 
   // Slot-mapping entries a step of `num_tokens` new tokens fills: one per
   // token per layer group (group-major, StepOutput::group_stride), one per

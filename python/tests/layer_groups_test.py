@@ -167,7 +167,9 @@ class LayerGroupsErrorsTest(unittest.TestCase):
         # Calls not implemented with groups yet.
         self.assert_status(NotImplementedError, "UNIMPLEMENTED",
                            m.block_table, 1)
-        self.assert_status(NotImplementedError, "UNIMPLEMENTED", m.swap_out, 1)
+        e = self.assert_status(RuntimeError, "FAILED_PRECONDITION",
+                               m.swap_out, 1)
+        self.assertIn("no host tier", str(e))
         # A caller's slot buffer must hold every group's run.
         out = np.zeros(1, np.int64)  # One token, two groups: 2 slots.
         with self.assertRaises(ValueError) as ctx:
@@ -191,8 +193,7 @@ class LayerGroupsErrorsTest(unittest.TestCase):
                                [(2, 0), (2, -5)])
         self.assertIn("sliding_window is -5", str(e))
         self.assert_status(NotImplementedError, "UNIMPLEMENTED", make_manager,
-                           [(2, 0), (2, 8)], storage="host",
-                           num_host_blocks=4)
+                           [(2, 0), (2, 8)], prefix_caching=True)
         self.assert_status(ValueError, "INVALID_ARGUMENT", make_manager,
                            [(2, 0), (2, 8)], max_step_tokens=-1)
         for malformed in ([(2, 0), 8], [(2, 0, 1), (2, 8, 1)],
@@ -222,6 +223,25 @@ class LayerGroupsErrorsTest(unittest.TestCase):
             for block in (a, b):
                 np.testing.assert_array_equal(kv[block, 1, 0, 0, 0, :],
                                               10 + g)
+        m.check_invariants()
+
+    def test_books_only_swap_is_split_per_group(self):
+        # Sequence 1: 9 tokens then one more, block_tokens 4; the window of
+        # 4 released block 0 of group 1: group 0 swaps 3 blocks, group 1 2.
+        m = make_manager([(2, 0), (2, 4)], num_blocks=32, num_host_blocks=8)
+        m.add_sequence(1, 9, 10)
+        m.append_slots([1])
+        full, window = m.group_table(1, 0), m.group_table(1, 1)
+        src, dst = m.swap_out(1)
+        np.testing.assert_array_equal(m.swap_group_offsets, [0, 3, 5])
+        np.testing.assert_array_equal(src, list(full) + list(window[1:]))
+        self.assertEqual(len(set(dst.tolist())), 5)
+        m.complete_swap(1)
+        src_in, dst_in = m.swap_in(1)
+        np.testing.assert_array_equal(src_in, dst)
+        np.testing.assert_array_equal(m.swap_group_offsets, [0, 3, 5])
+        m.complete_swap(1)
+        self.assertEqual(m.group_table(1, 1)[0], -1)  # Still a hole.
         m.check_invariants()
 
     def test_a_manager_without_groups_says_so(self):

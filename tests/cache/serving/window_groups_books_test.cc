@@ -333,11 +333,205 @@ TEST(GroupedForkTest, AChildKeepsTheWindowBlocksItStillReads) {
                                       HasSubstr("preempted")));
 }
 
+// The header's SwapPlan example (kv_cache_manager.h): block 4 tokens, a
+// full group and a window of 4; 10 tokens whose last step started at
+// token 9, so the window group released entry 0. The plans pair only the
+// live entries, group by group, and the tables come back with their holes.
+TEST(GroupedSwapTest, PlansPairTheLiveEntriesGroupByGroup) {
+  KVCacheManager::Options o = Options(/*num_blocks=*/16, 4, 1, 4);
+  o.num_host_blocks = 8;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 9, 10, &out), IsOk());
+  const SlotRequest step[] = {{.seq = 1, .num_tokens = 1}};
+  ASSERT_THAT(m->AppendSlots(step, &out), IsOk());
+  const std::vector<BlockId> full = Entries(*m, 1, 0);
+  const std::vector<BlockId> window = Entries(*m, 1, 1);
+  ASSERT_EQ(full.size(), 3u);
+  ASSERT_EQ(window.size(), 3u);
+  ASSERT_FALSE(window[0].is_valid());
+
+  const SwapPlan out_plan = *m->SwapOut(1);
+  EXPECT_EQ(out_plan.src, (std::vector<BlockId>{full[0], full[1], full[2],
+                                                window[1], window[2]}));
+  EXPECT_EQ(out_plan.group_offsets, (std::vector<int32_t>{0, 3, 5}));
+  ASSERT_EQ(out_plan.dst.size(), 5u);
+  EXPECT_EQ(std::set<BlockId>(out_plan.dst.begin(), out_plan.dst.end()).size(),
+            5u);
+  EXPECT_EQ(*m->state(1), SequenceState::kSwappingOut);
+  EXPECT_EQ(m->stats().used_blocks, 5);  // Held until CompleteSwap.
+  EXPECT_EQ(m->stats().host_used_blocks, 5);
+  EXPECT_EQ(m->stats().running_sequences, 0);
+  m->CheckInvariants();
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  EXPECT_EQ(*m->state(1), SequenceState::kSwappedOut);
+  EXPECT_EQ(m->stats().used_blocks, 0);
+  m->CheckInvariants();
+
+  const SwapPlan in_plan = *m->SwapIn(1);
+  EXPECT_EQ(in_plan.src, out_plan.dst);
+  EXPECT_EQ(in_plan.group_offsets, (std::vector<int32_t>{0, 3, 5}));
+  EXPECT_EQ(*m->state(1), SequenceState::kSwappingIn);
+  EXPECT_EQ(m->stats().used_blocks, 5);
+  EXPECT_EQ(m->stats().host_used_blocks, 5);  // Until CompleteSwap.
+  m->CheckInvariants();
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  EXPECT_EQ(m->stats().host_used_blocks, 0);
+  EXPECT_EQ(Entries(*m, 1, 0), (std::vector<BlockId>{
+                                   in_plan.dst[0], in_plan.dst[1],
+                                   in_plan.dst[2]}));
+  EXPECT_EQ(Entries(*m, 1, 1), (std::vector<BlockId>{
+                                   BlockId(), in_plan.dst[3], in_plan.dst[4]}));
+  const ManagerStats stats = m->stats();
+  EXPECT_EQ(stats.swap_outs, 1);
+  EXPECT_EQ(stats.swap_ins, 1);
+  EXPECT_EQ(stats.swapped_blocks, 10);
+  EXPECT_EQ(stats.running_sequences, 1);
+  // It runs on from where it left: token 10's window reads tokens 7..10.
+  ASSERT_THAT(m->AppendSlots(step, &out), IsOk());
+  EXPECT_EQ(StepOutput::BlockOf(out.slot_mapping[1], 4), in_plan.dst[4]);
+  m->CheckInvariants();
+  ASSERT_THAT(m->Free(1), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 0);
+}
+
+// Every refused swap call says why and changes nothing: no block taken in
+// either tier, tables, versions, states and stats as they were.
+TEST(GroupedSwapTest, RefusedCallsChangeNothing) {
+  KVCacheManager::Options o = Options(/*num_blocks=*/12, 4, 1, 4);
+  {
+    std::unique_ptr<KVCacheManager> none = *KVCacheManager::Create(o);
+    StepOutput out;
+    ASSERT_THAT(none->AddSequence(1, 8, 4, &out), IsOk());
+    const GroupedSnapshot before = TakeGroupedSnapshot(*none, {1});
+    EXPECT_THAT(none->SwapOut(1).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         HasSubstr("no host tier")));
+    EXPECT_EQ(TakeGroupedSnapshot(*none, {1}), before);
+    none->CheckInvariants();
+  }
+  o.num_host_blocks = 5;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 12, 4, &out), IsOk());  // 3 + 3 blocks.
+  ASSERT_THAT(m->AddSequence(2, 8, 4, &out), IsOk());   // 2 + 2 blocks.
+  const std::vector<SequenceId> ids = {1, 2, 3};
+  GroupedSnapshot before = TakeGroupedSnapshot(*m, ids);
+  // 6 live entries, 5 host blocks.
+  EXPECT_THAT(m->SwapOut(1).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("need 6 blocks, 5 free")));
+  EXPECT_THAT(m->SwapOut(3).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(m->SwapIn(2).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("running, not swapped out")));
+  EXPECT_THAT(m->CompleteSwap(2),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("no swap is pending")));
+  EXPECT_EQ(TakeGroupedSnapshot(*m, ids), before);
+  m->CheckInvariants();
+
+  // A pending swap-out: no second swap, no Free, no step.
+  ASSERT_THAT(m->SwapOut(2).status(), IsOk());
+  before = TakeGroupedSnapshot(*m, ids);
+  EXPECT_THAT(m->SwapOut(2).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("swapping out, not running")));
+  EXPECT_THAT(m->SwapIn(2).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(m->Free(2), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                   HasSubstr("CompleteSwap first")));
+  const SlotRequest step[] = {{.seq = 2, .num_tokens = 1}};
+  EXPECT_THAT(m->AppendSlots(step, &out),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(TakeGroupedSnapshot(*m, ids), before);
+  ASSERT_THAT(m->CompleteSwap(2), IsOk());
+
+  // The device pool full: SwapIn takes nothing and stays swapped out.
+  ASSERT_THAT(m->AddSequence(3, 8, 4, &out), IsOk());   // 2 + 2 blocks.
+  ASSERT_THAT(m->AppendSlots({{.seq = 1, .num_tokens = 4}}, &out), IsOk());
+  // 12 - 4 (sequence 3) - 6: the step took 2, the window released 2.
+  ASSERT_EQ(m->stats().free_blocks, 2);
+  before = TakeGroupedSnapshot(*m, ids);
+  EXPECT_THAT(m->SwapIn(2).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("need 4 blocks (the live entries of 2 "
+                                 "groups), 2 free")));
+  EXPECT_EQ(TakeGroupedSnapshot(*m, ids), before);
+  m->CheckInvariants();
+  ASSERT_THAT(m->Free(3), IsOk());
+  ASSERT_THAT(m->SwapIn(2).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(2), IsOk());
+  EXPECT_EQ(*m->state(2), SequenceState::kRunning);
+  m->CheckInvariants();
+}
+
+// A table that comes back (Readmit, SwapIn) on other blocks has a new
+// version: equal versions mean equal blocks (a delta export skips the row).
+TEST(GroupedSwapTest, TablesThatComeBackHaveNewVersions) {
+  KVCacheManager::Options o = Options(/*num_blocks=*/16, 4, 1, 4);
+  o.num_host_blocks = 8;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 8, 10, &out), IsOk());
+  ASSERT_THAT(m->AddSequence(2, 8, 10, &out), IsOk());
+  const KVCacheManager::TableVersion v1 = m->group_table(1, 0)->version;
+  const std::vector<BlockId> b1 = Entries(*m, 1, 0);
+  const KVCacheManager::TableVersion v2 = m->group_table(2, 0)->version;
+  const std::vector<BlockId> b2 = Entries(*m, 2, 0);
+  // Both come back on other blocks: 2 frees its blocks first.
+  ASSERT_THAT(m->Preempt(1), IsOk());
+  ASSERT_THAT(m->SwapOut(2).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(2), IsOk());
+  ASSERT_THAT(m->AddSequence(3, 16, 0, &out), IsOk());  // Takes 8 blocks.
+  ASSERT_THAT(m->Readmit(1, &out), IsOk());
+  ASSERT_THAT(m->SwapIn(2).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(2), IsOk());
+  EXPECT_NE(Entries(*m, 1, 0), b1);
+  EXPECT_NE(m->group_table(1, 0)->version, v1);
+  EXPECT_NE(Entries(*m, 2, 0), b2);
+  EXPECT_NE(m->group_table(2, 0)->version, v2);
+  m->CheckInvariants();
+}
+
+// A swap of one holder of shared blocks copies them into its own host
+// blocks; the other holder keeps the device blocks, and writes its shared
+// last block in place once it is the only holder.
+TEST(GroupedSwapTest, ASwappedForkLeavesTheOtherHolderItsBlocks) {
+  KVCacheManager::Options o = Options(/*num_blocks=*/16, 4, 1, 4);
+  o.num_host_blocks = 8;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 6, 10, &out), IsOk());  // 2 + 2 blocks.
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  const std::vector<BlockId> full = Entries(*m, 1, 0);
+  const std::vector<BlockId> window = Entries(*m, 1, 1);
+  const SwapPlan plan = *m->SwapOut(1);
+  EXPECT_EQ(plan.src, (std::vector<BlockId>{full[0], full[1], window[0],
+                                            window[1]}));
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  EXPECT_EQ(Entries(*m, 2, 0), full);
+  EXPECT_EQ(Entries(*m, 2, 1), window);
+  for (BlockId b : full) EXPECT_EQ(m->books().ref_count(b), 1);
+  EXPECT_EQ(m->stats().used_blocks, 4);
+  m->CheckInvariants();
+  // Sequence 2 holds its last blocks alone now: no copy.
+  const SlotRequest step[] = {{.seq = 2, .num_tokens = 1}};
+  ASSERT_THAT(m->AppendSlots(step, &out), IsOk());
+  EXPECT_EQ(out.copies.size(), 0);
+  ASSERT_THAT(m->SwapIn(1).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 8);
+  EXPECT_EQ(m->stats().shared_blocks, 0);
+  m->CheckInvariants();
+}
+
 // A seeded random workload (add, fork, steps, truncate, free, preempt,
-// readmit) on small pools against a model that names every block: each
-// live entry's model block maps to one real block for its whole life,
-// ref_counts are the model's holders, the step's copies and failures are
-// the model's, and every block is back at the end.
+// readmit, swap out, swap in, complete a swap) on small pools against a
+// model that names every block of both tiers: each live entry's model
+// block maps to one real block for its whole life, ref_counts are the
+// model's holders, the step's copies, the swaps' plans and every failure
+// are the model's, and every block of both tiers is back at the end.
 class GroupedForkPropertyTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
@@ -348,8 +542,11 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
   const int32_t num_full = rng() % 3 == 0 ? 0 : 1;
   const int32_t num_groups = num_full + num_windows;
   const int32_t num_blocks = 16 + rng() % 96;
-  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(
-      Options(num_blocks, bt, num_windows, window, num_full));
+  const int32_t num_host_blocks = 4 + rng() % 64;
+  KVCacheManager::Options options =
+      Options(num_blocks, bt, num_windows, window, num_full);
+  options.num_host_blocks = num_host_blocks;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(options);
   const auto blocks_for = [&](int64_t n) { return (n + bt - 1) / bt; };
   const auto first_needed = [&](int32_t g, int64_t computed) -> int64_t {
     return g >= num_full ? WindowFirstNeededBlock(computed, window, bt) : 0;
@@ -358,8 +555,10 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
   struct Seq {
     int64_t tokens = 0;
     int64_t computed = 0;
-    bool running = true;
+    SequenceState state = SequenceState::kRunning;
+    bool running() const { return state == SequenceState::kRunning; }
     std::vector<std::vector<int64_t>> blocks;  // Per group: model ids, -1.
+    std::vector<std::vector<int64_t>> host;    // Model host ids, -1.
   };
   using Model = std::map<SequenceId, Seq>;
   Model model;
@@ -379,10 +578,72 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
   const auto free_in = [&](const Model& md) {
     return num_blocks - static_cast<int64_t>(holders(md).size());
   };
+  const auto live = [](const std::vector<std::vector<int64_t>>& tables) {
+    int64_t n = 0;
+    for (const auto& t : tables) {
+      n += std::count_if(t.begin(), t.end(), [](int64_t b) { return b >= 0; });
+    }
+    return n;
+  };
+  const auto host_used = [&](const Model& md) {
+    int64_t n = 0;
+    for (const auto& [id, q] : md) n += live(q.host);
+    return n;
+  };
+  int64_t next_host = 0;
+  std::map<int64_t, BlockId> real_host;  // Model host block -> real.
+  // A swap's plan against the model: from's live entries (real ids from
+  // `from_real`) -> fresh model ids of the other tier in the same layout,
+  // whose real ids the plan gives; split per group.
+  const auto check_plan = [&](const SwapPlan& plan,
+                              const std::vector<std::vector<int64_t>>& from,
+                              const std::map<int64_t, BlockId>& from_real,
+                              int64_t* next_id,
+                              std::map<int64_t, BlockId>* to_real,
+                              std::vector<std::vector<int64_t>>* to) {
+    to->assign(num_groups, {});
+    ASSERT_EQ(plan.group_offsets.size(), static_cast<size_t>(num_groups + 1));
+    ASSERT_EQ(plan.src.size(), plan.dst.size());
+    size_t k = 0;
+    for (int32_t g = 0; g < num_groups; ++g) {
+      ASSERT_EQ(plan.group_offsets[g], static_cast<int32_t>(k));
+      for (int64_t b : from[g]) {
+        if (b < 0) {
+          (*to)[g].push_back(-1);
+          continue;
+        }
+        ASSERT_LT(k, plan.src.size());
+        ASSERT_EQ(plan.src[k], from_real.at(b)) << "pair " << k;
+        (*to)[g].push_back(*next_id);
+        (*to_real)[(*next_id)++] = plan.dst[k];
+        ++k;
+      }
+    }
+    ASSERT_EQ(plan.group_offsets[num_groups], static_cast<int32_t>(k));
+    ASSERT_EQ(k, plan.src.size());
+    ASSERT_EQ(std::set<BlockId>(plan.dst.begin(), plan.dst.end()).size(), k);
+  };
+  // Mostly a sequence in `state` (if any), else any: the swaps' error
+  // paths run too.
+  const auto pick = [&](SequenceState state) {
+    std::vector<Model::iterator> in;
+    for (auto it = model.begin(); it != model.end(); ++it) {
+      if (it->second.state == state) in.push_back(it);
+    }
+    if (in.empty() || rng() % 4 == 0) {
+      auto it = model.begin();
+      std::advance(it, rng() % model.size());
+      return it;
+    }
+    return in[rng() % in.size()];
+  };
+  int64_t model_swap_outs = 0;
+  int64_t model_swap_ins = 0;
+  int64_t model_swapped = 0;
   const auto place = [&](Seq& q, int64_t tokens) {
     q.tokens = tokens;
     q.computed = 0;
-    q.running = true;
+    q.state = SequenceState::kRunning;
     q.blocks.assign(num_groups, {});
     for (auto& t : q.blocks) {
       for (int64_t i = 0; i < blocks_for(tokens); ++i) {
@@ -394,7 +655,7 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
   StepOutput out;
   int64_t model_copies = 0;
   for (int step = 0; step < 1200; ++step) {
-    const int op = rng() % 12;
+    const int op = rng() % 15;
     std::vector<std::pair<int64_t, int64_t>> copies;  // Model src -> dst.
     std::vector<SlotRequest> reqs;
     if (op < 2 || model.empty()) {  // Admit.
@@ -408,12 +669,12 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
       auto it = model.begin();
       std::advance(it, rng() % model.size());
       const absl::Status s = m->Fork(it->first, next_id);
-      ASSERT_EQ(s.ok(), it->second.running) << s;
+      ASSERT_EQ(s.ok(), it->second.running()) << s;
       if (s.ok()) model[next_id] = it->second;
       ++next_id;
     } else if (op < 8) {  // A step over some running sequences.
       for (const auto& [id, q] : model) {
-        if (q.running && rng() % 2 == 0) {
+        if (q.running() && rng() % 2 == 0) {
           reqs.push_back({.seq = id,
                           .num_tokens = static_cast<int32_t>(
                               rng() % 4 == 0 ? 1 + rng() % 10 : 1)});
@@ -461,9 +722,9 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
         reqs.clear();
         // Make room: preempt a running one.
         for (auto& [id, q] : model) {
-          if (!q.running) continue;
+          if (!q.running()) continue;
           ASSERT_THAT(m->Preempt(id), IsOk());
-          q.running = false;
+          q.state = SequenceState::kPreempted;
           q.computed = 0;
           q.blocks.clear();
           break;
@@ -487,22 +748,31 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
         model = std::move(after);
         model_copies += static_cast<int64_t>(copies.size());
       }
-    } else if (op == 8) {  // Free one.
+    } else if (op == 8) {  // Free one (refused while a swap is pending).
       auto it = model.begin();
       std::advance(it, rng() % model.size());
-      ASSERT_THAT(m->Free(it->first), IsOk());
-      model.erase(it);
+      const bool pending = it->second.state == SequenceState::kSwappingOut ||
+                           it->second.state == SequenceState::kSwappingIn;
+      const absl::Status s = m->Free(it->first);
+      ASSERT_EQ(s.ok(), !pending) << s;
+      if (s.ok()) {
+        model.erase(it);
+      } else {
+        ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+      }
     } else if (op == 9) {  // Preempt one.
       auto it = model.begin();
       std::advance(it, rng() % model.size());
       const absl::Status s = m->Preempt(it->first);
-      ASSERT_EQ(s.ok(), it->second.running) << s;
-      it->second.running = false;
-      it->second.computed = 0;
-      it->second.blocks.clear();
+      ASSERT_EQ(s.ok(), it->second.running()) << s;
+      if (s.ok()) {
+        it->second.state = SequenceState::kPreempted;
+        it->second.computed = 0;
+        it->second.blocks.clear();
+      }
     } else if (op == 10) {  // Readmit a preempted one.
       for (auto& [id, q] : model) {
-        if (q.running) continue;
+        if (q.state != SequenceState::kPreempted) continue;
         const bool fits =
             blocks_for(q.tokens) * num_groups <= free_in(model);
         const absl::Status s = m->Readmit(id, &out);
@@ -510,11 +780,62 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
         if (s.ok()) place(q, q.tokens);
         break;
       }
+    } else if (op == 12) {  // Swap one out (refused unless running, fits).
+      const auto it = pick(SequenceState::kRunning);
+      Seq& q = it->second;
+      const bool fits = live(q.blocks) <= num_host_blocks - host_used(model);
+      absl::StatusOr<SwapPlan> plan = m->SwapOut(it->first);
+      ASSERT_EQ(plan.ok(), q.running() && fits) << plan.status();
+      if (!plan.ok()) {
+        ASSERT_EQ(plan.status().code(),
+                  q.running() ? absl::StatusCode::kResourceExhausted
+                              : absl::StatusCode::kFailedPrecondition);
+      } else {
+        check_plan(*plan, q.blocks, real, &next_host, &real_host, &q.host);
+        if (::testing::Test::HasFatalFailure()) return;
+        q.state = SequenceState::kSwappingOut;
+        ++model_swap_outs;
+        model_swapped += static_cast<int64_t>(plan->src.size());
+      }
+    } else if (op == 13) {  // Swap one in (refused unless out, fits).
+      const auto it = pick(SequenceState::kSwappedOut);
+      Seq& q = it->second;
+      const bool out_now = q.state == SequenceState::kSwappedOut;
+      const bool fits = live(q.host) <= free_in(model);
+      absl::StatusOr<SwapPlan> plan = m->SwapIn(it->first);
+      ASSERT_EQ(plan.ok(), out_now && fits) << plan.status();
+      if (!plan.ok()) {
+        ASSERT_EQ(plan.status().code(),
+                  out_now ? absl::StatusCode::kResourceExhausted
+                          : absl::StatusCode::kFailedPrecondition);
+      } else {
+        check_plan(*plan, q.host, real_host, &next_block, &real, &q.blocks);
+        if (::testing::Test::HasFatalFailure()) return;
+        q.state = SequenceState::kSwappingIn;
+        ++model_swap_ins;
+        model_swapped += static_cast<int64_t>(plan->src.size());
+      }
+    } else if (op == 14) {  // The caller ran a swap's copies.
+      const auto it = pick(rng() % 2 == 0 ? SequenceState::kSwappingOut
+                                          : SequenceState::kSwappingIn);
+      Seq& q = it->second;
+      const absl::Status s = m->CompleteSwap(it->first);
+      if (q.state == SequenceState::kSwappingOut) {
+        ASSERT_THAT(s, IsOk());
+        q.state = SequenceState::kSwappedOut;
+        q.blocks.clear();
+      } else if (q.state == SequenceState::kSwappingIn) {
+        ASSERT_THAT(s, IsOk());
+        q.state = SequenceState::kRunning;
+        q.host.clear();
+      } else {
+        ASSERT_THAT(s, StatusIs(absl::StatusCode::kFailedPrecondition));
+      }
     } else {  // Truncate one (refused when its window was released).
       auto it = model.begin();
       std::advance(it, rng() % model.size());
       Seq& q = it->second;
-      if (!q.running) continue;
+      if (!q.running()) continue;
       const int64_t len = q.tokens - rng() % (q.tokens + 1);
       bool can = true;
       for (int32_t g = 0; g < num_groups; ++g) {
@@ -542,9 +863,8 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
     for (const auto& [id, q] : model) {
       ASSERT_TRUE(m->contains(id));
       ASSERT_EQ(*m->num_tokens(id), q.tokens);
-      ASSERT_EQ(*m->state(id), q.running ? SequenceState::kRunning
-                                         : SequenceState::kPreempted);
-      if (!q.running) continue;
+      ASSERT_EQ(*m->state(id), q.state) << "seq " << id;
+      if (!q.running()) continue;
       for (int32_t g = 0; g < num_groups; ++g) {
         const std::vector<BlockId> t = Entries(*m, id, g);
         ASSERT_EQ(t.size(), q.blocks[g].size()) << "seq " << id;
@@ -564,8 +884,32 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
     for (auto it = real.begin(); it != real.end();) {
       it = held.count(it->first) > 0 ? std::next(it) : real.erase(it);
     }
-    ASSERT_EQ(m->stats().used_blocks, static_cast<int32_t>(held.size()));
-    ASSERT_EQ(m->stats().cow_copies, model_copies);
+    // Host blocks: one holder each, distinct, and the used count.
+    std::set<int64_t> host_held;
+    for (const auto& [id, q] : model) {
+      for (const auto& t : q.host) {
+        for (int64_t b : t) {
+          if (b < 0) continue;
+          ASSERT_TRUE(host_held.insert(b).second) << "host block " << b;
+        }
+      }
+    }
+    std::set<BlockId> host_real;
+    for (auto it = real_host.begin(); it != real_host.end();) {
+      if (host_held.count(it->first) == 0) {
+        it = real_host.erase(it);
+        continue;
+      }
+      ASSERT_TRUE(host_real.insert(it->second).second) << "host block twice";
+      ++it;
+    }
+    const ManagerStats stats = m->stats();
+    ASSERT_EQ(stats.host_used_blocks, static_cast<int32_t>(host_held.size()));
+    ASSERT_EQ(stats.swap_outs, model_swap_outs);
+    ASSERT_EQ(stats.swap_ins, model_swap_ins);
+    ASSERT_EQ(stats.swapped_blocks, model_swapped);
+    ASSERT_EQ(stats.used_blocks, static_cast<int32_t>(held.size()));
+    ASSERT_EQ(stats.cow_copies, model_copies);
     std::set<int64_t> slots;
     for (size_t i = 0; i < reqs.size(); ++i) {
       const Seq& q = model[reqs[i].seq];
@@ -582,10 +926,18 @@ TEST_P(GroupedForkPropertyTest, MatchesAModelThatNamesEveryBlock) {
       }
     }
   }
-  for (const auto& [id, q] : model) ASSERT_THAT(m->Free(id), IsOk());
+  for (const auto& [id, q] : model) {
+    if (q.state == SequenceState::kSwappingOut ||
+        q.state == SequenceState::kSwappingIn) {
+      ASSERT_THAT(m->CompleteSwap(id), IsOk());
+    }
+    ASSERT_THAT(m->Free(id), IsOk());
+  }
   m->CheckInvariants();
   EXPECT_EQ(m->stats().used_blocks, 0);  // Every block returned.
   EXPECT_EQ(m->stats().free_blocks, num_blocks);
+  EXPECT_EQ(m->stats().host_used_blocks, 0);
+  EXPECT_GT(m->stats().swap_ins, 0);  // The workload swapped.
   if (bt > 1) {  // With bt 1 no block is ever partial.
     EXPECT_GT(m->stats().cow_copies, 0);
   }

@@ -1,7 +1,8 @@
 // Layer groups in host storage (StorageMode::kHost): the manager owns a
 // pool of GroupBlockLayout blocks (one group's layers each) and runs the
 // copy-on-write copies itself. Random workloads of admissions, prefill
-// chunks, decode steps, forks, truncations, preemptions and frees write a
+// chunks, decode steps, forks, truncations, preemptions, swaps (host mode
+// copies and completes them) and frees write a
 // stamp per (token, group, layer, K|V) into each step's group-major slots,
 // as a server would, and after every step every token a group still holds
 // (all of them in a full group, the window's in a window group) reads back
@@ -40,6 +41,7 @@ KVCacheManager::Options HostOptions(int32_t num_blocks, int32_t block_tokens,
   KVCacheManager::Options o =
       GroupedBooksOnlyOptions(num_blocks, block_tokens, 1, windows, window);
   o.storage = StorageMode::kHost;
+  o.num_host_blocks = 64;
   return o;
 }
 
@@ -66,6 +68,7 @@ TEST_P(WindowGroupsHostTest, EveryHeldTokenReadsBackItsStamp) {
   // The model: each sequence's token stamps (a fork copies its parent's).
   std::map<SequenceId, std::vector<uint32_t>> model;
   std::map<SequenceId, bool> running;
+  std::map<SequenceId, bool> swapped;  // Of those not running.
   uint32_t next_stamp = 1;
   SequenceId next_id = 1;
   StepOutput out;
@@ -95,9 +98,9 @@ TEST_P(WindowGroupsHostTest, EveryHeldTokenReadsBackItsStamp) {
     }
   };
 
-  int64_t checked = 0, forks = 0, copies = 0;
+  int64_t checked = 0, forks = 0, copies = 0, swaps = 0;
   for (int step = 0; step < 250; ++step) {
-    const uint32_t op = rng() % 12;
+    const uint32_t op = rng() % 14;
     std::vector<SequenceId> live;
     for (const auto& [id, r] : running) {
       if (r) live.push_back(id);
@@ -138,9 +141,32 @@ TEST_P(WindowGroupsHostTest, EveryHeldTokenReadsBackItsStamp) {
       const SequenceId id = live[rng() % live.size()];
       ASSERT_THAT(m->Preempt(id), IsOk());
       running[id] = false;
+    } else if (op == 7 && !live.empty()) {
+      const SequenceId id = live[rng() % live.size()];
+      const int32_t host_used = m->stats().host_used_blocks;
+      absl::StatusOr<SwapPlan> plan = m->SwapOut(id);
+      if (plan.ok()) {
+        ASSERT_TRUE(plan->src.empty());  // Host mode copied and completed.
+        ASSERT_EQ(*m->state(id), SequenceState::kSwappedOut);
+        running[id] = false;
+        swapped[id] = true;
+        ++swaps;
+      } else {
+        ASSERT_THAT(plan.status(),
+                    StatusIs(absl::StatusCode::kResourceExhausted));
+        ASSERT_EQ(m->stats().host_used_blocks, host_used);
+      }
+    } else if (op == 8) {
+      for (auto& [id, r] : running) {
+        if (r || !swapped[id] || !m->SwapIn(id).ok()) continue;
+        ASSERT_EQ(*m->state(id), SequenceState::kRunning);
+        r = true;
+        swapped[id] = false;
+        break;  // Its bytes came back: checked below.
+      }
     } else if (op == 6) {
       for (auto& [id, r] : running) {
-        if (r || !m->Readmit(id, &out).ok()) continue;
+        if (r || swapped[id] || !m->Readmit(id, &out).ok()) continue;
         r = true;
         write_slots({id}, {0});  // The server recomputes every token.
         break;
@@ -204,7 +230,9 @@ TEST_P(WindowGroupsHostTest, EveryHeldTokenReadsBackItsStamp) {
   EXPECT_GT(forks, 0);
   for (const auto& [id, stamps] : model) ASSERT_THAT(m->Free(id), IsOk());
   EXPECT_EQ(m->stats().used_blocks, 0);  // Every block returned.
+  EXPECT_EQ(m->stats().host_used_blocks, 0);
   RecordProperty("cow_copies", static_cast<int>(copies));
+  RecordProperty("swap_outs", static_cast<int>(swaps));
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, WindowGroupsHostTest, ::testing::Range(1, 13));

@@ -103,11 +103,59 @@ TEST(GroupedReservationTest, StepsPastTheReservationAreOutOfRange) {
   m->CheckInvariants();
 }
 
+// A swap gives up the reservation as Preempt does (its device blocks stay
+// charged until CompleteSwap); SwapIn takes the same worst case back, or
+// fails with nothing changed, and the sequence then reaches max_tokens.
+TEST(GroupedReservationTest, ASwapGivesUpTheReservationAndSwapInTakesItBack) {
+  KVCacheManager::Options o = Options(60, 4, 1, 1, 8, 4);
+  o.num_host_blocks = 16;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, 20, 80, &out), IsOk());  // Reserves 30.
+  ASSERT_EQ(m->stats().reserved_blocks, 20);
+  ASSERT_THAT(m->SwapOut(1).status(), IsOk());
+  EXPECT_EQ(m->stats().reserved_blocks, 0);  // Only its 10 held blocks.
+  EXPECT_EQ(m->stats().used_blocks, 10);
+  m->CheckInvariants();
+  // Its held blocks are not the others' reserved ones: 50 blocks are left
+  // for worst cases, one of 30 fits and a second does not.
+  EXPECT_EQ(m->CanAdmit(20, 80), Admission::kAdmit);
+  ASSERT_THAT(m->AddSequence(4, 20, 80, &out), IsOk());
+  EXPECT_EQ(m->CanAdmit(20, 80), Admission::kLater);
+  ASSERT_THAT(m->Free(4), IsOk());
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 0);
+  m->CheckInvariants();
+  // Two others take every block: 30 + 30 reserved of 60.
+  ASSERT_THAT(m->AddSequence(2, 20, 80, &out), IsOk());
+  ASSERT_THAT(m->AddSequence(3, 20, 80, &out), IsOk());
+  const ManagerStats before = m->stats();
+  EXPECT_THAT(m->SwapIn(1).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("reserving its worst case of 30 blocks")));
+  EXPECT_TRUE(::pagedkv::testing::StatsEqual(m->stats(), before))
+      << ::pagedkv::testing::StatsString(m->stats());
+  EXPECT_EQ(*m->state(1), SequenceState::kSwappedOut);
+  m->CheckInvariants();
+  ASSERT_THAT(m->Free(3), IsOk());
+  ASSERT_THAT(m->SwapIn(1).status(), IsOk());
+  EXPECT_EQ(m->stats().reserved_blocks, 20 + 20);
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  m->CheckInvariants();
+  const SlotRequest step[] = {{.seq = 1, .num_tokens = 4}};
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_THAT(m->AppendSlots(step, &out), IsOk()) << "step " << i;
+    m->CheckInvariants();
+  }
+  EXPECT_EQ(*m->num_tokens(1), 100);
+}
+
 // Admitted sequences always get their steps up to max_tokens: random
 // admissions (as CanAdmit says), steps of up to max_step_tokens, forks,
 // truncations, preemptions and readmissions on small pools; a step never
-// fails for memory, CheckInvariants (each sequence within what it
-// reserved) after every call, and every block back at the end.
+// fails for memory, swapped-in sequences included, CheckInvariants (each
+// sequence within what it reserved) after every call, and every block of
+// both tiers back at the end.
 class GroupedReservationPropertyTest : public ::testing::TestWithParam<int> {
 };
 
@@ -119,12 +167,15 @@ TEST_P(GroupedReservationPropertyTest, AdmittedSequencesReachMaxTokens) {
   const int32_t windows = 1 + rng() % 3;
   const int32_t max_step = rng() % 4 == 0 ? 0 : 1 + rng() % 8;
   const int32_t num_blocks = 40 + rng() % 160;
-  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(
-      Options(num_blocks, bt, full, windows, window, max_step));
+  KVCacheManager::Options options =
+      Options(num_blocks, bt, full, windows, window, max_step);
+  options.num_host_blocks = 8 + rng() % 64;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(options);
   struct Seq {
     int64_t tokens = 0;
     int64_t max_tokens = 0;
-    bool running = true;
+    SequenceState state = SequenceState::kRunning;
+    bool running() const { return state == SequenceState::kRunning; }
   };
   std::map<SequenceId, Seq> model;
   SequenceId next_id = 1;
@@ -138,13 +189,13 @@ TEST_P(GroupedReservationPropertyTest, AdmittedSequencesReachMaxTokens) {
       const Admission a = m->CanAdmit(prompt, max_new);
       const absl::Status s = m->AddSequence(next_id, prompt, max_new, &out);
       ASSERT_EQ(s.ok(), a == Admission::kAdmit) << s;
-      if (s.ok()) model[next_id] = {prompt, prompt + max_new, true};
+      if (s.ok()) model[next_id] = {prompt, prompt + max_new};
       ++next_id;
     } else if (op < 7) {  // A step: must never run out of memory.
       std::vector<SlotRequest> reqs;
       for (const auto& [id, q] : model) {
         const int64_t room = q.max_tokens - q.tokens;
-        if (!q.running || room == 0 || rng() % 3 == 0) continue;
+        if (!q.running() || room == 0 || rng() % 3 == 0) continue;
         const int64_t most =
             std::min<int64_t>(room, max_step > 0 ? max_step : 16);
         reqs.push_back(
@@ -181,7 +232,7 @@ TEST_P(GroupedReservationPropertyTest, AdmittedSequencesReachMaxTokens) {
     } else if (op == 8) {  // Truncate (refused if the window is gone).
       auto it = model.begin();
       std::advance(it, rng() % model.size());
-      if (!it->second.running) continue;
+      if (!it->second.running()) continue;
       const int64_t len = it->second.tokens - rng() % (it->second.tokens + 1);
       const absl::Status s = m->Truncate(it->first, len);
       if (s.ok()) {
@@ -189,16 +240,33 @@ TEST_P(GroupedReservationPropertyTest, AdmittedSequencesReachMaxTokens) {
       } else {
         ASSERT_TRUE(absl::IsFailedPrecondition(s)) << s;
       }
-    } else {  // Preempt one, or readmit one (may have to wait).
+    } else {  // Preempt or swap out one, or bring one back (may wait).
       auto it = model.begin();
       std::advance(it, rng() % model.size());
-      if (it->second.running) {
+      SequenceState& state = it->second.state;
+      if (state == SequenceState::kRunning && rng() % 2 == 0) {
         ASSERT_THAT(m->Preempt(it->first), IsOk());
-        it->second.running = false;
-      } else {
-        const absl::Status s = m->Readmit(it->first, &out);
+        state = SequenceState::kPreempted;
+      } else if (state == SequenceState::kRunning) {
+        const absl::Status s = m->SwapOut(it->first).status();
         if (s.ok()) {
-          it->second.running = true;
+          state = SequenceState::kSwappingOut;
+        } else {
+          ASSERT_TRUE(absl::IsResourceExhausted(s)) << s;  // Host full.
+        }
+      } else if (state == SequenceState::kSwappingOut ||
+                 state == SequenceState::kSwappingIn) {
+        ASSERT_THAT(m->CompleteSwap(it->first), IsOk());
+        state = state == SequenceState::kSwappingOut
+                    ? SequenceState::kSwappedOut
+                    : SequenceState::kRunning;
+      } else {
+        const bool out_now = state == SequenceState::kSwappedOut;
+        const absl::Status s = out_now ? m->SwapIn(it->first).status()
+                                       : m->Readmit(it->first, &out);
+        if (s.ok()) {
+          state = out_now ? SequenceState::kSwappingIn
+                          : SequenceState::kRunning;
         } else {
           ASSERT_TRUE(absl::IsResourceExhausted(s)) << s;
         }
@@ -207,12 +275,21 @@ TEST_P(GroupedReservationPropertyTest, AdmittedSequencesReachMaxTokens) {
     m->CheckInvariants();
     for (const auto& [id, q] : model) {
       ASSERT_EQ(*m->num_tokens(id), q.tokens);
+      ASSERT_EQ(*m->state(id), q.state);
     }
   }
   EXPECT_GT(steps, 100);
   EXPECT_GT(finished, 0);
-  for (const auto& [id, q] : model) ASSERT_THAT(m->Free(id), IsOk());
+  EXPECT_GT(m->stats().swap_ins, 0);
+  for (const auto& [id, q] : model) {
+    if (q.state == SequenceState::kSwappingOut ||
+        q.state == SequenceState::kSwappingIn) {
+      ASSERT_THAT(m->CompleteSwap(id), IsOk());
+    }
+    ASSERT_THAT(m->Free(id), IsOk());
+  }
   m->CheckInvariants();
+  EXPECT_EQ(m->stats().host_used_blocks, 0);
   EXPECT_EQ(m->stats().used_blocks, 0);
   EXPECT_EQ(m->stats().reserved_blocks, 0);
   EXPECT_EQ(m->stats().free_blocks, num_blocks);

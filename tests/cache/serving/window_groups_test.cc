@@ -103,9 +103,6 @@ TEST(LayerGroupsTest, ModesNotSupportedYetAreUnimplementedAtCreate) {
               }),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("max_step_tokens must be >= 0, got -1")));
-  EXPECT_THAT(create_with([](auto& o) { o.num_host_blocks = 8; }),
-              StatusIs(absl::StatusCode::kUnimplemented,
-                       HasSubstr("host swap tier")));
   EXPECT_THAT(create_with([](auto& o) { o.prefix_caching.enabled = true; }),
               StatusIs(absl::StatusCode::kUnimplemented,
                        HasSubstr("prefix caching")));
@@ -117,10 +114,6 @@ TEST(LayerGroupsTest, CallsNotSupportedYetAreUnimplementedAndChangeNothing) {
   StepOutput out;
   ASSERT_THAT(m->AddSequence(1, 6, 10, &out), IsOk());
   const int32_t used = m->stats().used_blocks;
-  EXPECT_THAT(m->SwapOut(1).status(),
-              StatusIs(absl::StatusCode::kUnimplemented));
-  EXPECT_THAT(m->SwapIn(1).status(),
-              StatusIs(absl::StatusCode::kUnimplemented));
   const int32_t prompt[] = {1, 2, 3};
   EXPECT_THAT(m->AddSequence(3, prompt, 4, &out),
               StatusIs(absl::StatusCode::kUnimplemented));
