@@ -33,13 +33,10 @@ GroupedSequences::GroupedSequences(Config config)
       watermark_(config.watermark),
       instance_id_(config.instance_id),
       admission_(config.admission),
-      max_step_tokens_(config.max_step_tokens) {
+      max_step_tokens_(config.max_step_tokens),
+      blocks_of_(config.block_tokens) {
   PKV_CHECK(books_ != nullptr && block_tokens_ > 0 && !groups_.empty(),
             "GroupedSequences needs books, block_tokens and groups");
-  if ((block_tokens_ & (block_tokens_ - 1)) == 0) {
-    block_shift_ = 0;
-    while ((1 << block_shift_) < block_tokens_) ++block_shift_;
-  }
   for (int32_t g = 0; g < num_groups(); ++g) {
     if (!groups_[g].is_window()) continue;
     const auto it = std::find(windows_.begin(), windows_.end(),

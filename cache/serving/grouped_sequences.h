@@ -31,7 +31,7 @@
 // reserves its whole worst case again (its shared blocks may all be
 // copied or diverge).
 //
-// Swap (books only, Config::host): SwapOut gives each live entry of every
+// Swap (Config::host; KVCacheManager runs host mode's copies): SwapOut gives each live entry of every
 // group a host block, in a host table per group with the device table's
 // holes, and returns the copies split per group (SwapPlan::group_offsets);
 // the device tables stay held until CompleteSwap. SwapIn rebuilds the
@@ -43,9 +43,10 @@
 // case back (its window groups hold what they held at SwapOut).
 //
 // KVCacheManager forwards its calls here (one line each); users never name
-// this class. Not supported with groups yet, and refused with UNIMPLEMENTED
-// (at Create or by the call): host storage (kHost), prefix caching and the
-// remote tier.
+// this class. It keeps books only: in host storage KVCacheManager runs the
+// copies it hands out. Not supported with groups yet, and refused with
+// UNIMPLEMENTED (at Create or by the call): prefix caching and the remote
+// tier.
 //
 // Thread safety: as KVCacheManager (one thread at a time).
 #ifndef PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
@@ -61,6 +62,7 @@
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
+#include "allocator/token_blocks.h"
 #include "allocator/window_table.h"
 #include "cache/serving/layer_groups.h"
 #include "cache/serving/kv_cache_manager.h"  // SequenceId, SlotRequest, ...
@@ -171,18 +173,13 @@ class GroupedSequences {
     int64_t placed = 0;
   };
 
-  // Token -> block arithmetic; a shift and a mask when block_tokens is a
-  // power of two (a 64-bit divide per group per token was a third of the
-  // decode step, measured).
-  int64_t BlockOf(int64_t token) const {
-    return block_shift_ >= 0 ? token >> block_shift_ : token / block_tokens_;
-  }
-  int64_t OffsetOf(int64_t token) const {
-    return block_shift_ >= 0 ? token & (block_tokens_ - 1)
-                             : token % block_tokens_;
-  }
+  // Token -> block arithmetic (allocator/token_blocks.h: a shift and a
+  // mask when block_tokens is a power of two; a 64-bit divide per group
+  // per token was a third of the decode step, measured).
+  int64_t BlockOf(int64_t token) const { return blocks_of_.BlockOf(token); }
+  int64_t OffsetOf(int64_t token) const { return blocks_of_.OffsetOf(token); }
   int64_t BlocksFor(int64_t tokens) const {
-    return BlockOf(tokens + block_tokens_ - 1);
+    return blocks_of_.BlocksFor(tokens);
   }
   // kReservation: the most live entries group g of a sequence placed with
   // `placed` tokens holds in its life (max_tokens in all), and their sum
@@ -268,7 +265,7 @@ class GroupedSequences {
   const uint64_t instance_id_;
   const AdmissionMode admission_;
   const int32_t max_step_tokens_;
-  int32_t block_shift_ = -1;  // log2(block_tokens_), or -1.
+  const TokenBlocks blocks_of_;
   // kReservation only. Destroyed after sequences_ (declared before).
   // Invariant: capacity == max(reserved_total_, num_charged()), and
   // reserved_total_ == the ReservePeak sum of the kRunning and kSwappingIn
