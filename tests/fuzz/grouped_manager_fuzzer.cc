@@ -8,8 +8,10 @@
 // (kReservation with a max_step_tokens of 0-6), then decodes up to kMaxOps
 // operations over sequence ids 0..kIds-1: AddSequence, batched ragged
 // AppendSlots (with duplicate, unknown and empty requests now and then),
-// Fork, Truncate, Free, Preempt, Readmit and the dense and CSR exports of
-// one group (a bad group now and then).
+// Fork, Truncate, Free, Preempt, Readmit, SwapOut and SwapIn to a host
+// tier of 0-24 blocks (books-only completes each swap at once; the plan
+// must pair every live entry, split per group) and the dense and CSR
+// exports of one group (a bad group now and then).
 //
 // The model is per sequence: its state and one tag per token. In host mode
 // each new slot of each group gets a word naming (tag, group, K|V) written
@@ -63,16 +65,18 @@ constexpr SequenceId kIds = 8;
 constexpr int64_t kMaxTokens = 40;
 
 enum Op { kAdd, kAppend, kFork, kTruncate, kFree, kPreempt, kReadmit,
-          kExport, kNumOps };
+          kSwapOut, kSwapIn, kExport, kNumOps };
 
 OpStats& Stats() {
   return OpStats::Get("grouped_manager_fuzzer",
                       {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free",
-                       "Preempt", "Readmit", "Export (dense, CSR)"});
+                       "Preempt", "Readmit", "SwapOut", "SwapIn",
+                       "Export (dense, CSR)"});
 }
 
 struct ModelSequence {
   bool running = true;
+  bool swapped = false;  // Not running: swapped out (else preempted).
   std::vector<uint32_t> tags;  // One per token.
   int64_t max_tokens = 0;
 };
@@ -125,6 +129,7 @@ class GroupedFuzzer {
       max_step_ = o.max_step_tokens;
     }
     o.watermark = in_.Bool() ? 0.0 : 0.1;
+    o.num_host_blocks = static_cast<int32_t>(in_.Below(25));
     absl::StatusOr<std::unique_ptr<KVCacheManager>> m =
         KVCacheManager::Create(o);
     if (!m.ok()) {
@@ -132,8 +137,9 @@ class GroupedFuzzer {
     }
     m_ = *std::move(m);
     history_.Add(absl::StrFormat(
-        "Create(bt %d, %d blocks, windows {%s}, %s, %s, max_step %d)", bt_,
-        o.num_blocks, absl::StrJoin(windows_, ", "),
+        "Create(bt %d, %d blocks, %d host, windows {%s}, %s, %s, "
+        "max_step %d)", bt_, o.num_blocks, o.num_host_blocks,
+        absl::StrJoin(windows_, ", "),
         host_ ? "host" : "books-only",
         reservation_ ? "reservation" : "watermark", max_step_));
     return true;
@@ -285,7 +291,10 @@ class GroupedFuzzer {
         const SequenceId id = Known();
         history_.Add(absl::StrFormat("Preempt(%d)", id));
         st = m_->Preempt(id);
-        if (st.ok()) model_[id].running = false;
+        if (st.ok()) {
+          model_[id].running = false;
+          model_[id].swapped = false;
+        }
         break;
       }
       case kReadmit: {
@@ -293,11 +302,18 @@ class GroupedFuzzer {
         history_.Add(absl::StrFormat("Readmit(%d)", id));
         st = m_->Readmit(id, &out_);
         if (st.ok()) {
+          if (model_[id].swapped) {
+            Divergence(history_, "Readmit of a swapped-out sequence");
+          }
           model_[id].running = true;
           WriteSlots(0, id, 0);  // Recomputed.
         }
         break;
       }
+      case kSwapOut:
+      case kSwapIn:
+        st = Swap(op == kSwapOut);
+        break;
       case kExport:
       case kNumOps:
         st = Export();
@@ -317,6 +333,47 @@ class GroupedFuzzer {
     Check();
   }
 
+  // SwapOut (out) or SwapIn of a sequence; books-only completes the swap
+  // at once (the fuzzer has no device bytes to copy), host mode by itself.
+  absl::Status Swap(bool out) {
+    const SequenceId id = Known();
+    history_.Add(absl::StrFormat("%s(%d)", out ? "SwapOut" : "SwapIn", id));
+    int64_t live = 0;
+    for (int32_t g = 0; out && g < groups(); ++g) {
+      absl::StatusOr<KVCacheManager::RunningTable> t = m_->group_table(id, g);
+      if (!t.ok()) break;
+      for (BlockId b : t->blocks) live += b.is_valid() ? 1 : 0;
+    }
+    absl::StatusOr<SwapPlan> plan = out ? m_->SwapOut(id) : m_->SwapIn(id);
+    if (!plan.ok()) return plan.status();
+    const size_t pairs = plan->src.size();
+    const bool shaped =
+        host_ ? pairs == 0 && plan->dst.empty()
+              : plan->dst.size() == pairs &&
+                    plan->group_offsets.size() ==
+                        static_cast<size_t>(groups()) + 1 &&
+                    plan->group_offsets.front() == 0 &&
+                    static_cast<size_t>(plan->group_offsets.back()) == pairs &&
+                    (!out || static_cast<int64_t>(pairs) == live);
+    if (!shaped) {
+      Divergence(history_, absl::StrFormat("%s(%d): a plan of %d pairs, %d "
+                                           "offsets, %d live entries",
+                                           out ? "SwapOut" : "SwapIn", id,
+                                           pairs, plan->group_offsets.size(),
+                                           live));
+    }
+    if (!host_) {
+      const absl::Status done = m_->CompleteSwap(id);
+      if (!done.ok()) {
+        Divergence(history_, "CompleteSwap after a swap: " + done.ToString());
+      }
+    }
+    ModelSequence& s = model_[id];
+    s.running = !out;
+    s.swapped = out;
+    return absl::OkStatus();
+  }
+
   absl::Status Export() {
     const int32_t g = in_.OneIn(16) ? groups() : static_cast<int32_t>(
                                                      in_.Below(groups()));
@@ -326,7 +383,13 @@ class GroupedFuzzer {
     }
     if (!batch.empty() && in_.OneIn(8)) batch.push_back(kIds + 1);  // Unknown.
     history_.Add(absl::StrFormat("Export(group %d, %d rows)", g, batch.size()));
-    const int32_t width = static_cast<int32_t>(BlocksFor(kMaxTokens));
+    // Wide enough for every row (watermark admission does not bound a
+    // sequence's length by its max_tokens).
+    int64_t longest = 0;
+    for (const auto& [id, s] : model_) {
+      longest = std::max<int64_t>(longest, s.tags.size());
+    }
+    const int32_t width = static_cast<int32_t>(BlocksFor(longest) + 1);
     std::vector<int32_t> dense(batch.size() * width), lens(batch.size());
     absl::Status st = ExportDenseGroupBlockTables(
         *m_, g, batch, {.max_blocks = width, .pad_id = -2, .hole_id = -1},
@@ -372,8 +435,11 @@ class GroupedFuzzer {
       if (it == model_.end()) continue;
       const ModelSequence& s = it->second;
       const int64_t n = static_cast<int64_t>(s.tags.size());
-      if (*m_->num_tokens(id) != n ||
-          (*m_->state(id) == SequenceState::kRunning) != s.running) {
+      const SequenceState state = *m_->state(id);
+      const SequenceState want = s.running   ? SequenceState::kRunning
+                                 : s.swapped ? SequenceState::kSwappedOut
+                                             : SequenceState::kPreempted;
+      if (*m_->num_tokens(id) != n || state != want) {
         Divergence(history_, absl::StrFormat("sequence %d: length or state",
                                              id));
       }
