@@ -27,7 +27,7 @@
 //   - the exports agree with group_table; CheckInvariants().
 // At the end every sequence is freed and every block must be free.
 //
-//   bazel run --config=fuzz //tests/fuzz:grouped_manager_fuzzer -- \
+//   bazel run --config=fuzz //tests/fuzz:grouped_manager_fuzzer --
 //       -max_total_time=60
 //
 // Thread safety: one input at a time (libFuzzer's model).
