@@ -277,6 +277,23 @@ TEST(WindowGroupsHostOptionsTest, AForkedTailIsCopiedWithItsBytes) {
   m->CheckInvariants();
 }
 
+TEST(WindowGroupsHostOptionsTest, AManagerGoesWithSequencesInEveryState) {
+  // Destroyed holding a running, a forked, a preempted and a swapped-out
+  // sequence: every table releases into pools still alive (ASan checks).
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(HostOptions(32, 4, 1, 4));
+  StepOutput out;
+  for (SequenceId id = 1; id <= 3; ++id) {
+    ASSERT_THAT(m->AddSequence(id, 6, 4, &out), IsOk());
+  }
+  ASSERT_THAT(m->Fork(1, 4), IsOk());
+  ASSERT_THAT(m->Preempt(2), IsOk());
+  ASSERT_THAT(m->SwapOut(3).status(), IsOk());
+  EXPECT_GT(m->stats().host_used_blocks, 0);
+  m->CheckInvariants();
+  m.reset();
+}
+
 TEST(WindowGroupsHostOptionsTest, APoolMustHaveTheGroupBlockLayout) {
   KVCacheManager::Options o = HostOptions(16, 4, 2, 8);
   // The model's layout (6 layers) is not a block's (2 layers).
