@@ -35,28 +35,10 @@
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
+#include "allocator/window_blocks.h"  // WindowFirstNeededBlock, ...
 #include "base/check.h"
 
 namespace pagedkv {
-
-// The first block a step must keep for a window of `window` tokens when the
-// sequence's first `num_computed` tokens are in the cache: the next token
-// (position num_computed) attends to positions [num_computed - window + 1,
-// num_computed], so blocks wholly below max(0, num_computed - window + 1)
-// are no longer read. REQUIRES: num_computed >= 0, window >= 1,
-// block_tokens >= 1.
-inline int64_t WindowFirstNeededBlock(int64_t num_computed, int32_t window,
-                                      int32_t block_tokens) {
-  const int64_t first_token = num_computed - window + 1;
-  return first_token > 0 ? first_token / block_tokens : 0;
-}
-
-// The most blocks a window group holds per sequence after a decode step
-// (one new token): `window` tokens span at most ceil(window / block_tokens)
-// + 1 blocks when they do not start on a block boundary.
-inline int64_t WindowBlockBound(int32_t window, int32_t block_tokens) {
-  return (int64_t{window} + block_tokens - 1) / block_tokens + 1;
-}
 
 class WindowTable {
  public:
