@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
+#include "allocator/window_blocks.h"
 #include "base/check.h"
 #include "base/maybe_lock.h"
 
@@ -414,7 +415,7 @@ BlockPool::PrefixMatch BlockPool::MatchLocked(const PrefixChain& chain,
   for (size_t i = 0; i < chain.hashes.size(); ++i) {
     const int32_t b =
         prefix_->Find(chain.hashes[i], parent, chain.tokens.subspan(i * bt, bt),
-                      chain.keys[i]);
+                      chain.keys[i], chain.group);
     if (b == -1) break;
     if (ref_counts_[b] == 0) {
       if (revivable <= 0) break;  // It would take a reserved block.
@@ -476,14 +477,15 @@ int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
     if (found == -1) {
       PKV_CHECK(!prefix_->is_published(b),
                 "block %d is published under another hash", b);
-      prefix_->Insert(b, h, p, tokens, chain.keys[i]);
+      prefix_->Insert(b, h, p, tokens, chain.keys[i], chain.group);
       p = b;
     } else if (found == b) {
       PKV_CHECK(prefix_->parent(b) == p,
                 "block %d is published under parent %d, not %d", b,
                 prefix_->parent(b), p);
       p = b;
-    } else if (prefix_->Find(h, p, tokens, chain.keys[i]) == found &&
+    } else if (prefix_->Find(h, p, tokens, chain.keys[i], chain.group) ==
+                   found &&
                !prefix_->is_published(b)) {
       // The same KV, computed twice (two sequences prefilled the prefix
       // before either committed it).
@@ -508,6 +510,182 @@ int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
       break;  // Another prefix's block under this hash: stop the chain.
     }
     ++done;
+  }
+  prefix_->CloseEvents();
+  return done;
+}
+
+BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
+    const PrefixChain& anchor, absl::Span<const PrefixGroup> groups,
+    std::vector<BlockId>* pin) {
+  PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
+  CheckChain(anchor);
+  const int32_t bt = prefix_options_.block_tokens;
+  // 1. The anchor's verified chain.
+  std::vector<int32_t>& ids = scratch_anchor_;
+  ids.clear();
+  int32_t parent = -1;
+  for (size_t i = 0; i < anchor.hashes.size(); ++i) {
+    const int32_t b =
+        prefix_->Find(anchor.hashes[i], parent,
+                      anchor.tokens.subspan(i * bt, bt), anchor.keys[i],
+                      anchor.group);
+    if (b == -1) break;
+    ids.push_back(b);
+    parent = b;
+  }
+  for (const PrefixGroup& g : groups) {
+    PKV_CHECK(g.group != anchor.group && g.window >= 0 &&
+                  g.hashes.size() == anchor.hashes.size(),
+              "group %d (window %d) with %d hashes under anchor group %d of "
+              "%d", g.group, g.window, g.hashes.size(), anchor.group,
+              anchor.hashes.size());
+  }
+  // Group k's entry for block j, or -1; each looked up once per call (the
+  // search, the revival count and the pins ask again).
+  const int64_t num_ids = static_cast<int64_t>(ids.size());
+  std::vector<int32_t>& found = scratch_found_;
+  found.assign(groups.size() * ids.size(), -2);
+  const auto entry = [&](size_t k, int64_t j) {
+    int32_t& e = found[k * num_ids + j];
+    if (e == -2) {
+      e = prefix_->Find(groups[k].hashes[j], ids[j],
+                        anchor.tokens.subspan(j * bt, bt), anchor.keys[j],
+                        groups[k].group);
+    }
+    return e;
+  };
+  const auto first_needed = [bt](const PrefixGroup& g, int64_t hit) {
+    return g.window == 0 ? 0 : WindowFirstNeededBlock(hit * bt, g.window, bt);
+  };
+  // 2. Lower the hit until every group holds what the next token reads.
+  // lo[k]: group k holds every entry in [lo[k], hit) (each entry is looked
+  // at once per group: lo only moves down).
+  int64_t hit = static_cast<int64_t>(ids.size());
+  std::vector<int64_t>& lo = scratch_lo_;
+  lo.assign(groups.size(), hit);
+  const int32_t revivable = unreserved_free_locked();
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t k = 0; k < groups.size(); ++k) {
+      lo[k] = std::min(lo[k], hit);
+      while (lo[k] > first_needed(groups[k], hit)) {
+        const int64_t j = lo[k] - 1;
+        if (entry(k, j) != -1) {
+          lo[k] = j;
+          continue;
+        }
+        hit = j;  // Block j is missing: no longer hit may need it.
+        lo[k] = j;
+        changed = true;
+      }
+    }
+    if (changed) continue;
+    // 3. Reviving a free cached block takes a free block: at most the
+    // unreserved ones (else a shorter hit, which needs fewer).
+    int32_t revived = 0;
+    for (int64_t j = 0; j < hit; ++j) revived += ref_counts_[ids[j]] == 0;
+    for (size_t k = 0; k < groups.size(); ++k) {
+      for (int64_t j = first_needed(groups[k], hit); j < hit; ++j) {
+        revived += ref_counts_[entry(k, j)] == 0;
+      }
+    }
+    if (revived > revivable) {
+      --hit;
+      changed = true;
+    }
+  }
+  PrefixMatch m;
+  m.blocks = static_cast<int32_t>(hit);
+  const auto take = [&](int32_t b) {
+    if (ref_counts_[b] == 0) {
+      ++m.revived;
+      if (pin != nullptr) {
+        prefix_->evictable().Remove(BlockId(b));
+        ref_counts_[b] = 1;
+        NoteAllocatedLocked(1);
+      }
+    } else if (pin != nullptr) {
+      AddRefLocked(BlockId(b));
+    }
+    if (pin != nullptr) pin->push_back(BlockId(b));
+  };
+  for (int64_t j = 0; j < hit; ++j) take(ids[j]);
+  for (size_t k = 0; k < groups.size(); ++k) {
+    for (int64_t j = first_needed(groups[k], hit); j < hit; ++j) {
+      take(entry(k, j));
+    }
+  }
+  return m;
+}
+
+BlockPool::PrefixMatch BlockPool::MatchGroupedPrefix(
+    const PrefixChain& anchor, absl::Span<const PrefixGroup> groups) const {
+  MaybeLock lock(&mu_);
+  return const_cast<BlockPool*>(this)->MatchGroupedLocked(anchor, groups,
+                                                          nullptr);
+}
+
+BlockPool::PrefixMatch BlockPool::PinGroupedPrefix(
+    const PrefixChain& anchor, absl::Span<const PrefixGroup> groups,
+    std::vector<BlockId>* out) {
+  PKV_CHECK(out != nullptr, "PinGroupedPrefix needs an output");
+  MaybeLock lock(&mu_);
+  return MatchGroupedLocked(anchor, groups, out);
+}
+
+int32_t BlockPool::PublishGroupBlocks(absl::Span<const BlockId> anchors,
+                                      absl::Span<const BlockId> blocks,
+                                      int32_t group,
+                                      absl::Span<const BlockHash> hashes,
+                                      std::vector<PrefixSwitch>* switches) {
+  PKV_CHECK(switches != nullptr, "PublishGroupBlocks needs a switch list");
+  PKV_CHECK(anchors.size() == blocks.size() && hashes.size() == blocks.size(),
+            "PublishGroupBlocks of %d blocks under %d anchors, %d hashes",
+            blocks.size(), anchors.size(), hashes.size());
+  MaybeLock lock(&mu_);
+  PKV_CHECK(prefix_ != nullptr, "PublishGroupBlocks without a prefix cache");
+  int32_t done = 0;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    CheckId(anchors[i]);
+    const int32_t a = anchors[i].value();
+    if (!prefix_->is_published(a)) break;
+    PKV_CHECK(prefix_->group(a) != group,
+              "group %d's block published under its own group's block %d",
+              group, a);
+    ++done;
+    if (!blocks[i].is_valid()) continue;  // A hole: released already.
+    CheckId(blocks[i]);
+    const int32_t b = blocks[i].value();
+    PKV_CHECK(ref_counts_[b] > 0, "PublishGroupBlocks of free block %d", b);
+    const absl::Span<const int32_t> tokens = prefix_->tokens(a);
+    const BlockExtraKeys keys = prefix_->extra_keys(a);
+    const int32_t found = prefix_->FindHash(hashes[i]);
+    if (found == -1) {
+      PKV_CHECK(!prefix_->is_published(b),
+                "block %d is published under another hash", b);
+      prefix_->Insert(b, hashes[i], a, tokens, keys, group);
+    } else if (found == b) {
+      PKV_CHECK(prefix_->parent(b) == a,
+                "block %d is published under parent %d, not %d", b,
+                prefix_->parent(b), a);
+    } else if (prefix_->Find(hashes[i], a, tokens, keys, group) == found &&
+               !prefix_->is_published(b)) {
+      // The same KV computed twice. A group's entry is a leaf, so even a
+      // block another table holds can switch (that one keeps it,
+      // unpublished).
+      if (ref_counts_[found] > 0) {
+        AddRefLocked(BlockId(found));
+        switches->push_back(
+            PrefixSwitch{static_cast<int32_t>(i), BlockId(found)});
+      } else {
+        prefix_->evictable().Remove(BlockId(found));
+        prefix_->Transplant(found, b);
+        free_list_.PushBack(BlockId(found));
+      }
+    }
+    // Else a collision (or b is some other entry already): b stays
+    // unpublished.
   }
   prefix_->CloseEvents();
   return done;

@@ -178,6 +178,7 @@ class BlockPool {
     absl::Span<const BlockHash> hashes;
     absl::Span<const int32_t> tokens;  // hashes.size() * block_tokens.
     absl::Span<const BlockExtraKeys> keys;
+    int32_t group = 0;  // Layer group of every block (0 without groups).
   };
   struct PrefixMatch {
     int32_t blocks = 0;   // Verified hits, from the chain's start.
@@ -215,6 +216,46 @@ class BlockPool {
   int32_t Publish(absl::Span<const BlockId> blocks, BlockId parent,
                   const PrefixChain& chain,
                   std::vector<PrefixSwitch>* switches);
+  // Layer groups (cache/serving/grouped_sequences.h). The anchor group (a
+  // full one) publishes chains as above; every other group g publishes its
+  // block i as a leaf child of the anchor's block i, keyed by
+  // hashes[i] (GroupChainParent in block_hash.h), with the anchor's tokens
+  // and keys: so a group entry is verified by the anchor chain that leads
+  // to its parent, and a group's block in use has its parent in use (the
+  // same sequence holds the anchor's block i).
+  struct PrefixGroup {
+    int32_t group = 0;   // != the anchor's.
+    int32_t window = 0;  // Tokens a query reads back; 0: a full group.
+    absl::Span<const BlockHash> hashes;  // One per anchor chain block.
+  };
+  // The longest hit of L anchor blocks (L <= anchor.hashes.size()) at which
+  // every group holds the blocks the next token reads: a full group all of
+  // [0, L), a window group [WindowFirstNeededBlock(L * bt, window), L).
+  // `revived` counts the free cached blocks among all of them. Changes
+  // nothing. REQUIRES: prefix_cache_enabled(); chains well formed.
+  PrefixMatch MatchGroupedPrefix(const PrefixChain& anchor,
+                                 absl::Span<const PrefixGroup> groups) const;
+  // MatchGroupedPrefix, taking one reference on every block of the hit in
+  // one lock, appended to *out: the anchor's L blocks, then group by group
+  // its blocks from its first needed one to L - 1. Revives free cached
+  // blocks only while an unreserved free block is left for each (else the
+  // hit is shorter).
+  PrefixMatch PinGroupedPrefix(const PrefixChain& anchor,
+                               absl::Span<const PrefixGroup> groups,
+                               std::vector<BlockId>* out);
+  // Publishes blocks[i] (an invalid id: a hole, skipped) as `group`'s entry
+  // under anchors[i], with anchors[i]'s tokens and keys, for i in order,
+  // stopping at the first anchor that is not published (returned: how
+  // many were done). An equal entry in use is switched to (*switches, as
+  // Publish); a free one gives its entry to blocks[i]; an entry already
+  // under another block or a collision leaves blocks[i] unpublished.
+  // REQUIRES: prefix_cache_enabled(); anchors.size() == blocks.size() ==
+  // hashes.size(); anchors valid; live blocks in use; group != the group
+  // the anchors were published in.
+  int32_t PublishGroupBlocks(absl::Span<const BlockId> anchors,
+                             absl::Span<const BlockId> blocks, int32_t group,
+                             absl::Span<const BlockHash> hashes,
+                             std::vector<PrefixSwitch>* switches);
   // Whether `id` is published (matchable).
   bool is_cached(BlockId id) const;
   // Takes a published block and its published descendants out of the index
@@ -289,6 +330,10 @@ class BlockPool {
   // Unpublished block `b` left the index: a free one moves from the LRU to
   // the plain free list.
   void OnUnpublishedLocked(int32_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  PrefixMatch MatchGroupedLocked(const PrefixChain& anchor,
+                                 absl::Span<const PrefixGroup> groups,
+                                 std::vector<BlockId>* pin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   PrefixMatch MatchLocked(const PrefixChain& chain, std::vector<BlockId>* pin)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckChain(const PrefixChain& chain) const;
@@ -344,6 +389,11 @@ class BlockPool {
   FreeList free_list_ ABSL_GUARDED_BY(mu_);
   // The prefix cache's books (null until EnablePrefixCache).
   std::unique_ptr<PrefixIndex> prefix_ ABSL_GUARDED_BY(mu_);
+  // MatchGroupedLocked's scratch: the anchor's hits, per group the lowest
+  // entry known held, and the entries looked up (-2: not yet).
+  std::vector<int32_t> scratch_anchor_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> scratch_lo_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> scratch_found_ ABSL_GUARDED_BY(mu_);  // Per group.
   PrefixCacheOptions prefix_options_ ABSL_GUARDED_BY(mu_);
   std::vector<ReservationBooks> reservations_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> free_slots_ ABSL_GUARDED_BY(mu_);

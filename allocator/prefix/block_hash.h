@@ -82,6 +82,17 @@ class BlockHasher {
 // digests into one key, such as the multimodal inputs of a block.
 uint64_t HashWords(absl::Span<const uint64_t> words, uint64_t seed);
 
+// Layer groups (cache/serving/grouped_sequences.h): the parent hash a
+// group's block i is keyed under, from the anchor group's block i hash:
+// HashWords({anchor, group}, kRootBlockHash). So group g's key of block i
+// is hasher.Hash(GroupChainParent(anchor_i, g), tokens_i, keys_i): the
+// configured hasher (a forced collision reaches the groups too), and no two
+// groups share a key.
+inline uint64_t GroupChainParent(BlockHash anchor, int32_t group) {
+  const uint64_t words[2] = {anchor, static_cast<uint64_t>(group)};
+  return HashWords(words, kRootBlockHash);
+}
+
 // The default: chained XXH3-64. Process-lifetime singletons.
 const BlockHasher& Xxh3BlockHasher();
 // SHA-256 truncated to 64 bits, through OpenSSL's incremental API.

@@ -43,6 +43,10 @@ struct PrefixEvent {
   int32_t block_size = 0;
   // kBlockStored: one per block.
   std::vector<BlockExtraKeys> extra_keys;
+  // kBlockStored: the layer group of every block (0 without layer groups).
+  // With groups, group g != the anchor's stores block i as the child of
+  // the anchor group's block i (parent_hash), a chain of one.
+  int32_t layer_group = 0;
 };
 
 }  // namespace pagedkv

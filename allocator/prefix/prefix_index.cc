@@ -26,6 +26,7 @@ void PrefixIndex::Grow(int32_t new_num_blocks) {
   hash_.resize(new_num_blocks, 0);
   parent_.resize(new_num_blocks, -1);
   extra_.resize(new_num_blocks);
+  group_.resize(new_num_blocks, 0);
   tokens_.resize(int64_t{new_num_blocks} * block_tokens_, 0);
   first_child_.resize(new_num_blocks, -1);
   next_sibling_.resize(new_num_blocks, -1);
@@ -51,8 +52,9 @@ PrefixEvent* PrefixIndex::OpenEvent(PrefixEvent::Kind kind, int32_t* open) {
 
 void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
                          absl::Span<const int32_t> tokens,
-                         const BlockExtraKeys& keys) {
+                         const BlockExtraKeys& keys, int32_t group) {
   PKV_CHECK(!is_published(block), "Insert of published block %d", block);
+  PKV_CHECK(group >= 0, "Insert of block %d into group %d", block, group);
   PKV_CHECK(parent == -1 || is_published(parent),
             "Insert of block %d under unpublished parent %d", block, parent);
   PKV_CHECK(static_cast<int32_t>(tokens.size()) == block_tokens_,
@@ -65,6 +67,7 @@ void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
   hash_[block] = hash;
   parent_[block] = parent;
   extra_[block] = keys;
+  group_[block] = group;
   std::memcpy(tokens_.data() + int64_t{block} * block_tokens_, tokens.data(),
               sizeof(int32_t) * block_tokens_);
   if (parent != -1) {
@@ -80,12 +83,15 @@ void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
   if (open_stored_ >= 0) {
     const PrefixEvent& open = events_[open_stored_];
     const BlockHash last = open.block_hashes.back();
-    if (parent == -1 || hash_[parent] != last) open_stored_ = -1;
+    if (parent == -1 || hash_[parent] != last || open.layer_group != group) {
+      open_stored_ = -1;
+    }
   }
   PrefixEvent* e = OpenEvent(PrefixEvent::Kind::kBlockStored, &open_stored_);
   if (e != nullptr) {
     if (e->block_hashes.empty()) {
       e->parent_hash = parent == -1 ? kRootBlockHash : hash_[parent];
+      e->layer_group = group;
     }
     e->block_hashes.push_back(hash);
     e->token_ids.insert(e->token_ids.end(), tokens.begin(), tokens.end());
@@ -117,6 +123,7 @@ void PrefixIndex::Transplant(int32_t from, int32_t to) {
   hash_[to] = hash_[from];
   parent_[to] = p;
   extra_[to] = extra_[from];
+  group_[to] = group_[from];
   std::memcpy(tokens_.data() + int64_t{to} * block_tokens_,
               tokens_.data() + int64_t{from} * block_tokens_,
               sizeof(int32_t) * block_tokens_);

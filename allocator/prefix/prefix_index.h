@@ -77,14 +77,29 @@ class PrefixIndex {
   bool is_published(int32_t block) const { return published_[block] != 0; }
   BlockHash hash(int32_t block) const { return hash_[block]; }
   int32_t parent(int32_t block) const { return parent_[block]; }
+  int32_t group(int32_t block) const { return group_[block]; }
+  const BlockExtraKeys& extra_keys(int32_t block) const {
+    return extra_[block];
+  }
+  // The stored token ids of a published block.
+  absl::Span<const int32_t> tokens(int32_t block) const {
+    return absl::MakeConstSpan(tokens_.data() + int64_t{block} * block_tokens_,
+                               block_tokens_);
+  }
 
-  // The published block for chain position (hash, parent) with exactly
-  // these tokens and keys, or -1. parent is -1 for a chain's first block.
+  // The published block for chain position (hash, parent) of layer group
+  // `group` with exactly these tokens and keys, or -1. parent is -1 for a
+  // chain's first block. Without layer groups every entry is group 0; with
+  // them a group's entry for block i is a child of the anchor group's
+  // block i (cache/serving/grouped_sequences.h), and the group number keeps
+  // it from passing for the anchor's next block of equal tokens.
   int32_t Find(BlockHash hash, int32_t parent, absl::Span<const int32_t> tokens,
-               const BlockExtraKeys& keys) const {
+               const BlockExtraKeys& keys, int32_t group = 0) const {
     const int32_t b = FindHash(hash);
     if (b == -1) return -1;
-    if (parent_[b] != parent || extra_[b] != keys) return -1;
+    if (parent_[b] != parent || group_[b] != group || extra_[b] != keys) {
+      return -1;
+    }
     if (std::memcmp(tokens_.data() + int64_t{b} * block_tokens_, tokens.data(),
                     sizeof(int32_t) * block_tokens_) != 0) {
       return -1;
@@ -100,12 +115,14 @@ class PrefixIndex {
     return published_[b] && hash_[b] == hash ? b : -1;
   }
 
-  // Publishes `block` under `hash` as the child of `parent` (-1: a first
-  // block) and queues it in the open BlockStored event.
+  // Publishes `block` of layer group `group` under `hash` as the child of
+  // `parent` (-1: a first block) and queues it in the open BlockStored
+  // event (a new one when the group changes).
   // REQUIRES: block not published, hash not indexed, parent -1 or
-  // published, tokens.size() == block_tokens().
+  // published, tokens.size() == block_tokens(), group >= 0.
   void Insert(int32_t block, BlockHash hash, int32_t parent,
-              absl::Span<const int32_t> tokens, const BlockExtraKeys& keys);
+              absl::Span<const int32_t> tokens, const BlockExtraKeys& keys,
+              int32_t group = 0);
 
   // `to` takes the place of published block `from`: same hash and entry,
   // `from`'s children become `to`'s, and `from` leaves the index (no event:
@@ -181,6 +198,7 @@ class PrefixIndex {
   std::vector<BlockHash> hash_;
   std::vector<int32_t> parent_;
   std::vector<BlockExtraKeys> extra_;
+  std::vector<int32_t> group_;   // Layer group (0 without groups).
   std::vector<int32_t> tokens_;  // block_tokens_ per block.
   std::vector<int32_t> first_child_;
   std::vector<int32_t> next_sibling_;
