@@ -34,9 +34,15 @@ GroupedSequences::GroupedSequences(Config config)
       instance_id_(config.instance_id),
       admission_(config.admission),
       max_step_tokens_(config.max_step_tokens),
+      hasher_(config.hasher),
       blocks_of_(config.block_tokens) {
   PKV_CHECK(books_ != nullptr && block_tokens_ > 0 && !groups_.empty(),
             "GroupedSequences needs books, block_tokens and groups");
+  for (int32_t g = 0; g < num_groups() && anchor_ == -1; ++g) {
+    if (!groups_[g].is_window()) anchor_ = g;
+  }
+  PKV_CHECK(hasher_ == nullptr || (anchor_ != -1 && books_->prefix_cache_enabled()),
+            "prefix caching with groups needs a full group and the index");
   for (int32_t g = 0; g < num_groups(); ++g) {
     if (!groups_[g].is_window()) continue;
     const auto it = std::find(windows_.begin(), windows_.end(),
@@ -166,30 +172,11 @@ int64_t GroupedSequences::PlaceNeed(int64_t tokens) const {
 
 Admission GroupedSequences::CanAdmit(int64_t prompt_tokens,
                                      int64_t max_new_tokens) const {
-  if (prompt_tokens <= 0 || max_new_tokens < 0 ||
-      prompt_tokens > KVCacheManager::kMaxSequenceTokens - max_new_tokens) {
+  if (prompt_tokens <= 0 || prompt_tokens > KVCacheManager::kMaxSequenceTokens) {
     return Admission::kNever;
   }
-  if (reservation_.has_value()) {
-    // The reservation grows by what its capacity lacks for this one's
-    // worst case (it may hold more: copies' sources not yet done).
-    const int64_t peak =
-        ReservePeak(prompt_tokens, prompt_tokens + max_new_tokens);
-    if (peak > books_->num_blocks()) return Admission::kNever;
-    const int64_t grow =
-        std::max<int64_t>(reserved_total_ + peak, reservation_->num_charged()) -
-        reservation_->capacity();
-    return grow <= books_->num_unreserved_free_blocks() ? Admission::kAdmit
-                                                        : Admission::kLater;
-  }
-  // Every prompt token gets a slot in every group; the windows release
-  // only from the next step on.
-  const int64_t need = PlaceNeed(prompt_tokens);
-  if (need > books_->num_blocks()) return Admission::kNever;
-  const int64_t keep =
-      static_cast<int64_t>(watermark_ * books_->num_blocks());
-  return need + keep <= books_->num_unreserved_free_blocks() ? Admission::kAdmit
-                                                             : Admission::kLater;
+  return AdmitBlocks(prompt_tokens, max_new_tokens, PlaceNeed(prompt_tokens),
+                     0);
 }
 
 int32_t GroupedSequences::DetachOutOfWindow(Sequence& s) {
@@ -328,12 +315,15 @@ void GroupedSequences::WriteSlots(const Sequence& s, int64_t first, int64_t k,
 }
 
 absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
-                                     StepOutput* out) {
-  const int64_t need = PlaceNeed(tokens);
+                                     int64_t hit, StepOutput* out) {
+  const int64_t cached = hit * block_tokens_;
+  PKV_CHECK(0 <= cached && cached <= tokens, "placing %d tokens over %d held",
+            tokens, cached);
+  const int64_t need = PlaceNeed(tokens) - hit * num_groups();
   if (need > Available()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "need %d blocks (%d per group, %d groups), %d free", need,
-        BlocksFor(tokens), num_groups(), Available()));
+        "need %d blocks (%d per group, %d groups, %d cached), %d free", need,
+        BlocksFor(tokens) - hit, num_groups(), hit, Available()));
   }
   TakeBlocks(need);
   // A readmitted sequence keeps its (emptied) tables: their generations
@@ -343,20 +333,23 @@ absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
     for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
   }
   for (const WindowTable& t : s.tables) {
-    PKV_CHECK(t.num_entries() == 0, "placing over %d entries",
-              t.num_entries());
+    PKV_CHECK(t.num_entries() == hit, "placing over %d entries, %d hits",
+              t.num_entries(), hit);
   }
-  s.num_tokens = 0;
-  s.computed = 0;
-  s.may_share = false;  // Fresh blocks only.
+  s.num_tokens = cached;
+  s.computed = cached;
+  // Fresh blocks only, unless others may pin its published ones.
+  s.may_share = s.prefix.has_value();
   s.placed = tokens;
   const BlockId* next = step_blocks_.data();
-  Grow(s, tokens, &next);
+  const int64_t k = tokens - cached;
+  Grow(s, k, &next);
   s.num_tokens = tokens;
-  out->slot_mapping.resize(tokens * num_groups());
-  out->request_offsets = {0, static_cast<int32_t>(tokens)};
-  out->group_stride = tokens;
-  WriteSlots(s, 0, tokens, tokens, 0, out);
+  out->slot_mapping.resize(k * num_groups());
+  out->request_offsets = {0, static_cast<int32_t>(k)};
+  out->group_stride = k;
+  out->num_cached_tokens = cached;
+  WriteSlots(s, cached, k, k, 0, out);
   s.state = SequenceState::kRunning;
   ++num_running_;
   return absl::OkStatus();
@@ -404,7 +397,7 @@ absl::Status GroupedSequences::AddSequence(SequenceId seq,
   Sequence s;
   s.max_tokens = prompt_tokens + max_new_tokens;
   PKV_RETURN_IF_ERROR(Reserve(seq, prompt_tokens, s.max_tokens));
-  if (absl::Status st = Place(s, prompt_tokens, out); !st.ok()) {
+  if (absl::Status st = Place(s, prompt_tokens, 0, out); !st.ok()) {
     Unreserve(prompt_tokens, s.max_tokens);
     return st;
   }
@@ -461,6 +454,26 @@ absl::Status GroupedSequences::AppendSlots(
             r.seq, r.num_tokens, max_step_tokens_));
       }
     }
+    if (s.prefix.has_value() && (!r.token_ids.empty() || r.commit != -1)) {
+      const SequencePrefix& p = *s.prefix;
+      if (!r.token_ids.empty() &&
+          (static_cast<int64_t>(r.token_ids.size()) != r.num_tokens ||
+           static_cast<int64_t>(p.tokens.size()) != s.num_tokens)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "AppendSlots of %d tokens to sequence %d with %d token ids "
+            "(prefix caching takes one per token or none; it has the ids "
+            "of %d of its %d tokens, CommitTokens gives the rest)",
+            r.num_tokens, r.seq, r.token_ids.size(), p.tokens.size(),
+            s.num_tokens));
+      }
+      if (r.commit != -1 &&
+          (r.commit < p.committed || r.commit > s.num_tokens)) {
+        return absl::OutOfRangeError(absl::StrFormat(
+            "commit of %d tokens of sequence %d: must be in [%d, %d] (its "
+            "last commit and its tokens)",
+            r.commit, r.seq, p.committed, s.num_tokens));
+      }
+    }
     s.step_stamp = step_stamp_;
     step_sequences_.push_back(&s);
     total_tokens += r.num_tokens;
@@ -513,11 +526,30 @@ absl::Status GroupedSequences::AppendSlots(
   for (size_t i = 0; i < requests.size(); ++i) {
     Sequence& s = *step_sequences_[i];
     const int64_t k = requests[i].num_tokens;
+    if (s.prefix.has_value() && OffsetOf(s.num_tokens) != 0) {
+      // A partial tail written in place may still be published (a
+      // truncation left it shared, then the others let go): its entry goes
+      // before its bytes change.
+      const int64_t last = BlockOf(s.num_tokens);
+      for (const WindowTable& t : s.tables) {
+        const BlockId b = t.entries()[last];
+        if (books_->is_cached(b)) books_->Unpublish(b);
+      }
+    }
     Grow(s, k, &next);
     out->request_offsets[i] = static_cast<int32_t>(at);
     WriteSlots(s, s.num_tokens, k, total_tokens, at, out);
     s.num_tokens += k;
     at += k;
+    if (s.prefix.has_value()) {
+      const SlotRequest& r = requests[i];
+      SequencePrefix& p = *s.prefix;
+      p.tokens.insert(p.tokens.end(), r.token_ids.begin(), r.token_ids.end());
+      if (r.commit != -1) {
+        p.committed = r.commit;
+        if (r.commit / block_tokens_ > p.published) PublishCommitted(s);
+      }
+    }
   }
   out->request_offsets[requests.size()] = static_cast<int32_t>(at);
   SyncReservation();  // Shrinks only (capacity followed charged blocks).
@@ -542,6 +574,9 @@ absl::Status GroupedSequences::Fork(SequenceId parent, SequenceId child) {
   c.max_tokens = p->max_tokens;
   c.computed = p->computed;  // The same window: the same holes.
   c.placed = p->placed;
+  c.prefix = p->prefix;
+  c.group_hashes = p->group_hashes;
+  c.group_published = p->group_published;
   c.may_share = true;
   p->may_share = true;
   c.entry = ++next_entry_;
@@ -562,7 +597,7 @@ absl::Status GroupedSequences::Free(SequenceId seq) {
         "Free of sequence %d while a swap is pending (CompleteSwap first)",
         seq));
   }
-  for (WindowTable& t : s.tables) t.Clear();  // Tail first.
+  ClearTables(s);
   s.host_tables.clear();
   if (s.state == SequenceState::kRunning) {
     --num_running_;
@@ -602,6 +637,7 @@ absl::Status GroupedSequences::Truncate(SequenceId seq, int64_t new_length) {
   }
   s->num_tokens = new_length;
   s->computed = std::min(s->computed, new_length);
+  if (s->prefix.has_value()) TruncatePrefix(*s, new_length);
   SyncReservation();
   return absl::OkStatus();
 }
@@ -611,7 +647,7 @@ absl::Status GroupedSequences::Preempt(SequenceId seq) {
   if (s->state != SequenceState::kRunning) {
     return NotRunning(seq, s->state, "Preempt");
   }
-  for (WindowTable& t : s->tables) t.Clear();
+  ClearTables(*s);
   s->state = SequenceState::kPreempted;
   s->computed = 0;
   --num_running_;
@@ -631,9 +667,28 @@ absl::Status GroupedSequences::Readmit(SequenceId seq, StepOutput* out) {
   }
   // Its window groups hold every token again until the next step.
   PKV_RETURN_IF_ERROR(Reserve(seq, s->num_tokens, s->max_tokens));
-  if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
+  // Recompute only what the cache lost (always the last token).
+  const int64_t hit =
+      s->prefix.has_value()
+          ? PinHit(*s, std::min<int64_t>(
+                           (s->num_tokens - 1) / block_tokens_,
+                           static_cast<int64_t>(s->prefix->tokens.size()) /
+                               block_tokens_))
+          : 0;
+  if (absl::Status st = Place(*s, s->num_tokens, hit, out); !st.ok()) {
+    ClearTables(*s);
     Unreserve(s->num_tokens, s->max_tokens);
     return st;
+  }
+  if (s->prefix.has_value()) {
+    SequencePrefix& p = *s->prefix;
+    p.committed = hit * block_tokens_;
+    p.published = static_cast<int32_t>(hit);
+    std::fill(s->group_published.begin(), s->group_published.end(),
+              static_cast<int32_t>(hit));
+    p.epoch = books_->prefix_epoch();
+    p.stopped = false;
+    prefix_stats_.rehit_blocks += hit;
   }
   return absl::OkStatus();
 }
@@ -735,7 +790,14 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   TakeBlocks(live);
   // Its device tables, emptied by CompleteSwap, keep their generations.
   SwapPlan plan = MirrorTables(s->host_tables, step_blocks_, &s->tables);
-  s->may_share = false;  // Fresh blocks only.
+  s->may_share = s->prefix.has_value();  // Fresh blocks only, else.
+  if (s->prefix.has_value()) {
+    // Fresh blocks: published again at the next commit (switched to equal
+    // cached entries where there are some).
+    s->prefix->published = 0;
+    s->prefix->stopped = false;
+    std::fill(s->group_published.begin(), s->group_published.end(), 0);
+  }
   s->state = SequenceState::kSwappingIn;
   ++swap_ins_;
   swapped_blocks_ += live;
@@ -747,8 +809,8 @@ absl::Status GroupedSequences::CompleteSwap(SequenceId seq) {
   if (s->state == SequenceState::kSwappingOut) {
     // A block another table holds stays with it.
     const int64_t held = LiveEntries(s->tables);
-    for (WindowTable& t : s->tables) t.Clear();
-    s->may_share = false;
+    ClearTables(*s);
+    s->may_share = s->prefix.has_value();
     s->state = SequenceState::kSwappedOut;
     if (reservation_.has_value()) {
       reserved_total_ -= held;
@@ -937,6 +999,27 @@ void GroupedSequences::CheckInvariants() const {
   } else {
     PKV_CHECK(reserved_total_ == 0, "%d reserved without a reservation",
               reserved_total_);
+  }
+  for (const auto& [id, s] : sequences_) {
+    if (!s.prefix.has_value()) continue;
+    const SequencePrefix& p = *s.prefix;
+    PKV_CHECK(prefix_caching() && s.may_share &&
+                  s.group_published.size() == groups_.size() &&
+                  s.group_hashes.size() == groups_.size(),
+              "sequence %d: prefix state without caching or sizes", id);
+    PKV_CHECK(p.committed <= s.num_tokens &&
+                  static_cast<int64_t>(p.tokens.size()) <= s.num_tokens &&
+                  p.published <= static_cast<int64_t>(p.hashes.size()) &&
+                  int64_t{p.published} * block_tokens_ <= p.committed,
+              "sequence %d: %d tokens, %d ids, committed %d, published %d of "
+              "%d keyed",
+              id, s.num_tokens, p.tokens.size(), p.committed, p.published,
+              p.hashes.size());
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      PKV_CHECK(s.group_published[g] <= p.published,
+                "sequence %d group %d: %d published, the anchor %d", id, g,
+                s.group_published[g], p.published);
+    }
   }
   for (const auto& [id, s] : sequences_) {
     if (s.may_share) continue;

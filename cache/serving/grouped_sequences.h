@@ -42,11 +42,29 @@
 // reserved blocks must not pay for them); SwapIn takes the same worst
 // case back (its window groups hold what they held at SwapOut).
 //
+// Prefix caching (Config::hasher; the pool's index enabled): the *anchor*
+// group (the first full one; a manager without a full group refuses
+// prefix caching) publishes its committed full blocks as the ungrouped
+// manager does, a chain from the root. Every other group's block i is
+// published as a leaf child of the anchor's block i in that group's name
+// (BlockPool::PublishGroupBlocks): it is verified by the anchor chain that
+// leads to its parent, and held only while the anchor's block i is (the
+// same sequence holds both). A hit of L blocks is the longest at which
+// the anchor holds [0, L), each full group [0, L) and each window group
+// the blocks [WindowFirstNeededBlock(L * bt, W), L) the next token reads
+// (BlockPool::PinGroupedPrefix, one lock); the window group's table gets
+// holes below them. A window release frees a published block into the
+// LRU like any other; a finished sequence releases the other groups first
+// and the anchor last, each tail first, so leaves are evicted first.
+// Readmit re-hits the sequence's own prefix; SwapIn copies every live
+// entry back and republishes at the next commit. kReservation reserves
+// the whole worst case even with hits (a hit lowers what is taken, not
+// what is reserved).
+//
 // KVCacheManager forwards its calls here (one line each); users never name
 // this class. It keeps books only: in host storage KVCacheManager runs the
 // copies it hands out. Not supported with groups yet, and refused with
-// UNIMPLEMENTED (at Create or by the call): prefix caching and the remote
-// tier.
+// UNIMPLEMENTED at Create: the remote tier.
 //
 // Thread safety: as KVCacheManager (one thread at a time).
 #ifndef PAGEDKV_CACHE_SERVING_GROUPED_SEQUENCES_H_
@@ -62,9 +80,11 @@
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
+#include "allocator/prefix/block_hash.h"
 #include "allocator/token_blocks.h"
 #include "allocator/window_table.h"
 #include "cache/serving/layer_groups.h"
+#include "cache/serving/sequence_prefix.h"
 #include "cache/serving/kv_cache_manager.h"  // SequenceId, SlotRequest, ...
 #include "cache/serving/step_output.h"
 
@@ -82,6 +102,9 @@ class GroupedSequences {
     uint64_t instance_id = 0;  // The manager's (TableVersion::manager).
     AdmissionMode admission = AdmissionMode::kWatermark;
     int32_t max_step_tokens = 0;  // kReservation: the step bound, 0 none.
+    // Prefix caching on (books' index enabled), or null. REQUIRES: some
+    // group is full (the anchor) when set.
+    const BlockHasher* hasher = nullptr;
   };
   explicit GroupedSequences(Config config);
   ~GroupedSequences();
@@ -98,6 +121,21 @@ class GroupedSequences {
                            int64_t max_new_tokens, StepOutput* out);
   absl::Status AppendSlots(absl::Span<const SlotRequest> requests,
                            StepOutput* out);
+  // Prefix caching (Config::hasher set), with KVCacheManager's contracts:
+  // admission counting the hit, a sequence added with its token ids (its
+  // hit pinned, out->num_cached_tokens), commits, a reset.
+  Admission CanAdmit(absl::Span<const int32_t> prompt, int64_t max_new_tokens,
+                     const PrefixKeys& keys) const;
+  absl::Status AddSequence(SequenceId seq, absl::Span<const int32_t> prompt,
+                           int64_t max_new_tokens, StepOutput* out,
+                           const PrefixKeys& keys);
+  absl::Status CommitTokens(absl::Span<const TokenCommit> commits);
+  void ResetPrefixCache();
+  bool prefix_caching() const { return hasher_ != nullptr; }
+  // The anchor group (-1 without a full group) and the request-level
+  // counters (KVCacheManager::metrics() adds the index's).
+  int32_t anchor_group() const { return anchor_; }
+  const PrefixCacheStats& prefix_stats() const { return prefix_stats_; }
   // The child gets the parent's tables in every group, holes included
   // (one reference more on each live block) and its length and window; the
   // partial last block each group shares is copied at the first write of
@@ -171,6 +209,13 @@ class GroupedSequences {
     // length; a fork's parent's): what a window group may hold until its
     // next step (kReservation's ReservePeak).
     int64_t placed = 0;
+    // Added with token ids (prefix caching): the anchor's keys and commit
+    // point (prefix.published: the anchor's blocks done), and per group
+    // its keys (GroupChainParent) and blocks done, up to the anchor's.
+    // Such a sequence is always may_share (others may pin its blocks).
+    std::optional<SequencePrefix> prefix;
+    std::vector<std::vector<BlockHash>> group_hashes;  // Anchor's unused.
+    std::vector<int32_t> group_published;
   };
 
   // Token -> block arithmetic (allocator/token_blocks.h: a shift and a
@@ -245,8 +290,37 @@ class GroupedSequences {
   void Grow(Sequence& s, int64_t k, const BlockId** blocks);
   void WriteSlots(const Sequence& s, int64_t first, int64_t k, int64_t stride,
                   int64_t at, StepOutput* out) const;
-  // Places s (no blocks) for `tokens` tokens, all new: slots into out.
-  absl::Status Place(Sequence& s, int64_t tokens, StepOutput* out);
+  // Places s for `tokens` tokens: its tables hold `hit` pinned blocks'
+  // worth of entries (a prefix hit; 0: empty tables), the rest are new,
+  // and their slots go to out (out->num_cached_tokens = hit tokens). On
+  // failure the tables are as they were.
+  absl::Status Place(Sequence& s, int64_t tokens, int64_t hit,
+                     StepOutput* out);
+  // Prefix caching (grouped_sequences_prefix.cc).
+  // p's anchor keys to n blocks and every other group's to n.
+  void EnsureKeys(Sequence& s, int64_t n) const;
+  BlockPool::PrefixChain AnchorChain(const SequencePrefix& p, int64_t first,
+                                     int64_t n) const;
+  // The other groups' query for blocks [0, n) of s (in scratch_groups_).
+  absl::Span<const BlockPool::PrefixGroup> GroupQuery(const Sequence& s,
+                                                      int64_t n) const;
+  // The verified hit of s's first max_blocks blocks (keying what it looks
+  // at); Pin also takes the blocks into s's empty tables. Returns it.
+  BlockPool::PrefixMatch MatchHit(Sequence& s, int64_t max_blocks) const;
+  int64_t PinHit(Sequence& s, int64_t max_blocks);
+  // Publishes what s committed and has not published (every group).
+  void PublishCommitted(Sequence& s);
+  // Truncate's part: keys, commit and published points to new_length; a
+  // partial new tail that is published is unpublished (it will be
+  // written), a shared one is copied at that write.
+  void TruncatePrefix(Sequence& s, int64_t new_length);
+  // Releases s's tables: the other groups first, the anchor last, each
+  // tail first (children enter the LRU before their parents).
+  void ClearTables(Sequence& s);
+  // Admission of a placement taking `fresh` new blocks and reviving
+  // `revived` cached free ones (watermark or reservation).
+  Admission AdmitBlocks(int64_t prompt_tokens, int64_t max_new_tokens,
+                        int64_t fresh, int64_t revived) const;
   // Swap: fills `to` (one empty table per group, on the other tier's pool)
   // with the layout of `from` (a hole where it has one, else the next of
   // `blocks`, whose references it takes over; the same holes passed), and
@@ -265,7 +339,14 @@ class GroupedSequences {
   const uint64_t instance_id_;
   const AdmissionMode admission_;
   const int32_t max_step_tokens_;
+  const BlockHasher* const hasher_;  // Or null: no prefix caching.
   const TokenBlocks blocks_of_;
+  int32_t anchor_ = -1;  // The first full group, or -1.
+  PrefixCacheStats prefix_stats_;
+  mutable Sequence scratch_match_;  // CanAdmit's keys (no allocation warm).
+  mutable std::vector<BlockPool::PrefixGroup> scratch_groups_;
+  std::vector<BlockId> scratch_pins_;
+  std::vector<BlockPool::PrefixSwitch> scratch_switches_;
   // kReservation only. Destroyed after sequences_ (declared before).
   // Invariant: capacity == max(reserved_total_, num_charged()), and
   // reserved_total_ == the ReservePeak sum of the kRunning and kSwappingIn

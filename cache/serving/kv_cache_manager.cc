@@ -292,7 +292,9 @@ Admission KVCacheManager::CanAdmit(int64_t prompt_tokens,
 Admission KVCacheManager::CanAdmit(absl::Span<const int32_t> prompt,
                                    int64_t max_new_tokens,
                                    const PrefixKeys& keys) const {
-  if (windows_ != nullptr) return windows_->CanAdmit(prompt.size(), max_new_tokens);
+  if (windows_ != nullptr) {
+    return windows_->CanAdmit(prompt, max_new_tokens, keys);
+  }
   const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
   if (!prefix_caching() || prompt_tokens <= 0 ||
       prompt_tokens > kMaxSequenceTokens) {
@@ -400,7 +402,9 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
                                          int64_t max_new_tokens,
                                          StepOutput* out,
                                          const PrefixKeys& keys) {
-  if (windows_ != nullptr) return GroupsUnimplemented("AddSequence with token ids");
+  if (windows_ != nullptr) {
+    return windows_->AddSequence(seq, prompt, max_new_tokens, out, keys);
+  }
   const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
   if (!prefix_caching()) {
     return AddSequence(seq, prompt_tokens, max_new_tokens, out);
@@ -1014,7 +1018,7 @@ ManagerStats KVCacheManager::stats() const {
   m.swapped_bytes = swapped_bytes_;
   m.cow_copies = windows_ != nullptr ? windows_->cow_copies() : cow_copies_;
   if (prefix_caching()) {
-    m.prefix = prefix_stats_;
+    m.prefix = windows_ != nullptr ? windows_->prefix_stats() : prefix_stats_;
     const PrefixIndexStats index = books_->prefix_stats();
     m.prefix.cached_blocks = index.cached_blocks;
     m.prefix.evictable_blocks = index.evictable_blocks;

@@ -98,6 +98,7 @@
 #include "allocator/token_blocks.h"
 #include "cache/serving/layer_groups.h"
 #include "cache/serving/pending_remote_stores.h"
+#include "cache/serving/sequence_prefix.h"
 #include "cache/serving/step_output.h"
 #include "cache/storage/kv_layout.h"
 #include "cache/storage/kv_pool.h"
@@ -165,15 +166,6 @@ struct TokenCommit {
   // that left SlotRequest::token_ids out), appended before the commit; at
   // most up to the sequence's tokens. Empty: none.
   absl::Span<const int32_t> token_ids = {};
-};
-
-// A multimodal input whose placeholder tokens are [start, start + length)
-// of the prompt; its digest (the server's hash of the image or audio) keys
-// every block those tokens fall in.
-struct MultimodalSpan {
-  int64_t start = 0;
-  int64_t length = 0;
-  uint64_t digest = 0;
 };
 
 // The extra keys of a sequence's blocks (see BlockExtraKeys).
@@ -614,24 +606,7 @@ class KVCacheManager {
 
  private:
   // Prefix caching: what a sequence added with token ids keeps.
-  struct PrefixState {
-    // The decode step's fields first: one cache line with the token ids'
-    // vector.
-    int64_t committed = 0;  // Tokens with KV written and final.
-    // Leading table blocks done publishing (published, or switched to an
-    // equal cached block) in `epoch`.
-    int32_t published = 0;
-    // The ids of tokens [0, tokens.size()) of the sequence's num_tokens:
-    // all of them, unless steps left their ids out (SlotRequest).
-    std::vector<int32_t> tokens;
-    std::vector<BlockHash> hashes;     // Of full blocks [0, hashes.size()).
-    std::vector<BlockExtraKeys> keys;  // One per hash.
-    uint64_t tenant_salt = 0;
-    uint64_t adapter_id = 0;
-    std::vector<MultimodalSpan> multimodal;
-    uint64_t epoch = 0;
-    bool stopped = false;  // A collision ended its chain.
-  };
+  using PrefixState = SequencePrefix;  // sequence_prefix.h
 
   struct Sequence {
     Sequence(BlockPool* books, uint64_t entry_number)

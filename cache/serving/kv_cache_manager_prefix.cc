@@ -13,47 +13,12 @@
 #include "allocator/prefix/block_hash.h"
 #include "base/check.h"
 #include "base/status_macros.h"
+#include "cache/serving/grouped_sequences.h"
 #include "cache/serving/kv_cache_manager.h"
 
 namespace pagedkv {
-namespace {
-
-// The extra keys of block `block`: the sequence's salt and adapter, and a
-// digest of the multimodal spans that overlap the block (with where they
-// start relative to it, so a shifted image is another key).
-BlockExtraKeys KeysOfBlock(uint64_t salt, uint64_t adapter,
-                           absl::Span<const MultimodalSpan> multimodal,
-                           int64_t block, int32_t block_tokens) {
-  BlockExtraKeys k;
-  k.tenant_salt = salt;
-  k.adapter_id = adapter;
-  const int64_t begin = block * block_tokens;
-  const int64_t end = begin + block_tokens;
-  for (const MultimodalSpan& m : multimodal) {
-    if (m.length <= 0 || m.start >= end || m.start + m.length <= begin) {
-      continue;
-    }
-    const uint64_t words[3] = {m.digest, static_cast<uint64_t>(m.start - begin),
-                               static_cast<uint64_t>(m.length)};
-    k.multimodal_digest = HashWords(words, k.multimodal_digest);
-  }
-  return k;
-}
-
-}  // namespace
-
 void KVCacheManager::EnsureHashes(PrefixState& p, int64_t n) const {
-  const int32_t bt = layout_.block_tokens;
-  PKV_DCHECK(n * bt <= static_cast<int64_t>(p.tokens.size()),
-             "hashes of %d blocks of %d tokens", n, p.tokens.size());
-  for (int64_t i = static_cast<int64_t>(p.hashes.size()); i < n; ++i) {
-    const BlockExtraKeys keys =
-        KeysOfBlock(p.tenant_salt, p.adapter_id, p.multimodal, i, bt);
-    const BlockHash parent = i == 0 ? kRootBlockHash : p.hashes[i - 1];
-    p.hashes.push_back(hasher_->Hash(
-        parent, absl::MakeConstSpan(p.tokens.data() + i * bt, bt), keys));
-    p.keys.push_back(keys);
-  }
+  ExtendBlockKeys(*hasher_, layout_.block_tokens, p, n);
 }
 
 BlockPool::PrefixChain KVCacheManager::Chain(const PrefixState& p,
@@ -152,7 +117,7 @@ absl::Status KVCacheManager::CheckCommit(SequenceId seq, const Sequence& s,
 
 absl::Status KVCacheManager::CommitTokens(
     absl::Span<const TokenCommit> commits) {
-  if (windows_ != nullptr) return GroupsUnimplemented("CommitTokens");
+  if (windows_ != nullptr) return windows_->CommitTokens(commits);
   if (!prefix_caching()) {
     return absl::FailedPreconditionError(
         "CommitTokens on a manager without prefix caching");
@@ -227,6 +192,10 @@ std::vector<PrefixEvent> KVCacheManager::TakeEvents() {
 }
 
 void KVCacheManager::ResetPrefixCache() {
+  if (windows_ != nullptr) {
+    windows_->ResetPrefixCache();
+    return;
+  }
   books_->ResetPrefixCache();
   // This manager's sequences republish from their first block at their next
   // commit. (Another manager's reset on a shared pool is noticed by the

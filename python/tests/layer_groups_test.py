@@ -192,8 +192,10 @@ class LayerGroupsErrorsTest(unittest.TestCase):
         e = self.assert_status(ValueError, "INVALID_ARGUMENT", make_manager,
                                [(2, 0), (2, -5)])
         self.assertIn("sliding_window is -5", str(e))
+        # Prefix caching needs a full group (its chain verifies the
+        # window groups' blocks).
         self.assert_status(NotImplementedError, "UNIMPLEMENTED", make_manager,
-                           [(2, 0), (2, 8)], prefix_caching=True)
+                           [(2, 8), (2, 8)], prefix_caching=True)
         self.assert_status(ValueError, "INVALID_ARGUMENT", make_manager,
                            [(2, 0), (2, 8)], max_step_tokens=-1)
         for malformed in ([(2, 0), 8], [(2, 0, 1), (2, 8, 1)],
@@ -201,6 +203,27 @@ class LayerGroupsErrorsTest(unittest.TestCase):
             with self.assertRaises(TypeError) as ctx:
                 make_manager([], num_layers=4, layer_groups=malformed)
             self.assertIn("layer_groups", str(ctx.exception))
+
+    def test_prefix_hit_covers_each_window(self):
+        # Blocks of 4, a full group and a window of 8: 32 committed tokens
+        # and 5 more hit 8 blocks; the window group pins only blocks 6 and
+        # 7 (the next token, 32, reads 25..32) and has holes below.
+        m = make_manager([(2, 0), (2, 8)], prefix_caching=True)
+        prompt = np.arange(100, 132, dtype=np.int32)
+        m.add_sequence(1, prompt, 8)
+        m.commit_tokens([1], [32])
+        self.assertEqual(m.stats()["prefix"]["cached_blocks"], 16)
+        full1 = m.group_table(1, 0)
+        m.free(1)
+        slots = m.add_sequence(2, np.concatenate([prompt, [7] * 5]), 8)
+        self.assertEqual(m.num_cached_tokens, 32)
+        self.assertEqual(len(slots), 2 * 5)  # Group-major, the new tokens.
+        np.testing.assert_array_equal(m.group_table(2, 0)[:8], full1)
+        window = m.group_table(2, 1)
+        self.assertTrue(all(b == HOLE for b in window[:6]))
+        self.assertTrue(all(b != HOLE for b in window[6:]))
+        self.assertEqual(m.stats()["prefix"]["hit_blocks"], 8)
+        m.check_invariants()
 
     def test_host_storage_runs_the_forked_tail_copy(self):
         # Host mode: kv_storage holds blocks of one group's 2 layers; a

@@ -30,6 +30,7 @@
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_index.h"
 #include "allocator/token_blocks.h"
+#include "allocator/window_blocks.h"
 #include "base/check.h"
 #include "base/maybe_lock.h"
 #include "base/status_macros.h"
@@ -42,6 +43,7 @@
 #include "cache/paged_attention.h"
 #include "cache/private_pool_options.h"
 #include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/sequence_prefix.h"
 #include "cache/serving/step_output.h"
 #include "cache/static_kv_cache.h"
 #include "cache/storage/growable_kv_pool.h"
@@ -904,6 +906,39 @@ absl::Status PrefixCachingManagerExample() {
 
 TEST(HeaderExamplesTest, PrefixCachingManager) {
   EXPECT_THAT(PrefixCachingManagerExample(), IsOk());
+}
+
+TEST(HeaderExamplesTest, WindowBlocks) {
+  // clang-format off
+  // BEGIN allocator/window_blocks.h
+  // 100 tokens computed, a window of 32, blocks of 16 tokens: the next
+  // token (position 100) reads positions [69, 100], so blocks 0..3 are
+  // no longer read.
+  int64_t first = WindowFirstNeededBlock(100, 32, 16);  // 4
+  int64_t most = WindowBlockBound(32, 16);              // 3
+  // END allocator/window_blocks.h
+  // clang-format on
+  EXPECT_EQ(first, 4);
+  EXPECT_EQ(most, 3);
+}
+
+TEST(HeaderExamplesTest, SequencePrefix) {
+  // clang-format off
+  // BEGIN cache/serving/sequence_prefix.h
+  SequencePrefix p;
+  p.tokens = {1, 2, 3, 4, 5};
+  ExtendBlockKeys(Xxh3BlockHasher(), /*block_tokens=*/2, p, /*n=*/2);
+  // p.hashes[1] == hasher.Hash(p.hashes[0], {3, 4}, p.keys[1]).
+  // END cache/serving/sequence_prefix.h
+  // clang-format on
+  ASSERT_EQ(p.hashes.size(), 2u);
+  const int32_t second[] = {3, 4};
+  EXPECT_EQ(p.hashes[1], Xxh3BlockHasher().Hash(p.hashes[0], second, p.keys[1]));
+  // More blocks extend the chain; the ones there are kept.
+  p.tokens.push_back(6);
+  ExtendBlockKeys(Xxh3BlockHasher(), 2, p, 3);
+  const int32_t third[] = {5, 6};
+  EXPECT_EQ(p.hashes[2], Xxh3BlockHasher().Hash(p.hashes[1], third, p.keys[2]));
 }
 
 TEST(HeaderExamplesTest, TokenBlocks) {

@@ -103,9 +103,17 @@ TEST(LayerGroupsTest, ModesNotSupportedYetAreUnimplementedAtCreate) {
               }),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("max_step_tokens must be >= 0, got -1")));
+  // Prefix caching needs a full group: its chain verifies every group's
+  // cached blocks.
   EXPECT_THAT(create_with([](auto& o) { o.prefix_caching.enabled = true; }),
+              IsOk());
+  EXPECT_THAT(create_with([](auto& o) {
+                o.prefix_caching.enabled = true;
+                o.layer_groups.erase(o.layer_groups.begin());
+                o.layout.num_layers = 4;
+              }),
               StatusIs(absl::StatusCode::kUnimplemented,
-                       HasSubstr("prefix caching")));
+                       HasSubstr("no full-attention group")));
 }
 
 TEST(LayerGroupsTest, CallsNotSupportedYetAreUnimplementedAndChangeNothing) {
@@ -114,17 +122,16 @@ TEST(LayerGroupsTest, CallsNotSupportedYetAreUnimplementedAndChangeNothing) {
   StepOutput out;
   ASSERT_THAT(m->AddSequence(1, 6, 10, &out), IsOk());
   const int32_t used = m->stats().used_blocks;
-  const int32_t prompt[] = {1, 2, 3};
-  EXPECT_THAT(m->AddSequence(3, prompt, 4, &out),
-              StatusIs(absl::StatusCode::kUnimplemented));
   EXPECT_THAT(m->block_table(1).status(),
               StatusIs(absl::StatusCode::kUnimplemented,
                        HasSubstr("group_table")));
   EXPECT_THAT(m->running_table(1).status(),
               StatusIs(absl::StatusCode::kUnimplemented));
+  // Without prefix caching, as without groups: commits are refused.
   const TokenCommit commit[] = {{.seq = 1, .num_tokens = 2}};
   EXPECT_THAT(m->CommitTokens(commit),
-              StatusIs(absl::StatusCode::kUnimplemented));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("without prefix caching")));
   EXPECT_EQ(m->stats().used_blocks, used);
   EXPECT_TRUE(m->contains(1));
   EXPECT_FALSE(m->contains(3));

@@ -1,0 +1,570 @@
+// Prefix caching with layer groups: the anchor group's chain and the other
+// groups' entries under it. A hit covers the window the next token reads
+// in every group (and only that, holes below), is never matched before its
+// commit, is a miss on a forced hash collision, stops where a window group
+// lost a block, and survives eviction, truncation, preemption and swap. A
+// seeded property test writes a content model into every slot the manager
+// hands out (group, position, digest of the tokens up to it) and checks
+// that every block of every hit holds exactly the new sequence's content:
+// nothing wrong is ever served.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "allocator/block_id.h"
+#include "allocator/copy_on_write.h"
+#include "allocator/prefix/block_hash.h"
+#include "allocator/prefix/prefix_event.h"
+#include "allocator/window_blocks.h"
+#include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/layer_groups.h"
+#include "cache/serving/step_output.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cache/serving/manager_testing.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pagedkv {
+namespace {
+
+using ::pagedkv::testing::IsOk;
+using ::pagedkv::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// Books only, `full` full groups then `windows` window groups of `window`
+// tokens, prefix caching on, no watermark.
+KVCacheManager::Options Options(int32_t num_blocks, int32_t block_tokens,
+                                int32_t full, int32_t windows, int32_t window) {
+  KVCacheManager::Options o = ::pagedkv::testing::GroupedBooksOnlyOptions(
+      num_blocks, block_tokens, full, windows, window);
+  o.watermark = 0.0;
+  o.prefix_caching.enabled = true;
+  o.prefix_caching.max_pending_events = 1 << 16;
+  return o;
+}
+
+std::vector<int32_t> Iota(int32_t n, int32_t from = 100) {
+  std::vector<int32_t> v(n);
+  for (int32_t i = 0; i < n; ++i) v[i] = from + i;
+  return v;
+}
+
+std::vector<BlockId> Table(const KVCacheManager& m, SequenceId seq,
+                           int32_t g) {
+  const KVCacheManager::RunningTable t = *m.group_table(seq, g);
+  return {t.blocks.begin(), t.blocks.end()};
+}
+
+// Commits every token of seq.
+void CommitAll(KVCacheManager& m, SequenceId seq) {
+  const TokenCommit c[] = {{.seq = seq, .num_tokens = *m.num_tokens(seq)}};
+  ASSERT_THAT(m.CommitTokens(c), IsOk());
+}
+
+// Block 4 tokens; 1 full group, 2 window groups of 8 tokens. A 32-token
+// prompt committed and freed; the same prompt and 5 more hits 8 blocks:
+// the full group pins all 8, each window group only blocks 6 and 7 (the
+// next token, 32, reads positions 25..32), holes below.
+TEST(GroupedPrefixTest, AHitCoversTheWindowTheNextTokenReadsAndNoMore) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(64, 4, 1, 2, 8));
+  StepOutput out;
+  const std::vector<int32_t> prompt = Iota(32);
+  ASSERT_THAT(m->AddSequence(1, prompt, 8, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 0);
+  CommitAll(*m, 1);
+  const std::vector<BlockId> full1 = Table(*m, 1, 0);
+  const std::vector<BlockId> window1 = Table(*m, 1, 1);
+  ASSERT_THAT(m->Free(1), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 3 * 8);
+  EXPECT_EQ(m->stats().used_blocks, 0);
+
+  std::vector<int32_t> longer = prompt;
+  for (int32_t t : {7, 7, 7, 7, 7}) longer.push_back(t);
+  ASSERT_EQ(m->CanAdmit(longer, 8), Admission::kAdmit);
+  ASSERT_THAT(m->AddSequence(2, longer, 8, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 32);
+  EXPECT_EQ(out.group_stride, 5);
+  ASSERT_EQ(out.slot_mapping.size(), 3u * 5);
+  const std::vector<BlockId> full2 = Table(*m, 2, 0);
+  ASSERT_EQ(full2.size(), 10u);
+  EXPECT_EQ(std::vector<BlockId>(full2.begin(), full2.begin() + 8), full1);
+  for (int32_t g = 1; g <= 2; ++g) {
+    const std::vector<BlockId> w = Table(*m, 2, g);
+    ASSERT_EQ(w.size(), 10u);
+    EXPECT_EQ(WindowFirstNeededBlock(32, 8, 4), 6);
+    for (int32_t i = 0; i < 6; ++i) EXPECT_FALSE(w[i].is_valid()) << i;
+    for (int32_t i = 6; i < 10; ++i) EXPECT_TRUE(w[i].is_valid()) << i;
+  }
+  EXPECT_EQ(Table(*m, 2, 1)[6], window1[6]);
+  EXPECT_EQ(Table(*m, 2, 1)[7], window1[7]);
+  // 8 + 2 + 2 pinned, 2 new per group: the window groups' blocks 0..5 stay
+  // cached and free.
+  EXPECT_EQ(m->stats().used_blocks, 8 + 2 + 2 + 3 * 2);
+  EXPECT_EQ(m->stats().prefix.hit_blocks, 8);
+  EXPECT_EQ(m->stats().prefix.hit_tokens, 32);
+  m->CheckInvariants();
+  ASSERT_THAT(m->Free(2), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 0);
+  m->CheckInvariants();
+}
+
+// A window group that released blocks before they were committed cannot
+// serve a hit that needs them: the hit drops to the longest point where
+// every group holds its window (here none), though the full group matches.
+TEST(GroupedPrefixTest, AHitStopsWhereAWindowGroupLostABlock) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(64, 4, 1, 1, 8));
+  StepOutput out;
+  const std::vector<int32_t> prompt = Iota(8);
+  ASSERT_THAT(m->AddSequence(1, prompt, 64, &out), IsOk());
+  // 24 decode steps with ids, no commit: the window releases blocks 0..3.
+  for (int32_t t = 0; t < 24; ++t) {
+    const int32_t id = 108 + t;
+    const SlotRequest r[] = {{.seq = 1, .num_tokens = 1, .token_ids = {&id, 1}}};
+    ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
+  }
+  EXPECT_FALSE(Table(*m, 1, 1)[3].is_valid());
+  CommitAll(*m, 1);
+  // The full group published its 8 blocks, the window group its 2 live
+  // ones (blocks 6 and 7: the last step, from token 31, read 24..31).
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 8 + 2);
+  // A prompt sharing tokens 0..17: the full group matches 4 blocks; at 4
+  // the window needs blocks 2 and 3, lost; at 2 blocks 0 and 1, lost.
+  std::vector<int32_t> other = Iota(18);
+  ASSERT_THAT(m->AddSequence(2, other, 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 0);
+  EXPECT_EQ(m->stats().prefix.hit_blocks, 0);
+  // The whole committed sequence plus one token hits all of it: the
+  // window's blocks 6 and 7 are the running sequence's own.
+  std::vector<int32_t> all = Iota(32);
+  all.push_back(1);
+  ASSERT_THAT(m->AddSequence(3, all, 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 32);
+  EXPECT_EQ(Table(*m, 3, 1)[6], Table(*m, 1, 1)[6]);
+  const std::vector<BlockId> full3 = Table(*m, 3, 0);
+  EXPECT_EQ(std::vector<BlockId>(full3.begin(), full3.begin() + 8),
+            Table(*m, 1, 0));  // The 8 full blocks are shared.
+  m->CheckInvariants();
+}
+
+// Never matched before the commit; a sequence freed before its commit
+// publishes nothing; a commit of 8 tokens makes two blocks matchable in
+// every group.
+TEST(GroupedPrefixTest, NothingIsMatchedBeforeItsCommit) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(64, 4, 1, 1, 8));
+  StepOutput out;
+  const std::vector<int32_t> prompt = Iota(17);
+  ASSERT_THAT(m->AddSequence(1, prompt, 4, &out), IsOk());
+  ASSERT_THAT(m->AddSequence(2, prompt, 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 0);
+  ASSERT_THAT(m->Free(2), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 0);
+  const TokenCommit c[] = {{.seq = 1, .num_tokens = 8}};
+  ASSERT_THAT(m->CommitTokens(c), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 2 * 2);
+  ASSERT_THAT(m->AddSequence(3, prompt, 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);
+  m->CheckInvariants();
+}
+
+// Every key equal: a collision is a miss, never another prompt's KV, and
+// the groups' entries collide too (one hasher for all).
+class ConstantHasher : public BlockHasher {
+ public:
+  BlockHash Hash(BlockHash, absl::Span<const int32_t>,
+                 const BlockExtraKeys&) const override {
+    return 7;
+  }
+  const char* name() const override { return "constant"; }
+};
+
+TEST(GroupedPrefixTest, AForcedCollisionIsAMiss) {
+  static const ConstantHasher hasher;
+  KVCacheManager::Options o = Options(64, 4, 1, 1, 8);
+  o.prefix_caching.hasher = &hasher;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(16), 4, &out), IsOk());
+  CommitAll(*m, 1);
+  // One entry under key 7 (the anchor's first block); the rest collide.
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 1);
+  ASSERT_THAT(m->AddSequence(2, Iota(16, 500), 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 0);
+  // The same tokens: the anchor's block 0 verifies, but the window group
+  // holds no entry for it (its key collided), so no hit either.
+  ASSERT_THAT(m->AddSequence(3, Iota(16), 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 0);
+  m->CheckInvariants();
+}
+
+// Tenants with other salts share nothing; the same salt shares.
+TEST(GroupedPrefixTest, SaltsIsolateTenants) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(64, 4, 1, 1, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(16), 4, &out, {.tenant_salt = 1}),
+              IsOk());
+  CommitAll(*m, 1);
+  ASSERT_THAT(m->AddSequence(2, Iota(16), 4, &out, {.tenant_salt = 2}),
+              IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 0);
+  ASSERT_THAT(m->AddSequence(3, Iota(16), 4, &out, {.tenant_salt = 1}),
+              IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 12);
+}
+
+// Events: the anchor's chain as one BlockStored, each other group's blocks
+// as chains of one under the anchor's block of the same index, in that
+// group's name; eviction and a reset are reported.
+TEST(GroupedPrefixTest, EventsNameTheGroupAndTheAnchorParent) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(64, 4, 1, 1, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(8), 4, &out), IsOk());
+  CommitAll(*m, 1);
+  const std::vector<PrefixEvent> events = m->TakeEvents();
+  const std::vector<int32_t> tokens = Iota(8);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].layer_group, 0);
+  ASSERT_EQ(events[0].block_hashes.size(), 2u);
+  EXPECT_EQ(events[0].parent_hash, kRootBlockHash);
+  for (int32_t i = 0; i < 2; ++i) {
+    const PrefixEvent& e = events[1 + i];
+    EXPECT_EQ(e.kind, PrefixEvent::Kind::kBlockStored);
+    EXPECT_EQ(e.layer_group, 1);
+    ASSERT_EQ(e.block_hashes.size(), 1u);
+    EXPECT_EQ(e.parent_hash, events[0].block_hashes[i]);
+    EXPECT_EQ(e.block_hashes[0],
+              Xxh3BlockHasher().Hash(
+                  GroupChainParent(events[0].block_hashes[i], 1),
+                  absl::MakeConstSpan(tokens.data() + 4 * i, 4), {}));
+    EXPECT_EQ(e.token_ids, std::vector<int32_t>(tokens.begin() + 4 * i,
+                                                tokens.begin() + 4 * i + 4));
+  }
+  m->ResetPrefixCache();
+  const std::vector<PrefixEvent> cleared = m->TakeEvents();
+  ASSERT_EQ(cleared.size(), 1u);
+  EXPECT_EQ(cleared[0].kind, PrefixEvent::Kind::kAllBlocksCleared);
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 0);
+  // The sequence republishes at its next commit.
+  const int32_t id = 1;
+  const SlotRequest r[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = {&id, 1}, .commit = 8}};
+  ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 4);
+  m->CheckInvariants();
+}
+
+// Eviction under pressure takes free cached blocks (leaves first), and a
+// hit costs no new block: admission counts it.
+TEST(GroupedPrefixTest, AdmissionCountsTheHitAndEvictsWhenFull) {
+  // 1 full + 1 window group; 16 blocks.
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(16, 4, 1, 1, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(24), 4, &out), IsOk());  // 12 blocks.
+  CommitAll(*m, 1);
+  // 4 free: a 24-token prompt without a hit needs 12.
+  EXPECT_EQ(m->CanAdmit(Iota(24, 900), 4), Admission::kLater);
+  // The same prompt with 1 more token: a hit of 6 blocks (full: 6; window:
+  // blocks 4 and 5), 1 new block per group.
+  std::vector<int32_t> more = Iota(24);
+  more.push_back(5);
+  ASSERT_EQ(m->CanAdmit(more, 4), Admission::kAdmit);
+  ASSERT_THAT(m->AddSequence(2, more, 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 24);
+  EXPECT_EQ(m->stats().used_blocks, 12 + 2);
+  ASSERT_THAT(m->Free(1), IsOk());
+  ASSERT_THAT(m->Free(2), IsOk());
+  // A new 32-token prompt needs all 16 blocks: every cached one is
+  // evicted for it.
+  ASSERT_THAT(m->AddSequence(3, Iota(32, 900), 4, &out), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 0);
+  EXPECT_GT(m->stats().prefix.evicted_blocks, 0);
+  m->CheckInvariants();
+}
+
+// ---------------------------------------------------------------------------
+// Property test: random workloads on small pools with a content model.
+
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+struct ModelSequence {
+  std::vector<int32_t> tokens;
+  std::vector<uint64_t> digest;  // digest[i]: of tokens [0, i].
+  int64_t committed = 0;
+  bool preempted = false;
+  bool swapped = false;
+
+  void Push(int32_t t) {
+    const uint64_t prev = digest.empty() ? 1 : digest.back();
+    tokens.push_back(t);
+    digest.push_back(Mix(prev ^ Mix(static_cast<uint64_t>(t) + 17)));
+  }
+  void Resize(int64_t n) {
+    tokens.resize(n);
+    digest.resize(n);
+    committed = std::min(committed, n);
+  }
+};
+
+class GroupedPrefixProperty : public ::testing::TestWithParam<int> {};
+
+TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
+  const int seed = GetParam();
+  std::mt19937 rng(seed);
+  const int32_t bt = 4;
+  // Groups: full, window 6, full, window 10 (two anchors' worth of checks:
+  // group 2 is a full group under the anchor).
+  KVCacheManager::Options o{
+      .layout = {.num_layers = 8, .num_kv_heads = 1, .head_dim = 4,
+                 .dtype = DType::kFloat16, .block_tokens = bt},
+      .num_blocks = 48 + 8 * (seed % 3),
+      .storage = StorageMode::kBooksOnly,
+      .watermark = 0.0,
+      .num_host_blocks = 40};
+  o.layer_groups = {{.num_layers = 2},
+                    {.num_layers = 2, .sliding_window = 6},
+                    {.num_layers = 2},
+                    {.num_layers = 2, .sliding_window = 10}};
+  o.prefix_caching.enabled = true;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  const int32_t groups = 4;
+  const auto window = [&](int32_t g) {
+    return o.layer_groups[g].sliding_window;
+  };
+
+  // What each slot holds: (group, position, digest of the tokens up to it)
+  // of the sequence that wrote it; 0: never written.
+  std::vector<uint64_t> device(int64_t{o.num_blocks} * bt, 0);
+  std::vector<uint64_t> host(int64_t{o.num_host_blocks} * bt, 0);
+  const auto key = [](int32_t g, int64_t pos, uint64_t digest) {
+    return Mix(digest ^ Mix((static_cast<uint64_t>(g) << 40) ^
+                            static_cast<uint64_t>(pos)));
+  };
+  std::map<SequenceId, ModelSequence> seqs;
+  SequenceId next_id = 1;
+  int64_t hits_checked = 0;
+
+  // The slots of tokens [first, first + k) of seq, written (group-major).
+  const auto write = [&](const ModelSequence& s, const StepOutput& out,
+                         int32_t request, int64_t first) {
+    const int64_t begin = out.request_offsets[request];
+    const int64_t k = out.request_offsets[request + 1] - begin;
+    for (int32_t g = 0; g < groups; ++g) {
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t slot = out.slot_mapping[g * out.group_stride + begin + j];
+        device[slot] = key(g, first + j, s.digest[first + j]);
+      }
+    }
+  };
+  const auto run_copies = [&](StepOutput& out) {
+    for (const CopyOp& c : out.copies.ops()) {
+      std::copy_n(device.begin() + int64_t{c.src.value()} * bt, bt,
+                  device.begin() + int64_t{c.dst.value()} * bt);
+    }
+    out.copies.MarkDone();
+  };
+  // Every block a fresh placement got from the cache holds exactly seq's
+  // KV, and each group holds the window the next token reads.
+  const auto check_hit = [&](SequenceId id, const ModelSequence& s,
+                             int64_t cached) {
+    ASSERT_EQ(cached % bt, 0);
+    const int64_t hit = cached / bt;
+    for (int32_t g = 0; g < groups; ++g) {
+      const std::vector<BlockId> t = Table(*m, id, g);
+      const int64_t first =
+          window(g) == 0 ? 0 : WindowFirstNeededBlock(cached, window(g), bt);
+      for (int64_t i = 0; i < hit; ++i) {
+        ASSERT_EQ(t[i].is_valid(), i >= first)
+            << "seed " << seed << " seq " << id << " group " << g << " entry "
+            << i << " of a hit of " << hit;
+        if (!t[i].is_valid()) continue;
+        for (int64_t o2 = 0; o2 < bt; ++o2) {
+          const int64_t pos = i * bt + o2;
+          ASSERT_EQ(device[int64_t{t[i].value()} * bt + o2],
+                    key(g, pos, s.digest[pos]))
+              << "seed " << seed << ": sequence " << id << " was served "
+              << "another's KV in group " << g << " block " << i;
+        }
+      }
+      ++hits_checked;
+    }
+  };
+  // Prompts: one of 3 system prompts, then a suffix from a 3-token
+  // alphabet (equal suffixes are common: real sharing beyond the prompts).
+  std::vector<std::vector<int32_t>> systems(3);
+  for (int32_t i = 0; i < 3; ++i) {
+    const int32_t n = 6 + 5 * i;
+    for (int32_t t = 0; t < n; ++t) systems[i].push_back(1000 * (i + 1) + t);
+  }
+  const auto running = [&]() {
+    std::vector<SequenceId> r;
+    for (const auto& [id, s] : seqs) {
+      if (!s.preempted && !s.swapped) r.push_back(id);
+    }
+    return r;
+  };
+  const auto pick = [&](const std::vector<SequenceId>& v) {
+    return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)];
+  };
+
+  StepOutput out;
+  for (int op = 0; op < 1500; ++op) {
+    const int dice = std::uniform_int_distribution<int>(0, 99)(rng);
+    const std::vector<SequenceId> run = running();
+    if (dice < 22 || run.empty()) {  // Add.
+      ModelSequence s;
+      for (int32_t t : systems[rng() % 3]) s.Push(t);
+      const int32_t suffix = 1 + static_cast<int32_t>(rng() % 10);
+      for (int32_t i = 0; i < suffix; ++i) s.Push(static_cast<int32_t>(rng() % 3));
+      const SequenceId id = next_id++;
+      const absl::Status st = m->AddSequence(id, s.tokens, 24, &out);
+      if (st.ok()) {
+        check_hit(id, s, out.num_cached_tokens);
+        write(s, out, 0, out.num_cached_tokens);
+        s.committed = out.num_cached_tokens;
+        seqs.emplace(id, std::move(s));
+      } else {
+        ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+        ASSERT_FALSE(m->contains(id));
+      }
+    } else if (dice < 62) {  // A step of some running sequences.
+      std::vector<SequenceId> chosen;
+      for (SequenceId id : run) {
+        if (rng() % 2 == 0) chosen.push_back(id);
+      }
+      if (chosen.empty()) chosen.push_back(run[0]);
+      std::vector<std::vector<int32_t>> ids(chosen.size());
+      std::vector<SlotRequest> reqs;
+      for (size_t i = 0; i < chosen.size(); ++i) {
+        const ModelSequence& s = seqs[chosen[i]];
+        const int32_t k = rng() % 4 == 0 ? 1 + static_cast<int32_t>(rng() % 5)
+                                         : 1;
+        for (int32_t j = 0; j < k; ++j) ids[i].push_back(static_cast<int32_t>(rng() % 3));
+        const int64_t n = static_cast<int64_t>(s.tokens.size());
+        // Commit the held tokens, or lag behind.
+        const int64_t commit =
+            rng() % 3 == 0 ? -1
+                           : s.committed + static_cast<int64_t>(
+                                               rng() % (n - s.committed + 1));
+        reqs.push_back({.seq = chosen[i], .num_tokens = k,
+                        .token_ids = ids[i], .commit = commit});
+      }
+      const absl::Status st = m->AppendSlots(reqs, &out);
+      if (st.ok()) {
+        run_copies(out);
+        for (size_t i = 0; i < chosen.size(); ++i) {
+          ModelSequence& s = seqs[chosen[i]];
+          const int64_t first = static_cast<int64_t>(s.tokens.size());
+          for (int32_t t : ids[i]) s.Push(t);
+          if (reqs[i].commit != -1) s.committed = reqs[i].commit;
+          write(s, out, static_cast<int32_t>(i), first);
+        }
+      } else {
+        ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+        // Make room: free the longest running sequence.
+        SequenceId longest = run[0];
+        for (SequenceId id : run) {
+          if (seqs[id].tokens.size() > seqs[longest].tokens.size()) longest = id;
+        }
+        ASSERT_THAT(m->Free(longest), IsOk());
+        seqs.erase(longest);
+      }
+    } else if (dice < 72) {  // Free.
+      const SequenceId id = pick(run);
+      ASSERT_THAT(m->Free(id), IsOk());
+      seqs.erase(id);
+    } else if (dice < 77) {  // Fork.
+      const SequenceId parent = pick(run);
+      const SequenceId child = next_id++;
+      ASSERT_THAT(m->Fork(parent, child), IsOk());
+      seqs.emplace(child, seqs[parent]);
+    } else if (dice < 83) {  // Truncate (speculative tokens rejected).
+      const SequenceId id = pick(run);
+      ModelSequence& s = seqs[id];
+      const int64_t n = static_cast<int64_t>(s.tokens.size());
+      const int64_t to = n - 1 - static_cast<int64_t>(rng() % std::min<int64_t>(n, 6));
+      const absl::Status st = m->Truncate(id, to);
+      if (st.ok()) {
+        s.Resize(to);
+      } else {
+        ASSERT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+      }
+    } else if (dice < 88) {  // Commit through CommitTokens.
+      const SequenceId id = pick(run);
+      ModelSequence& s = seqs[id];
+      const TokenCommit c[] = {
+          {.seq = id, .num_tokens = static_cast<int64_t>(s.tokens.size())}};
+      ASSERT_THAT(m->CommitTokens(c), IsOk());
+      s.committed = static_cast<int64_t>(s.tokens.size());
+    } else if (dice < 93) {  // Preempt, and readmit some preempted one.
+      const SequenceId id = pick(run);
+      ASSERT_THAT(m->Preempt(id), IsOk());
+      seqs[id].preempted = true;
+      for (auto& [pid, s] : seqs) {
+        if (!s.preempted || rng() % 2 != 0) continue;
+        const absl::Status st = m->Readmit(pid, &out);
+        if (!st.ok()) {
+          ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+          continue;
+        }
+        s.preempted = false;
+        check_hit(pid, s, out.num_cached_tokens);
+        write(s, out, 0, out.num_cached_tokens);  // Recomputed.
+        s.committed = out.num_cached_tokens;
+        break;
+      }
+    } else if (dice < 98) {  // Swap out one, swap in another.
+      const SequenceId id = pick(run);
+      absl::StatusOr<SwapPlan> plan = m->SwapOut(id);
+      if (plan.ok()) {
+        for (size_t i = 0; i < plan->src.size(); ++i) {
+          std::copy_n(device.begin() + int64_t{plan->src[i].value()} * bt, bt,
+                      host.begin() + int64_t{plan->dst[i].value()} * bt);
+        }
+        ASSERT_THAT(m->CompleteSwap(id), IsOk());
+        seqs[id].swapped = true;
+      }
+      for (auto& [sid, s] : seqs) {
+        if (!s.swapped || sid == id) continue;
+        absl::StatusOr<SwapPlan> in = m->SwapIn(sid);
+        if (!in.ok()) break;
+        for (size_t i = 0; i < in->src.size(); ++i) {
+          std::copy_n(host.begin() + int64_t{in->src[i].value()} * bt, bt,
+                      device.begin() + int64_t{in->dst[i].value()} * bt);
+        }
+        ASSERT_THAT(m->CompleteSwap(sid), IsOk());
+        s.swapped = false;
+        break;
+      }
+    } else {  // A reset now and then.
+      m->ResetPrefixCache();
+    }
+    m->CheckInvariants();
+  }
+  const ManagerStats stats = m->stats();
+  EXPECT_GT(stats.prefix.hit_blocks, 0) << "seed " << seed << ": no hits";
+  EXPECT_GT(stats.prefix.rehit_blocks + stats.prefix.hit_blocks, 0);
+  EXPECT_GT(hits_checked, 0);
+  for (const auto& [id, s] : seqs) ASSERT_THAT(m->Free(id), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 0) << "every block returned";
+  m->CheckInvariants();
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, GroupedPrefixProperty, ::testing::Range(0, 8));
+
+}  // namespace
+}  // namespace pagedkv
