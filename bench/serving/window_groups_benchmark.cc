@@ -15,6 +15,14 @@
 // Every kSteps iterations the sequences are freed and admitted again at
 // `context` tokens (untimed), so the pool never runs out.
 //
+//   BM_Admit2048              prefix caching: AddSequence + Free of a
+//                             2,048-token prompt another running sequence
+//                             committed, hit (caching:1) or not (caching:0),
+//                             with groups:0 (one table) or groups:6 (1 full
+//                             + 5 window groups of 1,024: the anchor's 127
+//                             blocks and each window group's 65 are
+//                             pinned, holes below).
+//
 //   bazel run -c opt //bench/serving:window_groups_benchmark -- \
 //     --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <cstdint>
@@ -43,7 +51,8 @@ int32_t BlocksFor(int64_t tokens) {
 
 // 48 layers (Gemma-3-12B's KV geometry), grouped or not.
 std::unique_ptr<KVCacheManager> Manager(int32_t num_blocks,
-                                        std::vector<LayerGroup> groups) {
+                                        std::vector<LayerGroup> groups,
+                                        bool caching = false) {
   KVCacheManager::Options o{.layout = {.num_layers = 48,
                                        .num_kv_heads = 8,
                                        .head_dim = 256,
@@ -53,6 +62,7 @@ std::unique_ptr<KVCacheManager> Manager(int32_t num_blocks,
                             .storage = StorageMode::kBooksOnly,
                             .watermark = 0};
   o.layer_groups = std::move(groups);
+  o.prefix_caching.enabled = caching;
   absl::StatusOr<std::unique_ptr<KVCacheManager>> m = KVCacheManager::Create(o);
   PKV_CHECK(m.ok(), "%s", m.status().ToString());
   return *std::move(m);
@@ -118,6 +128,35 @@ void BM_GroupedDecodeStep(benchmark::State& state) {
 BENCHMARK(BM_GroupedDecodeStep)
     ->ArgsProduct({{256}, {1024, 32768}, {0, 5}})
     ->ArgNames({"seqs", "context", "windows"});
+
+void BM_Admit2048(benchmark::State& state) {
+  const bool grouped = state.range(0) != 0;
+  const bool caching = state.range(1) != 0;
+  std::vector<LayerGroup> groups;
+  if (grouped) {
+    groups.assign(kGroups, LayerGroup{.num_layers = 8, .sliding_window = 1024});
+    groups[0].sliding_window = 0;
+  }
+  std::unique_ptr<KVCacheManager> m =
+      Manager(4 * kGroups * BlocksFor(2048), groups, caching);
+  std::vector<int32_t> prompt(2048);
+  for (int32_t i = 0; i < 2048; ++i) prompt[i] = 1000 + i;
+  StepOutput out;
+  PKV_CHECK(m->AddSequence(1, prompt, 16, &out).ok(), "add");
+  if (caching) {
+    const TokenCommit c[] = {{.seq = 1, .num_tokens = 2048}};
+    PKV_CHECK(m->CommitTokens(c).ok(), "commit");
+  }
+  for (auto _ : state) {
+    PKV_CHECK(m->AddSequence(2, prompt, 16, &out).ok(), "add");
+    benchmark::DoNotOptimize(out.slot_mapping.data());
+    PKV_CHECK(m->Free(2).ok(), "free");
+  }
+  state.counters["cached_tokens"] = static_cast<double>(out.num_cached_tokens);
+}
+BENCHMARK(BM_Admit2048)
+    ->ArgsProduct({{0, 6}, {0, 1}})
+    ->ArgNames({"groups", "caching"});
 
 }  // namespace
 }  // namespace pagedkv
