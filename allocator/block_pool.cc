@@ -516,8 +516,8 @@ int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
 }
 
 BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
-    const PrefixChain& anchor, absl::Span<const PrefixGroup> groups,
-    std::vector<BlockId>* pin) {
+    const PrefixChain& anchor, int32_t anchor_window,
+    absl::Span<const PrefixGroup> groups, std::vector<BlockId>* pin) {
   PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
   CheckChain(anchor);
   const int32_t bt = prefix_options_.block_tokens;
@@ -555,8 +555,11 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     }
     return e;
   };
-  const auto first_needed = [bt](const PrefixGroup& g, int64_t hit) {
-    return g.window == 0 ? 0 : WindowFirstNeededBlock(hit * bt, g.window, bt);
+  const auto first_of = [bt](int32_t window, int64_t hit) {
+    return window == 0 ? 0 : WindowFirstNeededBlock(hit * bt, window, bt);
+  };
+  const auto first_needed = [&](const PrefixGroup& g, int64_t hit) {
+    return first_of(g.window, hit);
   };
   // 2. Lower the hit until every group holds what the next token reads.
   // lo[k]: group k holds every entry in [lo[k], hit) (each entry is looked
@@ -584,7 +587,9 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     // 3. Reviving a free cached block takes a free block: at most the
     // unreserved ones (else a shorter hit, which needs fewer).
     int32_t revived = 0;
-    for (int64_t j = 0; j < hit; ++j) revived += ref_counts_[ids[j]] == 0;
+    for (int64_t j = first_of(anchor_window, hit); j < hit; ++j) {
+      revived += ref_counts_[ids[j]] == 0;
+    }
     for (size_t k = 0; k < groups.size(); ++k) {
       for (int64_t j = first_needed(groups[k], hit); j < hit; ++j) {
         revived += ref_counts_[entry(k, j)] == 0;
@@ -610,7 +615,7 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     }
     if (pin != nullptr) pin->push_back(BlockId(b));
   };
-  for (int64_t j = 0; j < hit; ++j) take(ids[j]);
+  for (int64_t j = first_of(anchor_window, hit); j < hit; ++j) take(ids[j]);
   for (size_t k = 0; k < groups.size(); ++k) {
     for (int64_t j = first_needed(groups[k], hit); j < hit; ++j) {
       take(entry(k, j));
@@ -620,18 +625,25 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
 }
 
 BlockPool::PrefixMatch BlockPool::MatchGroupedPrefix(
-    const PrefixChain& anchor, absl::Span<const PrefixGroup> groups) const {
+    const PrefixChain& anchor, int32_t anchor_window,
+    absl::Span<const PrefixGroup> groups) const {
   MaybeLock lock(&mu_);
-  return const_cast<BlockPool*>(this)->MatchGroupedLocked(anchor, groups,
-                                                          nullptr);
+  return const_cast<BlockPool*>(this)->MatchGroupedLocked(
+      anchor, anchor_window, groups, nullptr);
 }
 
 BlockPool::PrefixMatch BlockPool::PinGroupedPrefix(
-    const PrefixChain& anchor, absl::Span<const PrefixGroup> groups,
-    std::vector<BlockId>* out) {
+    const PrefixChain& anchor, int32_t anchor_window,
+    absl::Span<const PrefixGroup> groups, std::vector<BlockId>* out) {
   PKV_CHECK(out != nullptr, "PinGroupedPrefix needs an output");
   MaybeLock lock(&mu_);
-  return MatchGroupedLocked(anchor, groups, out);
+  return MatchGroupedLocked(anchor, anchor_window, groups, out);
+}
+
+void BlockPool::AllowInUseUnderFreeParents() {
+  MaybeLock lock(&mu_);
+  PKV_CHECK(prefix_ != nullptr, "AllowInUseUnderFreeParents without a cache");
+  prefix_->AllowInUseUnderFreeParents();
 }
 
 int32_t BlockPool::PublishGroupBlocks(absl::Span<const BlockId> anchors,
@@ -647,6 +659,10 @@ int32_t BlockPool::PublishGroupBlocks(absl::Span<const BlockId> anchors,
   PKV_CHECK(prefix_ != nullptr, "PublishGroupBlocks without a prefix cache");
   int32_t done = 0;
   for (size_t i = 0; i < blocks.size(); ++i) {
+    if (!anchors[i].is_valid()) {  // A window anchor released it.
+      ++done;
+      continue;
+    }
     CheckId(anchors[i]);
     const int32_t a = anchors[i].value();
     if (!prefix_->is_published(a)) break;

@@ -223,6 +223,13 @@ class BlockPool {
   // and keys: so a group entry is verified by the anchor chain that leads
   // to its parent, and a group's block in use has its parent in use (the
   // same sequence holds the anchor's block i).
+  //
+  // When no group is full, the anchor is a window group: its chain is
+  // verified from the root through cached entries that may be free (its
+  // head was released), and only its window is pinned. The pool must then
+  // allow in-use entries under free parents (AllowInUseUnderFreeParents):
+  // evicting a free head unpublishes the in-use tail below it, which its
+  // holders keep.
   struct PrefixGroup {
     int32_t group = 0;   // != the anchor's.
     int32_t window = 0;  // Tokens a query reads back; 0: a full group.
@@ -230,28 +237,33 @@ class BlockPool {
   };
   // The longest hit of L anchor blocks (L <= anchor.hashes.size()) at which
   // every group holds the blocks the next token reads: a full group all of
-  // [0, L), a window group [WindowFirstNeededBlock(L * bt, window), L).
-  // `revived` counts the free cached blocks among all of them. Changes
-  // nothing. REQUIRES: prefix_cache_enabled(); chains well formed.
+  // [0, L), a window group [WindowFirstNeededBlock(L * bt, window), L); the
+  // anchor's window is anchor_window (0: full). `revived` counts the free
+  // cached blocks among them. Changes nothing.
+  // REQUIRES: prefix_cache_enabled(); chains well formed.
   PrefixMatch MatchGroupedPrefix(const PrefixChain& anchor,
+                                 int32_t anchor_window,
                                  absl::Span<const PrefixGroup> groups) const;
   // MatchGroupedPrefix, taking one reference on every block of the hit in
-  // one lock, appended to *out: the anchor's L blocks, then group by group
-  // its blocks from its first needed one to L - 1. Revives free cached
-  // blocks only while an unreserved free block is left for each (else the
-  // hit is shorter).
+  // one lock, appended to *out: the anchor's blocks from its first needed
+  // one to L - 1, then group by group the same. Revives free cached blocks
+  // only while an unreserved free block is left for each (else the hit is
+  // shorter).
   PrefixMatch PinGroupedPrefix(const PrefixChain& anchor,
+                               int32_t anchor_window,
                                absl::Span<const PrefixGroup> groups,
                                std::vector<BlockId>* out);
+  // See PrefixGroup. One way; idempotent.
+  void AllowInUseUnderFreeParents();
   // Publishes blocks[i] (an invalid id: a hole, skipped) as `group`'s entry
-  // under anchors[i], with anchors[i]'s tokens and keys, for i in order,
-  // stopping at the first anchor that is not published (returned: how
-  // many were done). An equal entry in use is switched to (*switches, as
+  // under anchors[i] (an invalid id: a released anchor block, skipped),
+  // with anchors[i]'s tokens and keys, for i in order, stopping at the
+  // first anchor that is not published (returned: how many were done). An equal entry in use is switched to (*switches, as
   // Publish); a free one gives its entry to blocks[i]; an entry already
   // under another block or a collision leaves blocks[i] unpublished.
   // REQUIRES: prefix_cache_enabled(); anchors.size() == blocks.size() ==
-  // hashes.size(); anchors valid; live blocks in use; group != the group
-  // the anchors were published in.
+  // hashes.size(); live blocks in use; group != the group the anchors
+  // were published in.
   int32_t PublishGroupBlocks(absl::Span<const BlockId> anchors,
                              absl::Span<const BlockId> blocks, int32_t group,
                              absl::Span<const BlockHash> hashes,
@@ -331,6 +343,7 @@ class BlockPool {
   // the plain free list.
   void OnUnpublishedLocked(int32_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   PrefixMatch MatchGroupedLocked(const PrefixChain& anchor,
+                                 int32_t anchor_window,
                                  absl::Span<const PrefixGroup> groups,
                                  std::vector<BlockId>* pin)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -211,7 +211,7 @@ void PrefixIndex::CheckInvariants(absl::Span<const int32_t> ref_counts) const {
     if (p != -1) {
       PKV_CHECK(published_[p], "block %d has unpublished parent %d", b, p);
       PKV_CHECK(listed[b] == 1, "block %d not in its parent's child list", b);
-      PKV_CHECK(free || ref_counts[p] > 0,
+      PKV_CHECK(free || ref_counts[p] > 0 || in_use_under_free_,
                 "block %d is in use but its parent %d is free", b, p);
     } else {
       PKV_CHECK(listed[b] == 0, "root block %d listed as a child", b);

@@ -161,6 +161,11 @@ class PrefixIndex {
   PrefixIndexStats stats() const;
   uint64_t epoch() const { return epoch_; }
 
+  // Relaxes the invariant that an in-use entry's parent is in use (see
+  // the invariants below). One way; for window-anchored layer groups.
+  void AllowInUseUnderFreeParents() { in_use_under_free_ = true; }
+  bool in_use_under_free_parents() const { return in_use_under_free_; }
+
   // Aborts unless the invariants below hold; ref_counts are the pool's.
   void CheckInvariants(absl::Span<const int32_t> ref_counts) const;
 
@@ -192,7 +197,11 @@ class PrefixIndex {
   //    exactly once; unpublished blocks have no links and no children;
   //  - evictable_ holds exactly the published blocks with ref_count 0;
   //  - a published block in use has a parent in use (a sequence holds the
-  //    whole prefix of every block it holds);
+  //    whole prefix of every block it holds), unless
+  //    AllowInUseUnderFreeParents() was called (a layer-grouped manager
+  //    whose anchor is a window group releases its chain's head while the
+  //    tail runs: evicting the head then unpublishes the tail, which its
+  //    holders keep);
   //  - num_published_ + stale entries == by_hash_.size().
   std::vector<uint8_t> published_;
   std::vector<BlockHash> hash_;
@@ -206,6 +215,7 @@ class PrefixIndex {
   absl::flat_hash_map<BlockHash, int32_t> by_hash_;
   FreeList evictable_;
   int32_t num_published_ = 0;
+  bool in_use_under_free_ = false;
 
   std::vector<PrefixEvent> events_;
   int32_t open_stored_ = -1;  // Index in events_ of the event being built.

@@ -38,11 +38,25 @@ GroupedSequences::GroupedSequences(Config config)
       blocks_of_(config.block_tokens) {
   PKV_CHECK(books_ != nullptr && block_tokens_ > 0 && !groups_.empty(),
             "GroupedSequences needs books, block_tokens and groups");
+  // The anchor: the first full group, else the window group with the
+  // widest window (it releases least).
   for (int32_t g = 0; g < num_groups() && anchor_ == -1; ++g) {
     if (!groups_[g].is_window()) anchor_ = g;
   }
-  PKV_CHECK(hasher_ == nullptr || (anchor_ != -1 && books_->prefix_cache_enabled()),
-            "prefix caching with groups needs a full group and the index");
+  if (anchor_ == -1) {
+    anchor_ = 0;
+    for (int32_t g = 1; g < num_groups(); ++g) {
+      if (groups_[g].sliding_window > groups_[anchor_].sliding_window) {
+        anchor_ = g;
+      }
+    }
+    anchor_window_ = groups_[anchor_].sliding_window;
+  }
+  PKV_CHECK(hasher_ == nullptr || books_->prefix_cache_enabled(),
+            "prefix caching with groups needs the pool's index");
+  if (hasher_ != nullptr && anchor_window_ > 0) {
+    books_->AllowInUseUnderFreeParents();
+  }
   for (int32_t g = 0; g < num_groups(); ++g) {
     if (!groups_[g].is_window()) continue;
     const auto it = std::find(windows_.begin(), windows_.end(),

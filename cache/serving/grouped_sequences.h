@@ -43,9 +43,9 @@
 // case back (its window groups hold what they held at SwapOut).
 //
 // Prefix caching (Config::hasher; the pool's index enabled): the *anchor*
-// group (the first full one; a manager without a full group refuses
-// prefix caching) publishes its committed full blocks as the ungrouped
-// manager does, a chain from the root. Every other group's block i is
+// group (the first full one, else the widest window) publishes its
+// committed full blocks as the ungrouped manager does, a chain from the
+// root. Every other group's block i is
 // published as a leaf child of the anchor's block i in that group's name
 // (BlockPool::PublishGroupBlocks): it is verified by the anchor chain that
 // leads to its parent, and held only while the anchor's block i is (the
@@ -53,8 +53,12 @@
 // the anchor holds [0, L), each full group [0, L) and each window group
 // the blocks [WindowFirstNeededBlock(L * bt, W), L) the next token reads
 // (BlockPool::PinGroupedPrefix, one lock); the window group's table gets
-// holes below them. A window release frees a published block into the
-// LRU like any other; a finished sequence releases the other groups first
+// holes below them. A window anchor (no full group: Mistral-7B) is
+// verified from the root through its cached, possibly free, head and pins
+// only its window; its chain stops where it released a block before
+// committing the next, and evicting a free head unpublishes the in-use
+// tail below (BlockPool::AllowInUseUnderFreeParents). A window release
+// frees a published block into the LRU like any other; a finished sequence releases the other groups first
 // and the anchor last, each tail first, so leaves are evicted first.
 // Readmit re-hits the sequence's own prefix; SwapIn copies every live
 // entry back and republishes at the next commit. kReservation reserves
@@ -132,8 +136,8 @@ class GroupedSequences {
   absl::Status CommitTokens(absl::Span<const TokenCommit> commits);
   void ResetPrefixCache();
   bool prefix_caching() const { return hasher_ != nullptr; }
-  // The anchor group (-1 without a full group) and the request-level
-  // counters (KVCacheManager::metrics() adds the index's).
+  // The anchor group and the request-level counters
+  // (KVCacheManager::metrics() adds the index's).
   int32_t anchor_group() const { return anchor_; }
   const PrefixCacheStats& prefix_stats() const { return prefix_stats_; }
   // The child gets the parent's tables in every group, holes included
@@ -341,7 +345,10 @@ class GroupedSequences {
   const int32_t max_step_tokens_;
   const BlockHasher* const hasher_;  // Or null: no prefix caching.
   const TokenBlocks blocks_of_;
-  int32_t anchor_ = -1;  // The first full group, or -1.
+  // The first full group, else the widest window group (anchor_window_
+  // its window; 0 when it is full).
+  int32_t anchor_ = -1;
+  int32_t anchor_window_ = 0;
   PrefixCacheStats prefix_stats_;
   mutable Sequence scratch_match_;  // CanAdmit's keys (no allocation warm).
   mutable std::vector<BlockPool::PrefixGroup> scratch_groups_;

@@ -92,7 +92,7 @@ BlockPool::PrefixMatch GroupedSequences::MatchHit(Sequence& s,
   if (a == 0) return {};
   EnsureKeys(s, a);
   return books_->MatchGroupedPrefix(AnchorChain(*s.prefix, 0, a),
-                                    GroupQuery(s, a));
+                                    anchor_window_, GroupQuery(s, a));
 }
 
 int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks) {
@@ -111,15 +111,15 @@ int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks) {
   scratch_pins_.clear();
   const int64_t hit =
       books_
-          ->PinGroupedPrefix(AnchorChain(*s.prefix, 0, a), GroupQuery(s, a),
-                             &scratch_pins_)
+          ->PinGroupedPrefix(AnchorChain(*s.prefix, 0, a), anchor_window_,
+                             GroupQuery(s, a), &scratch_pins_)
           .blocks;
-  // The pins: the anchor's hit blocks, then group by group (the query's
-  // order) those from its first needed block on.
+  // The pins: the anchor's, then group by group (the query's order), each
+  // from its first needed block on, holes below.
   const BlockId* next = scratch_pins_.data();
-  for (int64_t i = 0; i < hit; ++i) s.tables[anchor_].Append(*next++);
-  for (int32_t g = 0; g < num_groups(); ++g) {
-    if (g == anchor_) continue;
+  for (int32_t k = -1; k < num_groups(); ++k) {
+    const int32_t g = k == -1 ? anchor_ : k;
+    if (k == anchor_) continue;
     WindowTable& t = s.tables[g];
     const int64_t first =
         groups_[g].is_window()
@@ -158,6 +158,12 @@ void GroupedSequences::PublishCommitted(Sequence& s) {
       std::min<int64_t>(p.committed / block_tokens_,
                         static_cast<int64_t>(p.tokens.size()) / block_tokens_),
       anchor.num_entries());
+  // A window anchor may have released the block to chain to (holes are a
+  // prefix of its table): the chain ends there.
+  if (full > p.published && !p.stopped &&
+      !anchor.entries()[std::max(p.published - 1, 0)].is_valid()) {
+    p.stopped = true;
+  }
   if (full > p.published && !p.stopped) {
     ExtendBlockKeys(*hasher_, block_tokens_, p, full);
     const int64_t n = full - p.published;

@@ -1,7 +1,6 @@
 // KVCacheManager's layer groups: Create's checks and the per-group reads.
 // The books are GroupedSequences' (grouped_sequences.h); the manager's
 // calls forward to it with one line each in kv_cache_manager.cc.
-#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -26,14 +25,6 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
   if (options.max_step_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_step_tokens must be >= 0, got %d", options.max_step_tokens));
-  }
-  if (options.prefix_caching.enabled &&
-      !std::any_of(options.layer_groups.begin(), options.layer_groups.end(),
-                   [](const LayerGroup& g) { return !g.is_window(); })) {
-    // The anchor's chain verifies the prefix of every group's block.
-    return unimplemented(
-        "prefix caching and no full-attention group (a full group's chain "
-        "verifies the prefix of the window groups' cached blocks)");
   }
   if (options.prefix_caching.remote != nullptr) {
     return unimplemented("a remote tier");

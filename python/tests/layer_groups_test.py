@@ -192,10 +192,6 @@ class LayerGroupsErrorsTest(unittest.TestCase):
         e = self.assert_status(ValueError, "INVALID_ARGUMENT", make_manager,
                                [(2, 0), (2, -5)])
         self.assertIn("sliding_window is -5", str(e))
-        # Prefix caching needs a full group (its chain verifies the
-        # window groups' blocks).
-        self.assert_status(NotImplementedError, "UNIMPLEMENTED", make_manager,
-                           [(2, 8), (2, 8)], prefix_caching=True)
         self.assert_status(ValueError, "INVALID_ARGUMENT", make_manager,
                            [(2, 0), (2, 8)], max_step_tokens=-1)
         for malformed in ([(2, 0), 8], [(2, 0, 1), (2, 8, 1)],
@@ -223,6 +219,20 @@ class LayerGroupsErrorsTest(unittest.TestCase):
         self.assertTrue(all(b == HOLE for b in window[:6]))
         self.assertTrue(all(b != HOLE for b in window[6:]))
         self.assertEqual(m.stats()["prefix"]["hit_blocks"], 8)
+        m.check_invariants()
+
+    def test_prefix_hit_without_a_full_group(self):
+        # Mistral-style: one window group anchors the cache itself.
+        m = make_manager([(4, 8)], prefix_caching=True)
+        prompt = np.arange(100, 132, dtype=np.int32)
+        m.add_sequence(1, prompt, 8)
+        m.commit_tokens([1], [32])
+        m.free(1)
+        m.add_sequence(2, np.concatenate([prompt, [7] * 5]), 8)
+        self.assertEqual(m.num_cached_tokens, 32)
+        window = m.group_table(2, 0)
+        self.assertTrue(all(b == HOLE for b in window[:6]))
+        self.assertTrue(all(b != HOLE for b in window[6:]))
         m.check_invariants()
 
     def test_host_storage_runs_the_forked_tail_copy(self):

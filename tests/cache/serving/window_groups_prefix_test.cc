@@ -2,7 +2,8 @@
 // groups' entries under it. A hit covers the window the next token reads
 // in every group (and only that, holes below), is never matched before its
 // commit, is a miss on a forced hash collision, stops where a window group
-// lost a block, and survives eviction, truncation, preemption and swap. A
+// lost a block, and survives eviction, truncation, preemption and swap,
+// also when no group is full (a window group anchors the cache). A
 // seeded property test writes a content model into every slot the manager
 // hands out (group, position, digest of the tokens up to it) and checks
 // that every block of every hit holds exactly the new sequence's content:
@@ -291,6 +292,55 @@ TEST(GroupedPrefixTest, AdmissionCountsTheHitAndEvictsWhenFull) {
   m->CheckInvariants();
 }
 
+// No full group (Mistral-7B's one window group): the window group anchors
+// the cache itself. A hit pins only its window; the chain is verified from
+// the root through cached free entries; evicting a free head unpublishes
+// the in-use tail below it (its holder keeps it, and stops publishing).
+TEST(GroupedPrefixTest, AWindowAnchorCachesWithoutAFullGroup) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(14, 4, 0, 1, 8));
+  StepOutput out;
+  const std::vector<int32_t> prompt = Iota(32);
+  ASSERT_THAT(m->AddSequence(1, prompt, 8, &out), IsOk());  // 8 blocks.
+  CommitAll(*m, 1);
+  ASSERT_THAT(m->Free(1), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 8);
+  std::vector<int32_t> longer = prompt;
+  longer.push_back(7);
+  ASSERT_THAT(m->AddSequence(2, longer, 8, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 32);
+  const std::vector<BlockId> w = Table(*m, 2, 0);
+  ASSERT_EQ(w.size(), 9u);
+  for (int32_t i = 0; i < 6; ++i) EXPECT_FALSE(w[i].is_valid()) << i;
+  for (int32_t i = 6; i < 9; ++i) EXPECT_TRUE(w[i].is_valid()) << i;
+  EXPECT_EQ(m->stats().used_blocks, 3);  // Blocks 0..5 stay cached, free.
+  m->CheckInvariants();
+  // An unrelated 44-token prompt needs 11 blocks: the 5 plain free ones
+  // and all 6 cached free heads are taken. Evicting the LRU's back, block
+  // 5 (the tail was freed first, but the hit revived blocks 6 and 7),
+  // drops sequence 2's pinned blocks 6 and 7 from the index with it.
+  ASSERT_THAT(m->AddSequence(3, Iota(44, 900), 8, &out), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 0);
+  EXPECT_EQ(m->stats().used_blocks, 14);
+  EXPECT_EQ(m->stats().prefix.evicted_blocks + m->stats().prefix.dropped_blocks,
+            8);
+  m->CheckInvariants();
+  ASSERT_THAT(m->Free(3), IsOk());  // Never committed: nothing published.
+  // Sequence 2 runs on (its blocks are its own) and publishes nothing more:
+  // its chain's parent left the index.
+  const int32_t ids[4] = {8, 8, 8, 8};
+  const SlotRequest a[] = {
+      {.seq = 2, .num_tokens = 4, .token_ids = ids, .commit = 33}};
+  ASSERT_THAT(m->AppendSlots(a, &out), IsOk());
+  const SlotRequest b[] = {
+      {.seq = 2, .num_tokens = 1, .token_ids = {ids, 1}, .commit = 37}};
+  ASSERT_THAT(m->AppendSlots(b, &out), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 0);
+  m->CheckInvariants();
+  ASSERT_THAT(m->Free(2), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 0);
+}
+
 // ---------------------------------------------------------------------------
 // Property test: random workloads on small pools with a content model.
 
@@ -326,22 +376,30 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
   const int seed = GetParam();
   std::mt19937 rng(seed);
   const int32_t bt = 4;
-  // Groups: full, window 6, full, window 10 (two anchors' worth of checks:
-  // group 2 is a full group under the anchor).
+  // Seeds 0-7: full, window 6, full, window 10 (group 2 is a full group
+  // under the anchor, group 0). Seeds 8-11: window 6 and window 10 only
+  // (the anchor is the 10-token window: its head is released while its
+  // tail runs).
+  const bool all_windows = seed >= 8;
   KVCacheManager::Options o{
-      .layout = {.num_layers = 8, .num_kv_heads = 1, .head_dim = 4,
-                 .dtype = DType::kFloat16, .block_tokens = bt},
-      .num_blocks = 48 + 8 * (seed % 3),
+      .layout = {.num_layers = all_windows ? 4 : 8, .num_kv_heads = 1,
+                 .head_dim = 4, .dtype = DType::kFloat16, .block_tokens = bt},
+      .num_blocks = (all_windows ? 24 : 48) + 8 * (seed % 3),
       .storage = StorageMode::kBooksOnly,
       .watermark = 0.0,
       .num_host_blocks = 40};
-  o.layer_groups = {{.num_layers = 2},
-                    {.num_layers = 2, .sliding_window = 6},
-                    {.num_layers = 2},
-                    {.num_layers = 2, .sliding_window = 10}};
+  if (all_windows) {
+    o.layer_groups = {{.num_layers = 2, .sliding_window = 6},
+                      {.num_layers = 2, .sliding_window = 10}};
+  } else {
+    o.layer_groups = {{.num_layers = 2},
+                      {.num_layers = 2, .sliding_window = 6},
+                      {.num_layers = 2},
+                      {.num_layers = 2, .sliding_window = 10}};
+  }
   o.prefix_caching.enabled = true;
   std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
-  const int32_t groups = 4;
+  const int32_t groups = static_cast<int32_t>(o.layer_groups.size());
   const auto window = [&](int32_t g) {
     return o.layer_groups[g].sliding_window;
   };
@@ -564,7 +622,7 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
   m->CheckInvariants();
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, GroupedPrefixProperty, ::testing::Range(0, 8));
+INSTANTIATE_TEST_SUITE_P(Seeds, GroupedPrefixProperty, ::testing::Range(0, 12));
 
 }  // namespace
 }  // namespace pagedkv
