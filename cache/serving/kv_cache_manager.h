@@ -335,9 +335,10 @@ class KVCacheManager {
     // has GroupBlockLayout blocks (a given pool must too): the server writes
     // group g's layers (0 .. layers per group) into group g's slots, and
     // the manager runs the copies. The host swap tier copies each group's
-    // live entries (SwapPlan::group_offsets). For now groups need no prefix
-    // caching (else UNIMPLEMENTED); CommitTokens and the token-id
-    // AddSequence are UNIMPLEMENTED with groups.
+    // live entries (SwapPlan::group_offsets). Prefix caching works per
+    // group: a hit (num_cached_tokens) covers the window the next token
+    // reads in every group, with holes below (grouped_sequences.h). Not
+    // with groups yet: a remote tier (UNIMPLEMENTED at Create).
     std::vector<LayerGroup> layer_groups = {};
     // Layer groups with kReservation: the most tokens one AppendSlots
     // request may give a sequence (a prefill chunk, a speculative draft),
