@@ -35,6 +35,7 @@ GroupedSequences::GroupedSequences(Config config)
       admission_(config.admission),
       max_step_tokens_(config.max_step_tokens),
       hasher_(config.hasher),
+      sole_user_(config.sole_user),
       blocks_of_(config.block_tokens) {
   PKV_CHECK(books_ != nullptr && block_tokens_ > 0 && !groups_.empty(),
             "GroupedSequences needs books, block_tokens and groups");
@@ -976,7 +977,7 @@ void GroupedSequences::CheckInvariants() const {
               held, refs[b]);
     copy_refs += held - refs[b];
   }
-  PKV_CHECK(copy_refs <= cow_copies_,
+  PKV_CHECK(!sole_user_ || copy_refs <= cow_copies_,
             "%d references held by no table, %d copies handed out", copy_refs,
             cow_copies_);
   if (reservation_.has_value()) {

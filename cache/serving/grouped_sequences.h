@@ -109,6 +109,9 @@ class GroupedSequences {
     // Prefix caching on (books' index enabled), or null. REQUIRES: some
     // group is full (the anchor) when set.
     const BlockHasher* hasher = nullptr;
+    // The manager made its pool (no other manager's tables hold its
+    // blocks): CheckInvariants then accounts for every reference.
+    bool sole_user = true;
   };
   explicit GroupedSequences(Config config);
   ~GroupedSequences();
@@ -344,6 +347,7 @@ class GroupedSequences {
   const AdmissionMode admission_;
   const int32_t max_step_tokens_;
   const BlockHasher* const hasher_;  // Or null: no prefix caching.
+  const bool sole_user_;
   const TokenBlocks blocks_of_;
   // The first full group, else the widest window group (anchor_window_
   // its window; 0 when it is full).
@@ -379,7 +383,8 @@ class GroupedSequences {
   //  - 0 <= computed <= num_tokens <= max_tokens;
   //  - every block's ref_count is the number of live entries naming it
   //    plus the copy sources handed out and not yet marked done (at most
-  //    cow_copies_ in all); a sequence without may_share holds only blocks
+  //    cow_copies_ in all), plus, on a pool other managers share, their
+  //    tables' references (checked only as ref_count >= entries); a sequence without may_share holds only blocks
   //    of ref_count 1;
   //  - num_running_ == #{kRunning}; entries distinct, in [1, next_entry_].
   absl::flat_hash_map<SequenceId, Sequence> sequences_;

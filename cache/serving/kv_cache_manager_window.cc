@@ -39,7 +39,8 @@ absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
           .instance_id = instance_id_,
           .admission = options.admission,
           .max_step_tokens = options.max_step_tokens,
-          .hasher = prefix_caching() ? hasher_ : nullptr});
+          .hasher = prefix_caching() ? hasher_ : nullptr,
+          .sole_user = options.pool == nullptr});
   return windows_->Init();
 }
 
