@@ -404,6 +404,32 @@ void BlockPool::CheckChain(const PrefixChain& chain) const {
             prefix_options_.block_tokens);
 }
 
+void BlockPool::PinCachedLocked(int32_t b, std::vector<BlockId>* pin) {
+  if (ref_counts_[b] == 0) {  // Revived from the LRU.
+    prefix_->evictable().Remove(BlockId(b));
+    ref_counts_[b] = 1;
+    NoteAllocatedLocked(1);
+  } else {
+    AddRefLocked(BlockId(b));
+  }
+  pin->push_back(BlockId(b));
+}
+
+bool BlockPool::TakeEqualEntryLocked(int32_t found, int32_t b, int32_t index,
+                                     std::vector<PrefixSwitch>* switches) {
+  if (ref_counts_[found] > 0) {
+    AddRefLocked(BlockId(found));
+    switches->push_back(PrefixSwitch{index, BlockId(found)});
+    return false;
+  }
+  // Free: our block takes over its entry and children, and it becomes a
+  // plain free block.
+  prefix_->evictable().Remove(BlockId(found));
+  prefix_->Transplant(found, b);
+  free_list_.PushBack(BlockId(found));
+  return true;
+}
+
 BlockPool::PrefixMatch BlockPool::MatchLocked(const PrefixChain& chain,
                                               std::vector<BlockId>* pin) {
   PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
@@ -421,15 +447,8 @@ BlockPool::PrefixMatch BlockPool::MatchLocked(const PrefixChain& chain,
       if (revivable <= 0) break;  // It would take a reserved block.
       --revivable;
       ++m.revived;
-      if (pin != nullptr) {
-        prefix_->evictable().Remove(BlockId(b));
-        ref_counts_[b] = 1;
-        NoteAllocatedLocked(1);
-      }
-    } else if (pin != nullptr) {
-      AddRefLocked(BlockId(b));
     }
-    if (pin != nullptr) pin->push_back(BlockId(b));
+    if (pin != nullptr) PinCachedLocked(b, pin);
     ++m.blocks;
     parent = b;
   }
@@ -489,23 +508,13 @@ int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
                !prefix_->is_published(b)) {
       // The same KV, computed twice (two sequences prefilled the prefix
       // before either committed it).
-      if (ref_counts_[found] > 0) {
-        // A block another table holds too (a fork's) cannot be switched:
-        // that table would keep it while our next blocks were published
-        // under `found`, a parent it does not hold. Stop the chain.
-        if (ref_counts_[b] > 1) break;
-        AddRefLocked(BlockId(found));
-        switches->push_back(
-            PrefixSwitch{static_cast<int32_t>(i), BlockId(found)});
-        p = found;
-      } else {
-        // Free: our block takes over its entry and children, and it
-        // becomes a plain free block.
-        prefix_->evictable().Remove(BlockId(found));
-        prefix_->Transplant(found, b);
-        free_list_.PushBack(BlockId(found));
-        p = b;
-      }
+      // A block another table holds too (a fork's) cannot be switched:
+      // that table would keep it while our next blocks were published
+      // under `found`, a parent it does not hold. Stop the chain.
+      if (ref_counts_[found] > 0 && ref_counts_[b] > 1) break;
+      p = TakeEqualEntryLocked(found, b, static_cast<int32_t>(i), switches)
+              ? b
+              : found;
     } else {
       break;  // Another prefix's block under this hash: stop the chain.
     }
@@ -603,17 +612,8 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
   PrefixMatch m;
   m.blocks = static_cast<int32_t>(hit);
   const auto take = [&](int32_t b) {
-    if (ref_counts_[b] == 0) {
-      ++m.revived;
-      if (pin != nullptr) {
-        prefix_->evictable().Remove(BlockId(b));
-        ref_counts_[b] = 1;
-        NoteAllocatedLocked(1);
-      }
-    } else if (pin != nullptr) {
-      AddRefLocked(BlockId(b));
-    }
-    if (pin != nullptr) pin->push_back(BlockId(b));
+    m.revived += ref_counts_[b] == 0;
+    if (pin != nullptr) PinCachedLocked(b, pin);
   };
   for (int64_t j = first_of(anchor_window, hit); j < hit; ++j) take(ids[j]);
   for (size_t k = 0; k < groups.size(); ++k) {
@@ -690,15 +690,7 @@ int32_t BlockPool::PublishGroupBlocks(absl::Span<const BlockId> anchors,
       // The same KV computed twice. A group's entry is a leaf, so even a
       // block another table holds can switch (that one keeps it,
       // unpublished).
-      if (ref_counts_[found] > 0) {
-        AddRefLocked(BlockId(found));
-        switches->push_back(
-            PrefixSwitch{static_cast<int32_t>(i), BlockId(found)});
-      } else {
-        prefix_->evictable().Remove(BlockId(found));
-        prefix_->Transplant(found, b);
-        free_list_.PushBack(BlockId(found));
-      }
+      TakeEqualEntryLocked(found, b, static_cast<int32_t>(i), switches);
     }
     // Else a collision (or b is some other entry already): b stays
     // unpublished.

@@ -342,6 +342,17 @@ class BlockPool {
   // Unpublished block `b` left the index: a free one moves from the LRU to
   // the plain free list.
   void OnUnpublishedLocked(int32_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes a reference on cached block b for a hit (reviving it from the
+  // LRU if free) and appends it to *pin.
+  void PinCachedLocked(int32_t b, std::vector<BlockId>* pin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Publish found an equal cached entry `found` for block b (publication
+  // index `index`): switches to it if in use (a reference for the caller,
+  // in *switches; returns false), else b takes over its entry (Transplant;
+  // returns true).
+  bool TakeEqualEntryLocked(int32_t found, int32_t b, int32_t index,
+                            std::vector<PrefixSwitch>* switches)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   PrefixMatch MatchGroupedLocked(const PrefixChain& anchor,
                                  int32_t anchor_window,
                                  absl::Span<const PrefixGroup> groups,

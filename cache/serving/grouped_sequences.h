@@ -304,6 +304,9 @@ class GroupedSequences {
   absl::Status Place(Sequence& s, int64_t tokens, int64_t hit,
                      StepOutput* out);
   // Prefix caching (grouped_sequences_prefix.cc).
+  // s's prefix state for `prompt` (ids and keys, no hashes yet).
+  void SetPrompt(Sequence& s, absl::Span<const int32_t> prompt,
+                 const PrefixKeys& keys) const;
   // p's anchor keys to n blocks and every other group's to n.
   void EnsureKeys(Sequence& s, int64_t n) const;
   BlockPool::PrefixChain AnchorChain(const SequencePrefix& p, int64_t first,

@@ -34,6 +34,18 @@ void GroupedSequences::EnsureKeys(Sequence& s, int64_t n) const {
   }
 }
 
+void GroupedSequences::SetPrompt(Sequence& s, absl::Span<const int32_t> prompt,
+                                 const PrefixKeys& keys) const {
+  s.prefix.emplace();
+  SequencePrefix& p = *s.prefix;
+  p.tokens.assign(prompt.begin(), prompt.end());
+  p.tenant_salt = keys.tenant_salt;
+  p.adapter_id = keys.adapter_id;
+  p.multimodal.assign(keys.multimodal.begin(), keys.multimodal.end());
+  s.group_hashes.resize(groups_.size());
+  for (std::vector<BlockHash>& h : s.group_hashes) h.clear();
+}
+
 BlockPool::PrefixChain GroupedSequences::AnchorChain(const SequencePrefix& p,
                                                      int64_t first,
                                                      int64_t n) const {
@@ -275,14 +287,7 @@ Admission GroupedSequences::CanAdmit(absl::Span<const int32_t> prompt,
   }
   // The prompt's keys in scratch (no allocation once warm).
   Sequence& s = scratch_match_;
-  s.prefix.emplace();
-  SequencePrefix& p = *s.prefix;
-  p.tokens.assign(prompt.begin(), prompt.end());
-  p.tenant_salt = keys.tenant_salt;
-  p.adapter_id = keys.adapter_id;
-  p.multimodal.assign(keys.multimodal.begin(), keys.multimodal.end());
-  s.group_hashes.resize(groups_.size());
-  for (std::vector<BlockHash>& h : s.group_hashes) h.clear();
+  SetPrompt(s, prompt, keys);
   const BlockPool::PrefixMatch m =
       MatchHit(s, (prompt_tokens - 1) / block_tokens_);
   return AdmitBlocks(prompt_tokens, max_new_tokens,
@@ -305,24 +310,13 @@ absl::Status GroupedSequences::AddSequence(SequenceId seq,
   }
   PKV_CHECK(out != nullptr, "AddSequence needs an output");
   out->Clear();
-  for (const MultimodalSpan& m : keys.multimodal) {
-    if (m.start < 0 || m.length <= 0 || m.start > prompt_tokens - m.length) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "sequence %d: multimodal span [%d, %d + %d) is not inside its %d "
-          "prompt tokens",
-          seq, m.start, m.start, m.length, prompt_tokens));
-    }
-  }
+  PKV_RETURN_IF_ERROR(
+      CheckMultimodalSpans(seq, keys.multimodal, prompt_tokens));
   Sequence s;
   s.max_tokens = prompt_tokens + max_new_tokens;
-  s.prefix.emplace();
+  SetPrompt(s, prompt, keys);
   SequencePrefix& p = *s.prefix;
-  p.tokens.assign(prompt.begin(), prompt.end());
-  p.tenant_salt = keys.tenant_salt;
-  p.adapter_id = keys.adapter_id;
-  p.multimodal.assign(keys.multimodal.begin(), keys.multimodal.end());
   p.epoch = books_->prefix_epoch();
-  s.group_hashes.resize(groups_.size());
   s.group_published.assign(groups_.size(), 0);
   const int64_t max_blocks = (prompt_tokens - 1) / block_tokens_;
   const BlockPool::PrefixMatch m = MatchHit(s, max_blocks);
@@ -373,37 +367,13 @@ absl::Status GroupedSequences::CommitTokens(
   ++step_stamp_;  // Marks the sequences given ids in this call.
   for (const TokenCommit& c : commits) {
     PKV_ASSIGN_OR_RETURN(Sequence * s, Find(c.seq));
-    if (s->state != SequenceState::kRunning) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "CommitTokens of sequence %d, which is %s, not running", c.seq,
-          SequenceStateName(s->state)));
-    }
-    if (!s->prefix.has_value()) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "CommitTokens of sequence %d, which was added without token ids",
-          c.seq));
-    }
-    const SequencePrefix& p = *s->prefix;
-    if (c.num_tokens < p.committed || c.num_tokens > s->num_tokens) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "commit of %d tokens of sequence %d: must be in [%d, %d] (its last "
-          "commit and its tokens)",
-          c.num_tokens, c.seq, p.committed, s->num_tokens));
-    }
-    if (c.token_ids.empty()) continue;
-    const int64_t known = static_cast<int64_t>(p.tokens.size());
-    if (static_cast<int64_t>(c.token_ids.size()) > s->num_tokens - known) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "CommitTokens of sequence %d with %d token ids: it has the ids of "
-          "%d of its %d tokens, so at most %d more",
-          c.seq, c.token_ids.size(), known, s->num_tokens,
-          s->num_tokens - known));
-    }
-    if (s->step_stamp == step_stamp_) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "CommitTokens gives token ids of sequence %d twice", c.seq));
-    }
-    s->step_stamp = step_stamp_;
+    PKV_RETURN_IF_ERROR(CheckTokenCommit(
+        c.seq, s->state == SequenceState::kRunning,
+        SequenceStateName(s->state),
+        s->prefix.has_value() ? &*s->prefix : nullptr, s->num_tokens,
+        c.num_tokens, static_cast<int64_t>(c.token_ids.size()),
+        s->step_stamp == step_stamp_));
+    if (!c.token_ids.empty()) s->step_stamp = step_stamp_;
   }
   for (const TokenCommit& c : commits) {
     Sequence& s = sequences_.find(c.seq)->second;

@@ -415,14 +415,8 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
       max_new_tokens > kMaxSequenceTokens - prompt_tokens) {
     return AddSequence(seq, prompt_tokens, max_new_tokens, out);  // Says why.
   }
-  for (const MultimodalSpan& m : keys.multimodal) {
-    if (m.start < 0 || m.length <= 0 || m.start > prompt_tokens - m.length) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "sequence %d: multimodal span [%d, %d + %d) is not inside its %d "
-          "prompt tokens",
-          seq, m.start, m.start, m.length, prompt_tokens));
-    }
-  }
+  PKV_RETURN_IF_ERROR(
+      CheckMultimodalSpans(seq, keys.multimodal, prompt_tokens));
   if (sequences_.contains(seq)) {
     return absl::AlreadyExistsError(
         absl::StrFormat("sequence %d already exists", seq));

@@ -125,31 +125,13 @@ absl::Status KVCacheManager::CommitTokens(
   ++step_stamp_;  // Marks the sequences given ids in this call.
   for (const TokenCommit& c : commits) {
     PKV_ASSIGN_OR_RETURN(Sequence * s, Find(c.seq));
-    if (s->state != SequenceState::kRunning) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "CommitTokens of sequence %d, which is %s, not running", c.seq,
-          SequenceStateName(s->state)));
-    }
-    if (!s->prefix.has_value()) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "CommitTokens of sequence %d, which was added without token ids",
-          c.seq));
-    }
-    PKV_RETURN_IF_ERROR(CheckCommit(c.seq, *s, c.num_tokens));
-    if (c.token_ids.empty()) continue;
-    const int64_t known = static_cast<int64_t>(s->prefix->tokens.size());
-    if (static_cast<int64_t>(c.token_ids.size()) > s->num_tokens - known) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "CommitTokens of sequence %d with %d token ids: it has the ids of "
-          "%d of its %d tokens, so at most %d more",
-          c.seq, c.token_ids.size(), known, s->num_tokens,
-          s->num_tokens - known));
-    }
-    if (s->step_stamp == step_stamp_) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "CommitTokens gives token ids of sequence %d twice", c.seq));
-    }
-    s->step_stamp = step_stamp_;
+    PKV_RETURN_IF_ERROR(CheckTokenCommit(
+        c.seq, s->state == SequenceState::kRunning,
+        SequenceStateName(s->state),
+        s->prefix.has_value() ? &*s->prefix : nullptr, s->num_tokens,
+        c.num_tokens, static_cast<int64_t>(c.token_ids.size()),
+        s->step_stamp == step_stamp_));
+    if (!c.token_ids.empty()) s->step_stamp = step_stamp_;
   }
   for (const TokenCommit& c : commits) {
     Sequence& s = sequences_.find(c.seq)->second;

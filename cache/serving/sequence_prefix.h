@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "allocator/prefix/block_hash.h"
 
@@ -63,6 +64,21 @@ struct SequencePrefix {
 BlockExtraKeys BlockKeysOf(uint64_t salt, uint64_t adapter,
                            absl::Span<const MultimodalSpan> multimodal,
                            int64_t block, int32_t block_tokens);
+
+// INVALID_ARGUMENT (with the numbers) unless every span of sequence `seq`
+// lies inside its prompt_tokens tokens.
+absl::Status CheckMultimodalSpans(int64_t seq,
+                                  absl::Span<const MultimodalSpan> spans,
+                                  int64_t prompt_tokens);
+
+// One CommitTokens entry's checks, the same for both managers' books:
+// sequence `seq` is running (else FAILED_PRECONDITION naming `state`), was
+// added with ids (p not null), `commit` is in [p->committed, num_tokens]
+// (OUT_OF_RANGE), and `num_ids` new ids fit its tokens and were not given
+// in this call already (`ids_given`; INVALID_ARGUMENT).
+absl::Status CheckTokenCommit(int64_t seq, bool running, const char* state,
+                              const SequencePrefix* p, int64_t num_tokens,
+                              int64_t commit, int64_t num_ids, bool ids_given);
 
 // Computes the hashes and keys of p's full blocks up to n (the ones it
 // lacks), each chained to the one before (the first to kRootBlockHash).
