@@ -11,9 +11,15 @@
 // Fork, Truncate, Free, Preempt, Readmit, SwapOut and SwapIn to a host
 // tier of 0-24 blocks (books-only completes each swap at once; the plan
 // must pair every live entry, split per group) and the dense and CSR
-// exports of one group (a bad group now and then).
+// exports of one group (a bad group now and then). With prefix caching
+// (half the inputs) sequences are added with token ids from two system
+// prompts and a 3-token alphabet, steps give ids and commits (sometimes
+// none, sometimes a commit out of range), CommitTokens catches up left-out
+// ids, and ResetPrefixCache runs now and then.
 //
-// The model is per sequence: its state and one tag per token. In host mode
+// The model is per sequence: its state and one tag per token (with prefix
+// caching a digest of the token ids up to it, so a cache hit must read
+// back exactly the words its own tokens would have written). In host mode
 // each new slot of each group gets a word naming (tag, group, K|V) written
 // into the pool, as a server would. After every operation:
 //   - a failed call changes nothing: every id's presence, state, length and
@@ -65,13 +71,14 @@ constexpr SequenceId kIds = 8;
 constexpr int64_t kMaxTokens = 40;
 
 enum Op { kAdd, kAppend, kFork, kTruncate, kFree, kPreempt, kReadmit,
-          kSwapOut, kSwapIn, kExport, kNumOps };
+          kSwapOut, kSwapIn, kExport, kCommit, kNumOps };
 
 OpStats& Stats() {
   return OpStats::Get("grouped_manager_fuzzer",
                       {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free",
                        "Preempt", "Readmit", "SwapOut", "SwapIn",
-                       "Export (dense, CSR)"});
+                       "Export (dense, CSR)",
+                       "CommitTokens / ResetPrefixCache"});
 }
 
 struct ModelSequence {
@@ -79,6 +86,24 @@ struct ModelSequence {
   bool swapped = false;  // Not running: swapped out (else preempted).
   std::vector<uint32_t> tags;  // One per token.
   int64_t max_tokens = 0;
+  // Prefix caching: every token's id, how many of them the manager has
+  // (steps may leave them out), and its commit point.
+  std::vector<int32_t> ids;
+  int64_t known_ids = 0;
+  int64_t committed = 0;
+
+  // Appends a token with id `token` (its tag: a digest of the ids so far).
+  void Push(int32_t token) {
+    const uint32_t prev = tags.empty() ? 2166136261u : tags.back();
+    ids.push_back(token);
+    tags.push_back(((prev ^ static_cast<uint32_t>(token)) * 16777619u) | 1u);
+  }
+  void Resize(int64_t n) {
+    tags.resize(n);
+    ids.resize(n);
+    known_ids = std::min(known_ids, n);
+    committed = std::min(committed, n);
+  }
 };
 
 // What a failed call must leave as it was.
@@ -130,6 +155,8 @@ class GroupedFuzzer {
     }
     o.watermark = in_.Bool() ? 0.0 : 0.1;
     o.num_host_blocks = static_cast<int32_t>(in_.Below(25));
+    prefix_ = in_.Bool();
+    o.prefix_caching.enabled = prefix_;
     absl::StatusOr<std::unique_ptr<KVCacheManager>> m =
         KVCacheManager::Create(o);
     if (!m.ok()) {
@@ -138,10 +165,11 @@ class GroupedFuzzer {
     m_ = *std::move(m);
     history_.Add(absl::StrFormat(
         "Create(bt %d, %d blocks, %d host, windows {%s}, %s, %s, "
-        "max_step %d)", bt_, o.num_blocks, o.num_host_blocks,
+        "max_step %d%s)", bt_, o.num_blocks, o.num_host_blocks,
         absl::StrJoin(windows_, ", "),
         host_ ? "host" : "books-only",
-        reservation_ ? "reservation" : "watermark", max_step_));
+        reservation_ ? "reservation" : "watermark", max_step_,
+        prefix_ ? ", prefix caching" : ""));
     return true;
   }
 
@@ -209,14 +237,29 @@ class GroupedFuzzer {
         const SequenceId id = Id();
         const int64_t prompt = in_.OneIn(16) ? 0 : in_.InRange(1, 14);
         const int64_t max_new = in_.InRange(0, kMaxTokens - 14);
-        history_.Add(absl::StrFormat("AddSequence(%d, %d, %d)", id, prompt,
-                                     max_new));
-        st = m_->AddSequence(id, prompt, max_new, &out_);
-        if (st.ok()) {
-          ModelSequence& s = model_[id];
-          s.max_tokens = prompt + max_new;
+        ModelSequence s;
+        s.max_tokens = prompt + max_new;
+        if (prefix_) {
+          // One of two system prompts, then ids from a 3-token alphabet.
+          const int32_t system = static_cast<int32_t>(in_.Below(2));
+          for (int64_t t = 0; t < prompt; ++t) {
+            s.Push(t < 6 ? 100 * (system + 1) + static_cast<int32_t>(t)
+                         : static_cast<int32_t>(in_.Below(3)));
+          }
+          s.known_ids = prompt;
+          history_.Add(absl::StrFormat("AddSequence(%d, ids of %d, %d)", id,
+                                       prompt, max_new));
+          st = m_->AddSequence(id, s.ids, max_new, &out_);
+        } else {
           for (int64_t t = 0; t < prompt; ++t) s.tags.push_back(next_tag_++);
-          WriteSlots(0, id, 0);
+          history_.Add(absl::StrFormat("AddSequence(%d, %d, %d)", id, prompt,
+                                       max_new));
+          st = m_->AddSequence(id, prompt, max_new, &out_);
+        }
+        if (st.ok()) {
+          s.committed = out_.num_cached_tokens;
+          model_[id] = std::move(s);
+          WriteSlots(0, id, out_.num_cached_tokens);
         }
         break;
       }
@@ -231,11 +274,35 @@ class GroupedFuzzer {
         std::vector<SlotRequest> requests;
         must_fit = reservation_;
         std::vector<SequenceId> seen;
-        for (const SequenceId id : ids) {
+        std::vector<std::vector<int32_t>> new_ids(ids.size());
+        for (size_t r = 0; r < ids.size(); ++r) {
+          const SequenceId id = ids[r];
           int32_t k = in_.Below(4) == 0 ? static_cast<int32_t>(in_.InRange(1, 7)) : 1;
           if (in_.OneIn(32)) k = 0;
-          requests.push_back({.seq = id, .num_tokens = k});
+          for (int32_t j = 0; j < k; ++j) {
+            new_ids[r].push_back(static_cast<int32_t>(in_.Below(3)));
+          }
+          SlotRequest req{.seq = id, .num_tokens = k};
           auto it = model_.find(id);
+          if (prefix_ && it != model_.end()) {
+            const ModelSequence& s = it->second;
+            const int64_t n = static_cast<int64_t>(s.tags.size());
+            // Mostly the ids; now and then none (the server keeps them).
+            if (!in_.OneIn(16)) req.token_ids = new_ids[r];
+            // A commit in [committed, n], none, or now and then one out of
+            // range (refused, nothing changed).
+            if (in_.OneIn(24)) {
+              req.commit = in_.Bool() ? n + 1 : s.committed - 1;
+            } else if (!in_.OneIn(4)) {
+              req.commit = s.committed + in_.Below(n - s.committed + 1);
+            }
+            if (req.commit != -1 &&
+                (req.commit < s.committed || req.commit > n)) {
+              must_fit = false;
+            }
+            if (!req.token_ids.empty() && s.known_ids != n) must_fit = false;
+          }
+          requests.push_back(req);
           const bool fits =
               it != model_.end() && it->second.running && k > 0 &&
               static_cast<int64_t>(it->second.tags.size()) + k <=
@@ -256,8 +323,16 @@ class GroupedFuzzer {
           for (size_t i = 0; i < requests.size(); ++i) {
             ModelSequence& s = model_[requests[i].seq];
             const int64_t first = static_cast<int64_t>(s.tags.size());
-            for (int64_t t = 0; t < requests[i].num_tokens; ++t) {
-              s.tags.push_back(next_tag_++);
+            if (prefix_) {
+              for (int32_t t : new_ids[i]) s.Push(t);
+              if (!requests[i].token_ids.empty()) {
+                s.known_ids += requests[i].num_tokens;
+              }
+              if (requests[i].commit != -1) s.committed = requests[i].commit;
+            } else {
+              for (int64_t t = 0; t < requests[i].num_tokens; ++t) {
+                s.tags.push_back(next_tag_++);
+              }
             }
             WriteSlots(i, requests[i].seq, first);
           }
@@ -277,7 +352,7 @@ class GroupedFuzzer {
         const int64_t n = in_.InRange(0, len + 1);
         history_.Add(absl::StrFormat("Truncate(%d, %d)", id, n));
         st = m_->Truncate(id, n);
-        if (st.ok()) model_[id].tags.resize(n);
+        if (st.ok()) model_[id].Resize(n);
         break;
       }
       case kFree: {
@@ -306,7 +381,8 @@ class GroupedFuzzer {
             Divergence(history_, "Readmit of a swapped-out sequence");
           }
           model_[id].running = true;
-          WriteSlots(0, id, 0);  // Recomputed.
+          model_[id].committed = out_.num_cached_tokens;
+          WriteSlots(0, id, out_.num_cached_tokens);  // Recomputed.
         }
         break;
       }
@@ -314,6 +390,12 @@ class GroupedFuzzer {
       case kSwapIn:
         st = Swap(op == kSwapOut);
         break;
+      case kCommit:
+        if (prefix_) {
+          st = Commit();
+          break;
+        }
+        [[fallthrough]];
       case kExport:
       case kNumOps:
         st = Export();
@@ -372,6 +454,36 @@ class GroupedFuzzer {
     s.running = !out;
     s.swapped = out;
     return absl::OkStatus();
+  }
+
+  // CommitTokens of one sequence: its left-out ids (all or some) and a
+  // commit point, now and then out of range; or a ResetPrefixCache.
+  absl::Status Commit() {
+    if (in_.OneIn(8)) {
+      history_.Add("ResetPrefixCache()");
+      m_->ResetPrefixCache();
+      return absl::OkStatus();
+    }
+    const SequenceId id = Known();
+    auto it = model_.find(id);
+    const int64_t n = it != model_.end() ? it->second.tags.size() : 4;
+    const int64_t known = it != model_.end() ? it->second.known_ids : 0;
+    const int64_t give = in_.InRange(0, n - known);
+    const int64_t commit = in_.OneIn(16) ? n + 1 : in_.InRange(0, n);
+    std::vector<int32_t> ids;
+    if (it != model_.end()) {
+      ids.assign(it->second.ids.begin() + known,
+                 it->second.ids.begin() + known + give);
+    }
+    history_.Add(absl::StrFormat("CommitTokens(%d, %d, %d ids)", id, commit,
+                                 give));
+    const TokenCommit c{.seq = id, .num_tokens = commit, .token_ids = ids};
+    const absl::Status st = m_->CommitTokens(absl::MakeConstSpan(&c, 1));
+    if (st.ok()) {
+      it->second.known_ids += give;
+      it->second.committed = std::max(it->second.committed, commit);
+    }
+    return st;
   }
 
   absl::Status Export() {
@@ -493,6 +605,7 @@ class GroupedFuzzer {
   bool host_ = true;
   bool reservation_ = false;
   int32_t max_step_ = 0;
+  bool prefix_ = false;
   std::map<SequenceId, ModelSequence> model_;
   uint32_t next_tag_ = 1;
   StepOutput out_;
