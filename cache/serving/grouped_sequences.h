@@ -315,9 +315,13 @@ class GroupedSequences {
   absl::Span<const BlockPool::PrefixGroup> GroupQuery(const Sequence& s,
                                                       int64_t n) const;
   // The verified hit of s's first max_blocks blocks (keying what it looks
-  // at); Pin also takes the blocks into s's empty tables. Returns it.
-  BlockPool::PrefixMatch MatchHit(Sequence& s, int64_t max_blocks) const;
-  int64_t PinHit(Sequence& s, int64_t max_blocks);
+  // at; *anchor_hits, if given, gets the anchor chain's verified blocks);
+  // Pin also takes the blocks into s's empty tables, looking the anchor
+  // chain up again unless anchor_hits >= 0 says how far it went. Returns
+  // the hit.
+  BlockPool::PrefixMatch MatchHit(Sequence& s, int64_t max_blocks,
+                                  int64_t* anchor_hits = nullptr) const;
+  int64_t PinHit(Sequence& s, int64_t max_blocks, int64_t anchor_hits = -1);
   // Publishes what s committed and has not published (every group).
   void PublishCommitted(Sequence& s);
   // Truncate's part: keys, commit and published points to new_length; a

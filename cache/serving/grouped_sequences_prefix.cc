@@ -97,17 +97,21 @@ int64_t AnchorHits(const BlockPool& books, const BlockHasher& hasher,
 }  // namespace
 
 BlockPool::PrefixMatch GroupedSequences::MatchHit(Sequence& s,
-                                                  int64_t max_blocks) const {
+                                                  int64_t max_blocks,
+                                                  int64_t* anchor_hits) const {
+  if (anchor_hits != nullptr) *anchor_hits = 0;
   if (max_blocks <= 0) return {};
   const int64_t a = AnchorHits(*books_, *hasher_, block_tokens_, anchor_,
                                *s.prefix, max_blocks);
+  if (anchor_hits != nullptr) *anchor_hits = a;
   if (a == 0) return {};
   EnsureKeys(s, a);
   return books_->MatchGroupedPrefix(AnchorChain(*s.prefix, 0, a),
                                     anchor_window_, GroupQuery(s, a));
 }
 
-int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks) {
+int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks,
+                                 int64_t anchor_hits) {
   if (s.tables.empty()) {
     for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
   }
@@ -116,8 +120,11 @@ int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks) {
               t.num_entries());
   }
   if (max_blocks <= 0) return 0;
-  const int64_t a = AnchorHits(*books_, *hasher_, block_tokens_, anchor_,
-                               *s.prefix, max_blocks);
+  // The keys of [0, a) are in s already when the caller matched.
+  const int64_t a = anchor_hits >= 0
+                        ? anchor_hits
+                        : AnchorHits(*books_, *hasher_, block_tokens_, anchor_,
+                                     *s.prefix, max_blocks);
   if (a == 0) return 0;
   EnsureKeys(s, a);
   scratch_pins_.clear();
@@ -319,7 +326,8 @@ absl::Status GroupedSequences::AddSequence(SequenceId seq,
   p.epoch = books_->prefix_epoch();
   s.group_published.assign(groups_.size(), 0);
   const int64_t max_blocks = (prompt_tokens - 1) / block_tokens_;
-  const BlockPool::PrefixMatch m = MatchHit(s, max_blocks);
+  int64_t anchor_hits = 0;
+  const BlockPool::PrefixMatch m = MatchHit(s, max_blocks, &anchor_hits);
   const int64_t fresh =
       PlaceNeed(prompt_tokens) - int64_t{m.blocks} * num_groups();
   const Admission a =
@@ -338,7 +346,7 @@ absl::Status GroupedSequences::AddSequence(SequenceId seq,
   // Pinned in one lock: no allocation between lookup and pin can evict a
   // hit (reserving may have made it shorter: revivals need unreserved
   // blocks).
-  const int64_t hit = PinHit(s, max_blocks);
+  const int64_t hit = PinHit(s, max_blocks, anchor_hits);
   if (absl::Status st = Place(s, prompt_tokens, hit, out); !st.ok()) {
     ClearTables(s);
     Unreserve(prompt_tokens, s.max_tokens);
