@@ -17,13 +17,15 @@
 //   BM_Evict                  allocating blocks that are all cached and free
 //                             (each evicted: O(1), <= 20 ns per block),
 //                             against BM_AllocatePlain from the plain list
-//   BM_DecodeStep/ids:M/caching:0|1
+//   BM_DecodeStep/ids:I/commit:C/caching:0|1
 //                             one AppendSlots of 1 token for each of 256
 //                             sequences, prompts all distinct (a 0% hit
 //                             rate): caching on must cost < 2% more than
-//                             off. ids:1 gives each step's token id and
-//                             commit (decode blocks are keyed and published
-//                             as they fill); ids:0 gives none (the server
+//                             off. ids:1/commit:1 gives each step's token
+//                             id and commit (decode blocks are keyed and
+//                             published as they fill, vLLM's way);
+//                             ids:1/commit:0 gives the ids and commits at
+//                             the end; ids:0 gives neither (the server
 //                             keeps them and publishes at the end, below)
 //   BM_PublishAtEnd           ids:0's deferred cost: one CommitTokens giving
 //                             256 sequences' 64 decoded ids each, keying and
@@ -247,7 +249,8 @@ constexpr int32_t kSteps = 64;  // Decode steps between resets.
 
 void BM_DecodeStep(benchmark::State& state) {
   const bool per_step_ids = state.range(0) != 0;
-  const bool caching = state.range(1) != 0;
+  const bool per_step_commit = state.range(1) != 0;
+  const bool caching = state.range(2) != 0;
   constexpr int32_t kSeqs = 256;
   std::unique_ptr<KVCacheManager> m =
       BooksOnly(kSeqs * ((kContext + kSteps) / kBlockTokens + 2), caching);
@@ -260,26 +263,26 @@ void BM_DecodeStep(benchmark::State& state) {
     PKV_CHECK(m->AddSequence(s, prompt, 4096, &out).ok(), "add");
     next[s] = s;
     step.push_back({.seq = s, .num_tokens = 1});
-    if (per_step_ids) {
-      step.back().token_ids = absl::MakeConstSpan(&next[s], 1);
-      step.back().commit = kContext;
-    }
+    if (per_step_ids) step.back().token_ids = absl::MakeConstSpan(&next[s], 1);
+    if (per_step_commit) step.back().commit = kContext;
   }
   int32_t done = 0;
   for (auto _ : state) {
     PKV_CHECK(m->AppendSlots(step, &out).ok(), "append");
     benchmark::DoNotOptimize(out.slot_mapping.data());
-    if (per_step_ids) {
-      // What the step wrote is final; the next tokens are new ones (a block
-      // is never computed twice, so nothing is deduplicated).
+    // What the step wrote is final; the next tokens are new ones (a block
+    // is never computed twice, so nothing is deduplicated).
+    if (per_step_commit) {
       for (SlotRequest& r : step) ++r.commit;
+    }
+    if (per_step_ids) {
       for (int32_t& t : next) t += kSeqs;
     }
     if (++done == kSteps) {
       state.PauseTiming();
       for (int32_t s = 0; s < kSeqs; ++s) {
         PKV_CHECK(m->Truncate(s, kContext).ok(), "truncate");
-        if (per_step_ids) step[s].commit = kContext;
+        if (per_step_commit) step[s].commit = kContext;
       }
       done = 0;
       state.ResumeTiming();
@@ -290,8 +293,13 @@ void BM_DecodeStep(benchmark::State& state) {
       static_cast<double>(m->stats().prefix.hit_tokens);
 }
 BENCHMARK(BM_DecodeStep)
-    ->ArgsProduct({{1, 0}, {0, 1}})
-    ->ArgNames({"ids", "caching"});
+    ->Args({1, 1, 0})
+    ->Args({1, 1, 1})
+    ->Args({1, 0, 0})
+    ->Args({1, 0, 1})
+    ->Args({0, 0, 0})
+    ->Args({0, 0, 1})
+    ->ArgNames({"ids", "commit", "caching"});
 
 void BM_PublishAtEnd(benchmark::State& state) {
   constexpr int32_t kSeqs = 256;

@@ -529,7 +529,6 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
   step_targets_.clear();
   step_growth_.clear();
   step_tails_.clear();
-  const int64_t bt = layout_.block_tokens;
   // Whether any request gives token ids or a commit: a step of a server
   // that keeps the ids skips the prefix work below (measured: the per
   // sequence checks were most of caching's cost in such a step).
@@ -633,14 +632,16 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
       }
       if (r.commit != -1) {
         s.prefix->committed = r.commit;
-        if (r.commit / bt > s.prefix->published) PublishCommitted(s);
+        if (blocks_of_.BlockOf(r.commit) > s.prefix->published) {
+          PublishCommitted(s);
+        }
       }
     }
     if (admission_ == AdmissionMode::kReservation) {
       // A copy of the tail used the fork's copy-on-write allowance.
       if (step_tails_[i].is_valid() &&
-          s.table[static_cast<int32_t>((s.num_tokens - requests[i].num_tokens) /
-                                       bt)] != step_tails_[i]) {
+          s.table[static_cast<int32_t>(blocks_of_.BlockOf(
+              s.num_tokens - requests[i].num_tokens))] != step_tails_[i]) {
         s.forked = false;
       }
       Rereserve(s, ReserveNeed(s));
