@@ -11,19 +11,10 @@
 #include "allocator/copy_on_write.h"
 #include "base/check.h"
 #include "base/status_macros.h"
+#include "cache/serving/sequence_state_error.h"
 
 namespace pagedkv {
 namespace internal {
-
-namespace {
-
-absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
-  return absl::FailedPreconditionError(
-      absl::StrFormat("%s of sequence %d, which is %s, not running", op, seq,
-                      SequenceStateName(s)));
-}
-
-}  // namespace
 
 GroupedSequences::GroupedSequences(Config config)
     : books_(config.books),
@@ -676,9 +667,7 @@ absl::Status GroupedSequences::Readmit(SequenceId seq, StepOutput* out) {
   out->Clear();
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kPreempted) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "Readmit of sequence %d, which is %s, not preempted", seq,
-        SequenceStateName(s->state)));
+    return WrongState("Readmit", seq, s->state, "preempted");
   }
   // Its window groups hold every token again until the next step.
   PKV_RETURN_IF_ERROR(Reserve(seq, s->num_tokens, s->max_tokens));
@@ -788,9 +777,7 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapOut(SequenceId seq) {
 absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
   if (s->state != SequenceState::kSwappedOut) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("SwapIn of sequence %d, which is %s, not swapped out",
-                        seq, SequenceStateName(s->state)));
+    return WrongState("SwapIn", seq, s->state, "swapped out");
   }
   // The tables come back as they left: the worst case of its placement.
   PKV_RETURN_IF_ERROR(Reserve(seq, s->placed, s->max_tokens));

@@ -17,6 +17,7 @@
 #include "base/status_macros.h"
 #include "cache/serving/grouped_sequences.h"
 #include "cache/serving/layer_groups.h"
+#include "cache/serving/sequence_state_error.h"
 
 namespace pagedkv {
 const char* SequenceStateName(SequenceState state) {
@@ -62,13 +63,9 @@ uint64_t NextInstanceId() {
   return last.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
-absl::Status NotRunning(SequenceId seq, SequenceState s, const char* op) {
-  return absl::FailedPreconditionError(
-      absl::StrFormat("%s of sequence %d, which is %s, not running", op, seq,
-                      SequenceStateName(s)));
-}
-
 }  // namespace
+
+using internal::NotRunning;
 
 // ---------------------------------------------------------------------------
 // Creation
@@ -774,182 +771,6 @@ absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
     SyncReservation().IgnoreError();
   }
   return absl::OkStatus();
-}
-
-// ---------------------------------------------------------------------------
-// Preemption
-
-absl::Status KVCacheManager::Preempt(SequenceId seq) {
-  if (windows_ != nullptr) return windows_->Preempt(seq);
-  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
-  if (s->state != SequenceState::kRunning) {
-    return NotRunning(seq, s->state, "Preempt");
-  }
-  s->table.ClearTailFirst();
-  s->state = SequenceState::kPreempted;
-  s->forked = false;
-  DropShare(*s);
-  --num_running_;
-  ++preemptions_;
-  return absl::OkStatus();
-}
-
-absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
-  if (windows_ != nullptr) return windows_->Readmit(seq, out);
-  PKV_CHECK(out != nullptr, "Readmit needs an output");
-  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
-  if (s->state != SequenceState::kPreempted) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("Readmit of sequence %d, which is %s, not preempted",
-                        seq, SequenceStateName(s->state)));
-  }
-  int32_t hits = 0;
-  if (s->prefix.has_value()) {
-    // Recompute only what the cache lost (always the last token).
-    hits = PinHits(*s, std::min((s->num_tokens - 1) / layout_.block_tokens,
-                                BlocksWithIds(*s->prefix)));
-  }
-  if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
-    s->table.ClearTailFirst();
-    s->state = SequenceState::kPreempted;
-    return st;
-  }
-  if (s->prefix.has_value()) {
-    PrefixState& p = *s->prefix;
-    p.committed = int64_t{hits} * layout_.block_tokens;
-    p.published = hits;
-    p.epoch = books_->prefix_epoch();
-    p.stopped = false;
-    prefix_stats_.rehit_blocks += hits;
-    // What the local cache lost may be in the remote tier.
-    if (storage_ == StorageMode::kBooksOnly) {
-      if (BeginRemoteLoad(*s, hits, out)) {
-        s->load_at_admission = false;
-        return absl::OkStatus();
-      }
-    } else {
-      FillFromRemote(*s, hits, out);
-    }
-  }
-  ++num_running_;
-  return absl::OkStatus();
-}
-
-absl::StatusOr<SwapPlan> KVCacheManager::SwapOut(SequenceId seq) {
-  if (windows_ != nullptr) return GroupedSwap(seq, /*out=*/true);
-  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
-  if (s->state != SequenceState::kRunning) {
-    return NotRunning(seq, s->state, "SwapOut");
-  }
-  if (!has_host_tier()) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("SwapOut of sequence %d: the manager has no host tier "
-                        "(Options::num_host_blocks is 0)",
-                        seq));
-  }
-  PKV_ASSIGN_OR_RETURN(s->host_blocks,
-                       host_books().Allocate(s->table.num_blocks()));
-  SwapPlan plan;
-  ++swap_outs_;
-  swapped_blocks_ += s->table.num_blocks();
-  --num_running_;
-  if (storage_ == StorageMode::kHost) {
-    PKV_CHECK(CopyBlocksBetween(*pool_, s->table.blocks(), *host_pool_,
-                                s->host_blocks)
-                  .ok(),
-              "swap-out copy between pools of one layout failed");
-    swapped_bytes_ +=
-        static_cast<int64_t>(s->host_blocks.size() * pool_->block_bytes());
-    s->table.ClearTailFirst();
-    s->state = SequenceState::kSwappedOut;
-    s->forked = false;
-    DropShare(*s);
-    return plan;
-  }
-  plan.src.assign(s->table.blocks().begin(), s->table.blocks().end());
-  plan.dst = s->host_blocks;
-  s->state = SequenceState::kSwappingOut;
-  s->forked = false;
-  DropShare(*s);
-  return plan;
-}
-
-absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
-  if (windows_ != nullptr) return GroupedSwap(seq, /*out=*/false);
-  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
-  if (s->state != SequenceState::kSwappedOut) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("SwapIn of sequence %d, which is %s, not swapped out",
-                        seq, SequenceStateName(s->state)));
-  }
-  const int64_t num_tokens = s->num_tokens;
-  // Blocks still cached come back without a copy.
-  int32_t hits = 0;
-  if (s->prefix.has_value()) {
-    hits = PinHits(*s, std::min(num_tokens / layout_.block_tokens,
-                                BlocksWithIds(*s->prefix)));
-  }
-  StepOutput unused;
-  if (absl::Status st = Place(*s, num_tokens, &unused); !st.ok()) {
-    s->table.ClearTailFirst();
-    s->state = SequenceState::kSwappedOut;
-    return st;
-  }
-  if (s->prefix.has_value()) {
-    PrefixState& p = *s->prefix;
-    p.published = hits;  // The copies are published at the next commit.
-    // Hits past its own commit point hold final KV of the same tokens.
-    p.committed = std::max(p.committed, int64_t{hits} * layout_.block_tokens);
-    p.epoch = books_->prefix_epoch();
-    p.stopped = false;
-    prefix_stats_.rehit_blocks += hits;
-  }
-  PKV_CHECK(
-      s->table.num_blocks() == static_cast<int32_t>(s->host_blocks.size()),
-      "swap-in of %d host blocks into %d", s->host_blocks.size(),
-      s->table.num_blocks());
-  SwapPlan plan;
-  ++swap_ins_;
-  const absl::Span<const BlockId> host_src =
-      absl::MakeConstSpan(s->host_blocks).subspan(hits);
-  const absl::Span<const BlockId> device_dst = s->table.blocks().subspan(hits);
-  swapped_blocks_ += static_cast<int64_t>(device_dst.size());
-  if (storage_ == StorageMode::kHost) {
-    PKV_CHECK(CopyBlocksBetween(*host_pool_, host_src, *pool_, device_dst).ok(),
-              "swap-in copy between pools of one layout failed");
-    swapped_bytes_ +=
-        static_cast<int64_t>(host_src.size() * pool_->block_bytes());
-    host_books().ReleaseAll(s->host_blocks);
-    s->host_blocks.clear();
-    ++num_running_;
-    return plan;
-  }
-  plan.src.assign(host_src.begin(), host_src.end());
-  plan.dst.assign(device_dst.begin(), device_dst.end());
-  s->state = SequenceState::kSwappingIn;
-  return plan;
-}
-
-absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
-  if (windows_ != nullptr) return windows_->CompleteSwap(seq);
-  PKV_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
-  if (s->state == SequenceState::kSwappingOut) {
-    s->table.ClearTailFirst();
-    s->state = SequenceState::kSwappedOut;
-    s->forked = false;
-    DropShare(*s);
-    return absl::OkStatus();
-  }
-  if (s->state == SequenceState::kSwappingIn) {
-    host_books().ReleaseAll(s->host_blocks);
-    s->host_blocks.clear();
-    s->state = SequenceState::kRunning;
-    ++num_running_;
-    return absl::OkStatus();
-  }
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "CompleteSwap of sequence %d, which is %s: no swap is pending", seq,
-      SequenceStateName(s->state)));
 }
 
 // ---------------------------------------------------------------------------
