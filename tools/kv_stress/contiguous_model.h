@@ -28,8 +28,7 @@ class ContiguousModel {
   ContiguousModel(const SimConfig& config, ModelReport* report)
       : config_(config),
         report_(report),
-        capacity_tokens_(int64_t{config.pool_blocks} *
-                         config.layout.block_tokens),
+        capacity_tokens_(config.contiguous_capacity_tokens()),
         waiting_(config.max_waiting) {}
 
   void Arrive(const Request& r) {

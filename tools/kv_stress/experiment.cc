@@ -40,14 +40,14 @@ absl::StatusOr<SimResult> RunExperiment(
   if (config.layout.quantized() && !config.replicated()) {
     SimConfig base = config;
     base.layout.storage = KVStorage::kSame;
-    const size_t bytes = base.layout.block_bytes();
+    const size_t bytes = base.block_layout().block_bytes();
     base.pool_blocks = static_cast<int32_t>(config.pool_bytes() / bytes);
     if (config.host_blocks > 0) {  // The same host tier bytes, too.
       base.host_blocks = std::max<int32_t>(
-          1, static_cast<int32_t>(int64_t{config.host_blocks} *
-                                  static_cast<int64_t>(
-                                      config.layout.block_bytes()) /
-                                  static_cast<int64_t>(bytes)));
+          1, static_cast<int32_t>(
+                 int64_t{config.host_blocks} *
+                 static_cast<int64_t>(config.block_layout().block_bytes()) /
+                 static_cast<int64_t>(bytes)));
     }
     base.compare_without_prefix_caching = false;
     base.pool_sweep.clear();

@@ -53,13 +53,13 @@
 #include "tools/kv_stress/experiment.h"
 #include "tools/kv_stress/flag_help.h"
 #include "tools/kv_stress/model_presets.h"
-#include "tools/kv_stress/window_capacity.h"
 #include "tools/kv_stress/policy.h"
 #include "tools/kv_stress/pool_sweep.h"
 #include "tools/kv_stress/replica_report.h"
 #include "tools/kv_stress/replicas.h"
 #include "tools/kv_stress/report.h"
 #include "tools/kv_stress/simulator.h"
+#include "tools/kv_stress/window_capacity.h"
 #include "tools/kv_stress/workload.h"
 
 // Flags that default to -1 (strings to "") take the preset's value; their
@@ -156,7 +156,10 @@ ABSL_FLAG(double, watermark_pct, -1,
 ABSL_FLAG(std::string, model, "",
           PresetFlagHelp("KV geometry of a real model (sets --layers, "
                          "--kv_heads, --head_dim, --dtype): " +
-                             ::pagedkv::kv_stress::ModelNames(),
+                             ::pagedkv::kv_stress::ModelNames() +
+                             "; or a sliding-window model, run with its "
+                             "layer groups (books-only): " +
+                             ::pagedkv::kv_stress::WindowModelNames(),
                          "model"));
 ABSL_FLAG(std::string, storage, "",
           PresetFlagHelp("Manager storage: host (real KV bytes, stamped and "
@@ -287,10 +290,26 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
     c.steps = c.steps == 0 ? 300 : std::min<int64_t>(c.steps, 300);
   }
   c.duration_s = absl::GetFlag(FLAGS_duration_s);
+  bool window_model = false;
   if (const std::string m = absl::GetFlag(FLAGS_model); !m.empty()) {
-    PKV_ASSIGN_OR_RETURN(ModelGeometry model, FindModelGeometry(m));
-    c.model = std::string(model.name);
-    c.layout = model.Layout(c.layout.block_tokens);
+    if (absl::StatusOr<WindowModel> wm = FindWindowModel(m); wm.ok()) {
+      window_model = true;
+      c.model = std::string(wm->name);
+      c.layout = wm->Layout(c.layout.block_tokens);
+      c.layer_groups = wm->Groups();
+      // Layer groups run books-only (SimConfig::Validate), unless the
+      // flag asks for host mode (and gets its error).
+      c.storage = StorageMode::kBooksOnly;
+    } else {
+      absl::StatusOr<ModelGeometry> model = FindModelGeometry(m);
+      if (!model.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown --model=", m, " (known: ", ModelNames(), "|",
+                         WindowModelNames(), ")"));
+      }
+      c.model = std::string(model->name);
+      c.layout = model->Layout(c.layout.block_tokens);
+    }
   }
   Override(FLAGS_layers, &c.layout.num_layers);
   Override(FLAGS_kv_heads, &c.layout.num_kv_heads);
@@ -307,12 +326,16 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
                                  "float16|bfloat16|float32|int8|fp8",
                                  ParseKVStorage, &c.layout.storage));
   if (absl::Status s = c.layout.Validate(); !s.ok()) return s;
+  if (window_model) {  // --layers and the like may have broken them.
+    PKV_RETURN_IF_ERROR(ValidateLayerGroups(c.layout, c.layer_groups));
+  }
   // The memory budget stays the preset's unless a pool flag says otherwise.
   size_t pool_bytes = preset_pool_bytes;
   if (absl::GetFlag(FLAGS_pool_mb) > 0) {
     pool_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_pool_mb)) << 20;
   }
-  c.pool_blocks = static_cast<int32_t>(pool_bytes / c.layout.block_bytes());
+  c.pool_blocks =
+      static_cast<int32_t>(pool_bytes / c.block_layout().block_bytes());
   Override(FLAGS_pool_blocks, &c.pool_blocks);
   Override(FLAGS_max_len, &c.max_len);
   WorkloadOptions& w = c.workload;
@@ -360,7 +383,7 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   if (absl::GetFlag(FLAGS_host_pool_mb) > 0) {
     c.host_blocks = static_cast<int32_t>(
         (static_cast<size_t>(absl::GetFlag(FLAGS_host_pool_mb)) << 20) /
-        c.layout.block_bytes());
+        c.block_layout().block_bytes());
     if (c.host_blocks == 0 && c.preemption == PreemptionMode::kSwap) {
       return absl::InvalidArgumentError(
           "--host_pool_mb holds no block of this geometry");
@@ -399,13 +422,13 @@ absl::StatusOr<SimConfig> ConfigFromFlags() {
   if (c.layout.quantized() && c.replicated()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--kv_dtype=", std::string(KVStorageName(c.layout.storage)),
-        " is not supported with --replicas or --remote (replicas=",
-        c.replicas, ", remote=", c.remote, ")"));
+        " is not supported with --replicas or --remote (replicas=", c.replicas,
+        ", remote=", c.remote, ")"));
   }
   if (const std::string sweep = absl::GetFlag(FLAGS_pool_sweep);
       !sweep.empty()) {
     PKV_ASSIGN_OR_RETURN(c.pool_sweep,
-                         ParsePoolSweep(sweep, c.layout.block_bytes()));
+                         ParsePoolSweep(sweep, c.block_layout().block_bytes()));
   }
   if (absl::Status s = c.Validate(); !s.ok()) return s;
   return c;

@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<ManagedServer>> ManagedServer::Create(
                                   .num_host_blocks = config.swap_tier_blocks()};
   options.prefix_caching.enabled = config.prefix_caching;
   options.prefix_caching.remote = remote;
+  options.layer_groups = config.layer_groups;
   PKV_ASSIGN_OR_RETURN(std::unique_ptr<KVCacheManager> manager,
                        KVCacheManager::Create(options));
   return std::unique_ptr<ManagedServer>(
@@ -67,6 +68,31 @@ ManagedServer::ManagedServer(const SimConfig& config, ModelReport* report,
     block_seen_.assign(static_cast<size_t>(config.pool_blocks), -1);
     block_fill_.assign(static_cast<size_t>(config.pool_blocks), 0);
   }
+}
+
+template <typename F>
+bool ManagedServer::ForEachHeldBlock(SequenceId row, F&& fn) const {
+  const int32_t groups = manager_->num_layer_groups();
+  if (groups == 0) {
+    absl::StatusOr<absl::Span<const BlockId>> table =
+        manager_->block_table(row);
+    if (!table.ok()) return false;
+    for (size_t i = 0; i < table->size(); ++i) {
+      fn(static_cast<int64_t>(i), (*table)[i]);
+    }
+    return true;
+  }
+  for (int32_t g = 0; g < groups; ++g) {
+    absl::StatusOr<KVCacheManager::RunningTable> table =
+        manager_->group_table(row, g);
+    if (!table.ok()) return false;
+    for (size_t i = 0; i < table->blocks.size(); ++i) {
+      if (table->blocks[i].is_valid()) {
+        fn(static_cast<int64_t>(i), table->blocks[i]);
+      }
+    }
+  }
+  return true;
 }
 
 int64_t ManagedServer::remote_loaded_blocks() const {
@@ -549,13 +575,10 @@ void ManagedServer::Sample(Sampler& sampler, double* utilization,
       // Prefix-cache hits share blocks across requests: count each
       // physical block once, with the most tokens any row sees in it.
       for (const Row& row : g->rows) {
-        absl::StatusOr<absl::Span<const BlockId>> table =
-            manager_->block_table(row.id);
-        if (!table.ok()) continue;
-        for (size_t i = 0; i < table->size(); ++i) {
+        ForEachHeldBlock(row.id, [&](int64_t i, BlockId block) {
           const int32_t fill = static_cast<int32_t>(
-              std::clamp<int64_t>(row.length - int64_t(i) * bt, 0, bt));
-          const size_t b = static_cast<size_t>((*table)[i].value());
+              std::clamp<int64_t>(row.length - i * bt, 0, bt));
+          const size_t b = static_cast<size_t>(block.value());
           if (block_seen_[b] != sample_stamp_) {
             block_seen_[b] = sample_stamp_;
             block_fill_[b] = fill;
@@ -564,11 +587,11 @@ void ManagedServer::Sample(Sampler& sampler, double* utilization,
             live += fill - block_fill_[b];
             block_fill_[b] = fill;
           }
-        }
+        });
       }
       continue;
     }
-    if (g->rows.size() == 1) {
+    if (g->rows.size() == 1 && manager_->num_layer_groups() == 0) {
       live += g->rows[0].length;
       continue;
     }
@@ -576,15 +599,10 @@ void ManagedServer::Sample(Sampler& sampler, double* utilization,
     // physical block once, with the tokens it holds.
     blocks_scratch_.clear();
     for (const Row& row : g->rows) {
-      absl::StatusOr<absl::Span<const BlockId>> table =
-          manager_->block_table(row.id);
-      if (!table.ok()) continue;
-      for (size_t i = 0; i < table->size(); ++i) {
-        const int64_t fill =
-            std::clamp<int64_t>(row.length - int64_t(i) * bt, 0, bt);
-        blocks_scratch_.emplace_back((*table)[i].value(),
-                                     static_cast<int32_t>(fill));
-      }
+      ForEachHeldBlock(row.id, [&](int64_t i, BlockId block) {
+        const int64_t fill = std::clamp<int64_t>(row.length - i * bt, 0, bt);
+        blocks_scratch_.emplace_back(block.value(), static_cast<int32_t>(fill));
+      });
     }
     std::sort(blocks_scratch_.begin(), blocks_scratch_.end());
     for (size_t i = 0; i < blocks_scratch_.size(); ++i) {
@@ -642,11 +660,15 @@ void ManagedServer::Check(Checker& checker) {
     ++running;
     check_rows(*g, SequenceState::kRunning);
     for (const Row& row : g->rows) {
-      absl::StatusOr<absl::Span<const BlockId>> table =
-          manager_->block_table(row.id);
-      if (!table.ok()) continue;
-      for (BlockId b : *table) ids_scratch_.push_back(b.value());
+      if (!ForEachHeldBlock(row.id, [&](int64_t, BlockId b) {
+            ids_scratch_.push_back(b.value());
+          })) {
+        continue;
+      }
       if (!host() || row.length == 0) continue;
+      absl::StatusOr<absl::Span<const BlockId>> table =
+          manager_->block_table(row.id);  // Host mode: no groups.
+      if (!table.ok()) continue;
       // The stamps at the ends and a few random positions.
       const int64_t n = row.length;
       for (int32_t k = -2; k < config_.stamp_samples; ++k) {
@@ -698,13 +720,14 @@ void ManagedServer::Finish() {
   report_->cow_copies = st.cow_copies;
   report_->prefix = st.prefix;
   report_->cow_bytes =
-      st.cow_copies * static_cast<int64_t>(manager_->layout().block_bytes());
+      st.cow_copies *
+      static_cast<int64_t>(config_.block_layout().block_bytes());
   report_->swapped_blocks = st.swapped_blocks;
   // Books-only: the bytes the caller's swap copies move.
   report_->swapped_bytes =
       host() ? st.swapped_bytes
              : st.swapped_blocks *
-                   static_cast<int64_t>(manager_->layout().block_bytes());
+                   static_cast<int64_t>(config_.block_layout().block_bytes());
   report_->kv_bytes_written = host() ? stamper_->bytes_written() : 0;
   report_->final_tokens = held;
   report_->final_running = num_running_;

@@ -87,6 +87,12 @@ class ManagedServer {
 
   bool host() const { return stamper_.has_value(); }
   bool prefix() const { return manager_->prefix_caching(); }
+  // Calls fn(i, block) for each block a running row holds, i its index in
+  // the row's table: one table, or with layer groups every group's table
+  // (a window group's holes skipped; groups' blocks are distinct ids of the
+  // one pool). False (and no call) if the row is not running.
+  template <typename F>
+  bool ForEachHeldBlock(SequenceId row, F&& fn) const;
   // Host mode: reads back the first and last stamp of each of the row's
   // leading cached_tokens / block_tokens blocks (a prefix-cache hit must
   // hold the KV of this row's tokens); mismatches wait for Check. The last

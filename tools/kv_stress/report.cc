@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "cache/serving/layer_groups.h"
 #include "cache/storage/kv_layout.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -190,7 +191,7 @@ constexpr double kGiB = 1073741824.0;
 // ratios (quantized / unquantized) of blocks, peak running requests and
 // tokens per step.
 json KVStorageToJson(const SimResult& r) {
-  const KVLayout& l = r.config.layout;
+  const KVLayout l = r.config.block_layout();
   json j = json::object();
   j["storage"] = std::string(KVStorageName(l.storage));
   j["block_bytes"] = l.block_bytes();
@@ -222,7 +223,7 @@ json KVStorageToJson(const SimResult& r) {
 
 std::string FormatKVStorageTable(const SimResult& r) {
   if (!r.unquantized.has_value()) return "";
-  const KVLayout& l = r.config.layout;
+  const KVLayout l = r.config.block_layout();
   const ModelReport& p = r.paged;
   const ModelReport& u = *r.unquantized;
   std::string out = "\n";
@@ -238,8 +239,7 @@ std::string FormatKVStorageTable(const SimResult& r) {
   row("block bytes", num(l.block_bytes()), num(r.unquantized_block_bytes));
   row("blocks per GiB", num(std::floor(kGiB / double(l.block_bytes()))),
       num(std::floor(kGiB / double(r.unquantized_block_bytes))));
-  row("pool blocks", num(r.config.pool_blocks),
-      num(r.unquantized_pool_blocks));
+  row("pool blocks", num(r.config.pool_blocks), num(r.unquantized_pool_blocks));
   row("peak running", num(p.peak_running), num(u.peak_running));
   row("mean running", fmt::format("{:.1f}", p.mean_running),
       fmt::format("{:.1f}", u.mean_running));
@@ -270,10 +270,18 @@ json ConfigToJson(const SimConfig& c) {
   j["dtype"] = std::string(DTypeName(c.layout.dtype));
   j["kv_dtype"] = std::string(KVStorageName(c.layout.storage));
   j["block_tokens"] = c.layout.block_tokens;
-  j["block_bytes"] = c.layout.block_bytes();
+  j["block_bytes"] = c.block_layout().block_bytes();
   j["pool_blocks"] = c.pool_blocks;
   j["pool_bytes"] = c.pool_bytes();
-  j["capacity_tokens"] = int64_t{c.pool_blocks} * c.layout.block_tokens;
+  // Tokens of every layer the pool's bytes hold (with layer groups a block
+  // holds one group's layers, so the pool has more blocks than this / 16).
+  j["capacity_tokens"] = c.contiguous_capacity_tokens();
+  json groups = json::array();
+  for (const LayerGroup& g : c.layer_groups) {
+    groups.push_back(
+        {{"layers", g.num_layers}, {"sliding_window", g.sliding_window}});
+  }
+  j["layer_groups"] = std::move(groups);
   j["max_len"] = c.max_len;
   j["max_running"] = c.max_running;
   j["max_waiting"] = c.max_waiting;
@@ -425,9 +433,20 @@ std::string FormatTable(const SimResult& r) {
   out += fmt::format(
       "geometry   {}  block={} KiB  pool={} blocks = {:.0f} MiB = {} tokens  "
       "max_len={}\n",
-      c.layout.ToString(), c.layout.block_bytes() / 1024, c.pool_blocks,
-      c.pool_bytes() / 1048576.0,
-      int64_t{c.pool_blocks} * c.layout.block_tokens, c.max_len);
+      c.layout.ToString(), c.block_layout().block_bytes() / 1024, c.pool_blocks,
+      c.pool_bytes() / 1048576.0, c.contiguous_capacity_tokens(), c.max_len);
+  if (!c.layer_groups.empty()) {
+    std::string groups;
+    for (const LayerGroup& g : c.layer_groups) {
+      if (!groups.empty()) groups += ", ";
+      groups += g.is_window() ? fmt::format("window {}", g.sliding_window)
+                              : std::string("full");
+    }
+    out += fmt::format(
+        "groups     {} groups of {} layers ({}); a block holds one group's "
+        "layers; the contiguous model keeps every layer\n",
+        c.layer_groups.size(), c.layer_groups[0].num_layers, groups);
+  }
   out += "\n";
   const std::string line(62, '-');
   out += fmt::format("{:<34}{:>14}{:>14}\n", "", "paged", "contiguous");

@@ -43,6 +43,18 @@ absl::Status SimConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("pool_blocks %d must be > 0", pool_blocks));
   }
+  if (!layer_groups.empty()) {
+    PKV_RETURN_IF_ERROR(ValidateLayerGroups(layout, layer_groups));
+    // The stamps are read back through one table per row, and the remote
+    // tier takes no groups yet (KVCacheManager::Create: UNIMPLEMENTED).
+    if (storage != StorageMode::kBooksOnly || replicated()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "layer groups (model %s) run books-only, without replicas or a "
+          "remote tier (storage %s, replicas %d, remote \"%s\")",
+          model, storage == StorageMode::kHost ? "host" : "books_only",
+          replicas, remote));
+    }
+  }
   if (steps < 0 || (steps == 0 && duration_s <= 0 && trace_path.empty())) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "steps %d: need steps > 0, duration_s > 0 or a trace", steps));

@@ -79,6 +79,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/layer_groups.h"
 #include "cache/storage/kv_layout.h"
 #include "tensor/dtype.h"
 #include "tools/kv_stress/policy.h"
@@ -123,9 +124,17 @@ struct SimConfig {
   PreemptionMode preemption = PreemptionMode::kRecompute;
   // Blocks of the host swap tier (kSwap); 0: as many as the pool.
   int32_t host_blocks = 0;
-  // The model whose geometry `layout` has (model_presets.h), or "" when the
-  // geometry is the preset's own.
+  // The model whose geometry `layout` has (model_presets.h, or a window
+  // model of window_capacity.h), or "" when the geometry is the preset's
+  // own.
   std::string model;
+  // The paged server's layer groups (KVCacheManager::Options::layer_groups;
+  // set by a window model): empty, every layer in one table; else a block
+  // holds one group's layers (block_layout()) and window groups release
+  // what falls out of their window. Books-only, without replicas or a
+  // remote tier (Validate). The contiguous model keeps every layer's KV
+  // for the whole reservation, as a server without paged windows does.
+  std::vector<LayerGroup> layer_groups;
   // A Mooncake trace to replay instead of the generator ("": none), its
   // milliseconds per step, and how many of its requests (0: all).
   std::string trace_path;
@@ -176,9 +185,21 @@ struct SimConfig {
     if (preemption != PreemptionMode::kSwap) return 0;
     return host_blocks > 0 ? host_blocks : pool_blocks;
   }
+  // The layout of one block: `layout`, or with layer groups one group's
+  // layers of it (GroupBlockLayout). REQUIRES: valid layer_groups.
+  KVLayout block_layout() const {
+    return layer_groups.empty() ? layout
+                                : GroupBlockLayout(layout, layer_groups);
+  }
   // Total bytes of the pool (the memory budget of both models).
   size_t pool_bytes() const {
-    return static_cast<size_t>(pool_blocks) * layout.block_bytes();
+    return static_cast<size_t>(pool_blocks) * block_layout().block_bytes();
+  }
+  // Tokens of every layer's KV that pool_bytes() holds: the contiguous
+  // model's capacity (pool_blocks * block_tokens without groups).
+  int64_t contiguous_capacity_tokens() const {
+    return static_cast<int64_t>(pool_bytes() * layout.block_tokens /
+                                layout.block_bytes());
   }
 };
 

@@ -1,7 +1,10 @@
 // kv_stress's prefix-caching experiments: the shared_prefix preset with
 // caching on and off (hits only with it on, every hit's stamps right,
 // invariants checked every step), a pool sweep on a small trace (the hit
-// rate never falls as the pool grows), and the JSON of both.
+// rate never falls as the pool grows), the JSON of both, and the same trace
+// through a manager with sliding-window layer groups (a window model:
+// books-only, the bound reached when nothing is evicted, the contiguous
+// model sized by every layer's bytes).
 #include "tools/kv_stress/experiment.h"
 
 #include <cstdint>
@@ -12,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
+#include "cache/serving/layer_groups.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tensor/dtype.h"
@@ -146,6 +150,119 @@ TEST(ExperimentTest, SweepHitRateNeverFallsAsThePoolGrows) {
   EXPECT_DOUBLE_EQ(j["prefix_cache"]["bound"]["span_hit_rate"].get<double>(),
                    r->bound->span_hit_rate());
   EXPECT_THAT(RenderSweepSvg(*r), ::testing::HasSubstr("bound: "));
+}
+
+// The small trace on a model of 4 layers: with groups {full, window} of 2
+// layers each, or {window, window} (no full group: the window anchor).
+SimConfig SmallTraceWithGroups(std::vector<LayerGroup> groups) {
+  absl::StatusOr<SimConfig> c = PresetConfig("mooncake");
+  PKV_CHECK(c.ok(), "mooncake preset");
+  c->model = "small-window-model";
+  c->layout = {.num_layers = 4,
+               .num_kv_heads = 2,
+               .head_dim = 16,
+               .dtype = DType::kFloat16,
+               .block_tokens = 16};
+  c->layer_groups = std::move(groups);
+  c->trace_path = WriteSmallTrace();
+  c->trace_step_ms = 1000;  // One request at a time.
+  c->check_every = 1;
+  return *c;
+}
+
+class WindowGroupsTraceTest
+    : public ::testing::TestWithParam<std::vector<LayerGroup>> {};
+
+TEST_P(WindowGroupsTraceTest, ReachesTheBoundWhenNothingIsEvicted) {
+  SimConfig c = SmallTraceWithGroups(GetParam());
+  // Every group holds every prompt token at its prefill commit, so all 60
+  // prompts (at most 5 x 512 tokens, 160 blocks per group) stay cached in
+  // 20,000 blocks of 2 groups: every repeat is a full hit.
+  c.pool_blocks = 20000;
+  absl::StatusOr<SimResult> r = RunExperiment(c);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->invariant_failures, 0);
+  for (const std::string& m : r->failure_messages) ADD_FAILURE() << m;
+  EXPECT_EQ(r->paged.completed, 60);
+  EXPECT_EQ(r->paged.prefix.evicted_blocks, 0);
+  ASSERT_TRUE(r->bound.has_value());
+  EXPECT_GT(r->bound->hit_tokens, 0);
+  EXPECT_EQ(r->paged.prefix.hit_tokens, r->bound->hit_tokens);
+}
+
+TEST_P(WindowGroupsTraceTest, SmallPoolsHitLessButNeverPastTheBound) {
+  SimConfig c = SmallTraceWithGroups(GetParam());
+  c.pool_blocks = 400;  // A request of 160 blocks a group fits alone.
+  c.pool_sweep = {400, 1000, 4000};
+  absl::StatusOr<SimResult> r = RunExperiment(c);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->invariant_failures, 0);
+  ASSERT_TRUE(r->bound.has_value());
+  ASSERT_EQ(r->sweep.size(), 3u);
+  for (const SweepPoint& p : r->sweep) {
+    EXPECT_EQ(p.completed, 60) << p.pool_blocks;
+    EXPECT_LE(p.prefix.hit_tokens, r->bound->hit_tokens) << p.pool_blocks;
+  }
+  EXPECT_LT(r->sweep.front().prefix.hit_tokens,
+            r->sweep.back().prefix.hit_tokens);
+  EXPECT_GT(r->sweep.front().prefix.evicted_blocks, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Groups, WindowGroupsTraceTest,
+    ::testing::Values(
+        std::vector<LayerGroup>{{.num_layers = 2},
+                                {.num_layers = 2, .sliding_window = 64}},
+        std::vector<LayerGroup>{{.num_layers = 2, .sliding_window = 100},
+                                {.num_layers = 2, .sliding_window = 64}}),
+    [](const ::testing::TestParamInfo<std::vector<LayerGroup>>& info) {
+      return info.param[0].is_window() ? std::string("WindowsOnly")
+                                       : std::string("FullAndWindow");
+    });
+
+TEST(WindowGroupsConfigTest, ABlockHoldsOneGroupAndTheContiguousModelAll) {
+  SimConfig c = SmallTraceWithGroups(
+      {{.num_layers = 2}, {.num_layers = 2, .sliding_window = 64}});
+  c.pool_blocks = 1000;
+  // 2 of 4 layers: half a block's bytes, so 1,000 blocks are 500 blocks'
+  // worth of every layer's tokens.
+  EXPECT_EQ(c.block_layout().num_layers, 2);
+  EXPECT_EQ(c.block_layout().block_bytes() * 2, c.layout.block_bytes());
+  EXPECT_EQ(c.pool_bytes(), 1000 * c.block_layout().block_bytes());
+  EXPECT_EQ(c.contiguous_capacity_tokens(), 500 * 16);
+  c.layer_groups.clear();
+  EXPECT_EQ(c.contiguous_capacity_tokens(), 1000 * 16);
+  const nlohmann::json j = ConfigToJson(c);
+  EXPECT_TRUE(j["layer_groups"].empty());
+}
+
+TEST(WindowGroupsConfigTest, HostModeRemoteAndReplicasAreRefused) {
+  const std::vector<LayerGroup> groups = {
+      {.num_layers = 2}, {.num_layers = 2, .sliding_window = 64}};
+  SimConfig c = SmallTraceWithGroups(groups);
+  EXPECT_THAT(c.Validate(), IsOk());
+  c.storage = StorageMode::kHost;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.Validate().message(), ::testing::HasSubstr("books-only"));
+  c = SmallTraceWithGroups(groups);
+  c.remote = "memory";
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallTraceWithGroups(groups);
+  c.replicas = 2;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallTraceWithGroups({{.num_layers = 3}, {.num_layers = 1}});
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(WindowGroupsConfigTest, TheJsonNamesTheGroups) {
+  SimConfig c = SmallTraceWithGroups(
+      {{.num_layers = 2}, {.num_layers = 2, .sliding_window = 64}});
+  const nlohmann::json j = ConfigToJson(c);
+  ASSERT_EQ(j["layer_groups"].size(), 2u);
+  EXPECT_EQ(j["layer_groups"][0]["sliding_window"], 0);
+  EXPECT_EQ(j["layer_groups"][1]["sliding_window"], 64);
+  EXPECT_EQ(j["layer_groups"][1]["layers"], 2);
+  EXPECT_EQ(j["block_bytes"], c.block_layout().block_bytes());
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 #    presets use;
 #  - under `bazel run` (BUILD_WORKING_DIRECTORY set) relative --json_out and
 #    --svg_out land in that directory, and the tool prints their absolute
-#    paths; without it they land in the current directory.
+#    paths; without it they land in the current directory;
+#  - bad --remote, --kv_dtype and window --model combinations exit 2 and
+#    say why; good ones print their extra report lines.
 # Usage: kv_stress_cli_test.sh PATH_TO_KV_STRESS
 set -euo pipefail
 
@@ -114,5 +116,30 @@ grep -qF "int8 is not supported with --replicas" "${tmp}/stderr" ||
   fail "--kv_dtype=int8 failed: $(cat "${tmp}/stderr")"
 grep -q '^capacity int8 / float16: blocks 1\.9[0-9]x' "${tmp}/stdout" ||
   fail "no int8 capacity line: $(cat "${tmp}/stdout")"
+
+# A sliding-window --model runs its layer groups books-only: host storage
+# is refused with the reason (exit 2), an unknown model lists the window
+# models too, and a run prints its groups.
+if "$kv_stress" --preset=tiny --model=gemma-3-12b-style --storage=host \
+  --pool_mb=4096 --steps=5 >/dev/null 2>"${tmp}/stderr"; then
+  fail "a window model in host mode was accepted"
+else
+  rc=$?
+  [ "$rc" -eq 2 ] || fail "a window model in host mode exited ${rc}, not 2"
+fi
+grep -qF "run books-only" "${tmp}/stderr" ||
+  fail "no books-only message: $(cat "${tmp}/stderr")"
+if "$kv_stress" --preset=tiny --model=bogus >/dev/null 2>"${tmp}/stderr"; then
+  fail "--model=bogus was accepted"
+fi
+grep -qF "mistral-7b-swa" "${tmp}/stderr" ||
+  fail "--model=bogus does not list the window models: $(cat "${tmp}/stderr")"
+"$kv_stress" --preset=tiny --model=gemma-3-12b-style --pool_mb=4096 \
+  --steps=50 >"${tmp}/stdout" 2>"${tmp}/stderr" ||
+  fail "--model=gemma-3-12b-style failed: $(cat "${tmp}/stderr")"
+grep -q '^groups     6 groups of 8 layers (full, window 1024' "${tmp}/stdout" ||
+  fail "no groups line: $(cat "${tmp}/stdout")"
+grep -q 'invariant checks: [1-9][0-9]*  failures: 0' "${tmp}/stdout" ||
+  fail "invariant failures: $(cat "${tmp}/stdout")"
 
 echo "PASS"
