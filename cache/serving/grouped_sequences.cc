@@ -826,9 +826,7 @@ absl::Status GroupedSequences::CompleteSwap(SequenceId seq) {
     ++num_running_;
     return absl::OkStatus();
   }
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "CompleteSwap of sequence %d, which is %s: no swap is pending", seq,
-      SequenceStateName(s->state)));
+  return NoSwapPending(seq, s->state);
 }
 
 absl::StatusOr<SequenceState> GroupedSequences::state(SequenceId seq) const {

@@ -20,6 +20,7 @@
 
 namespace pagedkv {
 
+using internal::NoSwapPending;
 using internal::NotRunning;
 using internal::WrongState;
 
@@ -190,9 +191,7 @@ absl::Status KVCacheManager::CompleteSwap(SequenceId seq) {
     ++num_running_;
     return absl::OkStatus();
   }
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "CompleteSwap of sequence %d, which is %s: no swap is pending", seq,
-      SequenceStateName(s->state)));
+  return NoSwapPending(seq, s->state);
 }
 
 }  // namespace pagedkv

@@ -36,6 +36,13 @@ inline absl::Status NotRunning(SequenceId seq, SequenceState state,
   return WrongState(op, seq, state, "running");
 }
 
+// CompleteSwap of a sequence that is neither swapping in nor out.
+inline absl::Status NoSwapPending(SequenceId seq, SequenceState state) {
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "CompleteSwap of sequence %d, which is %s: no swap is pending", seq,
+      SequenceStateName(state)));
+}
+
 }  // namespace internal
 }  // namespace pagedkv
 
