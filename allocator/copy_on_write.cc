@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
+#include "allocator/prefix/prefix_index.h"
 #include "base/check.h"
 #include "base/maybe_lock.h"
 
@@ -77,11 +78,17 @@ struct CopyOnWriteBooks {
 #endif
   }
 
-  // Whether target t needs a copy, given the holds so far. Lock held.
+  // Whether target t needs a copy, given the holds so far. Lock held. A
+  // published block is the prefix cache's entry: its bytes must stay what
+  // the entry says, so writing into it takes a copy even when the writer is
+  // its only holder (deciding that here, under the lock that pins take,
+  // leaves no moment in which another thread could pin it between the
+  // decision and the write).
   static bool NeedsCopy(const BlockPool& pool, BlockId id, const Holds& holds)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool.mu_) {
     pool.CheckId(id);
-    return pool.ref_counts_[id.value()] - holds.Of(id) > 1;
+    return pool.ref_counts_[id.value()] - holds.Of(id) > 1 ||
+           (pool.prefix_ != nullptr && pool.prefix_->is_published(id.value()));
   }
 
   struct Count {

@@ -4,7 +4,9 @@
 // names the table entries it is about to write into (WriteTarget) and the
 // blocks it appends to tables (TableGrowth). PrepareWrite then, under one
 // lock of the pool and all or nothing:
-//   - points every target that is shared (ref_count > 1) at a fresh private
+//   - points every target that is shared (ref_count > 1) or published in
+//     the prefix cache (its bytes are a cached entry's: a truncated
+//     sequence's tail inside a block it published) at a fresh private
 //     block, and records the copy the bytes need as a CopyOp{src, dst};
 //   - appends the fresh blocks of every growth;
 //   - keeps one reference on every copy's `src` (the one the table entry

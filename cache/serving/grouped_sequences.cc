@@ -246,7 +246,9 @@ void GroupedSequences::FindCowTargets(const Sequence& s, int32_t i) {
   for (int32_t g = 0; g < num_groups(); ++g) {
     const BlockId b = s.tables[g].entries()[last];
     PKV_DCHECK(b.is_valid(), "the last block of group %d is a hole", g);
-    if (books_->ref_count(b) > 1) step_cow_.push_back({i, g, last, b});
+    if (books_->ref_count(b) > 1 || books_->is_cached(b)) {
+      step_cow_.push_back({i, g, last, b});
+    }
   }
 }
 
@@ -254,11 +256,13 @@ int64_t GroupedSequences::CountCopies() {
   if (step_cow_.empty()) return 0;
   step_holds_.clear();
   int64_t copies = 0;
-  for (const CowTarget& t : step_cow_) {
+  for (CowTarget& t : step_cow_) {
     const auto [lo, hi] = std::equal_range(step_released_.begin(),
                                            step_released_.end(), t.block);
     int32_t& holds = step_holds_[t.block];
-    if (books_->ref_count(t.block) - (hi - lo) - holds > 1) {
+    t.copy = books_->ref_count(t.block) - (hi - lo) - holds > 1 ||
+             books_->is_cached(t.block);
+    if (t.copy) {
       ++copies;
       ++holds;
     }
@@ -267,12 +271,10 @@ int64_t GroupedSequences::CountCopies() {
 }
 
 void GroupedSequences::Unshare(const BlockId** blocks, StepOutput* out) {
-  // The releases ran, so ref_count says who still holds each block.
-  step_holds_.clear();
+  // CountCopies' decisions, not a second reading of the counts: on a shared
+  // pool another manager may have let go of a block since.
   for (const CowTarget& t : step_cow_) {
-    int32_t& holds = step_holds_[t.block];
-    if (books_->ref_count(t.block) - holds <= 1) continue;  // In place.
-    ++holds;
+    if (!t.copy) continue;  // In place.
     const BlockId fresh = *(*blocks)++;
     // The entry's reference on the source moves to the pending copy.
     books_->AddRef(t.block);
@@ -532,16 +534,8 @@ absl::Status GroupedSequences::AppendSlots(
   for (size_t i = 0; i < requests.size(); ++i) {
     Sequence& s = *step_sequences_[i];
     const int64_t k = requests[i].num_tokens;
-    if (s.prefix.has_value() && OffsetOf(s.num_tokens) != 0) {
-      // A partial tail written in place may still be published (a
-      // truncation left it shared, then the others let go): its entry goes
-      // before its bytes change.
-      const int64_t last = BlockOf(s.num_tokens);
-      for (const WindowTable& t : s.tables) {
-        const BlockId b = t.entries()[last];
-        if (books_->is_cached(b)) books_->Unpublish(b);
-      }
-    }
+    // A tail in the prefix cache was copied (Unshare), never written in
+    // place.
     Grow(s, k, &next);
     out->request_offsets[i] = static_cast<int32_t>(at);
     WriteSlots(s, s.num_tokens, k, total_tokens, at, out);
@@ -1016,19 +1010,26 @@ void GroupedSequences::CheckInvariants() const {
               id, s.num_tokens, p.tokens.size(), p.committed, p.published,
               p.hashes.size());
     for (int32_t g = 0; g < num_groups(); ++g) {
-      PKV_CHECK(s.group_published[g] <= p.published,
-                "sequence %d group %d: %d published, the anchor %d", id, g,
-                s.group_published[g], p.published);
+      PKV_CHECK(s.group_published[g] <= p.published &&
+                    s.group_hashes[g].size() <= p.hashes.size(),
+                "sequence %d group %d: %d published, %d keyed; the anchor "
+                "%d, %d",
+                id, g, s.group_published[g], s.group_hashes[g].size(),
+                p.published, p.hashes.size());
     }
   }
+  // A sequence that is not may_share has its steps write in place: it holds
+  // no block another holder has, and none in the prefix cache (whose bytes
+  // must stay the entry's).
   for (const auto& [id, s] : sequences_) {
     if (s.may_share) continue;
     for (const WindowTable& t : s.tables) {
       for (BlockId e : t.entries()) {
-        PKV_CHECK(!e.is_valid() || books_->ref_count(e) == 1,
+        PKV_CHECK(!e.is_valid() ||
+                      (books_->ref_count(e) == 1 && !books_->is_cached(e)),
                   "sequence %d shares nothing but holds block %d of "
-                  "ref_count %d",
-                  id, e.value(), books_->ref_count(e));
+                  "ref_count %d (cached: %d)",
+                  id, e.value(), books_->ref_count(e), books_->is_cached(e));
       }
     }
   }

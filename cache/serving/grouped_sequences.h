@@ -270,23 +270,28 @@ class GroupedSequences {
   // this step (sorts step_released_).
   int64_t CountWindowFrees(const Sequence& s);
   int64_t CountSharedFrees();
-  // A shared partial last block a step writes into: request's table of
-  // `group`, entry `index`, holding `block`.
+  // A partial last block a step writes into that is shared or cached:
+  // request's table of `group`, entry `index`, holding `block`; `copy` is
+  // CountCopies' decision, which Unshare carries out.
   struct CowTarget {
     int32_t request;
     int32_t group;
     int32_t index;
     BlockId block;
+    bool copy = false;
   };
   // Adds the step's copy-on-write targets of s (request i) to step_cow_.
   void FindCowTargets(const Sequence& s, int32_t i);
   // The copies step_cow_ needs once the step's windows released their
-  // blocks (REQUIRES: CountSharedFrees() ran): a block keeps
-  // ref_count - (its releases in this step) holders, and when k targets
-  // share a block no one else holds, k - 1 copy and the last writes in
-  // place (PrepareWrite's rule).
+  // blocks (REQUIRES: CountSharedFrees() ran), deciding each target's
+  // `copy`: a block keeps ref_count - (its releases in this step) holders,
+  // and when k targets share a block no one else holds, k - 1 copy and the
+  // last writes in place; a cached block is always copied, so its entry
+  // keeps its KV (PrepareWrite's rules). A decision to write in place
+  // stays true until the write: only this sequence holds the block and it
+  // is not cached, so no other thread can pin it.
   int64_t CountCopies();
-  // After the releases: unshares what CountCopies counted, taking the
+  // After the releases: makes the copies CountCopies decided, taking the
   // fresh blocks from *blocks (advancing it); the copies go to out.
   void Unshare(const BlockId** blocks, StepOutput* out);
   // New blocks s needs for k more tokens (after DetachOutOfWindow).
@@ -325,8 +330,8 @@ class GroupedSequences {
   // Publishes what s committed and has not published (every group).
   void PublishCommitted(Sequence& s);
   // Truncate's part: keys, commit and published points to new_length; a
-  // partial new tail that is published is unpublished (it will be
-  // written), a shared one is copied at that write.
+  // partial new tail that is published stays so (its next write copies it,
+  // CountCopies).
   void TruncatePrefix(Sequence& s, int64_t new_length);
   // Releases s's tables: the other groups first, the anchor last, each
   // tail first (children enter the LRU before their parents).

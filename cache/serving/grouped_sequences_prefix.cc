@@ -235,22 +235,9 @@ void GroupedSequences::TruncatePrefix(Sequence& s, int64_t new_length) {
   p.committed = std::min(p.committed, new_length);
   p.published = static_cast<int32_t>(std::min<int64_t>(p.published, full));
   for (int32_t& done : s.group_published) done = std::min(done, p.published);
-  if (OffsetOf(new_length) == 0) return;
-  // The new tail will be written again: a published one must not stay
-  // matchable. A shared one is copied at that write instead (the sequence
-  // is may_share), so its entry stays good. The anchor's goes with the
-  // other groups' tails under it.
-  const int64_t last = BlockOf(new_length);
-  const auto unpublish = [&](const WindowTable& t) {
-    const BlockId b = t.entries()[last];
-    if (books_->is_cached(b) && books_->ref_count(b) == 1) {
-      books_->Unpublish(b);
-    }
-  };
-  unpublish(s.tables[anchor_]);
-  for (int32_t g = 0; g < num_groups(); ++g) {
-    if (g != anchor_) unpublish(s.tables[g]);
-  }
+  // A new tail inside a published block stays published: the sequence is
+  // may_share, so its next write copies it (CountCopies) and the entry
+  // keeps its KV.
 }
 
 Admission GroupedSequences::AdmitBlocks(int64_t prompt_tokens,

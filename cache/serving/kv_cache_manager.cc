@@ -606,15 +606,8 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
   out->request_offsets.push_back(0);
   for (size_t i = 0; i < requests.size(); ++i) {
     Sequence& s = *step_sequences_[i];
-    // A partial tail written in place (nobody else holds it any more) may
-    // still be a published block (a truncation left it shared, then the
-    // other holder let go): its entry must go before its bytes change.
-    if (step_tails_[i].is_valid() && s.prefix.has_value() &&
-        s.table[static_cast<int32_t>(BlocksFor(s.num_tokens) - 1)] ==
-            step_tails_[i] &&
-        books_->is_cached(step_tails_[i])) {
-      books_->Unpublish(step_tails_[i]);
-    }
+    // A tail in the prefix cache was copied by PrepareWrite, never written
+    // in place.
     AddSlots(s.table, s.num_tokens, requests[i].num_tokens, out);
     out->request_offsets.push_back(
         static_cast<int32_t>(out->slot_mapping.size()));
@@ -734,15 +727,20 @@ absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
                         new_length, s->num_tokens));
   }
   const int32_t keep = static_cast<int32_t>(BlocksFor(new_length));
+  // A tail inside a block another holder has, or inside a block in the
+  // prefix cache (whose bytes are the entry's), is copied on its next write
+  // (copy_on_write.h): the other holder and the entry keep their KV.
+  const bool tail_copies =
+      blocks_of_.OffsetOf(new_length) != 0 &&
+      (s->table.IsShared(keep - 1) || books_->is_cached(s->table[keep - 1]));
   if (admission_ == AdmissionMode::kReservation) {
-    // Blocks dropped that stay live elsewhere, and a new shared tail, raise
+    // Blocks dropped that stay live elsewhere, and a tail to copy, raise
     // this sequence's need by blocks nobody frees: reserve them first.
     int64_t extra = 0;
     for (int32_t i = keep; i < s->table.num_blocks(); ++i) {
       if (s->table.IsShared(i)) ++extra;
     }
-    const bool flip = !s->forked && new_length % layout_.block_tokens != 0 &&
-                      s->table.IsShared(keep - 1);
+    const bool flip = !s->forked && tail_copies;
     if (flip) ++extra;
     if (extra > 0) {
       PKV_RETURN_IF_ERROR(reservation_->Resize(
@@ -752,18 +750,10 @@ absl::Status KVCacheManager::Truncate(SequenceId seq, int64_t new_length) {
   s->table.DropBack(s->table.num_blocks() - keep);
   s->num_tokens = new_length;
   if (s->prefix.has_value()) TruncatePrefix(*s, new_length);
-  // A tail inside a shared block (a fork's, or a cache hit's) is copied on
-  // its next write.
-  if (new_length % layout_.block_tokens != 0 &&
-      s->table.IsShared(s->table.num_blocks() - 1)) {
-    s->may_share = true;
-  }
+  if (tail_copies) s->may_share = true;  // The step then asks PrepareWrite.
   if (admission_ == AdmissionMode::kReservation) {
-    // A tail inside a shared block will need a copy-on-write block again.
-    if (new_length % layout_.block_tokens != 0 &&
-        s->table.IsShared(s->table.num_blocks() - 1)) {
-      s->forked = true;
-    }
+    // The tail's copy takes one copy-on-write block again.
+    if (tail_copies) s->forked = true;
     Rereserve(*s, ReserveNeed(*s));
     // The dropped blocks returned to the reservation, so this rarely grows;
     // when a full shared pool cannot cover a shared tail's copy, the
@@ -944,6 +934,16 @@ void KVCacheManager::CheckInvariants() const {
           }
         }
       }
+    }
+    // A partial tail inside a cached block is copied at its next write,
+    // which only a may_share sequence's step checks for.
+    if (s.state == SequenceState::kRunning &&
+        blocks_of_.OffsetOf(s.num_tokens) != 0) {
+      const BlockId tail = s.table[s.table.num_blocks() - 1];
+      PKV_CHECK(s.may_share || !books_->is_cached(tail),
+                "sequence %d (%d tokens): its partial tail block#%d is "
+                "cached, but its steps would write it in place",
+                id, s.num_tokens, tail.value());
     }
     if (s.state == SequenceState::kRunning) ++running;
     if (admission_ == AdmissionMode::kReservation) {

@@ -732,8 +732,8 @@ class KVCacheManager {
   // Validates a commit point for s (OUT_OF_RANGE).
   absl::Status CheckCommit(SequenceId seq, const Sequence& s,
                            int64_t commit) const;
-  // Truncate's share: p forgets tokens past new_length; a published tail
-  // block about to be rewritten leaves the index.
+  // Truncate's share: p forgets tokens past new_length (a published tail
+  // block stays published; its next write copies it).
   void TruncatePrefix(Sequence& s, int64_t new_length);
   bool has_host_tier() const;
   absl::StatusOr<Sequence*> Find(SequenceId seq);

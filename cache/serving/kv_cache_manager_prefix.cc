@@ -157,16 +157,9 @@ void KVCacheManager::TruncatePrefix(Sequence& s, int64_t new_length) {
   }
   p.committed = std::min(p.committed, new_length);
   p.published = static_cast<int32_t>(std::min<int64_t>(p.published, full));
-  if (new_length % bt != 0) {
-    // The new tail will be written again: a published one must not stay
-    // matchable. A shared one is copied on that write instead (the caller
-    // marks the sequence may_share), so its entry stays good.
-    const int32_t last = s.table.num_blocks() - 1;
-    const BlockId tail = s.table[last];
-    if (books_->is_cached(tail) && !s.table.IsShared(last)) {
-      books_->Unpublish(tail);
-    }
-  }
+  // A new tail inside a published block stays published: its next write
+  // copies it (Truncate marks the sequence may_share), so the entry keeps
+  // its KV.
 }
 
 std::vector<PrefixEvent> KVCacheManager::TakeEvents() {

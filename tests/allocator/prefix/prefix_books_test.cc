@@ -9,6 +9,8 @@
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
+#include "allocator/block_table.h"
+#include "allocator/copy_on_write.h"
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_event.h"
 #include "gmock/gmock.h"
@@ -88,6 +90,37 @@ TEST(PrefixBooksTest, EnableIsIdempotentAndChecksOptions) {
   EXPECT_THAT(pool->EnablePrefixCache({.block_tokens = 8}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(pool->Shrink(2), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// A write into a published block copies it even when the writer is its
+// only holder: the entry's bytes stay its tokens', and the decision is made
+// under the lock a pin takes (no pin can land between decision and write).
+TEST(PrefixBooksTest, AWriteIntoACachedBlockCopiesItEvenWithOneHolder) {
+  std::unique_ptr<BlockPool> pool = MakePool(8);
+  const Chain c({1, 2, 3, 4});
+  const std::vector<BlockId> blocks = PublishNew(*pool, c);
+  BlockTable table(pool.get());
+  table.AppendAll(blocks);  // Takes over the references.
+  ASSERT_EQ(pool->ref_count(blocks[1]), 1);
+  const WriteTarget targets[] = {{&table, 1}};
+  absl::StatusOr<PendingCopies> copies =
+      PrepareWrite(*pool, {.targets = targets});
+  ASSERT_THAT(copies, IsOk());
+  ASSERT_EQ(copies->ops().size(), 1u);
+  EXPECT_EQ(copies->ops()[0].src, blocks[1]);
+  EXPECT_EQ(copies->ops()[0].dst, table[1]);
+  EXPECT_FALSE(pool->is_cached(table[1]));
+  copies->MarkDone();
+  // The entry's block is free and cached: the chain still hits.
+  EXPECT_EQ(pool->ref_count(blocks[1]), 0);
+  EXPECT_TRUE(pool->is_cached(blocks[1]));
+  EXPECT_EQ(pool->MatchPrefix(c.view()).blocks, 2);
+  // The private copy, not cached, is written in place.
+  copies = PrepareWrite(*pool, {.targets = targets});
+  ASSERT_THAT(copies, IsOk());
+  EXPECT_TRUE(copies->ops().empty());
+  pool->CheckInvariants();
+  table.Clear();
 }
 
 TEST(PrefixBooksTest, FreedPublishedBlocksStayCachedAndCountAsFree) {

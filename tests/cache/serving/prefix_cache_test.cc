@@ -260,15 +260,28 @@ TEST(PrefixCacheTest, DecodedBlocksAreCachedOnceCommitted) {
   EXPECT_EQ(Add(m, 3, all).num_cached_tokens, 8);
 }
 
-TEST(PrefixCacheTest, TruncatingIntoAPublishedBlockUnpublishesIt) {
+TEST(PrefixCacheTest, TruncatingIntoAPublishedBlockKeepsItAndCopiesOnWrite) {
   CheckedManager m = Make({});
   const std::vector<int32_t> p = Ids(9);
-  Add(m, 1, p);
+  WriteTokens(m, Add(m, 1, p), p, 0);
   Commit(m, 1, 9);
   EXPECT_EQ(m->stats().prefix.cached_blocks, 2);
-  ASSERT_THAT(m.Truncate(1, 6), IsOk());  // Block 1 is rewritten next.
-  EXPECT_EQ(m->stats().prefix.cached_blocks, 1);
-  EXPECT_EQ(Add(m, 2, p).num_cached_tokens, 4);
+  // Block 1 is rewritten next; its only holder is sequence 1, but its
+  // bytes are the cached entry's: the write copies it (under the lock a
+  // pin takes, so no other thread can pin it half rewritten).
+  ASSERT_THAT(m.Truncate(1, 6), IsOk());
+  EXPECT_EQ(m->stats().prefix.cached_blocks, 2);
+  const int32_t other[] = {4242};
+  const SlotRequest r[] = {{.seq = 1, .num_tokens = 1, .token_ids = other}};
+  StepOutput out;
+  ASSERT_THAT(m.Append(r, &out), IsOk());
+  EXPECT_EQ(m->stats().cow_copies, 1);
+  WriteToken(*m->kv_pool(), out.slot_mapping[0], 4242);
+  std::vector<int32_t> rewritten(p.begin(), p.begin() + 6);
+  rewritten.push_back(4242);
+  ExpectBytes(m, 1, rewritten);
+  EXPECT_EQ(Add(m, 2, p).num_cached_tokens, 8);
+  ExpectBytes(m, 2, std::vector<int32_t>(p.begin(), p.begin() + 8));
 }
 
 TEST(PrefixCacheTest, TruncatingIntoASharedCachedBlockCopiesOnWrite) {

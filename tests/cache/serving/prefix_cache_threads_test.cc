@@ -125,8 +125,9 @@ void WriteTags(KVPool& pool, const StepOutput& out,
   }
 }
 
-// One thread's requests: a shared system prompt, a short private suffix, a
-// few decode steps, then free. Returns "" or the first problem.
+// One thread's requests: a shared system prompt, a short private suffix
+// (a third of the hits then truncated back into the prompt), a few decode
+// steps, then free. Returns "" or the first problem.
 std::string RunThread(KVPool* pool, int index, Grouping grouping,
                       int64_t* hits) {
   const std::vector<LayerGroup> groups = GroupsOf(grouping);
@@ -160,6 +161,14 @@ std::string RunThread(KVPool* pool, int index, Grouping grouping,
     WriteTags(*pool, out, tokens, out.num_cached_tokens,
               static_cast<int64_t>(tokens.size()) - out.num_cached_tokens,
               num_groups);
+    if (out.num_cached_tokens >= 8 && rng() % 3 == 0) {
+      // Back into the system prompt's second block, a hit (published, and
+      // maybe pinned by other threads right now): the steps below rewrite
+      // it with other tokens, which must copy it, never change it in place.
+      const absl::Status st = m.Truncate(seq, 6);
+      if (!st.ok()) return st.ToString();
+      tokens.resize(6);
+    }
     for (int step = 0; step < 4; ++step) {
       const int32_t next = static_cast<int32_t>(rng() % 5);
       const int64_t written = static_cast<int64_t>(tokens.size());
