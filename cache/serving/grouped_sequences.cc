@@ -133,25 +133,33 @@ int64_t GroupedSequences::Available() const {
          (reservation_.has_value() ? reservation_->num_reserved_free() : 0);
 }
 
-void GroupedSequences::TakeBlocks(int64_t n) {
+absl::Status GroupedSequences::TakeBlocks(int64_t n) {
   const int64_t from_reservation =
       reservation_.has_value()
           ? std::min<int64_t>(n, reservation_->num_reserved_free())
           : 0;
-  absl::StatusOr<std::vector<BlockId>> taken =
-      from_reservation > 0
-          ? reservation_->Allocate(static_cast<int32_t>(from_reservation))
-          : books_->Allocate(static_cast<int32_t>(n));
-  PKV_CHECK(taken.ok(), "taking %d blocks counted to fit failed: %s", n,
-            taken.status().ToString());
-  step_blocks_ = *std::move(taken);
-  if (from_reservation > 0 && from_reservation < n) {
-    absl::StatusOr<std::vector<BlockId>> rest =
+  std::vector<BlockId> rest;
+  if (n > from_reservation) {
+    absl::StatusOr<std::vector<BlockId>> taken =
         books_->Allocate(static_cast<int32_t>(n - from_reservation));
-    PKV_CHECK(rest.ok(), "taking %d blocks counted to fit failed: %s", n,
-              rest.status().ToString());
-    step_blocks_.insert(step_blocks_.end(), rest->begin(), rest->end());
+    if (!taken.ok()) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%d blocks counted free, but another user of the shared pool took "
+          "some first: %s",
+          n, taken.status().message()));
+    }
+    rest = *std::move(taken);
   }
+  step_blocks_.clear();
+  if (from_reservation > 0) {
+    absl::StatusOr<std::vector<BlockId>> mine =
+        reservation_->Allocate(static_cast<int32_t>(from_reservation));
+    PKV_CHECK(mine.ok(), "taking %d reserved blocks counted free failed: %s",
+              from_reservation, mine.status().ToString());
+    step_blocks_ = *std::move(mine);
+  }
+  step_blocks_.insert(step_blocks_.end(), rest.begin(), rest.end());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<GroupedSequences::Sequence*> GroupedSequences::Find(
@@ -333,7 +341,7 @@ absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
         "need %d blocks (%d per group, %d groups, %d cached), %d free", need,
         BlocksFor(tokens) - hit, num_groups(), hit, Available()));
   }
-  TakeBlocks(need);
+  PKV_RETURN_IF_ERROR(TakeBlocks(need));
   // A readmitted sequence keeps its (emptied) tables: their generations
   // only grow, so its TableVersion never repeats one an exporter saw
   // (fresh tables would restart at 0 under the same sequence entry).
@@ -515,14 +523,20 @@ absl::Status GroupedSequences::AppendSlots(
         need, copies, free_blocks, freed));
   }
   // It fits: the windows release (in one batch), then one Allocate takes
-  // the rest.
+  // the rest. When the free blocks suffice without the releases, they are
+  // taken first, so that a shared pool emptied by another manager since
+  // the count fails the step before anything changed; else the releases
+  // must come first, and such a failure leaves only them done (blocks no
+  // later token reads).
+  const bool take_first = need <= free_blocks;
+  if (take_first) PKV_RETURN_IF_ERROR(TakeBlocks(need));
   step_detached_.clear();
   for (Sequence* s : step_sequences_) {
     s->computed = s->num_tokens;
     DetachOutOfWindow(*s);
   }
   books_->ReleaseAll(step_detached_);
-  TakeBlocks(need);
+  if (!take_first) PKV_RETURN_IF_ERROR(TakeBlocks(need));
   const BlockId* next = step_blocks_.data();
   if (copies > 0) Unshare(&next, out);
   PKV_CHECK(out->copies.size() == copies, "%d copies counted, %d made",
@@ -783,7 +797,10 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
         "groups), %d free",
         seq, live, num_groups(), Available()));
   }
-  TakeBlocks(live);
+  if (absl::Status st = TakeBlocks(live); !st.ok()) {
+    Unreserve(s->placed, s->max_tokens);
+    return st;
+  }
   // Its device tables, emptied by CompleteSwap, keep their generations.
   SwapPlan plan = MirrorTables(s->host_tables, step_blocks_, &s->tables);
   s->may_share = s->prefix.has_value();  // Fresh blocks only, else.

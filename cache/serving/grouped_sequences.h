@@ -252,9 +252,12 @@ class GroupedSequences {
   // Free blocks a step or placement may take: unreserved ones and the
   // reservation's.
   int64_t Available() const;
-  // step_blocks_ = n fresh blocks, the reservation's first.
-  // REQUIRES: n <= Available().
-  void TakeBlocks(int64_t n);
+  // step_blocks_ = n fresh blocks, the reservation's first, all or
+  // nothing. The caller counted n <= Available(), but on a kShared pool
+  // another manager may have taken unreserved blocks since: then
+  // RESOURCE_EXHAUSTED and nothing is taken (the unreserved ones are taken
+  // first; the reservation's cannot be taken by anyone else).
+  absl::Status TakeBlocks(int64_t n);
   absl::StatusOr<Sequence*> Find(SequenceId seq);
   absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
   // Admission: blocks a fresh placement of `tokens` takes in all groups.
