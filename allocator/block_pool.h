@@ -258,8 +258,9 @@ class BlockPool {
   // Publishes blocks[i] (an invalid id: a hole, skipped) as `group`'s entry
   // under anchors[i] (an invalid id: a released anchor block, skipped),
   // with anchors[i]'s tokens and keys, for i in order, stopping at the
-  // first anchor that is not published (returned: how many were done). An equal entry in use is switched to (*switches, as
-  // Publish); a free one gives its entry to blocks[i]; an entry already
+  // first anchor that is not published (returned: how many were done). An
+  // equal entry in use is switched to (*switches, as Publish); a free one
+  // gives its entry to blocks[i]; an entry already
   // under another block or a collision leaves blocks[i] unpublished.
   // REQUIRES: prefix_cache_enabled(); anchors.size() == blocks.size() ==
   // hashes.size(); live blocks in use; group != the group the anchors

@@ -31,8 +31,8 @@
 // reserves its whole worst case again (its shared blocks may all be
 // copied or diverge).
 //
-// Swap (Config::host; KVCacheManager runs host mode's copies): SwapOut gives each live entry of every
-// group a host block, in a host table per group with the device table's
+// Swap (Config::host; KVCacheManager runs host mode's copies): SwapOut
+// gives each live entry of every group a host block, in a host table per group with the device table's
 // holes, and returns the copies split per group (SwapPlan::group_offsets);
 // the device tables stay held until CompleteSwap. SwapIn rebuilds the
 // device tables with the same holes on fresh blocks. A shared block is
@@ -58,8 +58,8 @@
 // only its window; its chain stops where it released a block before
 // committing the next, and evicting a free head unpublishes the in-use
 // tail below (BlockPool::AllowInUseUnderFreeParents). A window release
-// frees a published block into the LRU like any other; a finished sequence releases the other groups first
-// and the anchor last, each tail first, so leaves are evicted first.
+// frees a published block into the LRU like any other; a finished
+// sequence releases the other groups first and the anchor last, each tail first, so leaves are evicted first.
 // Readmit re-hits the sequence's own prefix; SwapIn copies every live
 // entry back and republishes at the next commit. kReservation reserves
 // the whole worst case even with hits (a hit lowers what is taken, not
@@ -106,8 +106,8 @@ class GroupedSequences {
     uint64_t instance_id = 0;  // The manager's (TableVersion::manager).
     AdmissionMode admission = AdmissionMode::kWatermark;
     int32_t max_step_tokens = 0;  // kReservation: the step bound, 0 none.
-    // Prefix caching on (books' index enabled), or null. REQUIRES: some
-    // group is full (the anchor) when set.
+    // Prefix caching on (books' index enabled), or null. The anchor is
+    // the first full group, else the widest window group.
     const BlockHasher* hasher = nullptr;
     // The manager made its pool (no other manager's tables hold its
     // blocks): CheckInvariants then accounts for every reference.
@@ -399,8 +399,9 @@ class GroupedSequences {
   //  - every block's ref_count is the number of live entries naming it
   //    plus the copy sources handed out and not yet marked done (at most
   //    cow_copies_ in all), plus, on a pool other managers share, their
-  //    tables' references (checked only as ref_count >= entries); a sequence without may_share holds only blocks
-  //    of ref_count 1;
+  //    tables' references (checked only as ref_count >= entries); a
+  //    sequence without may_share holds only blocks of ref_count 1, none
+  //    of them cached;
   //  - num_running_ == #{kRunning}; entries distinct, in [1, next_entry_].
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
   uint64_t next_entry_ = 0;

@@ -279,7 +279,8 @@ Admission GroupedSequences::CanAdmit(absl::Span<const int32_t> prompt,
       prompt_tokens > KVCacheManager::kMaxSequenceTokens) {
     return CanAdmit(prompt_tokens, max_new_tokens);
   }
-  // The prompt's keys in scratch (no allocation once warm).
+  // The prompt's keys in scratch (SetPrompt rebuilds its prefix state, so
+  // each call allocates its vectors).
   Sequence& s = scratch_match_;
   SetPrompt(s, prompt, keys);
   const BlockPool::PrefixMatch m =

@@ -14,7 +14,8 @@
 //   SequencePrefix p;
 //   p.tokens = {1, 2, 3, 4, 5};
 //   ExtendBlockKeys(Xxh3BlockHasher(), /*block_tokens=*/2, p, /*n=*/2);
-//   // p.hashes[1] == hasher.Hash(p.hashes[0], {3, 4}, p.keys[1]).
+//   // p.hashes[1] == Xxh3BlockHasher().Hash(p.hashes[0], {3, 4},
+//   //                                      p.keys[1]).
 //
 // Thread safety: a value type.
 #ifndef PAGEDKV_CACHE_SERVING_SEQUENCE_PREFIX_H_

@@ -928,7 +928,8 @@ TEST(HeaderExamplesTest, SequencePrefix) {
   SequencePrefix p;
   p.tokens = {1, 2, 3, 4, 5};
   ExtendBlockKeys(Xxh3BlockHasher(), /*block_tokens=*/2, p, /*n=*/2);
-  // p.hashes[1] == hasher.Hash(p.hashes[0], {3, 4}, p.keys[1]).
+  // p.hashes[1] == Xxh3BlockHasher().Hash(p.hashes[0], {3, 4},
+  //                                      p.keys[1]).
   // END cache/serving/sequence_prefix.h
   // clang-format on
   ASSERT_EQ(p.hashes.size(), 2u);
