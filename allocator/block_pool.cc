@@ -705,6 +705,25 @@ bool BlockPool::is_cached(BlockId id) const {
   return prefix_ != nullptr && prefix_->is_published(id.value());
 }
 
+bool BlockPool::IsCachedAs(BlockId id, int32_t group,
+                           std::optional<BlockId> parent, BlockHash hash,
+                           absl::Span<const int32_t> tokens,
+                           const BlockExtraKeys& keys) const {
+  MaybeLock lock(&mu_);
+  CheckId(id);
+  if (prefix_ == nullptr || !prefix_->is_published(id.value())) return false;
+  const int32_t b = id.value();
+  if (parent.has_value() &&
+      prefix_->parent(b) != (parent->is_valid() ? parent->value() : -1)) {
+    return false;
+  }
+  const absl::Span<const int32_t> stored = prefix_->tokens(b);
+  return prefix_->group(b) == group && prefix_->hash(b) == hash &&
+         prefix_->extra_keys(b) == keys &&
+         std::equal(stored.begin(), stored.end(), tokens.begin(),
+                    tokens.end());
+}
+
 void BlockPool::Unpublish(BlockId id) {
   MaybeLock lock(&mu_);
   CheckId(id);

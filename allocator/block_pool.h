@@ -271,6 +271,14 @@ class BlockPool {
                              std::vector<PrefixSwitch>* switches);
   // Whether `id` is published (matchable).
   bool is_cached(BlockId id) const;
+  // Whether `id` is cached as layer group `group`'s entry keyed `hash`,
+  // with these tokens and extra keys, under `parent` (an invalid id: a
+  // chain's first block; std::nullopt: any parent). For the managers'
+  // CheckInvariants: a block a sequence published holds what the entry
+  // says.
+  bool IsCachedAs(BlockId id, int32_t group, std::optional<BlockId> parent,
+                  BlockHash hash, absl::Span<const int32_t> tokens,
+                  const BlockExtraKeys& keys) const;
   // Takes a published block and its published descendants out of the index
   // (their holders keep the bytes; free ones become plain free blocks).
   // Done before a block's KV is overwritten. REQUIRES: is_cached(id).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -840,6 +841,55 @@ absl::Status GroupedSequences::CompleteSwap(SequenceId seq) {
   return NoSwapPending(seq, s->state);
 }
 
+void GroupedSequences::CheckPublishedEntries(SequenceId id,
+                                             const Sequence& s) const {
+  const SequencePrefix& p = *s.prefix;
+  const int64_t bt = block_tokens_;
+  const absl::Span<const BlockId> anchor = s.tables[anchor_].entries();
+  PKV_CHECK(p.keys.size() == p.hashes.size() &&
+                p.published <= static_cast<int64_t>(p.keys.size()),
+            "sequence %d: %d keys, %d hashes, %d published", id, p.keys.size(),
+            p.hashes.size(), p.published);
+  // A published entry may since have left the index (a window anchor's
+  // evicted head takes its in-use tail along; a leaf may have found its
+  // place taken), and holes hold nothing; what is still cached must be
+  // this sequence's block: its tokens and keys, its group, under its
+  // anchor block (unchecked where the anchor's entry is a hole).
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    const bool is_anchor = g == anchor_;
+    const int64_t published = is_anchor ? p.published : s.group_published[g];
+    const std::vector<BlockHash>& hashes =
+        is_anchor ? p.hashes : s.group_hashes[g];
+    const absl::Span<const BlockId> t = s.tables[g].entries();
+    PKV_CHECK(published <= static_cast<int64_t>(hashes.size()) &&
+                  published <= static_cast<int64_t>(t.size()) &&
+                  published * bt <= static_cast<int64_t>(p.tokens.size()),
+              "sequence %d group %d: %d published, %d keyed, %d entries, %d "
+              "ids",
+              id, g, published, hashes.size(), t.size(), p.tokens.size());
+    for (int64_t i = 0; i < published; ++i) {
+      if (!t[i].is_valid() || !books_->is_cached(t[i])) continue;
+      std::optional<BlockId> parent;
+      if (is_anchor) {
+        if (i == 0) {
+          parent = BlockId();
+        } else if (anchor[i - 1].is_valid()) {
+          parent = anchor[i - 1];
+        }
+      } else if (anchor[i].is_valid()) {
+        parent = anchor[i];
+      }
+      PKV_CHECK(books_->IsCachedAs(
+                    t[i], g, parent, hashes[i],
+                    absl::MakeConstSpan(p.tokens).subspan(i * bt, bt),
+                    p.keys[i]),
+                "sequence %d group %d: published block %d (block#%d) is "
+                "cached as another chain's, group's or tokens'",
+                id, g, i, t[i].value());
+    }
+  }
+}
+
 absl::StatusOr<SequenceState> GroupedSequences::state(SequenceId seq) const {
   PKV_ASSIGN_OR_RETURN(const Sequence* s, Find(seq));
   return s->state;
@@ -1033,6 +1083,9 @@ void GroupedSequences::CheckInvariants() const {
                 "%d, %d",
                 id, g, s.group_published[g], s.group_hashes[g].size(),
                 p.published, p.hashes.size());
+    }
+    if (s.state == SequenceState::kRunning && p.epoch == books_->prefix_epoch()) {
+      CheckPublishedEntries(id, s);
     }
   }
   // A sequence that is not may_share has its steps write in place: it holds

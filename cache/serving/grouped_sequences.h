@@ -336,6 +336,10 @@ class GroupedSequences {
   // partial new tail that is published stays so (its next write copies it,
   // CountCopies).
   void TruncatePrefix(Sequence& s, int64_t new_length);
+  // CheckInvariants' part: every block s published that is still cached
+  // is its own (tokens, keys, group, parent). REQUIRES: s running, with a
+  // prefix of the pool's epoch.
+  void CheckPublishedEntries(SequenceId id, const Sequence& s) const;
   // Releases s's tables: the other groups first, the anchor last, each
   // tail first (children enter the LRU before their parents).
   void ClearTables(Sequence& s);

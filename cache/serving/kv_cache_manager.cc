@@ -924,13 +924,27 @@ void KVCacheManager::CheckInvariants() const {
                   "sequence %d: %d blocks published, %d tokens committed, "
                   "ids of %d",
                   id, p.published, p.committed, p.tokens.size());
-        // What it published is still matchable, unless a reset came.
+        // What it published is still matchable, unless a reset came, and
+        // its entry is this sequence's: its tokens, keys and key, under
+        // the block before it (a hit on it serves what it claims).
         if (p.epoch == books_->prefix_epoch() && !p.stopped) {
+          PKV_CHECK(static_cast<int64_t>(p.hashes.size()) >= p.published,
+                    "sequence %d: %d blocks published, %d keyed", id,
+                    p.published, p.hashes.size());
           for (int32_t i = 0; i < p.published; ++i) {
             PKV_CHECK(books_->is_cached(s.table[i]),
                       "sequence %d: published block %d (block#%d) is not "
                       "cached",
                       id, i, s.table[i].value());
+            PKV_CHECK(
+                books_->IsCachedAs(
+                    s.table[i], /*group=*/0,
+                    i == 0 ? BlockId() : s.table[i - 1], p.hashes[i],
+                    absl::MakeConstSpan(p.tokens).subspan(int64_t{i} * bt, bt),
+                    p.keys[i]),
+                "sequence %d: published block %d (block#%d) is cached as "
+                "another chain's or other tokens'",
+                id, i, s.table[i].value());
           }
         }
       }
