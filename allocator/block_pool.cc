@@ -460,6 +460,22 @@ BlockPool::PrefixMatch BlockPool::MatchPrefix(const PrefixChain& chain) const {
   return const_cast<BlockPool*>(this)->MatchLocked(chain, nullptr);
 }
 
+int32_t BlockPool::CachedPrefixLength(const PrefixChain& chain) const {
+  MaybeLock lock(&mu_);
+  PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
+  CheckChain(chain);
+  const int32_t bt = prefix_options_.block_tokens;
+  int32_t parent = -1;
+  int32_t n = 0;
+  for (size_t i = 0; i < chain.hashes.size(); ++i, ++n) {
+    parent = prefix_->Find(chain.hashes[i], parent,
+                           chain.tokens.subspan(i * bt, bt), chain.keys[i],
+                           chain.group);
+    if (parent == -1) break;
+  }
+  return n;
+}
+
 BlockPool::PrefixMatch BlockPool::PinPrefix(const PrefixChain& chain,
                                             std::vector<BlockId>* out) {
   PKV_CHECK(out != nullptr, "PinPrefix needs an output");

@@ -188,6 +188,11 @@ class BlockPool {
   // Counts the verified cached prefix of `chain`; changes nothing.
   // REQUIRES: prefix_cache_enabled(); chain well formed.
   PrefixMatch MatchPrefix(const PrefixChain& chain) const;
+  // The verified cached prefix's length, free blocks included however many
+  // there are (MatchPrefix stops where reviving one more would need a
+  // reserved block): for a chain whose blocks are not all pinned, such as
+  // a window anchor's head below its window. REQUIRES as MatchPrefix.
+  int32_t CachedPrefixLength(const PrefixChain& chain) const;
   // Looks `chain` up and takes one reference on each verified hit in one
   // lock, appending the blocks to *out. A hit on a free cached block
   // revives it only while an unreserved free block is left (else the match

@@ -73,9 +73,11 @@ absl::Span<const BlockPool::PrefixGroup> GroupedSequences::GroupQuery(
 
 namespace {
 
-// The anchor's verified hits among p's first max_blocks blocks, keying as
-// the ungrouped manager does: 16 blocks, then 8x as many while all hit, so
-// a prompt that misses early is not keyed whole.
+// The anchor's verified cached blocks among p's first max_blocks, keying
+// as the ungrouped manager does: 16 blocks, then 8x as many while all hit,
+// so a prompt that misses early is not keyed whole. Free ones count without
+// a revival budget: MatchGroupedPrefix applies it to the blocks it pins (a
+// window anchor pins only its window).
 int64_t AnchorHits(const BlockPool& books, const BlockHasher& hasher,
                    int32_t block_tokens, int32_t anchor, SequencePrefix& p,
                    int64_t max_blocks) {
@@ -88,7 +90,7 @@ int64_t AnchorHits(const BlockPool& books, const BlockHasher& hasher,
     c.keys = absl::MakeConstSpan(p.keys.data(), n);
     c.tokens = absl::MakeConstSpan(p.tokens.data(), n * block_tokens);
     c.group = anchor;
-    hits = books.MatchPrefix(c).blocks;
+    hits = books.CachedPrefixLength(c);
     if (hits < n || n == max_blocks) break;
   }
   return hits;

@@ -123,6 +123,22 @@ TEST(PrefixBooksTest, AWriteIntoACachedBlockCopiesItEvenWithOneHolder) {
   table.Clear();
 }
 
+// MatchPrefix stops where reviving one more free cached block would need
+// a reserved one; CachedPrefixLength counts the whole verified chain (a
+// window anchor pins only its window, so its head needs no free block).
+TEST(PrefixBooksTest, CachedPrefixLengthIgnoresTheRevivalBudget) {
+  std::unique_ptr<BlockPool> pool = MakePool(8);
+  const Chain c({1, 2, 3, 4, 5, 6});
+  pool->ReleaseAll(PublishNew(*pool, c));  // 3 cached free blocks.
+  absl::StatusOr<Reservation> r = pool->Reserve(6);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(pool->MatchPrefix(c.view()).blocks, 2);  // 2 unreserved free.
+  EXPECT_EQ(pool->CachedPrefixLength(c.view()), 3);
+  EXPECT_EQ(pool->CachedPrefixLength(Chain({1, 2, 9, 9, 5, 6}).view()), 1);
+  EXPECT_EQ(pool->CachedPrefixLength(Chain({7, 7}).view()), 0);
+  pool->CheckInvariants();
+}
+
 TEST(PrefixBooksTest, FreedPublishedBlocksStayCachedAndCountAsFree) {
   std::unique_ptr<BlockPool> pool = MakePool(8);
   const Chain c({1, 2, 3, 4, 5, 6});
