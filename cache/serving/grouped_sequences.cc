@@ -681,13 +681,27 @@ absl::Status GroupedSequences::Readmit(SequenceId seq, StepOutput* out) {
   // Its window groups hold every token again until the next step.
   PKV_RETURN_IF_ERROR(Reserve(seq, s->num_tokens, s->max_tokens));
   // Recompute only what the cache lost (always the last token).
-  const int64_t hit =
-      s->prefix.has_value()
-          ? PinHit(*s, std::min<int64_t>(
-                           (s->num_tokens - 1) / block_tokens_,
-                           static_cast<int64_t>(s->prefix->tokens.size()) /
-                               block_tokens_))
-          : 0;
+  int64_t hit = 0;
+  if (s->prefix.has_value()) {
+    const int64_t max_hits = std::min<int64_t>(
+        (s->num_tokens - 1) / block_tokens_,
+        static_cast<int64_t>(s->prefix->tokens.size()) / block_tokens_);
+    int64_t anchor_hits = 0;
+    const BlockPool::PrefixMatch m = MatchHit(*s, max_hits, &anchor_hits);
+    // Without room, fail before pinning: pins released again would have
+    // moved the revived blocks in the eviction order.
+    const int64_t fresh =
+        PlaceNeed(s->num_tokens) - int64_t{m.blocks} * num_groups() + m.revived;
+    if (fresh > Available()) {
+      Unreserve(s->num_tokens, s->max_tokens);
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "Readmit of sequence %d: needs %d free blocks (%d tokens in %d "
+          "groups, %d blocks cached, %d blocks to revive), %d free",
+          seq, fresh, s->num_tokens, num_groups(), m.blocks, m.revived,
+          Available()));
+    }
+    hit = PinHit(*s, max_hits, anchor_hits);
+  }
   if (absl::Status st = Place(*s, s->num_tokens, hit, out); !st.ok()) {
     ClearTables(*s);
     Unreserve(s->num_tokens, s->max_tokens);

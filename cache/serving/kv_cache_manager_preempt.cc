@@ -52,8 +52,22 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
   int32_t hits = 0;
   if (s->prefix.has_value()) {
     // Recompute only what the cache lost (always the last token).
-    hits = PinHits(*s, std::min((s->num_tokens - 1) / layout_.block_tokens,
-                                BlocksWithIds(*s->prefix)));
+    const int64_t max_hits = std::min(
+        (s->num_tokens - 1) / layout_.block_tokens, BlocksWithIds(*s->prefix));
+    const BlockPool::PrefixMatch m = MatchHashing(*s->prefix, max_hits);
+    // Without room, fail before pinning: pins released again would have
+    // moved the revived blocks in the eviction order. (kReservation sizes
+    // its reservation in Place, which then fails all or nothing.)
+    const int64_t fresh = BlocksFor(s->num_tokens) - m.blocks + m.revived;
+    if (admission_ == AdmissionMode::kWatermark &&
+        fresh > books_->num_unreserved_free_blocks()) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "Readmit of sequence %d: needs %d free blocks (%d tokens, %d blocks "
+          "cached, %d of them free), %d free",
+          seq, fresh, s->num_tokens, m.blocks, m.revived,
+          books_->num_unreserved_free_blocks()));
+    }
+    hits = PinHits(*s, max_hits, m.blocks);
   }
   if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
     s->table.ClearTailFirst();

@@ -36,6 +36,7 @@ using ::pagedkv::testing::TableOf;
 using ::pagedkv::testing::TakeSnapshot;
 using ::pagedkv::testing::WriteToken;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::SizeIs;
 using Code = absl::StatusCode;
 
@@ -374,6 +375,30 @@ TEST(PrefixCacheTest, ReservationCountsHitsAsHeld) {
     const SlotRequest r[] = {{.seq = seq, .num_tokens = 3, .token_ids = more}};
     EXPECT_THAT(m.Append(r), IsOk());
   }
+}
+
+// A Readmit without room fails before pinning its cached blocks, so the
+// pool's books (allocations, the LRU of cached blocks) are as they were.
+TEST(PrefixCacheTest, AReadmitWithoutRoomChangesNothing) {
+  CheckedManager m = Make({.num_blocks = 8});
+  Add(m, 1, Ids(9));
+  Commit(m, 1, 9);
+  ASSERT_THAT(m->Preempt(1), IsOk());  // 2 cached free blocks + 6 plain.
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(2, 24, 0, &out), IsOk());  // The 6 plain.
+  const PoolStats pool_before = m->books().stats();
+  const ManagerStats before = m->stats();
+  // 3 blocks: 2 hits to revive and 1 fresh, with 2 free.
+  EXPECT_THAT(m->Readmit(1, &out),
+              StatusIs(Code::kResourceExhausted, HasSubstr("needs 3 free")));
+  m->CheckInvariants();
+  EXPECT_EQ(m->books().stats(), pool_before);
+  EXPECT_EQ(m->stats().prefix.evictable_blocks, before.prefix.evictable_blocks);
+  EXPECT_EQ(m->stats().prefix.rehit_blocks, before.prefix.rehit_blocks);
+  EXPECT_EQ(*m->state(1), SequenceState::kPreempted);
+  ASSERT_THAT(m->Free(2), IsOk());
+  ASSERT_THAT(m->Readmit(1, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);
 }
 
 TEST(PrefixCacheTest, RecomputePreemptionRecomputesOnlyWhatWasLost) {

@@ -67,6 +67,33 @@ void CommitAll(KVCacheManager& m, SequenceId seq) {
   ASSERT_THAT(m.CommitTokens(c), IsOk());
 }
 
+// A Readmit without room fails before pinning its cached blocks, so the
+// pool's books (allocations, the LRU of cached blocks) are as they were.
+// Block 4 tokens; 1 full group and 1 window group of 8 tokens, 16 blocks.
+TEST(GroupedPrefixTest, AReadmitWithoutRoomChangesNothing) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(16, 4, 1, 1, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(9), 8, &out), IsOk());
+  CommitAll(*m, 1);
+  ASSERT_THAT(m->Preempt(1), IsOk());  // 4 cached free blocks, 12 plain.
+  ASSERT_THAT(m->AddSequence(2, 24, 0, &out), IsOk());  // The 12 plain.
+  const PoolStats pool_before = m->books().stats();
+  const ManagerStats before = m->stats();
+  // 3 blocks a group: 2 hits each to revive, 1 fresh each; 4 free.
+  EXPECT_THAT(m->Readmit(1, &out),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("needs 6 free blocks")));
+  m->CheckInvariants();
+  EXPECT_EQ(m->books().stats(), pool_before);
+  EXPECT_EQ(m->stats().prefix.evictable_blocks, before.prefix.evictable_blocks);
+  EXPECT_EQ(*m->state(1), SequenceState::kPreempted);
+  ASSERT_THAT(m->Free(2), IsOk());
+  ASSERT_THAT(m->Readmit(1, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);
+  m->CheckInvariants();
+}
+
 // Block 4 tokens; 1 full group, 2 window groups of 8 tokens. A 32-token
 // prompt committed and freed; the same prompt and 5 more hits 8 blocks:
 // the full group pins all 8, each window group only blocks 6 and 7 (the
