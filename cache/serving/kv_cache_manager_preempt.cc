@@ -56,8 +56,9 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
         (s->num_tokens - 1) / layout_.block_tokens, BlocksWithIds(*s->prefix));
     const BlockPool::PrefixMatch m = MatchHashing(*s->prefix, max_hits);
     // Without room, fail before pinning: pins released again would have
-    // moved the revived blocks in the eviction order. (kReservation sizes
-    // its reservation in Place, which then fails all or nothing.)
+    // moved the revived blocks in the eviction order. (In kReservation the
+    // room is the reservation's growth, which Place tries; when that
+    // fails the pins are still released again: not checked ahead yet.)
     const int64_t fresh = BlocksFor(s->num_tokens) - m.blocks + m.revived;
     if (admission_ == AdmissionMode::kWatermark &&
         fresh > books_->num_unreserved_free_blocks()) {
