@@ -110,8 +110,12 @@ struct ModelSequence {
 struct Snapshot {
   std::map<SequenceId, std::string> sequences;  // State, length, tables.
   int32_t used_blocks = 0;
+  // The pool's books: allocations, the peak, and the prefix cache's
+  // entries, LRU and lifetime counts (a failure counter may move).
+  std::string books;
   bool operator==(const Snapshot& o) const {
-    return sequences == o.sequences && used_blocks == o.used_blocks;
+    return sequences == o.sequences && used_blocks == o.used_blocks &&
+           books == o.books;
   }
 };
 
@@ -187,6 +191,16 @@ class GroupedFuzzer {
   Snapshot Take() const {
     Snapshot s;
     s.used_blocks = m_->stats().used_blocks;
+    const PoolStats pool = m_->books().stats();
+    s.books = absl::StrCat("allocations ", pool.num_allocations, " peak ",
+                           pool.peak_used_blocks);
+    if (m_->books().prefix_cache_enabled()) {
+      const PrefixIndexStats p = m_->books().prefix_stats();
+      absl::StrAppend(&s.books, " cached ", p.cached_blocks, " evictable ",
+                      p.evictable_blocks, " stored ", p.stored_blocks,
+                      " evicted ", p.evicted_blocks, " dropped ",
+                      p.dropped_blocks, " epoch ", p.epoch);
+    }
     for (SequenceId id = 0; id < kIds; ++id) {
       if (!m_->contains(id)) continue;
       std::string& d = s.sequences[id];
