@@ -441,8 +441,9 @@ class KVCacheManager {
   // frees the whole blocks past them. OUT_OF_RANGE unless 0 <= new_length <=
   // num_tokens(seq); NOT_FOUND; FAILED_PRECONDITION if not running;
   // kReservation: RESOURCE_EXHAUSTED (nothing changed) when blocks it drops
-  // stay live in a fork, or its new tail is a shared block, and the pool
-  // cannot reserve the blocks it will need again for them.
+  // stay live in a fork, or its new tail is a shared or cached block (the
+  // next write copies it), and the pool cannot reserve the blocks it will
+  // need again for them.
   absl::Status Truncate(SequenceId seq, int64_t new_length);
 
   // --- Preemption -----------------------------------------------------
