@@ -285,8 +285,10 @@ class BlockPool {
                   BlockHash hash, absl::Span<const int32_t> tokens,
                   const BlockExtraKeys& keys) const;
   // Takes a published block and its published descendants out of the index
-  // (their holders keep the bytes; free ones become plain free blocks).
-  // Done before a block's KV is overwritten. REQUIRES: is_cached(id).
+  // (their holders keep the bytes; free ones become plain free blocks), for
+  // a holder that must stop it being matched. (The managers never write
+  // into a published block: copy-on-write copies it, copy_on_write.h.)
+  // REQUIRES: is_cached(id).
   void Unpublish(BlockId id);
   // Takes every entry out; queues AllBlocksCleared; starts a new epoch
   // (prefix_stats().epoch), so holders know their published blocks are not.
