@@ -14,8 +14,9 @@
 // exports of one group (a bad group now and then). With prefix caching
 // (half the inputs) sequences are added with token ids from two system
 // prompts and a 3-token alphabet, steps give ids and commits (sometimes
-// none, sometimes a commit out of range), CommitTokens catches up left-out
-// ids, and ResetPrefixCache runs now and then.
+// none, sometimes a commit out of range), CommitTokens (1 to 3 entries,
+// all or nothing) catches up left-out ids, and ResetPrefixCache runs now
+// and then.
 //
 // The model is per sequence: its state and one tag per token (with prefix
 // caching a digest of the token ids up to it, so a cache hit must read
@@ -478,24 +479,42 @@ class GroupedFuzzer {
       m_->ResetPrefixCache();
       return absl::OkStatus();
     }
-    const SequenceId id = Known();
-    auto it = model_.find(id);
-    const int64_t n = it != model_.end() ? it->second.tags.size() : 4;
-    const int64_t known = it != model_.end() ? it->second.known_ids : 0;
-    const int64_t give = in_.InRange(0, n - known);
-    const int64_t commit = in_.OneIn(16) ? n + 1 : in_.InRange(0, n);
-    std::vector<int32_t> ids;
-    if (it != model_.end()) {
-      ids.assign(it->second.ids.begin() + known,
-                 it->second.ids.begin() + known + give);
+    // 1 to 3 entries of distinct sequences, all or nothing: one bad entry
+    // (an unknown or stopped sequence, a count past its tokens) fails the
+    // call, and the snapshot check sees that nothing changed.
+    const int entries = static_cast<int>(in_.InRange(1, 3));
+    std::vector<SequenceId> seqs;
+    std::vector<int64_t> gives, commits_at;
+    std::vector<std::vector<int32_t>> ids(entries);
+    std::vector<TokenCommit> commits;
+    std::string text;
+    for (int e = 0; e < entries; ++e) {
+      const SequenceId id = Known();
+      if (std::find(seqs.begin(), seqs.end(), id) != seqs.end()) continue;
+      auto it = model_.find(id);
+      const int64_t n = it != model_.end() ? it->second.tags.size() : 4;
+      const int64_t known = it != model_.end() ? it->second.known_ids : 0;
+      const int64_t give = in_.InRange(0, n - known);
+      const int64_t commit = in_.OneIn(16) ? n + 1 : in_.InRange(0, n);
+      if (it != model_.end()) {
+        ids[e].assign(it->second.ids.begin() + known,
+                      it->second.ids.begin() + known + give);
+      }
+      seqs.push_back(id);
+      gives.push_back(give);
+      commits_at.push_back(commit);
+      commits.push_back({.seq = id, .num_tokens = commit, .token_ids = ids[e]});
+      absl::StrAppend(&text, text.empty() ? "" : ", ",
+                      absl::StrFormat("(%d, %d, %d ids)", id, commit, give));
     }
-    history_.Add(absl::StrFormat("CommitTokens(%d, %d, %d ids)", id, commit,
-                                 give));
-    const TokenCommit c{.seq = id, .num_tokens = commit, .token_ids = ids};
-    const absl::Status st = m_->CommitTokens(absl::MakeConstSpan(&c, 1));
+    history_.Add(absl::StrCat("CommitTokens(", text, ")"));
+    const absl::Status st = m_->CommitTokens(commits);
     if (st.ok()) {
-      it->second.known_ids += give;
-      it->second.committed = std::max(it->second.committed, commit);
+      for (size_t e = 0; e < seqs.size(); ++e) {
+        ModelSequence& s = model_.at(seqs[e]);
+        s.known_ids += gives[e];
+        s.committed = std::max(s.committed, commits_at[e]);
+      }
     }
     return st;
   }
