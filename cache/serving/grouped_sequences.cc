@@ -524,20 +524,17 @@ absl::Status GroupedSequences::AppendSlots(
         need, copies, free_blocks, freed));
   }
   // It fits: the windows release (in one batch), then one Allocate takes
-  // the rest. When the free blocks suffice without the releases, they are
-  // taken first, so that a shared pool emptied by another manager since
-  // the count fails the step before anything changed; else the releases
-  // must come first, and such a failure leaves only them done (blocks no
-  // later token reads).
-  const bool take_first = need <= free_blocks;
-  if (take_first) PKV_RETURN_IF_ERROR(TakeBlocks(need));
+  // the rest (the blocks just released first, warm in cache). On a shared
+  // pool another manager may have taken counted blocks since: the step
+  // then fails with only the window releases done (blocks no later token
+  // reads), the sequences' tokens unchanged.
   step_detached_.clear();
   for (Sequence* s : step_sequences_) {
     s->computed = s->num_tokens;
     DetachOutOfWindow(*s);
   }
   books_->ReleaseAll(step_detached_);
-  if (!take_first) PKV_RETURN_IF_ERROR(TakeBlocks(need));
+  PKV_RETURN_IF_ERROR(TakeBlocks(need));
   const BlockId* next = step_blocks_.data();
   if (copies > 0) Unshare(&next, out);
   PKV_CHECK(out->copies.size() == copies, "%d copies counted, %d made",
