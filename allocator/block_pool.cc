@@ -721,6 +721,13 @@ bool BlockPool::is_cached(BlockId id) const {
   return prefix_ != nullptr && prefix_->is_published(id.value());
 }
 
+bool BlockPool::SharedOrCached(BlockId id) const {
+  MaybeLock lock(&mu_);
+  CheckId(id);
+  return ref_counts_[id.value()] > 1 ||
+         (prefix_ != nullptr && prefix_->is_published(id.value()));
+}
+
 bool BlockPool::IsCachedAs(BlockId id, int32_t group,
                            std::optional<BlockId> parent, BlockHash hash,
                            absl::Span<const int32_t> tokens,

@@ -276,6 +276,10 @@ class BlockPool {
                              std::vector<PrefixSwitch>* switches);
   // Whether `id` is published (matchable).
   bool is_cached(BlockId id) const;
+  // ref_count(id) > 1 || is_cached(id) in one call: whether a write into
+  // `id` must copy it (copy_on_write.h), for a grouped step's per-group
+  // tail check.
+  bool SharedOrCached(BlockId id) const;
   // Whether `id` is cached as layer group `group`'s entry keyed `hash`,
   // with these tokens and extra keys, under `parent` (an invalid id: a
   // chain's first block; std::nullopt: any parent). For the managers'

@@ -11,6 +11,10 @@
 //                             the window maintenance (the release of blocks
 //                             that fell out of the windows); context:1024 vs
 //                             32768 shows it does not grow with the length.
+//   BM_GroupedDecodeStepCaching
+//                             windows:5 at 1,024 tokens with prefix caching
+//                             on, sequences added with token ids (caching:1),
+//                             against caching off (caching:0).
 //
 // Every kSteps iterations the sequences are freed and admitted again at
 // `context` tokens (untimed), so the pool never runs out.
@@ -68,12 +72,26 @@ std::unique_ptr<KVCacheManager> Manager(int32_t num_blocks,
   return *std::move(m);
 }
 
-void Admit(KVCacheManager& m, int32_t seqs, int64_t context, StepOutput* out) {
+// Distinct prompts: prefix caching never hits.
+std::vector<int32_t> PromptOf(int32_t s, int64_t context) {
+  std::vector<int32_t> ids(context);
+  for (int64_t t = 0; t < context; ++t) {
+    ids[t] = static_cast<int32_t>(s * context + t);
+  }
+  return ids;
+}
+
+// With ids, each sequence is added with its token ids (a prefix-caching
+// sequence, whose steps check its tails for copy-on-write); else by count.
+void Admit(KVCacheManager& m, int32_t seqs, int64_t context, StepOutput* out,
+           bool ids = false) {
   for (int32_t s = 0; s < seqs; ++s) {
     if (m.contains(s)) PKV_CHECK(m.Free(s).ok(), "free");
   }
   for (int32_t s = 0; s < seqs; ++s) {
-    const absl::Status st = m.AddSequence(s, context, 1 << 20, out);
+    const absl::Status st =
+        ids ? m.AddSequence(s, PromptOf(s, context), 1 << 20, out)
+            : m.AddSequence(s, context, 1 << 20, out);
     PKV_CHECK(st.ok(), "add: %s", st.ToString());
   }
   // One step so every window group is at its decode bound before timing.
@@ -83,9 +101,9 @@ void Admit(KVCacheManager& m, int32_t seqs, int64_t context, StepOutput* out) {
 }
 
 void RunDecode(benchmark::State& state, KVCacheManager& m, int32_t seqs,
-               int64_t context) {
+               int64_t context, bool ids = false) {
   StepOutput out;
-  Admit(m, seqs, context, &out);
+  Admit(m, seqs, context, &out, ids);
   std::vector<SlotRequest> step;
   for (int32_t s = 0; s < seqs; ++s) step.push_back({.seq = s, .num_tokens = 1});
   int32_t done = 0;
@@ -94,7 +112,7 @@ void RunDecode(benchmark::State& state, KVCacheManager& m, int32_t seqs,
     benchmark::DoNotOptimize(out.slot_mapping.data());
     if (++done == kSteps) {
       state.PauseTiming();
-      Admit(m, seqs, context, &out);
+      Admit(m, seqs, context, &out, ids);
       done = 0;
       state.ResumeTiming();
     }
@@ -128,6 +146,23 @@ void BM_GroupedDecodeStep(benchmark::State& state) {
 BENCHMARK(BM_GroupedDecodeStep)
     ->ArgsProduct({{256}, {1024, 32768}, {0, 5}})
     ->ArgNames({"seqs", "context", "windows"});
+
+// The same step, 1 full + 5 window groups at 1,024 tokens, with prefix
+// caching on and the sequences added with their token ids (caching:1;
+// the steps give none, as a server that keeps them does) or by count
+// (caching:0): what caching costs a grouped step at a 0% hit rate.
+void BM_GroupedDecodeStepCaching(benchmark::State& state) {
+  constexpr int32_t kSeqs = 256;
+  constexpr int64_t kContext = 1024;
+  const bool caching = state.range(0) != 0;
+  std::vector<LayerGroup> groups(kGroups, LayerGroup{.num_layers = 8});
+  for (int32_t g = 1; g < kGroups; ++g) groups[g].sliding_window = 1024;
+  std::unique_ptr<KVCacheManager> m = Manager(
+      kSeqs * kGroups * (BlocksFor(kContext + kSteps + 1) + 1), groups,
+      caching);
+  RunDecode(state, *m, kSeqs, kContext, caching);
+}
+BENCHMARK(BM_GroupedDecodeStepCaching)->Arg(0)->Arg(1)->ArgNames({"caching"});
 
 void BM_Admit2048(benchmark::State& state) {
   const bool grouped = state.range(0) != 0;

@@ -255,9 +255,7 @@ void GroupedSequences::FindCowTargets(const Sequence& s, int32_t i) {
   for (int32_t g = 0; g < num_groups(); ++g) {
     const BlockId b = s.tables[g].entries()[last];
     PKV_DCHECK(b.is_valid(), "the last block of group %d is a hole", g);
-    if (books_->ref_count(b) > 1 || books_->is_cached(b)) {
-      step_cow_.push_back({i, g, last, b});
-    }
+    if (books_->SharedOrCached(b)) step_cow_.push_back({i, g, last, b});
   }
 }
 
