@@ -431,7 +431,8 @@ bool BlockPool::TakeEqualEntryLocked(int32_t found, int32_t b, int32_t index,
 }
 
 BlockPool::PrefixMatch BlockPool::MatchLocked(const PrefixChain& chain,
-                                              std::vector<BlockId>* pin) {
+                                              std::vector<BlockId>* pin,
+                                              bool budget) {
   PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
   CheckChain(chain);
   const int32_t bt = prefix_options_.block_tokens;
@@ -443,7 +444,7 @@ BlockPool::PrefixMatch BlockPool::MatchLocked(const PrefixChain& chain,
         prefix_->Find(chain.hashes[i], parent, chain.tokens.subspan(i * bt, bt),
                       chain.keys[i], chain.group);
     if (b == -1) break;
-    if (ref_counts_[b] == 0) {
+    if (budget && ref_counts_[b] == 0) {
       if (revivable <= 0) break;  // It would take a reserved block.
       --revivable;
       ++m.revived;
@@ -462,18 +463,9 @@ BlockPool::PrefixMatch BlockPool::MatchPrefix(const PrefixChain& chain) const {
 
 int32_t BlockPool::CachedPrefixLength(const PrefixChain& chain) const {
   MaybeLock lock(&mu_);
-  PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
-  CheckChain(chain);
-  const int32_t bt = prefix_options_.block_tokens;
-  int32_t parent = -1;
-  int32_t n = 0;
-  for (size_t i = 0; i < chain.hashes.size(); ++i, ++n) {
-    parent = prefix_->Find(chain.hashes[i], parent,
-                           chain.tokens.subspan(i * bt, bt), chain.keys[i],
-                           chain.group);
-    if (parent == -1) break;
-  }
-  return n;
+  return const_cast<BlockPool*>(this)
+      ->MatchLocked(chain, nullptr, /*budget=*/false)
+      .blocks;
 }
 
 BlockPool::PrefixMatch BlockPool::PinPrefix(const PrefixChain& chain,
@@ -724,8 +716,7 @@ bool BlockPool::is_cached(BlockId id) const {
 bool BlockPool::SharedOrCached(BlockId id) const {
   MaybeLock lock(&mu_);
   CheckId(id);
-  return ref_counts_[id.value()] > 1 ||
-         (prefix_ != nullptr && prefix_->is_published(id.value()));
+  return WriteCopiesLocked(id.value(), /*holds=*/0);
 }
 
 bool BlockPool::IsCachedAs(BlockId id, int32_t group,

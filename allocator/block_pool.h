@@ -378,8 +378,19 @@ class BlockPool {
                                  absl::Span<const PrefixGroup> groups,
                                  std::vector<BlockId>* pin)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  PrefixMatch MatchLocked(const PrefixChain& chain, std::vector<BlockId>* pin)
+  // budget: stop where reviving one more free block would need a reserved
+  // one (MatchPrefix, PinPrefix); else count the whole verified chain
+  // (CachedPrefixLength; REQUIRES pin == nullptr).
+  PrefixMatch MatchLocked(const PrefixChain& chain, std::vector<BlockId>* pin,
+                          bool budget = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a write into block b must copy it: other holders than `holds`
+  // of the writer's own references, or published (the entry's bytes).
+  bool WriteCopiesLocked(int32_t b, int32_t holds) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ref_counts_[b] - holds > 1 ||
+           (prefix_ != nullptr && prefix_->is_published(b));
+  }
   void CheckChain(const PrefixChain& chain) const;
   // REQUIRES: num_free_locked() > 0 (plain blocks first, then evicts).
   BlockId TakeFreeLocked(int32_t owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -10,7 +10,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
-#include "allocator/prefix/prefix_index.h"
 #include "base/check.h"
 #include "base/maybe_lock.h"
 
@@ -87,8 +86,7 @@ struct CopyOnWriteBooks {
   static bool NeedsCopy(const BlockPool& pool, BlockId id, const Holds& holds)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool.mu_) {
     pool.CheckId(id);
-    return pool.ref_counts_[id.value()] - holds.Of(id) > 1 ||
-           (pool.prefix_ != nullptr && pool.prefix_->is_published(id.value()));
+    return pool.WriteCopiesLocked(id.value(), holds.Of(id));
   }
 
   struct Count {
