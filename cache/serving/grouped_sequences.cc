@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "allocator/copy_on_write.h"
 #include "base/check.h"
 #include "base/status_macros.h"
@@ -221,7 +222,7 @@ int64_t GroupedSequences::CountWindowFrees(const Sequence& s) {
       for (int64_t i = t.first_unpassed(); i < end; ++i) {
         const BlockId b = t.entries()[i];
         if (!b.is_valid()) continue;
-        if (!s.may_share) {
+        if (!s.may_share && !s.prefix.has_value()) {
           PKV_DCHECK(books_->ref_count(b) == 1,
                      "block %d of an unshared table has %d holders",
                      b.value(), books_->ref_count(b));
@@ -353,8 +354,8 @@ absl::Status GroupedSequences::Place(Sequence& s, int64_t tokens,
   }
   s.num_tokens = cached;
   s.computed = cached;
-  // Fresh blocks only, unless others may pin its published ones.
-  s.may_share = s.prefix.has_value();
+  // Fresh tails: the hits end on a block boundary.
+  s.may_share = false;
   s.placed = tokens;
   const BlockId* next = step_blocks_.data();
   const int64_t k = tokens - cached;
@@ -469,7 +470,9 @@ absl::Status GroupedSequences::AppendSlots(
             r.seq, r.num_tokens, max_step_tokens_));
       }
     }
-    if (s.prefix.has_value() && (!r.token_ids.empty() || r.commit != -1)) {
+    // The request's fields first: they are in cache, the prefix state's
+    // flag (past its vectors) may not be.
+    if ((!r.token_ids.empty() || r.commit != -1) && s.prefix.has_value()) {
       const SequencePrefix& p = *s.prefix;
       if (!r.token_ids.empty() &&
           (static_cast<int64_t>(r.token_ids.size()) != r.num_tokens ||
@@ -551,8 +554,8 @@ absl::Status GroupedSequences::AppendSlots(
     WriteSlots(s, s.num_tokens, k, total_tokens, at, out);
     s.num_tokens += k;
     at += k;
-    if (s.prefix.has_value()) {
-      const SlotRequest& r = requests[i];
+    const SlotRequest& r = requests[i];
+    if ((!r.token_ids.empty() || r.commit != -1) && s.prefix.has_value()) {
       SequencePrefix& p = *s.prefix;
       p.tokens.insert(p.tokens.end(), r.token_ids.begin(), r.token_ids.end());
       if (r.commit != -1) {
@@ -644,6 +647,15 @@ absl::Status GroupedSequences::Truncate(SequenceId seq, int64_t new_length) {
   }
   for (WindowTable& t : s->tables) {
     t.DropBack(t.num_entries() - static_cast<int32_t>(keep));
+  }
+  // A tail inside a block another holder has, or inside a block in the
+  // prefix cache (whose bytes are the entry's), is copied on its next
+  // write: the step checks for that only when may_share.
+  if (OffsetOf(new_length) != 0) {
+    for (const WindowTable& t : s->tables) {
+      const BlockId tail = t.entries()[keep - 1];
+      if (tail.is_valid() && books_->SharedOrCached(tail)) s->may_share = true;
+    }
   }
   s->num_tokens = new_length;
   s->computed = std::min(s->computed, new_length);
@@ -813,7 +825,7 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   }
   // Its device tables, emptied by CompleteSwap, keep their generations.
   SwapPlan plan = MirrorTables(s->host_tables, step_blocks_, &s->tables);
-  s->may_share = s->prefix.has_value();  // Fresh blocks only, else.
+  s->may_share = false;  // Fresh blocks only.
   if (s->prefix.has_value()) {
     // Fresh blocks: published again at the next commit (switched to equal
     // cached entries where there are some).
@@ -833,7 +845,7 @@ absl::Status GroupedSequences::CompleteSwap(SequenceId seq) {
     // A block another table holds stays with it.
     const int64_t held = LiveEntries(s->tables);
     ClearTables(*s);
-    s->may_share = s->prefix.has_value();
+    s->may_share = false;
     s->state = SequenceState::kSwappedOut;
     if (reservation_.has_value()) {
       reserved_total_ -= held;
@@ -1073,7 +1085,7 @@ void GroupedSequences::CheckInvariants() const {
   for (const auto& [id, s] : sequences_) {
     if (!s.prefix.has_value()) continue;
     const SequencePrefix& p = *s.prefix;
-    PKV_CHECK(prefix_caching() && s.may_share &&
+    PKV_CHECK(prefix_caching() &&
                   s.group_published.size() == groups_.size() &&
                   s.group_hashes.size() == groups_.size(),
               "sequence %d: prefix state without caching or sizes", id);
@@ -1097,18 +1109,24 @@ void GroupedSequences::CheckInvariants() const {
       CheckPublishedEntries(id, s);
     }
   }
-  // A sequence that is not may_share has its steps write in place: it holds
-  // no block another holder has, and none in the prefix cache (whose bytes
-  // must stay the entry's).
+  // A sequence that is not may_share has its steps write its tails in
+  // place: no tail is a block another holder has, or one in the prefix
+  // cache (whose bytes must stay the entry's). Without prefix caching
+  // nothing else of it is shared either.
   for (const auto& [id, s] : sequences_) {
-    if (s.may_share) continue;
-    for (const WindowTable& t : s.tables) {
-      for (BlockId e : t.entries()) {
-        PKV_CHECK(!e.is_valid() ||
-                      (books_->ref_count(e) == 1 && !books_->is_cached(e)),
-                  "sequence %d shares nothing but holds block %d of "
-                  "ref_count %d (cached: %d)",
-                  id, e.value(), books_->ref_count(e), books_->is_cached(e));
+    if (s.may_share || s.state != SequenceState::kRunning) continue;
+    const bool partial_tail = OffsetOf(s.num_tokens) != 0;
+    for (int32_t g = 0; g < num_groups(); ++g) {
+      const absl::Span<const BlockId> entries = s.tables[g].entries();
+      for (size_t i = 0; i < entries.size(); ++i) {
+        const BlockId e = entries[i];
+        const bool tail = partial_tail && i + 1 == entries.size();
+        if (!e.is_valid() || (s.prefix.has_value() && !tail)) continue;
+        PKV_CHECK(books_->ref_count(e) == 1 && !books_->is_cached(e),
+                  "sequence %d (%d tokens) is not may_share but its group %d "
+                  "holds block#%d (entry %d%s) of ref_count %d (cached: %d)",
+                  id, s.num_tokens, g, e.value(), i, tail ? ", its tail" : "",
+                  books_->ref_count(e), books_->is_cached(e));
       }
     }
   }

@@ -208,9 +208,11 @@ class GroupedSequences {
     int64_t computed = 0;
     uint64_t entry = 0;
     uint64_t step_stamp = 0;
-    // Some of its blocks may have other holders (set by Fork on both
-    // sides, cleared when Place rebuilds the tables); else every live
-    // entry's ref_count is 1.
+    // A group's partly filled tail block may have another holder or be in
+    // the prefix cache, so a step checks its tails for copy-on-write. Set
+    // by Fork on both sides and by a Truncate into such a block; cleared
+    // when Place or SwapIn rebuilds the tables (their tails are fresh).
+    // Without it, and without prefix, every live entry's ref_count is 1.
     bool may_share = false;
     // Tokens of its last placement (AddSequence's prompt, Readmit's
     // length; a fork's parent's): what a window group may hold until its
@@ -219,7 +221,9 @@ class GroupedSequences {
     // Added with token ids (prefix caching): the anchor's keys and commit
     // point (prefix.published: the anchor's blocks done), and per group
     // its keys (GroupChainParent) and blocks done, up to the anchor's.
-    // Such a sequence is always may_share (others may pin its blocks).
+    // Its full blocks may be cached or pinned by others; its tail is
+    // neither until it is full (only full blocks are published), so a
+    // decode step skips the copy-on-write check unless may_share.
     std::optional<SequencePrefix> prefix;
     std::vector<std::vector<BlockHash>> group_hashes;  // Anchor's unused.
     std::vector<int32_t> group_published;
@@ -404,8 +408,9 @@ class GroupedSequences {
   //    plus the copy sources handed out and not yet marked done (at most
   //    cow_copies_ in all), plus, on a pool other managers share, their
   //    tables' references (checked only as ref_count >= entries); a
-  //    sequence without may_share holds only blocks of ref_count 1, none
-  //    of them cached;
+  //    running sequence without may_share has every group's partly filled
+  //    tail of ref_count 1 and not cached, and, without prefix, all its
+  //    blocks so;
   //  - num_running_ == #{kRunning}; entries distinct, in [1, next_entry_].
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
   uint64_t next_entry_ = 0;

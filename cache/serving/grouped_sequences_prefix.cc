@@ -237,9 +237,9 @@ void GroupedSequences::TruncatePrefix(Sequence& s, int64_t new_length) {
   p.committed = std::min(p.committed, new_length);
   p.published = static_cast<int32_t>(std::min<int64_t>(p.published, full));
   for (int32_t& done : s.group_published) done = std::min(done, p.published);
-  // A new tail inside a published block stays published: the sequence is
-  // may_share, so its next write copies it (CountCopies) and the entry
-  // keeps its KV.
+  // A new tail inside a published block stays published: Truncate made
+  // the sequence may_share, so its next write copies it (CountCopies) and
+  // the entry keeps its KV.
 }
 
 Admission GroupedSequences::AdmitBlocks(int64_t prompt_tokens,
