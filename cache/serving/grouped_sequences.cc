@@ -486,10 +486,7 @@ absl::Status GroupedSequences::AppendSlots(
       }
       if (r.commit != -1 &&
           (r.commit < p.committed || r.commit > s.num_tokens)) {
-        return absl::OutOfRangeError(absl::StrFormat(
-            "commit of %d tokens of sequence %d: must be in [%d, %d] (its "
-            "last commit and its tokens)",
-            r.commit, r.seq, p.committed, s.num_tokens));
+        return CommitOutOfRange(r.seq, r.commit, p.committed, s.num_tokens);
       }
     }
     s.step_stamp = step_stamp_;

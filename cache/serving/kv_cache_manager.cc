@@ -576,7 +576,8 @@ absl::Status KVCacheManager::AppendSlots(absl::Span<const SlotRequest> requests,
       // Inline: the decode step's common case is a commit in range.
       if (r.commit != -1 &&
           (r.commit < s.prefix->committed || r.commit > s.num_tokens)) {
-        return CheckCommit(r.seq, s, r.commit);
+        return CommitOutOfRange(r.seq, r.commit, s.prefix->committed,
+                                s.num_tokens);
       }
     }
     step_sequences_.push_back(&s);

@@ -730,9 +730,6 @@ class KVCacheManager {
   // Queues blocks [first, first + n) of s, just published, for the store
   // (host mode: to the tier; books-only: on the store list).
   void StoreToRemote(const Sequence& s, int64_t first, int64_t n);
-  // Validates a commit point for s (OUT_OF_RANGE).
-  absl::Status CheckCommit(SequenceId seq, const Sequence& s,
-                           int64_t commit) const;
   // Truncate's share: p forgets tokens past new_length (a published tail
   // block stays published; its next write copies it).
   void TruncatePrefix(Sequence& s, int64_t new_length);

@@ -103,18 +103,6 @@ void KVCacheManager::PublishCommitted(Sequence& s, RemoteStore remote_store) {
   if (done < n) p.stopped = true;
 }
 
-absl::Status KVCacheManager::CheckCommit(SequenceId seq, const Sequence& s,
-                                         int64_t commit) const {
-  const int64_t last = s.prefix->committed;
-  if (commit < last || commit > s.num_tokens) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "commit of %d tokens of sequence %d: must be in [%d, %d] (its last "
-        "commit and its tokens)",
-        commit, seq, last, s.num_tokens));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status KVCacheManager::CommitTokens(
     absl::Span<const TokenCommit> commits) {
   if (windows_ != nullptr) return windows_->CommitTokens(commits);

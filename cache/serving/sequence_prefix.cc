@@ -43,6 +43,14 @@ absl::Status CheckMultimodalSpans(int64_t seq,
   return absl::OkStatus();
 }
 
+absl::Status CommitOutOfRange(int64_t seq, int64_t commit, int64_t last,
+                              int64_t num_tokens) {
+  return absl::OutOfRangeError(absl::StrFormat(
+      "commit of %d tokens of sequence %d: must be in [%d, %d] (its last "
+      "commit and its tokens)",
+      commit, seq, last, num_tokens));
+}
+
 absl::Status CheckTokenCommit(int64_t seq, bool running, const char* state,
                               const SequencePrefix* p, int64_t num_tokens,
                               int64_t commit, int64_t num_ids, bool ids_given) {
@@ -56,10 +64,7 @@ absl::Status CheckTokenCommit(int64_t seq, bool running, const char* state,
         seq));
   }
   if (commit < p->committed || commit > num_tokens) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "commit of %d tokens of sequence %d: must be in [%d, %d] (its last "
-        "commit and its tokens)",
-        commit, seq, p->committed, num_tokens));
+    return CommitOutOfRange(seq, commit, p->committed, num_tokens);
   }
   if (num_ids == 0) return absl::OkStatus();
   const int64_t known = static_cast<int64_t>(p->tokens.size());

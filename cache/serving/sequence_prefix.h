@@ -72,6 +72,12 @@ absl::Status CheckMultimodalSpans(int64_t seq,
                                   absl::Span<const MultimodalSpan> spans,
                                   int64_t prompt_tokens);
 
+// The OUT_OF_RANGE of a commit of `commit` tokens of sequence `seq` outside
+// [last, num_tokens] (its last commit and its tokens), with the numbers.
+// Callers compare first: the decode step's common case is a commit in range.
+absl::Status CommitOutOfRange(int64_t seq, int64_t commit, int64_t last,
+                              int64_t num_tokens);
+
 // One CommitTokens entry's checks, the same for both managers' books:
 // sequence `seq` is running (else FAILED_PRECONDITION naming `state`), was
 // added with ids (p not null), `commit` is in [p->committed, num_tokens]
