@@ -1111,7 +1111,7 @@ void GroupedSequences::CheckInvariants() const {
   // cache (whose bytes must stay the entry's). Without prefix caching
   // nothing else of it is shared either.
   for (const auto& [id, s] : sequences_) {
-    if (s.may_share || s.state != SequenceState::kRunning) continue;
+    if (s.may_share) continue;
     const bool partial_tail = OffsetOf(s.num_tokens) != 0;
     for (int32_t g = 0; g < num_groups(); ++g) {
       const absl::Span<const BlockId> entries = s.tables[g].entries();

@@ -408,9 +408,8 @@ class GroupedSequences {
   //    plus the copy sources handed out and not yet marked done (at most
   //    cow_copies_ in all), plus, on a pool other managers share, their
   //    tables' references (checked only as ref_count >= entries); a
-  //    running sequence without may_share has every group's partly filled
-  //    tail of ref_count 1 and not cached, and, without prefix, all its
-  //    blocks so;
+  //    sequence without may_share has every group's partly filled tail of
+  //    ref_count 1 and not cached, and, without prefix, all its blocks so;
   //  - num_running_ == #{kRunning}; entries distinct, in [1, next_entry_].
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
   uint64_t next_entry_ = 0;
