@@ -459,7 +459,8 @@ class KVCacheManager {
   // blocks past the local hits are looked up there as AddSequence does
   // (host mode: loaded; books-only: a load list, kLoading). FAILED_PRECONDITION
   // unless preempted; RESOURCE_EXHAUSTED (still preempted) when it does not
-  // fit (kReservation: its reservation too).
+  // fit (kReservation: its reservation too), found before any hit is
+  // pinned, so the pool's books and eviction order are unchanged.
   absl::Status Readmit(SequenceId seq, StepOutput* out);
 
   // Swap preemption to the host tier. Host mode: copies every block (one

@@ -56,16 +56,29 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
         (s->num_tokens - 1) / layout_.block_tokens, BlocksWithIds(*s->prefix));
     const BlockPool::PrefixMatch m = MatchHashing(*s->prefix, max_hits);
     // Without room, fail before pinning: pins released again would have
-    // moved the revived blocks in the eviction order. (In kReservation the
-    // room is the reservation's growth, which Place tries; when that
-    // fails the pins are still released again: not checked ahead yet.)
-    const int64_t fresh = BlocksFor(s->num_tokens) - m.blocks + m.revived;
-    if (admission_ == AdmissionMode::kWatermark &&
-        fresh > books_->num_unreserved_free_blocks()) {
+    // moved the revived blocks in the eviction order. kWatermark needs its
+    // fresh blocks; kReservation the growth Place's reservation of the
+    // rest (up to max_tokens) takes. Each revived hit takes a free block
+    // too. (The match already stops where revivals run out of free
+    // blocks; a shorter hit would only grow the need.)
+    int64_t fresh = BlocksFor(s->num_tokens) - m.blocks;
+    if (admission_ == AdmissionMode::kReservation) {
+      const int64_t need =
+          std::max<int64_t>(0, BlocksFor(s->max_tokens) - m.blocks) +
+          (s->forked ? 1 : 0);
+      fresh = std::max<int64_t>(
+          0, reservation_->num_charged() + reserved_for_sequences_ -
+                 s->reserved + need - reservation_->capacity());
+    }
+    if (fresh + m.revived > books_->num_unreserved_free_blocks()) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "Readmit of sequence %d: needs %d free blocks (%d tokens, %d blocks "
-          "cached, %d of them free), %d free",
-          seq, fresh, s->num_tokens, m.blocks, m.revived,
+          "cached, %d of them free%s), %d free",
+          seq, fresh + m.revived, s->num_tokens, m.blocks, m.revived,
+          admission_ == AdmissionMode::kReservation
+              ? absl::StrFormat("; %d reserved to %d tokens", fresh,
+                                s->max_tokens)
+              : "",
           books_->num_unreserved_free_blocks()));
     }
     hits = PinHits(*s, max_hits, m.blocks);
