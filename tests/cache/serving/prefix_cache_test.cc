@@ -378,63 +378,49 @@ TEST(PrefixCacheTest, ReservationCountsHitsAsHeld) {
 }
 
 // A Readmit without room fails before pinning its cached blocks, so the
-// pool's books (allocations, the LRU of cached blocks) are as they were.
-TEST(PrefixCacheTest, AReadmitWithoutRoomChangesNothing) {
-  CheckedManager m = Make({.num_blocks = 8});
-  Add(m, 1, Ids(9));
+// pool's books (allocations, the LRU of cached blocks) are as they were;
+// with exactly the room it needs, it succeeds. Under kReservation the room
+// is the reservation's growth to the sequence's max_tokens (the pins were
+// taken and released again before: they moved the revived blocks in the
+// LRU and the failed resize counted a failed allocation).
+void ExpectReadmitOnlyWithRoom(AdmissionMode admission,
+                               const std::string& refusal) {
+  CheckedManager m = Make({.admission = admission, .num_blocks = 8});
+  Add(m, 1, Ids(9), {}, 3);  // 12 tokens at most: 3 blocks.
   Commit(m, 1, 9);
   ASSERT_THAT(m->Preempt(1), IsOk());  // 2 cached free blocks + 6 plain.
   StepOutput out;
   ASSERT_THAT(m->AddSequence(2, 24, 0, &out), IsOk());  // The 6 plain.
   const PoolStats pool_before = m->books().stats();
   const ManagerStats before = m->stats();
-  // 3 blocks: 2 hits to revive and 1 fresh, with 2 free.
+  // 2 hits to revive and 1 block more, with 2 free.
   EXPECT_THAT(m->Readmit(1, &out),
-              StatusIs(Code::kResourceExhausted, HasSubstr("needs 3 free")));
-  m->CheckInvariants();
-  EXPECT_EQ(m->books().stats(), pool_before);
-  EXPECT_EQ(m->stats().prefix.evictable_blocks, before.prefix.evictable_blocks);
-  EXPECT_EQ(m->stats().prefix.rehit_blocks, before.prefix.rehit_blocks);
-  EXPECT_EQ(*m->state(1), SequenceState::kPreempted);
-  ASSERT_THAT(m->Free(2), IsOk());
-  ASSERT_THAT(m->Readmit(1, &out), IsOk());
-  EXPECT_EQ(out.num_cached_tokens, 8);
-}
-
-// The same under kReservation, where the room is the reservation's growth
-// to the sequence's max_tokens (the pins were taken and released again
-// before: they moved the revived blocks in the LRU and the failed resize
-// counted a failed allocation).
-TEST(PrefixCacheTest, AReservationReadmitWithoutRoomChangesNothing) {
-  CheckedManager m =
-      Make({.admission = AdmissionMode::kReservation, .num_blocks = 8});
-  Add(m, 1, Ids(9), {}, 3);  // 12 tokens at most: 3 blocks reserved.
-  Commit(m, 1, 9);
-  ASSERT_THAT(m->Preempt(1), IsOk());  // 2 cached free blocks + 6 plain.
-  StepOutput out;
-  ASSERT_THAT(m->AddSequence(2, 24, 0, &out), IsOk());  // The 6 plain.
-  const PoolStats pool_before = m->books().stats();
-  const ManagerStats before = m->stats();
-  // 2 hits to revive and 1 block reserved to 12 tokens, with 2 free.
-  EXPECT_THAT(m->Readmit(1, &out),
-              StatusIs(Code::kResourceExhausted,
-                       HasSubstr("needs 3 free blocks (9 tokens, 2 blocks "
-                                 "cached, 2 of them free; 1 reserved to 12 "
-                                 "tokens), 2 free")));
+              StatusIs(Code::kResourceExhausted, HasSubstr(refusal)));
   m->CheckInvariants();
   EXPECT_EQ(m->books().stats(), pool_before);
   EXPECT_EQ(m->stats().prefix.evictable_blocks, before.prefix.evictable_blocks);
   EXPECT_EQ(m->stats().prefix.rehit_blocks, before.prefix.rehit_blocks);
   EXPECT_EQ(m->stats().reserved_blocks, before.reserved_blocks);
   EXPECT_EQ(*m->state(1), SequenceState::kPreempted);
-  // With one block more it fits exactly: the check refuses nothing Place
-  // would take.
+  // One block more: it fits exactly (the check refuses nothing Place
+  // would take).
   ASSERT_THAT(m->Free(2), IsOk());
   ASSERT_THAT(m->AddSequence(2, 20, 0, &out), IsOk());  // 5 of the 6 plain.
-  StepOutput out2;
-  ASSERT_THAT(m->Readmit(1, &out2), IsOk());
-  EXPECT_EQ(out2.num_cached_tokens, 8);
+  ASSERT_THAT(m->Readmit(1, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);
   EXPECT_EQ(m->books().num_unreserved_free_blocks(), 0);
+}
+
+TEST(PrefixCacheTest, AReadmitWithoutRoomChangesNothing) {
+  ExpectReadmitOnlyWithRoom(AdmissionMode::kWatermark,
+                            "needs 3 free blocks (9 tokens, 2 blocks cached, "
+                            "2 of them free), 2 free");
+}
+
+TEST(PrefixCacheTest, AReservationReadmitWithoutRoomChangesNothing) {
+  ExpectReadmitOnlyWithRoom(AdmissionMode::kReservation,
+                            "needs 3 free blocks (9 tokens, 2 blocks cached, "
+                            "2 of them free; 1 reserved to 12 tokens), 2 free");
 }
 
 TEST(PrefixCacheTest, RecomputePreemptionRecomputesOnlyWhatWasLost) {
