@@ -200,11 +200,13 @@ int64_t KVCacheManager::BlocksFor(int64_t tokens) const {
 }
 
 int64_t KVCacheManager::ReserveNeed(const Sequence& s) const {
-  const int64_t held = s.state == SequenceState::kRunning ||
-                               s.state == SequenceState::kSwappingIn ||
-                               s.state == SequenceState::kLoading
-                           ? s.table.num_blocks()
-                           : 0;
+  const bool holds = s.state == SequenceState::kRunning ||
+                     s.state == SequenceState::kSwappingIn ||
+                     s.state == SequenceState::kLoading;
+  return ReserveNeed(s, holds ? s.table.num_blocks() : 0);
+}
+
+int64_t KVCacheManager::ReserveNeed(const Sequence& s, int64_t held) const {
   return std::max<int64_t>(0, BlocksFor(s.max_tokens) - held) +
          (s.forked ? 1 : 0);
 }

@@ -460,7 +460,10 @@ class KVCacheManager {
   // (host mode: loaded; books-only: a load list, kLoading). FAILED_PRECONDITION
   // unless preempted; RESOURCE_EXHAUSTED (still preempted) when it does not
   // fit (kReservation: its reservation too), found before any hit is
-  // pinned, so the pool's books and eviction order are unchanged.
+  // pinned, so no block is taken or moved in the eviction order (a failed
+  // reservation counts as a failed allocation). On a pool other managers
+  // share, one may take the room between the check and the placement: the
+  // hits are then released again.
   absl::Status Readmit(SequenceId seq, StepOutput* out);
 
   // Swap preemption to the host tier. Host mode: copies every block (one
@@ -668,8 +671,11 @@ class KVCacheManager {
   BlockPool::PrefixMatch MatchPrompt(absl::Span<const int32_t> prompt,
                                      const PrefixKeys& keys) const;
   // kReservation: what a sequence may still need: its blocks up to
-  // max_tokens, plus one copy-on-write block if forked.
+  // max_tokens, plus one copy-on-write block if forked. The first counts
+  // the blocks its state holds; the second the `held` ones (a Readmit's
+  // hits before it pins them).
   int64_t ReserveNeed(const Sequence& s) const;
+  int64_t ReserveNeed(const Sequence& s, int64_t held) const;
   // Grows or shrinks the reservation so its free part is exactly
   // reserved_for_sequences_ (growing can fail: RESOURCE_EXHAUSTED, and then
   // nothing changed).

@@ -57,18 +57,17 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
     const BlockPool::PrefixMatch m = MatchHashing(*s->prefix, max_hits);
     // Without room, fail before pinning: pins released again would have
     // moved the revived blocks in the eviction order. kWatermark needs its
-    // fresh blocks; kReservation the growth Place's reservation of the
-    // rest (up to max_tokens) takes. Each revived hit takes a free block
-    // too. (The match already stops where revivals run out of free
-    // blocks; a shorter hit would only grow the need.)
+    // fresh blocks; kReservation the growth of the reservation Place makes
+    // for the rest (up to max_tokens, ReserveNeed with the hits held).
+    // Each revived hit takes a free block too. (The match already stops
+    // where revivals run out of free blocks; a shorter hit would only grow
+    // the need.)
     int64_t fresh = BlocksFor(s->num_tokens) - m.blocks;
     if (admission_ == AdmissionMode::kReservation) {
-      const int64_t need =
-          std::max<int64_t>(0, BlocksFor(s->max_tokens) - m.blocks) +
-          (s->forked ? 1 : 0);
       fresh = std::max<int64_t>(
           0, reservation_->num_charged() + reserved_for_sequences_ -
-                 s->reserved + need - reservation_->capacity());
+                 s->reserved + ReserveNeed(*s, m.blocks) -
+                 reservation_->capacity());
     }
     if (fresh + m.revived > books_->num_unreserved_free_blocks()) {
       return absl::ResourceExhaustedError(absl::StrFormat(

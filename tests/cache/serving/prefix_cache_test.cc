@@ -379,48 +379,80 @@ TEST(PrefixCacheTest, ReservationCountsHitsAsHeld) {
 
 // A Readmit without room fails before pinning its cached blocks, so the
 // pool's books (allocations, the LRU of cached blocks) are as they were;
-// with exactly the room it needs, it succeeds. Under kReservation the room
-// is the reservation's growth to the sequence's max_tokens (the pins were
-// taken and released again before: they moved the revived blocks in the
-// LRU and the failed resize counted a failed allocation).
-void ExpectReadmitOnlyWithRoom(AdmissionMode admission,
-                               const std::string& refusal) {
-  CheckedManager m = Make({.admission = admission, .num_blocks = 8});
-  Add(m, 1, Ids(9), {}, 3);  // 12 tokens at most: 3 blocks.
+// with exactly the room it needs, it succeeds. Sequence 1 (9 tokens, at
+// most 9 + max_new) is preempted with 2 cached blocks; sequence 2 holds
+// `refused_with` tokens of the other 6 blocks at the refusal and
+// `fits_with` at the exact fit. Under kReservation the room is the
+// reservation's growth to max_tokens (the pins were taken and released
+// again before: they moved the revived blocks in the LRU and the failed
+// resize counted a failed allocation).
+struct ReadmitRoom {
+  AdmissionMode admission;
+  int64_t max_new;
+  int64_t refused_with;
+  int64_t fits_with;
+  std::string refusal;
+};
+
+void ExpectReadmitOnlyWithRoom(const ReadmitRoom& c) {
+  CheckedManager m = Make({.admission = c.admission, .num_blocks = 8});
+  Add(m, 1, Ids(9), {}, c.max_new);
   Commit(m, 1, 9);
   ASSERT_THAT(m->Preempt(1), IsOk());  // 2 cached free blocks + 6 plain.
   StepOutput out;
-  ASSERT_THAT(m->AddSequence(2, 24, 0, &out), IsOk());  // The 6 plain.
+  ASSERT_THAT(m->AddSequence(2, c.refused_with, 0, &out), IsOk());
   const PoolStats pool_before = m->books().stats();
   const ManagerStats before = m->stats();
-  // 2 hits to revive and 1 block more, with 2 free.
   EXPECT_THAT(m->Readmit(1, &out),
-              StatusIs(Code::kResourceExhausted, HasSubstr(refusal)));
+              StatusIs(Code::kResourceExhausted, HasSubstr(c.refusal)));
   m->CheckInvariants();
   EXPECT_EQ(m->books().stats(), pool_before);
   EXPECT_EQ(m->stats().prefix.evictable_blocks, before.prefix.evictable_blocks);
   EXPECT_EQ(m->stats().prefix.rehit_blocks, before.prefix.rehit_blocks);
   EXPECT_EQ(m->stats().reserved_blocks, before.reserved_blocks);
   EXPECT_EQ(*m->state(1), SequenceState::kPreempted);
-  // One block more: it fits exactly (the check refuses nothing Place
-  // would take).
+  // With one block more it fits exactly: the check refuses nothing Place
+  // would take.
   ASSERT_THAT(m->Free(2), IsOk());
-  ASSERT_THAT(m->AddSequence(2, 20, 0, &out), IsOk());  // 5 of the 6 plain.
+  ASSERT_THAT(m->AddSequence(2, c.fits_with, 0, &out), IsOk());
   ASSERT_THAT(m->Readmit(1, &out), IsOk());
   EXPECT_EQ(out.num_cached_tokens, 8);
   EXPECT_EQ(m->books().num_unreserved_free_blocks(), 0);
+  m->CheckInvariants();
 }
 
+// 2 hits to revive and 1 fresh block, with 2 free.
 TEST(PrefixCacheTest, AReadmitWithoutRoomChangesNothing) {
-  ExpectReadmitOnlyWithRoom(AdmissionMode::kWatermark,
-                            "needs 3 free blocks (9 tokens, 2 blocks cached, "
-                            "2 of them free), 2 free");
+  ExpectReadmitOnlyWithRoom(
+      {.admission = AdmissionMode::kWatermark,
+       .max_new = 3,
+       .refused_with = 24,
+       .fits_with = 20,
+       .refusal = "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
+                  "them free), 2 free"});
 }
 
+// 12 tokens at most: the same 3 blocks, all reserved.
 TEST(PrefixCacheTest, AReservationReadmitWithoutRoomChangesNothing) {
-  ExpectReadmitOnlyWithRoom(AdmissionMode::kReservation,
-                            "needs 3 free blocks (9 tokens, 2 blocks cached, "
-                            "2 of them free; 1 reserved to 12 tokens), 2 free");
+  ExpectReadmitOnlyWithRoom(
+      {.admission = AdmissionMode::kReservation,
+       .max_new = 3,
+       .refused_with = 24,
+       .fits_with = 20,
+       .refusal = "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
+                  "them free; 1 reserved to 12 tokens), 2 free"});
+}
+
+// 17 tokens at most: 3 blocks reserved past the 2 hits, 5 in all, with 4
+// free (kWatermark's count, 3, would have fit).
+TEST(PrefixCacheTest, AReservationReadmitCountsItsGrowthToMaxTokens) {
+  ExpectReadmitOnlyWithRoom(
+      {.admission = AdmissionMode::kReservation,
+       .max_new = 8,
+       .refused_with = 16,
+       .fits_with = 12,
+       .refusal = "needs 5 free blocks (9 tokens, 2 blocks cached, 2 of "
+                  "them free; 3 reserved to 17 tokens), 4 free"});
 }
 
 TEST(PrefixCacheTest, RecomputePreemptionRecomputesOnlyWhatWasLost) {
