@@ -1112,6 +1112,9 @@ void GroupedSequences::CheckInvariants() const {
   // nothing else of it is shared either.
   for (const auto& [id, s] : sequences_) {
     if (s.may_share) continue;
+    PKV_CHECK(s.tables.size() == groups_.size(),
+              "sequence %d has %d tables, %d groups", id, s.tables.size(),
+              groups_.size());
     const bool partial_tail = OffsetOf(s.num_tokens) != 0;
     for (int32_t g = 0; g < num_groups(); ++g) {
       const absl::Span<const BlockId> entries = s.tables[g].entries();

@@ -211,7 +211,9 @@ class GroupedSequences {
     // A group's partly filled tail block may have another holder or be in
     // the prefix cache, so a step checks its tails for copy-on-write. Set
     // by Fork on both sides and by a Truncate into such a block; cleared
-    // when Place or SwapIn rebuilds the tables (their tails are fresh).
+    // when Place or SwapIn rebuilds the tables (their tails are fresh) and
+    // by CompleteSwap (no tables). Not cleared by the copy it forces: the
+    // sequence keeps paying the tail check until its next placement.
     // Without it, and without prefix, every live entry's ref_count is 1.
     bool may_share = false;
     // Tokens of its last placement (AddSequence's prompt, Readmit's

@@ -94,6 +94,66 @@ TEST(GroupedPrefixTest, AReadmitWithoutRoomChangesNothing) {
   m->CheckInvariants();
 }
 
+// A step writing into a tail that may be shared copies it in every group
+// that holds it: a truncation back into a published block (its only
+// holder is the sequence, but its bytes are the cached entry's), and a
+// fork's shared partial tail. The cached entries stay hits on the old
+// blocks. Block 4 tokens; 1 full group and 1 window group of 8 tokens.
+TEST(GroupedPrefixTest, WritingATruncatedPublishedTailCopiesItInEveryGroup) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(16, 4, 1, 1, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(9), 8, &out), IsOk());
+  CommitAll(*m, 1);  // Blocks 0 and 1 of both groups are published.
+  const std::vector<BlockId> full = Table(*m, 1, 0);
+  const std::vector<BlockId> window = Table(*m, 1, 1);
+  ASSERT_THAT(m->Truncate(1, 6), IsOk());  // The tail is block 1 (4, 5).
+  const int32_t id[] = {4242};
+  const SlotRequest r[] = {{.seq = 1, .num_tokens = 1, .token_ids = id}};
+  ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->stats().cow_copies, 2);
+  EXPECT_NE(Table(*m, 1, 0)[1], full[1]);
+  EXPECT_NE(Table(*m, 1, 1)[1], window[1]);
+  // The next step writes the private copy in place.
+  const int32_t id2[] = {4243};
+  const SlotRequest r2[] = {{.seq = 1, .num_tokens = 1, .token_ids = id2}};
+  ASSERT_THAT(m->AppendSlots(r2, &out), IsOk());
+  EXPECT_EQ(m->stats().cow_copies, 2);
+  // The same prompt hits 2 blocks, the ones sequence 1 wrote first.
+  ASSERT_THAT(m->AddSequence(2, Iota(9), 8, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);
+  EXPECT_EQ(Table(*m, 2, 0)[1], full[1]);
+  EXPECT_EQ(Table(*m, 2, 1)[1], window[1]);
+  m->CheckInvariants();
+}
+
+TEST(GroupedPrefixTest, WritingAForkedTailCopiesItInEveryGroup) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(16, 4, 1, 1, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(9), 8, &out), IsOk());
+  CommitAll(*m, 1);
+  ASSERT_THAT(m->Fork(1, 2), IsOk());  // Both hold block 2 (token 8).
+  const std::vector<BlockId> full = Table(*m, 1, 0);
+  const std::vector<BlockId> window = Table(*m, 1, 1);
+  const int32_t id[] = {4242};
+  const SlotRequest r[] = {{.seq = 2, .num_tokens = 1, .token_ids = id}};
+  ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->stats().cow_copies, 2);
+  EXPECT_NE(Table(*m, 2, 0)[2], full[2]);
+  EXPECT_NE(Table(*m, 2, 1)[2], window[2]);
+  EXPECT_EQ(Table(*m, 1, 0), full);  // The parent's tables are unchanged.
+  EXPECT_EQ(Table(*m, 1, 1), window);
+  // Sequence 1 is now the only holder of its tail: no copy.
+  const SlotRequest r1[] = {{.seq = 1, .num_tokens = 1, .token_ids = id}};
+  ASSERT_THAT(m->AppendSlots(r1, &out), IsOk());
+  EXPECT_EQ(m->stats().cow_copies, 2);
+  EXPECT_EQ(Table(*m, 1, 0)[2], full[2]);
+  m->CheckInvariants();
+}
+
 // Block 4 tokens; 1 full group, 2 window groups of 8 tokens. A 32-token
 // prompt committed and freed; the same prompt and 5 more hits 8 blocks:
 // the full group pins all 8, each window group only blocks 6 and 7 (the
