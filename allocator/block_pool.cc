@@ -374,14 +374,16 @@ absl::Status BlockPool::EnablePrefixCache(const PrefixCacheOptions& options) {
   MaybeLock lock(&mu_);
   if (prefix_ != nullptr) {
     if (prefix_options_.block_tokens == options.block_tokens &&
-        prefix_options_.max_pending_events == options.max_pending_events) {
+        prefix_options_.max_pending_events == options.max_pending_events &&
+        prefix_options_.content == options.content) {
       return absl::OkStatus();
     }
     return absl::FailedPreconditionError(absl::StrFormat(
-        "the pool's prefix cache is on with %d-token blocks and %d events; "
-        "asked for %d and %d",
+        "the pool's prefix cache is on with %d-token blocks, %d events and "
+        "blocks of \"%s\"; asked for %d, %d and \"%s\"",
         prefix_options_.block_tokens, prefix_options_.max_pending_events,
-        options.block_tokens, options.max_pending_events));
+        prefix_options_.content, options.block_tokens,
+        options.max_pending_events, options.content));
   }
   prefix_ = std::make_unique<PrefixIndex>(
       num_blocks_locked(), options.block_tokens, options.max_pending_events);

@@ -65,6 +65,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -165,10 +166,17 @@ class BlockPool {
     // Events kept until TakePrefixEvents(); 0 records none. Past it new
     // events are dropped and counted (their numbers still advance).
     int32_t max_pending_events = 0;
+    // What a cached block's bytes mean, as the owner describes it (a
+    // manager: its model layout and layer groups). The index matches
+    // tokens, not meanings, so owners that describe their blocks
+    // differently must not share one: a hit would hand one owner's layer
+    // KV to the other.
+    std::string content;
   };
   // Turns the prefix index on. Idempotent for equal options (managers
   // sharing a pool each call it); FAILED_PRECONDITION if it is on with
-  // other options, INVALID_ARGUMENT for bad ones.
+  // other options (another content: different blocks under equal keys),
+  // INVALID_ARGUMENT for bad ones.
   absl::Status EnablePrefixCache(const PrefixCacheOptions& options);
   bool prefix_cache_enabled() const;
 

@@ -163,6 +163,9 @@ class PrefixIndex {
 
   // Relaxes the invariant that an in-use entry's parent is in use (see
   // the invariants below). One way; for window-anchored layer groups.
+  // Every owner of one index describes its blocks alike
+  // (BlockPool::PrefixCacheOptions::content), so on an index one owner
+  // relaxes, all are window-anchored.
   void AllowInUseUnderFreeParents() { in_use_under_free_ = true; }
   bool in_use_under_free_parents() const { return in_use_under_free_; }
 

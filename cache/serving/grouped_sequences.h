@@ -57,9 +57,11 @@
 // verified from the root through its cached, possibly free, head and pins
 // only its window; its chain stops where it released a block before
 // committing the next, and evicting a free head unpublishes the in-use
-// tail below (BlockPool::AllowInUseUnderFreeParents). A window release
-// frees a published block into the LRU like any other; a finished
-// sequence releases the other groups first and the anchor last, each tail first, so leaves are evicted first.
+// tail below (BlockPool::AllowInUseUnderFreeParents; every manager on the
+// pool then has the same groups, so all are window-anchored). A window
+// release frees a published block into the LRU like any other; a finished
+// sequence releases the other groups first and the anchor last, each tail
+// first, so leaves are evicted first.
 // Readmit re-hits the sequence's own prefix; SwapIn copies every live
 // entry back and republishes at the next commit. kReservation reserves
 // the whole worst case even with hits (a hit lowers what is taken, not

@@ -138,7 +138,8 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
   if (options.prefix_caching.enabled) {
     PKV_RETURN_IF_ERROR(manager->books_->EnablePrefixCache(
         {.block_tokens = options.layout.block_tokens,
-         .max_pending_events = options.prefix_caching.max_pending_events}));
+         .max_pending_events = options.prefix_caching.max_pending_events,
+         .content = BlockContent(options.layout, options.layer_groups)}));
     manager->hasher_ = options.prefix_caching.hasher != nullptr
                            ? options.prefix_caching.hasher
                            : &Xxh3BlockHasher();

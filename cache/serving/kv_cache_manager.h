@@ -76,7 +76,11 @@
 //
 // Thread safety: a manager is used by one thread at a time. Several managers
 // may share one KVPool made with PoolConcurrency::kShared (Options::pool),
-// each on its own thread with its own sequences.
+// each on its own thread with its own sequences. With prefix caching they
+// share its index, so their blocks must hold the same layers: Create
+// refuses (FAILED_PRECONDITION) a manager whose layout or layer groups
+// differ from those the index was enabled with (BlockContent). Two models
+// with one layout and one grouping are told apart only by tenant salts.
 #ifndef PAGEDKV_CACHE_SERVING_KV_CACHE_MANAGER_H_
 #define PAGEDKV_CACHE_SERVING_KV_CACHE_MANAGER_H_
 

@@ -1,6 +1,7 @@
 #include "cache/serving/layer_groups.h"
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
@@ -46,6 +47,21 @@ KVLayout GroupBlockLayout(const KVLayout& layout,
   KVLayout block = layout;
   if (!groups.empty()) block.num_layers = groups[0].num_layers;
   return block;
+}
+
+std::string BlockContent(const KVLayout& layout,
+                         absl::Span<const LayerGroup> groups) {
+  std::string text = layout.ToString();
+  if (groups.empty()) return text + ", no layer groups";
+  text += ", layer groups [";
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (g > 0) text += ", ";
+    text += groups[g].is_window()
+                ? absl::StrFormat("%d window %d", groups[g].num_layers,
+                                  groups[g].sliding_window)
+                : absl::StrFormat("%d full", groups[g].num_layers);
+  }
+  return text + "]";
 }
 
 }  // namespace pagedkv

@@ -27,6 +27,7 @@
 #define PAGEDKV_CACHE_SERVING_LAYER_GROUPS_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -61,6 +62,15 @@ absl::Status ValidateLayerGroups(const KVLayout& layout,
 // without groups. REQUIRES: ValidateLayerGroups(layout, groups).ok().
 KVLayout GroupBlockLayout(const KVLayout& layout,
                           absl::Span<const LayerGroup> groups);
+
+// What a pool block of this model holds, in words, for the prefix index
+// (BlockPool::PrefixCacheOptions::content): the model's layout and its
+// groups, e.g. "layers=2 kv_heads=2 head_dim=4 dtype=float32
+// block_tokens=4, layer groups [1 full, 1 window 6]". Managers whose
+// descriptions differ must not share a prefix index: with equal tokens
+// their anchor chains have equal keys but hold different layers.
+std::string BlockContent(const KVLayout& layout,
+                         absl::Span<const LayerGroup> groups);
 
 }  // namespace pagedkv
 

@@ -23,6 +23,7 @@ namespace {
 using ::pagedkv::testing::IsOk;
 using ::pagedkv::testing::StatusIs;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 
 constexpr int32_t kBt = 2;
 
@@ -89,6 +90,11 @@ TEST(PrefixBooksTest, EnableIsIdempotentAndChecksOptions) {
   EXPECT_THAT(pool->EnablePrefixCache({.block_tokens = 16}), IsOk());
   EXPECT_THAT(pool->EnablePrefixCache({.block_tokens = 8}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
+  // Blocks that mean something else under the same keys.
+  EXPECT_THAT(
+      pool->EnablePrefixCache({.block_tokens = 16, .content = "model B"}),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("blocks of \"\"; asked for 16, 0 and \"model B\"")));
   EXPECT_THAT(pool->Shrink(2), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
+#include "allocator/pool_stats.h"
 #include "allocator/copy_on_write.h"
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_event.h"
@@ -25,6 +26,8 @@
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/serving/layer_groups.h"
 #include "cache/serving/step_output.h"
+#include "cache/storage/kv_layout.h"
+#include "cache/storage/kv_pool.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/cache/serving/manager_testing.h"
@@ -377,6 +380,62 @@ TEST(GroupedPrefixTest, AdmissionCountsTheHitAndEvictsWhenFull) {
   EXPECT_EQ(m->stats().prefix.cached_blocks, 0);
   EXPECT_GT(m->stats().prefix.evicted_blocks, 0);
   m->CheckInvariants();
+}
+
+// Managers on one pool share its prefix index only when their blocks
+// mean the same. Equal prompts key equal chains: a one-layer model without
+// groups would hit the full group's layer of the other; two window groups
+// (a window anchor, group 1) would collide with the full anchor's entries
+// and relax the index's in-use invariant for both. Their Create fails and
+// changes nothing.
+TEST(GroupedPrefixTest, ManagersWhoseBlocksDifferCannotShareAPrefixIndex) {
+  const std::vector<LayerGroup> full_window = {
+      {.num_layers = 1}, {.num_layers = 1, .sliding_window = 6}};
+  std::unique_ptr<KVPool> pool =
+      *KVPool::Create({.layout = GroupBlockLayout(::pagedkv::testing::SmallLayout(),
+                                                  full_window),
+                       .num_blocks = 32,
+                       .concurrency = PoolConcurrency::kShared});
+  auto options = [&](const KVLayout& layout, std::vector<LayerGroup> groups) {
+    KVCacheManager::Options o;
+    o.layout = layout;
+    o.pool = pool.get();
+    o.watermark = 0.0;
+    o.prefix_caching.enabled = true;
+    o.layer_groups = std::move(groups);
+    return o;
+  };
+  const KVLayout two_layers = ::pagedkv::testing::SmallLayout();
+  std::unique_ptr<KVCacheManager> a =
+      *KVCacheManager::Create(options(two_layers, full_window));
+  StepOutput out;
+  ASSERT_THAT(a->AddSequence(1, Iota(9), 4, &out), IsOk());
+  CommitAll(*a, 1);
+  const PoolStats before = pool->books().stats();
+  // Two window groups: the anchor is the 10-token window's layer.
+  EXPECT_THAT(
+      KVCacheManager::Create(options(
+          two_layers, {{.num_layers = 1, .sliding_window = 6},
+                       {.num_layers = 1, .sliding_window = 10}})),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("layer groups [1 full, 1 window 6]\"; asked for 4, "
+                         "0 and \"layers=2 kv_heads=2 head_dim=2 "
+                         "dtype=float32 block_tokens=4, layer groups [1 "
+                         "window 6, 1 window 10]\"")));
+  // A one-layer model without groups has blocks of the same geometry.
+  KVLayout one_layer = two_layers;
+  one_layer.num_layers = 1;
+  EXPECT_THAT(KVCacheManager::Create(options(one_layer, {})),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("block_tokens=4, no layer groups")));
+  EXPECT_EQ(pool->books().stats(), before);
+  // A manager of the same model shares the index: a hit.
+  std::unique_ptr<KVCacheManager> b =
+      *KVCacheManager::Create(options(two_layers, full_window));
+  ASSERT_THAT(b->AddSequence(2, Iota(9), 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);
+  a->CheckInvariants();
+  b->CheckInvariants();
 }
 
 // No full group (Mistral-7B's one window group): the window group anchors
