@@ -773,6 +773,12 @@ PrefixIndexStats BlockPool::prefix_stats() const {
   return prefix_->stats();
 }
 
+std::vector<BlockId> BlockPool::EvictionOrder() const {
+  MaybeLock lock(&mu_);
+  if (prefix_ == nullptr) return {};
+  return prefix_->evictable().BackToFront();
+}
+
 // ---------------------------------------------------------------------------
 // BlockPool: accessors
 

@@ -308,6 +308,9 @@ class BlockPool {
   std::vector<PrefixEvent> TakePrefixEvents();
   PrefixIndexStats prefix_stats() const;
   uint64_t prefix_epoch() const;  // prefix_stats().epoch, cheaper.
+  // The cached free blocks, the next one evicted first (empty without a
+  // prefix cache). O(evictable blocks); for tests and debugging.
+  std::vector<BlockId> EvictionOrder() const;
 
   // REQUIRES: 0 <= id.value() < num_blocks().
   int32_t ref_count(BlockId id) const;

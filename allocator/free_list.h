@@ -206,6 +206,15 @@ class FreeList {
     next_.resize(new_capacity);
   }
 
+  // The ids from back to front (the order PopBack takes them). O(size);
+  // for tests and debugging.
+  std::vector<BlockId> BackToFront() const {
+    std::vector<BlockId> ids;
+    ids.reserve(size_);
+    for (int32_t i = tail_; i != kNil; i = prev_[i]) ids.push_back(BlockId(i));
+    return ids;
+  }
+
   // Aborts unless the invariants listed below hold. O(capacity).
   void CheckInvariants() const {
     PKV_CHECK(prev_.size() == next_.size(), "prev %d != next %d entries",

@@ -24,7 +24,8 @@
 // each new slot of each group gets a word naming (tag, group, K|V) written
 // into the pool, as a server would. After every operation:
 //   - a failed call changes nothing: every id's presence, state, length and
-//     group tables, and the pool's used blocks;
+//     group tables, the pool's used blocks and its books (PoolBooks:
+//     allocations, the peak, the prefix cache's counts and eviction order);
 //   - kReservation: an AppendSlots of running sequences within their
 //     max_tokens and max_step_tokens never runs out of memory;
 //   - every running sequence's group tables have BlocksFor(tokens) entries,
@@ -63,6 +64,7 @@
 #include "cache/storage/kv_pool.h"
 #include "tensor/dtype.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/fuzz/pool_books.h"
 
 namespace pagedkv::fuzzing {
 namespace {
@@ -192,16 +194,7 @@ class GroupedFuzzer {
   Snapshot Take() const {
     Snapshot s;
     s.used_blocks = m_->stats().used_blocks;
-    const PoolStats pool = m_->books().stats();
-    s.books = absl::StrCat("allocations ", pool.num_allocations, " peak ",
-                           pool.peak_used_blocks);
-    if (m_->books().prefix_cache_enabled()) {
-      const PrefixIndexStats p = m_->books().prefix_stats();
-      absl::StrAppend(&s.books, " cached ", p.cached_blocks, " evictable ",
-                      p.evictable_blocks, " stored ", p.stored_blocks,
-                      " evicted ", p.evicted_blocks, " dropped ",
-                      p.dropped_blocks, " epoch ", p.epoch);
-    }
+    s.books = PoolBooks(m_->books());
     for (SequenceId id = 0; id < kIds; ++id) {
       if (!m_->contains(id)) continue;
       std::string& d = s.sequences[id];

@@ -22,8 +22,8 @@
 //     does not order them), else OK or RESOURCE_EXHAUSTED as the books
 //     decide (ExpectMemory: admission by CanAdmit's documented rule, growth
 //     and copy-on-write bounds for AppendSlots, reservations);
-//   - a failed call changes nothing (stats, and every id's presence, state,
-//     length and block table);
+//   - a failed call changes nothing (stats, the pool's books (PoolBooks),
+//     and every id's presence, state, length and block table);
 //   - every token of every running sequence reads back its words, block
 //     tables have the right size and slot mappings match them, every
 //     device block's refcount equals the references the model knows of,
@@ -64,6 +64,7 @@
 #include "cache/storage/kv_pool.h"
 #include "tensor/dtype.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/fuzz/pool_books.h"
 
 namespace pagedkv::fuzzing {
 namespace {
@@ -162,15 +163,16 @@ struct Snapshot {
   };
   ManagerStats stats;
   int32_t unreserved = 0;
+  std::string books;  // PoolBooks.
   std::vector<Seq> seqs;
 
   bool operator==(const Snapshot& o) const {
     return StatsEqual(stats, o.stats) && unreserved == o.unreserved &&
-           seqs == o.seqs;
+           books == o.books && seqs == o.seqs;
   }
   std::string ToString() const {
-    std::string s =
-        absl::StrCat(StatsString(stats), " unreserved ", unreserved);
+    std::string s = absl::StrCat(StatsString(stats), " unreserved ",
+                                 unreserved, " books ", books);
     for (size_t i = 0; i < seqs.size(); ++i) {
       if (!seqs[i].present) continue;
       absl::StrAppend(&s, "; seq ", i, " ", SequenceStateName(seqs[i].state),
@@ -393,6 +395,7 @@ class ManagerFuzzer {
     Snapshot s;
     s.stats = m_->stats();
     s.unreserved = Unreserved();
+    s.books = PoolBooks(m_->books());
     for (SequenceId id = 0; id < kIds; ++id) {
       Snapshot::Seq q;
       q.present = m_->contains(id);

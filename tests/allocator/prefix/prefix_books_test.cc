@@ -208,10 +208,12 @@ TEST(PrefixBooksTest, EvictsTheLeastRecentlyFreedTailFirst) {
   std::vector<BlockId> b = PublishNew(*pool, new_chain);
   pool->ReleaseAllTailFirst(a);
   pool->ReleaseAllTailFirst(b);
+  EXPECT_THAT(pool->EvictionOrder(), ElementsAre(a[1], a[0], b[1], b[0]));
   // No plain block is left: the allocation evicts old_chain's tail.
   std::optional<BlockId> got = pool->TryAllocate();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(*got, a[1]);
+  EXPECT_THAT(pool->EvictionOrder(), ElementsAre(a[0], b[1], b[0]));
   EXPECT_EQ(pool->MatchPrefix(old_chain.view()).blocks, 1);
   EXPECT_EQ(pool->MatchPrefix(new_chain.view()).blocks, 2);
   EXPECT_EQ(pool->prefix_stats().evicted_blocks, 1);
