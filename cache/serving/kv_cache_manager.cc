@@ -91,6 +91,10 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
     return absl::InvalidArgumentError(
         absl::StrFormat("num_blocks must be > 0, got %d", options.num_blocks));
   }
+  // Before the pool's prefix index is turned on (below): a Create failing
+  // after it would leave a shared pool's index bound to these blocks.
+  PKV_RETURN_IF_ERROR(CheckRemote(options));
+  PKV_RETURN_IF_ERROR(CheckLayerGroups(options));
   std::unique_ptr<KVPool> owned_pool;
   std::unique_ptr<BlockPool> owned_books;
   std::unique_ptr<KVPool> host_pool;
@@ -144,7 +148,7 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
                            ? options.prefix_caching.hasher
                            : &Xxh3BlockHasher();
   }
-  PKV_RETURN_IF_ERROR(manager->AttachRemote(options.prefix_caching.remote));
+  manager->remote_ = options.prefix_caching.remote;
   PKV_RETURN_IF_ERROR(manager->AttachLayerGroups(options));
   // With layer groups the grouped books keep their own reservation.
   if (manager->admission_ == AdmissionMode::kReservation &&

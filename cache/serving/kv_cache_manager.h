@@ -357,7 +357,11 @@ class KVCacheManager {
   // watermark outside [0, 1), num_host_blocks < 0, a pool in books-only
   // mode or with another layout, bad layer_groups or a negative
   // max_step_tokens with them; Unimplemented for layer groups with a mode
-  // they do not support yet; ResourceExhausted when memory runs out.
+  // they do not support yet; FailedPrecondition when a shared pool's
+  // prefix index holds blocks of another layout or layer groups
+  // (BlockContent) or other events options; ResourceExhausted when memory
+  // runs out. Every check that can fail runs before the pool's prefix
+  // index is turned on, so a failed Create leaves a shared pool as it was.
   static absl::StatusOr<std::unique_ptr<KVCacheManager>> Create(
       const Options& options);
 
@@ -464,10 +468,10 @@ class KVCacheManager {
   // (host mode: loaded; books-only: a load list, kLoading). FAILED_PRECONDITION
   // unless preempted; RESOURCE_EXHAUSTED (still preempted) when it does not
   // fit (kReservation: its reservation too), found before any hit is
-  // pinned, so no block is taken or moved in the eviction order (a failed
-  // reservation counts as a failed allocation). On a pool other managers
-  // share, one may take the room between the check and the placement: the
-  // hits are then released again.
+  // pinned, so no block is taken or moved in the eviction order. On a pool
+  // other managers share, one may take the room between the check and the
+  // placement: the hits are then released again (and a failed reservation
+  // counts as a failed allocation).
   absl::Status Readmit(SequenceId seq, StepOutput* out);
 
   // Swap preemption to the host tier. Host mode: copies every block (one
@@ -720,7 +724,10 @@ class KVCacheManager {
                         RemoteStore remote_store = RemoteStore::kStore);
   // --- Remote tier (kv_cache_manager_remote.cc) ---
   // --- Layer groups (kv_cache_manager_window.cc) ---
-  // Create's check of Options::layer_groups; makes windows_.
+  // Create's check of the layer groups' options (INVALID_ARGUMENT,
+  // UNIMPLEMENTED), made before the pool is touched.
+  static absl::Status CheckLayerGroups(const Options& options);
+  // Makes windows_ (with layer groups). REQUIRES: CheckLayerGroups passed.
   absl::Status AttachLayerGroups(const Options& options);
   bool GroupedContains(SequenceId seq) const;
   // UNIMPLEMENTED for `op` on a manager with layer groups.
@@ -728,8 +735,9 @@ class KVCacheManager {
   // SwapOut (out) or SwapIn with layer groups; host mode copies the bytes
   // and completes the swap, returning an empty plan.
   absl::StatusOr<SwapPlan> GroupedSwap(SequenceId seq, bool out);
-  // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT).
-  absl::Status AttachRemote(RemoteTier* remote);
+  // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT),
+  // made before the pool is touched.
+  static absl::Status CheckRemote(const Options& options);
   // After Place: loads blocks [local_hits, ...) of s's prompt from the
   // remote tier into its fresh blocks, publishes them, and drops their
   // slots from *out. Returns the blocks loaded (0 without a tier).

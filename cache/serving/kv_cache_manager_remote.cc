@@ -43,21 +43,24 @@ RemoteChain ChainFrom(absl::Span<const BlockHash> hashes,
 
 }  // namespace
 
-absl::Status KVCacheManager::AttachRemote(RemoteTier* remote) {
+absl::Status KVCacheManager::CheckRemote(const Options& options) {
+  const RemoteTier* remote = options.prefix_caching.remote;
   if (remote == nullptr) return absl::OkStatus();
-  if (!prefix_caching()) {
+  if (!options.prefix_caching.enabled) {
     return absl::InvalidArgumentError(
         "a remote tier needs prefix_caching.enabled");
   }
-  const uint64_t fingerprint = LayoutFingerprint(layout_, *hasher_);
+  const BlockHasher& hasher = options.prefix_caching.hasher != nullptr
+                                  ? *options.prefix_caching.hasher
+                                  : Xxh3BlockHasher();
+  const uint64_t fingerprint = LayoutFingerprint(options.layout, hasher);
   if (remote->layout_fingerprint() != fingerprint) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the remote tier's layout fingerprint %016x is not the manager's "
         "%016x (layout %s, hasher %s)",
-        remote->layout_fingerprint(), fingerprint, layout_.ToString(),
-        hasher_->name()));
+        remote->layout_fingerprint(), fingerprint, options.layout.ToString(),
+        hasher.name()));
   }
-  remote_ = remote;
   return absl::OkStatus();
 }
 

@@ -15,20 +15,22 @@
 
 namespace pagedkv {
 
-absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
+absl::Status KVCacheManager::CheckLayerGroups(const Options& options) {
   if (options.layer_groups.empty()) return absl::OkStatus();
   PKV_RETURN_IF_ERROR(ValidateLayerGroups(options.layout, options.layer_groups));
-  const auto unimplemented = [](const char* what) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "layer groups with %s are not implemented yet", what));
-  };
   if (options.max_step_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_step_tokens must be >= 0, got %d", options.max_step_tokens));
   }
   if (options.prefix_caching.remote != nullptr) {
-    return unimplemented("a remote tier");
+    return absl::UnimplementedError(
+        "layer groups with a remote tier are not implemented yet");
   }
+  return absl::OkStatus();
+}
+
+absl::Status KVCacheManager::AttachLayerGroups(const Options& options) {
+  if (options.layer_groups.empty()) return absl::OkStatus();
   windows_ = std::make_unique<internal::GroupedSequences>(
       internal::GroupedSequences::Config{
           .books = books_,

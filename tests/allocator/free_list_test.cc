@@ -175,6 +175,13 @@ TEST_P(FreeListRandomOpsTest, MatchesStdList) {
       ASSERT_EQ(list.Front().value(), model.front());
       ASSERT_EQ(list.Back().value(), model.back());
     }
+    if (step % 50 == 0) {  // The whole order, O(size).
+      const std::vector<BlockId> order = list.BackToFront();
+      const auto same = [](BlockId b, int32_t i) { return b.value() == i; };
+      ASSERT_TRUE(std::equal(order.begin(), order.end(), model.rbegin(),
+                             model.rend(), same))
+          << step;
+    }
   }
 }
 

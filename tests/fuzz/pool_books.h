@@ -9,7 +9,8 @@
 //   const std::string before = PoolBooks(m->books());
 //   if (!m->Readmit(1, &out).ok() && PoolBooks(m->books()) != before) ...
 //
-// Thread safety: as BlockPool's const methods.
+// Thread safety: each BlockPool call locks on its own, so on a pool other
+// threads use the text is not one moment's (the fuzzers are single-threaded).
 #ifndef PAGEDKV_TESTS_FUZZ_POOL_BOOKS_H_
 #define PAGEDKV_TESTS_FUZZ_POOL_BOOKS_H_
 

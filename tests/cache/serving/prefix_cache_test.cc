@@ -387,6 +387,7 @@ TEST(PrefixCacheTest, ReservationCountsHitsAsHeld) {
 // again before: they moved the revived blocks in the LRU and the failed
 // resize counted a failed allocation).
 struct ReadmitRoom {
+  std::string name;
   AdmissionMode admission;
   int64_t max_new;
   int64_t refused_with;
@@ -394,7 +395,10 @@ struct ReadmitRoom {
   std::string refusal;
 };
 
-void ExpectReadmitOnlyWithRoom(const ReadmitRoom& c) {
+class ReadmitRoomTest : public ::testing::TestWithParam<ReadmitRoom> {};
+
+TEST_P(ReadmitRoomTest, AReadmitWithoutRoomChangesNothing) {
+  const ReadmitRoom& c = GetParam();
   CheckedManager m = Make({.admission = c.admission, .num_blocks = 8});
   Add(m, 1, Ids(9), {}, c.max_new);
   Commit(m, 1, 9);
@@ -402,11 +406,14 @@ void ExpectReadmitOnlyWithRoom(const ReadmitRoom& c) {
   StepOutput out;
   ASSERT_THAT(m->AddSequence(2, c.refused_with, 0, &out), IsOk());
   const PoolStats pool_before = m->books().stats();
+  const std::vector<BlockId> lru_before = m->books().EvictionOrder();
+  ASSERT_EQ(lru_before.size(), 2);
   const ManagerStats before = m->stats();
   EXPECT_THAT(m->Readmit(1, &out),
               StatusIs(Code::kResourceExhausted, HasSubstr(c.refusal)));
   m->CheckInvariants();
   EXPECT_EQ(m->books().stats(), pool_before);
+  EXPECT_EQ(m->books().EvictionOrder(), lru_before);
   EXPECT_EQ(m->stats().prefix.evictable_blocks, before.prefix.evictable_blocks);
   EXPECT_EQ(m->stats().prefix.rehit_blocks, before.prefix.rehit_blocks);
   EXPECT_EQ(m->stats().reserved_blocks, before.reserved_blocks);
@@ -421,39 +428,26 @@ void ExpectReadmitOnlyWithRoom(const ReadmitRoom& c) {
   m->CheckInvariants();
 }
 
-// 2 hits to revive and 1 fresh block, with 2 free.
-TEST(PrefixCacheTest, AReadmitWithoutRoomChangesNothing) {
-  ExpectReadmitOnlyWithRoom(
-      {.admission = AdmissionMode::kWatermark,
-       .max_new = 3,
-       .refused_with = 24,
-       .fits_with = 20,
-       .refusal = "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
-                  "them free), 2 free"});
-}
-
-// 12 tokens at most: the same 3 blocks, all reserved.
-TEST(PrefixCacheTest, AReservationReadmitWithoutRoomChangesNothing) {
-  ExpectReadmitOnlyWithRoom(
-      {.admission = AdmissionMode::kReservation,
-       .max_new = 3,
-       .refused_with = 24,
-       .fits_with = 20,
-       .refusal = "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
-                  "them free; 1 reserved to 12 tokens), 2 free"});
-}
-
-// 17 tokens at most: 3 blocks reserved past the 2 hits, 5 in all, with 4
-// free (kWatermark's count, 3, would have fit).
-TEST(PrefixCacheTest, AReservationReadmitCountsItsGrowthToMaxTokens) {
-  ExpectReadmitOnlyWithRoom(
-      {.admission = AdmissionMode::kReservation,
-       .max_new = 8,
-       .refused_with = 16,
-       .fits_with = 12,
-       .refusal = "needs 5 free blocks (9 tokens, 2 blocks cached, 2 of "
-                  "them free; 3 reserved to 17 tokens), 4 free"});
-}
+INSTANTIATE_TEST_SUITE_P(
+    PrefixCacheTest, ReadmitRoomTest,
+    ::testing::Values(
+        // 2 hits to revive and 1 fresh block, with 2 free.
+        ReadmitRoom{"Watermark", AdmissionMode::kWatermark, 3, 24, 20,
+                    "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
+                    "them free), 2 free"},
+        // 12 tokens at most: the same 3 blocks, all reserved.
+        ReadmitRoom{"Reservation", AdmissionMode::kReservation, 3, 24, 20,
+                    "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
+                    "them free; 1 reserved to 12 tokens), 2 free"},
+        // 17 tokens at most: 3 blocks reserved past the 2 hits, 5 in all,
+        // with 4 free (kWatermark's count, 3, would have fit).
+        ReadmitRoom{"ReservationGrowsToMaxTokens", AdmissionMode::kReservation,
+                    8, 16, 12,
+                    "needs 5 free blocks (9 tokens, 2 blocks cached, 2 of "
+                    "them free; 3 reserved to 17 tokens), 4 free"}),
+    [](const ::testing::TestParamInfo<ReadmitRoom>& info) {
+      return info.param.name;
+    });
 
 TEST(PrefixCacheTest, RecomputePreemptionRecomputesOnlyWhatWasLost) {
   CheckedManager m = Make({});

@@ -18,8 +18,8 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
-#include "allocator/pool_stats.h"
 #include "allocator/copy_on_write.h"
+#include "allocator/pool_stats.h"
 #include "allocator/prefix/block_hash.h"
 #include "allocator/prefix/prefix_event.h"
 #include "allocator/window_blocks.h"
@@ -70,6 +70,15 @@ void CommitAll(KVCacheManager& m, SequenceId seq) {
   ASSERT_THAT(m.CommitTokens(c), IsOk());
 }
 
+// One decode step of seq with token id `token`, then the invariants.
+void Step(KVCacheManager& m, SequenceId seq, int32_t token) {
+  const int32_t ids[] = {token};
+  const SlotRequest r[] = {{.seq = seq, .num_tokens = 1, .token_ids = ids}};
+  StepOutput out;
+  ASSERT_THAT(m.AppendSlots(r, &out), IsOk());
+  m.CheckInvariants();
+}
+
 // A Readmit without room fails before pinning its cached blocks, so the
 // pool's books (allocations, the LRU of cached blocks) are as they were.
 // Block 4 tokens; 1 full group and 1 window group of 8 tokens, 16 blocks.
@@ -111,17 +120,12 @@ TEST(GroupedPrefixTest, WritingATruncatedPublishedTailCopiesItInEveryGroup) {
   const std::vector<BlockId> full = Table(*m, 1, 0);
   const std::vector<BlockId> window = Table(*m, 1, 1);
   ASSERT_THAT(m->Truncate(1, 6), IsOk());  // The tail is block 1 (4, 5).
-  const int32_t id[] = {4242};
-  const SlotRequest r[] = {{.seq = 1, .num_tokens = 1, .token_ids = id}};
-  ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
-  m->CheckInvariants();
+  Step(*m, 1, 4242);
   EXPECT_EQ(m->stats().cow_copies, 2);
   EXPECT_NE(Table(*m, 1, 0)[1], full[1]);
   EXPECT_NE(Table(*m, 1, 1)[1], window[1]);
   // The next step writes the private copy in place.
-  const int32_t id2[] = {4243};
-  const SlotRequest r2[] = {{.seq = 1, .num_tokens = 1, .token_ids = id2}};
-  ASSERT_THAT(m->AppendSlots(r2, &out), IsOk());
+  Step(*m, 1, 4243);
   EXPECT_EQ(m->stats().cow_copies, 2);
   // The same prompt hits 2 blocks, the ones sequence 1 wrote first.
   ASSERT_THAT(m->AddSequence(2, Iota(9), 8, &out), IsOk());
@@ -140,21 +144,17 @@ TEST(GroupedPrefixTest, WritingAForkedTailCopiesItInEveryGroup) {
   ASSERT_THAT(m->Fork(1, 2), IsOk());  // Both hold block 2 (token 8).
   const std::vector<BlockId> full = Table(*m, 1, 0);
   const std::vector<BlockId> window = Table(*m, 1, 1);
-  const int32_t id[] = {4242};
-  const SlotRequest r[] = {{.seq = 2, .num_tokens = 1, .token_ids = id}};
-  ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
-  m->CheckInvariants();
+  Step(*m, 2, 4242);
   EXPECT_EQ(m->stats().cow_copies, 2);
   EXPECT_NE(Table(*m, 2, 0)[2], full[2]);
   EXPECT_NE(Table(*m, 2, 1)[2], window[2]);
   EXPECT_EQ(Table(*m, 1, 0), full);  // The parent's tables are unchanged.
   EXPECT_EQ(Table(*m, 1, 1), window);
   // Sequence 1 is now the only holder of its tail: no copy.
-  const SlotRequest r1[] = {{.seq = 1, .num_tokens = 1, .token_ids = id}};
-  ASSERT_THAT(m->AppendSlots(r1, &out), IsOk());
+  Step(*m, 1, 4242);
   EXPECT_EQ(m->stats().cow_copies, 2);
   EXPECT_EQ(Table(*m, 1, 0)[2], full[2]);
-  m->CheckInvariants();
+  EXPECT_EQ(Table(*m, 1, 1)[2], window[2]);
 }
 
 // Block 4 tokens; 1 full group, 2 window groups of 8 tokens. A 32-token
@@ -389,13 +389,13 @@ TEST(GroupedPrefixTest, AdmissionCountsTheHitAndEvictsWhenFull) {
 // and relax the index's in-use invariant for both. Their Create fails and
 // changes nothing.
 TEST(GroupedPrefixTest, ManagersWhoseBlocksDifferCannotShareAPrefixIndex) {
+  const KVLayout two_layers = ::pagedkv::testing::SmallLayout();
   const std::vector<LayerGroup> full_window = {
       {.num_layers = 1}, {.num_layers = 1, .sliding_window = 6}};
-  std::unique_ptr<KVPool> pool =
-      *KVPool::Create({.layout = GroupBlockLayout(::pagedkv::testing::SmallLayout(),
-                                                  full_window),
-                       .num_blocks = 32,
-                       .concurrency = PoolConcurrency::kShared});
+  std::unique_ptr<KVPool> pool = *KVPool::Create(
+      {.layout = GroupBlockLayout(two_layers, full_window),
+       .num_blocks = 32,
+       .concurrency = PoolConcurrency::kShared});
   auto options = [&](const KVLayout& layout, std::vector<LayerGroup> groups) {
     KVCacheManager::Options o;
     o.layout = layout;
@@ -405,13 +405,22 @@ TEST(GroupedPrefixTest, ManagersWhoseBlocksDifferCannotShareAPrefixIndex) {
     o.layer_groups = std::move(groups);
     return o;
   };
-  const KVLayout two_layers = ::pagedkv::testing::SmallLayout();
+  // A Create that fails on its own options leaves the index off, so it
+  // binds the pool to no model.
+  KVCacheManager::Options bad = options(two_layers, full_window);
+  bad.max_step_tokens = -1;
+  EXPECT_THAT(KVCacheManager::Create(bad),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_FALSE(pool->books().prefix_cache_enabled());
   std::unique_ptr<KVCacheManager> a =
       *KVCacheManager::Create(options(two_layers, full_window));
   StepOutput out;
   ASSERT_THAT(a->AddSequence(1, Iota(9), 4, &out), IsOk());
   CommitAll(*a, 1);
+  ASSERT_THAT(a->Free(1), IsOk());  // Its cached blocks are evictable.
   const PoolStats before = pool->books().stats();
+  const std::vector<BlockId> lru = pool->books().EvictionOrder();
+  ASSERT_EQ(lru.size(), 4);
   // Two window groups: the anchor is the 10-token window's layer.
   EXPECT_THAT(
       KVCacheManager::Create(options(
@@ -429,6 +438,8 @@ TEST(GroupedPrefixTest, ManagersWhoseBlocksDifferCannotShareAPrefixIndex) {
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("block_tokens=4, no layer groups")));
   EXPECT_EQ(pool->books().stats(), before);
+  EXPECT_EQ(pool->books().EvictionOrder(), lru);
+  EXPECT_EQ(pool->books().prefix_stats().cached_blocks, 4);
   // A manager of the same model shares the index: a hit.
   std::unique_ptr<KVCacheManager> b =
       *KVCacheManager::Create(options(two_layers, full_window));
