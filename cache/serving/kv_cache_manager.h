@@ -722,7 +722,6 @@ class KVCacheManager {
   enum class RemoteStore { kStore, kAlreadyRemote };
   void PublishCommitted(Sequence& s,
                         RemoteStore remote_store = RemoteStore::kStore);
-  // --- Remote tier (kv_cache_manager_remote.cc) ---
   // --- Layer groups (kv_cache_manager_window.cc) ---
   // Create's check of the layer groups' options (INVALID_ARGUMENT,
   // UNIMPLEMENTED), made before the pool is touched.
@@ -735,6 +734,7 @@ class KVCacheManager {
   // SwapOut (out) or SwapIn with layer groups; host mode copies the bytes
   // and completes the swap, returning an empty plan.
   absl::StatusOr<SwapPlan> GroupedSwap(SequenceId seq, bool out);
+  // --- Remote tier (kv_cache_manager_remote.cc) ---
   // Create's check of Options::prefix_caching.remote (INVALID_ARGUMENT),
   // made before the pool is touched.
   static absl::Status CheckRemote(const Options& options);
