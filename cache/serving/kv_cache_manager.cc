@@ -144,9 +144,7 @@ absl::StatusOr<std::unique_ptr<KVCacheManager>> KVCacheManager::Create(
         {.block_tokens = options.layout.block_tokens,
          .max_pending_events = options.prefix_caching.max_pending_events,
          .content = BlockContent(options.layout, options.layer_groups)}));
-    manager->hasher_ = options.prefix_caching.hasher != nullptr
-                           ? options.prefix_caching.hasher
-                           : &Xxh3BlockHasher();
+    manager->hasher_ = &PrefixHasher(options);
   }
   manager->remote_ = options.prefix_caching.remote;
   PKV_RETURN_IF_ERROR(manager->AttachLayerGroups(options));
@@ -199,6 +197,12 @@ bool KVCacheManager::has_host_tier() const {
 
 // ---------------------------------------------------------------------------
 // Helpers
+
+const BlockHasher& KVCacheManager::PrefixHasher(const Options& options) {
+  return options.prefix_caching.hasher != nullptr
+             ? *options.prefix_caching.hasher
+             : Xxh3BlockHasher();
+}
 
 int64_t KVCacheManager::BlocksFor(int64_t tokens) const {
   return blocks_of_.BlocksFor(tokens);

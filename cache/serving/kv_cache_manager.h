@@ -684,6 +684,8 @@ class KVCacheManager {
   // hits before it pins them).
   int64_t ReserveNeed(const Sequence& s) const;
   int64_t ReserveNeed(const Sequence& s, int64_t held) const;
+  // Options::prefix_caching.hasher, or XXH3 when none is given.
+  static const BlockHasher& PrefixHasher(const Options& options);
   // Grows or shrinks the reservation so its free part is exactly
   // reserved_for_sequences_ (growing can fail: RESOURCE_EXHAUSTED, and then
   // nothing changed).
@@ -723,8 +725,9 @@ class KVCacheManager {
   void PublishCommitted(Sequence& s,
                         RemoteStore remote_store = RemoteStore::kStore);
   // --- Layer groups (kv_cache_manager_window.cc) ---
-  // Create's check of the layer groups' options (INVALID_ARGUMENT,
-  // UNIMPLEMENTED), made before the pool is touched.
+  // Create's check of the options that go with layer groups
+  // (INVALID_ARGUMENT, UNIMPLEMENTED), made before the pool is touched.
+  // REQUIRES: ValidateLayerGroups(options.layout, options.layer_groups).ok().
   static absl::Status CheckLayerGroups(const Options& options);
   // Makes windows_ (with layer groups). REQUIRES: CheckLayerGroups passed.
   absl::Status AttachLayerGroups(const Options& options);

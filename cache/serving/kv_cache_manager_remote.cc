@@ -50,9 +50,7 @@ absl::Status KVCacheManager::CheckRemote(const Options& options) {
     return absl::InvalidArgumentError(
         "a remote tier needs prefix_caching.enabled");
   }
-  const BlockHasher& hasher = options.prefix_caching.hasher != nullptr
-                                  ? *options.prefix_caching.hasher
-                                  : Xxh3BlockHasher();
+  const BlockHasher& hasher = PrefixHasher(options);
   const uint64_t fingerprint = LayoutFingerprint(options.layout, hasher);
   if (remote->layout_fingerprint() != fingerprint) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -16,8 +16,8 @@
 namespace pagedkv {
 
 absl::Status KVCacheManager::CheckLayerGroups(const Options& options) {
+  // The groups themselves passed ValidateLayerGroups first thing in Create.
   if (options.layer_groups.empty()) return absl::OkStatus();
-  PKV_RETURN_IF_ERROR(ValidateLayerGroups(options.layout, options.layer_groups));
   if (options.max_step_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_step_tokens must be >= 0, got %d", options.max_step_tokens));
