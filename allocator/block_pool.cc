@@ -502,11 +502,9 @@ int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
     PKV_CHECK(ref_counts_[b] > 0, "Publish of free block %d", b);
     const BlockHash h = chain.hashes[i];
     const absl::Span<const int32_t> tokens = chain.tokens.subspan(i * bt, bt);
-    const int32_t found = prefix_->FindHash(h);
-    if (found == -1) {
-      PKV_CHECK(!prefix_->is_published(b),
-                "block %d is published under another hash", b);
-      prefix_->Insert(b, h, p, tokens, chain.keys[i], chain.group);
+    const int32_t found =
+        prefix_->TryInsert(b, h, p, tokens, chain.keys[i], chain.group);
+    if (found == -1) {  // Published.
       p = b;
     } else if (found == b) {
       PKV_CHECK(prefix_->parent(b) == p,
@@ -686,16 +684,15 @@ int32_t BlockPool::PublishGroupBlocks(absl::Span<const BlockId> anchors,
     PKV_CHECK(ref_counts_[b] > 0, "PublishGroupBlocks of free block %d", b);
     const absl::Span<const int32_t> tokens = prefix_->tokens(a);
     const BlockExtraKeys keys = prefix_->extra_keys(a);
-    const int32_t found = prefix_->FindHash(hashes[i]);
-    if (found == -1) {
-      PKV_CHECK(!prefix_->is_published(b),
-                "block %d is published under another hash", b);
-      prefix_->Insert(b, hashes[i], a, tokens, keys, group);
-    } else if (found == b) {
+    // -1: b is published now.
+    const int32_t found =
+        prefix_->TryInsert(b, hashes[i], a, tokens, keys, group);
+    if (found == b) {
       PKV_CHECK(prefix_->parent(b) == a,
                 "block %d is published under parent %d, not %d", b,
                 prefix_->parent(b), a);
-    } else if (prefix_->Find(hashes[i], a, tokens, keys, group) == found &&
+    } else if (found != -1 &&
+               prefix_->Find(hashes[i], a, tokens, keys, group) == found &&
                !prefix_->is_published(b)) {
       // The same KV computed twice. A group's entry is a leaf, so even a
       // block another table holds can switch (that one keeps it,

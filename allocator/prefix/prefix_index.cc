@@ -53,6 +53,20 @@ PrefixEvent* PrefixIndex::OpenEvent(PrefixEvent::Kind kind, int32_t* open) {
 void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
                          absl::Span<const int32_t> tokens,
                          const BlockExtraKeys& keys, int32_t group) {
+  const int32_t found = TryInsert(block, hash, parent, tokens, keys, group);
+  PKV_CHECK(found == -1, "Insert of block %d: hash %x already indexed (block "
+            "%d)", block, hash, found);
+}
+
+int32_t PrefixIndex::TryInsert(int32_t block, BlockHash hash, int32_t parent,
+                               absl::Span<const int32_t> tokens,
+                               const BlockExtraKeys& keys, int32_t group) {
+  const auto [it, inserted] = by_hash_.try_emplace(hash, block);
+  if (!inserted) {
+    const int32_t b = it->second;
+    if (published_[b] && hash_[b] == hash) return b;
+    it->second = block;  // Over a stale entry.
+  }
   PKV_CHECK(!is_published(block), "Insert of published block %d", block);
   PKV_CHECK(group >= 0, "Insert of block %d into group %d", block, group);
   PKV_CHECK(parent == -1 || is_published(parent),
@@ -60,9 +74,6 @@ void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
   PKV_CHECK(static_cast<int32_t>(tokens.size()) == block_tokens_,
             "Insert of %d tokens into a %d-token block", tokens.size(),
             block_tokens_);
-  PKV_CHECK(FindHash(hash) == -1, "Insert of block %d: hash %x already indexed",
-            block, hash);
-  by_hash_[hash] = block;  // New, or over a stale entry.
   published_[block] = 1;
   hash_[block] = hash;
   parent_[block] = parent;
@@ -97,6 +108,7 @@ void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
     e->token_ids.insert(e->token_ids.end(), tokens.begin(), tokens.end());
     e->extra_keys.push_back(keys);
   }
+  return -1;
 }
 
 void PrefixIndex::Unlink(int32_t block) {

@@ -123,6 +123,16 @@ class PrefixIndex {
   void Insert(int32_t block, BlockHash hash, int32_t parent,
               absl::Span<const int32_t> tokens, const BlockExtraKeys& keys,
               int32_t group = 0);
+  // Insert, unless a published block is indexed under `hash`: then returns
+  // that block (`block` itself, or another one, verified or not) and
+  // changes nothing. Returns -1 when it inserted. One probe of the hash
+  // map where FindHash + Insert take three (publishing is a decode step's
+  // prefix work).
+  // REQUIRES: as Insert's, but `hash` may be indexed; block not published
+  // unless under `hash`.
+  int32_t TryInsert(int32_t block, BlockHash hash, int32_t parent,
+                    absl::Span<const int32_t> tokens,
+                    const BlockExtraKeys& keys, int32_t group = 0);
 
   // `to` takes the place of published block `from`: same hash and entry,
   // `from`'s children become `to`'s, and `from` leaves the index (no event:
