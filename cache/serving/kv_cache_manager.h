@@ -719,6 +719,14 @@ class KVCacheManager {
   // (empty). Returns the hits. known_hits >= 0: a match just made said so
   // (its keys are computed); pins at most that many without matching again.
   int32_t PinHits(Sequence& s, int64_t max_blocks, int64_t known_hits = -1);
+  // Readmit and SwapIn (`call`) of preempted or swapped-out sequence seq
+  // (s): the cached prefix of its first max_hits blocks, matched without
+  // pinning, or RESOURCE_EXHAUSTED (nothing changed) when the blocks Place
+  // would then take, plus a free block per revived hit, are not free.
+  absl::StatusOr<BlockPool::PrefixMatch> MatchWithRoom(SequenceId seq,
+                                                       Sequence& s,
+                                                       int64_t max_hits,
+                                                       const char* call);
   // Publishes s's committed full blocks not yet published; kStore also
   // sends them to the remote tier (kAlreadyRemote: they came from it).
   enum class RemoteStore { kStore, kAlreadyRemote };

@@ -42,6 +42,37 @@ absl::Status KVCacheManager::Preempt(SequenceId seq) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<BlockPool::PrefixMatch> KVCacheManager::MatchWithRoom(
+    SequenceId seq, Sequence& s, int64_t max_hits, const char* call) {
+  const BlockPool::PrefixMatch m = MatchHashing(*s.prefix, max_hits);
+  // Without room, fail before pinning: pins released again would have
+  // moved the revived blocks in the eviction order and counted their
+  // allocations. kWatermark needs its fresh blocks; kReservation the growth
+  // of the reservation Place makes for the rest (up to max_tokens,
+  // ReserveNeed with the hits held). Each revived hit takes a free block
+  // too. (The match already stops where revivals run out of free blocks; a
+  // shorter hit would only grow the need.)
+  int64_t fresh = BlocksFor(s.num_tokens) - m.blocks;
+  if (admission_ == AdmissionMode::kReservation) {
+    fresh = std::max<int64_t>(
+        0, reservation_->num_charged() + reserved_for_sequences_ -
+               s.reserved + ReserveNeed(s, m.blocks) -
+               reservation_->capacity());
+  }
+  if (fresh + m.revived > books_->num_unreserved_free_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s of sequence %d: needs %d free blocks (%d tokens, %d blocks "
+        "cached, %d of them free%s), %d free",
+        call, seq, fresh + m.revived, s.num_tokens, m.blocks, m.revived,
+        admission_ == AdmissionMode::kReservation
+            ? absl::StrFormat("; %d reserved to %d tokens", fresh,
+                              s.max_tokens)
+            : "",
+        books_->num_unreserved_free_blocks()));
+  }
+  return m;
+}
+
 absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
   if (windows_ != nullptr) return windows_->Readmit(seq, out);
   PKV_CHECK(out != nullptr, "Readmit needs an output");
@@ -54,32 +85,8 @@ absl::Status KVCacheManager::Readmit(SequenceId seq, StepOutput* out) {
     // Recompute only what the cache lost (always the last token).
     const int64_t max_hits = std::min(
         (s->num_tokens - 1) / layout_.block_tokens, BlocksWithIds(*s->prefix));
-    const BlockPool::PrefixMatch m = MatchHashing(*s->prefix, max_hits);
-    // Without room, fail before pinning: pins released again would have
-    // moved the revived blocks in the eviction order. kWatermark needs its
-    // fresh blocks; kReservation the growth of the reservation Place makes
-    // for the rest (up to max_tokens, ReserveNeed with the hits held).
-    // Each revived hit takes a free block too. (The match already stops
-    // where revivals run out of free blocks; a shorter hit would only grow
-    // the need.)
-    int64_t fresh = BlocksFor(s->num_tokens) - m.blocks;
-    if (admission_ == AdmissionMode::kReservation) {
-      fresh = std::max<int64_t>(
-          0, reservation_->num_charged() + reserved_for_sequences_ -
-                 s->reserved + ReserveNeed(*s, m.blocks) -
-                 reservation_->capacity());
-    }
-    if (fresh + m.revived > books_->num_unreserved_free_blocks()) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "Readmit of sequence %d: needs %d free blocks (%d tokens, %d blocks "
-          "cached, %d of them free%s), %d free",
-          seq, fresh + m.revived, s->num_tokens, m.blocks, m.revived,
-          admission_ == AdmissionMode::kReservation
-              ? absl::StrFormat("; %d reserved to %d tokens", fresh,
-                                s->max_tokens)
-              : "",
-          books_->num_unreserved_free_blocks()));
-    }
+    PKV_ASSIGN_OR_RETURN(const BlockPool::PrefixMatch m,
+                         MatchWithRoom(seq, *s, max_hits, "Readmit"));
     hits = PinHits(*s, max_hits, m.blocks);
   }
   if (absl::Status st = Place(*s, s->num_tokens, out); !st.ok()) {
@@ -154,11 +161,15 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
     return WrongState("SwapIn", seq, s->state, "swapped out");
   }
   const int64_t num_tokens = s->num_tokens;
-  // Blocks still cached come back without a copy.
+  // Blocks still cached come back without a copy; as in Readmit, the room
+  // is checked before any is pinned.
   int32_t hits = 0;
   if (s->prefix.has_value()) {
-    hits = PinHits(*s, std::min(num_tokens / layout_.block_tokens,
-                                BlocksWithIds(*s->prefix)));
+    const int64_t max_hits = std::min(num_tokens / layout_.block_tokens,
+                                      BlocksWithIds(*s->prefix));
+    PKV_ASSIGN_OR_RETURN(const BlockPool::PrefixMatch m,
+                         MatchWithRoom(seq, *s, max_hits, "SwapIn"));
+    hits = PinHits(*s, max_hits, m.blocks);
   }
   StepOutput unused;
   if (absl::Status st = Place(*s, num_tokens, &unused); !st.ok()) {
