@@ -35,6 +35,7 @@ BlockPool::BlockPool(Options options)
       mu_(options.concurrency == PoolConcurrency::kShared),
       ref_counts_(options.num_blocks, 0),
       owner_(options.num_blocks, -1),
+      copy_holds_(options.num_blocks, 0),
       free_list_(options.num_blocks) {
   // Block 0 is handed out first.
   for (int32_t i = 0; i < options.num_blocks; ++i) {
@@ -268,6 +269,26 @@ void BlockPool::ReleaseAll(absl::Span<const BlockId> ids) {
   ReleaseBatchLocked(ids.size(), [ids](size_t k) { return ids[k]; });
 }
 
+void BlockPool::AdoptCopySource(BlockId src) {
+  MaybeLock lock(&mu_);
+  CheckId(src);
+  PKV_CHECK(ref_counts_[src.value()] > copy_holds_[src.value()],
+            "copy source %d adopted without a reference to hand over",
+            src.value());
+  ++copy_holds_[src.value()];
+}
+
+void BlockPool::ReleaseCopySources(absl::Span<const BlockId> ids) {
+  MaybeLock lock(&mu_);
+  for (BlockId id : ids) {
+    CheckId(id);
+    int32_t& holds = copy_holds_[id.value()];
+    PKV_CHECK(holds > 0, "copy source %d released without a hold", id.value());
+    --holds;
+  }
+  ReleaseBatchLocked(ids.size(), [ids](size_t k) { return ids[k]; });
+}
+
 void BlockPool::ReleaseAllTailFirst(absl::Span<const BlockId> ids) {
   if (ids.empty()) return;
   MaybeLock lock(&mu_);
@@ -290,6 +311,7 @@ absl::Status BlockPool::Grow(int32_t extra_blocks) {
   }
   ref_counts_.resize(new_size, 0);
   owner_.resize(new_size, -1);
+  copy_holds_.resize(new_size, 0);
   free_list_.Grow(static_cast<int32_t>(new_size));
   if (prefix_ != nullptr) prefix_->Grow(static_cast<int32_t>(new_size));
   // New blocks go behind the recently freed (warm) ones.
@@ -328,6 +350,7 @@ absl::Status BlockPool::Shrink(int32_t new_num_blocks) {
   free_list_.Shrink(new_num_blocks);
   ref_counts_.resize(new_num_blocks);
   owner_.resize(new_num_blocks);
+  copy_holds_.resize(new_num_blocks);
   return absl::OkStatus();
 }
 
@@ -832,8 +855,10 @@ void BlockPool::CheckInvariants() const {
 
 void BlockPool::CheckInvariantsLocked() const {
   const int32_t n = num_blocks_locked();
-  PKV_CHECK(owner_.size() == ref_counts_.size(), "%d owners for %d blocks",
-            owner_.size(), n);
+  PKV_CHECK(owner_.size() == ref_counts_.size() &&
+                copy_holds_.size() == ref_counts_.size(),
+            "%d owners and %d copy holds for %d blocks", owner_.size(),
+            copy_holds_.size(), n);
   PKV_CHECK(free_list_.capacity() == n, "free list capacity %d, %d blocks",
             free_list_.capacity(), n);
   free_list_.CheckInvariants();
@@ -849,6 +874,9 @@ void BlockPool::CheckInvariantsLocked() const {
     PKV_CHECK(free_list_.Contains(BlockId(i)) == (rc == 0 && !cached_free),
               "block %d: ref_count %d but %s the free list", i, rc,
               free_list_.Contains(BlockId(i)) ? "in" : "not in");
+    PKV_CHECK(copy_holds_[i] >= 0 && copy_holds_[i] <= rc,
+              "block %d: %d copy holds of %d references", i, copy_holds_[i],
+              rc);
     if (rc > 0) ++used;
     if (rc > 1) ++shared;
     const int32_t slot = owner_[i];
@@ -862,7 +890,7 @@ void BlockPool::CheckInvariantsLocked() const {
   }
   PKV_CHECK(used + num_free_locked() == n, "%d used + %d free != %d blocks",
             used, num_free_locked(), n);
-  if (prefix_ != nullptr) prefix_->CheckInvariants(ref_counts_);
+  if (prefix_ != nullptr) prefix_->CheckInvariants(ref_counts_, copy_holds_);
   PKV_CHECK(shared == num_shared_, "%d shared blocks, counted %d", shared,
             num_shared_);
   PKV_CHECK(peak_used_ >= used, "peak used %d < used %d", peak_used_, used);

@@ -418,6 +418,10 @@ class BlockPool {
   template <typename Next>
   void ReleaseBatchLocked(size_t n, Next next_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PendingCopies' references on copy sources (through CopyOnWriteBooks):
+  // one taken over, and a batch released, counted in copy_holds_.
+  void AdoptCopySource(BlockId src);
+  void ReleaseCopySources(absl::Span<const BlockId> ids);
   // The freed block i was charged to a reservation: ends the charge.
   void UnchargeLocked(int32_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -449,9 +453,15 @@ class BlockPool {
   //    <= num_free_locked();
   //  - num_shared_ == #{i : ref_counts_[i] > 1};
   //  - num_active_reservations_ == #{kActive slots};
-  //  - peak_used_ >= current used blocks.
+  //  - peak_used_ >= current used blocks;
+  //  - copy_holds_[i] <= ref_counts_[i]: of block i's references, those
+  //    PendingCopies hold as a copy's source (copy_on_write.h) until the
+  //    caller's copy ran. Such a block may be a cached entry under a free
+  //    parent: the sequence that held the prefix let go while the copy
+  //    still reads the block.
   std::vector<int32_t> ref_counts_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> owner_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> copy_holds_ ABSL_GUARDED_BY(mu_);
   FreeList free_list_ ABSL_GUARDED_BY(mu_);
   // The prefix cache's books (null until EnablePrefixCache).
   std::unique_ptr<PrefixIndex> prefix_ ABSL_GUARDED_BY(mu_);

@@ -199,6 +199,7 @@ struct CopyOnWriteBooks {
       if (!NeedsCopy(pool, entry, holds)) continue;
       holds.Add(entry);
       // The entry's reference on the source moves to the pending copy.
+      ++pool.copy_holds_[entry.value()];
       const BlockId fresh = Take(pool, books, slot);
       ops.push_back(CopyOp{entry, fresh});
       entry = fresh;
@@ -228,6 +229,15 @@ struct CopyOnWriteBooks {
         static_cast<int32_t>(count.copies + count.appended));
     return PendingCopies(&pool, std::move(ops));
   }
+
+  // PendingCopies' references on their sources: taken over (Adopt) and
+  // given back (MarkDone), counted in BlockPool::copy_holds_.
+  static void AdoptSource(BlockPool& pool, BlockId src) {
+    pool.AdoptCopySource(src);
+  }
+  static void ReleaseSources(BlockPool& pool, absl::Span<const BlockId> ids) {
+    pool.ReleaseCopySources(ids);
+  }
 };
 
 }  // namespace internal
@@ -256,7 +266,7 @@ void PendingCopies::ReleaseSources() {
   sources.reserve(ops_.size());
   for (const CopyOp& op : ops_) sources.push_back(op.src);
   ops_.clear();
-  pool_->ReleaseAll(sources);
+  internal::CopyOnWriteBooks::ReleaseSources(*pool_, sources);
 }
 
 void PendingCopies::Append(PendingCopies&& other) {
@@ -277,6 +287,7 @@ void PendingCopies::Adopt(BlockPool* pool, CopyOp op) {
   PKV_DCHECK(pool->ref_count(op.src) > 0 && pool->ref_count(op.dst) > 0,
              "adopting a copy %d -> %d of a free block", op.src.value(),
              op.dst.value());
+  internal::CopyOnWriteBooks::AdoptSource(*pool, op.src);
   pool_ = pool;
   ops_.push_back(op);
 }

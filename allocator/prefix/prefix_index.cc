@@ -184,10 +184,14 @@ PrefixIndexStats PrefixIndex::stats() const {
   return s;
 }
 
-void PrefixIndex::CheckInvariants(absl::Span<const int32_t> ref_counts) const {
+void PrefixIndex::CheckInvariants(absl::Span<const int32_t> ref_counts,
+                                  absl::Span<const int32_t> copy_holds) const {
   const int32_t n = num_blocks();
-  PKV_CHECK(static_cast<int32_t>(ref_counts.size()) == n,
-            "%d ref counts for an index of %d blocks", ref_counts.size(), n);
+  PKV_CHECK(static_cast<int32_t>(ref_counts.size()) == n &&
+                (copy_holds.empty() ||
+                 static_cast<int32_t>(copy_holds.size()) == n),
+            "%d ref counts and %d copy holds for an index of %d blocks",
+            ref_counts.size(), copy_holds.size(), n);
   evictable_.CheckInvariants();
   PKV_CHECK(num_published_ <= static_cast<int32_t>(by_hash_.size()) &&
                 by_hash_.size() - num_published_ <=
@@ -223,7 +227,10 @@ void PrefixIndex::CheckInvariants(absl::Span<const int32_t> ref_counts) const {
     if (p != -1) {
       PKV_CHECK(published_[p], "block %d has unpublished parent %d", b, p);
       PKV_CHECK(listed[b] == 1, "block %d not in its parent's child list", b);
-      PKV_CHECK(free || ref_counts[p] > 0 || in_use_under_free_,
+      const bool copy_source_only =
+          !copy_holds.empty() && ref_counts[b] == copy_holds[b];
+      PKV_CHECK(free || ref_counts[p] > 0 || copy_source_only ||
+                    in_use_under_free_,
                 "block %d is in use but its parent %d is free", b, p);
     } else {
       PKV_CHECK(listed[b] == 0, "root block %d listed as a child", b);

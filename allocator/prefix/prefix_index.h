@@ -179,8 +179,11 @@ class PrefixIndex {
   void AllowInUseUnderFreeParents() { in_use_under_free_ = true; }
   bool in_use_under_free_parents() const { return in_use_under_free_; }
 
-  // Aborts unless the invariants below hold; ref_counts are the pool's.
-  void CheckInvariants(absl::Span<const int32_t> ref_counts) const;
+  // Aborts unless the invariants below hold; ref_counts are the pool's,
+  // copy_holds how many of them pending copies hold as a copy's source
+  // (empty: none).
+  void CheckInvariants(absl::Span<const int32_t> ref_counts,
+                       absl::Span<const int32_t> copy_holds = {}) const;
 
  private:
   void Unlink(int32_t block);  // From its parent's child list.
@@ -210,7 +213,9 @@ class PrefixIndex {
   //    exactly once; unpublished blocks have no links and no children;
   //  - evictable_ holds exactly the published blocks with ref_count 0;
   //  - a published block in use has a parent in use (a sequence holds the
-  //    whole prefix of every block it holds), unless
+  //    whole prefix of every block it holds), unless only pending copies
+  //    hold it (as their source: its holders let go before the caller ran
+  //    the copy), or unless
   //    AllowInUseUnderFreeParents() was called (a layer-grouped manager
   //    whose anchor is a window group releases its chain's head while the
   //    tail runs: evicting the head then unpublishes the tail, which its

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/prefix/block_hash.h"
@@ -377,17 +378,20 @@ TEST(PrefixCacheTest, ReservationCountsHitsAsHeld) {
   }
 }
 
-// A Readmit without room fails before pinning its cached blocks, so the
-// pool's books (allocations, the LRU of cached blocks) are as they were;
-// with exactly the room it needs, it succeeds. Sequence 1 (9 tokens, at
-// most 9 + max_new) is preempted with 2 cached blocks; sequence 2 holds
-// `refused_with` tokens of the other 6 blocks at the refusal and
-// `fits_with` at the exact fit. Under kReservation the room is the
-// reservation's growth to max_tokens (the pins were taken and released
-// again before: they moved the revived blocks in the LRU and the failed
-// resize counted a failed allocation).
+// A Readmit or SwapIn without room fails before pinning its cached blocks,
+// so the pool's books (allocations, the LRU of cached blocks) are as they
+// were; with exactly the room it needs, it succeeds. Sequence 1 (9 tokens,
+// at most 9 + max_new) is preempted or swapped out (host mode: its blocks
+// are free again) with 2 cached blocks; sequence 2 holds `refused_with`
+// tokens of the other 6 blocks at the refusal and `fits_with` at the exact
+// fit. Under kReservation the room is the reservation's growth to
+// max_tokens. (Readmit used to pin the hits and release them again: that
+// moved the revived blocks in the LRU, and a failed resize counted a
+// failed allocation. SwapIn did so until manager_fuzzer's prefix mode
+// found its failed calls counting the revivals as allocations.)
 struct ReadmitRoom {
   std::string name;
+  bool swap;  // SwapOut + SwapIn, else Preempt + Readmit.
   AdmissionMode admission;
   int64_t max_new;
   int64_t refused_with;
@@ -399,31 +403,41 @@ class ReadmitRoomTest : public ::testing::TestWithParam<ReadmitRoom> {};
 
 TEST_P(ReadmitRoomTest, AReadmitWithoutRoomChangesNothing) {
   const ReadmitRoom& c = GetParam();
-  CheckedManager m = Make({.admission = c.admission, .num_blocks = 8});
+  CheckedManager m = Make(
+      {.admission = c.admission, .num_blocks = 8, .num_host_blocks = 4});
   Add(m, 1, Ids(9), {}, c.max_new);
   Commit(m, 1, 9);
-  ASSERT_THAT(m->Preempt(1), IsOk());  // 2 cached free blocks + 6 plain.
+  // 2 cached free blocks + 6 plain.
+  ASSERT_THAT(c.swap ? m->SwapOut(1).status() : m->Preempt(1), IsOk());
+  const SequenceState away =
+      c.swap ? SequenceState::kSwappedOut : SequenceState::kPreempted;
+  const auto bring_back = [&](StepOutput* out) {
+    return c.swap ? m->SwapIn(1).status() : m->Readmit(1, out);
+  };
   StepOutput out;
   ASSERT_THAT(m->AddSequence(2, c.refused_with, 0, &out), IsOk());
   const PoolStats pool_before = m->books().stats();
   const std::vector<BlockId> lru_before = m->books().EvictionOrder();
   ASSERT_EQ(lru_before.size(), 2);
   const ManagerStats before = m->stats();
-  EXPECT_THAT(m->Readmit(1, &out),
-              StatusIs(Code::kResourceExhausted, HasSubstr(c.refusal)));
+  EXPECT_THAT(bring_back(&out),
+              StatusIs(Code::kResourceExhausted,
+                       HasSubstr(absl::StrCat(c.swap ? "SwapIn" : "Readmit",
+                                              " of sequence 1: ", c.refusal))));
   m->CheckInvariants();
   EXPECT_EQ(m->books().stats(), pool_before);
   EXPECT_EQ(m->books().EvictionOrder(), lru_before);
   EXPECT_EQ(m->stats().prefix.evictable_blocks, before.prefix.evictable_blocks);
   EXPECT_EQ(m->stats().prefix.rehit_blocks, before.prefix.rehit_blocks);
   EXPECT_EQ(m->stats().reserved_blocks, before.reserved_blocks);
-  EXPECT_EQ(*m->state(1), SequenceState::kPreempted);
+  EXPECT_EQ(*m->state(1), away);
   // With one block more it fits exactly: the check refuses nothing Place
   // would take.
   ASSERT_THAT(m->Free(2), IsOk());
   ASSERT_THAT(m->AddSequence(2, c.fits_with, 0, &out), IsOk());
-  ASSERT_THAT(m->Readmit(1, &out), IsOk());
-  EXPECT_EQ(out.num_cached_tokens, 8);
+  ASSERT_THAT(bring_back(&out), IsOk());
+  EXPECT_EQ(m->stats().prefix.rehit_blocks, before.prefix.rehit_blocks + 2);
+  if (!c.swap) EXPECT_EQ(out.num_cached_tokens, 8);
   EXPECT_EQ(m->books().num_unreserved_free_blocks(), 0);
   m->CheckInvariants();
 }
@@ -432,17 +446,30 @@ INSTANTIATE_TEST_SUITE_P(
     PrefixCacheTest, ReadmitRoomTest,
     ::testing::Values(
         // 2 hits to revive and 1 fresh block, with 2 free.
-        ReadmitRoom{"Watermark", AdmissionMode::kWatermark, 3, 24, 20,
+        ReadmitRoom{"Watermark", false, AdmissionMode::kWatermark, 3, 24, 20,
+                    "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
+                    "them free), 2 free"},
+        ReadmitRoom{"WatermarkSwapIn", true, AdmissionMode::kWatermark, 3, 24,
+                    20,
                     "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
                     "them free), 2 free"},
         // 12 tokens at most: the same 3 blocks, all reserved.
-        ReadmitRoom{"Reservation", AdmissionMode::kReservation, 3, 24, 20,
+        ReadmitRoom{"Reservation", false, AdmissionMode::kReservation, 3, 24,
+                    20,
+                    "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
+                    "them free; 1 reserved to 12 tokens), 2 free"},
+        ReadmitRoom{"ReservationSwapIn", true, AdmissionMode::kReservation, 3,
+                    24, 20,
                     "needs 3 free blocks (9 tokens, 2 blocks cached, 2 of "
                     "them free; 1 reserved to 12 tokens), 2 free"},
         // 17 tokens at most: 3 blocks reserved past the 2 hits, 5 in all,
         // with 4 free (kWatermark's count, 3, would have fit).
-        ReadmitRoom{"ReservationGrowsToMaxTokens", AdmissionMode::kReservation,
-                    8, 16, 12,
+        ReadmitRoom{"ReservationGrowsToMaxTokens", false,
+                    AdmissionMode::kReservation, 8, 16, 12,
+                    "needs 5 free blocks (9 tokens, 2 blocks cached, 2 of "
+                    "them free; 3 reserved to 17 tokens), 4 free"},
+        ReadmitRoom{"ReservationGrowsToMaxTokensSwapIn", true,
+                    AdmissionMode::kReservation, 8, 16, 12,
                     "needs 5 free blocks (9 tokens, 2 blocks cached, 2 of "
                     "them free; 3 reserved to 17 tokens), 4 free"}),
     [](const ::testing::TestParamInfo<ReadmitRoom>& info) {
@@ -490,6 +517,54 @@ TEST(PrefixCacheTest, BooksOnlySwapInCopiesOnlyUncachedBlocks) {
   EXPECT_THAT(in->dst, SizeIs(1));
   ASSERT_THAT(m.CompleteSwap(1), IsOk());
   EXPECT_EQ(in->dst[0], TableOf(*m, 1).back());
+}
+
+// Books-only: a copy-on-write source stays held until the caller ran the
+// copy. Here that source is a cached block whose prefix's holders all let
+// go first: an entry in use under a free parent, which the books allow
+// (manager_fuzzer's prefix mode found CheckInvariants refusing it). A hit
+// then serves it, and evicting its parent unpublishes it with the copy
+// still holding it.
+TEST(PrefixCacheTest, ACopySourceMayOutliveItsPrefix) {
+  CheckedManager m =
+      Make({.storage = StorageMode::kBooksOnly, .num_blocks = 5});
+  const std::vector<int32_t> p = Ids(8);
+  Add(m, 1, std::vector<int32_t>(p.begin(), p.begin() + 7));  // Blocks A, B.
+  ASSERT_THAT(m.Fork(1, 2), IsOk());
+  // Both write their 8th token into the shared tail B: one of them copies
+  // it, and the copy is left to run later.
+  const int32_t last[] = {p[7]};
+  const SlotRequest both[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = last, .commit = 7},
+      {.seq = 2, .num_tokens = 1, .token_ids = last}};
+  StepOutput out;
+  ASSERT_THAT(m->AppendSlots(both, &out), IsOk());
+  ASSERT_EQ(out.copies.size(), 1);
+  PendingCopies copy = std::move(out.copies);
+  const BlockId b = copy.ops()[0].src;
+  const SequenceId keeper = TableOf(*m, 1)[1] == b ? 1 : 2;
+  ASSERT_THAT(m.Free(3 - keeper), IsOk());
+  Commit(m, keeper, 8);  // A and B are published.
+  ASSERT_THAT(m.Free(keeper), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->books().ref_count(b), 1);  // The copy's hold only.
+  EXPECT_TRUE(m->books().is_cached(b));
+  EXPECT_EQ(m->stats().prefix.evictable_blocks, 1);  // A.
+
+  // A hit revives A and pins B too.
+  EXPECT_EQ(Add(m, 3, Concat(p, {9})).num_cached_tokens, 8);
+  EXPECT_EQ(m->books().ref_count(b), 2);
+  ASSERT_THAT(m.Free(3), IsOk());
+  // Four fresh blocks take the plain free blocks and then evict A, which
+  // drops B from the index; the copy still holds it.
+  Add(m, 4, Ids(16, 900), {}, 0);
+  EXPECT_FALSE(m->books().is_cached(b));
+  EXPECT_EQ(m->books().ref_count(b), 1);
+  copy.MarkDone();
+  m->CheckInvariants();
+  EXPECT_EQ(m->books().ref_count(b), 0);
+  ASSERT_THAT(m.Free(4), IsOk());
+  EXPECT_EQ(m->stats().free_blocks, 5);
 }
 
 TEST(PrefixCacheTest, EventsAndResets) {
