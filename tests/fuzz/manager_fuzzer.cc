@@ -10,6 +10,19 @@
 // and (books-only) releasing copy-on-write sources late. Ids are drawn so
 // that unknown, duplicate and wrong-state ids come up.
 //
+// With prefix caching (half the inputs) sequences are mostly added with
+// token ids (two system prompts, then a 3-token alphabet, under one of two
+// tenant salts; now and then by count, never cached), decode steps give
+// their ids (now and then none) and commits (now and then out of range),
+// CommitTokens (1-3 entries, all or nothing) catches up left-out ids, and
+// ResetPrefixCache runs now and then. A token's tag is then a digest of
+// the salt and every id up to it, so a hit (AddSequence, Readmit, SwapIn)
+// must read back exactly what its own tokens would have written. Memory
+// bounds take hits as lowering the need (a hit in use costs no block, a
+// revived one the free block it is: never more than no hit), AddSequence
+// must admit exactly what CanAdmit with the ids admits, and a cached tail
+// is one more copy on its next write.
+//
 // The model is per sequence: its state, one tag per token (so num_tokens is
 // the tag count) and its max tokens. Every new slot the manager hands out
 // gets a distinct word per (tag, layer, K|V, head, dim) written into the
@@ -89,6 +102,10 @@ enum Op {
   kReleaseCopies,
   kCreate,
   kExport,
+  kCommit,
+  kReset,
+  kHit,    // Not calls: successful ones that were served from the cache.
+  kRehit,
   kNumOps,
 };
 
@@ -97,7 +114,9 @@ OpStats& Stats() {
                       {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free",
                        "Preempt", "Readmit", "SwapOut", "SwapIn",
                        "CompleteSwap", "CanAdmit", "release CoW sources",
-                       "Create (bad options)", "Export (dense, CSR, delta)"});
+                       "Create (bad options)", "Export (dense, CSR, delta)",
+                       "CommitTokens", "ResetPrefixCache",
+                       "(AddSequence hits)", "(Readmit/SwapIn re-hits)"});
 }
 
 const char* AdmissionName(Admission a) {
@@ -189,6 +208,38 @@ struct ModelSeq {
   int64_t max_tokens = 0;
   SwapPlan pending;           // Books-only: the swap in flight.
   std::vector<BlockId> host;  // Books-only: its host blocks (swapped out).
+  // Prefix caching, a sequence added with ids: its ids and their digests
+  // (chain[t] covers the salt and ids[0..t]; tags[t] is made of it), how
+  // many ids the manager has, its commit point, and (books-only, while
+  // swapping in) how many cached blocks SwapIn pinned at the front.
+  bool with_ids = false;
+  uint64_t salt = 0;
+  std::vector<int32_t> ids;
+  std::vector<uint64_t> chain;
+  int64_t known_ids = 0;
+  int64_t committed = 0;
+  int64_t swap_hits = 0;
+
+  void PushId(int32_t id) {
+    uint64_t x = (chain.empty() ? salt * 0xD6E8FEB86659FD93ull : chain.back()) ^
+                 (static_cast<uint64_t>(static_cast<uint32_t>(id)) + 1);
+    x *= 0x9E3779B97F4A7C15ull;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    ids.push_back(id);
+    chain.push_back(x);
+    // The top bit set: never one of the fresh tags of sequences without ids.
+    tags.push_back(static_cast<uint32_t>(x) | 0x80000000u);
+  }
+  void Resize(int64_t n) {
+    tags.resize(static_cast<size_t>(n));
+    if (!with_ids) return;
+    ids.resize(static_cast<size_t>(n));
+    chain.resize(static_cast<size_t>(n));
+    known_ids = std::min(known_ids, n);
+    committed = std::min(committed, n);
+  }
 };
 
 // Whether a call with valid input must succeed, must fail for memory, or
@@ -210,7 +261,11 @@ class ManagerFuzzer {
   // --- Setup -------------------------------------------------------------
 
   void Setup() {
-    books_only_ = in_.Below(4) == 3;
+    // One byte: books-only in a quarter of the inputs, prefix caching in
+    // half (a bit the older seeds' books-only pick did not use).
+    const uint8_t mode = in_.Byte();
+    books_only_ = mode % 4 == 3;
+    prefix_ = (mode >> 2) % 2 == 1;
     reservation_ = in_.Bool();
     bt_ = static_cast<int32_t>(2 + in_.Below(3));
     layout_ = KVLayout{.num_layers = static_cast<int32_t>(1 + in_.Below(2)),
@@ -236,11 +291,13 @@ class ManagerFuzzer {
         reservation_ ? AdmissionMode::kReservation : AdmissionMode::kWatermark;
     o.watermark = watermark_;
     o.num_host_blocks = num_host_blocks_;
+    o.prefix_caching.enabled = prefix_;
     history_.Add(absl::StrFormat(
-        "setup %s %s, layout %s, %d blocks, %d host blocks, watermark %g",
+        "setup %s %s%s, layout %s, %d blocks, %d host blocks, watermark %g",
         books_only_ ? "books-only" : "host",
-        reservation_ ? "reservation" : "watermark", layout_.ToString(),
-        num_blocks_, num_host_blocks_, watermark_));
+        reservation_ ? "reservation" : "watermark",
+        prefix_ ? ", prefix caching" : "", layout_.ToString(), num_blocks_,
+        num_host_blocks_, watermark_));
     if (in_.OneIn(16)) {
       KVCacheManager::Options bad = o;
       switch (in_.Below(4)) {
@@ -387,6 +444,24 @@ class ManagerFuzzer {
       WriteTag(out.slot_mapping[static_cast<size_t>(i)], tag);
       seq.tags.push_back(tag);
     }
+  }
+
+  // Writes the model's tags of tokens first.. into request `request`'s
+  // slots in `out` (the KV a server computes for them).
+  void WriteModelTokens(const StepOutput& out, size_t request,
+                        const ModelSeq& seq, int64_t first) {
+    for (int32_t i = out.request_offsets[request];
+         i < out.request_offsets[request + 1]; ++i) {
+      const int64_t t = first + (i - out.request_offsets[request]);
+      WriteTag(out.slot_mapping[static_cast<size_t>(i)],
+               seq.tags[static_cast<size_t>(t)]);
+    }
+  }
+  // A prompt's next id: one of two system prompts for its first 6 tokens,
+  // then a 3-token alphabet, so prompts share prefixes often.
+  int32_t PromptId(int32_t system, int64_t t) {
+    return t < 6 ? 100 * (system + 1) + static_cast<int32_t>(t)
+                 : static_cast<int32_t>(in_.Below(3));
   }
 
   // --- Outcomes ------------------------------------------------------------
@@ -563,7 +638,13 @@ class ManagerFuzzer {
         CanAdmit();
         break;
       default:
-        if (books_only_ && !deferred_.empty() && in_.Bool()) {
+        if (prefix_ && in_.Bool()) {
+          if (in_.OneIn(6)) {
+            Reset();
+          } else {
+            Commit();
+          }
+        } else if (books_only_ && !deferred_.empty() && in_.Bool()) {
           ReleaseCopies();
         } else {
           Export();
@@ -577,33 +658,71 @@ class ManagerFuzzer {
     const SequenceId id = PickId(std::nullopt, /*want_absent=*/true);
     const int64_t prompt = in_.OneIn(16) ? -in_.Below(2) : 1 + in_.Below(12);
     const int64_t max_new = in_.OneIn(16) ? -1 : in_.Below(17);
-    history_.Add(absl::StrFormat("AddSequence(%d, prompt %d, max_new %d)", id,
-                                 prompt, max_new));
+    // Prefix caching: mostly with token ids (a prompt of 0 gives none).
+    ModelSeq s;
+    s.max_tokens = prompt + max_new;
+    s.with_ids = prefix_ && !in_.OneIn(8);
+    if (s.with_ids) {
+      s.salt = in_.Below(4) == 3 ? 1 : 0;
+      const int32_t system = static_cast<int32_t>(in_.Below(2));
+      for (int64_t t = 0; t < prompt; ++t) s.PushId(PromptId(system, t));
+      s.known_ids = std::max<int64_t>(prompt, 0);
+    }
+    history_.Add(absl::StrFormat("AddSequence(%d, prompt %d%s, max_new %d)",
+                                 id, prompt,
+                                 s.with_ids ? absl::StrFormat(
+                                                  " ids [%s] salt %d",
+                                                  absl::StrJoin(s.ids, " "),
+                                                  s.salt)
+                                            : "",
+                                 max_new));
     std::vector<Code> errors;
     if (prompt <= 0 || max_new < 0) errors.push_back(Code::kInvalidArgument);
     if (Has(id)) errors.push_back(Code::kAlreadyExists);
     const Admission admission = ExpectedAdmission(prompt, max_new);
-    const Admission said = m_->CanAdmit(prompt, max_new);
-    if (said != admission) {
+    const PrefixKeys keys{.tenant_salt = s.salt};
+    const Admission said = s.with_ids ? m_->CanAdmit(s.ids, max_new, keys)
+                                      : m_->CanAdmit(prompt, max_new);
+    // A hit costs at most the block it would need anyway: with ids the
+    // answer can only be better than the model's, which counts none.
+    const bool said_ok =
+        s.with_ids ? (admission != Admission::kAdmit || said == Admission::kAdmit)
+                   : said == admission;
+    if (!said_ok) {
       Divergence(history_, absl::StrFormat("CanAdmit says %s, model %s",
                                            AdmissionName(said),
                                            AdmissionName(admission)));
     }
     const Snapshot before = Snap();
-    const absl::Status got = m_->AddSequence(id, prompt, max_new, &out_);
+    const absl::Status got =
+        s.with_ids ? m_->AddSequence(id, s.ids, max_new, &out_, keys)
+                   : m_->AddSequence(id, prompt, max_new, &out_);
     Stats().CountOp(kAdd, got);
+    // AddSequence admits exactly what CanAdmit admits.
     CheckOutcome(got, errors,
-                 admission == Admission::kAdmit ? Memory::kMustSucceed
-                                                : Memory::kMustFail,
-                 absl::StrFormat("admission %s with %d unreserved free blocks",
-                                 AdmissionName(admission), before.unreserved),
+                 said == Admission::kAdmit ? Memory::kMustSucceed
+                                           : Memory::kMustFail,
+                 absl::StrFormat("admission %s (model %s) with %d unreserved "
+                                 "free blocks",
+                                 AdmissionName(said), AdmissionName(admission),
+                                 before.unreserved),
                  before);
     if (!got.ok()) return;
-    ModelSeq& s = seqs_[id];
-    s = ModelSeq();
-    s.max_tokens = prompt + max_new;
-    CheckSlots(out_, 0, id, 0, prompt);
-    WriteNewTokens(out_, 0, s);
+    const int64_t cached = out_.num_cached_tokens;
+    if (cached < 0 || cached % bt_ != 0 || (cached > 0 && !s.with_ids) ||
+        cached >= prompt) {
+      Divergence(history_, absl::StrFormat("%d of %d prompt tokens cached",
+                                           cached, prompt));
+    }
+    CheckSlots(out_, 0, id, cached, prompt - cached);
+    if (cached > 0) Stats().CountOp(kHit, got);
+    if (s.with_ids) {
+      s.committed = cached;
+      WriteModelTokens(out_, 0, s, cached);
+    } else {
+      WriteNewTokens(out_, 0, s);
+    }
+    seqs_[id] = std::move(s);
   }
 
   void Append() {
@@ -619,6 +738,10 @@ class ManagerFuzzer {
       }
     }
     std::vector<SlotRequest> requests;
+    // Prefix caching: each request's new ids (the model keeps them whether
+    // the request gives them or not).
+    std::vector<std::vector<int32_t>> new_ids;
+    new_ids.reserve(static_cast<size_t>(k));  // Requests point into them.
     for (int64_t i = 0; i < k; ++i) {
       // Distinct running sequences, and now and then any id (unknown, not
       // running, or one already in the batch).
@@ -641,11 +764,36 @@ class ManagerFuzzer {
                              static_cast<int64_t>(it->second.tags.size());
         if (room > 0) n = std::min(n, room);
       }
-      requests.push_back({.seq = id, .num_tokens = static_cast<int32_t>(n)});
+      SlotRequest& r =
+          requests.emplace_back(SlotRequest{.seq = id,
+                                            .num_tokens = static_cast<int32_t>(n)});
+      std::vector<int32_t>& ids = new_ids.emplace_back();
+      if (prefix_ && it != seqs_.end()) {
+        for (int64_t j = 0; j < n; ++j) {
+          ids.push_back(static_cast<int32_t>(in_.Below(3)));
+        }
+        // Mostly the ids (a sequence added by count ignores them); now and
+        // then none, as a server that keeps them does.
+        if (n > 0 && !in_.OneIn(8)) r.token_ids = ids;
+        // A commit in [committed, tokens], none, or now and then one out
+        // of range.
+        const ModelSeq& m = it->second;
+        const int64_t len = static_cast<int64_t>(m.tags.size());
+        if (in_.OneIn(24)) {
+          r.commit = in_.Bool() ? len + 1 : m.committed - 1;
+        } else if (!in_.OneIn(4)) {
+          r.commit = m.committed + in_.Below(len - m.committed + 1);
+        }
+      }
     }
     std::vector<std::string> parts;
     for (const SlotRequest& r : requests) {
-      parts.push_back(absl::StrFormat("%d+%d", r.seq, r.num_tokens));
+      parts.push_back(absl::StrFormat(
+          "%d+%d%s%s", r.seq, r.num_tokens,
+          r.token_ids.empty()
+              ? ""
+              : absl::StrFormat(" ids [%s]", absl::StrJoin(r.token_ids, " ")),
+          r.commit == -1 ? "" : absl::StrFormat(" commit %d", r.commit)));
     }
     history_.Add(absl::StrCat("AppendSlots(", absl::StrJoin(parts, ", "), ")"));
 
@@ -662,6 +810,15 @@ class ManagerFuzzer {
         if (reservation_ &&
             r.num_tokens > it->second.max_tokens -
                                static_cast<int64_t>(it->second.tags.size())) {
+          errors.push_back(Code::kOutOfRange);
+        }
+        const ModelSeq& m = it->second;
+        const int64_t len = static_cast<int64_t>(m.tags.size());
+        if (m.with_ids && !r.token_ids.empty() && m.known_ids != len) {
+          errors.push_back(Code::kInvalidArgument);  // Ids still missing.
+        }
+        if (m.with_ids && r.commit != -1 &&
+            (r.commit < m.committed || r.commit > len)) {
           errors.push_back(Code::kOutOfRange);
         }
       }
@@ -686,14 +843,19 @@ class ManagerFuzzer {
         if (len % bt_ != 0) {
           const BlockId tail =
               (*m_->block_table(r.seq))[static_cast<size_t>(len / bt_)];
-          if (m_->books().ref_count(tail) > 1) ++tail_writers[tail.value()];
+          if (m_->books().ref_count(tail) > 1 || m_->books().is_cached(tail)) {
+            ++tail_writers[tail.value()];
+          }
         }
       }
+      // A cached tail is copied even by its last holder (the entry keeps
+      // its bytes).
       int64_t copies_min = 0;
       int64_t copies_max = 0;
       for (const auto& [block, writers] : tail_writers) {
         const int32_t refs = m_->books().ref_count(BlockId(block));
-        copies_min += refs > writers ? writers : writers - 1;
+        const bool cached = m_->books().is_cached(BlockId(block));
+        copies_min += refs > writers || cached ? writers : writers - 1;
         copies_max += writers;
       }
       const int64_t free = Unreserved();
@@ -729,8 +891,17 @@ class ManagerFuzzer {
       Divergence(history_, "host mode left copies to the caller");
     }
     for (size_t i = 0; i < requests.size(); ++i) {
-      CheckSlots(out_, i, requests[i].seq, firsts[i], requests[i].num_tokens);
-      WriteNewTokens(out_, i, seqs_[requests[i].seq]);
+      const SlotRequest& r = requests[i];
+      CheckSlots(out_, i, r.seq, firsts[i], r.num_tokens);
+      ModelSeq& m = seqs_[r.seq];
+      if (!m.with_ids) {
+        WriteNewTokens(out_, i, m);
+        continue;
+      }
+      for (int32_t t : new_ids[i]) m.PushId(t);
+      if (!r.token_ids.empty()) m.known_ids += r.num_tokens;
+      if (r.commit != -1) m.committed = r.commit;
+      WriteModelTokens(out_, i, m, firsts[i]);
     }
     // Books-only: now and then the sources stay held for a while.
     if (books_only_ && !out_.copies.empty() && deferred_.size() < 4 &&
@@ -807,9 +978,12 @@ class ManagerFuzzer {
           ++dropped_shared;
         }
       }
+      // A tail in a block another holder has or in the prefix cache is
+      // copied on its next write.
       const bool shared_tail =
           new_length % bt_ != 0 &&
-          m_->books().ref_count(table[static_cast<size_t>(keep - 1)]) > 1;
+          (m_->books().ref_count(table[static_cast<size_t>(keep - 1)]) > 1 ||
+           m_->books().is_cached(table[static_cast<size_t>(keep - 1)]));
       const int64_t most = dropped_shared + (shared_tail ? 1 : 0);
       // Whether blocks the reservation holds beyond its sequences' needs
       // count is the manager's choice: success is due only when the pool's
@@ -828,7 +1002,7 @@ class ManagerFuzzer {
     const absl::Status got = m_->Truncate(id, new_length);
     Stats().CountOp(kTruncate, got);
     CheckOutcome(got, errors, memory, why, before);
-    if (got.ok()) it->second.tags.resize(static_cast<size_t>(new_length));
+    if (got.ok()) it->second.Resize(new_length);
   }
 
   void Free() {
@@ -869,14 +1043,18 @@ class ManagerFuzzer {
   }
 
   // Readmit and SwapIn: a sequence with `len` tokens gets blocks again.
+  // Cached blocks it re-hits may cost none (a hit on a block in use), so
+  // with ids short memory may still succeed.
   std::pair<Memory, std::string> PlaceMemory(const ModelSeq& s) const {
     const int64_t len = static_cast<int64_t>(s.tags.size());
     const int64_t need =
         reservation_ ? BlocksFor(s.max_tokens) : BlocksFor(len);
     const int64_t free = Unreserved();
-    return {need > free ? Memory::kMustFail : Memory::kMustSucceed,
-            absl::StrFormat("needs %d %s, %d unreserved free", need,
-                            reservation_ ? "reserved" : "blocks", free)};
+    return {need <= free   ? Memory::kMustSucceed
+            : s.with_ids   ? Memory::kEither
+                           : Memory::kMustFail,
+            absl::StrFormat("needs %d %s without hits, %d unreserved free",
+                            need, reservation_ ? "reserved" : "blocks", free)};
   }
 
   void Readmit() {
@@ -900,12 +1078,20 @@ class ManagerFuzzer {
     if (!got.ok()) return;
     ModelSeq& s = it->second;
     const int64_t len = static_cast<int64_t>(s.tags.size());
-    CheckSlots(out_, 0, id, 0, len);
-    // The server recomputes the remembered tokens into the new slots.
-    for (int64_t t = 0; t < len; ++t) {
-      WriteTag(out_.slot_mapping[static_cast<size_t>(t)],
-               s.tags[static_cast<size_t>(t)]);
+    // Cached whole blocks of ids it has, leaving the last token.
+    const int64_t cached = out_.num_cached_tokens;
+    if (cached < 0 || cached % bt_ != 0 || (cached > 0 && !s.with_ids) ||
+        (cached > 0 && cached >= len) || cached > s.known_ids) {
+      Divergence(history_,
+                 absl::StrFormat("Readmit cached %d of %d tokens (ids of %d)",
+                                 cached, len, s.known_ids));
     }
+    CheckSlots(out_, 0, id, cached, len - cached);
+    if (cached > 0) Stats().CountOp(kRehit, got);
+    // The server recomputes the other tokens into the new slots, and
+    // commits them again.
+    WriteModelTokens(out_, 0, s, cached);
+    s.committed = cached;
     s.state = SequenceState::kRunning;
   }
 
@@ -976,15 +1162,30 @@ class ManagerFuzzer {
     if (!plan.ok()) return;
     ModelSeq& s = it->second;
     ++swap_ins_;
-    const size_t blocks =
-        static_cast<size_t>(BlocksFor(static_cast<int64_t>(s.tags.size())));
+    const int64_t len = static_cast<int64_t>(s.tags.size());
+    const size_t blocks = static_cast<size_t>(BlocksFor(len));
+    // Hits past its commit point hold final KV of the same tokens: the
+    // commit point rises to them.
+    const int64_t rehits =
+        m_->stats().prefix.rehit_blocks - before.stats.prefix.rehit_blocks;
+    s.committed = std::max(s.committed, rehits * bt_);
+    if (rehits > 0) Stats().CountOp(kRehit, plan.status());
     if (books_only_) {
-      if (plan->src != s.host || plan->dst.size() != blocks) {
+      // With prefix caching, the blocks still cached (whole blocks of ids
+      // it has, from the first) are pinned and only the others copied.
+      const size_t hits = blocks - std::min(blocks, plan->dst.size());
+      if (plan->src.size() != plan->dst.size() ||
+          plan->dst.size() > blocks || (hits > 0 && !s.with_ids) ||
+          static_cast<int64_t>(hits) > std::min(len / bt_, s.known_ids / bt_) ||
+          static_cast<int64_t>(hits) != rehits ||
+          !std::equal(plan->src.begin(), plan->src.end(),
+                      s.host.begin() + static_cast<ptrdiff_t>(hits))) {
         Divergence(history_, absl::StrFormat(
                                  "SwapIn plan %s -> %s, host blocks %s",
                                  TableString(plan->src), TableString(plan->dst),
                                  TableString(s.host)));
       }
+      s.swap_hits = static_cast<int64_t>(hits);
       s.state = SequenceState::kSwappingIn;
       s.pending = *std::move(plan);
     } else {
@@ -1040,12 +1241,18 @@ class ManagerFuzzer {
     } else {
       s.state = SequenceState::kRunning;
       s.host.clear();
+      // The pinned hits, then the plan's blocks.
       absl::Span<const BlockId> t = *m_->block_table(id);
-      if (std::vector<BlockId>(t.begin(), t.end()) != s.pending.dst) {
+      if (t.size() != s.pending.dst.size() + static_cast<size_t>(s.swap_hits) ||
+          std::vector<BlockId>(t.begin() + s.swap_hits, t.end()) !=
+              s.pending.dst) {
         Divergence(history_,
-                   absl::StrFormat("swapped in to %s, the plan said %s",
-                                   TableString(t), TableString(s.pending.dst)));
+                   absl::StrFormat("swapped in to %s, the plan said %d hits "
+                                   "and %s",
+                                   TableString(t), s.swap_hits,
+                                   TableString(s.pending.dst)));
       }
+      s.swap_hits = 0;
     }
     s.pending = SwapPlan();
   }
@@ -1061,6 +1268,91 @@ class ManagerFuzzer {
       Divergence(history_,
                  absl::StrFormat("CanAdmit says %s, model %s",
                                  AdmissionName(got), AdmissionName(want)));
+    }
+  }
+
+  // Prefix caching: CommitTokens of 1-3 entries (mostly running sequences
+  // with ids; the ids the manager lacks, all or some; a count in range, now
+  // and then not), all or nothing.
+  void Commit() {
+    const int64_t k = 1 + in_.Below(3);
+    std::vector<TokenCommit> commits;
+    std::vector<std::vector<int32_t>> ids(static_cast<size_t>(k));
+    std::vector<std::string> parts;
+    for (int64_t i = 0; i < k; ++i) {
+      const SequenceId id = PickId(SequenceState::kRunning);
+      TokenCommit c{.seq = id, .num_tokens = 0};
+      auto it = seqs_.find(id);
+      if (it != seqs_.end()) {
+        const ModelSeq& m = it->second;
+        const int64_t len = static_cast<int64_t>(m.tags.size());
+        c.num_tokens = in_.OneIn(12)
+                           ? (in_.Bool() ? len + 1 : m.committed - 1)
+                           : m.committed + in_.Below(len - m.committed + 1);
+        if (m.with_ids && m.known_ids < len) {
+          const int64_t missing = len - m.known_ids;
+          const int64_t n = in_.Bool() ? missing : in_.Below(missing + 2);
+          for (int64_t j = 0; j < n; ++j) {
+            const int64_t t = m.known_ids + j;
+            ids[i].push_back(t < len ? m.ids[static_cast<size_t>(t)] : 0);
+          }
+        }
+      } else {
+        c.num_tokens = in_.Below(4);
+      }
+      c.token_ids = ids[i];
+      commits.push_back(c);
+      parts.push_back(absl::StrFormat("%d:%d +%d ids", c.seq, c.num_tokens,
+                                      c.token_ids.size()));
+    }
+    history_.Add(absl::StrCat("CommitTokens(", absl::StrJoin(parts, ", "), ")"));
+    // Every entry is checked against the state before the call.
+    std::vector<Code> errors;
+    std::vector<SequenceId> given;
+    for (const TokenCommit& c : commits) {
+      auto it = seqs_.find(c.seq);
+      if (it == seqs_.end()) {
+        errors.push_back(Code::kNotFound);
+        continue;
+      }
+      const ModelSeq& m = it->second;
+      const int64_t len = static_cast<int64_t>(m.tags.size());
+      if (m.state != SequenceState::kRunning || !m.with_ids) {
+        errors.push_back(Code::kFailedPrecondition);
+      } else if (c.num_tokens < m.committed || c.num_tokens > len) {
+        errors.push_back(Code::kOutOfRange);
+      } else if (!c.token_ids.empty()) {
+        if (static_cast<int64_t>(c.token_ids.size()) > len - m.known_ids ||
+            std::find(given.begin(), given.end(), c.seq) != given.end()) {
+          errors.push_back(Code::kInvalidArgument);
+        }
+        given.push_back(c.seq);
+      }
+    }
+    const Snapshot before = Snap();
+    const absl::Status got = m_->CommitTokens(commits);
+    Stats().CountOp(kCommit, got);
+    CheckOutcome(got, errors, Memory::kMustSucceed, "commits take no block",
+                 before);
+    if (!got.ok()) return;
+    for (const TokenCommit& c : commits) {
+      ModelSeq& m = seqs_[c.seq];
+      m.known_ids += static_cast<int64_t>(c.token_ids.size());
+      m.committed = std::max(m.committed, c.num_tokens);
+    }
+  }
+
+  void Reset() {
+    history_.Add("ResetPrefixCache");
+    const Snapshot before = Snap();
+    m_->ResetPrefixCache();
+    Stats().CountOp(kReset, absl::OkStatus());
+    const ManagerStats st = m_->stats();
+    if (st.prefix.cached_blocks != 0 || st.used_blocks != before.stats.used_blocks ||
+        st.free_blocks != before.stats.free_blocks) {
+      Divergence(history_, absl::StrFormat(
+                               "after ResetPrefixCache: %s, %d cached blocks",
+                               StatsString(st), st.prefix.cached_blocks));
     }
   }
 
@@ -1257,6 +1549,7 @@ class ManagerFuzzer {
     std::vector<int32_t> refs(static_cast<size_t>(num_blocks_), 0);
     int32_t running = 0;
     int64_t host_used = 0;
+    int64_t unknown_pins = 0;
     for (SequenceId id = 0; id < kIds; ++id) {
       auto it = seqs_.find(id);
       if (it == seqs_.end()) {
@@ -1330,6 +1623,7 @@ class ManagerFuzzer {
         case SequenceState::kSwappingIn:
           for (BlockId b : s.pending.dst)
             ++refs[static_cast<size_t>(b.value())];
+          unknown_pins += s.swap_hits;
           host_used += BlocksFor(len);
           break;
         case SequenceState::kSwappedOut:
@@ -1347,16 +1641,27 @@ class ManagerFuzzer {
         ++refs[static_cast<size_t>(op.src.value())];
       }
     }
+    // Books-only SwapIn pins cached blocks the model learns only at
+    // CompleteSwap (unknown_pins of them): blocks with references the model
+    // does not know of (a ResetPrefixCache may have unpublished them since).
     int32_t used = 0;
+    int64_t extra = 0;
     for (int32_t b = 0; b < num_blocks_; ++b) {
       const int32_t want = refs[static_cast<size_t>(b)];
-      if (m_->books().ref_count(BlockId(b)) != want) {
+      const int32_t got = m_->books().ref_count(BlockId(b));
+      const bool pinned = got > want;
+      if (got != want && !(pinned && extra + (got - want) <= unknown_pins)) {
         Divergence(history_,
                    absl::StrFormat("block %d has %d references, the model "
-                                   "knows of %d",
-                                   b, m_->books().ref_count(BlockId(b)), want));
+                                   "knows of %d (and of %d unknown pins)",
+                                   b, got, want, unknown_pins));
       }
-      if (want > 0) ++used;
+      if (pinned) extra += got - want;
+      if (got > 0) ++used;
+    }
+    if (extra != unknown_pins) {
+      Divergence(history_, absl::StrFormat("%d unknown pins, %d found",
+                                           unknown_pins, extra));
     }
     const ManagerStats st = m_->stats();
     if (st.num_sequences != static_cast<int32_t>(seqs_.size()) ||
@@ -1426,6 +1731,7 @@ class ManagerFuzzer {
   FuzzInput& in_;
   History history_;
   bool books_only_ = false;
+  bool prefix_ = false;
   bool reservation_ = false;
   int32_t bt_ = 2;
   KVLayout layout_;
