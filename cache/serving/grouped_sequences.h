@@ -152,6 +152,7 @@ class GroupedSequences {
   absl::Status Fork(SequenceId parent, SequenceId child);
   absl::Status Free(SequenceId seq);
   absl::Status Truncate(SequenceId seq, int64_t new_length);
+  // Preemption and swap (grouped_sequences_preempt.cc).
   absl::Status Preempt(SequenceId seq);
   absl::Status Readmit(SequenceId seq, StepOutput* out);
   // Books-only swap, with KVCacheManager's contracts; the plans' pairs are
@@ -193,7 +194,8 @@ class GroupedSequences {
   // Copy-on-write copies handed out (StepOutput::copies), in all.
   int64_t cow_copies() const { return cow_copies_; }
 
-  // Aborts unless the invariants below hold (refcounts against the tables).
+  // Aborts unless the invariants below hold (refcounts against the tables;
+  // grouped_sequences_check.cc).
   void CheckInvariants() const;
 
  private:
