@@ -685,9 +685,9 @@ class ManagerFuzzer {
                                       : m_->CanAdmit(prompt, max_new);
     // A hit costs at most the block it would need anyway: with ids the
     // answer can only be better than the model's, which counts none.
-    const bool said_ok =
-        s.with_ids ? (admission != Admission::kAdmit || said == Admission::kAdmit)
-                   : said == admission;
+    const bool said_ok = s.with_ids ? (admission != Admission::kAdmit ||
+                                       said == Admission::kAdmit)
+                                    : said == admission;
     if (!said_ok) {
       Divergence(history_, absl::StrFormat("CanAdmit says %s, model %s",
                                            AdmissionName(said),
@@ -764,9 +764,8 @@ class ManagerFuzzer {
                              static_cast<int64_t>(it->second.tags.size());
         if (room > 0) n = std::min(n, room);
       }
-      SlotRequest& r =
-          requests.emplace_back(SlotRequest{.seq = id,
-                                            .num_tokens = static_cast<int32_t>(n)});
+      SlotRequest& r = requests.emplace_back(
+          SlotRequest{.seq = id, .num_tokens = static_cast<int32_t>(n)});
       std::vector<int32_t>& ids = new_ids.emplace_back();
       if (prefix_ && it != seqs_.end()) {
         for (int64_t j = 0; j < n; ++j) {
@@ -1305,7 +1304,8 @@ class ManagerFuzzer {
       parts.push_back(absl::StrFormat("%d:%d +%d ids", c.seq, c.num_tokens,
                                       c.token_ids.size()));
     }
-    history_.Add(absl::StrCat("CommitTokens(", absl::StrJoin(parts, ", "), ")"));
+    history_.Add(
+        absl::StrCat("CommitTokens(", absl::StrJoin(parts, ", "), ")"));
     // Every entry is checked against the state before the call.
     std::vector<Code> errors;
     std::vector<SequenceId> given;
@@ -1348,7 +1348,8 @@ class ManagerFuzzer {
     m_->ResetPrefixCache();
     Stats().CountOp(kReset, absl::OkStatus());
     const ManagerStats st = m_->stats();
-    if (st.prefix.cached_blocks != 0 || st.used_blocks != before.stats.used_blocks ||
+    if (st.prefix.cached_blocks != 0 ||
+        st.used_blocks != before.stats.used_blocks ||
         st.free_blocks != before.stats.free_blocks) {
       Divergence(history_, absl::StrFormat(
                                "after ResetPrefixCache: %s, %d cached blocks",

@@ -17,7 +17,9 @@ constexpr int32_t kBt = 2;
 // in use (none is in the LRU), the others free.
 std::vector<int32_t> InUse(const PrefixIndex& index) {
   std::vector<int32_t> rc(index.num_blocks());
-  for (int32_t b = 0; b < index.num_blocks(); ++b) rc[b] = index.is_published(b);
+  for (int32_t b = 0; b < index.num_blocks(); ++b) {
+    rc[b] = index.is_published(b);
+  }
   return rc;
 }
 
