@@ -531,6 +531,18 @@ class KVCacheManager {
   // itself) and without a tier. REQUIRES: the result does not outlive the
   // manager.
   PendingRemoteStores TakeRemoteStores();
+  // The same into `stores`, a list the caller keeps and MarkDone()s each
+  // step: the two lists swap, so the caller's emptied buffers become the
+  // manager's next list and a steady server reuses them instead of
+  // allocating a new list every step.
+  //
+  //   PendingRemoteStores stores;  // Kept across steps.
+  //   manager.TakeRemoteStores(&stores);
+  //   ... copy out, RemoteTier::Store, as above ...
+  //   stores.MarkDone();
+  //
+  // REQUIRES: stores is empty (its pins released: MarkDone first).
+  void TakeRemoteStores(PendingRemoteStores* stores);
 
   // --- Reading the books ----------------------------------------------
 

@@ -196,6 +196,14 @@ PendingRemoteStores KVCacheManager::TakeRemoteStores() {
   return std::move(pending_stores_);
 }
 
+void KVCacheManager::TakeRemoteStores(PendingRemoteStores* stores) {
+  PKV_CHECK(stores != nullptr && stores->empty(),
+            "TakeRemoteStores into a list still holding %d stores (MarkDone "
+            "it first: their pins would be lost)",
+            stores == nullptr ? 0 : stores->size());
+  stores->swap(pending_stores_);
+}
+
 void KVCacheManager::StoreToRemote(const Sequence& s, int64_t first,
                                    int64_t n) {
   if (n <= 0) return;

@@ -88,6 +88,16 @@ void PendingRemoteStores::Add(BlockPool* pool, absl::Span<const BlockId> blocks,
   tokens_.insert(tokens_.end(), chain.tokens.begin(), chain.tokens.end());
 }
 
+void PendingRemoteStores::swap(PendingRemoteStores& other) noexcept {
+  std::swap(pool_, other.pool_);
+  std::swap(block_tokens_, other.block_tokens_);
+  blocks_.swap(other.blocks_);
+  parents_.swap(other.parents_);
+  hashes_.swap(other.hashes_);
+  keys_.swap(other.keys_);
+  tokens_.swap(other.tokens_);
+}
+
 void PendingRemoteStores::MarkDone() {
   if (blocks_.empty()) return;
   pool_->ReleaseAllTailFirst(blocks_);  // Chains leave tail first (LRU).

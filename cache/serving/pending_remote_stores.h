@@ -59,8 +59,14 @@ class PendingRemoteStores {
   void Add(BlockPool* pool, absl::Span<const BlockId> blocks,
            const RemoteChain& chain);
 
-  // The bytes were taken: releases every pin and empties the list.
+  // The bytes were taken: releases every pin and empties the list (its
+  // buffers keep their capacity).
   void MarkDone();
+
+  // Exchanges the two lists, pins and buffers
+  // (KVCacheManager::TakeRemoteStores(PendingRemoteStores*) recycles the
+  // caller's buffers this way).
+  void swap(PendingRemoteStores& other) noexcept;
 
  private:
   // Invariant: every blocks_[i] holds one reference owned by this object;

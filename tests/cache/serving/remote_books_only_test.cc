@@ -508,6 +508,69 @@ TEST(RemoteBooksOnlyTest, StoresArePinnedUntilTheCallerTookTheBytes) {
   ExpectEveryBlockFree(b->books());
 }
 
+// A server that keeps one store list across steps: TakeRemoteStores into
+// it swaps the lists, so it gets the same entries as the returned list, and
+// from the second step on the two lists' buffers take turns: no step makes
+// a new one. (While a list is alive its buffer cannot be handed out again,
+// so seeing it come back shows the recycling.)
+TEST(RemoteBooksOnlyTest, TakeRemoteStoresIntoAKeptListRecyclesItsBuffers) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> tb = MemoryTier(&store);
+  CheckedManager b = Make(tb.get());
+  Device device(64);
+  PendingRemoteStores kept;
+  std::vector<const BlockId*> buffers;
+  for (int32_t round = 0; round < 4; ++round) {
+    const std::vector<int32_t> prompt = Ids(18, 1000 * (round + 1));
+    StepOutput out;
+    ASSERT_THAT(b->AddSequence(1, prompt, 8, &out), IsOk());
+    Compute(device.bytes(), out, prompt);
+    const std::vector<BlockId> published = Head(b, 1, 4);
+    Commit(b, 1, 18);
+    b->TakeRemoteStores(&kept);
+    ASSERT_EQ(kept.size(), 4);
+    EXPECT_EQ(std::vector<BlockId>(kept.blocks().begin(), kept.blocks().end()),
+              published);
+    EXPECT_EQ(std::vector<int32_t>(kept.chain(0).tokens.begin(),
+                                   kept.chain(0).tokens.end()),
+              std::vector<int32_t>(prompt.begin(), prompt.begin() + 4));
+    // (Not TakeRemoteStores() to see it: that would move the recycled
+    // buffers out.)
+    EXPECT_EQ(b->stats().remote.pending_store_blocks, 0);
+    buffers.push_back(kept.blocks().data());
+    ASSERT_THAT(b.Free(1), IsOk());  // The pins keep the 4 blocks.
+    std::vector<std::byte> staging(device.bytes().block_bytes());
+    for (int32_t i = 0; i < kept.size(); ++i) {
+      std::memcpy(staging.data(), device.bytes().BlockData(kept.block(i)),
+                  staging.size());
+      tb->Store(kept.chain(i), 0, staging);
+    }
+    kept.MarkDone();
+    b->CheckInvariants();
+  }
+  EXPECT_EQ(buffers[2], buffers[0]);
+  EXPECT_EQ(buffers[3], buffers[1]);
+  tb->Flush();
+  EXPECT_EQ(tb->stats().writes.stored, 16);
+  ExpectEveryBlockFree(b->books());
+}
+
+TEST(RemoteBooksOnlyDeathTest, TakeRemoteStoresIntoAFullListAborts) {
+  InMemoryBlockStore store;
+  std::unique_ptr<RemoteTier> tb = MemoryTier(&store);
+  CheckedManager b = Make(tb.get());
+  Device device(64);
+  const std::vector<int32_t> prompt = Ids(18, 100);
+  StepOutput out;
+  ASSERT_THAT(b->AddSequence(1, prompt, 8, &out), IsOk());
+  Compute(device.bytes(), out, prompt);
+  Commit(b, 1, 18);
+  PendingRemoteStores kept;
+  b->TakeRemoteStores(&kept);
+  ASSERT_EQ(kept.size(), 4);
+  EXPECT_DEATH(b->TakeRemoteStores(&kept), "still holding 4 stores");
+}
+
 // Blocks the tier has already are left off the store list (their device
 // copy would be skipped): here every block, republished after a reset of
 // the local prefix cache, was stored once before.
