@@ -115,6 +115,10 @@ class Device {
   // Copies every listed block out, hands it to the tier, marks the list
   // done. Returns the entries.
   int32_t Store(RemoteTier& tier, PendingRemoteStores stores) {
+    return StoreKept(tier, stores);
+  }
+  // The same for a list the caller keeps (left empty, its buffers kept).
+  int32_t StoreKept(RemoteTier& tier, PendingRemoteStores& stores) {
     std::vector<std::byte> staging(bytes_->block_bytes());
     for (int32_t i = 0; i < stores.size(); ++i) {
       std::memcpy(staging.data(), bytes_->BlockData(stores.block(i)),
@@ -539,13 +543,7 @@ TEST(RemoteBooksOnlyTest, TakeRemoteStoresIntoAKeptListRecyclesItsBuffers) {
     EXPECT_EQ(b->stats().remote.pending_store_blocks, 0);
     buffers.push_back(kept.blocks().data());
     ASSERT_THAT(b.Free(1), IsOk());  // The pins keep the 4 blocks.
-    std::vector<std::byte> staging(device.bytes().block_bytes());
-    for (int32_t i = 0; i < kept.size(); ++i) {
-      std::memcpy(staging.data(), device.bytes().BlockData(kept.block(i)),
-                  staging.size());
-      tb->Store(kept.chain(i), 0, staging);
-    }
-    kept.MarkDone();
+    EXPECT_EQ(device.StoreKept(*tb, kept), 4);
     b->CheckInvariants();
   }
   EXPECT_EQ(buffers[2], buffers[0]);
