@@ -51,13 +51,13 @@ void GroupedSequences::CheckPublishedEntries(SequenceId id,
       } else if (anchor[i].is_valid()) {
         parent = anchor[i];
       }
-      PKV_CHECK(books_->IsCachedAs(
-                    t[i], g, parent, hashes[i],
-                    absl::MakeConstSpan(p.tokens).subspan(i * bt, bt),
-                    p.keys[i]),
-                "sequence %d group %d: published block %d (block#%d) is "
-                "cached as another chain's, group's or tokens'",
-                id, g, i, t[i].value());
+      PKV_CHECK(
+          books_->IsCachedAs(t[i], g, parent, hashes[i],
+                             absl::MakeConstSpan(p.tokens).subspan(i * bt, bt),
+                             p.keys[i]),
+          "sequence %d group %d: published block %d (block#%d) is "
+          "cached as another chain's, group's or tokens'",
+          id, g, i, t[i].value());
     }
   }
 }
@@ -68,9 +68,8 @@ void GroupedSequences::CheckInvariants() const {
   std::vector<const WindowTable*> host_tables;
   std::vector<uint64_t> entries;
   // A table of group g covering s's tokens, holes below its window.
-  const auto check_layout = [this](SequenceId id, const Sequence& s,
-                                   int32_t g, const WindowTable& t,
-                                   const char* tier) {
+  const auto check_layout = [this](SequenceId id, const Sequence& s, int32_t g,
+                                   const WindowTable& t, const char* tier) {
     PKV_CHECK(t.num_entries() == BlocksFor(s.num_tokens),
               "sequence %d group %d (%s): %d entries for %d tokens", id, g,
               tier, t.num_entries(), s.num_tokens);
@@ -112,8 +111,8 @@ void GroupedSequences::CheckInvariants() const {
         host_tables.push_back(&s.host_tables[g]);
       }
     } else {
-      PKV_CHECK(s.host_tables.empty(), "sequence %d (%s) holds host tables",
-                id, SequenceStateName(s.state));
+      PKV_CHECK(s.host_tables.empty(), "sequence %d (%s) holds host tables", id,
+                SequenceStateName(s.state));
     }
     if (!holds_device) {
       for (const WindowTable& t : s.tables) {
@@ -135,8 +134,7 @@ void GroupedSequences::CheckInvariants() const {
   PKV_CHECK(running == num_running_, "%d running, counted %d", running,
             num_running_);
   std::sort(entries.begin(), entries.end());
-  PKV_CHECK(std::adjacent_find(entries.begin(), entries.end()) ==
-                entries.end(),
+  PKV_CHECK(std::adjacent_find(entries.begin(), entries.end()) == entries.end(),
             "two sequences share an entry number");
   // Every reference is a live entry's or a pending copy's source (the
   // caller marks those done): CheckWindowRefCounts' rule, with room for
@@ -175,14 +173,14 @@ void GroupedSequences::CheckInvariants() const {
         continue;
       }
       PKV_CHECK(s.num_tokens <= s.max_tokens,
-                "sequence %d: %d tokens past its reserved %d", id,
-                s.num_tokens, s.max_tokens);
+                "sequence %d: %d tokens past its reserved %d", id, s.num_tokens,
+                s.max_tokens);
       total += ReservePeak(s.placed, s.max_tokens);
       for (int32_t g = 0; g < num_groups(); ++g) {
-        PKV_CHECK(s.tables[g].num_live() <=
-                      GroupPeak(g, s.placed, s.max_tokens),
-                  "sequence %d group %d: %d live blocks, %d reserved", id, g,
-                  s.tables[g].num_live(), GroupPeak(g, s.placed, s.max_tokens));
+        PKV_CHECK(
+            s.tables[g].num_live() <= GroupPeak(g, s.placed, s.max_tokens),
+            "sequence %d group %d: %d live blocks, %d reserved", id, g,
+            s.tables[g].num_live(), GroupPeak(g, s.placed, s.max_tokens));
       }
     }
     PKV_CHECK(total == reserved_total_, "sequences reserve %d, total says %d",
@@ -198,8 +196,7 @@ void GroupedSequences::CheckInvariants() const {
   for (const auto& [id, s] : sequences_) {
     if (!s.prefix.has_value()) continue;
     const SequencePrefix& p = *s.prefix;
-    PKV_CHECK(prefix_caching() &&
-                  s.group_published.size() == groups_.size() &&
+    PKV_CHECK(prefix_caching() && s.group_published.size() == groups_.size() &&
                   s.group_hashes.size() == groups_.size(),
               "sequence %d: prefix state without caching or sizes", id);
     PKV_CHECK(p.committed <= s.num_tokens &&
@@ -218,7 +215,8 @@ void GroupedSequences::CheckInvariants() const {
                 id, g, s.group_published[g], s.group_hashes[g].size(),
                 p.published, p.hashes.size());
     }
-    if (s.state == SequenceState::kRunning && p.epoch == books_->prefix_epoch()) {
+    if (s.state == SequenceState::kRunning &&
+        p.epoch == books_->prefix_epoch()) {
       CheckPublishedEntries(id, s);
     }
   }

@@ -705,6 +705,18 @@ TEST(PendingCopiesDeathTest, AdoptAcrossPoolsAborts) {
   EXPECT_DEATH(copies.Adopt(other.get(), CopyOp{a, a}), "across pools");
 }
 
+TEST(PendingCopiesDeathTest, AdoptWithoutAReferenceToHandOverAborts) {
+  // Every adopted copy takes over one reference of its source: a block
+  // with one reference cannot be the source of two.
+  auto pool = MakePool(8);
+  const BlockId src = *pool->TryAllocate();
+  const BlockId dst = *pool->TryAllocate();
+  PendingCopies copies;
+  copies.Adopt(pool.get(), CopyOp{src, dst});
+  EXPECT_DEATH(copies.Adopt(pool.get(), CopyOp{src, dst}),
+               "copy source 0 adopted without a reference to hand over");
+}
+
 TEST(PendingCopiesTest, AppendMovesCopiesAndTheirReferences) {
   auto pool = MakePool(16);
   BlockTable first = MakeTable(pool.get(), 1);   // {0}

@@ -1344,13 +1344,12 @@ class ManagerFuzzer {
 
   void Reset() {
     history_.Add("ResetPrefixCache");
-    const Snapshot before = Snap();
+    const ManagerStats before = m_->stats();
     m_->ResetPrefixCache();
     Stats().CountOp(kReset, absl::OkStatus());
     const ManagerStats st = m_->stats();
-    if (st.prefix.cached_blocks != 0 ||
-        st.used_blocks != before.stats.used_blocks ||
-        st.free_blocks != before.stats.free_blocks) {
+    if (st.prefix.cached_blocks != 0 || st.used_blocks != before.used_blocks ||
+        st.free_blocks != before.free_blocks) {
       Divergence(history_, absl::StrFormat(
                                "after ResetPrefixCache: %s, %d cached blocks",
                                StatsString(st), st.prefix.cached_blocks));

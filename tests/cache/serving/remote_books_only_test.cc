@@ -175,6 +175,16 @@ void ExpectBytes(const KVPool& bytes, absl::Span<const BlockId> table,
 }
 
 // Blocks [0, n) of a running table.
+// Adds seq with `prompt`, computes its KV into `device` and commits it all
+// (publishing its full blocks and listing them for the tier).
+void Prefill(CheckedManager& m, KVPool& device, SequenceId seq,
+             const std::vector<int32_t>& prompt) {
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(seq, prompt, 8, &out), IsOk());
+  Compute(device, out, prompt);
+  Commit(m, seq, static_cast<int64_t>(prompt.size()));
+}
+
 std::vector<BlockId> Head(const CheckedManager& m, SequenceId seq, int32_t n) {
   const std::vector<BlockId> t = TableOf(*m, seq);
   return std::vector<BlockId>(t.begin(), t.begin() + n);
@@ -526,11 +536,8 @@ TEST(RemoteBooksOnlyTest, TakeRemoteStoresIntoAKeptListRecyclesItsBuffers) {
   std::vector<const BlockId*> buffers;
   for (int32_t round = 0; round < 4; ++round) {
     const std::vector<int32_t> prompt = Ids(18, 1000 * (round + 1));
-    StepOutput out;
-    ASSERT_THAT(b->AddSequence(1, prompt, 8, &out), IsOk());
-    Compute(device.bytes(), out, prompt);
+    Prefill(b, device.bytes(), 1, prompt);
     const std::vector<BlockId> published = Head(b, 1, 4);
-    Commit(b, 1, 18);
     b->TakeRemoteStores(&kept);
     ASSERT_EQ(kept.size(), 4);
     EXPECT_EQ(std::vector<BlockId>(kept.blocks().begin(), kept.blocks().end()),
@@ -558,11 +565,7 @@ TEST(RemoteBooksOnlyDeathTest, TakeRemoteStoresIntoAFullListAborts) {
   std::unique_ptr<RemoteTier> tb = MemoryTier(&store);
   CheckedManager b = Make(tb.get());
   Device device(64);
-  const std::vector<int32_t> prompt = Ids(18, 100);
-  StepOutput out;
-  ASSERT_THAT(b->AddSequence(1, prompt, 8, &out), IsOk());
-  Compute(device.bytes(), out, prompt);
-  Commit(b, 1, 18);
+  Prefill(b, device.bytes(), 1, Ids(18, 100));
   PendingRemoteStores kept;
   b->TakeRemoteStores(&kept);
   ASSERT_EQ(kept.size(), 4);
