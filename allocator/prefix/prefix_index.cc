@@ -50,14 +50,6 @@ PrefixEvent* PrefixIndex::OpenEvent(PrefixEvent::Kind kind, int32_t* open) {
   return &e;
 }
 
-void PrefixIndex::Insert(int32_t block, BlockHash hash, int32_t parent,
-                         absl::Span<const int32_t> tokens,
-                         const BlockExtraKeys& keys, int32_t group) {
-  const int32_t found = TryInsert(block, hash, parent, tokens, keys, group);
-  PKV_CHECK(found == -1, "Insert of block %d: hash %x already indexed (block "
-            "%d)", block, hash, found);
-}
-
 int32_t PrefixIndex::TryInsert(int32_t block, BlockHash hash, int32_t parent,
                                absl::Span<const int32_t> tokens,
                                const BlockExtraKeys& keys, int32_t group) {

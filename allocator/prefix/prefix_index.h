@@ -27,7 +27,7 @@
 //   PrefixIndex index(/*num_blocks=*/8, /*block_tokens=*/2);
 //   const int32_t tokens[2] = {5, 6};
 //   BlockHash h = Xxh3BlockHasher().Hash(kRootBlockHash, tokens, {});
-//   index.Insert(/*block=*/3, h, /*parent=*/-1, tokens, {});
+//   index.TryInsert(/*block=*/3, h, /*parent=*/-1, tokens, {});  // -1: in.
 //   int32_t hit = index.Find(h, /*parent=*/-1, tokens, {});  // 3
 //   index.RemoveSubtree(3, /*evicted=*/true, [](int32_t) {});
 //
@@ -117,19 +117,12 @@ class PrefixIndex {
 
   // Publishes `block` of layer group `group` under `hash` as the child of
   // `parent` (-1: a first block) and queues it in the open BlockStored
-  // event (a new one when the group changes).
-  // REQUIRES: block not published, hash not indexed, parent -1 or
+  // event (a new one when the group changes); returns -1. When a
+  // published block is indexed under `hash` already, returns that block
+  // (`block` itself, or another one, verified or not) and changes nothing.
+  // One probe of the hash map (a FindHash before an insert would take two).
+  // REQUIRES: block not published unless under `hash`, parent -1 or
   // published, tokens.size() == block_tokens(), group >= 0.
-  void Insert(int32_t block, BlockHash hash, int32_t parent,
-              absl::Span<const int32_t> tokens, const BlockExtraKeys& keys,
-              int32_t group = 0);
-  // Insert, unless a published block is indexed under `hash`: then returns
-  // that block (`block` itself, or another one, verified or not) and
-  // changes nothing. Returns -1 when it inserted. One probe of the hash
-  // map where FindHash + Insert take three (publishing is a decode step's
-  // prefix work).
-  // REQUIRES: as Insert's, but `hash` may be indexed; block not published
-  // unless under `hash`.
   int32_t TryInsert(int32_t block, BlockHash hash, int32_t parent,
                     absl::Span<const int32_t> tokens,
                     const BlockExtraKeys& keys, int32_t group = 0);

@@ -866,7 +866,7 @@ void PrefixIndexExample() {
   PrefixIndex index(/*num_blocks=*/8, /*block_tokens=*/2);
   const int32_t tokens[2] = {5, 6};
   BlockHash h = Xxh3BlockHasher().Hash(kRootBlockHash, tokens, {});
-  index.Insert(/*block=*/3, h, /*parent=*/-1, tokens, {});
+  index.TryInsert(/*block=*/3, h, /*parent=*/-1, tokens, {});  // -1: in.
   int32_t hit = index.Find(h, /*parent=*/-1, tokens, {});  // 3
   index.RemoveSubtree(3, /*evicted=*/true, [](int32_t) {});
   // END allocator/prefix/prefix_index.h

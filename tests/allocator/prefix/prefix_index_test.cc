@@ -1,6 +1,6 @@
 // PrefixIndex on its own (the pool's tests, prefix_books_test.cc, reach it
-// through BlockPool): TryInsert's one probe against what Insert and
-// FindHash say.
+// through BlockPool): what TryInsert's one probe does, as Find and FindHash
+// see it.
 #include <cstdint>
 #include <vector>
 
