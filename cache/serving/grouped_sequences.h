@@ -32,10 +32,12 @@
 // copied or diverge).
 //
 // Swap (Config::host; KVCacheManager runs host mode's copies): SwapOut
-// gives each live entry of every group a host block, in a host table per group with the device table's
-// holes, and returns the copies split per group (SwapPlan::group_offsets);
+// gives each live entry of every group a host block, in a host table per
+// group with the device table's holes, and returns the copies split per
+// group (SwapPlan::group_offsets);
 // the device tables stay held until CompleteSwap. SwapIn rebuilds the
-// device tables with the same holes on fresh blocks. A shared block is
+// device tables with the same holes, on the blocks still cached (prefix
+// caching, below) and fresh ones for the rest. A shared block is
 // copied by each holder's swap and stays held by the others. kReservation:
 // SwapOut gives up the reservation as Preempt does, but for the device
 // blocks it holds until CompleteSwap (they stay charged, and the others'
@@ -62,8 +64,11 @@
 // release frees a published block into the LRU like any other; a finished
 // sequence releases the other groups first and the anchor last, each tail
 // first, so leaves are evicted first.
-// Readmit re-hits the sequence's own prefix; SwapIn copies every live
-// entry back and republishes at the next commit. kReservation reserves
+// Readmit re-hits the sequence's own prefix; so does SwapIn, within its
+// computed tokens (a hit's window entries then start at or below the host
+// table's first live one; those below it are released again), copying
+// only the live entries past the hit back and republishing them at the
+// next commit. kReservation reserves
 // the whole worst case even with hits (a hit lowers what is taken, not
 // what is reserved).
 //
@@ -357,15 +362,19 @@ class GroupedSequences {
   // `revived` cached free ones (watermark or reservation).
   Admission AdmitBlocks(int64_t prompt_tokens, int64_t max_new_tokens,
                         int64_t fresh, int64_t revived) const;
-  // Swap: fills `to` (one empty table per group, on the other tier's pool)
-  // with the layout of `from` (a hole where it has one, else the next of
-  // `blocks`, whose references it takes over; the same holes passed), and
-  // returns the copies from's live entries -> to's, split per group.
-  // REQUIRES: blocks.size() == the live entries of `from`.
-  SwapPlan MirrorTables(absl::Span<const WindowTable> from,
+  // Swap: fills `to` (one table per group, on the other tier's pool, each
+  // holding `first` entries already, laid out as from's: SwapIn's hit)
+  // with the layout of `from` from entry `first` on (a hole where it has
+  // one, else the next of `blocks`, whose references it takes over; the
+  // same holes passed), and returns the copies from's live entries ->
+  // to's, split per group.
+  // REQUIRES: blocks.size() == LiveFrom(from, first).
+  SwapPlan MirrorTables(absl::Span<const WindowTable> from, int64_t first,
                         absl::Span<const BlockId> blocks,
                         std::vector<WindowTable>* to) const;
+  // The live entries of the tables (from entry `first` on, in each).
   static int64_t LiveEntries(absl::Span<const WindowTable> tables);
+  static int64_t LiveFrom(absl::Span<const WindowTable> tables, int64_t first);
 
   BlockPool* const books_;
   BlockPool* const host_;  // Or null: no swap tier.

@@ -85,7 +85,19 @@ int64_t GroupedSequences::LiveEntries(absl::Span<const WindowTable> tables) {
   return live;
 }
 
+int64_t GroupedSequences::LiveFrom(absl::Span<const WindowTable> tables,
+                                   int64_t first) {
+  int64_t live = 0;
+  for (const WindowTable& t : tables) {
+    for (int64_t i = first; i < t.num_entries(); ++i) {
+      live += t.entries()[i].is_valid() ? 1 : 0;
+    }
+  }
+  return live;
+}
+
 SwapPlan GroupedSequences::MirrorTables(absl::Span<const WindowTable> from,
+                                        int64_t first,
                                         absl::Span<const BlockId> blocks,
                                         std::vector<WindowTable>* to) const {
   PKV_CHECK(from.size() == groups_.size() && to->size() == groups_.size(),
@@ -100,9 +112,11 @@ SwapPlan GroupedSequences::MirrorTables(absl::Span<const WindowTable> from,
   for (int32_t g = 0; g < num_groups(); ++g) {
     const WindowTable& f = from[g];
     WindowTable& t = (*to)[g];
-    PKV_CHECK(t.num_entries() == 0, "mirroring onto a table of %d entries",
-              t.num_entries());
-    for (BlockId e : f.entries()) {
+    PKV_CHECK(t.num_entries() == first && f.num_entries() >= first,
+              "mirroring entries from %d of a table of %d onto one of %d",
+              first, f.num_entries(), t.num_entries());
+    for (int64_t i = first; i < f.num_entries(); ++i) {
+      const BlockId e = f.entries()[i];
       if (!e.is_valid()) {
         t.AppendHole();
         continue;
@@ -114,8 +128,9 @@ SwapPlan GroupedSequences::MirrorTables(absl::Span<const WindowTable> from,
       plan.src.push_back(e);
       plan.dst.push_back(b);
     }
-    // Below first_unpassed() all are holes: passing them releases nothing,
-    // and the next window release starts where the source's would.
+    // Below first_unpassed() all are holes (the entries below `first`
+    // too, the caller's): passing them releases nothing, and the next
+    // window release starts where the source's would.
     PKV_CHECK(t.ReleaseBefore(f.first_unpassed()) == 0,
               "a mirrored table released live entries");
     plan.group_offsets.push_back(static_cast<int32_t>(plan.src.size()));
@@ -141,7 +156,7 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapOut(SequenceId seq) {
                        host_->Allocate(static_cast<int32_t>(live)));
   s->host_tables.clear();
   for (int32_t g = 0; g < num_groups(); ++g) s->host_tables.emplace_back(host_);
-  SwapPlan plan = MirrorTables(s->tables, host, &s->host_tables);
+  SwapPlan plan = MirrorTables(s->tables, 0, host, &s->host_tables);
   // The device tables stay held (and charged) until CompleteSwap: of its
   // worst case it keeps reserved just those, and gives up the rest as
   // Preempt does.
@@ -163,31 +178,64 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   }
   // The tables come back as they left: the worst case of its placement.
   PKV_RETURN_IF_ERROR(Reserve(seq, s->placed, s->max_tokens));
-  const int64_t live = LiveEntries(s->host_tables);
-  if (live > Available()) {
+  // Blocks still cached come back without a copy. The hit stays within
+  // the computed tokens, so each window group's hit entries start at or
+  // below its first live one (WindowFirstNeededBlock is monotonic) and
+  // the rest of its table is the host table's from the hit on.
+  int64_t max_hits = 0;
+  int64_t anchor_hits = 0;
+  BlockPool::PrefixMatch m;
+  if (s->prefix.has_value()) {
+    max_hits = std::min<int64_t>(
+        s->computed / block_tokens_,
+        static_cast<int64_t>(s->prefix->tokens.size()) / block_tokens_);
+    m = MatchHit(*s, max_hits, &anchor_hits);
+  }
+  // As in Readmit, the room is checked before any block is pinned.
+  const int64_t fresh = LiveFrom(s->host_tables, m.blocks) + m.revived;
+  if (fresh > Available()) {
     Unreserve(s->placed, s->max_tokens);
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "SwapIn of sequence %d: need %d blocks (the live entries of %d "
-        "groups), %d free",
-        seq, live, num_groups(), Available()));
+        "SwapIn of sequence %d: needs %d blocks (the live entries of %d "
+        "groups past a cache hit of %d blocks, %d cached ones to revive), "
+        "%d free",
+        seq, fresh, num_groups(), m.blocks, m.revived, Available()));
   }
-  if (absl::Status st = TakeBlocks(live); !st.ok()) {
+  const int64_t hit =
+      s->prefix.has_value() ? PinHit(*s, max_hits, anchor_hits) : 0;
+  if (s->tables.empty()) {
+    for (int32_t g = 0; g < num_groups(); ++g) s->tables.emplace_back(books_);
+  }
+  // What a window group's host table has as holes it has as holes.
+  for (int32_t g = 0; g < num_groups(); ++g) {
+    s->tables[g].ReleaseBefore(
+        std::min<int64_t>(s->host_tables[g].first_unpassed(), hit));
+  }
+  const int64_t copies = LiveFrom(s->host_tables, hit);
+  if (absl::Status st = TakeBlocks(copies); !st.ok()) {
+    ClearTables(*s);
     Unreserve(s->placed, s->max_tokens);
     return st;
   }
   // Its device tables, emptied by CompleteSwap, keep their generations.
-  SwapPlan plan = MirrorTables(s->host_tables, step_blocks_, &s->tables);
-  s->may_share = false;  // Fresh blocks only.
+  SwapPlan plan = MirrorTables(s->host_tables, hit, step_blocks_, &s->tables);
+  s->may_share = false;  // Fresh tails (a hit holds full blocks only).
   if (s->prefix.has_value()) {
-    // Fresh blocks: published again at the next commit (switched to equal
+    // The copies are published again at the next commit (switched to equal
     // cached entries where there are some).
-    s->prefix->published = 0;
-    s->prefix->stopped = false;
-    std::fill(s->group_published.begin(), s->group_published.end(), 0);
+    SequencePrefix& p = *s->prefix;
+    p.published = static_cast<int32_t>(hit);
+    std::fill(s->group_published.begin(), s->group_published.end(),
+              static_cast<int32_t>(hit));
+    // Hits past its own commit point hold final KV of the same tokens.
+    p.committed = std::max(p.committed, hit * block_tokens_);
+    p.epoch = books_->prefix_epoch();
+    p.stopped = false;
+    prefix_stats_.rehit_blocks += hit;
   }
   s->state = SequenceState::kSwappingIn;
   ++swap_ins_;
-  swapped_blocks_ += live;
+  swapped_blocks_ += copies;
   return plan;
 }
 

@@ -75,13 +75,16 @@ constexpr int64_t kMaxTokens = 40;
 
 enum Op { kAdd, kAppend, kFork, kTruncate, kFree, kPreempt, kReadmit,
           kSwapOut, kSwapIn, kExport, kCommit, kNumOps };
+// Not a call: the successful SwapIns that took cached blocks back.
+constexpr size_t kSwapInRehit = kNumOps;
 
 OpStats& Stats() {
   return OpStats::Get("grouped_manager_fuzzer",
                       {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free",
                        "Preempt", "Readmit", "SwapOut", "SwapIn",
                        "Export (dense, CSR)",
-                       "CommitTokens / ResetPrefixCache"});
+                       "CommitTokens / ResetPrefixCache",
+                       "(SwapIn re-hits)"});
 }
 
 struct ModelSequence {
@@ -434,8 +437,17 @@ class GroupedFuzzer {
       if (!t.ok()) break;
       for (BlockId b : t->blocks) live += b.is_valid() ? 1 : 0;
     }
+    const int64_t rehits_before = m_->stats().prefix.rehit_blocks;
     absl::StatusOr<SwapPlan> plan = out ? m_->SwapOut(id) : m_->SwapIn(id);
     if (!plan.ok()) return plan.status();
+    // Blocks SwapIn found cached hold final KV: its commit point moves up
+    // to them (and, in host mode, the reads below check their words).
+    const int64_t rehits = m_->stats().prefix.rehit_blocks - rehits_before;
+    if (rehits > 0) {
+      if (out) Divergence(history_, "SwapOut counted re-hits");
+      model_[id].committed = std::max(model_[id].committed, rehits * bt_);
+      Stats().CountOp(kSwapInRehit, absl::OkStatus());
+    }
     const size_t pairs = plan->src.size();
     const bool shaped =
         host_ ? pairs == 0 && plan->dst.empty()

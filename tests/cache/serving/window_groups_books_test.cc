@@ -455,8 +455,9 @@ TEST(GroupedSwapTest, RefusedCallsChangeNothing) {
   before = TakeGroupedSnapshot(*m, ids);
   EXPECT_THAT(m->SwapIn(2).status(),
               StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr("need 4 blocks (the live entries of 2 "
-                                 "groups), 2 free")));
+                       HasSubstr("needs 4 blocks (the live entries of 2 "
+                                 "groups past a cache hit of 0 blocks, 0 "
+                                 "cached ones to revive), 2 free")));
   EXPECT_EQ(TakeGroupedSnapshot(*m, ids), before);
   m->CheckInvariants();
   ASSERT_THAT(m->Free(3), IsOk());

@@ -2,11 +2,12 @@
 // groups' entries under it. A hit covers the window the next token reads
 // in every group (and only that, holes below), is never matched before its
 // commit, is a miss on a forced hash collision, stops where a window group
-// lost a block, and survives eviction, truncation, preemption and swap,
-// also when no group is full (a window group anchors the cache). A
-// seeded property test writes a content model into every slot the manager
-// hands out (group, position, digest of the tokens up to it) and checks
-// that every block of every hit holds exactly the new sequence's content:
+// lost a block, and survives eviction, truncation, preemption and swap
+// (SwapIn re-hits what stayed cached), also when no group is full (a
+// window group anchors the cache). A seeded property test writes a
+// content model into every slot the manager hands out (group, position,
+// digest of the tokens up to it) and checks that every block of every hit
+// and of every swapped-in table holds exactly the sequence's content:
 // nothing wrong is ever served.
 #include <algorithm>
 #include <cstdint>
@@ -104,6 +105,81 @@ TEST(GroupedPrefixTest, AReadmitWithoutRoomChangesNothing) {
   ASSERT_THAT(m->Readmit(1, &out), IsOk());
   EXPECT_EQ(out.num_cached_tokens, 8);
   m->CheckInvariants();
+}
+
+// SwapIn takes the blocks still cached back without a copy (within the
+// computed tokens) and copies only the live entries past the hit; where
+// the hit is shorter than a window group's holes, its pins there go back.
+// Block 4 tokens; 1 full group and 1 window group of 8 tokens.
+TEST(GroupedPrefixTest, ASwapInReHitsWhatStayedCached) {
+  for (const bool lagging_commit : {false, true}) {
+    SCOPED_TRACE(lagging_commit ? "1 block committed" : "all committed");
+    KVCacheManager::Options o = Options(32, 4, 1, 1, 8);
+    o.num_host_blocks = 16;
+    std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+    StepOutput out;
+    ASSERT_THAT(m->AddSequence(1, Iota(12), 8, &out), IsOk());
+    const TokenCommit c[] = {{.seq = 1, .num_tokens = lagging_commit ? 4 : 12}};
+    ASSERT_THAT(m->CommitTokens(c), IsOk());
+    // 13 tokens, 12 computed: the window group released block 0.
+    Step(*m, 1, 500);
+    const std::vector<BlockId> full = Table(*m, 1, 0);
+    const std::vector<BlockId> window = Table(*m, 1, 1);
+    ASSERT_EQ(full.size(), 4u);
+    ASSERT_FALSE(window[0].is_valid());
+    const absl::StatusOr<SwapPlan> out_plan = m->SwapOut(1);
+    ASSERT_THAT(out_plan.status(), IsOk());
+    EXPECT_EQ(out_plan->src.size(), 7u);  // 4 + 3 live entries.
+    ASSERT_THAT(m->CompleteSwap(1), IsOk());
+    const int64_t swapped_before = m->stats().swapped_blocks;
+
+    const absl::StatusOr<SwapPlan> in = m->SwapIn(1);
+    ASSERT_THAT(in.status(), IsOk());
+    m->CheckInvariants();
+    const int64_t hit = lagging_commit ? 1 : 3;
+    EXPECT_EQ(m->stats().prefix.rehit_blocks, hit);
+    // Copied: the full group's entries past the hit, the window's live
+    // ones past it (entries 1..3 when only block 0 hit, else entry 3).
+    const size_t window_copies = lagging_commit ? 3 : 1;
+    ASSERT_EQ(in->group_offsets, (std::vector<int32_t>{
+                                     0, static_cast<int32_t>(4 - hit),
+                                     static_cast<int32_t>(4 - hit +
+                                                          window_copies)}));
+    EXPECT_EQ(m->stats().swapped_blocks - swapped_before,
+              static_cast<int64_t>(in->src.size()));
+    ASSERT_THAT(m->CompleteSwap(1), IsOk());
+    // The hit entries are the very blocks the sequence left cached, the
+    // others the plan's copy targets, in order; the window group's holes
+    // are where they were.
+    const std::vector<BlockId> full_in = Table(*m, 1, 0);
+    const std::vector<BlockId> window_in = Table(*m, 1, 1);
+    ASSERT_EQ(full_in.size(), 4u);
+    ASSERT_EQ(window_in.size(), 4u);
+    std::vector<BlockId> copied;
+    for (int64_t i = 0; i < 4; ++i) {
+      if (i < hit) {
+        EXPECT_EQ(full_in[i], full[i]) << "full entry " << i;
+      } else {
+        copied.push_back(full_in[i]);
+      }
+    }
+    for (int64_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(window_in[i].is_valid(), i >= 1) << "window entry " << i;
+      if (i >= 1 && i < hit) {
+        EXPECT_EQ(window_in[i], window[i]) << "window entry " << i;
+      } else if (i >= 1) {
+        copied.push_back(window_in[i]);
+      }
+    }
+    EXPECT_EQ(in->dst, copied);
+    // The hit's tokens are final now; the next commit publishes the rest.
+    Step(*m, 1, 501);
+    CommitAll(*m, 1);
+    m->CheckInvariants();
+    ASSERT_THAT(m->Free(1), IsOk());
+    EXPECT_EQ(m->stats().used_blocks, 0);
+    m->CheckInvariants();
+  }
 }
 
 // A step writing into a tail that may be shared copies it in every group
@@ -573,6 +649,7 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
   SequenceId next_id = 1;
   int64_t hits_checked = 0;        // Hits of at least one block.
   int64_t hits_past_a_window = 0;  // Hits longer than the widest window.
+  int64_t swap_rehits = 0;         // Blocks SwapIn found cached.
   const int64_t max_window = 10;
 
   // The slots of tokens [first, first + k) of seq, written (group-major).
@@ -759,6 +836,7 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
       }
       for (auto& [sid, s] : seqs) {
         if (!s.swapped || sid == id) continue;
+        const int64_t rehits_before = m->stats().prefix.rehit_blocks;
         absl::StatusOr<SwapPlan> in = m->SwapIn(sid);
         if (!in.ok()) break;
         for (size_t i = 0; i < in->src.size(); ++i) {
@@ -767,6 +845,26 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
         }
         ASSERT_THAT(m->CompleteSwap(sid), IsOk());
         s.swapped = false;
+        // Its cached blocks came back without a copy, their KV final.
+        const int64_t rehits = m->stats().prefix.rehit_blocks - rehits_before;
+        s.committed = std::max(s.committed, rehits * bt);
+        swap_rehits += rehits;
+        // Every live entry, re-hit or copied back, holds its own KV.
+        for (int32_t g = 0; g < groups; ++g) {
+          const std::vector<BlockId> t = Table(*m, sid, g);
+          for (size_t i = 0; i < t.size(); ++i) {
+            if (!t[i].is_valid()) continue;
+            for (int64_t o2 = 0; o2 < bt; ++o2) {
+              const int64_t pos = static_cast<int64_t>(i) * bt + o2;
+              if (pos >= static_cast<int64_t>(s.tokens.size())) break;
+              ASSERT_EQ(device[int64_t{t[i].value()} * bt + o2],
+                        key(g, pos, s.digest[pos]))
+                  << "seed " << seed << ": swapped-in sequence " << sid
+                  << " holds another's KV in group " << g << " block " << i
+                  << " (" << rehits << " blocks re-hit)";
+            }
+          }
+        }
         break;
       }
     } else {  // A reset now and then.
@@ -780,6 +878,7 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
   // the holes below a window group's window were exercised).
   EXPECT_GT(hits_checked, 0) << "seed " << seed;
   EXPECT_GT(hits_past_a_window, 0) << "seed " << seed;
+  EXPECT_GT(swap_rehits, 0) << "seed " << seed << ": no SwapIn re-hit";
   for (const auto& [id, s] : seqs) ASSERT_THAT(m->Free(id), IsOk());
   EXPECT_EQ(m->stats().used_blocks, 0) << "every block returned";
   m->CheckInvariants();
