@@ -52,7 +52,11 @@ KVLayout GroupBlockLayout(const KVLayout& layout,
 std::string BlockContent(const KVLayout& layout,
                          absl::Span<const LayerGroup> groups) {
   std::string text = layout.ToString();
-  if (groups.empty()) return text + ", no layer groups";
+  // One full group of every layer holds what a block without groups does,
+  // under the same keys (its anchor is group 0, the chain from the root).
+  if (groups.empty() || (groups.size() == 1 && !groups[0].is_window())) {
+    return text + ", no layer groups";
+  }
   text += ", layer groups [";
   for (size_t g = 0; g < groups.size(); ++g) {
     if (g > 0) text += ", ";

@@ -68,7 +68,9 @@ KVLayout GroupBlockLayout(const KVLayout& layout,
 // groups, e.g. "layers=2 kv_heads=2 head_dim=4 dtype=float32
 // block_tokens=4, layer groups [1 full, 1 window 6]". Managers whose
 // descriptions differ must not share a prefix index: with equal tokens
-// their anchor chains have equal keys but hold different layers.
+// their anchor chains have equal keys but hold different layers. One full
+// group of every layer is described as no groups: its blocks, keys and
+// events are a manager's without groups.
 std::string BlockContent(const KVLayout& layout,
                          absl::Span<const LayerGroup> groups);
 

@@ -525,6 +525,51 @@ TEST(GroupedPrefixTest, ManagersWhoseBlocksDifferCannotShareAPrefixIndex) {
   b->CheckInvariants();
 }
 
+// One full group of every layer is a model without groups to the index:
+// the same blocks under the same keys, so managers of both kinds on one
+// pool share it and hit each other's blocks.
+TEST(GroupedPrefixTest, OneFullGroupSharesAnIndexWithNoGroups) {
+  const KVLayout two_layers = ::pagedkv::testing::SmallLayout();
+  std::unique_ptr<KVPool> pool =
+      *KVPool::Create({.layout = two_layers,
+                       .num_blocks = 32,
+                       .concurrency = PoolConcurrency::kShared});
+  auto options = [&](std::vector<LayerGroup> groups) {
+    KVCacheManager::Options o;
+    o.layout = two_layers;
+    o.pool = pool.get();
+    o.watermark = 0.0;
+    o.prefix_caching.enabled = true;
+    o.layer_groups = std::move(groups);
+    return o;
+  };
+  std::unique_ptr<KVCacheManager> plain = *KVCacheManager::Create(options({}));
+  absl::StatusOr<std::unique_ptr<KVCacheManager>> grouped =
+      KVCacheManager::Create(options({{.num_layers = 2}}));
+  ASSERT_THAT(grouped.status(), IsOk());
+  ASSERT_EQ((*grouped)->num_layer_groups(), 1);
+  StepOutput out;
+  // Each way: a prompt one committed, the other hits (all but the last
+  // token), on the very blocks.
+  ASSERT_THAT(plain->AddSequence(1, Iota(9), 4, &out), IsOk());
+  CommitAll(*plain, 1);
+  ASSERT_THAT((*grouped)->AddSequence(2, Iota(9), 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);
+  const std::vector<BlockId> t2 = Table(**grouped, 2, 0);
+  const KVCacheManager::RunningTable t1 = *plain->running_table(1);
+  EXPECT_EQ(t2[0], t1.blocks[0]);
+  EXPECT_EQ(t2[1], t1.blocks[1]);
+  ASSERT_THAT((*grouped)->AddSequence(3, Iota(13, 500), 4, &out), IsOk());
+  CommitAll(**grouped, 3);
+  ASSERT_THAT(plain->AddSequence(4, Iota(13, 500), 4, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 12);
+  plain->CheckInvariants();
+  (*grouped)->CheckInvariants();
+  for (SequenceId id : {1, 4}) ASSERT_THAT(plain->Free(id), IsOk());
+  for (SequenceId id : {2, 3}) ASSERT_THAT((*grouped)->Free(id), IsOk());
+  EXPECT_EQ(pool->books().stats().num_used_blocks, 0);
+}
+
 // No full group (Mistral-7B's one window group): the window group anchors
 // the cache itself. A hit pins only its window; the chain is verified from
 // the root through cached free entries; evicting a free head unpublishes
