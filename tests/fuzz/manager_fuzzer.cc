@@ -1270,27 +1270,52 @@ class ManagerFuzzer {
     }
   }
 
-  // Prefix caching: CommitTokens of 1-3 entries (mostly running sequences
-  // with ids; the ids the manager lacks, all or some; a count in range, now
-  // and then not), all or nothing.
+  // Prefix caching: CommitTokens of 1-3 entries, all or nothing: mostly
+  // distinct running sequences with ids, giving the ids the manager lacks
+  // (all or some) and a count in range; now and then an entry that fails
+  // the call (another sequence, a count out of range, one id too many).
+  // A bad entry in one of 16 each: 52% of the calls succeed in a 4-minute
+  // run (38% did when any sequence and any id count were drawn).
   void Commit() {
     const int64_t k = 1 + in_.Below(3);
     std::vector<TokenCommit> commits;
     std::vector<std::vector<int32_t>> ids(static_cast<size_t>(k));
     std::vector<std::string> parts;
+    std::vector<SequenceId> committable;
+    for (const auto& [id, m] : seqs_) {
+      if (m.state == SequenceState::kRunning && m.with_ids) {
+        committable.push_back(id);
+      }
+    }
+    // Nothing to commit (most often: no running sequence): mostly an
+    // export instead, so such states do not spend the op on NOT_FOUND.
+    if (committable.empty() && !in_.OneIn(8)) {
+      Export();
+      return;
+    }
     for (int64_t i = 0; i < k; ++i) {
-      const SequenceId id = PickId(SequenceState::kRunning);
+      SequenceId id;
+      if (!committable.empty() && !in_.OneIn(16)) {
+        const size_t j = static_cast<size_t>(
+            in_.Below(static_cast<int64_t>(committable.size())));
+        id = committable[j];
+        committable.erase(committable.begin() + static_cast<ptrdiff_t>(j));
+      } else {
+        id = PickId(SequenceState::kRunning);
+      }
       TokenCommit c{.seq = id, .num_tokens = 0};
       auto it = seqs_.find(id);
       if (it != seqs_.end()) {
         const ModelSeq& m = it->second;
         const int64_t len = static_cast<int64_t>(m.tags.size());
-        c.num_tokens = in_.OneIn(12)
+        c.num_tokens = in_.OneIn(16)
                            ? (in_.Bool() ? len + 1 : m.committed - 1)
                            : m.committed + in_.Below(len - m.committed + 1);
         if (m.with_ids && m.known_ids < len) {
           const int64_t missing = len - m.known_ids;
-          const int64_t n = in_.Bool() ? missing : in_.Below(missing + 2);
+          const int64_t n = in_.OneIn(16) ? missing + 1
+                            : in_.Bool()  ? missing
+                                          : in_.Below(missing + 1);
           for (int64_t j = 0; j < n; ++j) {
             const int64_t t = m.known_ids + j;
             ids[i].push_back(t < len ? m.ids[static_cast<size_t>(t)] : 0);
