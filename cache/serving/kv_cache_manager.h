@@ -250,7 +250,11 @@ struct RemoteManagerStats {
 //
 // Pairs 0..2 copy group 0's KV tensor, pairs 3..4 group 1's. SwapIn then
 // returns {h0, ..., h4} -> five new device blocks d0..d4, split {0, 3, 5},
-// and group 1's table is {-1, d3, d4} again.
+// and group 1's table is {-1, d3, d4} again. With prefix caching, entries
+// still cached come back pinned and have no pair: if the sequence had
+// committed 8 tokens and blocks 3, 5 and 6 stayed cached, SwapIn returns
+// {h2, h4} -> {d2, d4}, split {0, 1, 2}, and the tables are {3, 5, d2}
+// and {-1, 6, d4}.
 struct SwapPlan {
   std::vector<BlockId> src;  // Device blocks (out) or host blocks (in).
   std::vector<BlockId> dst;  // Host blocks (out) or device blocks (in).
@@ -490,7 +494,8 @@ class KVCacheManager {
   // kSwappingIn until CompleteSwap. FAILED_PRECONDITION unless swapped out;
   // RESOURCE_EXHAUSTED (still swapped out) when the device pool is full
   // (kReservation: when its reservation does not fit). With layer groups
-  // the tables come back with their holes, pairs split as SwapOut's.
+  // the tables come back with their holes, pairs split as SwapOut's (and
+  // the cached blocks pinned lie within its computed tokens).
   absl::StatusOr<SwapPlan> SwapIn(SequenceId seq);
   // Books-only: the caller ran the copies of the pending swap; releases the
   // source tier's blocks. FAILED_PRECONDITION unless a swap is pending.

@@ -525,6 +525,41 @@ TEST(GroupedPrefixTest, ManagersWhoseBlocksDifferCannotShareAPrefixIndex) {
   b->CheckInvariants();
 }
 
+// The header's SwapPlan example with prefix caching (kv_cache_manager.h):
+// block 4 tokens, group 0 full, group 1 a window of 4 tokens, 10 tokens
+// of which the last step's started at token 9, 8 committed. The blocks
+// that stayed cached come back pinned; only group 0's entry 2 and group
+// 1's entry 2 are copied.
+TEST(GroupedPrefixTest, TheHeadersSwapPlanExampleWithCachedBlocks) {
+  KVCacheManager::Options o = Options(16, 4, 1, 1, 4);
+  o.num_host_blocks = 8;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(9), 10, &out), IsOk());
+  const int32_t id[] = {500};
+  const SlotRequest step[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = id, .commit = 8}};
+  ASSERT_THAT(m->AppendSlots(step, &out), IsOk());
+  const std::vector<BlockId> full = Table(*m, 1, 0);
+  const std::vector<BlockId> window = Table(*m, 1, 1);
+  ASSERT_FALSE(window[0].is_valid());
+  const SwapPlan out_plan = *m->SwapOut(1);
+  ASSERT_EQ(out_plan.dst.size(), 5u);
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  const SwapPlan in_plan = *m->SwapIn(1);
+  EXPECT_EQ(in_plan.src,
+            (std::vector<BlockId>{out_plan.dst[2], out_plan.dst[4]}));
+  EXPECT_EQ(in_plan.group_offsets, (std::vector<int32_t>{0, 1, 2}));
+  m->CheckInvariants();
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  EXPECT_EQ(Table(*m, 1, 0),
+            (std::vector<BlockId>{full[0], full[1], in_plan.dst[0]}));
+  EXPECT_EQ(Table(*m, 1, 1),
+            (std::vector<BlockId>{BlockId(), window[1], in_plan.dst[1]}));
+  EXPECT_EQ(m->stats().prefix.rehit_blocks, 2);
+  m->CheckInvariants();
+}
+
 // One full group of every layer is a model without groups to the index:
 // the same blocks under the same keys, so managers of both kinds on one
 // pool share it and hit each other's blocks.
