@@ -783,9 +783,12 @@ class KVCacheManager {
   bool has_host_tier() const;
   absl::StatusOr<Sequence*> Find(SequenceId seq);
   absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
-  // Appends the flat slots of tokens [first, first + n) of `table`.
+  // Appends the flat slots of tokens [first, first + n) of `table`; Write
+  // stores them at dst[0, n) (REQUIRES: n > 0, table holds the tokens).
   void AddSlots(const BlockTable& table, int64_t first, int64_t n,
                 StepOutput* out) const;
+  void WriteSlots(const BlockTable& table, int64_t first, int64_t n,
+                  int64_t* dst) const;
   // Host mode: runs and completes the copies; books-only: leaves them.
   void FinishCopies(StepOutput* out);
   BlockPool& host_books();
