@@ -65,6 +65,19 @@ std::vector<BlockId> Table(const KVCacheManager& m, SequenceId seq,
   return {t.blocks.begin(), t.blocks.end()};
 }
 
+// A manager of `layout` and `groups` on the caller's shared `pool`, prefix
+// caching on, no watermark.
+KVCacheManager::Options SharedPoolOptions(const KVLayout& layout, KVPool* pool,
+                                          std::vector<LayerGroup> groups) {
+  KVCacheManager::Options o;
+  o.layout = layout;
+  o.pool = pool;
+  o.watermark = 0.0;
+  o.prefix_caching.enabled = true;
+  o.layer_groups = std::move(groups);
+  return o;
+}
+
 // Commits every token of seq.
 void CommitAll(KVCacheManager& m, SequenceId seq) {
   const TokenCommit c[] = {{.seq = seq, .num_tokens = *m.num_tokens(seq)}};
@@ -473,13 +486,7 @@ TEST(GroupedPrefixTest, ManagersWhoseBlocksDifferCannotShareAPrefixIndex) {
        .num_blocks = 32,
        .concurrency = PoolConcurrency::kShared});
   auto options = [&](const KVLayout& layout, std::vector<LayerGroup> groups) {
-    KVCacheManager::Options o;
-    o.layout = layout;
-    o.pool = pool.get();
-    o.watermark = 0.0;
-    o.prefix_caching.enabled = true;
-    o.layer_groups = std::move(groups);
-    return o;
+    return SharedPoolOptions(layout, pool.get(), std::move(groups));
   };
   // A Create that fails on its own options leaves the index off, so it
   // binds the pool to no model.
@@ -570,13 +577,7 @@ TEST(GroupedPrefixTest, OneFullGroupSharesAnIndexWithNoGroups) {
                        .num_blocks = 32,
                        .concurrency = PoolConcurrency::kShared});
   auto options = [&](std::vector<LayerGroup> groups) {
-    KVCacheManager::Options o;
-    o.layout = two_layers;
-    o.pool = pool.get();
-    o.watermark = 0.0;
-    o.prefix_caching.enabled = true;
-    o.layer_groups = std::move(groups);
-    return o;
+    return SharedPoolOptions(two_layers, pool.get(), std::move(groups));
   };
   std::unique_ptr<KVCacheManager> plain = *KVCacheManager::Create(options({}));
   absl::StatusOr<std::unique_ptr<KVCacheManager>> grouped =
