@@ -79,12 +79,11 @@ enum Op { kAdd, kAppend, kFork, kTruncate, kFree, kPreempt, kReadmit,
 constexpr size_t kSwapInRehit = kNumOps;
 
 OpStats& Stats() {
-  return OpStats::Get("grouped_manager_fuzzer",
-                      {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free",
-                       "Preempt", "Readmit", "SwapOut", "SwapIn",
-                       "Export (dense, CSR)",
-                       "CommitTokens / ResetPrefixCache",
-                       "(SwapIn re-hits)"});
+  return OpStats::Get(
+      "grouped_manager_fuzzer",
+      {"AddSequence", "AppendSlots", "Fork", "Truncate", "Free", "Preempt",
+       "Readmit", "SwapOut", "SwapIn", "Export (dense, CSR)",
+       "CommitTokens / ResetPrefixCache", "(SwapIn re-hits)"});
 }
 
 struct ModelSequence {

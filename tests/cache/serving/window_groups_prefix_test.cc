@@ -154,10 +154,10 @@ TEST(GroupedPrefixTest, ASwapInReHitsWhatStayedCached) {
     // Copied: the full group's entries past the hit, the window's live
     // ones past it (entries 1..3 when only block 0 hit, else entry 3).
     const size_t window_copies = lagging_commit ? 3 : 1;
-    ASSERT_EQ(in->group_offsets, (std::vector<int32_t>{
-                                     0, static_cast<int32_t>(4 - hit),
-                                     static_cast<int32_t>(4 - hit +
-                                                          window_copies)}));
+    ASSERT_EQ(
+        in->group_offsets,
+        (std::vector<int32_t>{0, static_cast<int32_t>(4 - hit),
+                              static_cast<int32_t>(4 - hit + window_copies)}));
     EXPECT_EQ(m->stats().swapped_blocks - swapped_before,
               static_cast<int64_t>(in->src.size()));
     ASSERT_THAT(m->CompleteSwap(1), IsOk());
