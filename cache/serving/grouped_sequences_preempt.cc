@@ -201,11 +201,10 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
         "%d free",
         seq, fresh, num_groups(), m.blocks, m.revived, Available()));
   }
+  // Its device tables, emptied by CompleteSwap, are still there (and keep
+  // their generations): PinHit and MirrorTables fill them.
   const int64_t hit =
       s->prefix.has_value() ? PinHit(*s, max_hits, anchor_hits) : 0;
-  if (s->tables.empty()) {
-    for (int32_t g = 0; g < num_groups(); ++g) s->tables.emplace_back(books_);
-  }
   // What a window group's host table has as holes it has as holes.
   for (int32_t g = 0; g < num_groups(); ++g) {
     s->tables[g].ReleaseBefore(
@@ -217,7 +216,6 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
     Unreserve(s->placed, s->max_tokens);
     return st;
   }
-  // Its device tables, emptied by CompleteSwap, keep their generations.
   SwapPlan plan = MirrorTables(s->host_tables, hit, step_blocks_, &s->tables);
   s->may_share = false;  // Fresh tails (a hit holds full blocks only).
   if (s->prefix.has_value()) {

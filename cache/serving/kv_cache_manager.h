@@ -784,7 +784,7 @@ class KVCacheManager {
   absl::StatusOr<Sequence*> Find(SequenceId seq);
   absl::StatusOr<const Sequence*> Find(SequenceId seq) const;
   // Appends the flat slots of tokens [first, first + n) of `table`; Write
-  // stores them at dst[0, n) (REQUIRES: n > 0, table holds the tokens).
+  // stores them at dst[0, n) (REQUIRES: table holds the tokens).
   void AddSlots(const BlockTable& table, int64_t first, int64_t n,
                 StepOutput* out) const;
   void WriteSlots(const BlockTable& table, int64_t first, int64_t n,

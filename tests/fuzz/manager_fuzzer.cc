@@ -1274,8 +1274,9 @@ class ManagerFuzzer {
   // distinct running sequences with ids, giving the ids the manager lacks
   // (all or some) and a count in range; now and then an entry that fails
   // the call (another sequence, a count out of range, one id too many).
-  // A bad entry in one of 16 each: 52% of the calls succeed in a 4-minute
-  // run (38% did when any sequence and any id count were drawn).
+  // A bad entry in one of 16 each: 45-56% of the calls succeed in runs of
+  // 4 to 7 minutes (38% did when any sequence and any id count were
+  // drawn).
   void Commit() {
     const int64_t k = 1 + in_.Below(3);
     std::vector<TokenCommit> commits;
