@@ -3,6 +3,7 @@
 // to the host tier (SwapOut / SwapIn / CompleteSwap).
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -195,11 +196,16 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   const int64_t fresh = LiveFrom(s->host_tables, m.blocks) + m.revived;
   if (fresh > Available()) {
     Unreserve(s->placed, s->max_tokens);
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "SwapIn of sequence %d: needs %d blocks (the live entries of %d "
-        "groups past a cache hit of %d blocks, %d cached ones to revive), "
-        "%d free",
-        seq, fresh, num_groups(), m.blocks, m.revived, Available()));
+    // Without a prefix there is no hit to name.
+    const std::string why =
+        s->prefix.has_value()
+            ? absl::StrFormat("the live entries of %d groups past a cache "
+                              "hit of %d blocks, %d cached ones to revive",
+                              num_groups(), m.blocks, m.revived)
+            : absl::StrFormat("the live entries of %d groups", num_groups());
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("SwapIn of sequence %d: needs %d blocks (%s), %d free",
+                        seq, fresh, why, Available()));
   }
   // Its device tables, emptied by CompleteSwap, are still there (and keep
   // their generations): PinHit and MirrorTables fill them.
