@@ -247,25 +247,30 @@ class BlockPool {
     int32_t group = 0;   // != the anchor's.
     int32_t window = 0;  // Tokens a query reads back; 0: a full group.
     absl::Span<const BlockHash> hashes;  // One per anchor chain block.
+    // Blocks below `first` are not wanted (a swapped-in window group's
+    // holes): the hit neither needs nor pins them.
+    int64_t first = 0;
   };
   // The longest hit of L anchor blocks (L <= anchor.hashes.size()) at which
   // every group holds the blocks the next token reads: a full group all of
-  // [0, L), a window group [WindowFirstNeededBlock(L * bt, window), L); the
-  // anchor's window is anchor_window (0: full). `revived` counts the free
-  // cached blocks among them. Changes nothing.
-  // REQUIRES: prefix_cache_enabled(); chains well formed.
+  // [first, L), a window group [max(first, WindowFirstNeededBlock(L * bt,
+  // window)), L); the anchor's window is anchor_window (0: full), its
+  // first anchor_first (its chain is verified from the root all the same).
+  // `revived` counts the free cached blocks among them. Changes nothing.
+  // REQUIRES: prefix_cache_enabled(); chains well formed; firsts >= 0.
   PrefixMatch MatchGroupedPrefix(const PrefixChain& anchor,
                                  int32_t anchor_window,
-                                 absl::Span<const PrefixGroup> groups) const;
+                                 absl::Span<const PrefixGroup> groups,
+                                 int64_t anchor_first = 0) const;
   // MatchGroupedPrefix, taking one reference on every block of the hit in
   // one lock, appended to *out: the anchor's blocks from its first needed
   // one to L - 1, then group by group the same. Revives free cached blocks
   // only while an unreserved free block is left for each (else the hit is
   // shorter).
-  PrefixMatch PinGroupedPrefix(const PrefixChain& anchor,
-                               int32_t anchor_window,
+  PrefixMatch PinGroupedPrefix(const PrefixChain& anchor, int32_t anchor_window,
                                absl::Span<const PrefixGroup> groups,
-                               std::vector<BlockId>* out);
+                               std::vector<BlockId>* out,
+                               int64_t anchor_first = 0);
   // See PrefixGroup. One way; idempotent.
   void AllowInUseUnderFreeParents();
   // Publishes blocks[i] (an invalid id: a hole, skipped) as `group`'s entry
@@ -387,6 +392,7 @@ class BlockPool {
   PrefixMatch MatchGroupedLocked(const PrefixChain& anchor,
                                  int32_t anchor_window,
                                  absl::Span<const PrefixGroup> groups,
+                                 int64_t anchor_first,
                                  std::vector<BlockId>* pin)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // budget: stop where reviving one more free block would need a reserved

@@ -194,7 +194,8 @@ int32_t BlockPool::Publish(absl::Span<const BlockId> blocks, BlockId parent,
 
 BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     const PrefixChain& anchor, int32_t anchor_window,
-    absl::Span<const PrefixGroup> groups, std::vector<BlockId>* pin) {
+    absl::Span<const PrefixGroup> groups, int64_t anchor_first,
+    std::vector<BlockId>* pin) {
   PKV_CHECK(prefix_ != nullptr, "prefix lookup without a prefix cache");
   CheckChain(anchor);
   const int32_t bt = prefix_options_.block_tokens;
@@ -212,12 +213,14 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     parent = b;
   }
   for (const PrefixGroup& g : groups) {
-    PKV_CHECK(g.group != anchor.group && g.window >= 0 &&
+    PKV_CHECK(g.group != anchor.group && g.window >= 0 && g.first >= 0 &&
                   g.hashes.size() == anchor.hashes.size(),
-              "group %d (window %d) with %d hashes under anchor group %d of "
-              "%d", g.group, g.window, g.hashes.size(), anchor.group,
+              "group %d (window %d, first %d) with %d hashes under anchor "
+              "group %d of %d",
+              g.group, g.window, g.first, g.hashes.size(), anchor.group,
               anchor.hashes.size());
   }
+  PKV_CHECK(anchor_first >= 0, "anchor_first %d", anchor_first);
   // Group k's entry for block j, or -1; each looked up once per call (the
   // search, the revival count and the pins ask again).
   const int64_t num_ids = static_cast<int64_t>(ids.size());
@@ -232,11 +235,14 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     }
     return e;
   };
-  const auto first_of = [bt](int32_t window, int64_t hit) {
-    return window == 0 ? 0 : WindowFirstNeededBlock(hit * bt, window, bt);
+  // What a group needs of a hit: from its window's first block, and not
+  // below the blocks it wants (SwapIn's holes).
+  const auto first_of = [bt](int32_t window, int64_t first, int64_t hit) {
+    return std::max<int64_t>(
+        first, window == 0 ? 0 : WindowFirstNeededBlock(hit * bt, window, bt));
   };
   const auto first_needed = [&](const PrefixGroup& g, int64_t hit) {
-    return first_of(g.window, hit);
+    return first_of(g.window, g.first, hit);
   };
   // 2. Lower the hit until every group holds what the next token reads.
   // lo[k]: group k holds every entry in [lo[k], hit) (each entry is looked
@@ -264,7 +270,7 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     // 3. Reviving a free cached block takes a free block: at most the
     // unreserved ones (else a shorter hit, which needs fewer).
     int32_t revived = 0;
-    for (int64_t j = first_of(anchor_window, hit); j < hit; ++j) {
+    for (int64_t j = first_of(anchor_window, anchor_first, hit); j < hit; ++j) {
       revived += ref_counts_[ids[j]] == 0;
     }
     for (size_t k = 0; k < groups.size(); ++k) {
@@ -283,7 +289,9 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     m.revived += ref_counts_[b] == 0;
     if (pin != nullptr) PinCachedLocked(b, pin);
   };
-  for (int64_t j = first_of(anchor_window, hit); j < hit; ++j) take(ids[j]);
+  for (int64_t j = first_of(anchor_window, anchor_first, hit); j < hit; ++j) {
+    take(ids[j]);
+  }
   for (size_t k = 0; k < groups.size(); ++k) {
     for (int64_t j = first_needed(groups[k], hit); j < hit; ++j) {
       take(entry(k, j));
@@ -294,18 +302,19 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
 
 BlockPool::PrefixMatch BlockPool::MatchGroupedPrefix(
     const PrefixChain& anchor, int32_t anchor_window,
-    absl::Span<const PrefixGroup> groups) const {
+    absl::Span<const PrefixGroup> groups, int64_t anchor_first) const {
   MaybeLock lock(&mu_);
   return const_cast<BlockPool*>(this)->MatchGroupedLocked(
-      anchor, anchor_window, groups, nullptr);
+      anchor, anchor_window, groups, anchor_first, nullptr);
 }
 
 BlockPool::PrefixMatch BlockPool::PinGroupedPrefix(
     const PrefixChain& anchor, int32_t anchor_window,
-    absl::Span<const PrefixGroup> groups, std::vector<BlockId>* out) {
+    absl::Span<const PrefixGroup> groups, std::vector<BlockId>* out,
+    int64_t anchor_first) {
   PKV_CHECK(out != nullptr, "PinGroupedPrefix needs an output");
   MaybeLock lock(&mu_);
-  return MatchGroupedLocked(anchor, anchor_window, groups, out);
+  return MatchGroupedLocked(anchor, anchor_window, groups, anchor_first, out);
 }
 
 void BlockPool::AllowInUseUnderFreeParents() {

@@ -66,9 +66,9 @@
 // first, so leaves are evicted first.
 // Readmit re-hits the sequence's own prefix; so does SwapIn, within its
 // computed tokens (a hit's window entries then start at or below the host
-// table's first live one; those below it are released again), copying
-// only the live entries past the hit back and republishing them at the
-// next commit. kReservation reserves
+// table's first live one; the hit neither needs nor pins those below it,
+// which stay holes), copying only the live entries past the hit back and
+// republishing them at the next commit. kReservation reserves
 // the whole worst case even with hits (a hit lowers what is taken, not
 // what is reserved).
 //
@@ -334,17 +334,22 @@ class GroupedSequences {
   void EnsureKeys(Sequence& s, int64_t n) const;
   BlockPool::PrefixChain AnchorChain(const SequencePrefix& p, int64_t first,
                                      int64_t n) const;
-  // The other groups' query for blocks [0, n) of s (in scratch_groups_).
-  absl::Span<const BlockPool::PrefixGroup> GroupQuery(const Sequence& s,
-                                                      int64_t n) const;
+  // The other groups' query for blocks [0, n) of s (in scratch_groups_),
+  // group g wanting blocks from firsts[g] on (empty: all).
+  absl::Span<const BlockPool::PrefixGroup> GroupQuery(
+      const Sequence& s, int64_t n, absl::Span<const int64_t> firsts) const;
   // The verified hit of s's first max_blocks blocks (keying what it looks
   // at; *anchor_hits, if given, gets the anchor chain's verified blocks);
   // Pin also takes the blocks into s's empty tables, looking the anchor
   // chain up again unless anchor_hits >= 0 says how far it went. Returns
-  // the hit.
+  // the hit. firsts (one per group, or empty: all 0) are the blocks each
+  // group wants from: SwapIn's host tables have holes below them, which
+  // the hit neither needs nor pins (they are holes in s's tables too).
   BlockPool::PrefixMatch MatchHit(Sequence& s, int64_t max_blocks,
-                                  int64_t* anchor_hits = nullptr) const;
-  int64_t PinHit(Sequence& s, int64_t max_blocks, int64_t anchor_hits = -1);
+                                  int64_t* anchor_hits = nullptr,
+                                  absl::Span<const int64_t> firsts = {}) const;
+  int64_t PinHit(Sequence& s, int64_t max_blocks, int64_t anchor_hits = -1,
+                 absl::Span<const int64_t> firsts = {});
   // Publishes what s committed and has not published (every group).
   void PublishCommitted(Sequence& s);
   // Truncate's part: keys, commit and published points to new_length; a
@@ -395,6 +400,7 @@ class GroupedSequences {
   mutable Sequence scratch_match_;  // CanAdmit's keys (no allocation warm).
   mutable std::vector<BlockPool::PrefixGroup> scratch_groups_;
   std::vector<BlockId> scratch_pins_;
+  std::vector<int64_t> scratch_firsts_;  // SwapIn's per-group firsts.
   std::vector<BlockPool::PrefixSwitch> scratch_switches_;
   // kReservation only. Destroyed after sequences_ (declared before).
   // Invariant: capacity == max(reserved_total_, num_charged()), and

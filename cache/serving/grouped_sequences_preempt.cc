@@ -182,7 +182,9 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   // Blocks still cached come back without a copy. The hit stays within
   // the computed tokens, so each window group's hit entries start at or
   // below its first live one (WindowFirstNeededBlock is monotonic) and
-  // the rest of its table is the host table's from the hit on.
+  // the rest of its table is the host table's from the hit on. A group
+  // wants no block below its host table's first live one (holes there
+  // stay holes): the hit neither needs those cached nor pins them.
   int64_t max_hits = 0;
   int64_t anchor_hits = 0;
   BlockPool::PrefixMatch m;
@@ -190,7 +192,11 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
     max_hits = std::min<int64_t>(
         s->computed / block_tokens_,
         static_cast<int64_t>(s->prefix->tokens.size()) / block_tokens_);
-    m = MatchHit(*s, max_hits, &anchor_hits);
+    scratch_firsts_.clear();
+    for (const WindowTable& t : s->host_tables) {
+      scratch_firsts_.push_back(t.first_unpassed());
+    }
+    m = MatchHit(*s, max_hits, &anchor_hits, scratch_firsts_);
   }
   // As in Readmit, the room is checked before any block is pinned.
   const int64_t fresh = LiveFrom(s->host_tables, m.blocks) + m.revived;
@@ -209,13 +215,10 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   }
   // Its device tables, emptied by CompleteSwap, are still there (and keep
   // their generations): PinHit and MirrorTables fill them.
-  const int64_t hit =
-      s->prefix.has_value() ? PinHit(*s, max_hits, anchor_hits) : 0;
-  // What a window group's host table has as holes it has as holes.
-  for (int32_t g = 0; g < num_groups(); ++g) {
-    s->tables[g].ReleaseBefore(
-        std::min<int64_t>(s->host_tables[g].first_unpassed(), hit));
-  }
+  // Holes where the host tables have them, below the hit too.
+  const int64_t hit = s->prefix.has_value()
+                          ? PinHit(*s, max_hits, anchor_hits, scratch_firsts_)
+                          : 0;
   const int64_t copies = LiveFrom(s->host_tables, hit);
   if (absl::Status st = TakeBlocks(copies); !st.ok()) {
     ClearTables(*s);

@@ -59,14 +59,15 @@ BlockPool::PrefixChain GroupedSequences::AnchorChain(const SequencePrefix& p,
 }
 
 absl::Span<const BlockPool::PrefixGroup> GroupedSequences::GroupQuery(
-    const Sequence& s, int64_t n) const {
+    const Sequence& s, int64_t n, absl::Span<const int64_t> firsts) const {
   scratch_groups_.clear();
   for (int32_t g = 0; g < num_groups(); ++g) {
     if (g == anchor_) continue;
     scratch_groups_.push_back(BlockPool::PrefixGroup{
         .group = g,
         .window = groups_[g].is_window() ? groups_[g].sliding_window : 0,
-        .hashes = absl::MakeConstSpan(s.group_hashes[g].data(), n)});
+        .hashes = absl::MakeConstSpan(s.group_hashes[g].data(), n),
+        .first = firsts.empty() ? 0 : firsts[g]});
   }
   return scratch_groups_;
 }
@@ -98,9 +99,9 @@ int64_t AnchorHits(const BlockPool& books, const BlockHasher& hasher,
 
 }  // namespace
 
-BlockPool::PrefixMatch GroupedSequences::MatchHit(Sequence& s,
-                                                  int64_t max_blocks,
-                                                  int64_t* anchor_hits) const {
+BlockPool::PrefixMatch GroupedSequences::MatchHit(
+    Sequence& s, int64_t max_blocks, int64_t* anchor_hits,
+    absl::Span<const int64_t> firsts) const {
   if (anchor_hits != nullptr) *anchor_hits = 0;
   if (max_blocks <= 0) return {};
   const int64_t a = AnchorHits(*books_, *hasher_, block_tokens_, anchor_,
@@ -109,11 +110,13 @@ BlockPool::PrefixMatch GroupedSequences::MatchHit(Sequence& s,
   if (a == 0) return {};
   EnsureKeys(s, a);
   return books_->MatchGroupedPrefix(AnchorChain(*s.prefix, 0, a),
-                                    anchor_window_, GroupQuery(s, a));
+                                    anchor_window_, GroupQuery(s, a, firsts),
+                                    firsts.empty() ? 0 : firsts[anchor_]);
 }
 
 int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks,
-                                 int64_t anchor_hits) {
+                                 int64_t anchor_hits,
+                                 absl::Span<const int64_t> firsts) {
   if (s.tables.empty()) {
     for (int32_t g = 0; g < num_groups(); ++g) s.tables.emplace_back(books_);
   }
@@ -133,7 +136,8 @@ int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks,
   const int64_t hit =
       books_
           ->PinGroupedPrefix(AnchorChain(*s.prefix, 0, a), anchor_window_,
-                             GroupQuery(s, a), &scratch_pins_)
+                             GroupQuery(s, a, firsts), &scratch_pins_,
+                             firsts.empty() ? 0 : firsts[anchor_])
           .blocks;
   // The pins: the anchor's, then group by group (the query's order), each
   // from its first needed block on, holes below.
@@ -142,11 +146,15 @@ int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks,
     const int32_t g = k == -1 ? anchor_ : k;
     if (k == anchor_) continue;
     WindowTable& t = s.tables[g];
-    const int64_t first =
-        groups_[g].is_window()
-            ? WindowFirstNeededBlock(hit * block_tokens_,
-                                     groups_[g].sliding_window, block_tokens_)
-            : 0;
+    // As MatchGroupedPrefix: from the window's first block, not below the
+    // first wanted one; all holes when that is past the hit.
+    const int64_t first = std::min(
+        hit, std::max(firsts.empty() ? 0 : firsts[g],
+                      groups_[g].is_window()
+                          ? WindowFirstNeededBlock(hit * block_tokens_,
+                                                   groups_[g].sliding_window,
+                                                   block_tokens_)
+                          : 0));
     for (int64_t i = 0; i < first; ++i) t.AppendHole();
     for (int64_t i = first; i < hit; ++i) t.Append(*next++);
     PKV_CHECK(t.ReleaseBefore(first) == 0, "a pinned hit released a block");

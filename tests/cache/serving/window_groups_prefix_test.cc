@@ -195,6 +195,79 @@ TEST(GroupedPrefixTest, ASwapInReHitsWhatStayedCached) {
   }
 }
 
+// A swapped-out sequence 29 tokens long (28 computed; block 4 tokens, 1
+// full group and 1 window group of 8 tokens): 3 blocks of each group
+// committed and cached, the window's host table live from block 5 on.
+std::unique_ptr<KVCacheManager> SwappedOutAt29() {
+  KVCacheManager::Options o = Options(32, 4, 1, 1, 8);
+  o.num_host_blocks = 16;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  EXPECT_THAT(m->AddSequence(1, Iota(12), 40, &out), IsOk());
+  const TokenCommit c[] = {{.seq = 1, .num_tokens = 12}};
+  EXPECT_THAT(m->CommitTokens(c), IsOk());
+  for (int32_t t = 0; t < 17; ++t) Step(*m, 1, 900 + t);
+  const absl::StatusOr<SwapPlan> plan = m->SwapOut(1);
+  EXPECT_THAT(plan.status(), IsOk());
+  EXPECT_EQ(plan->src.size(), 11u);  // 8 full + 3 window (5..7) live.
+  EXPECT_THAT(m->CompleteSwap(1), IsOk());
+  return m;
+}
+
+// SwapIn needs room only for what it keeps: the full group's 3 cached
+// blocks revived and 8 copies (full 3..7, window 5..7) = 11. The window
+// group's cached blocks 1..2 are holes in its host table, so they are
+// neither counted nor pinned (it counted them, 13, and refused with 12
+// free).
+TEST(GroupedPrefixTest, ASwapInCountsOnlyTheBlocksItKeeps) {
+  std::unique_ptr<KVCacheManager> m = SwappedOutAt29();
+  StepOutput out;
+  // 20 of the 32 blocks go to another sequence (uncached ones first): 12
+  // free, 6 of them cached (each group's 0..2).
+  ASSERT_THAT(m->AddSequence(2, 40, 0, &out), IsOk());
+  ASSERT_EQ(m->stats().free_blocks, 12);
+  const absl::StatusOr<SwapPlan> in = m->SwapIn(1);
+  ASSERT_THAT(in.status(), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->stats().prefix.rehit_blocks, 3);
+  EXPECT_EQ(in->group_offsets, (std::vector<int32_t>{0, 5, 8}));
+  EXPECT_EQ(m->stats().free_blocks, 1);
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  const std::vector<BlockId> window = Table(*m, 1, 1);
+  ASSERT_EQ(window.size(), 8u);
+  for (int32_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(window[i].is_valid(), i >= 5) << "window entry " << i;
+  }
+  Step(*m, 1, 950);
+  CommitAll(*m, 1);
+  ASSERT_THAT(m->Free(1), IsOk());
+  ASSERT_THAT(m->Free(2), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 0);
+  m->CheckInvariants();
+}
+
+// Evicting window blocks the swapped-in table would not hold leaves the
+// re-hit whole: the LRU's oldest are the window group's released blocks 0
+// and 1, below its host table's first live entry (5). Before, their loss
+// lowered the hit to 0 and every block was copied back.
+TEST(GroupedPrefixTest, ASwapInReHitsPastEvictedWindowBlocksItDoesNotHold) {
+  std::unique_ptr<KVCacheManager> m = SwappedOutAt29();
+  StepOutput out;
+  // 28 blocks: the 26 uncached ones and the 2 oldest cached.
+  ASSERT_THAT(m->AddSequence(2, 56, 0, &out), IsOk());
+  EXPECT_EQ(m->stats().prefix.evicted_blocks, 2);
+  ASSERT_THAT(m->Free(2), IsOk());
+  const absl::StatusOr<SwapPlan> in = m->SwapIn(1);
+  ASSERT_THAT(in.status(), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->stats().prefix.rehit_blocks, 3)
+      << "the full group's blocks 0..2 are still cached";
+  EXPECT_EQ(in->src.size(), 8u);
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  ASSERT_THAT(m->Free(1), IsOk());
+  m->CheckInvariants();
+}
+
 // A step writing into a tail that may be shared copies it in every group
 // that holds it: a truncation back into a published block (its only
 // holder is the sequence, but its bytes are the cached entry's), and a
