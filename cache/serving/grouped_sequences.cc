@@ -260,6 +260,31 @@ void GroupedSequences::FindCowTargets(const Sequence& s, int32_t i) {
   }
 }
 
+void GroupedSequences::FindStepPublishes(
+    absl::Span<const SlotRequest> requests) {
+  step_publishes_.clear();
+  const uint64_t epoch = books_->prefix_epoch();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Sequence& s = *step_sequences_[i];
+    if (requests[i].commit == -1 || !s.prefix.has_value()) continue;
+    const SequencePrefix& p = *s.prefix;
+    // PublishCommitted's range, or more: a reset starts it at 0.
+    int64_t from = p.epoch == epoch ? p.published : 0;
+    for (int32_t published : s.group_published) {
+      from = std::min<int64_t>(from, published);
+    }
+    for (const WindowTable& t : s.tables) {
+      const int64_t to = std::min<int64_t>(requests[i].commit / block_tokens_,
+                                           t.num_entries());
+      for (int64_t j = from; j < to; ++j) {
+        if (t.entries()[j].is_valid())
+          step_publishes_.push_back(t.entries()[j]);
+      }
+    }
+  }
+  std::sort(step_publishes_.begin(), step_publishes_.end());
+}
+
 int64_t GroupedSequences::CountCopies() {
   if (step_cow_.empty()) return 0;
   step_holds_.clear();
@@ -269,7 +294,9 @@ int64_t GroupedSequences::CountCopies() {
                                            step_released_.end(), t.block);
     int32_t& holds = step_holds_[t.block];
     t.copy = books_->ref_count(t.block) - (hi - lo) - holds > 1 ||
-             books_->is_cached(t.block);
+             books_->is_cached(t.block) ||
+             std::binary_search(step_publishes_.begin(), step_publishes_.end(),
+                                t.block);
     if (t.copy) {
       ++copies;
       ++holds;
@@ -512,6 +539,7 @@ absl::Status GroupedSequences::AppendSlots(
   if (!step_cow_.empty() || grow > free_blocks) {
     for (const Sequence* s : step_sequences_) freed += CountWindowFrees(*s);
     freed += CountSharedFrees();
+    if (!step_cow_.empty()) FindStepPublishes(requests);
     copies = CountCopies();
   }
   const int64_t need = grow + copies;
@@ -521,13 +549,25 @@ absl::Status GroupedSequences::AppendSlots(
         "would release",
         need, copies, free_blocks, freed));
   }
-  // It fits: the windows release (in one batch), then one Allocate takes
-  // the rest (the blocks just released first, warm in cache). On a shared
-  // pool another manager may have taken counted blocks since: the step
-  // then fails with only the window releases done (blocks no later token
-  // reads), the sequences' tokens unchanged.
+  // It fits: the step's commits are published (before the windows let go
+  // of what they commit, which is then cached like any released block),
+  // the windows release (in one batch), then one Allocate takes the rest
+  // (the blocks just released first, warm in cache). On a shared pool
+  // another manager may have taken counted blocks since: the step then
+  // fails with only the commits and the window releases done (blocks no
+  // later token reads), the sequences' tokens unchanged. A commit's
+  // publication changes no count the room check made: it covers full
+  // blocks only (never a tail the step writes), and switching a block to
+  // an equal cached one frees one block for each it revives.
   step_detached_.clear();
-  for (Sequence* s : step_sequences_) {
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Sequence* s = step_sequences_[i];
+    const SlotRequest& r = requests[i];
+    if (r.commit != -1 && s->prefix.has_value()) {
+      SequencePrefix& p = *s->prefix;
+      p.committed = r.commit;
+      if (r.commit / block_tokens_ > p.published) PublishCommitted(*s);
+    }
     s->computed = s->num_tokens;
     DetachOutOfWindow(*s);
   }
@@ -552,13 +592,9 @@ absl::Status GroupedSequences::AppendSlots(
     s.num_tokens += k;
     at += k;
     const SlotRequest& r = requests[i];
-    if ((!r.token_ids.empty() || r.commit != -1) && s.prefix.has_value()) {
+    if (!r.token_ids.empty() && s.prefix.has_value()) {
       SequencePrefix& p = *s.prefix;
       p.tokens.insert(p.tokens.end(), r.token_ids.begin(), r.token_ids.end());
-      if (r.commit != -1) {
-        p.committed = r.commit;
-        if (r.commit / block_tokens_ > p.published) PublishCommitted(s);
-      }
     }
   }
   out->request_offsets[requests.size()] = static_cast<int32_t>(at);

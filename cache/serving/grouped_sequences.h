@@ -305,10 +305,16 @@ class GroupedSequences {
   // `copy`: a block keeps ref_count - (its releases in this step) holders,
   // and when k targets share a block no one else holds, k - 1 copy and the
   // last writes in place; a cached block is always copied, so its entry
-  // keeps its KV (PrepareWrite's rules). A decision to write in place
-  // stays true until the write: only this sequence holds the block and it
-  // is not cached, so no other thread can pin it.
+  // keeps its KV (PrepareWrite's rules), and so is a block the step's
+  // commits may publish (step_publishes_: they are published before the
+  // writes). A decision to write in place stays true until the write: only
+  // this sequence holds the block and it is not cached, so no other thread
+  // can pin it.
   int64_t CountCopies();
+  // The blocks the step's commits may publish (a superset), sorted into
+  // step_publishes_: every group's entries from the first the sequence has
+  // not published to its commit's last full block.
+  void FindStepPublishes(absl::Span<const SlotRequest> requests);
   // After the releases: makes the copies CountCopies decided, taking the
   // fresh blocks from *blocks (advancing it); the copies go to out.
   void Unshare(const BlockId** blocks, StepOutput* out);
@@ -447,6 +453,7 @@ class GroupedSequences {
   std::vector<BlockId> step_released_;  // CountWindowFrees' shared blocks.
   std::vector<BlockId> step_detached_;  // DetachOutOfWindow's, to release.
   std::vector<CowTarget> step_cow_;
+  std::vector<BlockId> step_publishes_;  // FindStepPublishes'.
   // Per block, the references moved from entries to copies so far (the
   // copy-on-write count and Unshare).
   absl::flat_hash_map<BlockId, int32_t> step_holds_;

@@ -158,7 +158,9 @@ struct SlotRequest {
   // Prefix caching: tokens [0, commit) of the sequence have their KV written
   // and are final (at most the tokens it held before this call; never less
   // than its last commit); -1 leaves the commit point. Draft tokens of
-  // speculative decoding are committed only once accepted.
+  // speculative decoding are committed only once accepted. The commit
+  // takes effect before the step's window groups release blocks, so what
+  // leaves a window in the committing step is cached too.
   int64_t commit = -1;
 };
 

@@ -679,6 +679,74 @@ TEST(GroupedPrefixTest, OneFullGroupSharesAnIndexWithNoGroups) {
   EXPECT_EQ(pool->books().stats().num_used_blocks, 0);
 }
 
+// A step's commit is published before its windows release what it
+// committed, so a chunked prefill that commits the previous chunk in the
+// next chunk's step (vLLM's way) caches the blocks that leave the window in
+// that step. Before, they went unpublished: a window anchor's chain then
+// stopped at its first block (no hit ever), and a window group's entries
+// were missing where a shorter hit needs them.
+TEST(GroupedPrefixTest, AStepPublishesItsCommitBeforeItsWindowsRelease) {
+  for (const int32_t full : {0, 1}) {
+    SCOPED_TRACE(full == 0 ? "a window anchor" : "a full anchor");
+    std::unique_ptr<KVCacheManager> m =
+        *KVCacheManager::Create(Options(32, 4, full, 1, 8));
+    StepOutput out;
+    ASSERT_THAT(m->AddSequence(1, Iota(16), 40, &out), IsOk());
+    // The second 16-token chunk commits the first: the window (8 tokens,
+    // computed 16) releases blocks 0 and 1 in this step.
+    const std::vector<int32_t> chunk = Iota(16, 116);
+    const SlotRequest r[] = {
+        {.seq = 1, .num_tokens = 16, .token_ids = chunk, .commit = 16}};
+    ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
+    m->CheckInvariants();
+    EXPECT_FALSE(Table(*m, 1, full)[1].is_valid());
+    EXPECT_EQ(m->stats().prefix.cached_blocks, 4 * (full + 1));
+    // The committed 4 blocks hit whole (the window's 2..3 and the chain to
+    // them); a 2-block hit needs the window's blocks 0..1.
+    ASSERT_THAT(m->AddSequence(2, Iota(17), 8, &out), IsOk());
+    EXPECT_EQ(out.num_cached_tokens, 16);
+    ASSERT_THAT(m->AddSequence(3, Iota(9), 8, &out), IsOk());
+    EXPECT_EQ(out.num_cached_tokens, 8);
+    m->CheckInvariants();
+    for (SequenceId seq : {1, 2, 3}) ASSERT_THAT(m->Free(seq), IsOk());
+    m->CheckInvariants();
+  }
+}
+
+// The early publication meets copy-on-write: a fork's tail that another
+// holder's commit publishes in the same step is copied, not written in
+// place, even when that holder's window releases it in the step (which
+// alone would leave the fork its only holder). Found by the grouped
+// fuzzer: written in place, the published block's KV changed under its
+// entry.
+TEST(GroupedPrefixTest, AStepCopiesATailItsCommitsPublish) {
+  std::unique_ptr<KVCacheManager> m =
+      *KVCacheManager::Create(Options(32, 4, 1, 1, 8));
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(16), 40, &out), IsOk());
+  ASSERT_THAT(m->Fork(1, 2), IsOk());
+  ASSERT_THAT(m->Truncate(2, 6), IsOk());  // Block 1 is its partial tail.
+  const BlockId window_block = Table(*m, 1, 1)[1];
+  ASSERT_EQ(Table(*m, 2, 1)[1], window_block);
+  // Sequence 1 commits its 16 tokens, and its window (computed 16)
+  // releases blocks 0 and 1; sequence 2 writes token 6 into block 1.
+  const int32_t a[] = {500};
+  const int32_t b[] = {600};
+  const SlotRequest r[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = a, .commit = 16},
+      {.seq = 2, .num_tokens = 1, .token_ids = b}};
+  ASSERT_THAT(m->AppendSlots(r, &out), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(out.copies.size(), 2u);  // Block 1 of each group.
+  EXPECT_NE(Table(*m, 2, 1)[1], window_block);
+  EXPECT_FALSE(Table(*m, 1, 1)[1].is_valid());
+  EXPECT_TRUE(m->books().is_cached(window_block));
+  out.copies.MarkDone();
+  for (SequenceId seq : {1, 2}) ASSERT_THAT(m->Free(seq), IsOk());
+  EXPECT_EQ(m->stats().used_blocks, 0);
+  m->CheckInvariants();
+}
+
 // No full group (Mistral-7B's one window group): the window group anchors
 // the cache itself. A hit pins only its window; the chain is verified from
 // the root through cached free entries; evicting a free head unpublishes
