@@ -193,8 +193,8 @@ class GroupedSequences {
   int64_t swap_outs() const { return swap_outs_; }
   int64_t swap_ins() const { return swap_ins_; }
   int64_t swapped_blocks() const { return swapped_blocks_; }  // Both ways.
-  // Blocks held by window groups' tables now, and released by windows in
-  // all (stats and kv_stress).
+  // Blocks the window groups' windows released, in all (stats and
+  // kv_stress).
   int64_t window_released_blocks() const { return window_released_; }
   // Copy-on-write copies handed out (StepOutput::copies), in all.
   int64_t cow_copies() const { return cow_copies_; }
