@@ -853,6 +853,13 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
                       {.num_layers = 2, .sliding_window = 10}};
   }
   o.prefix_caching.enabled = true;
+  // Seeds 24 on: kReservation (each sequence's worst case reserved at
+  // admission, steps of at most 5 tokens).
+  const bool reservation = seed >= 24;
+  if (reservation) {
+    o.admission = AdmissionMode::kReservation;
+    o.max_step_tokens = 5;
+  }
   std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
   const int32_t groups = static_cast<int32_t>(o.layer_groups.size());
   const auto window = [&](int32_t g) {
@@ -868,6 +875,7 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
                             static_cast<uint64_t>(pos)));
   };
   std::map<SequenceId, ModelSequence> seqs;
+  std::map<SequenceId, int64_t> max_tokens;  // Prompt + 24 new tokens.
   SequenceId next_id = 1;
   int64_t hits_checked = 0;        // Hits of at least one block.
   int64_t hits_past_a_window = 0;  // Hits longer than the widest window.
@@ -953,6 +961,7 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
         check_hit(id, s, out.num_cached_tokens);
         write(s, out, 0, out.num_cached_tokens);
         s.committed = out.num_cached_tokens;
+        max_tokens[id] = static_cast<int64_t>(s.tokens.size()) + 24;
         seqs.emplace(id, std::move(s));
       } else {
         ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
@@ -961,9 +970,15 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
     } else if (dice < 62) {  // A step of some running sequences.
       std::vector<SequenceId> chosen;
       for (SequenceId id : run) {
+        // kReservation: only within what the sequence reserved.
+        if (reservation &&
+            static_cast<int64_t>(seqs[id].tokens.size()) + 5 > max_tokens[id]) {
+          continue;
+        }
         if (rng() % 2 == 0) chosen.push_back(id);
       }
-      if (chosen.empty()) chosen.push_back(run[0]);
+      if (chosen.empty() && !reservation) chosen.push_back(run[0]);
+      if (chosen.empty()) continue;
       std::vector<std::vector<int32_t>> ids(chosen.size());
       std::vector<SlotRequest> reqs;
       for (size_t i = 0; i < chosen.size(); ++i) {
@@ -1007,8 +1022,13 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
     } else if (dice < 77) {  // Fork.
       const SequenceId parent = pick(run);
       const SequenceId child = next_id++;
-      ASSERT_THAT(m->Fork(parent, child), IsOk());
+      const absl::Status st = m->Fork(parent, child);
+      if (reservation && st.code() == absl::StatusCode::kResourceExhausted) {
+        continue;  // No room to reserve the child's worst case.
+      }
+      ASSERT_THAT(st, IsOk());
       seqs.emplace(child, seqs[parent]);
+      max_tokens[child] = max_tokens[parent];
     } else if (dice < 83) {  // Truncate (speculative tokens rejected).
       const SequenceId id = pick(run);
       ModelSequence& s = seqs[id];
@@ -1106,7 +1126,7 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
   m->CheckInvariants();
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, GroupedPrefixProperty, ::testing::Range(0, 24));
+INSTANTIATE_TEST_SUITE_P(Seeds, GroupedPrefixProperty, ::testing::Range(0, 32));
 
 }  // namespace
 }  // namespace pagedkv
