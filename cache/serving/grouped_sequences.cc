@@ -277,8 +277,8 @@ void GroupedSequences::FindStepPublishes(
       const int64_t to = std::min<int64_t>(requests[i].commit / block_tokens_,
                                            t.num_entries());
       for (int64_t j = from; j < to; ++j) {
-        if (t.entries()[j].is_valid())
-          step_publishes_.push_back(t.entries()[j]);
+        const BlockId b = t.entries()[j];
+        if (b.is_valid()) step_publishes_.push_back(b);
       }
     }
   }
