@@ -235,11 +235,9 @@ BlockPool::PrefixMatch BlockPool::MatchGroupedLocked(
     }
     return e;
   };
-  // What a group needs of a hit: from its window's first block, and not
-  // below the blocks it wants (SwapIn's holes).
+  // What a group holds of a hit (window_blocks.h).
   const auto first_of = [bt](int32_t window, int64_t first, int64_t hit) {
-    return std::max<int64_t>(
-        first, window == 0 ? 0 : WindowFirstNeededBlock(hit * bt, window, bt));
+    return HitFirstHeldBlock(hit, window, first, bt);
   };
   const auto first_needed = [&](const PrefixGroup& g, int64_t hit) {
     return first_of(g.window, g.first, hit);

@@ -33,6 +33,21 @@ inline int64_t WindowFirstNeededBlock(int64_t num_computed, int32_t window,
   return first_token > 0 ? first_token / block_tokens : 0;
 }
 
+// The first block a layer group holds of a prefix hit of `hit` blocks:
+// the first one its window reads (0 for a full group, window 0), not below
+// `first` (blocks it does not want: a swapped-in table's holes), and at
+// most `hit` (it then holds none). REQUIRES: hit >= 0, window >= 0,
+// first >= 0, block_tokens >= 1.
+inline int64_t HitFirstHeldBlock(int64_t hit, int32_t window, int64_t first,
+                                 int32_t block_tokens) {
+  const int64_t needed =
+      window == 0
+          ? 0
+          : WindowFirstNeededBlock(hit * block_tokens, window, block_tokens);
+  const int64_t held = needed > first ? needed : first;
+  return held < hit ? held : hit;
+}
+
 // The most blocks a window group holds per sequence after a decode step
 // (one new token): `window` tokens span at most ceil(window / block_tokens)
 // + 1 blocks when they do not start on a block boundary.

@@ -351,6 +351,7 @@ class GroupedSequences {
   // the hit. firsts (one per group, or empty: all 0) are the blocks each
   // group wants from: SwapIn's host tables have holes below them, which
   // the hit neither needs nor pins (they are holes in s's tables too).
+  // REQUIRES: firsts empty or num_groups() long, each >= 0.
   BlockPool::PrefixMatch MatchHit(Sequence& s, int64_t max_blocks,
                                   int64_t* anchor_hits = nullptr,
                                   absl::Span<const int64_t> firsts = {}) const;

@@ -58,6 +58,17 @@ BlockPool::PrefixChain GroupedSequences::AnchorChain(const SequencePrefix& p,
   return c;
 }
 
+namespace {
+
+// Group g's first wanted block of a hit (MatchHit's firsts; empty: 0).
+int64_t FirstWanted(absl::Span<const int64_t> firsts, int32_t g) {
+  PKV_DCHECK(firsts.empty() || static_cast<size_t>(g) < firsts.size(),
+             "group %d of %d firsts", g, firsts.size());
+  return firsts.empty() ? 0 : firsts[g];
+}
+
+}  // namespace
+
 absl::Span<const BlockPool::PrefixGroup> GroupedSequences::GroupQuery(
     const Sequence& s, int64_t n, absl::Span<const int64_t> firsts) const {
   scratch_groups_.clear();
@@ -67,7 +78,7 @@ absl::Span<const BlockPool::PrefixGroup> GroupedSequences::GroupQuery(
         .group = g,
         .window = groups_[g].is_window() ? groups_[g].sliding_window : 0,
         .hashes = absl::MakeConstSpan(s.group_hashes[g].data(), n),
-        .first = firsts.empty() ? 0 : firsts[g]});
+        .first = FirstWanted(firsts, g)});
   }
   return scratch_groups_;
 }
@@ -111,7 +122,7 @@ BlockPool::PrefixMatch GroupedSequences::MatchHit(
   EnsureKeys(s, a);
   return books_->MatchGroupedPrefix(AnchorChain(*s.prefix, 0, a),
                                     anchor_window_, GroupQuery(s, a, firsts),
-                                    firsts.empty() ? 0 : firsts[anchor_]);
+                                    FirstWanted(firsts, anchor_));
 }
 
 int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks,
@@ -137,7 +148,7 @@ int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks,
       books_
           ->PinGroupedPrefix(AnchorChain(*s.prefix, 0, a), anchor_window_,
                              GroupQuery(s, a, firsts), &scratch_pins_,
-                             firsts.empty() ? 0 : firsts[anchor_])
+                             FirstWanted(firsts, anchor_))
           .blocks;
   // The pins: the anchor's, then group by group (the query's order), each
   // from its first needed block on, holes below.
@@ -146,15 +157,9 @@ int64_t GroupedSequences::PinHit(Sequence& s, int64_t max_blocks,
     const int32_t g = k == -1 ? anchor_ : k;
     if (k == anchor_) continue;
     WindowTable& t = s.tables[g];
-    // As MatchGroupedPrefix: from the window's first block, not below the
-    // first wanted one; all holes when that is past the hit.
-    const int64_t first = std::min(
-        hit, std::max(firsts.empty() ? 0 : firsts[g],
-                      groups_[g].is_window()
-                          ? WindowFirstNeededBlock(hit * block_tokens_,
-                                                   groups_[g].sliding_window,
-                                                   block_tokens_)
-                          : 0));
+    // What MatchGroupedPrefix pinned of this group: holes below.
+    const int64_t first = HitFirstHeldBlock(
+        hit, groups_[g].sliding_window, FirstWanted(firsts, g), block_tokens_);
     for (int64_t i = 0; i < first; ++i) t.AppendHole();
     for (int64_t i = first; i < hit; ++i) t.Append(*next++);
     PKV_CHECK(t.ReleaseBefore(first) == 0, "a pinned hit released a block");

@@ -719,6 +719,9 @@ class KVCacheManager {
   // error nothing changed except s.state, which the caller restores (and
   // the hits, which the caller releases).
   absl::Status Place(Sequence& s, int64_t num_tokens, StepOutput* out);
+  // An admitted sequence's new entry (no blocks yet), allowed max_tokens.
+  // REQUIRES: seq not in sequences_.
+  Sequence& InsertSequence(SequenceId seq, int64_t max_tokens);
 
   // --- Prefix caching (kv_cache_manager_prefix.cc) ---
   // Full blocks of p whose token ids it has (all full blocks unless steps

@@ -123,13 +123,10 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq, int64_t prompt_tokens,
   if (admission != Admission::kAdmit) {
     return NotAdmitted(seq, prompt_tokens, max_new_tokens, admission);
   }
-  auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
-  PKV_CHECK(inserted, "sequence %d appeared", seq);
-  Sequence& s = it->second;
-  s.max_tokens = prompt_tokens + max_new_tokens;
+  Sequence& s = InsertSequence(seq, prompt_tokens + max_new_tokens);
   absl::Status status = Place(s, prompt_tokens, out);
   if (!status.ok()) {
-    sequences_.erase(it);
+    sequences_.erase(seq);
     return status;
   }
   ++num_running_;
@@ -166,10 +163,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   if (admission != Admission::kAdmit) {
     return NotAdmitted(seq, prompt_tokens, max_new_tokens, admission);
   }
-  auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
-  PKV_CHECK(inserted, "sequence %d appeared", seq);
-  Sequence& s = it->second;
-  s.max_tokens = prompt_tokens + max_new_tokens;
+  Sequence& s = InsertSequence(seq, prompt_tokens + max_new_tokens);
   // MatchPrompt left the prompt's state (tokens, keys, the hashes it
   // computed) in scratch: take it over.
   s.prefix.emplace(std::move(scratch_prefix_));
@@ -181,7 +175,7 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   absl::Status status = Place(s, prompt_tokens, out);
   if (!status.ok()) {
     s.table.ClearTailFirst();
-    sequences_.erase(it);
+    sequences_.erase(seq);
     return status;
   }
   const int32_t bt = layout_.block_tokens;
@@ -204,6 +198,14 @@ absl::Status KVCacheManager::AddSequence(SequenceId seq,
   prefix_stats_.hit_blocks += hits;
   ++num_running_;
   return absl::OkStatus();
+}
+
+KVCacheManager::Sequence& KVCacheManager::InsertSequence(SequenceId seq,
+                                                         int64_t max_tokens) {
+  auto [it, inserted] = sequences_.try_emplace(seq, books_, ++next_entry_);
+  PKV_CHECK(inserted, "sequence %d appeared", seq);
+  it->second.max_tokens = max_tokens;
+  return it->second;
 }
 
 absl::Status KVCacheManager::Place(Sequence& s, int64_t num_tokens,
