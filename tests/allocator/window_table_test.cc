@@ -42,6 +42,19 @@ TEST(WindowTableTest, FirstNeededBlockFollowsTheNextTokensWindow) {
   EXPECT_EQ(WindowBlockBound(1, 16), 2);
 }
 
+TEST(WindowTableTest, AHitsFirstHeldBlockIsTheWindowsClampedToFirstAndHit) {
+  // A hit of 5 blocks of 4 tokens: a full group holds all of it, a window
+  // of 8 tokens from block 3 (the next token, 20, reads 13..20).
+  EXPECT_EQ(HitFirstHeldBlock(5, /*window=*/0, /*first=*/0, 4), 0);
+  EXPECT_EQ(HitFirstHeldBlock(5, 8, 0, 4), 3);
+  // Not below the first block wanted (a swapped-in table's holes).
+  EXPECT_EQ(HitFirstHeldBlock(5, 8, 4, 4), 4);
+  EXPECT_EQ(HitFirstHeldBlock(5, 0, 2, 4), 2);
+  // Nothing held when that is past the hit.
+  EXPECT_EQ(HitFirstHeldBlock(5, 8, 7, 4), 5);
+  EXPECT_EQ(HitFirstHeldBlock(0, 8, 0, 4), 0);
+}
+
 TEST(WindowTableTest, ForkSharesLiveEntriesAndKeepsHoles) {
   std::unique_ptr<BlockPool> pool = MakePool(8);
   WindowTable a(pool.get());
