@@ -572,7 +572,10 @@ absl::Status GroupedSequences::AppendSlots(
     DetachOutOfWindow(*s);
   }
   books_->ReleaseAll(step_detached_);
-  PKV_RETURN_IF_ERROR(TakeBlocks(need));
+  if (absl::Status st = TakeBlocks(need); !st.ok()) {
+    SyncReservation();  // The window releases may let it shrink.
+    return st;
+  }
   const BlockId* next = step_blocks_.data();
   if (copies > 0) Unshare(&next, out);
   PKV_CHECK(out->copies.size() == copies, "%d copies counted, %d made",

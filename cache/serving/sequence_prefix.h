@@ -49,7 +49,11 @@ struct SequencePrefix {
   // The ids of tokens [0, tokens.size()) of the sequence's num_tokens:
   // all of them, unless steps left their ids out (SlotRequest).
   std::vector<int32_t> tokens;
-  std::vector<BlockHash> hashes;     // Of full blocks [0, hashes.size()).
+  // The keys of full blocks [0, hashes.size()): a memo of the tokens,
+  // extended as lookups need them (ExtendBlockKeys). A call refused for
+  // room (a Readmit or SwapIn that matched first) may leave it longer;
+  // that changes no answer, and the retry reuses it.
+  std::vector<BlockHash> hashes;
   std::vector<BlockExtraKeys> keys;  // One per hash.
   uint64_t tenant_salt = 0;
   uint64_t adapter_id = 0;
