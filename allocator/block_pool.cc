@@ -199,6 +199,29 @@ void BlockPool::AddRefs(absl::Span<const BlockId> ids) {
   for (BlockId id : ids) AddRefLocked(id);
 }
 
+void BlockPool::AddCopyHolds(absl::Span<const BlockId> ids) {
+  if (ids.empty()) return;
+  MaybeLock lock(&mu_);
+  for (BlockId id : ids) {
+    AddRefLocked(id);
+    ++copy_holds_[id.value()];
+  }
+}
+
+void BlockPool::ReleaseCopyHoldsTailFirst(absl::Span<const BlockId> ids) {
+  if (ids.empty()) return;
+  MaybeLock lock(&mu_);
+  for (BlockId id : ids) {
+    CheckId(id);
+    int32_t& holds = copy_holds_[id.value()];
+    PKV_CHECK(holds > 0, "copy hold on block %d released without one",
+              id.value());
+    --holds;
+  }
+  const size_t n = ids.size();
+  ReleaseBatchLocked(n, [ids, n](size_t k) { return ids[n - 1 - k]; });
+}
+
 void BlockPool::Release(BlockId id) {
   MaybeLock lock(&mu_);
   ReleaseLocked(id);

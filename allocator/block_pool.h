@@ -128,6 +128,16 @@ class BlockPool {
   void AddRef(BlockId id);
   void AddRefs(absl::Span<const BlockId> ids);
 
+  // AddRefs for a pending copy of the blocks' bytes out of the pool (a
+  // books-only store list, pending_remote_stores.h): each reference counts
+  // as a copy source's hold, as PendingCopies' do, so the blocks' holders
+  // may let go first (a pinned published block then has a free parent,
+  // which CheckInvariants allows for copy sources only).
+  // ReleaseCopyHoldsTailFirst drops them, last id first.
+  // REQUIRES: as AddRefs; ReleaseCopyHoldsTailFirst only of ids held so.
+  void AddCopyHolds(absl::Span<const BlockId> ids);
+  void ReleaseCopyHoldsTailFirst(absl::Span<const BlockId> ids);
+
   // Drops one reference; the block is free once none remain (and, if it is
   // charged to a reservation, is set aside for it again).
   // REQUIRES: ref_count(id) > 0 for each id (an id may appear in `ids` as

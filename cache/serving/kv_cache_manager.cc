@@ -679,8 +679,10 @@ void KVCacheManager::CheckInvariants() const {
                 "sequence %d (%d tokens) loads blocks [%d, %d + %d)", id,
                 s.num_tokens, s.load_first, s.load_first, s.load_blocks);
       // Nothing past the local hits is published while the caller writes
-      // the destinations: no other sequence can match half-loaded KV.
-      PKV_CHECK(s.prefix->published == s.load_first &&
+      // the destinations: no other sequence can match half-loaded KV. (A
+      // ResetPrefixCache meanwhile unpublished the local hits too: they
+      // are published again with the loaded blocks.)
+      PKV_CHECK(s.prefix->published <= s.load_first &&
                     s.prefix->committed ==
                         int64_t{s.load_first} * layout_.block_tokens,
                 "loading sequence %d: %d blocks published, %d tokens "

@@ -826,8 +826,9 @@ class KVCacheManager {
   //  - a kLoading sequence holds device blocks for all its tokens, and
   //    load_blocks > 0 with load_first + load_blocks <= its matchable
   //    blocks ((num_tokens - 1) / block_tokens); others have load_blocks 0;
-  //    it has published and committed exactly its local hits (load_first
-  //    blocks), and none of its destination blocks is matchable;
+  //    it has committed exactly its local hits (load_first blocks) and
+  //    published them (or, after a ResetPrefixCache, fewer: from 0 again),
+  //    and none of its destination blocks is matchable;
   //  - every entry number is distinct and in [1, next_entry_] (so a
   //    TableVersion never names two sequences).
   absl::flat_hash_map<SequenceId, Sequence> sequences_;
@@ -858,6 +859,8 @@ class KVCacheManager {
   mutable PrefixState scratch_prefix_;  // CanAdmit / AddSequence.
   std::vector<BlockId> scratch_blocks_;
   std::vector<BlockPool::PrefixSwitch> scratch_switches_;
+  // PublishCommitted's table indexes not to store (published before).
+  std::vector<int64_t> scratch_skips_;
 
   // Scratch for AppendSlots (kept to avoid allocation per step).
   uint64_t step_stamp_ = 0;

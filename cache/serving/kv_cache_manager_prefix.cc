@@ -80,6 +80,15 @@ void KVCacheManager::PublishCommitted(Sequence& s, RemoteStore remote_store) {
   EnsureHashes(p, full);
   const int64_t n = full - p.published;
   const BlockId parent = p.published > 0 ? s.table[p.published - 1] : BlockId();
+  const bool store = remote_ != nullptr && remote_store == RemoteStore::kStore;
+  // Blocks published already (by a fork's other holder, which holds them
+  // too) were stored or listed by whoever published them.
+  scratch_skips_.clear();
+  if (store && s.may_share) {
+    for (int64_t i = p.published; i < full; ++i) {
+      if (books_->is_cached(s.table[i])) scratch_skips_.push_back(i);
+    }
+  }
   scratch_switches_.clear();
   const int32_t done =
       books_->Publish(s.table.blocks().subspan(p.published, n), parent,
@@ -88,12 +97,16 @@ void KVCacheManager::PublishCommitted(Sequence& s, RemoteStore remote_store) {
     s.table.Replace(p.published + sw.index, sw.cached);
     ++prefix_stats_.switched_blocks;
   }
-  if (remote_ != nullptr && remote_store == RemoteStore::kStore) {
+  if (store) {
     // A block switched to an equal cached one was stored (or loaded) by
-    // whoever published that one: store the runs between switches only.
-    int64_t run = p.published;
+    // whoever published that one: store the runs between the skips only.
     for (const BlockPool::PrefixSwitch& sw : scratch_switches_) {
-      const int64_t at = p.published + sw.index;  // In order, below done.
+      scratch_skips_.push_back(p.published + sw.index);
+    }
+    std::sort(scratch_skips_.begin(), scratch_skips_.end());
+    int64_t run = p.published;
+    for (const int64_t at : scratch_skips_) {
+      if (at >= p.published + done) break;  // Past where the chain stopped.
       StoreToRemote(s, run, at - run);
       run = at + 1;
     }

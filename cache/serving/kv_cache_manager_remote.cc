@@ -212,28 +212,37 @@ void KVCacheManager::StoreToRemote(const Sequence& s, int64_t first,
   if (storage_ == StorageMode::kBooksOnly) {
     // The caller copies the bytes out (TakeRemoteStores); each block is
     // pinned until it says it has. Blocks the tier has already (loaded or
-    // stored before) are left off: their device copy would be skipped.
+    // stored before) are left off: their device copy would be skipped. So
+    // are blocks on the list already (republished after a reset).
+    const auto listed = [&](int64_t i) {
+      return pending_stores_.Lists(s.table[static_cast<int32_t>(i)]);
+    };
     for (int64_t i = first; i < first + n;) {
       if (remote_->Knows(p.hashes[static_cast<size_t>(i)])) {
         ++remote_stats_.store_known_blocks;
         ++i;
         continue;
       }
-      int64_t run = 1;  // Blocks [i, i + run) are not known.
+      if (listed(i)) {
+        ++i;
+        continue;
+      }
+      int64_t run = 1;  // Blocks [i, i + run) are neither known nor listed.
       while (i + run < first + n &&
-             !remote_->Knows(p.hashes[static_cast<size_t>(i + run)])) {
+             !remote_->Knows(p.hashes[static_cast<size_t>(i + run)]) &&
+             !listed(i + run)) {
         ++run;
       }
       const int64_t room = std::max<int64_t>(
           0, max_pending_remote_stores_ - pending_stores_.size());
-      const int64_t listed = std::min(run, room);
-      if (listed > 0) {
+      const int64_t added = std::min(run, room);
+      if (added > 0) {
         pending_stores_.Add(
-            books_, s.table.blocks().subspan(static_cast<size_t>(i), listed),
-            ChainFrom(p.hashes, p.keys, p.tokens, i, listed, bt));
+            books_, s.table.blocks().subspan(static_cast<size_t>(i), added),
+            ChainFrom(p.hashes, p.keys, p.tokens, i, added, bt));
       }
-      remote_stats_.store_listed_blocks += listed;
-      remote_stats_.store_dropped_blocks += run - listed;
+      remote_stats_.store_listed_blocks += added;
+      remote_stats_.store_dropped_blocks += run - added;
       i += run;
     }
     return;

@@ -15,12 +15,14 @@ PendingRemoteStores::PendingRemoteStores(PendingRemoteStores&& other) noexcept
       parents_(std::move(other.parents_)),
       hashes_(std::move(other.hashes_)),
       keys_(std::move(other.keys_)),
-      tokens_(std::move(other.tokens_)) {
+      tokens_(std::move(other.tokens_)),
+      listed_(std::move(other.listed_)) {
   other.blocks_.clear();
   other.parents_.clear();
   other.hashes_.clear();
   other.keys_.clear();
   other.tokens_.clear();
+  other.listed_.clear();
 }
 
 PendingRemoteStores& PendingRemoteStores::operator=(
@@ -34,11 +36,13 @@ PendingRemoteStores& PendingRemoteStores::operator=(
     hashes_ = std::move(other.hashes_);
     keys_ = std::move(other.keys_);
     tokens_ = std::move(other.tokens_);
+    listed_ = std::move(other.listed_);
     other.blocks_.clear();
     other.parents_.clear();
     other.hashes_.clear();
     other.keys_.clear();
     other.tokens_.clear();
+    other.listed_.clear();
   }
   return *this;
 }
@@ -76,7 +80,11 @@ void PendingRemoteStores::Add(BlockPool* pool, absl::Span<const BlockId> blocks,
   PKV_CHECK(block_tokens_ == 0 || blocks_.empty() || block_tokens_ == bt,
             "store list of %d-token blocks given %d-token blocks",
             block_tokens_, bt);
-  pool->AddRefs(blocks);
+  for (BlockId b : blocks) {
+    PKV_CHECK(listed_.insert(b.value()).second, "block %d listed twice",
+              b.value());
+  }
+  pool->AddCopyHolds(blocks);
   pool_ = pool;
   block_tokens_ = bt;
   blocks_.insert(blocks_.end(), blocks.begin(), blocks.end());
@@ -96,16 +104,18 @@ void PendingRemoteStores::swap(PendingRemoteStores& other) noexcept {
   hashes_.swap(other.hashes_);
   keys_.swap(other.keys_);
   tokens_.swap(other.tokens_);
+  listed_.swap(other.listed_);
 }
 
 void PendingRemoteStores::MarkDone() {
   if (blocks_.empty()) return;
-  pool_->ReleaseAllTailFirst(blocks_);  // Chains leave tail first (LRU).
+  pool_->ReleaseCopyHoldsTailFirst(blocks_);  // Chains leave tail first.
   blocks_.clear();
   parents_.clear();
   hashes_.clear();
   keys_.clear();
   tokens_.clear();
+  listed_.clear();
 }
 
 }  // namespace pagedkv

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/types/span.h"
 #include "allocator/block_id.h"
 #include "allocator/block_pool.h"
@@ -52,10 +53,18 @@ class PendingRemoteStores {
   RemoteChain chain(int32_t i) const;
   absl::Span<const BlockId> blocks() const { return blocks_; }
 
-  // Lists blocks[i] as chain block i and pins each (one lock for all).
-  // REQUIRES: blocks are held (in use) on `pool`, blocks.size() ==
-  // chain.hashes.size() == chain.keys.size(), chain.tokens.size() a
-  // multiple of it, and every Add of this list on the same pool.
+  // Whether `block` is listed (a block is listed once: two forks that
+  // commit it, or a commit again after ResetPrefixCache, would copy it
+  // out twice).
+  bool Lists(BlockId block) const { return listed_.contains(block.value()); }
+
+  // Lists blocks[i] as chain block i and pins each (one lock for all) as a
+  // copy source (BlockPool::AddCopyHolds): its sequence may be freed, its
+  // parent evicted, before the caller copies it.
+  // REQUIRES: blocks are held (in use) on `pool` and not Lists()ed (nor
+  // twice in `blocks`), blocks.size() == chain.hashes.size() ==
+  // chain.keys.size(), chain.tokens.size() a multiple of it, and every Add
+  // of this list on the same pool.
   void Add(BlockPool* pool, absl::Span<const BlockId> blocks,
            const RemoteChain& chain);
 
@@ -69,7 +78,8 @@ class PendingRemoteStores {
   void swap(PendingRemoteStores& other) noexcept;
 
  private:
-  // Invariant: every blocks_[i] holds one reference owned by this object;
+  // Invariant: every blocks_[i] holds one reference owned by this object,
+  // a copy hold; listed_ holds exactly the blocks_' ids, each once;
   // entry i's parent, hash and keys are parents_[i], hashes_[i], keys_[i],
   // its tokens [i * block_tokens_, (i + 1) * block_tokens_) of tokens_.
   // pool_ is null only while the list is empty.
@@ -80,6 +90,7 @@ class PendingRemoteStores {
   std::vector<BlockHash> hashes_;
   std::vector<BlockExtraKeys> keys_;
   std::vector<int32_t> tokens_;
+  absl::flat_hash_set<int32_t> listed_;
 };
 
 }  // namespace pagedkv
