@@ -208,6 +208,22 @@ int32_t ToInt32(py::handle obj, const char* name) {
   return static_cast<int32_t>(v);
 }
 
+bool ToBool(py::handle obj, const char* name) {
+  if (py::isinstance<py::bool_>(obj) || IsNumpyBool(obj)) {
+    return py::cast<bool>(py::bool_(py::reinterpret_borrow<py::object>(obj)));
+  }
+  throw py::type_error(
+      absl::StrCat(name, ": expected a bool, got ", TypeName(obj)));
+}
+
+std::string ToString(py::handle obj, const char* name) {
+  if (!py::isinstance<py::str>(obj)) {
+    throw py::type_error(
+        absl::StrCat(name, ": expected a str, got ", TypeName(obj)));
+  }
+  return obj.cast<std::string>();
+}
+
 CachePosition ToCachePosition(py::handle obj) {
   constexpr char kName[] = "cache_position";
   if (obj.is_none()) return CachePosition::None();

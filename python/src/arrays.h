@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -67,6 +68,13 @@ int64_t ToInt64(pybind11::handle obj, const char* name);
 
 // ToInt64, then ValueError past int32 (counts and ids are int32 in C++).
 int32_t ToInt32(pybind11::handle obj, const char* name);
+
+// Returns a Python bool or numpy.bool_; TypeError for anything else (a
+// string such as "yes" included), naming the argument.
+bool ToBool(pybind11::handle obj, const char* name);
+
+// Returns a Python str; TypeError for anything else, naming the argument.
+std::string ToString(pybind11::handle obj, const char* name);
 
 // cache_position: None (append), an int (0-D), or an integer array of rank
 // 0, 1 or 2 (or a list of ints / list of lists of ints, converted as numpy

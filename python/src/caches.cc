@@ -96,7 +96,7 @@ template <typename T>
 T PrivateOption(py::handle value, const char* name, T fallback, KVPool* pool) {
   if (value.is_none()) return fallback;
   if (pool != nullptr) {
-    throw py::value_error(absl::StrCat(
+    ThrowInvalidArgument(absl::StrCat(
         name, ": only for a private pool (a KVPool fixes its own layout)"));
   }
   const int64_t v = ToInt64(value, name);
@@ -113,7 +113,7 @@ T PrivateOption(py::handle value, const char* name, T fallback, KVPool* pool) {
 std::vector<int32_t> SlidingWindowArg(py::handle value, KVPool* pool) {
   if (value.is_none()) return {};
   if (pool != nullptr) {
-    throw py::value_error(
+    ThrowInvalidArgument(
         "sliding_window: only for a private pool (DynamicKVCache(pool) has "
         "full layers only)");
   }
@@ -139,16 +139,18 @@ std::unique_ptr<PyDynamicKVCache> MakeDynamic(py::object pool,
   holder->kind = "DynamicKVCache";
   holder->pool = pool;
   DynamicKVCache::Options options;
+  // Every private-pool option is checked before the shared pool's early
+  // return, so none given with a KVPool is silently ignored.
   options.sliding_window = SlidingWindowArg(sliding_window, shared);
-  if (shared != nullptr) {
-    holder->owned = std::make_unique<DynamicKVCache>(shared);
-    return holder;
-  }
   options.block_tokens = PrivateOption<int32_t>(block_tokens, "block_tokens",
                                                 options.block_tokens, shared);
   options.max_private_pool_bytes =
       PrivateOption<int64_t>(max_private_pool_bytes, "max_private_pool_bytes",
                              options.max_private_pool_bytes, shared);
+  if (shared != nullptr) {
+    holder->owned = std::make_unique<DynamicKVCache>(shared);
+    return holder;
+  }
   holder->owned = ValueOrThrow(DynamicKVCache::Create(options));
   return holder;
 }

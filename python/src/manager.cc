@@ -14,6 +14,7 @@
 #include "allocator/prefix/prefix_event.h"
 #include "cache/serving/block_table_export.h"
 #include "cache/serving/kv_cache_manager.h"
+#include "cache/serving/layer_groups.h"
 #include "cache/serving/step_output.h"
 #include "cache/storage/kv_layout.h"
 #include "pybind11/numpy.h"
@@ -22,6 +23,7 @@
 #include "python/src/busy.h"
 #include "python/src/manager_groups.h"
 #include "python/src/manager_holder.h"
+#include "python/src/physical_memory.h"
 #include "python/src/status.h"
 #include "python/src/views.h"
 #include "tensor/dtype.h"
@@ -32,7 +34,9 @@ namespace py = pybind11;
 
 namespace {
 
-// A 1-D integer array of token ids as int32 (ValueError past int32).
+// A 1-D integer array of token ids as int32: ValueError past int32, and
+// ValueError (INVALID_ARGUMENT) for a negative id (vocabulary ids are
+// >= 0, and a negative one would hash as a real token).
 std::vector<int32_t> ToTokenIds(py::handle obj, const char* name) {
   const py::array_t<int64_t> a = ToInt64Array(obj, name);
   std::vector<int32_t> ids(static_cast<size_t>(a.size()));
@@ -41,6 +45,10 @@ std::vector<int32_t> ToTokenIds(py::handle obj, const char* name) {
     if (v < INT32_MIN || v > INT32_MAX) {
       throw py::value_error(
           absl::StrCat(name, "[", i, "]: ", v, " is past int32"));
+    }
+    if (v < 0) {
+      ThrowInvalidArgument(absl::StrCat(name, "[", i, "]: ", v,
+                                        " is negative (token ids are >= 0)"));
     }
     ids[static_cast<size_t>(i)] = static_cast<int32_t>(v);
   }
@@ -52,13 +60,68 @@ bool IsSequence(py::handle obj) {
          py::isinstance<py::tuple>(obj);
 }
 
+// ValueError (INVALID_ARGUMENT) naming `arg`, a prefix-caching argument,
+// unless the manager caches prefixes: without it the argument would be
+// silently ignored (the C++ AddSequence takes ids as a count then).
+void RequirePrefixCaching(const PyKVCacheManager& c, const char* arg,
+                          const char* hint = "") {
+  if (c.manager->prefix_caching()) return;
+  ThrowInvalidArgument(absl::StrCat(
+      arg,
+      ": only for a manager made with prefix_caching=True (this one "
+      "has none",
+      hint, ")"));
+}
+
+// A non-negative int32 option, or `fallback` for None. ValueError
+// (INVALID_ARGUMENT) for a negative one.
+int32_t NonNegativeOption(py::handle value, const char* name,
+                          int32_t fallback) {
+  if (value.is_none()) return fallback;
+  const int32_t v = ToInt32(value, name);
+  if (v < 0) ThrowInvalidArgument(absl::StrCat(name, ": ", v, " is negative"));
+  return v;
+}
+
+// The checked (prompt_tokens, max_new_tokens) counts of can_admit and
+// add_sequence: ValueError (INVALID_ARGUMENT) for prompt_tokens <= 0 or
+// max_new_tokens < 0, as the C++ AddSequence (CanAdmit says kNever).
+void CheckCounts(int64_t prompt_tokens, int64_t max_new_tokens) {
+  if (prompt_tokens <= 0) {
+    ThrowInvalidArgument(
+        absl::StrCat("prompt_tokens: ", prompt_tokens, " (must be >= 1)"));
+  }
+  if (max_new_tokens < 0) {
+    ThrowInvalidArgument(
+        absl::StrCat("max_new_tokens: ", max_new_tokens, " is negative"));
+  }
+}
+
+// The prefix keys of a `tenant_salt` argument (None: no salt). Only with
+// token ids on a prefix-caching manager.
+PrefixKeys SaltArg(const PyKVCacheManager& c, py::handle salt) {
+  if (salt.is_none()) return {};
+  RequirePrefixCaching(c, "tenant_salt");
+  return {.tenant_salt = static_cast<uint64_t>(ToInt64(salt, "tenant_salt"))};
+}
+
+void RejectSaltWithCount(py::handle salt) {
+  if (salt.is_none()) return;
+  ThrowInvalidArgument(
+      "tenant_salt: only with the prompt's token ids (a prompt given as a "
+      "count is never cached)");
+}
+
 std::unique_ptr<PyKVCacheManager> MakeManager(
     py::handle num_layers, py::handle num_kv_heads, py::handle head_dim,
     py::handle dtype, py::handle num_blocks, py::handle block_tokens,
-    const std::string& storage, const std::string& admission, double watermark,
-    py::handle num_host_blocks, bool prefix_caching, const std::string& hasher,
-    py::handle max_pending_events, py::handle layer_groups,
-    py::handle max_step_tokens) {
+    py::handle storage_arg, py::handle admission_arg, double watermark,
+    py::handle num_host_blocks, py::handle prefix_caching_arg,
+    py::handle hasher_arg, py::handle max_pending_events,
+    py::handle layer_groups, py::handle max_step_tokens) {
+  const std::string storage = ToString(storage_arg, "storage");
+  const std::string admission = ToString(admission_arg, "admission");
+  const bool prefix_caching = ToBool(prefix_caching_arg, "prefix_caching");
   KVCacheManager::Options options;
   options.layout.num_layers = ToInt32(num_layers, "num_layers");
   options.layout.num_kv_heads = ToInt32(num_kv_heads, "num_kv_heads");
@@ -87,6 +150,17 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
   options.watermark = watermark;
   options.num_host_blocks = ToInt32(num_host_blocks, "num_host_blocks");
   options.prefix_caching.enabled = prefix_caching;
+  // Prefix-caching options without prefix caching would be ignored.
+  for (auto [arg, name] :
+       {std::pair{hasher_arg, "hasher"},
+        std::pair{max_pending_events, "max_pending_events"}}) {
+    if (!arg.is_none() && !prefix_caching) {
+      ThrowInvalidArgument(absl::StrCat(
+          name, ": only with prefix_caching=True (it would be ignored)"));
+    }
+  }
+  const std::string hasher =
+      hasher_arg.is_none() ? "xxh3" : ToString(hasher_arg, "hasher");
   if (hasher == "xxh3") {
     options.prefix_caching.hasher = &Xxh3BlockHasher();
   } else if (hasher == "sha256") {
@@ -96,9 +170,27 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
         absl::StrCat("hasher: '", hasher, "' (xxh3 or sha256)"));
   }
   options.prefix_caching.max_pending_events =
-      ToInt32(max_pending_events, "max_pending_events");
+      NonNegativeOption(max_pending_events, "max_pending_events", 0);
   options.layer_groups = ToLayerGroups(layer_groups);
-  options.max_step_tokens = ToInt32(max_step_tokens, "max_step_tokens");
+  options.max_step_tokens =
+      NonNegativeOption(max_step_tokens, "max_step_tokens", 0);
+  if (!max_step_tokens.is_none() && options.layer_groups.empty()) {
+    ThrowInvalidArgument(
+        "max_step_tokens: only with layer_groups (it bounds a window "
+        "group's reservation; it would be ignored)");
+  }
+  // Host mode allocates the device pool and the host tier at Create: check
+  // their bytes against RAM first (physical_memory.h). A block holds one
+  // group's layers with layer groups.
+  if (options.storage == StorageMode::kHost && options.layout.Validate().ok() &&
+      (options.layer_groups.empty() ||
+       options.layer_groups[0].num_layers > 0)) {
+    const size_t block_bytes =
+        GroupBlockLayout(options.layout, options.layer_groups).block_bytes();
+    CheckFitsInMemory("KVCacheManager (device pool and host tier)", block_bytes,
+                      int64_t{options.num_blocks} +
+                          std::max<int64_t>(options.num_host_blocks, 0));
+  }
   auto holder = std::make_unique<PyKVCacheManager>();
   holder->manager = ValueOrThrow(KVCacheManager::Create(options));
   return holder;
@@ -193,6 +285,7 @@ py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
   // Prefix caching: every request's token ids, concatenated in order, and
   // a commit point per sequence (-1: leave it).
   if (!token_ids.is_none()) {
+    RequirePrefixCaching(c, "token_ids");
     c.token_ids = ToTokenIds(token_ids, "token_ids");
     if (static_cast<int64_t>(c.token_ids.size()) != total) {
       throw py::value_error(absl::StrCat("token_ids: ", c.token_ids.size(),
@@ -206,6 +299,7 @@ py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
     }
   }
   if (!commit.is_none()) {
+    RequirePrefixCaching(c, "commit");
     const py::array_t<int64_t> points = ToInt64Array(commit, "commit");
     if (points.size() != n) {
       throw py::value_error(absl::StrCat("commit: ", points.size(),
@@ -264,28 +358,34 @@ tables are read per group (group_table, export_dense_group).
           py::arg("num_blocks"), py::arg("block_tokens") = 16,
           py::arg("storage") = "host", py::arg("admission") = "watermark",
           py::arg("watermark") = 0.01, py::arg("num_host_blocks") = 0,
-          py::arg("prefix_caching") = false, py::arg("hasher") = "xxh3",
-          py::arg("max_pending_events") = 0,
-          py::arg("layer_groups") = py::none(), py::arg("max_step_tokens") = 0)
+          py::arg("prefix_caching") = false, py::arg("hasher") = py::none(),
+          py::arg("max_pending_events") = py::none(),
+          py::arg("layer_groups") = py::none(),
+          py::arg("max_step_tokens") = py::none())
       .def(
           "can_admit",
           [](PyKVCacheManager& c, py::handle prompt, py::handle max_new,
              py::handle salt) {
             BusyGuard guard(c.busy, kManagerKind);
+            const int64_t max_new_tokens = ToInt64(max_new, "max_new_tokens");
             if (IsSequence(prompt)) {
+              RequirePrefixCaching(c, "prompt_tokens (token ids)",
+                                   "; give the prompt as a count");
               const std::vector<int32_t> ids =
                   ToTokenIds(prompt, "prompt_tokens");
-              const PrefixKeys keys{.tenant_salt = static_cast<uint64_t>(
-                                        ToInt64(salt, "tenant_salt"))};
-              return AdmissionName(c.manager->CanAdmit(
-                  ids, ToInt64(max_new, "max_new_tokens"), keys));
+              const PrefixKeys keys = SaltArg(c, salt);
+              CheckCounts(static_cast<int64_t>(ids.size()), max_new_tokens);
+              return AdmissionName(
+                  c.manager->CanAdmit(ids, max_new_tokens, keys));
             }
+            RejectSaltWithCount(salt);
+            const int64_t prompt_tokens = ToInt64(prompt, "prompt_tokens");
+            CheckCounts(prompt_tokens, max_new_tokens);
             return AdmissionName(
-                c.manager->CanAdmit(ToInt64(prompt, "prompt_tokens"),
-                                    ToInt64(max_new, "max_new_tokens")));
+                c.manager->CanAdmit(prompt_tokens, max_new_tokens));
           },
           py::arg("prompt_tokens"), py::arg("max_new_tokens") = 0,
-          py::kw_only(), py::arg("tenant_salt") = 0,
+          py::kw_only(), py::arg("tenant_salt") = py::none(),
           "'admit', 'later' or 'never'. prompt_tokens: a count, or the "
           "prompt's token ids (prefix caching counts its cached blocks).")
       .def(
@@ -295,10 +395,11 @@ tables are read per group (group_table, export_dense_group).
             BusyGuard guard(c.busy, kManagerKind);
             CheckSlotBuffer(out_array);
             if (IsSequence(prompt)) {
+              RequirePrefixCaching(c, "prompt_tokens (token ids)",
+                                   "; give the prompt as a count");
               const std::vector<int32_t> ids =
                   ToTokenIds(prompt, "prompt_tokens");
-              const PrefixKeys keys{.tenant_salt = static_cast<uint64_t>(
-                                        ToInt64(salt, "tenant_salt"))};
+              const PrefixKeys keys = SaltArg(c, salt);
               CheckRoom(out_array, static_cast<size_t>(c.SlotsFor(
                                        static_cast<int64_t>(ids.size()))));
               ThrowIfError(c.manager->AddSequence(
@@ -306,6 +407,7 @@ tables are read per group (group_table, export_dense_group).
                   &c.out, keys));
               return SlotsResult(c.out, out_array);
             }
+            RejectSaltWithCount(salt);
             const int64_t prompt_tokens = ToInt64(prompt, "prompt_tokens");
             CheckRoom(out_array,
                       static_cast<size_t>(c.SlotsFor(prompt_tokens)));
@@ -316,7 +418,7 @@ tables are read per group (group_table, export_dense_group).
           },
           py::arg("seq"), py::arg("prompt_tokens"),
           py::arg("max_new_tokens") = 0, py::kw_only(),
-          py::arg("out") = py::none(), py::arg("tenant_salt") = 0,
+          py::arg("out") = py::none(), py::arg("tenant_salt") = py::none(),
           "Admits seq; returns the int64 slots of the prompt tokens to "
           "compute. prompt_tokens: a count, or the token ids (prefix "
           "caching: the first num_cached_tokens come from the cache and "
@@ -485,8 +587,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "truncate",
           [](PyKVCacheManager& c, py::handle seq, py::handle new_length) {
             BusyGuard guard(c.busy, kManagerKind);
-            ThrowIfError(c.manager->Truncate(
-                ToInt64(seq, "seq"), ToInt64(new_length, "new_length")));
+            const int64_t length = ToInt64(new_length, "new_length");
+            // A negative length is a bad value (ValueError), not a position
+            // past the sequence (the C++ OUT_OF_RANGE, IndexError).
+            if (length < 0) {
+              ThrowInvalidArgument(
+                  absl::StrCat("new_length: ", length, " is negative"));
+            }
+            ThrowIfError(c.manager->Truncate(ToInt64(seq, "seq"), length));
           },
           py::arg("seq"), py::arg("new_length"))
       .def(

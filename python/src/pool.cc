@@ -9,6 +9,7 @@
 #include "cache/storage/kv_pool.h"
 #include "pybind11/pybind11.h"
 #include "python/src/arrays.h"
+#include "python/src/physical_memory.h"
 #include "python/src/status.h"
 #include "python/src/views.h"
 #include "tensor/dtype.h"
@@ -33,6 +34,12 @@ std::unique_ptr<PyKVPool> MakePool(py::handle num_layers,
   options.layout.block_tokens = ToInt32(block_tokens, "block_tokens");
   options.num_blocks = ToInt32(num_blocks, "num_blocks");
   options.concurrency = PoolConcurrency::kShared;
+  // A valid layout's bytes are checked against RAM before the pool is
+  // allocated (overcommit would let it through; physical_memory.h).
+  if (options.layout.Validate().ok()) {
+    CheckFitsInMemory("KVPool", options.layout.block_bytes(),
+                      options.num_blocks);
+  }
   auto holder = std::make_unique<PyKVPool>();
   holder->pool = ValueOrThrow(KVPool::Create(options));
   return holder;

@@ -51,6 +51,13 @@ inline void ThrowIfError(const absl::Status& status) {
   if (!status.ok()) throw StatusError(status);
 }
 
+// Throws StatusError(INVALID_ARGUMENT, message): the binding's own check of
+// a bad value raises what the C++ API's would (ValueError with
+// status_code "INVALID_ARGUMENT").
+[[noreturn]] inline void ThrowInvalidArgument(const std::string& message) {
+  throw StatusError(absl::InvalidArgumentError(message));
+}
+
 // Returns the value, or throws StatusError with the status.
 template <typename T>
 T ValueOrThrow(absl::StatusOr<T> value) {

@@ -308,12 +308,18 @@ class BadInputTableTest(unittest.TestCase):
         m.preempt(2)
         seqs = [1, 2, 3, 9]
         before = lambda: manager_snapshot(m, seqs)
-        self.assertEqual(m.can_admit(0, 1), "never")
-        self.assertEqual(m.can_admit(4, -1), "never")
+        # A malformed count is ValueError, as add_sequence's; a well-formed
+        # request that can never fit is "never".
         self.assertEqual(m.can_admit(1 << 40, 0), "never")
         bad, oor = "INVALID_ARGUMENT", "OUT_OF_RANGE"
         pre = "FAILED_PRECONDITION"
         rows = [
+            ("admit an empty prompt", ValueError, bad, [0],
+             lambda: m.can_admit(0, 1)),
+            ("admit a negative prompt", ValueError, bad, [-1],
+             lambda: m.can_admit(prompt_tokens=-1)),
+            ("admit negative max_new_tokens", ValueError, bad, [-1],
+             lambda: m.can_admit(4, -1)),
             ("add an empty prompt", ValueError, bad, [0],
              lambda: m.add_sequence(3, 0)),
             ("add negative max_new_tokens", ValueError, bad, [-1],
@@ -336,7 +342,7 @@ class BadInputTableTest(unittest.TestCase):
              lambda: m.free(9)),
             ("truncate past the length", IndexError, oor, [9, 5],
              lambda: m.truncate(1, 9)),
-            ("truncate to a negative length", IndexError, oor, [-1, 5],
+            ("truncate to a negative length", ValueError, bad, [-1],
              lambda: m.truncate(1, -1)),
             ("truncate an unknown id", KeyError, "NOT_FOUND", [9],
              lambda: m.truncate(9, 1)),
@@ -449,6 +455,118 @@ class BadInputTableTest(unittest.TestCase):
         for label, exc, code, numbers, fn in rows:
             self.check(label, before, exc, code, numbers, fn)
         m.check_invariants()
+
+
+class UnusedArgumentTest(unittest.TestCase):
+    """An argument the object would ignore, or a value it cannot use, is
+    ValueError (INVALID_ARGUMENT) naming it, and changes nothing."""
+
+    def assert_bad(self, name, fn, before=None):
+        snap = before() if before else None
+        with self.assertRaises(ValueError) as ctx:
+            fn()
+        self.assertEqual(getattr(ctx.exception, "status_code", None),
+                         "INVALID_ARGUMENT", name)
+        self.assertIn(name, str(ctx.exception))
+        if before:
+            self.assertEqual(before(), snap, name)
+
+    def test_private_pool_options_with_a_kvpool(self):
+        pool = pagedkv.KVPool(num_layers=2, num_kv_heads=4, head_dim=8,
+                              dtype="float32", num_blocks=4)
+        self.assert_bad("block_tokens", lambda: pagedkv.DynamicKVCache(
+            pool, block_tokens=8))
+        self.assert_bad("max_private_pool_bytes",
+                        lambda: pagedkv.DynamicKVCache(
+                            pool, max_private_pool_bytes=5))
+        self.assert_bad("block_tokens", lambda: pagedkv.StaticKVCache(
+            8, 2, pool, block_tokens=8))
+        self.assertEqual(pool.num_used_blocks, 0)
+
+    def test_prefix_arguments_without_prefix_caching(self):
+        def make(**kwargs):
+            return pagedkv.KVCacheManager(num_layers=2, num_kv_heads=2,
+                                          head_dim=8, dtype="float16",
+                                          num_blocks=8, **kwargs)
+
+        m = make()
+        m.add_sequence(1, 3)
+        before = lambda: manager_snapshot(m, [1, 2])
+        self.assert_bad("prompt_tokens",
+                        lambda: m.add_sequence(2, prompt_tokens=np.arange(5)),
+                        before)
+        self.assert_bad("prompt_tokens",
+                        lambda: m.can_admit(np.arange(5)), before)
+        self.assert_bad("tenant_salt",
+                        lambda: m.add_sequence(2, 5, tenant_salt=3), before)
+        self.assert_bad("token_ids", lambda: m.append_slots(
+            np.array([1]), token_ids=np.array([5])), before)
+        self.assert_bad("commit", lambda: m.append_slots(
+            np.array([1]), commit=np.array([1])), before)
+        # A prefix-only method is the C++ FAILED_PRECONDITION, as before.
+        with self.assertRaises(RuntimeError) as ctx:
+            m.commit_tokens([1], [1])
+        self.assertEqual(ctx.exception.status_code, "FAILED_PRECONDITION")
+        for name, kwargs in [("hasher", {"hasher": "sha256"}),
+                             ("max_pending_events",
+                              {"max_pending_events": 4}),
+                             ("max_step_tokens", {"max_step_tokens": 4})]:
+            self.assert_bad(name, lambda: make(**kwargs))
+        # The same arguments work where they are used.
+        p = make(prefix_caching=True, hasher="sha256", max_pending_events=4)
+        p.add_sequence(1, np.arange(5), tenant_salt=3)
+        p.append_slots([1], token_ids=[9], commit=[5])
+        self.assertEqual(p.can_admit(np.arange(5), tenant_salt=3), "admit")
+        # A count never reaches the prefix cache: a salt with it is unused.
+        self.assert_bad("tenant_salt", lambda: p.add_sequence(2, 5,
+                                                              tenant_salt=3))
+        make(layer_groups=[(1, 0), (1, 8)], max_step_tokens=4)
+
+    def test_values_that_are_rejected(self):
+        def make(**kwargs):
+            return pagedkv.KVCacheManager(num_layers=2, num_kv_heads=2,
+                                          head_dim=8, dtype="float16",
+                                          num_blocks=8, **kwargs)
+
+        self.assert_bad("max_pending_events", lambda: make(
+            prefix_caching=True, max_pending_events=-1))
+        self.assert_bad("max_step_tokens", lambda: make(
+            layer_groups=[(1, 0), (1, 8)], max_step_tokens=-1))
+        p = make(prefix_caching=True)
+        p.add_sequence(1, np.arange(4))
+        before = lambda: manager_snapshot(p, [1, 3])
+        self.assert_bad("prompt_tokens[0]", lambda: p.add_sequence(
+            3, prompt_tokens=np.array([-1, 2, 3])), before)
+        self.assert_bad("prompt_tokens", lambda: p.can_admit([1, -2]), before)
+        self.assert_bad("token_ids", lambda: p.append_slots(
+            [1], token_ids=[-5]), before)
+        self.assert_bad("new_length", lambda: p.truncate(1, -1), before)
+        for name, call in [
+                ("prefix_caching", lambda: make(prefix_caching="yes")),
+                ("prefix_caching", lambda: make(prefix_caching=1)),
+                ("storage", lambda: make(storage=1)),
+                ("hasher", lambda: make(prefix_caching=True, hasher=3))]:
+            with self.assertRaises(TypeError) as ctx:
+                call()
+            self.assertIn(name, str(ctx.exception))
+            self.assertNotIn("incompatible", str(ctx.exception))
+        make(prefix_caching=np.bool_(True))
+
+    def test_a_pool_past_physical_memory_is_memory_error(self):
+        with self.assertRaises(MemoryError) as ctx:
+            pagedkv.KVPool(num_layers=2, num_kv_heads=4, head_dim=8,
+                           dtype="float32", num_blocks=10**8)
+        self.assertEqual(ctx.exception.status_code, "RESOURCE_EXHAUSTED")
+        self.assertIn("100000000 blocks of 8192 bytes", str(ctx.exception))
+        self.assertIn("physical memory", str(ctx.exception))
+        with self.assertRaises(MemoryError):  # The device pool and host tier.
+            pagedkv.KVCacheManager(num_layers=2, num_kv_heads=4, head_dim=8,
+                                   dtype="float32", num_blocks=8,
+                                   num_host_blocks=2**31 - 1)
+        # Books-only allocates no bytes: the same count is fine.
+        pagedkv.KVCacheManager(num_layers=2, num_kv_heads=4, head_dim=8,
+                               dtype="float32", num_blocks=10**6,
+                               storage="books_only")
 
 
 class TypeErrorTest(unittest.TestCase):
