@@ -9,7 +9,8 @@
 //   kv_replay --check FILE.json [FILE2.json ...]
 //       replays each file and compares it with the answers recorded in it;
 //       prints one line per mismatching op and a final "N passed, M failed"
-//       (scenarios). Exit 0 only if every scenario passes.
+//       (scenarios). Exit 0 only if every scenario passes, and 1 when there
+//       was no scenario to check.
 //   kv_replay --check --kv_dtype=int8 --tolerance=0.004 FILE.json
 //       the same on int8 KV blocks (issue #15), summaries within the
 //       tolerance (tools/kv_replay/compare.h).
@@ -30,12 +31,12 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "tools/common/flags.h"
 #include "tools/common/paths.h"
 #include "tools/kv_replay/compare.h"
 #include "tools/kv_replay/scenario_runner.h"
@@ -67,7 +68,8 @@ constexpr char kUsage[] =
     "      state per op) as JSON on stdout.\n"
     "  kv_replay --check FILE.json [FILE2.json ...]\n"
     "      compares each replay with the answers recorded in the file; prints\n"
-    "      one line per mismatching op, then \"N passed, M failed\".\n"
+    "      one line per mismatching op, then \"N passed, M failed\"; fails\n"
+    "      (exit 1) when the files hold no scenario.\n"
     "  kv_replay --check --kv_dtype=int8 --tolerance=0.004 FILE.json\n"
     "      the same on quantized (int8 or fp8_e4m3) KV blocks, summaries\n"
     "      within a relative tolerance.\n"
@@ -104,8 +106,8 @@ std::optional<nlohmann::json> LoadAndRun(const std::string& path,
   }
   absl::StatusOr<nlohmann::json> out = RunTrace(*in, options);
   if (!out.ok()) {
-    std::cerr << "kv_replay: " << path << ": " << out.status().message()
-              << "\n";
+    std::cerr << "kv_replay: " << path
+              << ": malformed trace: " << out.status().message() << "\n";
     return std::nullopt;
   }
   *trace = std::move(*in);
@@ -138,6 +140,12 @@ int Check(const std::vector<std::string>& paths, const ReplayOptions& options,
     failed += cmp.num_failed;
   }
   std::cout << passed << " passed, " << failed << " failed\n";
+  // A check that compared nothing (`{"scenarios": []}`) proves nothing.
+  if (passed + failed == 0) {
+    std::cerr << "kv_replay: no scenario to check in "
+              << (paths.size() == 1 ? paths[0] : "the files given") << "\n";
+    return kExitFailed;
+  }
   return failed == 0 ? 0 : kExitFailed;
 }
 
@@ -146,7 +154,8 @@ int Check(const std::vector<std::string>& paths, const ReplayOptions& options,
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(pagedkv::kv_replay::kUsage);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  // Exit 0 after --help, 2 on a flag that does not parse (flags.h).
+  std::vector<char*> args = pagedkv::tools::ParseFlagsOrExit(argc, argv);
   // Under `bazel run` the tool starts in its runfiles tree: relative paths
   // are meant from where the user stands.
   std::vector<std::string> paths;

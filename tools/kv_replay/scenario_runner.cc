@@ -492,9 +492,14 @@ absl::StatusOr<OpOutcome> RunOp(CacheUnderTest& cut, const std::string& name,
     outcome.result = OptionalToJson(cut.cache().GetMaxCacheShape());
     return outcome;
   }
-  outcome.status = absl::UnimplementedError(
-      absl::StrCat("kv_replay: unknown op '", name, "'"));
-  return outcome;
+  // A name outside FORMAT.md's ops is a malformed trace (a typo would
+  // otherwise replay as a recorded error and pass a --check against
+  // itself).
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown op '", name,
+      "' (known: update, get, get_seq_length, get_max_cache_shape, crop, "
+      "reset, reorder_cache, batch_repeat_interleave, "
+      "batch_select_indices)"));
 }
 
 }  // namespace

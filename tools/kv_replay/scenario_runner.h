@@ -42,8 +42,8 @@ struct ReplayOptions {
 // Runs one scenario ({"name", "ctor", "ops", ...}) on a fresh cache and
 // returns the output scenario: name, ctor, about (when present) and one
 // output op per input op. INVALID_ARGUMENT when the scenario is malformed
-// (not an object, missing or ill-typed fields, an unknown ctor); an unknown
-// op name is not a tool error but is recorded on that op as UNIMPLEMENTED.
+// (not an object, missing or ill-typed fields, an unknown ctor or an
+// unknown op name, which names the known ones).
 absl::StatusOr<nlohmann::json> RunScenario(const nlohmann::json& scenario,
                                            const ReplayOptions& options = {});
 

@@ -118,10 +118,15 @@ TEST(ScenarioRunnerTest, EncoderDecoderStateHasBothHalves) {
   EXPECT_EQ((*out)["ops"][1]["result"], 4);
 }
 
-TEST(ScenarioRunnerTest, UnknownOpIsRecordedNotFatal) {
-  const json ops = RunDynamicOps(R"([{"op": "recheck"}])");
-  ASSERT_EQ(ops.size(), 1u);
-  EXPECT_EQ(ops[0]["error"]["type"], "UNIMPLEMENTED");
+// An op name outside the format is a malformed trace, not a recorded
+// error (it replayed with exit 0 before, so a typo passed --check).
+TEST(ScenarioRunnerTest, UnknownOpIsAMalformedTrace) {
+  EXPECT_THAT(RunScenario(json::parse(
+                  R"({"name": "t", "ctor": {"cls": "DynamicKVCache"},
+              "ops": [{"op": "frobnicate"}]})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("op#0 (frobnicate): unknown op 'frobnicate' "
+                                 "(known: update, ")));
 }
 
 TEST(ScenarioRunnerTest, MalformedScenarioIsAnError) {
