@@ -4,7 +4,9 @@
 // request stream, the same bytes and the same scheduling rules
 // (scheduling.h). Every admitted request reserves max_len
 // tokens per row up front (a crop request its window plus one block), so it
-// never preempts but admits far fewer sequences. Pure bookkeeping: no KV bytes.
+// never preempts but admits far fewer sequences; a request longer than
+// max_len (prompt + output, from a trace) is refused as too large. Pure
+// bookkeeping: no KV bytes.
 //
 // Thread safety: one simulation thread.
 #ifndef PAGEDKV_TOOLS_KV_STRESS_CONTIGUOUS_MODEL_H_
@@ -105,6 +107,13 @@ class ContiguousModel {
     return int64_t{r.width} * per_row;
   }
 
+  // True if a plain request's prompt and output do not fit in max_len
+  // (a crop request holds its window, ReservationFor).
+  bool ExceedsMaxLen(const Request& r) const {
+    return r.crop_window == 0 &&
+           int64_t{r.prompt_tokens} + r.output_tokens > config_.max_len;
+  }
+
   void Admit() {
     int32_t running = static_cast<int32_t>(running_.size());
     waiting_.AdmitInOrder(
@@ -112,7 +121,12 @@ class ContiguousModel {
         [](const Request& r) { return int64_t{r.prompt_tokens}; },
         [&](Request& r) {
           const int64_t need = ReservationFor(r);
-          if (need > capacity_tokens_) return Verdict::kNever;
+          // A trace's request may need more than max_len (the generator's
+          // cannot: SimConfig::Validate); a server with that context limit
+          // refuses it, counted as too large, and so does this model.
+          if (need > capacity_tokens_ || ExceedsMaxLen(r)) {
+            return Verdict::kNever;
+          }
           if (reserved_ + need > capacity_tokens_) return Verdict::kLater;
           ++report_->admitted;
           reserved_ += need;

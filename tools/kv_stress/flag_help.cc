@@ -139,7 +139,8 @@ constexpr PresetField kFields[] = {
        return c.layout.quantized()
                   ? std::string(KVStorageName(c.layout.storage))
                   : std::string(DTypeName(c.layout.dtype));
-     }},
+     },
+     kEmpty},
     {"compare_prefix_caching",
      [](const SimConfig& c) {
        return std::string(c.compare_without_prefix_caching ? "true" : "false");

@@ -1,9 +1,13 @@
 // tools/kv_stress/mooncake_trace.cc
 #include "tools/kv_stress/mooncake_trace.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -17,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/kv_stress/prefix_tokens.h"
 #include "tools/kv_stress/request_source.h"
@@ -26,25 +31,50 @@ namespace {
 
 using nlohmann::json;
 
-// Reads integer field `key` of `line` into *out; false if it is missing,
-// not an integer, or outside [lo, hi].
-bool IntField(const json& line, const char* key, int64_t lo, int64_t hi,
-              int64_t* out) {
+// Reads integer field `key` of line `line_no` into *out; InvalidArgument
+// naming the field and saying what is wrong with it (missing, not an
+// integer, outside [lo, hi]).
+absl::Status IntField(const json& line, int64_t line_no, const char* key,
+                      int64_t lo, int64_t hi, int64_t* out) {
   const auto it = line.find(key);
-  if (it == line.end() || !it->is_number_integer()) return false;
-  const int64_t v = it->get<int64_t>();
-  if (v < lo || v > hi) return false;
-  *out = v;
-  return true;
+  if (it == line.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("line %d: %s is missing", line_no, key));
+  }
+  // An integer in [lo, hi]; unsigned JSON integers past int64 are out too.
+  const bool in_range =
+      it->is_number_integer() &&
+      !(it->is_number_unsigned() &&
+        it->get<uint64_t>() >
+            static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) &&
+      it->get<int64_t>() >= lo && it->get<int64_t>() <= hi;
+  if (!in_range) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("line %d: %s is %s, not an integer in [%d, %d]",
+                        line_no, key, it->dump(), lo, hi));
+  }
+  *out = it->get<int64_t>();
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<MooncakeTrace> MooncakeTrace::Load(const Options& options) {
+  struct stat st;
+  if (stat(options.path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "cannot read trace \"", options.path, "\": ", std::strerror(errno)));
+  }
+  // A directory opens as a stream that reads nothing: an empty trace.
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trace \"", options.path, "\" is not a regular file (",
+        S_ISDIR(st.st_mode) ? "a directory" : "a special file", ")"));
+  }
   std::ifstream in(options.path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read trace \"", options.path, "\""));
+    return absl::NotFoundError(absl::StrCat(
+        "cannot read trace \"", options.path, "\": ", std::strerror(errno)));
   }
   std::stringstream text;
   text << in.rdbuf();
@@ -86,15 +116,12 @@ absl::StatusOr<MooncakeTrace> MooncakeTrace::Parse(const std::string& text,
           absl::StrFormat("line %d is not a JSON object", line_no));
     }
     int64_t ms = 0, input = 0, output = 0;
-    if (!IntField(line, "timestamp", 0, std::numeric_limits<int64_t>::max(),
-                  &ms) ||
-        !IntField(line, "input_length", 1, kMaxLength, &input) ||
-        !IntField(line, "output_length", 1, kMaxLength, &output)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "line %d: timestamp must be an integer >= 0 and input_length, "
-          "output_length integers in [1, %d]",
-          line_no, kMaxLength));
-    }
+    PKV_RETURN_IF_ERROR(IntField(line, line_no, "timestamp", 0,
+                                 std::numeric_limits<int64_t>::max(), &ms));
+    PKV_RETURN_IF_ERROR(
+        IntField(line, line_no, "input_length", 1, kMaxLength, &input));
+    PKV_RETURN_IF_ERROR(
+        IntField(line, line_no, "output_length", 1, kMaxLength, &output));
     std::vector<TokenSpan> spans;
     if (const auto it = line.find("hash_ids"); it != line.end()) {
       if (!it->is_array()) {
@@ -108,7 +135,16 @@ absl::StatusOr<MooncakeTrace> MooncakeTrace::Parse(const std::string& text,
               absl::StrFormat("line %d: hash_ids holds %s, not an integer >= 0",
                               line_no, id.dump()));
         }
-        if (start >= input) continue;  // More ids than blocks: cut.
+        // One id a 512-token block, the last one partial: an id past the
+        // prompt names tokens it does not have (a corrupt line).
+        if (start >= input) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "line %d: %d hash_ids name %d tokens (%d each), more than "
+              "input_length %d (at most %d ids)",
+              line_no, it->size(), int64_t{kTraceBlockTokens} * it->size(),
+              kTraceBlockTokens, input,
+              (input + kTraceBlockTokens - 1) / kTraceBlockTokens));
+        }
         const int32_t length = static_cast<int32_t>(
             std::min<int64_t>(kTraceBlockTokens, input - start));
         spans.push_back(
@@ -131,6 +167,12 @@ absl::StatusOr<MooncakeTrace> MooncakeTrace::Parse(const std::string& text,
     trace.max_prompt_ = std::max(trace.max_prompt_, r.prompt_tokens);
     trace.max_output_ = std::max(trace.max_output_, r.output_tokens);
     trace.requests_.push_back(r);
+    trace.lines_.push_back(line_no);
+  }
+  // An empty file (or one of blank lines) is a wrong path, not a workload.
+  if (trace.requests_.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the trace has no requests (%d lines)", line_no));
   }
   return trace;
 }

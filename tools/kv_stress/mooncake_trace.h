@@ -22,10 +22,12 @@
 //     for (const Request& r : trace->ArrivalsAt(step)) { /* enqueue r */ }
 //   }
 //
-// Errors: a file that cannot be read is NOT_FOUND; a malformed line
-// (not JSON, a missing or non-integer field, lengths < 1, hash_ids not an
-// array of integers >= 0, a timestamp below the previous line's) is
-// INVALID_ARGUMENT naming the line.
+// Errors: a file that cannot be read is NOT_FOUND (with the OS reason); a
+// path that is not a regular file (a directory), a trace without requests
+// and a malformed line (not JSON, a missing or non-integer field, lengths
+// < 1, hash_ids not an array of integers >= 0 or naming more 512-token
+// blocks than input_length has, a timestamp below the previous line's) are
+// INVALID_ARGUMENT, a line's error naming the line and the field.
 //
 // Thread safety: used by one thread at a time.
 #ifndef PAGEDKV_TOOLS_KV_STRESS_MOONCAKE_TRACE_H_
@@ -37,6 +39,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/check.h"
 #include "tools/kv_stress/request_source.h"
 
 namespace pagedkv::kv_stress {
@@ -69,6 +72,13 @@ class MooncakeTrace : public RequestSource {
   }
   int32_t max_prompt_tokens() const { return max_prompt_; }
   int32_t max_output_tokens() const { return max_output_; }
+  // The file's line (from 1) of the request with id `id`.
+  // REQUIRES: 0 <= id < num_requests().
+  int64_t line_of(int64_t id) const {
+    PKV_CHECK(id >= 0 && id < num_requests(), "request %d of %d", id,
+              num_requests());
+    return lines_[id];
+  }
   // The step of the last arrival (-1 for an empty trace).
   int64_t last_arrival_step() const {
     return requests_.empty() ? -1 : requests_.back().arrival_step;
@@ -79,7 +89,8 @@ class MooncakeTrace : public RequestSource {
 
   // In arrival order; ids are the line's index among the requests.
   std::vector<Request> requests_;
-  size_t next_ = 0;  // The first request not yet handed out.
+  std::vector<int64_t> lines_;  // lines_[id]: the line of requests_[id].
+  size_t next_ = 0;             // The first request not yet handed out.
   int32_t max_prompt_ = 0;
   int32_t max_output_ = 0;
 };

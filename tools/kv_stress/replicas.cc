@@ -113,6 +113,19 @@ absl::StatusOr<Tiers> MakeTiers(const SimConfig& config,
           return absl::InvalidArgumentError(absl::StrCat(
               "--remote=", config.remote, ": ", store.status().message()));
         }
+        // Create does not connect, and a store that cannot reach its
+        // server counts every call as failed: the run would report a tier
+        // that never held a block. One lookup at start-up connects.
+        if (i == 0 && &c == &conn[0]) {
+          const std::string probe = absl::StrCat(key_namespace, "-probe");
+          (*store)->CountLeadingHits({&probe, 1});
+          if (!(*store)->connected()) {
+            return absl::UnavailableError(
+                absl::StrCat("cannot connect to --remote=", config.remote,
+                             " (is redis-server running there? README "
+                             "\"kv_stress with replicas\")"));
+          }
+        }
         c = std::move(*store);
       }
       tier =

@@ -132,8 +132,10 @@ struct ReplicaRunResult {
 // Runs the replicas (and the comparison run the config asks for).
 // InvalidArgument for a bad config or a --remote address that does not
 // parse (naming it); ResourceExhausted when a pool cannot be allocated;
-// Internal when a cache operation fails unexpectedly (a bug). A store that
-// is down is not an error: lookups miss, puts fail, and both are counted.
+// Internal when a cache operation fails unexpectedly (a bug); Unavailable
+// ("cannot connect to --remote=...") when the Redis server cannot be
+// reached at start-up. A store that goes down during the run is not an
+// error: lookups miss, puts fail, and both are counted.
 absl::StatusOr<ReplicaRunResult> RunReplicas(
     const SimConfig& config,
     const std::function<void(const Progress&)>& progress = nullptr);

@@ -2,14 +2,19 @@
 #include "tools/kv_stress/report.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/check.h"
 #include "cache/serving/layer_groups.h"
 #include "cache/storage/kv_layout.h"
 #include "fmt/format.h"
@@ -762,17 +767,63 @@ std::string RenderSweepSvg(const SimResult& r) {
   return svg;
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& contents) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot open ", path));
+namespace {
+
+// The status of a failed open of `path` from errno.
+absl::Status OpenError(const std::string& path) {
+  const int err = errno;
+  const std::string message =
+      absl::StrCat("cannot open ", path, " for writing: ", std::strerror(err));
+  if (err == EACCES || err == EPERM || err == EROFS) {
+    return absl::PermissionDeniedError(message);
   }
+  if (err == ENOENT || err == ENOTDIR) return absl::NotFoundError(message);
+  return absl::InternalError(message);
+}
+
+}  // namespace
+
+absl::StatusOr<OutputFile> OutputFile::Open(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return OpenError(path);
+  return OutputFile(path, f);
+}
+
+OutputFile::OutputFile(OutputFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      file_(std::exchange(other.file_, nullptr)) {}
+
+OutputFile& OutputFile::operator=(OutputFile&& other) noexcept {
+  if (this != &other) {
+    if (file_ != nullptr) std::fclose(file_);
+    path_ = std::move(other.path_);
+    file_ = std::exchange(other.file_, nullptr);
+  }
+  return *this;
+}
+
+OutputFile::~OutputFile() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+absl::Status OutputFile::Write(const std::string& contents) {
+  PKV_CHECK(file_ != nullptr, "%s was already written", path_);
+  std::FILE* f = std::exchange(file_, nullptr);
   const size_t written = std::fwrite(contents.data(), 1, contents.size(), f);
+  const int write_errno = errno;
   const bool closed = std::fclose(f) == 0;
   if (written != contents.size() || !closed) {
-    return absl::InternalError(absl::StrCat("cannot write ", path));
+    return absl::InternalError(absl::StrCat(
+        "cannot write ", path_, ": ",
+        std::strerror(written != contents.size() ? write_errno : errno)));
   }
   return absl::OkStatus();
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& contents) {
+  absl::StatusOr<OutputFile> f = OutputFile::Open(path);
+  if (!f.ok()) return f.status();
+  return f->Write(contents);
 }
 
 }  // namespace pagedkv::kv_stress

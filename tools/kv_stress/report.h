@@ -24,9 +24,12 @@
 #ifndef PAGEDKV_TOOLS_KV_STRESS_REPORT_H_
 #define PAGEDKV_TOOLS_KV_STRESS_REPORT_H_
 
+#include <cstdio>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "tools/kv_stress/simulator.h"
 
@@ -77,8 +80,46 @@ std::string FormatKVStorageTable(const SimResult& result);
 // lines, pool size on a log axis. REQUIRES: !result.sweep.empty().
 std::string RenderSweepSvg(const SimResult& result);
 
-// Writes `contents` to `path`. Returns Internal (with the path) on failure.
+// Writes `contents` to `path`. Returns PermissionDenied, NotFound or
+// Internal (the path and the OS reason, strerror) on failure.
 absl::Status WriteFile(const std::string& path, const std::string& contents);
+
+// An output file opened before a run and written after it, so that a path
+// that cannot be written fails before the work instead of losing it.
+//
+//   absl::StatusOr<OutputFile> json = OutputFile::Open("kv.json");
+//   if (!json.ok()) return json.status();   // Before the run.
+//   ...                                      // The run.
+//   PKV_RETURN_IF_ERROR(json->Write(contents));
+//
+// States: open (after Open), then closed (after Write, or when moved
+// from). Move-only: it owns the stream.
+class OutputFile {
+ public:
+  // Opens (creates or truncates) `path` for writing. Returns
+  // PermissionDenied, NotFound or Internal naming the path and the OS
+  // reason (strerror).
+  static absl::StatusOr<OutputFile> Open(const std::string& path);
+
+  OutputFile(OutputFile&& other) noexcept;
+  OutputFile& operator=(OutputFile&& other) noexcept;
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  ~OutputFile();
+
+  // Writes `contents` and closes the file; Internal (with the path and
+  // the OS reason) if writing or closing fails.
+  // REQUIRES: open (not written yet).
+  absl::Status Write(const std::string& contents);
+  const std::string& path() const { return path_; }
+
+ private:
+  OutputFile(std::string path, std::FILE* file)
+      : path_(std::move(path)), file_(file) {}
+
+  std::string path_;
+  std::FILE* file_ = nullptr;  // nullptr: closed.
+};
 
 }  // namespace pagedkv::kv_stress
 

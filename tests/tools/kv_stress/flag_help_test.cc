@@ -41,6 +41,9 @@ TEST(PresetFlagHelpTest, StringFlagsNameTheEmptyDefault) {
             "long, tiny, shared_prefix: float16; mooncake: bfloat16]");
   EXPECT_THAT(PresetFlagHelp("Preemption", "policy"),
               HasSubstr("newest_first in every preset"));
+  // --kv_dtype is a string flag too (its help once said "-1").
+  EXPECT_THAT(PresetFlagHelp("Storage", "kv_dtype"),
+              HasSubstr("[\"\": the preset's value"));
 }
 
 TEST(PresetFlagHelpTest, PrefixCachingIsOnForTheTracePresetAndSessions) {

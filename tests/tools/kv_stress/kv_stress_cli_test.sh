@@ -7,7 +7,10 @@
 #    --svg_out land in that directory, and the tool prints their absolute
 #    paths; without it they land in the current directory;
 #  - bad --remote, --kv_dtype and window --model combinations exit 2 and
-#    say why; good ones print their extra report lines.
+#    say why; good ones print their extra report lines;
+#  - every bad flag exits 2 with a message naming the flag (parse errors,
+#    negative values, sizes past physical memory, bad traces, unwritable
+#    outputs, flags --window_model does not use), before any run.
 # Usage: kv_stress_cli_test.sh PATH_TO_KV_STRESS
 set -euo pipefail
 
@@ -19,8 +22,8 @@ fail() {
   exit 1
 }
 
-# absl's --help exits 1 after printing.
-help="$("$kv_stress" --help 2>&1)" || true
+# --help exits 0 (Abseil's own exits 1; tools/common/flags.h).
+help="$("$kv_stress" --help 2>&1)" || fail "--help exited $?, not 0"
 case "$help" in
   *SetProgramUsageMessage*) fail "--help warns that no usage message is set" ;;
 esac
@@ -141,5 +144,88 @@ grep -q '^groups     6 groups of 8 layers (full, window 1024' "${tmp}/stdout" ||
   fail "no groups line: $(cat "${tmp}/stdout")"
 grep -q 'invariant checks: [1-9][0-9]*  failures: 0' "${tmp}/stdout" ||
   fail "invariant failures: $(cat "${tmp}/stdout")"
+
+# Every bad command line exits 2 and names what is wrong, before running.
+# expect_bad MESSAGE ARGS...
+expect_bad() {
+  local want="$1"
+  shift
+  local rc=0
+  "$kv_stress" "$@" >"${tmp}/stdout" 2>"${tmp}/stderr" || rc=$?
+  [ "$rc" -eq 2 ] || fail "$* exited ${rc}, not 2: $(cat "${tmp}/stderr")"
+  grep -qF -- "$want" "${tmp}/stderr" ||
+    fail "$*: no \"${want}\" in: $(cat "${tmp}/stderr")"
+}
+expect_bad "Unknown command line flag 'no_such_flag'" --no_such_flag
+expect_bad "Illegal value 'abc' specified for flag 'steps'" --steps=abc
+for f in steps=-5 pool_blocks=-3 block_tokens=-2 arrival_rate=-0.5 \
+  beam_pct=-2 trace_step_ms=-3; do
+  expect_bad "--${f} must be >= 0 (or -1: the preset's value)" "--${f}"
+done
+expect_bad "--duration_s=-1 must be >= 0" --duration_s=-1
+expect_bad "--pool_blocks=2000000000: host storage needs" \
+  --pool_blocks=2000000000
+expect_bad "of physical memory" --pool_mb=4000000
+expect_bad "books-only blocks need about" --storage=books_only \
+  --pool_blocks=2000000000
+expect_bad "--arrival_rate=1e+09 must be in (0, 100000]" --arrival_rate=1e9
+expect_bad "--pool_mb=0 must be in (0, " --pool_mb=0
+expect_bad "--pool_mb=8.79609e+12 must be in (0, " --pool_mb=8796093022208
+expect_bad "preset tiny's pool of 0.75 MiB holds no 2 MiB block of llama-3.1-8b" \
+  --preset=tiny --model=llama-3.1-8b
+expect_bad "--compare_remote needs a remote tier" --compare_remote
+expect_bad "--trace_requests=-5 must be >= 0" --trace_requests=-5
+expect_bad "--watermark_pct=500 must be in [0, 100)" --watermark_pct=500
+expect_bad "unknown --prompt_dist x (lognormal|uniform|fixed)" --prompt_dist=x
+expect_bad "--beam_pct=150 + --fork_pct=5 must be <= 100" --beam_pct=150
+expect_bad "--pool_sweep needs --prefix_caching=true" --pool_sweep=100,200
+expect_bad "cannot connect to --remote=unix:/nonexistent" \
+  --preset=shared_prefix --replicas=2 --remote=unix:/nonexistent --steps=5
+# Outputs are opened before the run, with the OS reason.
+expect_bad "--json_out: cannot open /nonexistent-dir/kv.json for writing: No such file or directory" \
+  --preset=tiny --steps=20 --json_out=/nonexistent-dir/kv.json
+expect_bad "--svg_out: cannot open ${tmp} for writing: Is a directory" \
+  --preset=tiny --steps=20 --svg_out="${tmp}"
+[ ! -s "${tmp}/stdout" ] || fail "a run started before the output failed"
+# Traces: a directory, an empty file, a field error, too many hash ids.
+expect_bad "is not a regular file (a directory)" --preset=tiny --trace="${tmp}"
+: >"${tmp}/empty.jsonl"
+expect_bad "the trace has no requests (0 lines)" --preset=tiny \
+  --trace="${tmp}/empty.jsonl"
+echo '{"timestamp": 0, "input_length": 5}' >"${tmp}/no_output.jsonl"
+expect_bad "line 1: output_length is missing" --preset=tiny \
+  --trace="${tmp}/no_output.jsonl"
+echo '{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [1, 2]}' \
+  >"${tmp}/ids.jsonl"
+expect_bad "line 1: 2 hash_ids name 1024 tokens (512 each), more than input_length 5" \
+  --preset=tiny --trace="${tmp}/ids.jsonl"
+# --window_model takes only its own flags (and --json_out); its flags
+# need it.
+expect_bad "--window_model does not use --steps" \
+  --window_model=mistral-7b-swa --steps=5
+expect_bad "--window_context needs --window_model" --window_context=4096
+
+# A trace request longer than --max_len is refused by the contiguous model
+# as too large (noted with its line), not an invariant failure (exit 0).
+{
+  echo '{"timestamp": 0, "input_length": 40, "output_length": 8}'
+  echo '{"timestamp": 10, "input_length": 600, "output_length": 8}'
+} >"${tmp}/long.jsonl"
+"$kv_stress" --preset=tiny --trace="${tmp}/long.jsonl" --steps=0 \
+  --storage=books_only >"${tmp}/stdout" 2>"${tmp}/stderr" ||
+  fail "a trace over --max_len failed: $(cat "${tmp}/stderr")"
+grep -qF "1 of the trace's 2 requests need more than --max_len=512 tokens (the first, line 2: input_length 600 + output_length 8)" \
+  "${tmp}/stderr" || fail "no --max_len note: $(cat "${tmp}/stderr")"
+grep -q '^admissions refused (queue/size) *0/0 *0/1$' "${tmp}/stdout" ||
+  fail "not refused for size: $(cat "${tmp}/stdout")"
+
+# --window_model honours --json_out (the JSON goes to the file only).
+"$kv_stress" --window_model=mistral-7b-swa --window_pool_mb=1024 \
+  --window_context=4096 --json_out="${tmp}/window.json" \
+  >"${tmp}/stdout" 2>"${tmp}/stderr" ||
+  fail "--window_model failed: $(cat "${tmp}/stderr")"
+[ -s "${tmp}/window.json" ] || fail "no --window_model JSON"
+grep -qF "kv_stress: wrote the JSON report to ${tmp}/window.json" \
+  "${tmp}/stderr" || fail "window JSON path not printed"
 
 echo "PASS"

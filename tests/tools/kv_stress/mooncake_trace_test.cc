@@ -2,6 +2,7 @@
 // line rejected with its line number.
 #include "tools/kv_stress/mooncake_trace.h"
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,14 @@ TEST(MooncakeTraceTest, ArrivalsFallInTheirSteps) {
   EXPECT_TRUE(t->exhausted());
 }
 
+TEST(MooncakeTraceTest, LineOfNamesTheFileLine) {
+  absl::StatusOr<MooncakeTrace> t =
+      MooncakeTrace::Parse(kTrace, {.step_ms = 30});
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->line_of(0), 1);
+  EXPECT_EQ(t->line_of(2), 4);  // After the blank line 3.
+}
+
 TEST(MooncakeTraceTest, MaxRequestsKeepsTheFirstOnes) {
   absl::StatusOr<MooncakeTrace> t =
       MooncakeTrace::Parse(kTrace, {.step_ms = 30, .max_requests = 2});
@@ -71,13 +80,25 @@ TEST(MooncakeTraceTest, MalformedLinesNameTheirLine) {
        "json\n",
        "line 2 is not a JSON object"},
       {"[1, 2]\n", "line 1 is not a JSON object"},
-      {"{\"timestamp\": 0, \"output_length\": 1}\n", "line 1: timestamp"},
+      // Each field error names the field and what is wrong with it.
+      {"{\"timestamp\": 0, \"output_length\": 1}\n",
+       "line 1: input_length is missing"},
+      {"{\"input_length\": 3, \"output_length\": 1}\n",
+       "line 1: timestamp is missing"},
       {"{\"timestamp\": 0, \"input_length\": 0, \"output_length\": 1}\n",
-       "line 1: timestamp"},
+       "line 1: input_length is 0, not an integer in [1, 2147483647]"},
       {"{\"timestamp\": -1, \"input_length\": 3, \"output_length\": 1}\n",
-       "line 1: timestamp"},
+       "line 1: timestamp is -1, not an integer in [0, "},
       {"{\"timestamp\": 0, \"input_length\": 2.5, \"output_length\": 1}\n",
-       "line 1: timestamp"},
+       "line 1: input_length is 2.5, not an integer"},
+      {"{\"timestamp\": 0, \"input_length\": 3, \"output_length\": \"4\"}\n",
+       "line 1: output_length is \"4\", not an integer"},
+      {"{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 1, "
+       "\"hash_ids\": [5, 6, 7]}\n",
+       "line 1: 3 hash_ids name 1536 tokens (512 each), more than "
+       "input_length 600 (at most 2 ids)"},
+      {"\n  \n", "the trace has no requests (2 lines)"},
+      {"", "the trace has no requests (0 lines)"},
       {"{\"timestamp\": 0, \"input_length\": 3, \"output_length\": 1, "
        "\"hash_ids\": 4}\n",
        "line 1: hash_ids is not an array"},
@@ -102,7 +123,11 @@ TEST(MooncakeTraceTest, BadOptionsAndMissingFiles) {
                        HasSubstr("max_requests -1")));
   EXPECT_THAT(MooncakeTrace::Load({.path = "/nonexistent/trace.jsonl"}),
               StatusIs(absl::StatusCode::kNotFound,
-                       HasSubstr("/nonexistent/trace.jsonl")));
+                       HasSubstr("/nonexistent/trace.jsonl\": No such file")));
+  // A directory reads as an empty stream; it is named as what it is.
+  EXPECT_THAT(MooncakeTrace::Load({.path = std::getenv("TEST_TMPDIR")}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("is not a regular file (a directory)")));
 }
 
 TEST(MooncakeTraceTest, HashIdsBecomeSpansOf512Tokens) {
@@ -121,7 +146,7 @@ TEST(MooncakeTraceTest, HashIdsBecomeSpansOf512Tokens) {
   EXPECT_TRUE(r[3].prompt_spans.empty());  // No hash_ids at all.
   // A partial last block is cut to what the prompt has left.
   absl::StatusOr<MooncakeTrace> cut = MooncakeTrace::Parse(
-      R"({"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [5, 6, 7]})",
+      R"({"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [5, 6]})",
       {});
   ASSERT_THAT(cut, IsOk());
   ASSERT_EQ(cut->requests()[0].prompt_spans.size(), 2u);

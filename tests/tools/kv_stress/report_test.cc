@@ -118,10 +118,30 @@ TEST(ReportTest, SvgHasTwoPanelsOfTwoLinesAndALegend) {
   EXPECT_EQ(svg.find("nan"), std::string::npos);
 }
 
-TEST(ReportTest, WriteFileReportsAnUnwritablePath) {
+TEST(ReportTest, WriteFileReportsAnUnwritablePathWithTheOsReason) {
   EXPECT_THAT(WriteFile("/nonexistent-dir/x.json", "{}"),
-              StatusIs(absl::StatusCode::kInternal,
-                       HasSubstr("/nonexistent-dir/x.json")));
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("cannot open /nonexistent-dir/x.json for "
+                                 "writing: No such file or directory")));
+}
+
+TEST(ReportTest, OutputFileFailsAtOpenAndWritesLater) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = tmp != nullptr ? tmp : "/tmp";
+  // A directory cannot be opened for writing: the error comes at Open,
+  // before any run.
+  EXPECT_THAT(OutputFile::Open(dir), StatusIs(absl::StatusCode::kInternal,
+                                              HasSubstr(": Is a directory")));
+  absl::StatusOr<OutputFile> f = OutputFile::Open(dir + "/out.json");
+  ASSERT_THAT(f, IsOk());
+  OutputFile moved = *std::move(f);
+  ASSERT_THAT(moved.Write("{}"), IsOk());
+  std::FILE* in = std::fopen((dir + "/out.json").c_str(), "rb");
+  ASSERT_NE(in, nullptr);
+  char buf[8] = {};
+  EXPECT_EQ(std::fread(buf, 1, sizeof(buf), in), 2u);
+  std::fclose(in);
+  EXPECT_EQ(std::string(buf), "{}");
 }
 
 TEST(ReportTest, WriteFileWritesTheContents) {

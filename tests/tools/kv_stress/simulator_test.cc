@@ -328,6 +328,37 @@ TEST(SimulatorTest, TraceRunsUntilDrainedAndCompletesEveryRequest) {
                                          HasSubstr("trace.jsonl.missing")));
 }
 
+// A trace's request longer than max_len (prompt + output) is refused by
+// the contiguous model as too large, as a server with that context limit
+// does; it used to be admitted and reported as an invariant failure (it
+// outgrew its max_len reservation).
+TEST(SimulatorTest, ContiguousModelRefusesTraceRequestsLongerThanMaxLen) {
+  const std::string path =
+      std::string(std::getenv("TEST_TMPDIR")) + "/long_trace.jsonl";
+  {
+    std::ofstream out(path);
+    for (int i = 0; i < 12; ++i) {
+      // Every third request needs 500 + 20 > max_len 512 tokens.
+      out << "{\"timestamp\": " << i * 100
+          << ", \"input_length\": " << (i % 3 == 0 ? 500 : 40)
+          << ", \"output_length\": 20}\n";
+    }
+  }
+  SimConfig c = Tiny(1);
+  ASSERT_EQ(c.max_len, 512);
+  c.trace_path = path;
+  c.trace_step_ms = 10;
+  c.steps = 0;
+  c.storage = StorageMode::kBooksOnly;
+  absl::StatusOr<SimResult> r = RunSimulation(c);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->invariant_failures, 0) << r->failure_messages.front();
+  EXPECT_EQ(r->contiguous.refused_too_large, 4);
+  EXPECT_EQ(r->contiguous.completed, 8);
+  EXPECT_EQ(r->paged.completed, 12);
+  ExpectLedgerBalances(r->contiguous);
+}
+
 TEST(SimConfigTest, EveryPresetIsValid) {
   for (const char* name : {"chat", "beam", "long", "tiny", "mooncake"}) {
     absl::StatusOr<SimConfig> c = PresetConfig(name);
