@@ -25,6 +25,7 @@
 #include "python/src/busy.h"
 #include "python/src/pool.h"
 #include "python/src/status.h"
+#include "python/src/typed_args.h"
 #include "python/src/views.h"
 #include "tensor/dtype.h"
 
@@ -130,10 +131,9 @@ std::vector<int32_t> SlidingWindowArg(py::handle value, KVPool* pool) {
   return out;
 }
 
-std::unique_ptr<PyDynamicKVCache> MakeDynamic(py::object pool,
-                                              py::handle block_tokens,
-                                              py::handle max_private_pool_bytes,
-                                              py::handle sliding_window) {
+std::unique_ptr<PyDynamicKVCache> MakeDynamic(
+    OptionalPoolArg pool, OptionalIntArg block_tokens,
+    OptionalIntArg max_private_pool_bytes, OptionalIntsArg sliding_window) {
   KVPool* shared = PoolArg(pool);
   auto holder = std::make_unique<PyDynamicKVCache>();
   holder->kind = "DynamicKVCache";
@@ -155,11 +155,9 @@ std::unique_ptr<PyDynamicKVCache> MakeDynamic(py::object pool,
   return holder;
 }
 
-std::unique_ptr<PyStaticKVCache> MakeStatic(py::handle max_cache_len,
-                                            py::handle num_layers,
-                                            py::object pool,
-                                            py::handle block_tokens,
-                                            py::handle max_private_pool_bytes) {
+std::unique_ptr<PyStaticKVCache> MakeStatic(
+    IntArg max_cache_len, IntArg num_layers, OptionalPoolArg pool,
+    OptionalIntArg block_tokens, OptionalIntArg max_private_pool_bytes) {
   StaticKVCache::Options options;
   options.pool = PoolArg(pool);
   options.max_cache_len = ToInt64(max_cache_len, "max_cache_len");
@@ -179,7 +177,7 @@ std::unique_ptr<PyStaticKVCache> MakeStatic(py::handle max_cache_len,
 // Takes the C++ caches of two Python caches (None: a new DynamicKVCache)
 // into one EncoderDecoderCache that the halves then share.
 std::unique_ptr<PyEncoderDecoderCache> MakeEncoderDecoder(
-    py::object self_half, py::object cross_half) {
+    OptionalCacheArg self_half, OptionalCacheArg cross_half) {
   if (self_half.is_none())
     self_half =
         py::cast(MakeDynamic(py::none(), py::none(), py::none(), py::none()));
@@ -247,7 +245,7 @@ template <typename Holder, typename Class>
 void AddCacheMethods(Class& cls) {
   cls.def(
          "get_seq_length",
-         [](Holder& c, py::handle layer_idx) {
+         [](Holder& c, IntArg layer_idx) {
            BusyGuard guard(BusyOf(c), KindOf(c));
            return ValueOrThrow(
                CacheOf(c).GetSeqLength(ToInt64(layer_idx, "layer_idx")));
@@ -256,7 +254,7 @@ void AddCacheMethods(Class& cls) {
          "Length of the layer (0 for a layer never updated).")
       .def(
           "reorder_cache",
-          [](Holder& c, py::handle beam_idx) {
+          [](Holder& c, IntsArg beam_idx) {
             BusyGuard guard(BusyOf(c), KindOf(c));
             const std::vector<int64_t> idx = ToIndexList(beam_idx, "beam_idx");
             ThrowIfError(CacheOf(c).ReorderCache(idx));
@@ -265,15 +263,17 @@ void AddCacheMethods(Class& cls) {
           "New row i is old row beam_idx[i]; a block-table remap.")
       .def(
           "batch_select_indices",
-          [](Holder& c, py::handle indices) {
+          [](Holder& c, IntsArg indices) {
             BusyGuard guard(BusyOf(c), KindOf(c));
             const std::vector<int64_t> idx = ToIndexList(indices, "indices");
             ThrowIfError(CacheOf(c).BatchSelectIndices(idx));
           },
-          py::arg("indices"))
+          py::arg("indices"),
+          "Keeps rows indices[0], indices[1], ... in that order (a "
+          "block-table remap; dropped rows free their blocks).")
       .def(
           "batch_repeat_interleave",
-          [](Holder& c, py::handle repeats) {
+          [](Holder& c, IntArg repeats) {
             BusyGuard guard(BusyOf(c), KindOf(c));
             ThrowIfError(
                 CacheOf(c).BatchRepeatInterleave(ToInt64(repeats, "repeats")));
@@ -282,30 +282,39 @@ void AddCacheMethods(Class& cls) {
           "Row r becomes rows r*repeats .. (shared blocks).")
       .def(
           "crop",
-          [](Holder& c, py::handle max_length) {
+          [](Holder& c, IntArg max_length) {
             BusyGuard guard(BusyOf(c), KindOf(c));
             ThrowIfError(CacheOf(c).Crop(ToInt64(max_length, "max_length")));
           },
           py::arg("max_length"), "Keep the last max_length positions.")
-      .def("reset",
-           [](Holder& c) {
-             BusyGuard guard(BusyOf(c), KindOf(c));
-             CacheOf(c).Reset();
-           })
-      .def("get_max_cache_shape",
-           [](Holder& c) {
-             BusyGuard guard(BusyOf(c), KindOf(c));
-             return OptionalInt(CacheOf(c).GetMaxCacheShape());
-           })
-      .def("check_invariants", [](Holder& c) {
-        BusyGuard guard(BusyOf(c), KindOf(c));
-        CacheOf(c).CheckInvariants();
-      });
+      .def(
+          "reset",
+          [](Holder& c) {
+            BusyGuard guard(BusyOf(c), KindOf(c));
+            CacheOf(c).Reset();
+          },
+          "Empties every layer and returns the blocks (the next update may "
+          "change batch, heads, head_dim or dtype).")
+      .def(
+          "get_max_cache_shape",
+          [](Holder& c) -> OptionalIntArg {
+            BusyGuard guard(BusyOf(c), KindOf(c));
+            return OptionalInt(CacheOf(c).GetMaxCacheShape());
+          },
+          "max_cache_len of a static cache; None for a dynamic one.")
+      .def(
+          "check_invariants",
+          [](Holder& c) {
+            BusyGuard guard(BusyOf(c), KindOf(c));
+            CacheOf(c).CheckInvariants();
+          },
+          "Aborts the process if the cache's books are inconsistent (a bug; "
+          "for tests).");
 }
 
-py::object Update(PyKVCache& c, py::handle key, py::handle value,
-                  py::handle layer_idx, py::handle cache_position,
-                  py::handle dtype, bool return_kv) {
+OptionalKVPair Update(PyKVCache& c, ArrayArg key, ArrayArg value,
+                      IntArg layer_idx, PositionArg cache_position,
+                      DTypeArg dtype, bool return_kv) {
   BusyGuard guard(c.busy, c.kind);
   const std::optional<DType> declared = ParseDTypeArg(dtype);
   const KVInput k = ToKVInput(key, "key", declared);
@@ -322,7 +331,7 @@ py::object Update(PyKVCache& c, py::handle key, py::handle value,
   return GatherPair(*view);
 }
 
-py::object Get(PyKVCache& c, py::handle layer_idx) {
+OptionalKVPair Get(PyKVCache& c, IntArg layer_idx) {
   BusyGuard guard(c.busy, c.kind);
   return OptionalPair(
       ValueOrThrow(c.get()->Get(ToInt64(layer_idx, "layer_idx"))));
@@ -331,7 +340,7 @@ py::object Get(PyKVCache& c, py::handle layer_idx) {
 // cache[i]: (k, v) of layer slot i; negative i counts from the end as in a
 // Python sequence; (None, None) for an empty slot; IndexError past the end
 // (which also ends `for k, v in cache`).
-py::object GetItem(PyKVCache& c, py::handle index) {
+py::tuple GetItem(PyKVCache& c, IntArg index) {
   BusyGuard guard(c.busy, c.kind);
   const int64_t n = c.get()->num_layer_slots();
   int64_t i = ToInt64(index, "index");
@@ -342,10 +351,10 @@ py::object GetItem(PyKVCache& c, py::handle index) {
   }
   py::object pair = OptionalPair(ValueOrThrow(c.get()->Get(i)));
   if (pair.is_none()) return py::make_tuple(py::none(), py::none());
-  return pair;
+  return py::reinterpret_steal<py::tuple>(pair.release());
 }
 
-py::object PagedViewOf(py::object self, py::handle layer_idx) {
+OptionalPagedView PagedViewOf(py::object self, IntArg layer_idx) {
   PyKVCache& c = self.cast<PyKVCache&>();
   BusyGuard guard(c.busy, c.kind);
   if (c.pool.is_none()) {
@@ -363,6 +372,31 @@ py::object PagedViewOf(py::object self, py::handle layer_idx) {
   return py::cast(MakePagedView(*view, c.pool));
 }
 
+// DynamicKVCache(layers=2, batch_size=4, seq_length=17, dtype=float16,
+// pool=private); a StaticKVCache starts with max_cache_len.
+std::string CacheRepr(PyKVCache& c) {
+  BusyGuard guard(c.busy, c.kind);
+  const KVCache& cache = *c.get();
+  std::string out = absl::StrCat(c.kind, "(");
+  if (std::optional<int64_t> max = cache.GetMaxCacheShape()) {
+    absl::StrAppend(&out, "max_cache_len=", *max, ", ");
+  }
+  absl::StrAppend(&out, "layers=", cache.num_layer_slots());
+  if (std::optional<int64_t> batch = cache.batch_size()) {
+    absl::StrAppend(&out, ", batch_size=", *batch);
+  }
+  if (cache.num_layer_slots() > 0) {
+    absl::StatusOr<int64_t> length = cache.GetSeqLength(0);
+    if (length.ok()) absl::StrAppend(&out, ", seq_length=", *length);
+  }
+  if (std::optional<DType> dtype = cache.dtype()) {
+    absl::StrAppend(&out, ", dtype=", std::string(DTypeName(*dtype)));
+  }
+  absl::StrAppend(&out, ", pool=", c.pool.is_none() ? "private" : "KVPool",
+                  ")");
+  return out;
+}
+
 template <typename Class>
 void AddKVCacheMethods(Class& cls) {
   cls.def("update", &Update, py::arg("key"), py::arg("value"),
@@ -378,29 +412,47 @@ copies and returns None (kernels then read paged_view in place).)doc")
            "(k, v) copies of the layer, or None if it holds nothing.")
       .def("paged_view", &PagedViewOf, py::arg("layer_idx"),
            "Zero-copy PagedView of the layer (caches on a KVPool only).")
-      .def("__len__",
-           [](PyKVCache& c) {
-             BusyGuard guard(c.busy, c.kind);
-             return c.get()->num_layer_slots();
-           })
-      .def("__getitem__", &GetItem)
+      .def(
+          "__len__",
+          [](PyKVCache& c) {
+            BusyGuard guard(c.busy, c.kind);
+            return c.get()->num_layer_slots();
+          },
+          "Number of layer slots (layers updated so far, and any below them).")
+      .def("__getitem__", &GetItem, py::arg("index"),
+           "(k, v) copies of layer slot index (negative counts from the "
+           "end); (None, None) for an empty slot; IndexError past the end.")
       .def_property_readonly("batch_size",
-                             [](PyKVCache& c) {
+                             [](PyKVCache& c) -> OptionalIntArg {
                                BusyGuard guard(c.busy, c.kind);
                                return OptionalInt(c.get()->batch_size());
-                             })
+                             },
+                             "Rows of the batch (int), or None before the "
+                             "first update.")
       .def_property_readonly("dtype",
-                             [](PyKVCache& c) -> py::object {
+                             [](PyKVCache& c) -> OptionalStrArg {
                                BusyGuard guard(c.busy, c.kind);
                                std::optional<DType> d = c.get()->dtype();
                                if (!d.has_value()) return py::none();
                                return py::str(std::string(DTypeName(*d)));
-                             })
-      .def_property_readonly("pool", [](PyKVCache& c) { return c.pool; })
-      .def("stats", [](PyKVCache& c) {
-        BusyGuard guard(c.busy, c.kind);
-        return StatsDict(c.get()->stats());
-      });
+                             },
+                             "Element type of the cached K/V (str), or None "
+                             "before the first update.")
+      .def_property_readonly(
+          "pool", [](PyKVCache& c) -> OptionalPool { return c.pool; },
+          "The KVPool the cache draws from, or None for a private pool.")
+      .def(
+          "stats",
+          [](PyKVCache& c) {
+            BusyGuard guard(c.busy, c.kind);
+            return StatsDict(c.get()->stats());
+          },
+          "dict of counters: blocks_in_use, blocks_shared, blocks_reserved, "
+          "reservation_capacity, cow_copies, cow_bytes, bytes_written, "
+          "bytes_zero_filled, reservation_shortfalls, remap_bytes_copied.")
+      .def("__repr__", &CacheRepr,
+           "Kind(layers=..., batch_size=..., seq_length=..., dtype=..., "
+           "pool=...) of the cache now.");
   AddCacheMethods<PyKVCache>(cls);
 }
 
@@ -427,7 +479,12 @@ length is the layer count: later layers are ValueError.
       .def(py::init(&MakeDynamic), py::arg("pool") = py::none(), py::kw_only(),
            py::arg("block_tokens") = py::none(),
            py::arg("max_private_pool_bytes") = py::none(),
-           py::arg("sliding_window") = py::none());
+           py::arg("sliding_window") = py::none(),
+           "pool: a KVPool to draw blocks from, or None for a private pool "
+           "made at the first update. block_tokens, max_private_pool_bytes "
+           "(the private pool's cap; past it updates raise MemoryError) and "
+           "sliding_window are private-pool options: with a pool they are "
+           "ValueError.");
 
   py::class_<PyStaticKVCache, PyKVCache>(m, "StaticKVCache", R"doc(
 A KV cache of fixed capacity max_cache_len per layer (lucid
@@ -437,7 +494,10 @@ updates never fail for memory.
       .def(py::init(&MakeStatic), py::arg("max_cache_len"),
            py::arg("num_layers"), py::arg("pool") = py::none(), py::kw_only(),
            py::arg("block_tokens") = py::none(),
-           py::arg("max_private_pool_bytes") = py::none());
+           py::arg("max_private_pool_bytes") = py::none(),
+           "max_cache_len positions per layer for num_layers layers, on a "
+           "KVPool or a private pool (block_tokens and "
+           "max_private_pool_bytes only for a private one).");
 
   py::class_<PyEncoderDecoderCache> edc(m, kEdc, R"doc(
 Self-attention and cross-attention caches routed by is_cross_attention
@@ -446,13 +506,15 @@ halves atomically; crop to the self-attention half only.
 )doc");
   edc.def(py::init(&MakeEncoderDecoder),
           py::arg("self_attention_cache") = py::none(),
-          py::arg("cross_attention_cache") = py::none())
+          py::arg("cross_attention_cache") = py::none(),
+          "Adopts two DynamicKVCache / StaticKVCache halves (None: a new "
+          "DynamicKVCache); each cache can be adopted once.")
       .def(
           "update",
-          [](PyEncoderDecoderCache& c, py::handle key, py::handle value,
-             py::handle layer_idx, py::handle cache_position,
-             bool is_cross_attention, py::handle dtype,
-             bool return_kv) -> py::object {
+          [](PyEncoderDecoderCache& c, ArrayArg key, ArrayArg value,
+             IntArg layer_idx, PositionArg cache_position,
+             bool is_cross_attention, DTypeArg dtype,
+             bool return_kv) -> OptionalKVPair {
             BusyGuard guard(c.pair->busy, kEdc);
             const std::optional<DType> declared = ParseDTypeArg(dtype);
             const KVInput k = ToKVInput(key, "key", declared);
@@ -472,21 +534,25 @@ halves atomically; crop to the self-attention half only.
           py::arg("key"), py::arg("value"), py::arg("layer_idx"),
           py::arg("cache_position") = py::none(), py::kw_only(),
           py::arg("is_cross_attention") = false, py::arg("dtype") = py::none(),
-          py::arg("return_kv") = true)
+          py::arg("return_kv") = true,
+          "KVCache.update on the self-attention half, or the "
+          "cross-attention half with is_cross_attention=True.")
       .def(
           "get",
-          [](PyEncoderDecoderCache& c, py::handle layer_idx,
-             bool is_cross_attention) {
+          [](PyEncoderDecoderCache& c, IntArg layer_idx,
+             bool is_cross_attention) -> OptionalKVPair {
             BusyGuard guard(c.pair->busy, kEdc);
             return OptionalPair(ValueOrThrow(
                 c.pair->cache->Get(ToInt64(layer_idx, "layer_idx"),
                                    AttentionArg(is_cross_attention))));
           },
           py::arg("layer_idx"), py::kw_only(),
-          py::arg("is_cross_attention") = false)
+          py::arg("is_cross_attention") = false,
+          "(k, v) copies of the layer of the chosen half, or None if it "
+          "holds nothing.")
       .def(
           "get_seq_length",
-          [](PyEncoderDecoderCache& c, py::handle layer_idx,
+          [](PyEncoderDecoderCache& c, IntArg layer_idx,
              bool is_cross_attention) {
             BusyGuard guard(c.pair->busy, kEdc);
             return ValueOrThrow(
@@ -494,14 +560,17 @@ halves atomically; crop to the self-attention half only.
                                             AttentionArg(is_cross_attention)));
           },
           py::arg("layer_idx") = 0, py::kw_only(),
-          py::arg("is_cross_attention") = false)
-      .def("__len__",
-           [](PyEncoderDecoderCache& c) {
-             BusyGuard guard(c.pair->busy, kEdc);
-             return c.pair->cache->self_attention_cache().num_layer_slots();
-           })
+          py::arg("is_cross_attention") = false,
+          "Length of the layer of the chosen half (0 if never updated).")
+      .def(
+          "__len__",
+          [](PyEncoderDecoderCache& c) {
+            BusyGuard guard(c.pair->busy, kEdc);
+            return c.pair->cache->self_attention_cache().num_layer_slots();
+          },
+          "Layer slots of the self-attention half.")
       .def("__getitem__",
-           [](PyEncoderDecoderCache& c, py::handle index) {
+           [](PyEncoderDecoderCache& c, IntArg index) {
              py::tuple self_kv = GetItem(c.self_half.cast<PyKVCache&>(), index);
              py::tuple cross_kv;
              PyKVCache& cross = c.cross_half.cast<PyKVCache&>();
@@ -517,7 +586,10 @@ halves atomically; crop to the self-attention half only.
              }
              return py::make_tuple(self_kv[0], self_kv[1], cross_kv[0],
                                    cross_kv[1]);
-           })
+           },
+           py::arg("index"),
+           "(self_k, self_v, cross_k, cross_v) of layer slot index (None "
+           "for an empty slot).")
       .def_property_readonly(
           "is_updated",
           [](PyEncoderDecoderCache& c) {
@@ -527,10 +599,25 @@ halves atomically; crop to the self-attention half only.
               d[py::int_(layer)] = true;
             }
             return d;
-          })
-      .def_readonly("self_attention_cache", &PyEncoderDecoderCache::self_half)
+          },
+          "dict {layer: True} of the cross-attention layers written (HF's "
+          "is_updated).")
+      .def_readonly("self_attention_cache", &PyEncoderDecoderCache::self_half,
+                    "The self-attention half (a KVCache, still usable).")
       .def_readonly("cross_attention_cache",
-                    &PyEncoderDecoderCache::cross_half);
+                    &PyEncoderDecoderCache::cross_half,
+                    "The cross-attention half (a KVCache, still usable).")
+      .def(
+          "__repr__",
+          [](PyEncoderDecoderCache& c) {
+            return absl::StrCat(
+                kEdc, "(self_attention_cache=",
+                CacheRepr(c.self_half.cast<PyKVCache&>()),
+                ", cross_attention_cache=",
+                CacheRepr(c.cross_half.cast<PyKVCache&>()), ")");
+          },
+          "EncoderDecoderCache(self_attention_cache=..., "
+          "cross_attention_cache=...)");
   AddCacheMethods<PyEncoderDecoderCache>(edc);
 }
 

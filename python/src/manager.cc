@@ -25,6 +25,7 @@
 #include "python/src/manager_holder.h"
 #include "python/src/physical_memory.h"
 #include "python/src/status.h"
+#include "python/src/typed_args.h"
 #include "python/src/views.h"
 #include "tensor/dtype.h"
 
@@ -113,12 +114,12 @@ void RejectSaltWithCount(py::handle salt) {
 }
 
 std::unique_ptr<PyKVCacheManager> MakeManager(
-    py::handle num_layers, py::handle num_kv_heads, py::handle head_dim,
-    py::handle dtype, py::handle num_blocks, py::handle block_tokens,
-    py::handle storage_arg, py::handle admission_arg, double watermark,
-    py::handle num_host_blocks, py::handle prefix_caching_arg,
-    py::handle hasher_arg, py::handle max_pending_events,
-    py::handle layer_groups, py::handle max_step_tokens) {
+    IntArg num_layers, IntArg num_kv_heads, IntArg head_dim,
+    RequiredDTypeArg dtype, IntArg num_blocks, IntArg block_tokens,
+    StrArg storage_arg, StrArg admission_arg, double watermark,
+    IntArg num_host_blocks, BoolArg prefix_caching_arg,
+    OptionalStrArg hasher_arg, OptionalIntArg max_pending_events,
+    LayerGroupsArg layer_groups, OptionalIntArg max_step_tokens) {
   const std::string storage = ToString(storage_arg, "storage");
   const std::string admission = ToString(admission_arg, "admission");
   const bool prefix_caching = ToBool(prefix_caching_arg, "prefix_caching");
@@ -152,8 +153,9 @@ std::unique_ptr<PyKVCacheManager> MakeManager(
   options.prefix_caching.enabled = prefix_caching;
   // Prefix-caching options without prefix caching would be ignored.
   for (auto [arg, name] :
-       {std::pair{hasher_arg, "hasher"},
-        std::pair{max_pending_events, "max_pending_events"}}) {
+       {std::pair<py::handle, const char*>{hasher_arg, "hasher"},
+        std::pair<py::handle, const char*>{max_pending_events,
+                                           "max_pending_events"}}) {
     if (!arg.is_none() && !prefix_caching) {
       ThrowInvalidArgument(absl::StrCat(
           name, ": only with prefix_caching=True (it would be ignored)"));
@@ -246,9 +248,9 @@ void LoadBatch(PyKVCacheManager& c, py::handle seqs) {
   c.batch.assign(ids.data(), ids.data() + ids.size());
 }
 
-py::array AppendSlots(PyKVCacheManager& c, py::handle seqs,
-                      py::handle num_tokens, py::handle out_array,
-                      py::handle token_ids, py::handle commit) {
+py::array AppendSlots(PyKVCacheManager& c, IntsArg seqs,
+                      IntOrIntsArg num_tokens, OptionalArrayArg out_array,
+                      OptionalIntsArg token_ids, OptionalIntsArg commit) {
   BusyGuard guard(c.busy, kManagerKind);
   CheckSlotBuffer(out_array);
   const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
@@ -361,11 +363,16 @@ tables are read per group (group_table, export_dense_group).
           py::arg("prefix_caching") = false, py::arg("hasher") = py::none(),
           py::arg("max_pending_events") = py::none(),
           py::arg("layer_groups") = py::none(),
-          py::arg("max_step_tokens") = py::none())
+          py::arg("max_step_tokens") = py::none(),
+          "See the class docstring. ValueError (INVALID_ARGUMENT) for a bad "
+          "layout or option and for an option the configuration would "
+          "ignore (hasher / max_pending_events without prefix_caching, "
+          "max_step_tokens without layer_groups); MemoryError when host "
+          "storage exceeds physical memory.")
       .def(
           "can_admit",
-          [](PyKVCacheManager& c, py::handle prompt, py::handle max_new,
-             py::handle salt) {
+          [](PyKVCacheManager& c, IntOrIntsArg prompt, IntArg max_new,
+             OptionalIntArg salt) {
             BusyGuard guard(c.busy, kManagerKind);
             const int64_t max_new_tokens = ToInt64(max_new, "max_new_tokens");
             if (IsSequence(prompt)) {
@@ -390,8 +397,8 @@ tables are read per group (group_table, export_dense_group).
           "prompt's token ids (prefix caching counts its cached blocks).")
       .def(
           "add_sequence",
-          [](PyKVCacheManager& c, py::handle seq, py::handle prompt,
-             py::handle max_new, py::handle out_array, py::handle salt) {
+          [](PyKVCacheManager& c, IntArg seq, IntOrIntsArg prompt,
+             IntArg max_new, OptionalArrayArg out_array, OptionalIntArg salt) {
             BusyGuard guard(c.busy, kManagerKind);
             CheckSlotBuffer(out_array);
             if (IsSequence(prompt)) {
@@ -433,8 +440,8 @@ tables are read per group (group_table, export_dense_group).
           "prefix cache.")
       .def(
           "commit_tokens",
-          [](PyKVCacheManager& c, py::handle seqs, py::handle num_tokens,
-             py::handle token_ids) {
+          [](PyKVCacheManager& c, IntsArg seqs, IntsArg num_tokens,
+             LateTokenIdsArg token_ids) {
             BusyGuard guard(c.busy, kManagerKind);
             const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
             const py::array_t<int64_t> counts =
@@ -563,29 +570,37 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           },
           "(n, 2) int32 [src, dst] copy-on-write copies of the last step "
           "(books-only: run them, then mark_copies_done()).")
-      .def("mark_copies_done",
-           [](PyKVCacheManager& c) {
-             BusyGuard guard(c.busy, kManagerKind);
-             c.out.copies.MarkDone();
-           })
+      .def(
+          "mark_copies_done",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kManagerKind);
+            c.out.copies.MarkDone();
+          },
+          "Books-only: the caller ran the last step's copies.")
       .def(
           "fork",
-          [](PyKVCacheManager& c, py::handle parent, py::handle child) {
+          [](PyKVCacheManager& c, IntArg parent, IntArg child) {
             BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Fork(ToInt64(parent, "parent"),
                                          ToInt64(child, "child")));
           },
-          py::arg("parent"), py::arg("child"))
+          py::arg("parent"), py::arg("child"),
+          "Child shares every block of running parent (copy-on-write). "
+          "KeyError for an unknown parent, ValueError for a child id in "
+          "use, RuntimeError unless parent runs, MemoryError when a "
+          "reservation does not fit.")
       .def(
           "free",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Free(ToInt64(seq, "seq")));
           },
-          py::arg("seq"))
+          py::arg("seq"),
+          "Drops seq and releases its blocks. KeyError for an unknown id; "
+          "RuntimeError while a books-only swap is pending.")
       .def(
           "truncate",
-          [](PyKVCacheManager& c, py::handle seq, py::handle new_length) {
+          [](PyKVCacheManager& c, IntArg seq, IntArg new_length) {
             BusyGuard guard(c.busy, kManagerKind);
             const int64_t length = ToInt64(new_length, "new_length");
             // A negative length is a bad value (ValueError), not a position
@@ -596,17 +611,23 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
             }
             ThrowIfError(c.manager->Truncate(ToInt64(seq, "seq"), length));
           },
-          py::arg("seq"), py::arg("new_length"))
+          py::arg("seq"), py::arg("new_length"),
+          "Keeps the first new_length tokens of running seq and frees the "
+          "whole blocks past them (speculative rollback). ValueError for "
+          "new_length < 0, IndexError past num_tokens(seq).")
       .def(
           "preempt",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->Preempt(ToInt64(seq, "seq")));
           },
-          py::arg("seq"))
+          py::arg("seq"),
+          "Recompute preemption: frees seq's blocks and keeps its length "
+          "(readmit gives it slots again). KeyError; RuntimeError unless "
+          "running.")
       .def(
           "readmit",
-          [](PyKVCacheManager& c, py::handle seq, py::handle out_array) {
+          [](PyKVCacheManager& c, IntArg seq, OptionalArrayArg out_array) {
             BusyGuard guard(c.busy, kManagerKind);
             CheckSlotBuffer(out_array);
             const int64_t id = ToInt64(seq, "seq");
@@ -617,10 +638,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
             ThrowIfError(c.manager->Readmit(id, &c.out));
             return SlotsResult(c.out, out_array);
           },
-          py::arg("seq"), py::kw_only(), py::arg("out") = py::none())
+          py::arg("seq"), py::kw_only(), py::arg("out") = py::none(),
+          "Gives preempted seq slots for its remembered tokens again "
+          "(int64 slot mapping; prefix caching serves num_cached_tokens "
+          "of them from the cache). RuntimeError unless preempted; "
+          "MemoryError (still preempted) when it does not fit.")
       .def(
           "swap_out",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapOut(ToInt64(seq, "seq")));
@@ -632,14 +657,17 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "swap_group_offsets splits them per group).")
       .def(
           "swap_in",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             SwapPlan plan =
                 ValueOrThrow(c.manager->SwapIn(ToInt64(seq, "seq")));
             c.swap_group_offsets = plan.group_offsets;
             return py::make_tuple(PlanArray(plan.src), PlanArray(plan.dst));
           },
-          py::arg("seq"))
+          py::arg("seq"),
+          "Brings a swapped-out seq back: (src, dst) int32 host -> device "
+          "block copies (books-only; empty in host mode). RuntimeError "
+          "unless swapped out; MemoryError when the device pool is full.")
       .def_property_readonly(
           "swap_group_offsets",
           [](PyKVCacheManager& c) {
@@ -655,34 +683,42 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "without groups.")
       .def(
           "complete_swap",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             ThrowIfError(c.manager->CompleteSwap(ToInt64(seq, "seq")));
           },
-          py::arg("seq"))
-      .def("__contains__",
-           [](PyKVCacheManager& c, py::handle seq) {
-             BusyGuard guard(c.busy, kManagerKind);
-             return c.manager->contains(ToInt64(seq, "seq"));
-           })
+          py::arg("seq"),
+          "Books-only: the caller ran the pending swap's copies; releases "
+          "the source blocks. RuntimeError unless a swap is pending.")
+      .def(
+          "__contains__",
+          [](PyKVCacheManager& c, IntArg seq) {
+            BusyGuard guard(c.busy, kManagerKind);
+            return c.manager->contains(ToInt64(seq, "seq"));
+          },
+          py::arg("seq"), "Whether the manager knows seq (in any state).")
       .def(
           "state",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             return std::string(SequenceStateName(
                 ValueOrThrow(c.manager->state(ToInt64(seq, "seq")))));
           },
-          py::arg("seq"))
+          py::arg("seq"),
+          "The sequence's state (str): \"running\", \"preempted\", "
+          "\"swapped out\", \"swapping out\", \"swapping in\", ... KeyError "
+          "for an unknown id.")
       .def(
           "num_tokens",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             return ValueOrThrow(c.manager->num_tokens(ToInt64(seq, "seq")));
           },
-          py::arg("seq"))
+          py::arg("seq"),
+          "Tokens the sequence holds (int). KeyError for an unknown id.")
       .def(
           "block_table",
-          [](PyKVCacheManager& c, py::handle seq) {
+          [](PyKVCacheManager& c, IntArg seq) {
             BusyGuard guard(c.busy, kManagerKind);
             absl::Span<const BlockId> blocks =
                 ValueOrThrow(c.manager->block_table(ToInt64(seq, "seq")));
@@ -695,7 +731,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           py::arg("seq"), "int32 copy of a running sequence's block table.")
       .def(
           "export_sizes",
-          [](PyKVCacheManager& c, py::handle seqs) {
+          [](PyKVCacheManager& c, IntsArg seqs) {
             BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             const ExportSizes s =
@@ -706,11 +742,13 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
             d["total_blocks"] = s.total_blocks;
             return d;
           },
-          py::arg("seqs"))
+          py::arg("seqs"),
+          "dict num_seqs, max_row_blocks, total_blocks: the array sizes "
+          "export_dense / export_csr need for seqs.")
       .def(
           "export_dense",
-          [](PyKVCacheManager& c, py::handle seqs, py::handle block_tables,
-             py::handle seq_lens, py::handle pad_id) {
+          [](PyKVCacheManager& c, IntsArg seqs, ArrayArg block_tables,
+             ArrayArg seq_lens, IntArg pad_id) {
             BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             const int64_t width =
@@ -736,8 +774,8 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "the caller's int32 arrays.")
       .def(
           "export_csr",
-          [](PyKVCacheManager& c, py::handle seqs, py::handle indptr,
-             py::handle indices, py::handle last_page_len) {
+          [](PyKVCacheManager& c, IntsArg seqs, ArrayArg indptr,
+             ArrayArg indices, ArrayArg last_page_len) {
             BusyGuard guard(c.busy, kManagerKind);
             LoadBatch(c, seqs);
             absl::Span<int32_t> p = CallerInt32Buffer(indptr, "kv_indptr", 0);
@@ -756,7 +794,7 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "FlashInfer's CSR page table, into the caller's int32 arrays.")
       .def_property_readonly(
           "kv_storage",
-          [](py::object self) -> py::object {
+          [](py::object self) -> OptionalArrayArg {
             PyKVCacheManager& c = self.cast<PyKVCacheManager&>();
             KVPool* pool = c.manager->kv_pool();
             if (pool == nullptr) return py::none();
@@ -767,12 +805,14 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
           "the manager alive. None in books-only mode.")
       .def_property_readonly(
           "block_tokens",
-          [](PyKVCacheManager& c) { return c.manager->block_tokens(); })
+          [](PyKVCacheManager& c) { return c.manager->block_tokens(); },
+          "Tokens per block (int).")
       .def_property_readonly("num_free_blocks",
                              [](PyKVCacheManager& c) {
                                BusyGuard guard(c.busy, kManagerKind);
                                return c.manager->books().num_free_blocks();
-                             })
+                             },
+                             "Device blocks free now (int).")
       .def("stats",
            [](PyKVCacheManager& c) {
              BusyGuard guard(c.busy, kManagerKind);
@@ -805,11 +845,41 @@ commit, per sequence the tokens now final (-1 leaves it).)doc")
              p["evicted_blocks"] = s.prefix.evicted_blocks;
              d["prefix"] = p;
              return d;
-           })
-      .def("check_invariants", [](PyKVCacheManager& c) {
-        BusyGuard guard(c.busy, kManagerKind);
-        c.manager->CheckInvariants();
-      });
+           },
+           "dict of counters: num_blocks, used_blocks, free_blocks, "
+           "reserved_blocks, shared_blocks, num_sequences, "
+           "running_sequences, preemptions, swap_outs, swap_ins, "
+           "swapped_blocks, cow_copies, host_blocks, host_used_blocks, and "
+           "\"prefix\": a dict of the prefix cache's (queries, "
+           "query_tokens, hit_tokens, hit_rate, hit_blocks, rehit_blocks, "
+           "switched_blocks, cached_blocks, evictable_blocks, "
+           "evicted_blocks; zero without prefix caching).")
+      .def(
+          "check_invariants",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kManagerKind);
+            c.manager->CheckInvariants();
+          },
+          "Aborts the process if the manager's books are inconsistent (a "
+          "bug; for tests).")
+      .def(
+          "__repr__",
+          [](PyKVCacheManager& c) {
+            BusyGuard guard(c.busy, kManagerKind);
+            const ManagerStats s = c.manager->stats();
+            return absl::StrCat(
+                "KVCacheManager(", c.manager->layout().ToString(),
+                " num_blocks=", s.num_blocks, " free_blocks=", s.free_blocks,
+                " sequences=", s.num_sequences,
+                c.manager->prefix_caching() ? " prefix_caching" : "",
+                c.manager->num_layer_groups() > 0
+                    ? absl::StrCat(" layer_groups=",
+                                   c.manager->num_layer_groups())
+                    : "",
+                ")");
+          },
+          "KVCacheManager(layers=... num_blocks=... free_blocks=... "
+          "sequences=...)");
   AddLayerGroupMethods(cls);
 }
 

@@ -17,6 +17,7 @@
 #include "python/src/busy.h"
 #include "python/src/manager_holder.h"
 #include "python/src/status.h"
+#include "python/src/typed_args.h"
 
 namespace pagedkv::python {
 
@@ -28,7 +29,7 @@ bool IsListOrTuple(py::handle obj) {
   return py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj);
 }
 
-py::array GroupTable(PyKVCacheManager& c, py::handle seq, py::handle group) {
+py::array GroupTable(PyKVCacheManager& c, IntArg seq, IntArg group) {
   BusyGuard guard(c.busy, kManagerKind);
   const KVCacheManager::RunningTable t = ValueOrThrow(
       c.manager->group_table(ToInt64(seq, "seq"), ToInt32(group, "group")));
@@ -39,9 +40,9 @@ py::array GroupTable(PyKVCacheManager& c, py::handle seq, py::handle group) {
   return std::move(a);
 }
 
-void ExportDenseGroup(PyKVCacheManager& c, py::handle group, py::handle seqs,
-                      py::handle block_tables, py::handle seq_lens,
-                      py::handle pad_id, py::handle hole_id) {
+void ExportDenseGroup(PyKVCacheManager& c, IntArg group, IntsArg seqs,
+                      ArrayArg block_tables, ArrayArg seq_lens, IntArg pad_id,
+                      IntArg hole_id) {
   BusyGuard guard(c.busy, kManagerKind);
   const py::array_t<int64_t> ids = ToInt64Array(seqs, "seqs");
   c.batch.assign(ids.data(), ids.data() + ids.size());

@@ -85,12 +85,21 @@ and zero-copy, read-only views of the pool's bytes. Token t of row b lives in
 block block_tables[b, (starts[b] + t) // block_tokens] at slot
 (starts[b] + t) % block_tokens. The arrays keep the pool alive.
 )doc")
-      .def_readonly("block_tables", &PagedView::block_tables)
-      .def_readonly("starts", &PagedView::starts)
-      .def_readonly("lengths", &PagedView::lengths)
-      .def_readonly("storage", &PagedView::storage)
-      .def_readonly("layer", &PagedView::layer)
-      .def_readonly("block_tokens", &PagedView::block_tokens)
+      .def_readonly("block_tables", &PagedView::block_tables,
+                    "int32 (batch, width) block ids per row; -1 past a "
+                    "row's blocks (a snapshot).")
+      .def_readonly("starts", &PagedView::starts,
+                    "int32 (batch,): the first visible position of each "
+                    "row inside its blocks.")
+      .def_readonly("lengths", &PagedView::lengths,
+                    "int32 (batch,): visible tokens of each row.")
+      .def_readonly("storage", &PagedView::storage,
+                    "Read-only numpy view (num_blocks, num_layers, 2, "
+                    "num_kv_heads, block_tokens, head_dim) of the pool's "
+                    "bytes (live, not a snapshot); keeps the pool alive.")
+      .def_readonly("layer", &PagedView::layer, "The layer viewed (int).")
+      .def_readonly("block_tokens", &PagedView::block_tokens,
+                    "Tokens per block (int).")
       .def_property_readonly(
           "key_blocks",
           [](const PagedView& v) {
@@ -105,11 +114,15 @@ block block_tables[b, (starts[b] + t) // block_tokens] at slot
                                             v.layer, 1)];
           },
           "(num_blocks, kv_heads, block_tokens, head_dim) view of the values")
-      .def("__repr__", [](const PagedView& v) {
-        return absl::StrCat(
-            "PagedView(layer=", v.layer, ", batch=", v.block_tables.shape(0),
-            ", length=", v.length, ", block_tokens=", v.block_tokens, ")");
-      });
+      .def(
+          "__repr__",
+          [](const PagedView& v) {
+            return absl::StrCat("PagedView(layer=", v.layer,
+                                ", batch=", v.block_tables.shape(0),
+                                ", length=", v.length,
+                                ", block_tokens=", v.block_tokens, ")");
+          },
+          "PagedView(layer=..., batch=..., length=..., block_tokens=...)");
 }
 
 }  // namespace pagedkv::python
