@@ -230,12 +230,14 @@ absl::StatusOr<SwapPlan> GroupedSequences::SwapIn(SequenceId seq) {
   if (s->prefix.has_value()) {
     // The copies are published again at the next commit (switched to equal
     // cached entries where there are some).
+    // The commit point stays the server's (its next commit may be
+    // anywhere from there): hits past it are cached already, and that
+    // commit finds them published.
     SequencePrefix& p = *s->prefix;
-    p.published = static_cast<int32_t>(hit);
+    p.published = static_cast<int32_t>(
+        std::min<int64_t>(hit, p.committed / block_tokens_));
     std::fill(s->group_published.begin(), s->group_published.end(),
-              static_cast<int32_t>(hit));
-    // Hits past its own commit point hold final KV of the same tokens.
-    p.committed = std::max(p.committed, hit * block_tokens_);
+              p.published);
     p.epoch = books_->prefix_epoch();
     p.stopped = false;
     prefix_stats_.rehit_blocks += hit;

@@ -179,9 +179,11 @@ absl::StatusOr<SwapPlan> KVCacheManager::SwapIn(SequenceId seq) {
   }
   if (s->prefix.has_value()) {
     PrefixState& p = *s->prefix;
-    p.published = hits;  // The copies are published at the next commit.
-    // Hits past its own commit point hold final KV of the same tokens.
-    p.committed = std::max(p.committed, int64_t{hits} * layout_.block_tokens);
+    // The copies are published at the next commit. The commit point stays
+    // the server's (its next commit may be anywhere from there): hits past
+    // it are cached already, and that commit finds them published.
+    p.published = static_cast<int32_t>(
+        std::min<int64_t>(hits, p.committed / layout_.block_tokens));
     p.epoch = books_->prefix_epoch();
     p.stopped = false;
     prefix_stats_.rehit_blocks += hits;

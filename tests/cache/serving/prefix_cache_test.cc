@@ -502,6 +502,30 @@ TEST(PrefixCacheTest, SwapInReHitsItsOwnPrefix) {
   ExpectBytes(m, 1, p);
 }
 
+// Blocks another request published past this one's commit point come
+// back as hits, but the commit point stays the server's: its next commit,
+// anywhere from there, is taken, and finds those blocks published.
+TEST(PrefixCacheTest, SwapInKeepsTheServersCommitPoint) {
+  CheckedManager m = Make({.num_host_blocks = 8});
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Ids(12), 8, &out), IsOk());
+  Commit(m, 1, 4);  // The server committed 4 of its 12 tokens.
+  ASSERT_THAT(m->AddSequence(2, Ids(12), 8, &out), IsOk());
+  Commit(m, 2, 12);  // Another request publishes blocks 1 and 2.
+  ASSERT_THAT(m.SwapOut(1).status(), IsOk());
+  ASSERT_THAT(m.SwapIn(1).status(), IsOk());
+  EXPECT_EQ(m->stats().prefix.rehit_blocks, 3);  // Its 12 tokens' KV.
+  const int32_t next[] = {999};
+  const SlotRequest r[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = next, .commit = 8}};
+  EXPECT_THAT(m.Append(r), IsOk());
+  ASSERT_THAT(m.Free(2), IsOk());
+  ASSERT_THAT(m.Free(1), IsOk());
+  // Blocks 0 and 1 stayed cached under sequence 1's chain.
+  ASSERT_THAT(m->AddSequence(3, Ids(12), 8, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);  // Leaving the last token.
+}
+
 TEST(PrefixCacheTest, BooksOnlySwapInCopiesOnlyUncachedBlocks) {
   CheckedManager m =
       Make({.storage = StorageMode::kBooksOnly, .num_host_blocks = 8});

@@ -195,6 +195,40 @@ TEST(GroupedPrefixTest, ASwapInReHitsWhatStayedCached) {
   }
 }
 
+// Blocks another request published past this one's commit point come
+// back as hits, but the commit point stays the server's: its next commit,
+// anywhere from there, is taken, and finds those blocks published in every
+// group. Block 4 tokens; 1 full group and 1 window group of 8 tokens.
+TEST(GroupedPrefixTest, ASwapInKeepsTheServersCommitPoint) {
+  KVCacheManager::Options o = Options(32, 4, 1, 1, 8);
+  o.num_host_blocks = 16;
+  std::unique_ptr<KVCacheManager> m = *KVCacheManager::Create(o);
+  StepOutput out;
+  ASSERT_THAT(m->AddSequence(1, Iota(12), 8, &out), IsOk());
+  const TokenCommit first[] = {{.seq = 1, .num_tokens = 4}};
+  ASSERT_THAT(m->CommitTokens(first), IsOk());
+  ASSERT_THAT(m->AddSequence(2, Iota(12), 8, &out), IsOk());
+  CommitAll(*m, 2);  // Publishes blocks 1 and 2 in both groups.
+  Step(*m, 1, 500);  // 13 tokens, 12 computed (a SwapIn's hits lie within).
+  ASSERT_THAT(m->SwapOut(1).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  const int64_t rehits = m->stats().prefix.rehit_blocks;
+  ASSERT_THAT(m->SwapIn(1).status(), IsOk());
+  ASSERT_THAT(m->CompleteSwap(1), IsOk());
+  m->CheckInvariants();
+  EXPECT_EQ(m->stats().prefix.rehit_blocks - rehits, 3);
+  const int32_t ids[] = {999};
+  const SlotRequest r[] = {
+      {.seq = 1, .num_tokens = 1, .token_ids = ids, .commit = 8}};
+  EXPECT_THAT(m->AppendSlots(r, &out), IsOk());
+  m->CheckInvariants();
+  ASSERT_THAT(m->Free(2), IsOk());
+  ASSERT_THAT(m->Free(1), IsOk());
+  m->CheckInvariants();
+  ASSERT_THAT(m->AddSequence(3, Iota(12), 8, &out), IsOk());
+  EXPECT_EQ(out.num_cached_tokens, 8);  // Leaving the last token.
+}
+
 // A swapped-out sequence 29 tokens long (28 computed; block 4 tokens, 1
 // full group and 1 window group of 8 tokens): 3 blocks of each group
 // committed and cached, the window's host table live from block 5 on.
