@@ -492,7 +492,8 @@ class KVCacheManager {
   absl::StatusOr<SwapPlan> SwapOut(SequenceId seq);
   // Brings a swapped-out sequence back with every byte intact (new device
   // blocks; with prefix caching, its blocks still cached are pinned and
-  // only the others copied). Books-only: returns host -> device copies;
+  // only the others copied; its commit point stays where the server left
+  // it, unlike Readmit's). Books-only: returns host -> device copies;
   // kSwappingIn until CompleteSwap. FAILED_PRECONDITION unless swapped out;
   // RESOURCE_EXHAUSTED (still swapped out) when the device pool is full
   // (kReservation: when its reservation does not fit). With layer groups
