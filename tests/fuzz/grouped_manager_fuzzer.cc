@@ -439,12 +439,11 @@ class GroupedFuzzer {
     const int64_t rehits_before = m_->stats().prefix.rehit_blocks;
     absl::StatusOr<SwapPlan> plan = out ? m_->SwapOut(id) : m_->SwapIn(id);
     if (!plan.ok()) return plan.status();
-    // Blocks SwapIn found cached hold final KV: its commit point moves up
-    // to them (and, in host mode, the reads below check their words).
+    // Blocks SwapIn found cached hold final KV (in host mode the reads
+    // below check their words); its commit point stays the server's.
     const int64_t rehits = m_->stats().prefix.rehit_blocks - rehits_before;
     if (rehits > 0) {
       if (out) Divergence(history_, "SwapOut counted re-hits");
-      model_[id].committed = std::max(model_[id].committed, rehits * bt_);
       Stats().CountOp(kSwapInRehit, absl::OkStatus());
     }
     const size_t pairs = plan->src.size();

@@ -1121,9 +1121,9 @@ TEST_P(GroupedPrefixProperty, NothingWrongIsServedAndInvariantsHold) {
         }
         ASSERT_THAT(m->CompleteSwap(sid), IsOk());
         s.swapped = false;
-        // Its cached blocks came back without a copy, their KV final.
+        // Its cached blocks came back without a copy, their KV final; its
+        // commit point stays.
         const int64_t rehits = m->stats().prefix.rehit_blocks - rehits_before;
-        s.committed = std::max(s.committed, rehits * bt);
         swap_rehits += rehits;
         // Every live entry, re-hit or copied back, holds its own KV.
         for (int32_t g = 0; g < groups; ++g) {
