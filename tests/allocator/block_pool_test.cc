@@ -596,6 +596,28 @@ TEST(BlockPoolDeathTest, ReleaseAllTailFirstOfAFreeBlockAborts) {
   EXPECT_DEATH(pool->ReleaseAllTailFirst({BlockId(5)}), "block 5 out of range");
 }
 
+TEST(BlockPoolTest, CopyHoldsAreReferencesReleasedTailFirst) {
+  auto pool = MakePool(3);
+  const std::vector<BlockId> ids = *pool->Allocate(2);
+  pool->AddCopyHolds(ids);
+  pool->ReleaseAll(ids);  // The holders go; the holds keep both.
+  EXPECT_EQ(pool->num_free_blocks(), 1);
+  pool->CheckInvariants();
+  pool->ReleaseCopyHoldsTailFirst(ids);
+  EXPECT_EQ(pool->num_free_blocks(), 3);
+  // Freed tail first: the first id is the free list's newest.
+  EXPECT_EQ(*pool->TryAllocate(), ids[0]);
+  pool->CheckInvariants();
+}
+
+TEST(BlockPoolDeathTest, ReleasingACopyHoldNotTakenAborts) {
+  auto pool = MakePool(2);
+  const BlockId id = *pool->TryAllocate();
+  EXPECT_DEATH(pool->ReleaseCopyHoldsTailFirst({id}),
+               "copy hold on block 0 released without one");
+  EXPECT_DEATH(pool->AddCopyHolds({BlockId(1)}), "AddRef of free block 1");
+}
+
 TEST(BlockPoolDeathTest, AddRefOfFreeBlockAborts) {
   auto pool = MakePool(2);
   EXPECT_DEATH(pool->AddRef(BlockId(1)), "AddRef of free block 1");

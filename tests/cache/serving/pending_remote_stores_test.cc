@@ -131,5 +131,44 @@ TEST(PendingRemoteStoresDeathTest, AChainOfAnotherLengthAborts) {
   pool->Release(a);
 }
 
+TEST(PendingRemoteStoresTest, ListsSaysWhichBlocksAreOnTheList) {
+  std::unique_ptr<BlockPool> pool = *BlockPool::Create({.num_blocks = 4});
+  const BlockId a = *pool->TryAllocate();
+  const BlockId b = *pool->TryAllocate();
+  const Chain c;
+  PendingRemoteStores stores;
+  stores.Add(
+      pool.get(), absl::MakeConstSpan(&a, 1),
+      RemoteChain{.parent = 10,
+                  .hashes = absl::MakeConstSpan(c.hashes).subspan(0, 1),
+                  .keys = absl::MakeConstSpan(c.keys).subspan(0, 1),
+                  .tokens = absl::MakeConstSpan(c.tokens).subspan(0, 2)});
+  EXPECT_TRUE(stores.Lists(a));
+  EXPECT_FALSE(stores.Lists(b));
+  PendingRemoteStores moved = std::move(stores);
+  EXPECT_TRUE(moved.Lists(a));
+  EXPECT_FALSE(stores.Lists(a));  // NOLINT(bugprone-use-after-move): empty.
+  moved.MarkDone();
+  EXPECT_FALSE(moved.Lists(a));
+  pool->Release(a);
+  pool->Release(b);
+}
+
+TEST(PendingRemoteStoresDeathTest, ListingABlockTwiceAborts) {
+  std::unique_ptr<BlockPool> pool = *BlockPool::Create({.num_blocks = 4});
+  const BlockId a = *pool->TryAllocate();
+  const Chain c;
+  const RemoteChain one{.parent = 10,
+                        .hashes = absl::MakeConstSpan(c.hashes).subspan(0, 1),
+                        .keys = absl::MakeConstSpan(c.keys).subspan(0, 1),
+                        .tokens = absl::MakeConstSpan(c.tokens).subspan(0, 2)};
+  PendingRemoteStores stores;
+  stores.Add(pool.get(), absl::MakeConstSpan(&a, 1), one);
+  EXPECT_DEATH(stores.Add(pool.get(), absl::MakeConstSpan(&a, 1), one),
+               "block 0 listed twice");
+  stores.MarkDone();
+  pool->Release(a);
+}
+
 }  // namespace
 }  // namespace pagedkv
