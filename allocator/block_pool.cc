@@ -208,16 +208,19 @@ void BlockPool::AddCopyHolds(absl::Span<const BlockId> ids) {
   }
 }
 
-void BlockPool::ReleaseCopyHoldsTailFirst(absl::Span<const BlockId> ids) {
-  if (ids.empty()) return;
-  MaybeLock lock(&mu_);
+void BlockPool::DropCopyHoldsLocked(absl::Span<const BlockId> ids) {
   for (BlockId id : ids) {
     CheckId(id);
     int32_t& holds = copy_holds_[id.value()];
-    PKV_CHECK(holds > 0, "copy hold on block %d released without one",
-              id.value());
+    PKV_CHECK(holds > 0, "copy source %d released without a hold", id.value());
     --holds;
   }
+}
+
+void BlockPool::ReleaseCopyHoldsTailFirst(absl::Span<const BlockId> ids) {
+  if (ids.empty()) return;
+  MaybeLock lock(&mu_);
+  DropCopyHoldsLocked(ids);
   const size_t n = ids.size();
   ReleaseBatchLocked(n, [ids, n](size_t k) { return ids[n - 1 - k]; });
 }
@@ -302,12 +305,7 @@ void BlockPool::AdoptCopySource(BlockId src) {
 
 void BlockPool::ReleaseCopySources(absl::Span<const BlockId> ids) {
   MaybeLock lock(&mu_);
-  for (BlockId id : ids) {
-    CheckId(id);
-    int32_t& holds = copy_holds_[id.value()];
-    PKV_CHECK(holds > 0, "copy source %d released without a hold", id.value());
-    --holds;
-  }
+  DropCopyHoldsLocked(ids);
   ReleaseBatchLocked(ids.size(), [ids](size_t k) { return ids[k]; });
 }
 

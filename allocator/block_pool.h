@@ -438,6 +438,11 @@ class BlockPool {
   // one taken over, and a batch released, counted in copy_holds_.
   void AdoptCopySource(BlockId src);
   void ReleaseCopySources(absl::Span<const BlockId> ids);
+  // One copy hold less on each id (ReleaseCopySources and
+  // ReleaseCopyHoldsTailFirst, before they release the references).
+  // REQUIRES: each id holds one (else aborts, naming it).
+  void DropCopyHoldsLocked(absl::Span<const BlockId> ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The freed block i was charged to a reservation: ends the charge.
   void UnchargeLocked(int32_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -1,27 +1,19 @@
 #include "python/src/physical_memory.h"
 
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/physical_memory.h"
 #include "python/src/status.h"
 
 namespace pagedkv::python {
 
-uint64_t PhysicalMemoryBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page_size = sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || page_size <= 0) return 0;
-  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size);
-}
-
 void CheckFitsInMemory(const char* what, size_t block_bytes,
                        int64_t num_blocks) {
   if (num_blocks <= 0 || block_bytes == 0) return;
-  const uint64_t physical = PhysicalMemoryBytes();
+  const uint64_t physical = ::pagedkv::PhysicalMemoryBytes();
   if (physical == 0) return;
   const uint64_t blocks = static_cast<uint64_t>(num_blocks);
   // blocks * block_bytes > physical, without overflowing the product.

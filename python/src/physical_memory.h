@@ -20,15 +20,11 @@
 
 namespace pagedkv::python {
 
-// Bytes of physical memory: sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE)
-// (0 if the system does not say).
-uint64_t PhysicalMemoryBytes();
-
 // Raises MemoryError (status_code "RESOURCE_EXHAUSTED") when num_blocks
 // blocks of block_bytes (their product, without overflow) exceed
-// PhysicalMemoryBytes(); `what` names the pool in the message. Does nothing
-// for num_blocks <= 0 (the C++ Create reports that) or when the physical
-// size is unknown.
+// PhysicalMemoryBytes() (base/physical_memory.h); `what` names the pool in the
+// message. Does nothing for num_blocks <= 0 (the C++ Create reports that) or
+// when the physical size is unknown.
 void CheckFitsInMemory(const char* what, size_t block_bytes,
                        int64_t num_blocks);
 

@@ -614,7 +614,7 @@ TEST(BlockPoolDeathTest, ReleasingACopyHoldNotTakenAborts) {
   auto pool = MakePool(2);
   const BlockId id = *pool->TryAllocate();
   EXPECT_DEATH(pool->ReleaseCopyHoldsTailFirst({id}),
-               "copy hold on block 0 released without one");
+               "copy source 0 released without a hold");
   EXPECT_DEATH(pool->AddCopyHolds({BlockId(1)}), "AddRef of free block 1");
 }
 

@@ -49,6 +49,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/physical_memory.h"
 #include "base/status_macros.h"
 #include "cache/serving/kv_cache_manager.h"
 #include "cache/storage/kv_layout.h"
@@ -291,15 +292,6 @@ absl::Status Override(const absl::Flag<F>& flag, T* field) {
   return absl::OkStatus();
 }
 
-// Bytes of physical memory (0 if unknown): the bound of what host storage
-// may allocate, checked before anything is allocated.
-size_t PhysicalMemoryBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page = sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || page <= 0) return 0;
-  return static_cast<size_t>(pages) * static_cast<size_t>(page);
-}
-
 // "2 MiB", "0.75 MiB", "23.5 GiB", "238 TiB".
 std::string Mib(double bytes) {
   if (bytes >= double{1ull << 40}) {
@@ -353,7 +345,7 @@ std::string PoolFlag(const SimConfig& c) {
 // the swap tier, the largest pool of a sweep) against physical memory, and
 // books-only pools at kBooksOnlyBytesPerBlock.
 absl::Status CheckMemory(const SimConfig& c) {
-  const size_t phys = PhysicalMemoryBytes();
+  const size_t phys = static_cast<size_t>(PhysicalMemoryBytes());
   if (phys == 0) return absl::OkStatus();
   int64_t blocks = c.pool_blocks;
   for (int32_t b : c.pool_sweep) blocks = std::max<int64_t>(blocks, b);

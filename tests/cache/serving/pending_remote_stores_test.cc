@@ -27,6 +27,13 @@ struct Chain {
     return RemoteChain{
         .parent = 10, .hashes = hashes, .keys = keys, .tokens = tokens};
   }
+  // Its first block alone.
+  RemoteChain first() const {
+    return RemoteChain{.parent = 10,
+                       .hashes = absl::MakeConstSpan(hashes).subspan(0, 1),
+                       .keys = absl::MakeConstSpan(keys).subspan(0, 1),
+                       .tokens = absl::MakeConstSpan(tokens).subspan(0, kBt)};
+  }
 };
 
 TEST(PendingRemoteStoresTest, PinsEachBlockUntilMarkDone) {
@@ -52,12 +59,7 @@ TEST(PendingRemoteStoresTest, EachEntryIsAOneBlockChainWithItsParent) {
   for (int i = 0; i < 3; ++i) held.push_back(*pool->TryAllocate());
   const Chain c;
   PendingRemoteStores stores;
-  stores.Add(
-      pool.get(), absl::MakeConstSpan(held).subspan(0, 1),
-      RemoteChain{.parent = 10,
-                  .hashes = absl::MakeConstSpan(c.hashes).subspan(0, 1),
-                  .keys = absl::MakeConstSpan(c.keys).subspan(0, 1),
-                  .tokens = absl::MakeConstSpan(c.tokens).subspan(0, 2)});
+  stores.Add(pool.get(), absl::MakeConstSpan(held).subspan(0, 1), c.first());
   stores.Add(pool.get(), absl::MakeConstSpan(held).subspan(1),
              RemoteChain{.parent = 11,
                          .hashes = absl::MakeConstSpan(c.hashes).subspan(1),
@@ -108,10 +110,7 @@ TEST(PendingRemoteStoresDeathTest, EntriesFromTwoPoolsAbort) {
   const BlockId a = *p1->TryAllocate();
   const BlockId b = *p2->TryAllocate();
   const Chain c;
-  const RemoteChain one{.parent = 10,
-                        .hashes = absl::MakeConstSpan(c.hashes).subspan(0, 1),
-                        .keys = absl::MakeConstSpan(c.keys).subspan(0, 1),
-                        .tokens = absl::MakeConstSpan(c.tokens).subspan(0, 2)};
+  const RemoteChain one = c.first();
   PendingRemoteStores stores;
   stores.Add(p1.get(), absl::MakeConstSpan(&a, 1), one);
   EXPECT_DEATH(stores.Add(p2.get(), absl::MakeConstSpan(&b, 1), one),
@@ -137,12 +136,7 @@ TEST(PendingRemoteStoresTest, ListsSaysWhichBlocksAreOnTheList) {
   const BlockId b = *pool->TryAllocate();
   const Chain c;
   PendingRemoteStores stores;
-  stores.Add(
-      pool.get(), absl::MakeConstSpan(&a, 1),
-      RemoteChain{.parent = 10,
-                  .hashes = absl::MakeConstSpan(c.hashes).subspan(0, 1),
-                  .keys = absl::MakeConstSpan(c.keys).subspan(0, 1),
-                  .tokens = absl::MakeConstSpan(c.tokens).subspan(0, 2)});
+  stores.Add(pool.get(), absl::MakeConstSpan(&a, 1), c.first());
   EXPECT_TRUE(stores.Lists(a));
   EXPECT_FALSE(stores.Lists(b));
   PendingRemoteStores moved = std::move(stores);
@@ -158,10 +152,7 @@ TEST(PendingRemoteStoresDeathTest, ListingABlockTwiceAborts) {
   std::unique_ptr<BlockPool> pool = *BlockPool::Create({.num_blocks = 4});
   const BlockId a = *pool->TryAllocate();
   const Chain c;
-  const RemoteChain one{.parent = 10,
-                        .hashes = absl::MakeConstSpan(c.hashes).subspan(0, 1),
-                        .keys = absl::MakeConstSpan(c.keys).subspan(0, 1),
-                        .tokens = absl::MakeConstSpan(c.tokens).subspan(0, 2)};
+  const RemoteChain one = c.first();
   PendingRemoteStores stores;
   stores.Add(pool.get(), absl::MakeConstSpan(&a, 1), one);
   EXPECT_DEATH(stores.Add(pool.get(), absl::MakeConstSpan(&a, 1), one),
